@@ -1,0 +1,1 @@
+export const PROTOCOL_VERSIONS = ["v1"] as const
