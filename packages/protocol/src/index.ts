@@ -1,1 +1,12 @@
-export const PROTOCOL_VERSIONS = ["v1"] as const
+// @streamspace/protocol: the v1 wire contract. Effect Schema only, no I/O.
+export * from "./Command.ts"
+export * from "./Duration.ts"
+export * from "./Ids.ts"
+export * as Limits from "./Limits.ts"
+export * from "./Limits.ts"
+export * from "./Messages.ts"
+export * from "./ProtocolError.ts"
+export * from "./Quantity.ts"
+export * from "./Session.ts"
+export * from "./Tunnel.ts"
+export * from "./Version.ts"

@@ -1,0 +1,105 @@
+// Commands: what the control plane asks an agent to do, and how the agent answers.
+// Lifecycle (persisted by the control plane): pending -> sent -> ack -> completed | failed.
+import { Schema } from "effect"
+import { CommandId, SessionId, Timestamp, Traceparent, TunnelId } from "./Ids.ts"
+import { MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from "./Limits.ts"
+import { SessionSpec, SessionStatus } from "./Session.ts"
+
+export const CommandState = Schema.Literals(["pending", "sent", "ack", "completed", "failed"])
+export type CommandState = typeof CommandState.Type
+
+export const CommandAction = Schema.Literals(["create_session", "delete_session", "list_sessions", "vnc_connect", "vnc_disconnect"])
+export type CommandAction = typeof CommandAction.Type
+export const isCommandAction = Schema.is(CommandAction)
+
+const Window = Schema.Number.pipe(
+  Schema.check(
+    Schema.isInt({ message: "window must be an integer" }),
+    Schema.isBetween({ minimum: MIN_WINDOW_BYTES, maximum: MAX_WINDOW_BYTES }, {
+      message: `window must be between ${MIN_WINDOW_BYTES} and ${MAX_WINDOW_BYTES} bytes`
+    })
+  )
+)
+
+const fields = {
+  command_id: CommandId,
+  /** When the control plane stops waiting, ISO 8601; the agent fails the command with `timeout` past it. */
+  deadline: Timestamp,
+  traceparent: Schema.optionalKey(Traceparent)
+}
+
+export const CreateSession = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("create_session"),
+  args: Schema.Struct({ session_id: SessionId, spec: SessionSpec })
+})
+export const DeleteSession = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("delete_session"),
+  args: Schema.Struct({ session_id: SessionId })
+})
+export const ListSessions = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("list_sessions"),
+  args: Schema.Struct({})
+})
+export const VncConnect = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("vnc_connect"),
+  args: Schema.Struct({
+    session_id: SessionId,
+    tunnel_id: TunnelId,
+    /** Credit window the control plane grants the agent for this tunnel (bytes); the protocol default when absent. */
+    window: Schema.optionalKey(Window)
+  })
+})
+export const VncDisconnect = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("vnc_disconnect"),
+  args: Schema.Struct({ tunnel_id: TunnelId })
+})
+
+/** The payload of a `command` frame. */
+export const Command = Schema.Union([CreateSession, DeleteSession, ListSessions, VncConnect, VncDisconnect]).pipe(
+  Schema.toTaggedUnion("action")
+)
+export type Command = typeof Command.Type
+
+/** Results by action, carried by `command_completed`. */
+export const CommandResult = Schema.Union([
+  Schema.Struct({ action: Schema.Literal("create_session"), session: SessionStatus }),
+  Schema.Struct({ action: Schema.Literal("delete_session"), session_id: SessionId }),
+  Schema.Struct({ action: Schema.Literal("list_sessions"), sessions: Schema.Array(SessionStatus) }),
+  Schema.Struct({
+    action: Schema.Literal("vnc_connect"),
+    tunnel_id: TunnelId,
+    /** Credit window the agent grants the control plane for bytes towards the session. */
+    window: Window
+  }),
+  Schema.Struct({ action: Schema.Literal("vnc_disconnect"), tunnel_id: TunnelId })
+]).pipe(Schema.toTaggedUnion("action"))
+export type CommandResult = typeof CommandResult.Type
+
+/** Machine-readable failure codes of `command_failed`. */
+export const CommandErrorCode = Schema.Literals([
+  "invalid_command", // the command is well-formed but cannot be executed as asked
+  "session_not_found", // no such session on this agent
+  "session_not_running", // e.g. vnc_connect to a session whose pod is not ready
+  "capacity_exceeded", // MAX_SESSIONS reached, or too many tunnels
+  "timeout", // the deadline passed before the command finished
+  "kubernetes_rejected", // the API server refused the objects (4xx validation); the message is the API's
+  "kubernetes_unavailable", // the API server kept failing (5xx, 429, network) past the retry budget
+  "forbidden", // RBAC denied the agent what the command needs
+  "tunnel_failed", // the port-forward to the session could not be opened
+  "shutting_down", // the agent is stopping and took no new work
+  "internal" // a bug: the message says what happened
+])
+export type CommandErrorCode = typeof CommandErrorCode.Type
+
+export const CommandError = Schema.Struct({
+  code: CommandErrorCode,
+  message: Schema.String,
+  /** True when sending the same command again later may succeed. */
+  retryable: Schema.Boolean
+})
+export type CommandError = typeof CommandError.Type
