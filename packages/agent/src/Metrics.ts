@@ -1,0 +1,18 @@
+// Every Prometheus metric the agent exports, defined once (names from the agent guide).
+import { Metric } from "effect"
+
+export const sessionsActive = Metric.gauge("streamspace_agent_sessions_active", { description: "Active sessions managed by this agent" })
+export const uptimeSeconds = Metric.gauge("streamspace_agent_uptime_seconds", { description: "Agent uptime in seconds" })
+export const heartbeatLastSuccess = Metric.gauge("streamspace_agent_heartbeat_last_success_timestamp", {
+  description: "Unix time (seconds) of the last heartbeat sent to the control plane"
+})
+export const vncTunnelsActive = Metric.gauge("streamspace_agent_vnc_tunnels_active", { description: "Open VNC tunnels" })
+export const commandDuration = Metric.histogram("streamspace_agent_command_duration_seconds", {
+  description: "Command execution time by action and outcome",
+  boundaries: Metric.exponentialBoundaries({ start: 0.005, factor: 2, count: 14 })
+})
+export const connected = Metric.gauge("streamspace_agent_control_plane_connected", { description: "1 while connected to the control plane" })
+export const reconnects = Metric.counter("streamspace_agent_reconnects_total", { description: "Connection attempts after the first" })
+export const tunnelBytes = Metric.counter("streamspace_agent_vnc_tunnel_bytes_total", { description: "VNC bytes relayed, by direction (to_viewer, to_session)" })
+export const kubernetesApiErrors = Metric.counter("streamspace_agent_kubernetes_api_errors_total", { description: "Failed Kubernetes API calls, by verb and code" })
+export const commandsTotal = Metric.counter("streamspace_agent_commands_total", { description: "Commands received, by action and outcome" })
