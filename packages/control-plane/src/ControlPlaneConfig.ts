@@ -1,0 +1,115 @@
+// ControlPlaneConfig: every environment variable of the control plane, parsed and validated once at start.
+import {
+  BooleanString,
+  DurationString,
+  IntString,
+  LogFormatString,
+  LogLevelString,
+  PortString,
+  secretSetting,
+  setting,
+  SettingError
+} from "@streamspace/protocol"
+import { ConfigProvider, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+
+export interface ControlPlaneConfigShape {
+  readonly host: string
+  readonly port: number
+  /** Base URL users reach the control plane at (for printed links); derived from host and port when unset. */
+  readonly publicUrl: string | undefined
+  readonly tlsCertFile: string | undefined
+  readonly tlsKeyFile: string | undefined
+  readonly dataDir: string
+  /** postgres://... selects a real PostgreSQL; unset means the embedded PGlite database under dataDir. */
+  readonly databaseUrl: Option.Option<Redacted.Redacted<string>>
+  /** Keep the embedded database in memory only (tests, throwaway demos). */
+  readonly databaseInMemory: boolean
+  /** Lets a new agent id register as pending. Unset: no enrolment (only agents with credentials connect). */
+  readonly agentBootstrapToken: Option.Option<Redacted.Redacted<string>>
+  /** HS256 secret for user JWTs. */
+  readonly jwtSecret: Option.Option<Redacted.Redacted<string>>
+  /** JWKS URL for user JWTs signed by an identity provider (RS256/ES256). */
+  readonly jwtJwksUrl: string | undefined
+  readonly jwtIssuer: string | undefined
+  readonly jwtAudience: string | undefined
+  /** Development mode: mint and print a local admin token at start. Never in production. */
+  readonly devMode: boolean
+  /** How often agents are expected to heartbeat. */
+  readonly heartbeatInterval: Duration.Duration
+  /** An agent is offline after this many missed heartbeats. */
+  readonly heartbeatMissedLimit: number
+  readonly commandTimeout: Duration.Duration
+  /** How long a rotated-out agent credential keeps working. */
+  readonly credentialRotationGrace: Duration.Duration
+  /** Lifetime of a single-use VNC ticket. */
+  readonly vncTicketTtl: Duration.Duration
+  /** Credit window per VNC tunnel, in bytes. */
+  readonly vncTunnelWindow: number
+  /** Transport ping period on agent and viewer sockets. */
+  readonly pingInterval: Duration.Duration
+  readonly logLevel: "Trace" | "Debug" | "Info" | "Warn" | "Error" | "Fatal" | "None"
+  readonly logFormat: "json" | "text"
+  readonly metricsEnabled: boolean
+}
+
+const blankToUndefined = (s: string): string | undefined => (s.trim() === "" ? undefined : s)
+
+export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, SettingError> = Effect.gen(function*() {
+  const duration = (name: string, def: string) => setting(name, DurationString, { default: def, expected: "a duration such as 500ms, 30s, 5m or 1h" })
+  const text = (name: string, def: string) => setting(name, Schema.String, { default: def, expected: "text" })
+  const bool = (name: string, def: string) => setting(name, BooleanString, { default: def, expected: "true or false" })
+  const url = (name: string) =>
+    setting(name, Schema.String, { default: "", expected: "a URL" }).pipe(
+      Effect.flatMap((s) =>
+        s === "" || URL.canParse(s)
+          ? Effect.succeed(blankToUndefined(s))
+          : Effect.fail(new SettingError({ variable: name, message: `${name}=${JSON.stringify(s)} is invalid: expected a URL such as https://streamspace.example.com` }))
+      )
+    )
+  const databaseUrl = yield* secretSetting("DATABASE_URL")
+  if (Option.isSome(databaseUrl) && !/^postgres(ql)?:\/\//.test(Redacted.value(databaseUrl.value))) {
+    return yield* new SettingError({ variable: "DATABASE_URL", message: "DATABASE_URL is invalid: expected postgres://user:password@host:5432/database" })
+  }
+  const config: ControlPlaneConfigShape = {
+    host: yield* text("HOST", "0.0.0.0"),
+    port: yield* setting("PORT", IntString(0, 65535), { default: "8000", expected: "a TCP port from 1 to 65535 (0 picks a free one)" }),
+    publicUrl: yield* url("PUBLIC_URL"),
+    tlsCertFile: blankToUndefined(yield* text("TLS_CERT_FILE", "")),
+    tlsKeyFile: blankToUndefined(yield* text("TLS_KEY_FILE", "")),
+    dataDir: yield* text("DATA_DIR", "./data"),
+    databaseUrl,
+    databaseInMemory: yield* bool("DATABASE_IN_MEMORY", "false"),
+    agentBootstrapToken: yield* secretSetting("AGENT_BOOTSTRAP_TOKEN"),
+    jwtSecret: yield* secretSetting("JWT_SECRET"),
+    jwtJwksUrl: yield* url("JWT_JWKS_URL"),
+    jwtIssuer: blankToUndefined(yield* text("JWT_ISSUER", "")),
+    jwtAudience: blankToUndefined(yield* text("JWT_AUDIENCE", "")),
+    devMode: yield* bool("DEV_MODE", "false"),
+    heartbeatInterval: yield* duration("HEARTBEAT_INTERVAL", "30s"),
+    heartbeatMissedLimit: yield* setting("HEARTBEAT_MISSED_LIMIT", IntString(1, 100), { default: "3", expected: "a whole number from 1 to 100" }),
+    commandTimeout: yield* duration("COMMAND_TIMEOUT", "5m"),
+    credentialRotationGrace: yield* duration("CREDENTIAL_ROTATION_GRACE", "1h"),
+    vncTicketTtl: yield* duration("VNC_TICKET_TTL", "60s"),
+    vncTunnelWindow: yield* setting("VNC_TUNNEL_WINDOW", IntString(64 * 1024, 16 * 1024 * 1024), {
+      default: String(1024 * 1024),
+      expected: "bytes from 65536 to 16777216"
+    }),
+    pingInterval: yield* duration("PING_INTERVAL", "20s"),
+    logLevel: yield* setting("LOG_LEVEL", LogLevelString, { default: "info", expected: "debug, info, warn or error" }),
+    logFormat: yield* setting("LOG_FORMAT", LogFormatString, { default: "json", expected: "json or text" }),
+    metricsEnabled: yield* bool("METRICS_ENABLED", "true")
+  }
+  if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
+    return yield* new SettingError({ variable: "TLS_CERT_FILE", message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together" })
+  }
+  if (Option.isNone(config.jwtSecret) && config.jwtJwksUrl === undefined && !config.devMode) {
+    return yield* new SettingError({ variable: "JWT_SECRET", message: "JWT_SECRET or JWT_JWKS_URL is required (or DEV_MODE=true for a local install)" })
+  }
+  return config
+})
+
+export class ControlPlaneConfig extends Context.Service<ControlPlaneConfig, ControlPlaneConfigShape>()("control-plane/ControlPlaneConfig") {
+  static readonly layerFromEnv = Layer.effect(ControlPlaneConfig, readControlPlaneConfig)
+  static readonly layerFromRecord = (env: Record<string, string>) =>
+    ControlPlaneConfig.layerFromEnv.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))
+}
