@@ -1,0 +1,67 @@
+// Shared test helpers: connecting RFB clients, bounded polling, and capturing server log lines.
+import * as net from "node:net"
+import { RfbClient, type RfbClientOptions, type RunningVncTestServer, start, type StartOptions } from "../src/index.ts"
+
+export interface LogLine {
+  readonly level: string
+  readonly message: string
+}
+
+/** Starts a server on a free port whose log lines are collected into `logs`. */
+export const startServer = async (options: StartOptions = {}): Promise<RunningVncTestServer & { logs: Array<LogLine> }> => {
+  const logs: Array<LogLine> = []
+  const server = await start({ width: 320, height: 200, frameRate: 50, ...options, log: (level, message) => logs.push({ level, message }) })
+  return Object.assign(server, { logs })
+}
+
+export const connect = (server: { host: string; port: number }, options: RfbClientOptions = {}): Promise<RfbClient> =>
+  RfbClient.connect(net.connect(server.port, server.host), options)
+
+/** Polls `check` every 10 ms until it returns a value other than undefined/false, or fails after `timeout` ms. */
+export const waitFor = async <A>(what: string, check: () => A | undefined | false | Promise<A | undefined | false>, timeout = 5000): Promise<A> => {
+  const deadline = Date.now() + timeout
+  while (true) {
+    const v = await check()
+    if (v !== undefined && v !== false) return v
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+/** A raw TCP connection with helpers to read exact byte counts and to see the close. */
+export const rawConnect = async (server: { host: string; port: number }) => {
+  const socket = net.connect(server.port, server.host)
+  await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject))
+  let data = Buffer.alloc(0)
+  let closed = false
+  socket.on("data", (c: Buffer) => {
+    data = Buffer.concat([data, c])
+  })
+  socket.on("error", () => {})
+  socket.on("close", () => {
+    closed = true
+  })
+  return {
+    socket,
+    /** Waits until at least n bytes have arrived since the last take, returns them. */
+    take: async (n: number): Promise<Buffer> => {
+      await waitFor(`${n} bytes`, () => data.length >= n || (closed ? Promise.reject(new Error("closed")) : false))
+      const out = data.subarray(0, n)
+      data = data.subarray(n)
+      return out
+    },
+    waitClosed: () => waitFor("the server to close the connection", () => closed),
+    get closed() {
+      return closed
+    }
+  }
+}
+
+/** Requests incremental updates until `check` passes on the client's framebuffer. */
+export const updateUntil = async (client: RfbClient, what: string, check: () => boolean, timeout = 5000): Promise<void> => {
+  const deadline = Date.now() + timeout
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await client.update(true)
+  }
+}
