@@ -9,7 +9,8 @@ import * as path from "node:path"
 import { WebSocketServer } from "ws"
 
 const require = createRequire(import.meta.url)
-const novncRoot = path.dirname(require.resolve("@novnc/novnc/package.json"))
+// the package exports only core/rfb.js; the files we serve sit around it
+const novncRoot = path.dirname(path.dirname(require.resolve("@novnc/novnc")))
 
 const page = (width: number, height: number) => `<!doctype html>
 <html><head><meta charset="utf-8"><title>noVNC test</title></head>
