@@ -1,0 +1,13 @@
+export { KubeTestServer, KubeTestServerError } from "./KubeTestServer.ts"
+export { start } from "./internal/server.ts"
+export type {
+  Fault,
+  KubeconfigOptions,
+  KubeletOptions,
+  KubeTestServerHandle,
+  LoadRbacOptions,
+  PortForwardTarget,
+  ServerOptions,
+  UserInfo
+} from "./internal/server.ts"
+export type { Obj as KubeObject } from "./internal/store.ts"
