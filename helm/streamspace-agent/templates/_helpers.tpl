@@ -77,6 +77,9 @@ streamspace.io/agent-id: {{ .Values.agent.id | quote }}
 {{- if and (hasPrefix "ws://" .Values.agent.controlPlaneUrl) (not .Values.agent.allowInsecureTransport) -}}
 {{- fail (printf "agent.controlPlaneUrl %q uses ws:// (unencrypted): use wss://, or set agent.allowInsecureTransport=true for a trusted network" .Values.agent.controlPlaneUrl) -}}
 {{- end -}}
+{{- if gt (int .Values.agent.replicaCount) 1 -}}
+{{- fail (printf "agent.replicaCount=%d: an agent id runs in exactly one pod (two pods with the same id would keep replacing each other's control-plane connection). Use 0 or 1, and install another release with a different agent.id for more agents." (int .Values.agent.replicaCount)) -}}
+{{- end -}}
 {{- if and (not .Values.token.existingSecret) (not .Values.token.value) -}}
 {{- fail "the agent token is required: set token.existingSecret to a Secret holding the bootstrap token (key token.key), or token.value to have the chart create one" -}}
 {{- end -}}

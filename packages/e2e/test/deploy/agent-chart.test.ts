@@ -1,0 +1,407 @@
+// The agent Helm chart, proven with the real helm: lint, render with defaults and with every value
+// set, schema and template checks for bad values, every object against the Kubernetes schemas, and
+// the rendered Deployment (env, probes, ports, security context) against the agent guide.
+import { readFileSync } from "node:fs"
+import * as path from "node:path"
+import { assert, describe, it } from "vitest"
+import { parse } from "yaml"
+import { agentChart, find, helm, type K8sObject, parseObjects, setFlags, template, templateError, validateAll } from "./helm.ts"
+
+const requiredValues = path.join(agentChart, "ci/required-values.yaml")
+const required = ["--values", requiredValues]
+
+const envOf = (deployment: K8sObject): Map<string, any> => {
+  const container = deployment.spec.template.spec.containers.find((c: any) => c.name === "agent")
+  return new Map(container.env.map((e: any) => [e.name, e]))
+}
+const envValues = (deployment: K8sObject): Record<string, string> =>
+  Object.fromEntries([...envOf(deployment)].filter(([, e]) => "value" in e).map(([k, e]) => [k, e.value]))
+
+// The agent guide's Configuration Reference and issue 4's defaults: what a default install sets.
+const guideDefaults: Record<string, string> = {
+  AGENT_ID: "k8s-prod-us-east-1",
+  CONTROL_PLANE_URL: "wss://streamspace.example.com",
+  PLATFORM: "kubernetes",
+  NAMESPACE: "streamspace",
+  HEARTBEAT_INTERVAL: "30s",
+  RECONNECT_DELAY: "5s",
+  MAX_RECONNECT_DELAY: "5m",
+  MAX_SESSIONS: "100",
+  SESSION_IMAGE_PULL_POLICY: "IfNotPresent",
+  SESSION_DEFAULT_CPU: "1000m",
+  SESSION_DEFAULT_MEMORY: "2Gi",
+  SESSION_DEFAULT_STORAGE: "10Gi",
+  SESSION_SERVICE_TYPE: "ClusterIP",
+  VNC_PORT: "5900",
+  VNC_TUNNEL_TIMEOUT: "1h",
+  VNC_BUFFER_SIZE: "8192",
+  LOG_LEVEL: "info",
+  LOG_FORMAT: "json",
+  METRICS_ENABLED: "true",
+  METRICS_PORT: "9090",
+  HEALTH_PORT: "8080",
+  COMMAND_TIMEOUT: "5m",
+  GRACEFUL_SHUTDOWN_TIMEOUT: "30s",
+  MAX_CONCURRENT_OPERATIONS: "10",
+  ALLOW_INSECURE_TRANSPORT: "false",
+  AGENT_CREDENTIAL_SECRET: "streamspace-k8s-agent-credential"
+}
+
+// Every value of values.yaml set to a non-default (leaf paths; see the coverage test below).
+const everyValue = {
+  agent: {
+    id: "k8s-eu-west",
+    controlPlaneUrl: "wss://cp.example.com:8443/",
+    platform: "kubernetes",
+    region: "eu-west-1",
+    namespace: "tenant-a",
+    kubeconfig: "/etc/kube/config",
+    resources: { requests: { cpu: "250m", memory: "256Mi" }, limits: { cpu: "2", memory: "2Gi" } },
+    replicaCount: 1,
+    priority: "high",
+    priorityClassName: "streamspace-agents",
+    heartbeatInterval: "15s",
+    reconnectDelay: "2s",
+    maxReconnectDelay: "10m",
+    maxSessions: 50,
+    session: {
+      imagePullPolicy: "Always",
+      defaultCpu: "500m",
+      defaultMemory: "1Gi",
+      defaultStorage: "20Gi",
+      storageClass: "gp3",
+      serviceType: "NodePort",
+      podTemplate: { apiVersion: "v1", kind: "Pod", spec: { nodeSelector: { workload: "streamspace" } } }
+    },
+    vnc: { port: 5901, tunnelTimeout: "2h", bufferSize: 16384 },
+    logging: { level: "debug", format: "text" },
+    metrics: { enabled: true, port: 9191 },
+    healthPort: 8181,
+    commandTimeout: "3m",
+    gracefulShutdownTimeout: "1m",
+    maxConcurrentOperations: 5,
+    proxy: { httpsProxy: "http://proxy.corp:3128", httpProxy: "http://proxy.corp:3128", noProxy: "10.0.0.0/8,.svc" },
+    controlPlaneCA: { configMap: "corp-ca", secret: "", key: "root.pem" },
+    allowInsecureTransport: false,
+    credentialSecret: "agent-eu-credential",
+    extraEnv: [{ name: "NODE_OPTIONS", value: "--max-old-space-size=768" }]
+  },
+  token: { existingSecret: "", key: "bootstrap", value: "s3cret-bootstrap-token" },
+  image: { repository: "registry.example.com/streamspace/agent", tag: "1.2.3", pullPolicy: "Always" },
+  imagePullSecrets: [{ name: "regcred" }],
+  nameOverride: "agent",
+  fullnameOverride: "agent-eu",
+  rbac: { create: true },
+  serviceAccount: { create: true, name: "agent-eu-sa", annotations: { "example.com/role": "agent" } },
+  affinity: {
+    podAntiAffinity: { enabled: true },
+    nodeAffinity: {
+      requiredDuringSchedulingIgnoredDuringExecution: {
+        nodeSelectorTerms: [{ matchExpressions: [{ key: "streamspace", operator: "In", values: ["agent"] }] }]
+      }
+    }
+  },
+  nodeSelector: { "kubernetes.io/os": "linux" },
+  tolerations: [{ key: "streamspace", operator: "Equal", value: "agents", effect: "NoSchedule" }],
+  podAnnotations: { "example.com/team": "platform" },
+  podLabels: { team: "platform" },
+  podSecurityContext: { runAsNonRoot: true, runAsUser: 20000, runAsGroup: 20000, fsGroup: 20000, seccompProfile: { type: "RuntimeDefault" } },
+  securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ["ALL"] } },
+  terminationGracePeriodSeconds: 90,
+  livenessProbe: { initialDelaySeconds: 20, periodSeconds: 20, timeoutSeconds: 3, failureThreshold: 5 },
+  readinessProbe: { initialDelaySeconds: 5, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 2 },
+  service: { type: "ClusterIP", annotations: { "example.com/scrape": "true" } },
+  serviceMonitor: { enabled: true, interval: "15s", scrapeTimeout: "5s", labels: { release: "prometheus" } },
+  networkPolicy: {
+    enabled: true,
+    ingressFrom: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "monitoring" } } }],
+    apiServer: { ports: [6443], cidrs: ["10.96.0.1/32"] },
+    controlPlane: { port: null, to: [{ ipBlock: { cidr: "203.0.113.0/24" } }] },
+    dns: true,
+    extraEgress: [{ ports: [{ protocol: "TCP", port: 3128 }] }]
+  },
+  namespace: { create: true, podSecurity: { enforce: "restricted", audit: "restricted", warn: "restricted" } },
+  extraVolumes: [{ name: "kubeconfig", secret: { secretName: "remote-kubeconfig" } }],
+  extraVolumeMounts: [{ name: "kubeconfig", mountPath: "/etc/kube", readOnly: true }]
+}
+
+const leafPaths = (value: unknown, prefix = ""): Array<string> =>
+  value !== null && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length > 0
+    ? Object.entries(value).flatMap(([k, v]) => leafPaths(v, prefix === "" ? k : `${prefix}.${k}`))
+    : [prefix]
+
+const writeValues = async (values: unknown): Promise<string> => {
+  const { mkdtemp, writeFile } = await import("node:fs/promises")
+  const { tmpdir } = await import("node:os")
+  const dir = await mkdtemp(path.join(tmpdir(), "agent-values-"))
+  const file = path.join(dir, "values.json")
+  await writeFile(file, JSON.stringify(values))
+  return file
+}
+
+describe("helm/streamspace-agent", () => {
+  it("passes helm lint --strict, with the chart defaults and with the required values", async () => {
+    for (const args of [[], required]) {
+      const r = await helm("lint", "--strict", agentChart, ...args)
+      assert.strictEqual(r.code, 0, `helm lint --strict ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`)
+    }
+  })
+
+  it("renders valid Kubernetes objects with the defaults: ServiceAccount, Role, RoleBinding, Service, Deployment", async () => {
+    const objects = parseObjects(await template(agentChart, required))
+    assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
+      "Deployment/streamspace-k8s-agent",
+      "Role/streamspace-k8s-agent",
+      "RoleBinding/streamspace-k8s-agent",
+      "Service/streamspace-k8s-agent",
+      "ServiceAccount/streamspace-k8s-agent"
+    ])
+    assert.deepStrictEqual(await validateAll(objects), [])
+    for (const o of objects) assert.strictEqual(o.metadata.namespace, "streamspace", `${o.kind} namespace`)
+    // Namespaced permissions only.
+    assert.isFalse(objects.some((o) => o.kind === "ClusterRole" || o.kind === "ClusterRoleBinding"))
+  })
+
+  it("renders the agent Deployment the guide describes: env with its defaults, probes, ports, security context", async () => {
+    const objects = parseObjects(await template(agentChart, required))
+    const deployment = find(objects, "Deployment")
+    const spec = deployment.spec
+    assert.strictEqual(spec.replicas, 1)
+    assert.strictEqual(spec.strategy.type, "Recreate")
+    assert.deepInclude(spec.selector.matchLabels, { app: "streamspace", component: "k8s-agent" })
+    assert.deepInclude(spec.template.metadata.labels, spec.selector.matchLabels)
+    const pod = spec.template.spec
+    assert.strictEqual(pod.serviceAccountName, "streamspace-k8s-agent")
+    assert.isAbove(pod.terminationGracePeriodSeconds, 30, "grace period above GRACEFUL_SHUTDOWN_TIMEOUT")
+    assert.strictEqual(pod.containers.length, 1)
+    const c = pod.containers[0]
+    assert.strictEqual(c.name, "agent")
+    assert.strictEqual(c.image, "streamspace/k8s-agent:0.1.0")
+
+    // Env: every default of the guide, and nothing that would make the id depend on the pod.
+    assert.deepStrictEqual(envValues(deployment), guideDefaults)
+    const env = envOf(deployment)
+    assert.deepStrictEqual(env.get("AGENT_TOKEN").valueFrom, { secretKeyRef: { name: "streamspace-k8s-agent-token", key: "token" } })
+    for (const e of env.values()) assert.isUndefined(e.valueFrom?.fieldRef, `${e.name} must not come from the pod (fieldRef)`)
+    // Optional variables with empty defaults are left unset (the agent's own default applies).
+    for (const name of ["REGION", "KUBECONFIG", "SESSION_STORAGE_CLASS", "SESSION_POD_TEMPLATE", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "CONTROL_PLANE_CA_FILE"]) {
+      assert.isFalse(env.has(name), `${name} unset by default`)
+    }
+
+    // Probes and ports as in the guide.
+    assert.deepStrictEqual(c.livenessProbe, { httpGet: { path: "/health", port: 8080 }, initialDelaySeconds: 30, periodSeconds: 30, timeoutSeconds: 5, failureThreshold: 3 })
+    assert.deepStrictEqual(c.readinessProbe, { httpGet: { path: "/ready", port: 8080 }, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3 })
+    assert.deepStrictEqual(c.ports, [
+      { name: "health", containerPort: 8080, protocol: "TCP" },
+      { name: "metrics", containerPort: 9090, protocol: "TCP" }
+    ])
+    assert.deepStrictEqual(c.resources, { requests: { cpu: "500m", memory: "512Mi" }, limits: { cpu: "1000m", memory: "1Gi" } })
+
+    // Pod Security "restricted": non-root numeric user, no escalation, no capabilities, RuntimeDefault seccomp.
+    assert.deepInclude(pod.securityContext, { runAsNonRoot: true, runAsUser: 10001, seccompProfile: { type: "RuntimeDefault" } })
+    assert.deepStrictEqual(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ["ALL"] } })
+    assert.deepInclude(c.volumeMounts, { name: "tmp", mountPath: "/tmp" })
+
+    // The Service exposes health and metrics under the names the ServiceMonitor uses.
+    const service = find(objects, "Service")
+    assert.deepStrictEqual(service.spec.selector, spec.selector.matchLabels)
+    assert.deepStrictEqual(service.spec.ports.map((p: any) => `${p.name}:${p.port}`), ["health:8080", "metrics:9090"])
+  })
+
+  it("keeps the agent id stable: the same id for every render and pod, independent of the release's pods", async () => {
+    const a = envOf(find(parseObjects(await template(agentChart, required)), "Deployment")).get("AGENT_ID")
+    const b = envOf(find(parseObjects(await template(agentChart, [...required, "--set", "image.tag=9.9.9"])), "Deployment")).get("AGENT_ID")
+    assert.deepStrictEqual(a, { name: "AGENT_ID", value: "k8s-prod-us-east-1" })
+    assert.deepStrictEqual(b, a)
+  })
+
+  it("builds the Role from files/role-rules.yaml, least privilege for what the agent does", async () => {
+    const fileRules = parse(readFileSync(path.join(agentChart, "files/role-rules.yaml"), "utf8"))
+    const role = find(parseObjects(await template(agentChart, required)), "Role")
+    assert.deepStrictEqual(role.rules, fileRules)
+    const byResource = Object.fromEntries(role.rules.map((r: any) => {
+      assert.deepStrictEqual(r.apiGroups, [""])
+      assert.strictEqual(r.resources.length, 1)
+      assert.isUndefined(r.resourceNames)
+      return [r.resources[0], [...r.verbs].sort()]
+    }))
+    assert.deepStrictEqual(byResource, {
+      pods: ["create", "delete", "get", "list", "patch", "watch"],
+      "pods/log": ["get"],
+      "pods/portforward": ["create", "get"],
+      services: ["create", "delete", "get", "list", "watch"],
+      persistentvolumeclaims: ["create", "get", "list", "watch"],
+      secrets: ["create", "get", "patch", "update"],
+      events: ["create", "patch"]
+    })
+    const binding = find(parseObjects(await template(agentChart, required)), "RoleBinding")
+    assert.deepStrictEqual(binding.roleRef, { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "streamspace-k8s-agent" })
+    assert.deepStrictEqual(binding.subjects, [{ kind: "ServiceAccount", name: "streamspace-k8s-agent", namespace: "streamspace" }])
+  })
+
+  it("covers every value of values.yaml in the every-value test", () => {
+    const defaults = parse(readFileSync(path.join(agentChart, "values.yaml"), "utf8"))
+    const covered = new Set(leafPaths(everyValue))
+    const missing = leafPaths(defaults).filter((p) => !covered.has(p) && ![...covered].some((c) => c.startsWith(`${p}.`)))
+    assert.deepStrictEqual(missing, [], "values added to values.yaml must be added to everyValue")
+  })
+
+  it("renders every documented value into valid objects", async () => {
+    const objects = parseObjects(await template(agentChart, ["--values", await writeValues(everyValue)], "eu", "agents"))
+    assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
+      "ConfigMap/agent-eu-session-template",
+      "Deployment/agent-eu",
+      "Namespace/tenant-a",
+      "NetworkPolicy/agent-eu",
+      "Role/agent-eu",
+      "RoleBinding/agent-eu",
+      "Secret/agent-eu-token",
+      "Service/agent-eu",
+      "ServiceAccount/agent-eu-sa",
+      "ServiceMonitor/agent-eu"
+    ])
+    assert.deepStrictEqual(await validateAll(objects), [])
+
+    const deployment = find(objects, "Deployment")
+    assert.deepStrictEqual(envValues(deployment), {
+      AGENT_ID: "k8s-eu-west",
+      CONTROL_PLANE_URL: "wss://cp.example.com:8443/",
+      AGENT_CREDENTIAL_SECRET: "agent-eu-credential",
+      PLATFORM: "kubernetes",
+      REGION: "eu-west-1",
+      NAMESPACE: "tenant-a",
+      KUBECONFIG: "/etc/kube/config",
+      HEARTBEAT_INTERVAL: "15s",
+      RECONNECT_DELAY: "2s",
+      MAX_RECONNECT_DELAY: "10m",
+      MAX_SESSIONS: "50",
+      SESSION_IMAGE_PULL_POLICY: "Always",
+      SESSION_DEFAULT_CPU: "500m",
+      SESSION_DEFAULT_MEMORY: "1Gi",
+      SESSION_DEFAULT_STORAGE: "20Gi",
+      SESSION_STORAGE_CLASS: "gp3",
+      SESSION_SERVICE_TYPE: "NodePort",
+      SESSION_POD_TEMPLATE: "/etc/streamspace/session/pod-template.yaml",
+      VNC_PORT: "5901",
+      VNC_TUNNEL_TIMEOUT: "2h",
+      VNC_BUFFER_SIZE: "16384",
+      LOG_LEVEL: "debug",
+      LOG_FORMAT: "text",
+      METRICS_ENABLED: "true",
+      METRICS_PORT: "9191",
+      HEALTH_PORT: "8181",
+      COMMAND_TIMEOUT: "3m",
+      GRACEFUL_SHUTDOWN_TIMEOUT: "1m",
+      MAX_CONCURRENT_OPERATIONS: "5",
+      HTTPS_PROXY: "http://proxy.corp:3128",
+      HTTP_PROXY: "http://proxy.corp:3128",
+      NO_PROXY: "10.0.0.0/8,.svc",
+      CONTROL_PLANE_CA_FILE: "/etc/streamspace/ca/root.pem",
+      ALLOW_INSECURE_TRANSPORT: "false",
+      NODE_OPTIONS: "--max-old-space-size=768"
+    })
+    assert.deepStrictEqual(envOf(deployment).get("AGENT_TOKEN").valueFrom, { secretKeyRef: { name: "agent-eu-token", key: "bootstrap" } })
+    const pod = deployment.spec.template.spec
+    const c = pod.containers[0]
+    assert.strictEqual(c.image, "registry.example.com/streamspace/agent:1.2.3")
+    assert.strictEqual(c.livenessProbe.httpGet.port, 8181)
+    assert.strictEqual(c.readinessProbe.httpGet.port, 8181)
+    assert.deepStrictEqual(c.ports.map((p: any) => p.containerPort), [8181, 9191])
+    assert.strictEqual(deployment.spec.template.metadata.labels["streamspace.io/priority"], "high")
+    assert.strictEqual(pod.priorityClassName, "streamspace-agents")
+    assert.strictEqual(pod.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey, "kubernetes.io/hostname")
+    assert.deepStrictEqual(pod.volumes.map((v: any) => v.name), ["tmp", "session-template", "control-plane-ca", "kubeconfig"])
+    assert.deepInclude(c.volumeMounts, { name: "control-plane-ca", mountPath: "/etc/streamspace/ca", readOnly: true })
+
+    // The Role and RoleBinding live in the sessions namespace; the subject in the release namespace.
+    assert.strictEqual(find(objects, "Role").metadata.namespace, "tenant-a")
+    assert.deepStrictEqual(find(objects, "RoleBinding").subjects, [{ kind: "ServiceAccount", name: "agent-eu-sa", namespace: "agents" }])
+    assert.deepInclude(find(objects, "Namespace").metadata.labels, {
+      "pod-security.kubernetes.io/enforce": "restricted",
+      "pod-security.kubernetes.io/audit": "restricted",
+      "pod-security.kubernetes.io/warn": "restricted"
+    })
+    assert.deepStrictEqual(parse(find(objects, "ConfigMap").data["pod-template.yaml"]), everyValue.agent.session.podTemplate)
+    assert.strictEqual(Buffer.from(find(objects, "Secret").data.bootstrap, "base64").toString(), "s3cret-bootstrap-token")
+
+    // ServiceMonitor scrapes the Service's metrics port.
+    const service = find(objects, "Service")
+    const monitor = find(objects, "ServiceMonitor")
+    assert.deepStrictEqual(monitor.spec.selector.matchLabels, service.spec.selector)
+    for (const [k, v] of Object.entries(monitor.spec.selector.matchLabels)) assert.strictEqual(service.metadata.labels[k], v)
+    assert.deepStrictEqual(monitor.spec.endpoints, [{ port: "metrics", path: "/metrics", interval: "15s", scrapeTimeout: "5s" }])
+    assert.isTrue(service.spec.ports.some((p: any) => p.name === "metrics"))
+    assert.strictEqual(monitor.metadata.labels.release, "prometheus")
+
+    // NetworkPolicy: ingress to health/metrics only; egress to DNS, the API server, the control plane (port from the URL).
+    const np = find(objects, "NetworkPolicy").spec
+    assert.deepStrictEqual(np.policyTypes, ["Ingress", "Egress"])
+    assert.deepStrictEqual(np.ingress, [{
+      ports: [{ protocol: "TCP", port: 8181 }, { protocol: "TCP", port: 9191 }],
+      from: everyValue.networkPolicy.ingressFrom
+    }])
+    assert.deepStrictEqual(np.egress, [
+      { ports: [{ protocol: "UDP", port: 53 }, { protocol: "TCP", port: 53 }] },
+      { ports: [{ protocol: "TCP", port: 6443 }], to: [{ ipBlock: { cidr: "10.96.0.1/32" } }] },
+      { ports: [{ protocol: "TCP", port: 8443 }], to: [{ ipBlock: { cidr: "203.0.113.0/24" } }] },
+      { ports: [{ protocol: "TCP", port: 3128 }] }
+    ])
+  })
+
+  it("derives the control-plane egress port from the URL scheme when none is given", async () => {
+    const egressPort = async (url: string, extra: Array<string> = []) => {
+      const objects = parseObjects(await template(agentChart, [...required, "--set", "networkPolicy.enabled=true", "--set-string", `agent.controlPlaneUrl=${url}`, ...extra]))
+      return find(objects, "NetworkPolicy").spec.egress[2].ports[0].port
+    }
+    assert.strictEqual(await egressPort("wss://cp.example.com"), 443)
+    assert.strictEqual(await egressPort("ws://cp.internal", ["--set", "agent.allowInsecureTransport=true"]), 80)
+    assert.strictEqual(await egressPort("wss://cp.example.com", ["--set", "networkPolicy.controlPlane.port=9443"]), 9443)
+  })
+
+  it("rejects bad values at install time with a message naming the value", async () => {
+    const cases: Array<[Record<string, string | number | boolean>, RegExp]> = [
+      [{ "agent.id": "Bad_ID" }, /at '\/agent\/id': 'Bad_ID' does not match pattern/],
+      [{ "agent.controlPlaneUrl": "https://cp.example.com" }, /at '\/agent\/controlPlaneUrl'/],
+      [{ "agent.maxSessions": 0 }, /at '\/agent\/maxSessions': minimum: got 0, want 1/],
+      [{ "agent.maxConcurrentOperations": -1 }, /at '\/agent\/maxConcurrentOperations'/],
+      [{ "agent.heartbeatInterval": "30 seconds" }, /at '\/agent\/heartbeatInterval': '30 seconds' does not match pattern/],
+      [{ "agent.logging.level": "verbose" }, /at '\/agent\/logging\/level': value must be one of/],
+      [{ "agent.logging.format": "xml" }, /at '\/agent\/logging\/format': value must be one of 'json', 'text'/],
+      [{ "agent.session.serviceType": "Ingress" }, /at '\/agent\/session\/serviceType'/],
+      [{ "agent.session.defaultMemory": "lots" }, /at '\/agent\/session\/defaultMemory'/],
+      [{ "agent.vnc.port": 70000 }, /at '\/agent\/vnc\/port': maximum: got 70,?000, want 65,?535/],
+      [{ "agent.metrics.enabled": "yes" }, /at '\/agent\/metrics\/enabled': got string, want boolean/],
+      [{ "agent.platform": "docker" }, /at '\/agent\/platform': value must be 'kubernetes'/],
+      [{ "agent.namespace": "" }, /at '\/agent\/namespace'/],
+      [{ "agent.idd": "typo" }, /at '\/agent': additional properties 'idd' not allowed/]
+    ]
+    const results = await Promise.all(cases.map(([values]) => templateError(agentChart, [...required, ...setFlags(values)])))
+    cases.forEach(([values, expected], i) => {
+      assert.match(results[i]!, /values don't meet the specifications of the schema/, JSON.stringify(values))
+      assert.match(results[i]!, expected, `${JSON.stringify(values)} gave:\n${results[i]}`)
+    })
+  })
+
+  it("fails rendering with a clear message for what the schema cannot express", async () => {
+    const none = async (args: Array<string>) => templateError(agentChart, args)
+    assert.match(await none(["--set", "token.existingSecret=t", "--set", "agent.controlPlaneUrl=wss://x"]), /agent\.id is required/)
+    assert.match(await none(["--set", "token.existingSecret=t", "--set", "agent.id=a"]), /agent\.controlPlaneUrl is required/)
+    assert.match(await none(["--set", "agent.id=a", "--set", "agent.controlPlaneUrl=wss://x"]), /the agent token is required: set token\.existingSecret .* or token\.value/)
+    assert.match(await none([...required, "--set-string", "agent.controlPlaneUrl=ws://cp.example.com"]), /uses ws:\/\/ \(unencrypted\).*allowInsecureTransport=true/)
+    assert.match(await none([...required, "--set", "agent.replicaCount=2"]), /agent\.replicaCount=2: an agent id runs in exactly one pod/)
+    assert.match(await none([...required, "--set", "agent.controlPlaneCA.configMap=a", "--set", "agent.controlPlaneCA.secret=b"]), /set either configMap or secret/)
+    assert.match(await none([...required, "--set", "serviceMonitor.enabled=true", "--set", "agent.metrics.enabled=false"]), /serviceMonitor\.enabled needs agent\.metrics\.enabled=true/)
+    // ws:// is accepted when explicitly allowed.
+    const env = envValues(find(parseObjects(await template(agentChart, [...required, "--set-string", "agent.controlPlaneUrl=ws://cp.internal:8000", "--set", "agent.allowInsecureTransport=true"])), "Deployment"))
+    assert.strictEqual(env.ALLOW_INSECURE_TRANSPORT, "true")
+  })
+
+  it("drops the metrics port everywhere when metrics are disabled", async () => {
+    const objects = parseObjects(await template(agentChart, [...required, "--set", "agent.metrics.enabled=false", "--set", "networkPolicy.enabled=true"]))
+    assert.deepStrictEqual(find(objects, "Service").spec.ports.map((p: any) => p.name), ["health"])
+    const c = find(objects, "Deployment").spec.template.spec.containers[0]
+    assert.deepStrictEqual(c.ports.map((p: any) => p.name), ["health"])
+    assert.deepStrictEqual(find(objects, "NetworkPolicy").spec.ingress[0].ports, [{ protocol: "TCP", port: 8080 }])
+    assert.strictEqual(envValues(find(objects, "Deployment")).METRICS_ENABLED, "false")
+  })
+})
