@@ -189,7 +189,7 @@ export class Registry {
       next.apiVersion = apiVersionOf(info)
       next.kind = info.kind
       next.metadata = { ...meta }
-      if (info.hasStatus) next.status = clone(old.status)
+      if (info.hasStatus && !opts.internal) next.status = clone(old.status)
     }
     for (const k of ["uid", "creationTimestamp", "namespace", "name"] as const) {
       if (old.metadata[k] !== undefined) next.metadata[k] = old.metadata[k]

@@ -1,0 +1,202 @@
+import * as k8s from "@kubernetes/client-node"
+import { describe, expect, it } from "vitest"
+import { pod, setup, waitFor } from "./helpers.ts"
+
+interface Seen {
+  type: string
+  name: string
+  rv: string
+  obj: any
+}
+
+const collect = async (kc: k8s.KubeConfig, path: string, params: Record<string, unknown>) => {
+  const seen: Array<Seen> = []
+  let done: unknown = "open"
+  const ctl = await new k8s.Watch(kc).watch(path, params, (type, obj: any) => {
+    seen.push({ type, name: obj?.metadata?.name ?? obj?.reason, rv: obj?.metadata?.resourceVersion, obj })
+  }, (err) => {
+    done = err ?? null
+  })
+  return { seen, ctl, done: () => done }
+}
+
+describe("watch", () => {
+  it("resolves at once (headers flushed), replays existing objects as ADDED, then streams changes with kind/apiVersion", async () => {
+    const { api, kc, server } = await setup({ kubelet: { paused: true } })
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
+    const t0 = Date.now()
+    const w = await collect(kc, "/api/v1/namespaces/default/configmaps", {})
+    expect(Date.now() - t0).toBeLessThan(1000)
+    await waitFor(() => w.seen.length === 1)
+    expect(w.seen[0]).toMatchObject({ type: "ADDED", name: "a" })
+    expect(w.seen[0]!.obj.kind).toBe("ConfigMap")
+    expect(w.seen[0]!.obj.apiVersion).toBe("v1")
+    await api.patchNamespacedConfigMap({ name: "a", namespace: "default", body: [{ op: "add", path: "/data", value: { x: "1" } }] })
+    await api.deleteNamespacedConfigMap({ name: "a", namespace: "default" })
+    await waitFor(() => w.seen.length === 3)
+    expect(w.seen.map((s) => s.type)).toEqual(["ADDED", "MODIFIED", "DELETED"])
+    // DELETED carries the RV of the deletion.
+    expect(Number(w.seen[2]!.rv)).toBe(server.resourceVersion)
+    w.ctl.abort()
+  })
+
+  it("from a resourceVersion replays only later events; the list RV is the watch start point", async () => {
+    const { api, kc } = await setup({ kubelet: { paused: true } })
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
+    const list = await api.listNamespacedConfigMap({ namespace: "default" })
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b" } } })
+    const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { resourceVersion: list.metadata!.resourceVersion })
+    await waitFor(() => w.seen.length >= 1)
+    await new Promise((r) => setTimeout(r, 30))
+    expect(w.seen.map((s) => `${s.type} ${s.name}`)).toEqual(["ADDED b"])
+    w.ctl.abort()
+  })
+
+  it("treats resourceVersion= (empty) as unset", async () => {
+    const { api, kc } = await setup()
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
+    const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { resourceVersion: "" })
+    await waitFor(() => w.seen.length === 1)
+    expect(w.seen[0]).toMatchObject({ type: "ADDED", name: "a" })
+    w.ctl.abort()
+  })
+
+  it("filtered watches turn selector transitions into ADDED/DELETED; set-based selectors with '+' work", async () => {
+    const { api, kc } = await setup()
+    const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { labelSelector: "tier in (a,b),!skip" })
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "c", labels: { tier: "z" } } } })
+    await api.patchNamespacedConfigMap({ name: "c", namespace: "default", body: { metadata: { labels: { tier: "a" } } } }, k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch))
+    await api.patchNamespacedConfigMap({ name: "c", namespace: "default", body: { data: { k: "v" } } }, k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch))
+    await api.patchNamespacedConfigMap({ name: "c", namespace: "default", body: { metadata: { labels: { skip: "1" } } } }, k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch))
+    await waitFor(() => w.seen.length === 3)
+    expect(w.seen.map((s) => s.type)).toEqual(["ADDED", "MODIFIED", "DELETED"])
+    w.ctl.abort()
+  })
+
+  it("single-object watch with fieldSelector metadata.name", async () => {
+    const { api, kc } = await setup()
+    const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { fieldSelector: "metadata.name=b" })
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b" } } })
+    await waitFor(() => w.seen.length === 1)
+    await new Promise((r) => setTimeout(r, 20))
+    expect(w.seen.map((s) => s.name)).toEqual(["b"])
+    w.ctl.abort()
+  })
+
+  it("sends BOOKMARK events when allowed", async () => {
+    const { kc } = await setup({ bookmarkIntervalMs: 20 })
+    const w = await collect(kc, "/api/v1/namespaces/default/pods", { allowWatchBookmarks: true })
+    await waitFor(() => w.seen.find((s) => s.type === "BOOKMARK"))
+    const bm = w.seen.find((s) => s.type === "BOOKMARK")!
+    expect(bm.obj).toEqual({ kind: "Pod", apiVersion: "v1", metadata: { resourceVersion: bm.rv } })
+    w.ctl.abort()
+  })
+
+  it("sendInitialEvents ends the initial state with an annotated BOOKMARK", async () => {
+    const { api, kc } = await setup()
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
+    const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { sendInitialEvents: true, resourceVersionMatch: "NotOlderThan", allowWatchBookmarks: true })
+    await waitFor(() => w.seen.length === 2)
+    expect(w.seen[1]!.type).toBe("BOOKMARK")
+    expect(w.seen[1]!.obj.metadata.annotations).toEqual({ "k8s.io/initial-events-end": "true" })
+    w.ctl.abort()
+  })
+
+  it("an expired resourceVersion is HTTP 200 with one ERROR 410 event, then the stream ends", async () => {
+    const { api, kc, server } = await setup()
+    const a = await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b" } } })
+    server.compact()
+    const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { resourceVersion: a.metadata!.resourceVersion })
+    await waitFor(() => w.done() !== "open")
+    expect(w.done()).toBeNull()
+    expect(w.seen).toHaveLength(1)
+    expect(w.seen[0]!.type).toBe("ERROR")
+    expect(w.seen[0]!.obj).toEqual({
+      kind: "Status",
+      apiVersion: "v1",
+      metadata: {},
+      status: "Failure",
+      message: `too old resource version: ${a.metadata!.resourceVersion} (${server.resourceVersion})`,
+      reason: "Expired",
+      code: 410
+    })
+  })
+
+  it("a bounded history expires old resourceVersions on its own", async () => {
+    const { api, kc } = await setup({ watchHistory: 3 })
+    const a = await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
+    for (const n of ["b", "c", "d", "e"]) await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: n } } })
+    const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { resourceVersion: a.metadata!.resourceVersion })
+    await waitFor(() => w.done() !== "open")
+    expect(w.seen[0]?.obj.code).toBe(410)
+  })
+
+  it("timeoutSeconds ends the watch cleanly and the server drops the watcher on client abort", async () => {
+    const { kc } = await setup()
+    const w = await collect(kc, "/api/v1/namespaces/default/pods", { timeoutSeconds: 1 })
+    await waitFor(() => w.done() !== "open", 3000)
+    expect(w.done()).toBeNull()
+  })
+
+  it("graceful pod delete shows MODIFIED with deletionTimestamp before DELETED", async () => {
+    const { api, kc, server } = await setup({ kubelet: { startDelayMs: 10, terminationDelayMs: 30 } })
+    await api.createNamespacedPod({ namespace: "default", body: pod("vnc-1") })
+    await waitFor(() => server.get("pods", "default", "vnc-1")?.status.phase === "Running")
+    const w = await collect(kc, "/api/v1/namespaces/default/pods", { resourceVersion: String(server.resourceVersion) })
+    await api.deleteNamespacedPod({ name: "vnc-1", namespace: "default" })
+    await waitFor(() => w.seen.find((s) => s.type === "DELETED"))
+    expect(w.seen[0]!.type).toBe("MODIFIED")
+    expect(w.seen[0]!.obj.metadata.deletionTimestamp).toMatch(/Z$/)
+    expect(w.seen[w.seen.length - 1]!.type).toBe("DELETED")
+    w.ctl.abort()
+  })
+})
+
+describe("informer", () => {
+  it("lists, watches, and relists after a 410 on reconnect", async () => {
+    const { api, kc, server } = await setup({ kubelet: { paused: true } })
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a", labels: { app: "vnc" } } } })
+    const inf = k8s.makeInformer(kc, "/api/v1/namespaces/default/configmaps", () => api.listNamespacedConfigMap({ namespace: "default", labelSelector: "app=vnc" }), "app=vnc")
+    const log: Array<string> = []
+    let connects = 0
+    inf.on("add", (o) => log.push(`add ${o.metadata?.name}`))
+    inf.on("update", (o) => log.push(`update ${o.metadata?.name}`))
+    inf.on("delete", (o) => log.push(`delete ${o.metadata?.name}`))
+    inf.on("connect", () => connects++)
+    inf.on("error", (e) => log.push(`error ${String(e)}`))
+    await inf.start()
+    await waitFor(() => log.includes("add a"))
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b", labels: { app: "vnc" } } } })
+    await waitFor(() => log.includes("add b"))
+    // While the watch is down, "a" is deleted and history is compacted: the informer's resume RV is too old.
+    server.remove("configmaps", "default", "a")
+    server.compact()
+    const c0 = connects
+    server.dropWatches()
+    // The informer reconnects with its last RV, gets ERROR 410, relists (delete a) and watches again.
+    await waitFor(() => log.includes("delete a"), 5000, "relist after 410")
+    expect(connects).toBeGreaterThan(c0)
+    expect(inf.list("default").map((o) => o.metadata?.name)).toEqual(["b"])
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "c", labels: { app: "vnc" } } } })
+    await waitFor(() => log.includes("add c"), 5000)
+    expect(log.filter((l) => l.startsWith("error"))).toEqual([])
+    await inf.stop()
+  })
+
+  it("a 403 on the watch stops the informer with an error", async () => {
+    const { server } = await setup()
+    const token = server.addServiceAccount("default", "agent")
+    server.loadRbac(`- apiGroups: [""]\n  resources: ["configmaps"]\n  verbs: ["list"]\n`, { namespace: "default", bindServiceAccount: { namespace: "default", name: "agent" } })
+    const kc = new k8s.KubeConfig()
+    kc.loadFromString(server.kubeconfigFor(token))
+    const api = kc.makeApiClient(k8s.CoreV1Api)
+    const inf = k8s.makeInformer(kc, "/api/v1/namespaces/default/configmaps", () => api.listNamespacedConfigMap({ namespace: "default" }))
+    const errors: Array<any> = []
+    inf.on("error", (e) => errors.push(e))
+    await inf.start()
+    await waitFor(() => errors.length > 0)
+    expect(errors[0].statusCode ?? errors[0].code).toBe(403)
+  })
+})
