@@ -1,0 +1,240 @@
+// The control-plane Helm chart, proven with the real helm: lint, render with defaults and with every
+// value set, the embedded-database rules (one replica on a PVC; DATABASE_URL for more), schema errors.
+import { readFileSync } from "node:fs"
+import { mkdtemp, writeFile } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { assert, describe, it } from "vitest"
+import { parse } from "yaml"
+import { controlPlaneChart, find, helm, type K8sObject, parseObjects, setFlags, template, templateError, validateAll } from "./helm.ts"
+
+const render = async (args: Array<string> = []) => parseObjects(await template(controlPlaneChart, args, "streamspace", "streamspace"))
+const container = (objects: ReadonlyArray<K8sObject>) => find(objects, "Deployment").spec.template.spec.containers[0]
+const env = (objects: ReadonlyArray<K8sObject>): Map<string, any> => new Map(container(objects).env.map((e: any) => [e.name, e]))
+const envValues = (objects: ReadonlyArray<K8sObject>) =>
+  Object.fromEntries([...env(objects)].filter(([, e]) => "value" in e).map(([k, e]) => [k, e.value]))
+const secretRef = (objects: ReadonlyArray<K8sObject>, name: string) => env(objects).get(name)?.valueFrom?.secretKeyRef
+
+const everyValue = {
+  replicaCount: 3,
+  image: { repository: "registry.example.com/streamspace/control-plane", tag: "1.2.3", pullPolicy: "Always" },
+  imagePullSecrets: [{ name: "regcred" }],
+  nameOverride: "cp",
+  fullnameOverride: "ss",
+  config: {
+    host: "::",
+    port: 9000,
+    publicUrl: "https://streamspace.example.com",
+    dataDir: "/var/lib/streamspace",
+    devMode: false,
+    heartbeatInterval: "20s",
+    heartbeatMissedLimit: 4,
+    commandTimeout: "2m",
+    credentialRotationGrace: "2h",
+    vncTicketTtl: "30s",
+    logLevel: "debug",
+    logFormat: "text",
+    metricsEnabled: false,
+    tlsSecret: "streamspace-tls",
+    otel: { OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel-collector:4318", OTEL_SERVICE_NAME: "streamspace-control-plane" },
+    extraEnv: [{ name: "NODE_OPTIONS", value: "--max-old-space-size=1536" }]
+  },
+  database: { url: "postgres://streamspace:pw@postgres:5432/streamspace", existingSecret: "", key: "url" },
+  jwt: { existingSecret: "", key: "jwt", secret: "0123456789abcdef0123456789abcdef", jwksUrl: "https://idp.example.com/.well-known/jwks.json", issuer: "https://idp.example.com", audience: "streamspace" },
+  bootstrapToken: { existingSecret: "", key: "bootstrap", value: "bootstrap-token-0123456789" },
+  persistence: { enabled: true, existingClaim: "", storageClass: "fast", size: "20Gi", accessModes: ["ReadWriteOnce"] },
+  service: { type: "LoadBalancer", port: 443, annotations: { "example.com/lb": "external" } },
+  ingress: {
+    enabled: true,
+    className: "nginx",
+    annotations: { "nginx.ingress.kubernetes.io/proxy-read-timeout": "7200", "nginx.ingress.kubernetes.io/proxy-send-timeout": "7200" },
+    hosts: [{ host: "streamspace.example.com", paths: [{ path: "/", pathType: "Prefix" }] }],
+    tls: [{ secretName: "streamspace-tls", hosts: ["streamspace.example.com"] }]
+  },
+  resources: { requests: { cpu: "500m", memory: "1Gi" }, limits: { cpu: "4", memory: "4Gi" } },
+  podSecurityContext: { runAsNonRoot: true, runAsUser: 20000, runAsGroup: 20000, fsGroup: 20000, seccompProfile: { type: "RuntimeDefault" } },
+  securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ["ALL"] } },
+  terminationGracePeriodSeconds: 60,
+  startupProbe: { periodSeconds: 3, timeoutSeconds: 2, failureThreshold: 40 },
+  livenessProbe: { periodSeconds: 15, timeoutSeconds: 2, failureThreshold: 4 },
+  readinessProbe: { periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 },
+  serviceAccount: { create: true, name: "ss-sa", annotations: { "example.com/x": "y" } },
+  podAnnotations: { "example.com/team": "platform" },
+  podLabels: { team: "platform" },
+  nodeSelector: { "kubernetes.io/os": "linux" },
+  tolerations: [{ key: "streamspace", operator: "Exists", effect: "NoSchedule" }],
+  affinity: { podAntiAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 100, podAffinityTerm: { topologyKey: "kubernetes.io/hostname", labelSelector: { matchLabels: { component: "control-plane" } } } }] } },
+  extraVolumes: [{ name: "extra", emptyDir: {} }],
+  extraVolumeMounts: [{ name: "extra", mountPath: "/extra" }]
+}
+
+const leafPaths = (value: unknown, prefix = ""): Array<string> =>
+  value !== null && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length > 0
+    ? Object.entries(value).flatMap(([k, v]) => leafPaths(v, prefix === "" ? k : `${prefix}.${k}`))
+    : [prefix]
+
+describe("helm/streamspace-control-plane", () => {
+  it("passes helm lint --strict", async () => {
+    const r = await helm("lint", "--strict", controlPlaneChart)
+    assert.strictEqual(r.code, 0, `${r.stdout}\n${r.stderr}`)
+  })
+
+  it("renders one replica on the embedded database with the defaults, all objects valid", async () => {
+    const objects = await render()
+    assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
+      "Deployment/streamspace",
+      "PersistentVolumeClaim/streamspace-data",
+      "Secret/streamspace-secrets",
+      "Service/streamspace",
+      "ServiceAccount/streamspace"
+    ])
+    assert.deepStrictEqual(await validateAll(objects), [])
+    const deployment = find(objects, "Deployment")
+    assert.strictEqual(deployment.spec.replicas, 1)
+    assert.strictEqual(deployment.spec.strategy.type, "Recreate")
+    assert.deepStrictEqual(envValues(objects), {
+      HOST: "0.0.0.0",
+      PORT: "8000",
+      DATA_DIR: "/data",
+      DEV_MODE: "false",
+      HEARTBEAT_INTERVAL: "30s",
+      HEARTBEAT_MISSED_LIMIT: "3",
+      COMMAND_TIMEOUT: "5m",
+      CREDENTIAL_ROTATION_GRACE: "1h",
+      VNC_TICKET_TTL: "60s",
+      LOG_LEVEL: "info",
+      LOG_FORMAT: "json",
+      METRICS_ENABLED: "true"
+    })
+    assert.isFalse(env(objects).has("DATABASE_URL"))
+    // Secrets: generated once (48 random characters) into the chart's Secret.
+    const secret = find(objects, "Secret")
+    assert.deepStrictEqual(secretRef(objects, "JWT_SECRET"), { name: "streamspace-secrets", key: "jwt-secret" })
+    assert.deepStrictEqual(secretRef(objects, "AGENT_BOOTSTRAP_TOKEN"), { name: "streamspace-secrets", key: "bootstrap-token" })
+    for (const key of ["jwt-secret", "bootstrap-token"]) assert.match(Buffer.from(secret.data[key], "base64").toString(), /^[A-Za-z0-9]{48}$/)
+    // The embedded database lives on the PVC at DATA_DIR; the PVC survives helm uninstall.
+    const pvc = find(objects, "PersistentVolumeClaim")
+    assert.strictEqual(pvc.metadata.annotations["helm.sh/resource-policy"], "keep")
+    assert.deepStrictEqual(pvc.spec.accessModes, ["ReadWriteOnce"])
+    const pod = deployment.spec.template.spec
+    assert.deepInclude(pod.volumes, { name: "data", persistentVolumeClaim: { claimName: "streamspace-data" } })
+    const c = container(objects)
+    assert.deepInclude(c.volumeMounts, { name: "data", mountPath: "/data" })
+    // Health on GET /api/v1/health on PORT; restricted security context; no API token mounted.
+    for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"]) {
+      assert.deepStrictEqual(c[probe].httpGet, { path: "/api/v1/health", port: "http", scheme: "HTTP" }, probe)
+    }
+    assert.deepStrictEqual(c.ports, [{ name: "http", containerPort: 8000, protocol: "TCP" }])
+    assert.deepStrictEqual(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ["ALL"] } })
+    assert.deepInclude(pod.securityContext, { runAsNonRoot: true, runAsUser: 10001, seccompProfile: { type: "RuntimeDefault" } })
+    assert.isFalse(pod.automountServiceAccountToken)
+    assert.deepStrictEqual(find(objects, "Service").spec.ports, [{ name: "http", port: 80, targetPort: "http", protocol: "TCP" }])
+  })
+
+  it("fails rendering more than one replica without DATABASE_URL, with a clear message", async () => {
+    const stderr = await templateError(controlPlaneChart, ["--set", "replicaCount=2"])
+    assert.match(stderr, /replicaCount=2 needs an external PostgreSQL: set database\.url \(DATABASE_URL\) or database\.existingSecret/)
+    // With PostgreSQL: no PVC, DATABASE_URL from a Secret, rolling updates.
+    for (const db of [["--set-string", "database.url=postgres://u:p@db:5432/s"], ["--set", "database.existingSecret=pg"]]) {
+      const objects = await render(["--set", "replicaCount=2", ...db])
+      assert.deepStrictEqual(await validateAll(objects), [])
+      assert.isFalse(objects.some((o) => o.kind === "PersistentVolumeClaim"))
+      assert.strictEqual(find(objects, "Deployment").spec.strategy.type, "RollingUpdate")
+      assert.deepStrictEqual(secretRef(objects, "DATABASE_URL"), db[1]!.startsWith("database.url")
+        ? { name: "streamspace-database", key: "database-url" }
+        : { name: "pg", key: "database-url" })
+    }
+  })
+
+  it("covers every value of values.yaml in the every-value test", () => {
+    const defaults = parse(readFileSync(path.join(controlPlaneChart, "values.yaml"), "utf8"))
+    const covered = leafPaths(everyValue)
+    const missing = leafPaths(defaults).filter((p) => !covered.includes(p) && !covered.some((c) => c.startsWith(`${p}.`)))
+    assert.deepStrictEqual(missing, [], "values added to values.yaml must be added to everyValue")
+  })
+
+  it("renders every documented value into valid objects", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "cp-values-"))
+    await writeFile(path.join(dir, "values.json"), JSON.stringify(everyValue))
+    const objects = await render(["--values", path.join(dir, "values.json")])
+    assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
+      "Deployment/ss",
+      "Ingress/ss",
+      "Secret/ss-database",
+      "Secret/ss-secrets",
+      "Service/ss",
+      "ServiceAccount/ss-sa"
+    ])
+    assert.deepStrictEqual(await validateAll(objects), [])
+    assert.deepStrictEqual(envValues(objects), {
+      HOST: "::",
+      PORT: "9000",
+      PUBLIC_URL: "https://streamspace.example.com",
+      DATA_DIR: "/var/lib/streamspace",
+      JWT_JWKS_URL: "https://idp.example.com/.well-known/jwks.json",
+      JWT_ISSUER: "https://idp.example.com",
+      JWT_AUDIENCE: "streamspace",
+      TLS_CERT_FILE: "/etc/streamspace/tls/tls.crt",
+      TLS_KEY_FILE: "/etc/streamspace/tls/tls.key",
+      DEV_MODE: "false",
+      HEARTBEAT_INTERVAL: "20s",
+      HEARTBEAT_MISSED_LIMIT: "4",
+      COMMAND_TIMEOUT: "2m",
+      CREDENTIAL_ROTATION_GRACE: "2h",
+      VNC_TICKET_TTL: "30s",
+      LOG_LEVEL: "debug",
+      LOG_FORMAT: "text",
+      METRICS_ENABLED: "false",
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel-collector:4318",
+      OTEL_SERVICE_NAME: "streamspace-control-plane",
+      NODE_OPTIONS: "--max-old-space-size=1536"
+    })
+    assert.deepStrictEqual(secretRef(objects, "DATABASE_URL"), { name: "ss-database", key: "url" })
+    assert.deepStrictEqual(secretRef(objects, "JWT_SECRET"), { name: "ss-secrets", key: "jwt" })
+    assert.deepStrictEqual(secretRef(objects, "AGENT_BOOTSTRAP_TOKEN"), { name: "ss-secrets", key: "bootstrap" })
+    const secrets = find(objects, "Secret", "ss-secrets").data
+    assert.strictEqual(Buffer.from(secrets.jwt, "base64").toString(), everyValue.jwt.secret)
+    assert.strictEqual(Buffer.from(secrets.bootstrap, "base64").toString(), everyValue.bootstrapToken.value)
+    assert.strictEqual(Buffer.from(find(objects, "Secret", "ss-database").data.url, "base64").toString(), everyValue.database.url)
+    const c = container(objects)
+    for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"]) assert.strictEqual(c[probe].httpGet.scheme, "HTTPS")
+    assert.deepStrictEqual(c.ports, [{ name: "http", containerPort: 9000, protocol: "TCP" }])
+    const ingress = find(objects, "Ingress").spec
+    assert.strictEqual(ingress.ingressClassName, "nginx")
+    assert.deepStrictEqual(ingress.rules[0].http.paths[0].backend, { service: { name: "ss", port: { name: "http" } } })
+    assert.deepStrictEqual(ingress.tls, everyValue.ingress.tls)
+    assert.strictEqual(find(objects, "Service").spec.type, "LoadBalancer")
+  })
+
+  it("takes JWT and bootstrap secrets from existing Secrets, or JWKS alone, without creating its own", async () => {
+    const objects = await render(["--set", "jwt.existingSecret=idp", "--set", "bootstrapToken.existingSecret=boot"])
+    assert.isFalse(objects.some((o) => o.kind === "Secret"))
+    assert.deepStrictEqual(secretRef(objects, "JWT_SECRET"), { name: "idp", key: "jwt-secret" })
+    assert.deepStrictEqual(secretRef(objects, "AGENT_BOOTSTRAP_TOKEN"), { name: "boot", key: "bootstrap-token" })
+    const jwks = await render(["--set-string", "jwt.jwksUrl=https://idp/jwks", "--set", "bootstrapToken.existingSecret=boot"])
+    assert.isFalse(jwks.some((o) => o.kind === "Secret"))
+    assert.isFalse(env(jwks).has("JWT_SECRET"))
+  })
+
+  it("rejects bad values with a message naming the value", async () => {
+    const cases: Array<[Record<string, string | number | boolean>, RegExp]> = [
+      [{ "config.port": 0 }, /at '\/config\/port': minimum: got 0, want 1/],
+      [{ "config.logLevel": "loud" }, /at '\/config\/logLevel': value must be one of/],
+      [{ "config.commandTimeout": "five minutes" }, /at '\/config\/commandTimeout'/],
+      [{ "config.heartbeatMissedLimit": 0 }, /at '\/config\/heartbeatMissedLimit'/],
+      [{ "config.dataDir": "data" }, /at '\/config\/dataDir'/],
+      [{ "config.otel.JAEGER_ENDPOINT": "x" }, /'JAEGER_ENDPOINT' does not match pattern '\^OTEL_/],
+      [{ "database.url": "mysql://db/x" }, /at '\/database\/url'/],
+      [{ "jwt.secret": "short" }, /at '\/jwt\/secret'/],
+      [{ "persistence.size": "big" }, /at '\/persistence\/size'/],
+      [{ replicaCount: -1 }, /at '\/replicaCount': minimum: got -1, want 0/],
+      [{ "config.prot": 1 }, /at '\/config': additional properties 'prot' not allowed/]
+    ]
+    const results = await Promise.all(cases.map(([values]) => templateError(controlPlaneChart, setFlags(values))))
+    cases.forEach(([values, expected], i) => {
+      assert.match(results[i]!, /values don't meet the specifications of the schema/, JSON.stringify(values))
+      assert.match(results[i]!, expected, `${JSON.stringify(values)} gave:\n${results[i]}`)
+    })
+    assert.match(await templateError(controlPlaneChart, ["--set-string", "database.url=postgres://a/b", "--set", "database.existingSecret=x"]), /set either database\.url or database\.existingSecret/)
+  })
+})
