@@ -214,7 +214,8 @@ const validateService = (obj: Obj, errs: Errs) => {
     }
     const port = typeof p.port === "number" ? p.port : 0
     if (port < 1 || port > 65535) errs.push({ type: "Invalid value", field: `${pp}.port`, value: port, detail: portRange })
-    if (typeof p.targetPort === "number" && (p.targetPort < 1 || p.targetPort > 65535)) {
+    // A defaulted targetPort (= port) is reported once, on port, as in the reference output.
+    if (typeof p.targetPort === "number" && p.targetPort !== port && (p.targetPort < 1 || p.targetPort > 65535)) {
       errs.push({ type: "Invalid value", field: `${pp}.targetPort`, value: p.targetPort, detail: portRange })
     } else if (typeof p.targetPort === "string") {
       for (const m of isValidPortName(p.targetPort)) errs.push({ type: "Invalid value", field: `${pp}.targetPort`, value: p.targetPort, detail: m })
