@@ -68,6 +68,8 @@ export class RfbClient {
   /** Resolves when the stream has closed; carries the error that ended the message loop, if any. */
   readonly closed: Promise<Error | undefined>
   private format: PixelFormat
+  /** Channel value -> 0..255 for the current format. */
+  private tables: { r: Uint8Array; g: Uint8Array; b: Uint8Array }
   private readonly reader: ByteReader
   private readonly timeout: number
   private readonly updates: Array<FramebufferUpdate> = []
@@ -85,6 +87,7 @@ export class RfbClient {
     if (typeof pf === "string") throw new Error(`server pixel format: ${pf}`)
     this.serverPixelFormat = pf
     this.format = pf
+    this.tables = scaleTables(pf)
     this.name = init.subarray(24).toString("utf8")
     this.framebuffer = new Uint8Array(this.width * this.height * 4)
     this.closed = this.loop()
@@ -152,6 +155,7 @@ export class RfbClient {
     writePixelFormat(msg, 4, pf)
     this.stream.write(msg)
     this.format = pf
+    this.tables = scaleTables(pf)
   }
 
   setEncodings(encodings: ReadonlyArray<number>): void {
@@ -377,18 +381,37 @@ export class RfbClient {
   /** Stores a pixel value as RGBA at framebuffer index i (in pixels). */
   private store(i: number, v: number): void {
     const f = this.format
+    const t = this.tables
     const fb = this.framebuffer
-    fb[i * 4] = Math.round((((v >>> f.redShift) & f.redMax) * 255) / f.redMax)
-    fb[i * 4 + 1] = Math.round((((v >>> f.greenShift) & f.greenMax) * 255) / f.greenMax)
-    fb[i * 4 + 2] = Math.round((((v >>> f.blueShift) & f.blueMax) * 255) / f.blueMax)
+    fb[i * 4] = t.r[(v >>> f.redShift) & f.redMax]!
+    fb[i * 4 + 1] = t.g[(v >>> f.greenShift) & f.greenMax]!
+    fb[i * 4 + 2] = t.b[(v >>> f.blueShift) & f.blueMax]!
     fb[i * 4 + 3] = 255
   }
 
   private putPixels(data: Buffer, r: Rect): void {
-    const bpp = this.format.bitsPerPixel / 8
+    const f = this.format
+    const bpp = f.bitsPerPixel / 8
+    const fb = this.framebuffer
+    const { r: rt, g: gt, b: bt } = this.tables
+    const { redShift: rs, greenShift: gs, blueShift: bs, redMax: rm, greenMax: gm, blueMax: bm, bigEndian: be } = f
+    // inlined per-pixel decode: this is the hot loop of Raw updates
     let o = 0
     for (let y = r.y; y < r.y + r.h; y++) {
-      for (let x = r.x; x < r.x + r.w; x++, o += bpp) this.store(y * this.width + x, this.readPixel(data, o))
+      let i = (y * this.width + r.x) * 4
+      for (let x = 0; x < r.w; x++, o += bpp, i += 4) {
+        const v = bpp === 4
+          ? be
+            ? ((data[o]! << 24) | (data[o + 1]! << 16) | (data[o + 2]! << 8) | data[o + 3]!) >>> 0
+            : ((data[o + 3]! << 24) | (data[o + 2]! << 16) | (data[o + 1]! << 8) | data[o]!) >>> 0
+          : bpp === 2
+          ? be ? (data[o]! << 8) | data[o + 1]! : (data[o + 1]! << 8) | data[o]!
+          : data[o]!
+        fb[i] = rt[(v >>> rs) & rm]!
+        fb[i + 1] = gt[(v >>> gs) & gm]!
+        fb[i + 2] = bt[(v >>> bs) & bm]!
+        fb[i + 3] = 255
+      }
     }
   }
 
@@ -407,6 +430,11 @@ export class RfbClient {
       fb.set(copy.subarray(from, from + r.w * 4), ((r.y + y) * this.width + r.x) * 4)
     }
   }
+}
+
+const scaleTables = (pf: PixelFormat) => {
+  const table = (max: number) => Uint8Array.from({ length: max + 1 }, (_, v) => Math.round((v * 255) / max))
+  return { r: table(pf.redMax), g: table(pf.greenMax), b: table(pf.blueMax) }
 }
 
 const readReason = async (reader: ByteReader): Promise<string> => {

@@ -228,9 +228,20 @@ export const encodeHextile = (out: Out, fb: Uint32Array, stride: number, r: Rect
     for (let tx = r.x; tx < r.x + r.w; tx += 16) {
       const tw = Math.min(16, r.x + r.w - tx)
       const tile: Rect = { x: tx, y: ty, w: tw, h: th }
-      const bg = dominantColour(fb, stride, tile)
+      // most tiles are one colour: check that first, it is much cheaper than finding subrects
+      const first = fb[ty * stride + tx]!
+      let solid = true
+      for (let y = ty; y < ty + th && solid; y++) {
+        for (let p = y * stride + tx, end = p + tw; p < end; p++) {
+          if (fb[p] !== first) {
+            solid = false
+            break
+          }
+        }
+      }
+      const bg = solid ? first : dominantColour(fb, stride, tile)
       const rawSize = tw * th * bpp
-      const n = findSubrects(fb, stride, tile, bg, scratch, 255)
+      const n = solid ? 0 : findSubrects(fb, stride, tile, bg, scratch, 255)
       const s = scratch.subrects
       let single = n > 0
       for (let i = 1; i < n && single; i++) single = s[i * 5 + 4] === s[4]
