@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # StreamSpace session desktop: Xvnc (TigerVNC) serving RFB on $VNC_PORT plus a desktop session.
 #
 # Environment (injected by the agent into the session pod; all optional):
@@ -91,11 +91,8 @@ log "starting desktop: $DESKTOP_COMMAND"
 sh -c "$DESKTOP_COMMAND" &
 desktop_pid=$!
 
-# Whichever ends first ends the session.
-while kill -0 "$xvnc_pid" 2>/dev/null && kill -0 "$desktop_pid" 2>/dev/null; do
-  sleep 1 &
-  wait $! 2>/dev/null || true
-done
+# Whichever ends first ends the session (a trapped signal also returns from wait).
+wait -n "$xvnc_pid" "$desktop_pid" || true
 if kill -0 "$xvnc_pid" 2>/dev/null; then log "desktop exited"; stop 0; fi
 log "Xvnc exited"
 stop 1
