@@ -1,0 +1,239 @@
+import { assert, describe, it } from "@effect/vitest"
+import { encodeWindow, MAX_FRAME_BYTES } from "@streamspace/protocol"
+import type { TunnelId } from "@streamspace/protocol"
+import { Context, Deferred, Effect, Layer, Logger, Queue, Stream } from "effect"
+import { TestClock } from "effect/testing"
+import { Connection } from "../src/Connection.ts"
+import { makeFakeSessionStore, makeMemoryCredentialStore, status } from "./support/Fakes.ts"
+import { awaitStatus, baseEnv, configLayer, eventually, TOKEN } from "./support/harness.ts"
+import * as TestControlPlane from "./support/TestControlPlane.ts"
+
+const setup = (url: string, env: Record<string, string> = {}, savedCredential?: string) =>
+  Effect.gen(function*() {
+    const sessions = yield* makeFakeSessionStore
+    const creds = yield* makeMemoryCredentialStore(savedCredential)
+    const ctx = yield* Layer.build(
+      Connection.layer.pipe(Layer.provide([configLayer(baseEnv(url, env)), sessions.layer, creds.layer]))
+    )
+    return { connection: Context.get(ctx, Connection), sessions, creds }
+  })
+
+describe("Connection", () => {
+  it.effect("handshake: hello carries identity, capacity and inventory; welcome connects", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      const sessions = yield* makeFakeSessionStore
+      sessions.state.sessions.set("s-one", status("s-one"))
+      const creds = yield* makeMemoryCredentialStore()
+      const ctx = yield* Layer.build(
+        Connection.layer.pipe(Layer.provide([configLayer(baseEnv(cp.url)), sessions.layer, creds.layer]))
+      )
+      const connection = Context.get(ctx, Connection)
+      const conn = yield* cp.nextConnection
+      assert.strictEqual(conn.authorization, `Bearer ${TOKEN}`)
+      assert.strictEqual(conn.protocol, "streamspace.v1")
+      const hello = yield* conn.next("hello")
+      assert.strictEqual(hello.payload.agent_id, "test-agent")
+      assert.strictEqual(hello.payload.platform, "kubernetes")
+      assert.strictEqual(hello.payload.region, "eu-test-1")
+      assert.strictEqual(hello.payload.version, "0.1.0")
+      assert.deepStrictEqual(hello.payload.protocol_versions, ["v1"])
+      assert.deepStrictEqual(hello.payload.capacity, { cpu: "8000m", memory: "16Gi", max_sessions: 100 })
+      assert.deepStrictEqual(hello.payload.sessions.map((s) => s.session_id), ["s-one"])
+      yield* awaitStatus(connection.status, true)
+      assert.isTrue(yield* connection.isConnected)
+      // frames after welcome reach `incoming`
+      yield* conn.send("ping", { nonce: "n1" })
+      const first = yield* Stream.runHead(connection.incoming)
+      assert.strictEqual(first._tag, "Some")
+      assert.deepStrictEqual((first as any).value.payload, { nonce: "n1" })
+    }))
+
+  it.effect("malformed frames get an error reply naming the problem and the link stays up", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      const { connection } = yield* setup(cp.url)
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+
+      yield* conn.sendRaw("not json")
+      const e1 = yield* conn.next("error")
+      assert.strictEqual(e1.payload.code, "MalformedJson")
+
+      yield* conn.sendRaw(JSON.stringify({ type: "reboot", id: "f-2", ts: new Date().toISOString(), payload: {} }))
+      const e2 = yield* conn.next("error")
+      assert.strictEqual(e2.payload.code, "UnknownType")
+      assert.strictEqual(e2.payload.ref_id, "f-2")
+
+      yield* conn.sendRaw(JSON.stringify({ type: "command", id: "f-3", ts: new Date().toISOString(), payload: { action: "create_session" } }))
+      const e3 = yield* conn.next("error")
+      assert.strictEqual(e3.payload.code, "InvalidPayload")
+      assert.strictEqual(e3.payload.ref_id, "f-3")
+
+      yield* conn.sendRaw(new Uint8Array([1, 0]))
+      const e4 = yield* conn.next("error")
+      assert.strictEqual(e4.payload.code, "TruncatedBinary")
+
+      yield* conn.sendRaw(new Uint8Array([9, 0, 0, 0, 1]))
+      const e5 = yield* conn.next("error")
+      assert.strictEqual(e5.payload.code, "UnknownBinaryKind")
+
+      // still up: a valid binary frame arrives decoded
+      yield* conn.sendRaw(encodeWindow(7 as TunnelId, 4096))
+      const frame = yield* Stream.runHead(connection.incoming)
+      assert.deepStrictEqual((frame as any).value, { kind: "window", tunnelId: 7, credit: 4096 })
+      assert.isTrue(yield* connection.isConnected)
+    }))
+
+  it.effect("a frame over the limit closes with 1009 and the agent reconnects", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      const { connection } = yield* setup(cp.url)
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      yield* conn.sendRaw(new Uint8Array(MAX_FRAME_BYTES + 1))
+      const closed = yield* Deferred.await(conn.closed)
+      assert.strictEqual(closed.code, 1009)
+      yield* awaitStatus(connection.status, false)
+      yield* TestClock.adjust("5 seconds") // first reconnect delay is at most RECONNECT_DELAY
+      const again = yield* cp.nextConnection
+      yield* again.next("hello")
+      yield* awaitStatus(connection.status, true)
+    }))
+
+  it.effect("enrolment: pending -> credential saved -> reconnect with it -> approved", () =>
+    Effect.gen(function*() {
+      const credential = "per-agent-credential-abcdef0123456789"
+      const cp = yield* TestControlPlane.make({ approved: [credential], bootstrap: ["bootstrap-token-0123456789"] })
+      const { connection, creds } = yield* setup(cp.url, { AGENT_TOKEN: "bootstrap-token-0123456789" })
+      const first = yield* cp.nextConnection
+      assert.strictEqual(first.authorization, "Bearer bootstrap-token-0123456789")
+      yield* first.next("hello")
+      // pending: stays connected but not "connected" for commands and heartbeats
+      assert.isFalse(yield* connection.isConnected)
+      assert.strictEqual(first.ws.readyState, 1)
+      yield* first.send("credential", { token: credential })
+      const second = yield* cp.nextConnection
+      assert.strictEqual(second.authorization, `Bearer ${credential}`)
+      assert.strictEqual(creds.state.saved, credential)
+      yield* awaitStatus(connection.status, true)
+      assert.strictEqual((yield* Deferred.await(first.closed)).code, 1000)
+    }))
+
+  it.effect("a saved credential takes precedence over AGENT_TOKEN", () =>
+    Effect.gen(function*() {
+      const saved = "saved-credential-0123456789"
+      const cp = yield* TestControlPlane.make({ approved: [saved] })
+      const { connection } = yield* setup(cp.url, {}, saved)
+      const conn = yield* cp.nextConnection
+      assert.strictEqual(conn.authorization, `Bearer ${saved}`)
+      yield* awaitStatus(connection.status, true)
+    }))
+
+  it.effect("401 on upgrade: keeps retrying with backoff until the token is accepted", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make({ approved: [] })
+      const { connection } = yield* setup(cp.url)
+      yield* eventually(() => cp.attempts.length === 1, "first attempt")
+      assert.strictEqual(cp.attempts[0]!.status, 401)
+      yield* TestClock.adjust("5 seconds")
+      yield* eventually(() => cp.attempts.length === 2, "second attempt")
+      assert.strictEqual(cp.attempts[1]!.status, 401)
+      cp.approve(TOKEN)
+      yield* TestClock.adjust("10 seconds")
+      yield* awaitStatus(connection.status, true)
+      assert.strictEqual(cp.attempts.at(-1)!.status, 101)
+    }))
+
+  it.effect("a blackholed link (no pongs) is dropped after PING_INTERVAL + PING_TIMEOUT and redialled", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make({ autoPong: false })
+      const { connection } = yield* setup(cp.url, { PING_INTERVAL: "20s", PING_TIMEOUT: "10s" })
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      let pinged = false
+      conn.ws.on("ping", () => {
+        pinged = true
+      })
+      yield* TestClock.adjust("20 seconds")
+      yield* eventually(() => pinged, "ping")
+      assert.strictEqual(conn.ws.readyState, 1)
+      yield* TestClock.adjust("10 seconds")
+      yield* Deferred.await(conn.closed)
+      yield* awaitStatus(connection.status, false)
+      yield* TestClock.adjust("5 seconds")
+      const again = yield* cp.nextConnection
+      yield* again.next("hello")
+    }))
+
+  it.effect("pongs keep the link up", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      const { connection } = yield* setup(cp.url, { PING_INTERVAL: "20s", PING_TIMEOUT: "10s" })
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      let pings = 0
+      conn.ws.on("ping", () => {
+        pings++
+      })
+      for (let i = 1; i <= 3; i++) {
+        yield* TestClock.adjust("20 seconds")
+        yield* eventually(() => pings === i, `ping ${i}`)
+        yield* TestClock.adjust("10 seconds")
+      }
+      assert.strictEqual(conn.ws.readyState, 1)
+      assert.isTrue(yield* connection.isConnected)
+    }))
+
+  it.effect("close sends goodbye and closes with 1001, without reconnecting", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      const { connection } = yield* setup(cp.url)
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      yield* connection.close("maintenance")
+      const bye = yield* conn.next("goodbye")
+      assert.strictEqual(bye.payload.reason, "maintenance")
+      assert.strictEqual((yield* Deferred.await(conn.closed)).code, 1001)
+      yield* TestClock.adjust("10 minutes")
+      assert.strictEqual(cp.attempts.length, 1)
+      const sent = yield* Effect.flip(connection.send("pong", { nonce: "x" }))
+      assert.strictEqual(sent.reason, "NotConnected")
+    }))
+
+  it.effect("binary frames arrive in order under backpressure", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      const { connection } = yield* setup(cp.url)
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      const chunk = new Uint8Array(64 * 1024)
+      for (let i = 0; i < 64; i++) {
+        chunk[0] = i
+        yield* connection.sendBinary(chunk.slice())
+      }
+      for (let i = 0; i < 64; i++) {
+        const got = yield* Queue.take(conn.binary)
+        assert.strictEqual(got.length, 64 * 1024)
+        assert.strictEqual(got[0], i)
+      }
+    }))
+
+  it.effect("the token never appears in logs", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const capture = Logger.make((o) => {
+        lines.push(JSON.stringify(o.message))
+      })
+      const cp = yield* TestControlPlane.make({ approved: [] })
+      yield* Effect.gen(function*() {
+        yield* setup(cp.url)
+        yield* eventually(() => cp.attempts.length === 1, "first attempt")
+        yield* TestClock.adjust("5 seconds")
+        yield* eventually(() => cp.attempts.length === 2, "second attempt")
+        yield* eventually(() => lines.some((l) => l.includes("401")), "401 logged")
+      }).pipe(Effect.provide(Logger.layer([capture])))
+      assert.isTrue(lines.length > 0)
+      assert.isFalse(lines.some((l) => l.includes(TOKEN)))
+    }))
+})

@@ -1,0 +1,39 @@
+// Shared test wiring: agent config from a record, and waiting on streams without fixed sleeps.
+import { ConfigProvider, Effect, Layer, Stream } from "effect"
+import { AgentConfig, readAgentConfig } from "../../src/AgentConfig.ts"
+import type { AgentConfigShape } from "../../src/AgentConfig.ts"
+
+export const TOKEN = "test-token-0123456789"
+
+export const baseEnv = (url: string, extra: Record<string, string> = {}): Record<string, string> => ({
+  AGENT_ID: "test-agent",
+  CONTROL_PLANE_URL: url,
+  AGENT_TOKEN: TOKEN,
+  REGION: "eu-test-1",
+  ...extra
+})
+
+/** AgentConfig from env vars, with fields the environment cannot express (port 0) overridden. */
+export const configLayer = (env: Record<string, string>, overrides: Partial<AgentConfigShape> = {}) =>
+  Layer.effect(
+    AgentConfig,
+    readAgentConfig.pipe(
+      Effect.map((config): AgentConfigShape => ({ ...config, ...overrides })),
+      Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))),
+      Effect.orDie
+    )
+  )
+
+/** Waits until a status stream emits `value`. */
+export const awaitStatus = (status: Stream.Stream<boolean>, value: boolean) =>
+  status.pipe(Stream.filter((b) => b === value), Stream.runHead, Effect.asVoid)
+
+/** Polls a condition with real-time yields (bounded), for state changed by socket callbacks. */
+export const eventually = (condition: () => boolean, what = "condition", attempts = 2000) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < attempts; i++) {
+      if (condition()) return
+      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 2)))
+    }
+    return yield* Effect.die(new Error(`timed out waiting for ${what}`))
+  })
