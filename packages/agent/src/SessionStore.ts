@@ -1,8 +1,11 @@
 // SessionStore: the agent's live view of its sessions, fed by a watch on the objects labelled for this
 // agent and rebuilt from the cluster at start. Emits every phase change; answers list_sessions.
 import type { Capacity, SessionId, SessionSpec, SessionStatus } from "@streamspace/protocol"
-import type { Effect, Option, Stream } from "effect"
-import { Context, Schema } from "effect"
+import { Clock, Context, DateTime, Duration, Effect, Layer, Metric, Option, PubSub, Schema, Stream } from "effect"
+import type { AgentConfig } from "./AgentConfig.ts"
+import { Kubernetes, type KubernetesError, type PodEvent } from "./Kubernetes.ts"
+import { sessionIdOf, statusOfPod, type PodView } from "./internal/kubeObjects.ts"
+import { sessionsActive } from "./Metrics.ts"
 
 export class SessionStoreError extends Schema.TaggedError<SessionStoreError>()("SessionStoreError", {
   reason: Schema.Literals(["NotFound", "Rejected", "Forbidden", "Unavailable", "CapacityExceeded"]),
@@ -30,4 +33,159 @@ export interface SessionStoreShape {
   readonly health: Effect.Effect<ClusterHealth>
 }
 
-export class SessionStore extends Context.Service<SessionStore, SessionStoreShape>()("agent/SessionStore") {}
+/** Delay before re-watching after a watch that delivered nothing, and the cap of the error backoff. */
+const QUIET_REWATCH = Duration.seconds(1)
+const MAX_WATCH_BACKOFF = Duration.seconds(30)
+
+export const toSessionStoreError = (e: KubernetesError): SessionStoreError => {
+  switch (e.reason) {
+    case "Invalid":
+    case "AlreadyExists":
+    case "NotFound":
+    case "Config":
+      return new SessionStoreError({ reason: "Rejected", message: e.message })
+    case "Forbidden":
+    case "Unauthorized":
+      return new SessionStoreError({ reason: "Forbidden", message: e.message })
+    default:
+      return new SessionStoreError({ reason: "Unavailable", message: e.message })
+  }
+}
+
+const isActive = (s: SessionStatus) => s.phase !== "terminated" && s.phase !== "failed"
+const sameState = (a: SessionStatus, b: SessionStatus) =>
+  a.phase === b.phase && a.reason === b.reason && a.pod_ip === b.pod_ip && a.message === b.message
+
+export const make = Effect.gen(function*() {
+  const kube = yield* Kubernetes
+  const sessions = new Map<SessionId, SessionStatus>()
+  const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<SessionStatus>(), PubSub.shutdown)
+  const observedAt = Effect.map(Clock.currentTimeMillis, (ms) => DateTime.formatIso(DateTime.makeUnsafe(ms)))
+
+  const activeCount = Effect.sync(() => {
+    let n = 0
+    for (const s of sessions.values()) if (isActive(s)) n++
+    return n
+  })
+
+  /** Records what a pod says now; publishes when the phase, reason, message or address changed. */
+  const apply = Effect.fnUntraced(function*(pod: PodView, deleted: boolean, publish: boolean) {
+    const id = sessionIdOf(pod) ?? (pod.metadata?.name as SessionId | undefined)
+    if (id === undefined) return
+    const before = sessions.get(id)
+    if (deleted && before === undefined) return
+    const status = statusOfPod(pod, id, yield* observedAt, deleted)
+    if (before !== undefined && sameState(before, status)) return
+    if (deleted) sessions.delete(id)
+    else sessions.set(id, status)
+    yield* Metric.update(sessionsActive, yield* activeCount)
+    if (publish) {
+      yield* PubSub.publish(pubsub, status)
+      yield* Effect.logDebug(`session ${id} is ${status.phase}${status.reason !== undefined ? ` (${status.reason})` : ""}`)
+    }
+  })
+
+  /** After a (re)list: apply every listed pod, and every known session missing from the list is gone. */
+  const reconcile = Effect.fnUntraced(function*(items: ReadonlyArray<PodView>, publish: boolean) {
+    const seen = new Set<string>()
+    for (const pod of items) {
+      const id = sessionIdOf(pod)
+      if (id === undefined) continue
+      seen.add(id)
+      yield* apply(pod, false, publish)
+    }
+    for (const [id] of [...sessions]) {
+      if (!seen.has(id)) yield* apply({ metadata: { name: id, labels: {} } }, true, publish)
+    }
+  })
+
+  // Rebuild from the cluster before anyone asks (hello carries this inventory). An unreachable API does
+  // not stop the agent: the watch loop below keeps trying and the health says why.
+  const initial = yield* kube.listSessionPods.pipe(
+    Effect.tap((l) => reconcile(l.items, false)),
+    Effect.map((l) => l.resourceVersion),
+    Effect.tapError((e) => Effect.logWarning(`cannot list sessions at start: ${e.message}`)),
+    Effect.option
+  )
+  yield* Effect.logInfo(`adopted ${sessions.size} existing session(s) from the cluster`)
+
+  // List + watch, like an informer: resume from the last resourceVersion when a watch ends, relist on
+  // 410 Expired or after an error (with capped exponential backoff), so out-of-band changes are never missed.
+  const watchLoop = Effect.gen(function*() {
+    let resourceVersion = Option.getOrUndefined(initial)
+    let failures = 0
+    while (true) {
+      const round = Effect.gen(function*() {
+        if (resourceVersion === undefined) {
+          const l = yield* kube.listSessionPods
+          yield* reconcile(l.items, true)
+          resourceVersion = l.resourceVersion
+        }
+        let events = 0
+        yield* kube.watchSessionPods(resourceVersion).pipe(
+          Stream.runForEach((ev: PodEvent) =>
+            Effect.gen(function*() {
+              events++
+              failures = 0
+              const rv = ev.object.metadata?.resourceVersion
+              if (rv !== undefined && rv !== "") resourceVersion = rv
+              if (ev.type !== "BOOKMARK") yield* apply(ev.object, ev.type === "DELETED", true)
+            })
+          )
+        )
+        return events
+      })
+      const result = yield* Effect.result(round)
+      if (result._tag === "Success") {
+        if (result.success === 0) yield* Effect.sleep(QUIET_REWATCH)
+        continue
+      }
+      const e = result.failure
+      resourceVersion = undefined
+      if (e.reason === "Expired") {
+        yield* Effect.logDebug(`watch expired, relisting: ${e.message}`)
+        continue
+      }
+      failures++
+      const delay = Duration.min(Duration.times(QUIET_REWATCH, 2 ** Math.min(failures - 1, 10)), MAX_WATCH_BACKOFF)
+      yield* Effect.logWarning(`session watch failed (${e.message}); relisting in ${Duration.format(delay)}`)
+      yield* Effect.sleep(delay)
+    }
+  })
+  yield* Effect.forkScoped(watchLoop)
+
+  const create = Effect.fn("SessionStore.create")(function*(id: SessionId, spec: SessionSpec) {
+    const pod = yield* kube.createSession(id, spec).pipe(Effect.mapError(toSessionStoreError))
+    // The watch may already have seen a later state of this pod; only a first sighting is recorded here.
+    if (!sessions.has(id)) yield* apply(pod, false, true)
+    return sessions.get(id) ?? statusOfPod(pod, id, yield* observedAt)
+  })
+
+  const delete_ = Effect.fn("SessionStore.delete")(function*(id: SessionId) {
+    yield* kube.deleteSession(id).pipe(Effect.mapError(toSessionStoreError))
+  })
+
+  const get = Effect.fn("SessionStore.get")(function*(id: SessionId) {
+    return Option.fromUndefinedOr(sessions.get(id))
+  })
+
+  return SessionStore.of({
+    create,
+    delete: delete_,
+    get,
+    list: Effect.sync(() => [...sessions.values()]),
+    activeCount,
+    changes: Stream.fromPubSub(pubsub),
+    capacity: kube.capacity,
+    health: kube.health
+  })
+})
+
+export class SessionStore extends Context.Service<SessionStore, SessionStoreShape>()("agent/SessionStore") {
+  /** Needs Kubernetes (tests provide one pointed at kube-testserver). */
+  static readonly layerNoDeps: Layer.Layer<SessionStore, never, Kubernetes> = Layer.effect(SessionStore, make)
+  /** With the Kubernetes backend built from AgentConfig. */
+  static readonly layer: Layer.Layer<SessionStore, KubernetesError, AgentConfig> = SessionStore.layerNoDeps.pipe(
+    Layer.provide(Kubernetes.layer)
+  )
+}
