@@ -9,7 +9,7 @@ interface Seen {
   obj: any
 }
 
-const collect = async (kc: k8s.KubeConfig, path: string, params: Record<string, unknown>) => {
+const collect = async (kc: k8s.KubeConfig, path: string, params: Record<string, string | number | boolean | undefined>) => {
   const seen: Array<Seen> = []
   let done: unknown = "open"
   const ctl = await new k8s.Watch(kc).watch(path, params, (type, obj: any) => {
