@@ -49,7 +49,7 @@ export const startBridge = async (target: { host: string; port: number; width: n
       return
     }
     try {
-      res.writeHead(200, { "content-type": "text/javascript" }).end(await readFile(file))
+      res.writeHead(200, { "content-type": "text/javascript", "cache-control": "max-age=3600" }).end(await readFile(file))
     } catch {
       res.writeHead(404).end()
     }
