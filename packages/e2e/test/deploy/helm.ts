@@ -57,7 +57,8 @@ export const templateError = async (chart: string, args: ReadonlyArray<string>) 
 export interface K8sObject {
   readonly apiVersion: string
   readonly kind: string
-  readonly metadata: { readonly name: string; readonly namespace?: string; readonly labels?: Record<string, string>; readonly annotations?: Record<string, string> }
+  // Loosely typed on purpose: tests read rendered YAML and assert on its shape.
+  readonly metadata: { readonly name: string; readonly namespace?: string; readonly labels: Record<string, string>; readonly annotations: Record<string, string> }
   readonly [key: string]: any
 }
 
