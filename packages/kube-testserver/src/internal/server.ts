@@ -99,6 +99,8 @@ export interface KubeTestServerHandle {
   /** Loads Role/RoleBinding/ClusterRole/ClusterRoleBinding YAML (multi-document, or a bare PolicyRule list). */
   loadRbac(yamlText: string, options?: LoadRbacOptions): Array<Obj>
   registerPortForward(namespace: string, pod: string, port: number, target: PortForwardTarget): void
+  /** Target for pods with no registered target (e.g. every session pod's 5900 -> one vnc-testserver). */
+  setDefaultPortForward(resolver: ((namespace: string, pod: string, port: number) => PortForwardTarget | undefined) | undefined): void
   unregisterPortForward(namespace: string, pod: string, port?: number): void
   addFault(fault: Fault): () => void
   clearFaults(): void
@@ -245,6 +247,7 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
   tokens.set(adminToken, { username: "admin", groups: ["system:masters", "system:authenticated"] })
   const faults: Array<{ fault: Fault; left: number }> = []
   const targets = new Map<string, PortForwardTarget>()
+  let defaultTarget: ((namespace: string, pod: string, port: number) => PortForwardTarget | undefined) | undefined
   const watches = new Set<ActiveWatch>()
   const sockets = new Set<Socket>()
   const createCheck = options.portForwardCreateCheck ?? true
@@ -583,7 +586,7 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
           ports,
           podId: pod.metadata.uid,
           unavailable: pod.status?.phase === "Running" ? undefined : `failed to find sandbox "${pod.metadata.uid}" in store: not found`,
-          target: (port) => targets.get(`${ns}/${podName}/${port}`)
+          target: (port) => targets.get(`${ns}/${podName}/${port}`) ?? defaultTarget?.(ns, podName, port)
         })
       })
     } catch (e) {
@@ -699,6 +702,9 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
     },
     registerPortForward(namespace, pod, p, target) {
       targets.set(`${namespace}/${pod}/${p}`, target)
+    },
+    setDefaultPortForward(resolver) {
+      defaultTarget = resolver
     },
     unregisterPortForward(namespace, pod, p) {
       for (const k of [...targets.keys()]) {
