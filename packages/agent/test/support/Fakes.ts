@@ -88,7 +88,7 @@ export const makeFakeSessionStore = Effect.gen(function*() {
   return { store, state, layer: Layer.succeed(SessionStore, store) }
 })
 
-export const storeError = (reason: SessionStoreError["reason"], message = reason) => new SessionStoreError({ reason, message })
+export const storeError = (reason: SessionStoreError["reason"], message: string = reason) => new SessionStoreError({ reason, message })
 
 export interface FakeTunnels {
   readonly open: Map<number, string>
@@ -124,7 +124,7 @@ export const makeFakeTunnelPool = Effect.sync(() => {
   return { pool, state, layer: Layer.succeed(TunnelPool, pool) }
 })
 
-export const tunnelError = (reason: TunnelPoolError["reason"], message = reason) => new TunnelPoolError({ reason, message })
+export const tunnelError = (reason: TunnelPoolError["reason"], message: string = reason) => new TunnelPoolError({ reason, message })
 
 /** An in-memory CredentialStore; `saved` shows what was stored. */
 export const makeMemoryCredentialStore = (initial?: string) =>
