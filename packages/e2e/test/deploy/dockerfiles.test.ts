@@ -1,0 +1,115 @@
+// The Dockerfiles' promises, checked without a Docker engine: pinned bases, production dependencies
+// only, numeric non-root users, exec-form entrypoints (signals reach node / tini directly), OCI
+// labels, filtered build contexts, and every workspace manifest present for `npm ci`.
+import { execFileSync } from "node:child_process"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
+import * as path from "node:path"
+import { assert, describe, it } from "vitest"
+import { repoRoot } from "./helm.ts"
+
+interface Instruction {
+  readonly op: string
+  readonly args: string
+}
+
+/** Instructions of a Dockerfile: continuation lines joined, comments dropped. */
+const instructions = (file: string): Array<Instruction> =>
+  readFileSync(file, "utf8")
+    .replace(/\\\n/g, " ")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("#"))
+    .map((l) => {
+      const [op, ...rest] = l.split(/\s+/)
+      return { op: op!.toUpperCase(), args: rest.join(" ") }
+    })
+
+/** Instructions of the final stage (after the last FROM). */
+const finalStage = (ins: Array<Instruction>) => ins.slice(ins.map((i) => i.op).lastIndexOf("FROM"))
+const args = (ins: Array<Instruction>) => Object.fromEntries(ins.filter((i) => i.op === "ARG" && i.args.includes("=")).map((i) => i.args.split("=") as [string, string]))
+const labels = (ins: Array<Instruction>) => ins.filter((i) => i.op === "LABEL").map((i) => i.args).join(" ")
+
+const nodeImages = [
+  { name: "agent", workspace: "@streamspace/agent", pkg: "packages/agent" },
+  { name: "control-plane", workspace: "@streamspace/control-plane", pkg: "packages/control-plane" }
+]
+
+describe("docker/ Node images", () => {
+  for (const image of nodeImages) {
+    it(`docker/${image.name}/Dockerfile: pinned Node 24 slim, production deps, uid 10001, exec-form node entrypoint`, () => {
+      const file = path.join(repoRoot, "docker", image.name, "Dockerfile")
+      const ins = instructions(file)
+      const nodeVersion = args(ins).NODE_VERSION
+      assert.match(nodeVersion ?? "", /^24\.\d+\.\d+$/, "NODE_VERSION pinned to an exact Node 24 release")
+      const froms = ins.filter((i) => i.op === "FROM").map((i) => i.args)
+      assert.isAtLeast(froms.length, 2, "multi-stage")
+      for (const f of froms) assert.match(f, /^node:\$\{NODE_VERSION\}-bookworm-slim( AS \w+)?$/)
+
+      const run = ins.filter((i) => i.op === "RUN").map((i) => i.args).join("\n")
+      assert.match(run, new RegExp(`npm ci --omit=dev .*--workspace ${image.workspace}`))
+      // Every workspace manifest is copied so the lockfile matches the workspace set.
+      const copies = ins.filter((i) => i.op === "COPY").map((i) => i.args)
+      for (const dir of readdirSync(path.join(repoRoot, "packages"))) {
+        if (!existsSync(path.join(repoRoot, "packages", dir, "package.json"))) continue
+        assert.isTrue(copies.some((c) => c.startsWith(`packages/${dir}/package.json `)), `COPY packages/${dir}/package.json`)
+      }
+      for (const src of ["packages/protocol/src", `${image.pkg}/src`]) assert.isTrue(copies.some((c) => c.startsWith(`${src} `)), `COPY ${src}`)
+
+      const final = finalStage(ins)
+      const user = final.filter((i) => i.op === "USER").map((i) => i.args)
+      assert.deepStrictEqual(user, ["10001:10001"], "numeric non-root user in the final stage")
+      const entry = final.filter((i) => i.op === "ENTRYPOINT")
+      assert.strictEqual(entry.length, 1)
+      assert.deepStrictEqual(JSON.parse(entry[0]!.args), ["node", `${image.pkg}/src/main.ts`], "exec form, node as PID 1, no shell")
+      assert.isFalse(final.some((i) => i.op === "CMD"))
+      assert.isTrue(final.some((i) => i.op === "COPY" && i.args.startsWith("--from=deps /app /app")))
+      assert.match(run, /rm -rf \/usr\/local\/lib\/node_modules\/npm/, "no npm at run time")
+      assert.isTrue(final.some((i) => i.op === "HEALTHCHECK"))
+      for (const key of ["title", "description", "source", "licenses", "version", "revision", "created"]) {
+        assert.include(labels(final), `org.opencontainers.image.${key}=`)
+      }
+
+      const ignore = readFileSync(path.join(repoRoot, "docker", image.name, "Dockerfile.dockerignore"), "utf8").split("\n")
+      assert.strictEqual(ignore.find((l) => l !== "" && !l.startsWith("#")), "*", "context starts from nothing")
+      for (const keep of ["!package.json", "!package-lock.json", "!packages/*/package.json", "!packages/protocol/src", `!${image.pkg}/src`]) assert.include(ignore, keep)
+      assert.include(ignore, "**/node_modules")
+    })
+  }
+
+  it("control-plane image: DATA_DIR=/data owned by the runtime user, declared as a volume, port 8000", () => {
+    const final = finalStage(instructions(path.join(repoRoot, "docker/control-plane/Dockerfile")))
+    const env = final.filter((i) => i.op === "ENV").map((i) => i.args).join(" ")
+    assert.include(env, "DATA_DIR=/data")
+    assert.include(env, "PORT=8000")
+    assert.include(env, "HOST=0.0.0.0")
+    assert.isTrue(final.some((i) => i.op === "RUN" && i.args.includes("chown 10001:10001 /data")))
+    assert.isTrue(final.some((i) => i.op === "VOLUME" && i.args.includes("/data")))
+    assert.isTrue(final.some((i) => i.op === "EXPOSE" && i.args === "8000"))
+  })
+})
+
+describe("docker/session-desktop", () => {
+  const dir = path.join(repoRoot, "docker/session-desktop")
+  const ins = instructions(path.join(dir, "Dockerfile"))
+
+  it("is Debian bookworm with TigerVNC, a desktop and a browser, non-root, home on a volume, tini as PID 1", () => {
+    assert.match(ins.find((i) => i.op === "FROM")!.args, /^debian:12\.\d+-slim$/)
+    const apt = ins.filter((i) => i.op === "RUN" && i.args.includes("apt-get install")).map((i) => i.args).join(" ")
+    for (const pkg of ["tigervnc-standalone-server", "tigervnc-tools", "x11-xserver-utils", "xfce4-session", "firefox-esr", "tini"]) {
+      assert.match(apt, new RegExp(`(^|\\s)${pkg}(\\s|$)`), pkg)
+    }
+    assert.deepStrictEqual(ins.filter((i) => i.op === "USER").map((i) => i.args), ["1000:1000"])
+    assert.isTrue(ins.some((i) => i.op === "VOLUME" && i.args.includes("/home/streamspace")))
+    assert.isTrue(ins.some((i) => i.op === "EXPOSE" && i.args === "5900"))
+    assert.deepStrictEqual(JSON.parse(ins.find((i) => i.op === "ENTRYPOINT")!.args), ["/usr/bin/tini", "--", "/usr/local/bin/streamspace-session"])
+    assert.isTrue(ins.some((i) => i.op === "COPY" && /entrypoint\.sh \/usr\/local\/bin\/streamspace-session$/.test(i.args)))
+    const env = ins.filter((i) => i.op === "ENV").map((i) => i.args).join(" ")
+    assert.match(env, /DESKTOP_COMMAND="dbus-launch --exit-with-session startxfce4"/)
+    assert.include(env, "HOME=/home/streamspace")
+    assert.include(labels(ins), "org.opencontainers.image.source=")
+  })
+
+  it("has an entrypoint that bash accepts", () => {
+    execFileSync("bash", ["-n", path.join(dir, "entrypoint.sh")])
+  })
+})
