@@ -1,0 +1,163 @@
+// AgentHub enrolment and agent auth over real WebSockets: bootstrap -> pending -> approve -> credential ->
+// reconnect with it; refusals before the upgrade (401) and after hello (4003); reject, rotate with grace, revoke.
+import { assert, describe, it } from "@effect/vitest"
+import type { AgentId } from "@streamspace/protocol"
+import { Effect, Option } from "effect"
+import { TestClock } from "effect/testing"
+import { connect, connectAndHello, eventually, helloPayload, memoryHubStore, Refused, startHub } from "./support/fakeAgent.ts"
+import { BOOTSTRAP } from "./support/fakeAgent.ts"
+
+const id = (s: string) => s as AgentId
+
+const refused = <A, R>(effect: Effect.Effect<A, Refused, R>) =>
+  effect.pipe(
+    Effect.flip,
+    Effect.map((e) => ({ status: e.status, body: JSON.parse(e.body) as { error: { code: string; message: string } } }))
+  )
+
+/** Enrols agent `agentId` and returns its credential (the bootstrap socket is closed by then). */
+const enrol = (cp: { hub: import("../src/AgentHub.ts").AgentHubShape; url: string }, agentId: string) =>
+  Effect.gen(function*() {
+    const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, agentId)
+    yield* eventually("the agent to be registered", Effect.map(cp.hub.get(id(agentId)), Option.isSome))
+    yield* cp.hub.approve(id(agentId))
+    const credential = yield* agent.next("credential")
+    const closed = yield* agent.closed()
+    assert.strictEqual(closed.code, 4000)
+    return credential.payload.token
+  })
+
+describe("AgentHub enrolment and auth", () => {
+  it.effect("bootstrap -> pending -> approve -> credential -> reconnect with the credential", () =>
+    Effect.gen(function*() {
+      const store = memoryHubStore()
+      const cp = yield* startHub({}, store)
+      const { agent, welcome } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-1")
+      assert.deepStrictEqual(welcome, { protocol_version: "v1", enrollment: "pending", draining: false })
+      const pending = Option.getOrThrow(yield* cp.hub.get(id("edge-1")))
+      assert.strictEqual(pending.enrollment, "pending")
+      assert.isTrue(pending.connected)
+      // Pending agents get no commands.
+      const err = yield* Effect.flip(cp.hub.send(id("edge-1"), "drain", { draining: true }))
+      assert.strictEqual(err.reason, "NotApproved")
+
+      const approved = yield* cp.hub.approve(id("edge-1"))
+      assert.strictEqual(approved.enrollment, "approved")
+      const credential = yield* agent.next("credential")
+      assert.isAtLeast(credential.payload.token.length, 40)
+      assert.strictEqual((yield* agent.closed()).code, 4000)
+      // Only the hash is stored.
+      const row = store.rows.get("edge-1")!
+      assert.strictEqual(row.enrollment, "approved")
+      assert.notInclude(JSON.stringify(row), credential.payload.token)
+      assert.match(row.credentialHash!, /^[0-9a-f]{64}$/)
+
+      const again = yield* connectAndHello(cp.url, credential.payload.token, "edge-1")
+      assert.deepStrictEqual(again.welcome, { protocol_version: "v1", enrollment: "approved", draining: false })
+      yield* cp.hub.send(id("edge-1"), "drain", { draining: false })
+      assert.deepStrictEqual((yield* again.agent.next("drain")).payload, { draining: false })
+    }))
+
+  it.effect("missing, malformed and wrong tokens get 401 JSON before the upgrade", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({}, memoryHubStore())
+      const none = yield* refused(connect(cp.url, {}))
+      assert.strictEqual(none.status, 401)
+      assert.strictEqual(none.body.error.code, "unauthorized")
+      const wrong = yield* refused(connect(cp.url, { token: "not-the-bootstrap-token" }))
+      assert.strictEqual(wrong.status, 401)
+      assert.deepStrictEqual(Object.keys(wrong.body.error).sort(), ["code", "message"])
+      const malformed = yield* refused(connect(cp.url, { headers: { authorization: "Basic abc" } }))
+      assert.strictEqual(malformed.status, 401)
+      // The right token but not the agent subprotocol.
+      const proto = yield* refused(connect(cp.url, { token: BOOTSTRAP, protocol: "binary" }))
+      assert.strictEqual(proto.status, 400)
+      assert.strictEqual(proto.body.error.code, "unsupported_subprotocol")
+      // Not an upgrade at all.
+      const plain = yield* Effect.promise(() => fetch(cp.url.replace("ws:", "http:")))
+      assert.strictEqual(plain.status, 426)
+    }))
+
+  it.effect("without AGENT_BOOTSTRAP_TOKEN nobody enrols", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({ AGENT_BOOTSTRAP_TOKEN: "" }, memoryHubStore())
+      assert.strictEqual((yield* refused(connect(cp.url, { token: BOOTSTRAP }))).status, 401)
+    }))
+
+  it.effect("the bootstrap token is refused for an agent id that is already approved", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({}, memoryHubStore())
+      const credential = yield* enrol(cp, "edge-2")
+      const impostor = yield* connect(cp.url, { token: BOOTSTRAP })
+      yield* impostor.send("hello", helloPayload("edge-2"))
+      const error = yield* impostor.next("error")
+      assert.strictEqual(error.payload.code, "Unauthorized")
+      assert.strictEqual((yield* impostor.closed()).code, 4003)
+      // A credential only works for its own agent id.
+      const other = yield* connect(cp.url, { token: credential })
+      yield* other.send("hello", helloPayload("edge-3"))
+      assert.strictEqual((yield* other.next("error")).payload.code, "Unauthorized")
+      assert.strictEqual((yield* other.closed()).code, 4003)
+      // The real agent still gets in.
+      const real = yield* connectAndHello(cp.url, credential, "edge-2")
+      assert.strictEqual(real.welcome.enrollment, "approved")
+    }))
+
+  it.effect("reject closes the pending socket and keeps the id out", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({}, memoryHubStore())
+      const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-4")
+      const view = yield* cp.hub.reject(id("edge-4"))
+      assert.strictEqual(view.enrollment, "rejected")
+      assert.strictEqual(view.status, "offline")
+      assert.strictEqual((yield* agent.next("error")).payload.code, "Unauthorized")
+      assert.strictEqual((yield* agent.closed()).code, 4003)
+      const retry = yield* connect(cp.url, { token: BOOTSTRAP })
+      yield* retry.send("hello", helloPayload("edge-4"))
+      assert.strictEqual((yield* retry.closed()).code, 4003)
+      assert.strictEqual((yield* Effect.flip(cp.hub.approve(id("edge-4")))).reason, "InvalidTransition")
+    }))
+
+  it.effect("rotate: the new credential arrives on the socket; the old one works only within the grace period", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({ CREDENTIAL_ROTATION_GRACE: "10m" }, memoryHubStore())
+      const old = yield* enrol(cp, "edge-5")
+      const { agent } = yield* connectAndHello(cp.url, old, "edge-5")
+      yield* cp.hub.rotate(id("edge-5"))
+      const fresh = (yield* agent.next("credential")).payload.token
+      assert.notStrictEqual(fresh, old)
+      assert.isFalse(agent.isClosed())
+
+      yield* TestClock.adjust("9 minutes")
+      const inGrace = yield* connectAndHello(cp.url, old, "edge-5")
+      assert.strictEqual(inGrace.welcome.enrollment, "approved")
+      yield* TestClock.adjust("2 minutes")
+      assert.strictEqual((yield* refused(connect(cp.url, { token: old }))).status, 401)
+      const withFresh = yield* connectAndHello(cp.url, fresh, "edge-5")
+      assert.strictEqual(withFresh.welcome.enrollment, "approved")
+    }))
+
+  it.effect("revoke closes the socket at once and the credential stops working", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({}, memoryHubStore())
+      const credential = yield* enrol(cp, "edge-6")
+      const { agent } = yield* connectAndHello(cp.url, credential, "edge-6")
+      const view = yield* cp.hub.revoke(id("edge-6"))
+      assert.strictEqual(view.enrollment, "revoked")
+      assert.isFalse(view.connected)
+      assert.strictEqual((yield* agent.closed()).code, 4003)
+      assert.strictEqual((yield* refused(connect(cp.url, { token: credential }))).status, 401)
+      assert.strictEqual((yield* Effect.flip(cp.hub.send(id("edge-6"), "drain", { draining: true }))).reason, "NotConnected")
+    }))
+
+  it.effect("admin operations name what is wrong", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({}, memoryHubStore())
+      assert.strictEqual((yield* Effect.flip(cp.hub.approve(id("nobody")))).reason, "NotFound")
+      const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-7")
+      assert.strictEqual((yield* Effect.flip(cp.hub.rotate(id("edge-7")))).reason, "NotApproved")
+      yield* agent.close()
+      yield* eventually("the pending agent to be offline", Effect.map(cp.hub.get(id("edge-7")), (v) => Option.getOrThrow(v).status === "offline"))
+      assert.strictEqual((yield* Effect.flip(cp.hub.approve(id("edge-7")))).reason, "NotConnected")
+    }))
+})

@@ -1,0 +1,217 @@
+// A small fake agent for hub and dispatcher tests: a `ws` client that speaks the protocol package's frames,
+// buffers what it receives, and lets a test wait for a message, a binary frame or the close, event-driven
+// (no sleeps), with a real-time bound so that a missing frame fails the test instead of hanging it.
+import type { AgentId, AnyMessage, ControlPlaneMessage, MessageType, PayloadOf } from "@streamspace/protocol"
+import { AGENT_SUBPROTOCOL, decodeFromControlPlane, encodeText, makeMessage } from "@streamspace/protocol"
+import { Effect, Result } from "effect"
+import { randomUUID } from "node:crypto"
+import { WebSocket } from "ws"
+
+export class Refused extends Error {
+  readonly _tag = "Refused"
+  readonly status: number
+  readonly body: string
+  constructor(status: number, body: string) {
+    super(`refused with ${status}: ${body}`)
+    this.status = status
+    this.body = body
+  }
+}
+
+export interface Closed {
+  readonly code: number
+  readonly reason: string
+}
+
+/** Fails with a defect when `effect` does not finish within `ms` of real time (works under TestClock too). */
+export const within = <A, E, R>(ms: number, what: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.raceFirst(
+    effect,
+    Effect.callback<never>((resume) => {
+      const t = setTimeout(() => resume(Effect.die(new Error(`timed out after ${ms} ms waiting for ${what}`))), ms)
+      return Effect.sync(() => clearTimeout(t))
+    })
+  )
+
+/** Waits (real time, bounded) until `check` holds; for state that changes without an event. */
+export const eventually = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, ms = 5000): Effect.Effect<void, E, R> =>
+  within(
+    ms,
+    what,
+    Effect.gen(function*() {
+      while (!(yield* check)) {
+        yield* Effect.callback<void>((resume) => {
+          const t = setTimeout(() => resume(Effect.void), 5)
+          return Effect.sync(() => clearTimeout(t))
+        })
+      }
+    })
+  )
+
+export interface FakeAgent {
+  readonly ws: WebSocket
+  readonly send: <T extends MessageType>(type: T, payload: PayloadOf<T>, id?: string) => Effect.Effect<void>
+  readonly sendRaw: (data: string | Uint8Array) => Effect.Effect<void>
+  /** The next received message of this type (earlier messages of other types stay buffered). */
+  readonly next: <T extends ControlPlaneMessage["type"]>(type: T, ms?: number) => Effect.Effect<AnyMessage<T>>
+  /** Every text message received so far that no `next` took. */
+  readonly pending: () => ReadonlyArray<ControlPlaneMessage>
+  readonly nextBinary: (ms?: number) => Effect.Effect<Uint8Array>
+  readonly closed: (ms?: number) => Effect.Effect<Closed>
+  readonly isClosed: () => boolean
+  readonly close: (code?: number) => Effect.Effect<void>
+}
+
+export interface ConnectOptions {
+  readonly token?: string | undefined
+  readonly protocol?: string | null
+  /** Extra client maxPayload (the default ws limit is 100 MiB). */
+  readonly headers?: Record<string, string>
+}
+
+const isoNow = () => new Date().toISOString()
+
+/** Opens a socket; fails with Refused when the server answers the upgrade with an HTTP status. Closed with the scope. */
+export const connect = (url: string, options: ConnectOptions = {}) =>
+  Effect.acquireRelease(
+    Effect.callback<FakeAgent, Refused>((resume) => {
+      const headers: Record<string, string> = { ...options.headers }
+      if (options.token !== undefined) headers["authorization"] = `Bearer ${options.token}`
+      const protocol = options.protocol === undefined ? AGENT_SUBPROTOCOL : options.protocol
+      const ws = new WebSocket(url, protocol === null ? [] : [protocol], { headers })
+      const texts: Array<ControlPlaneMessage> = []
+      const binaries: Array<Uint8Array> = []
+      let closed: Closed | undefined
+      let wake: Array<() => void> = []
+      const notify = () => {
+        const w = wake
+        wake = []
+        for (const f of w) f()
+      }
+      const waitFor = <A>(what: string, ms: number, poll: () => A | undefined) =>
+        within(
+          ms,
+          what,
+          Effect.callback<A>((res) => {
+            const attempt = () => {
+              const v = poll()
+              if (v !== undefined) res(Effect.succeed(v))
+              else wake.push(attempt)
+            }
+            attempt()
+            return Effect.sync(() => {
+              wake = wake.filter((f) => f !== attempt)
+            })
+          })
+        )
+      ws.on("message", (data, isBinary) => {
+        if (isBinary) {
+          binaries.push(new Uint8Array(data as Buffer))
+        } else {
+          const decoded = decodeFromControlPlane(String(data))
+          if (Result.isFailure(decoded)) throw new Error(`fake agent got an undecodable frame: ${decoded.failure.message}`)
+          texts.push(decoded.success as ControlPlaneMessage)
+        }
+        notify()
+      })
+      ws.on("close", (code, reason) => {
+        closed = { code, reason: reason.toString() }
+        notify()
+      })
+      ws.on("error", () => {})
+      ws.on("unexpected-response", (_req, res) => {
+        let body = ""
+        res.on("data", (c: Buffer) => (body += c.toString()))
+        res.on("end", () => resume(Effect.fail(new Refused(res.statusCode ?? 0, body))))
+      })
+      ws.on("open", () => {
+        resume(Effect.succeed<FakeAgent>({
+          ws,
+          send: (type, payload, id) =>
+            Effect.sync(() => ws.send(encodeText(makeMessage(type, payload, id ?? `m-${randomUUID()}`, isoNow()) as never))),
+          sendRaw: (data) => Effect.sync(() => ws.send(data)),
+          next: (type, ms = 5000) =>
+            waitFor(`a ${type} message`, ms, (): AnyMessage<typeof type> | undefined => {
+              const i = texts.findIndex((m) => m.type === type)
+              return i < 0 ? undefined : (texts.splice(i, 1)[0] as AnyMessage<typeof type>)
+            }),
+          pending: () => [...texts],
+          nextBinary: (ms = 5000) => waitFor("a binary frame", ms, () => binaries.shift()),
+          closed: (ms = 5000) => waitFor("the socket to close", ms, () => closed),
+          isClosed: () => closed !== undefined,
+          close: (code = 1000) =>
+            Effect.gen(function*() {
+              if (closed === undefined) ws.close(code)
+              yield* waitFor("the socket to close", 5000, () => closed)
+            })
+        }))
+      })
+      ws.on("close", () => resume(Effect.fail(new Refused(0, "closed before open"))))
+      return Effect.sync(() => ws.terminate())
+    }),
+    (agent) => Effect.sync(() => agent.ws.terminate())
+  )
+
+export const helloPayload = (agentId: string, overrides: Partial<PayloadOf<"hello">> = {}): PayloadOf<"hello"> => ({
+  agent_id: agentId as AgentId,
+  platform: "kubernetes",
+  region: "eu-west",
+  version: "0.1.0",
+  protocol_versions: ["v1"],
+  capacity: { cpu: "8000m", memory: "16Gi", max_sessions: 10 },
+  sessions: [],
+  ...overrides
+})
+
+export const heartbeatPayload = (overrides: Partial<PayloadOf<"heartbeat">> = {}): PayloadOf<"heartbeat"> => ({
+  status: "online",
+  capacity: { cpu: "8000m", memory: "16Gi", max_sessions: 10 },
+  active_sessions: 0,
+  active_tunnels: 0,
+  ...overrides
+})
+
+/** Connects and sends hello; returns the agent and its welcome. */
+export const connectAndHello = (url: string, token: string, agentId: string, overrides: Partial<PayloadOf<"hello">> = {}) =>
+  Effect.gen(function*() {
+    const agent = yield* connect(url, { token })
+    yield* agent.send("hello", helloPayload(agentId, overrides))
+    const welcome = yield* agent.next("welcome")
+    return { agent, welcome: welcome.payload }
+  })
+
+// ---- a control plane under test ------------------------------------------------------------------
+
+import { NodeHttpServer } from "@effect/platform-node"
+import { Context, Layer } from "effect"
+import { HttpRouter, HttpServer } from "effect/http"
+import { createServer } from "node:http"
+import { AgentHub } from "../../src/AgentHub.ts"
+import { ControlPlaneConfig } from "../../src/ControlPlaneConfig.ts"
+import type { AgentRecord, HubStore } from "../../src/internal/hubStore.ts"
+
+export const BOOTSTRAP = "bootstrap-token-for-tests-0123456789"
+
+/** A HubStore in memory, shared across control-plane restarts within one test. */
+export const memoryHubStore = (): HubStore & { readonly rows: Map<string, AgentRecord> } => {
+  const rows = new Map<string, AgentRecord>()
+  return {
+    rows,
+    loadAll: Effect.sync(() => [...rows.values()]),
+    save: (r) => Effect.sync(() => void rows.set(r.id, r))
+  }
+}
+
+/** Starts a hub on 127.0.0.1:0 in the current scope. */
+export const startHub = (env: Record<string, string>, store: HubStore) =>
+  Effect.gen(function*() {
+    const layer = HttpRouter.serve(AgentHub.layerWithStore(store), { disableLogger: true, disableListenLog: true }).pipe(
+      Layer.provideMerge(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" })),
+      Layer.provide(ControlPlaneConfig.layerFromRecord({ DEV_MODE: "true", AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP, PING_INTERVAL: "1h", ...env }))
+    )
+    const ctx = yield* Layer.build(layer)
+    const hub = Context.get(ctx, AgentHub)
+    const address = Context.get(ctx, HttpServer.HttpServer).address
+    if (address._tag === "UnixPathAddress") throw new Error("expected a TCP address")
+    return { hub, url: `ws://127.0.0.1:${address.port}/api/v1/agent/connect`, httpUrl: `http://127.0.0.1:${address.port}` }
+  })
