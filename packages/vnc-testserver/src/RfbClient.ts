@@ -423,12 +423,16 @@ export class RfbClient {
   }
 
   private copyRect(sx: number, sy: number, r: Rect): void {
+    if (sx + r.w > this.width || sy + r.h > this.height) throw new Error("CopyRect source outside the framebuffer")
+    // copy the source out first: source and destination may overlap
     const fb = this.framebuffer
-    const copy = fb.slice()
+    const rowBytes = r.w * 4
+    const src = new Uint8Array(rowBytes * r.h)
     for (let y = 0; y < r.h; y++) {
       const from = ((sy + y) * this.width + sx) * 4
-      fb.set(copy.subarray(from, from + r.w * 4), ((r.y + y) * this.width + r.x) * 4)
+      src.set(fb.subarray(from, from + rowBytes), y * rowBytes)
     }
+    for (let y = 0; y < r.h; y++) fb.set(src.subarray(y * rowBytes, (y + 1) * rowBytes), ((r.y + y) * this.width + r.x) * 4)
   }
 }
 

@@ -424,6 +424,21 @@ describe("bad input closes only that connection", () => {
   })
 })
 
+describe("frame rate", () => {
+  it("paces incremental updates: they come no faster than the frame rate", async () => {
+    const server = await startServer({ frameRate: 20 })
+    const c = await connect(server)
+    await c.update(false)
+    await c.update(true)
+    const t0 = Date.now()
+    for (let i = 0; i < 5; i++) await c.update(true)
+    // five more frames need at least four more 50 ms ticks (a loaded machine only makes it slower)
+    assert.isAtLeast(Date.now() - t0, 4 * 50 - 10)
+    c.close()
+    await server.close()
+  })
+})
+
 describe("bandwidth mode", () => {
   it("answers every request, incremental or not, with the whole requested area", async () => {
     const server = await startServer({ bandwidthMode: true, frameRate: 1 })

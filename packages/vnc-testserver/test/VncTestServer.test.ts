@@ -74,7 +74,7 @@ describe("VncTestServer.layer", () => {
         return first.port
       }).pipe(Effect.provide(VncTestServer.layer()), Effect.scoped)
       assert.isAbove(port, 0)
-    }))
+    }).pipe(Effect.provide(captureLogs().layer)))
 })
 
 describe("RfbClient over a WebSocket", () => {
