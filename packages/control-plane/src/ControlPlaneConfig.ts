@@ -50,6 +50,15 @@ export interface ControlPlaneConfigShape {
   readonly logLevel: "Trace" | "Debug" | "Info" | "Warn" | "Error" | "Fatal" | "None"
   readonly logFormat: "json" | "text"
   readonly metricsEnabled: boolean
+  /** Allowed clock skew when checking a user JWT's exp and nbf. */
+  readonly jwtClockTolerance: Duration.Duration
+  /** Lifetime of the admin token DEV_MODE mints at start. */
+  readonly devTokenTtl: Duration.Duration
+  /** Largest API request body accepted, in bytes. */
+  readonly maxBodyBytes: number
+  /** OTLP/HTTP base URL (e.g. http://collector:4318); traces, metrics and logs go there when set. */
+  readonly otelEndpoint: string | undefined
+  readonly otelServiceName: string
 }
 
 const blankToUndefined = (s: string): string | undefined => (s.trim() === "" ? undefined : s)
@@ -97,7 +106,12 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     pingInterval: yield* duration("PING_INTERVAL", "20s"),
     logLevel: yield* setting("LOG_LEVEL", LogLevelString, { default: "info", expected: "debug, info, warn or error" }),
     logFormat: yield* setting("LOG_FORMAT", LogFormatString, { default: "json", expected: "json or text" }),
-    metricsEnabled: yield* bool("METRICS_ENABLED", "true")
+    metricsEnabled: yield* bool("METRICS_ENABLED", "true"),
+    jwtClockTolerance: yield* duration("JWT_CLOCK_TOLERANCE", "30s"),
+    devTokenTtl: yield* duration("DEV_TOKEN_TTL", "24h"),
+    maxBodyBytes: yield* setting("MAX_BODY_BYTES", IntString(1024, 64 * 1024 * 1024), { default: String(1024 * 1024), expected: "bytes from 1024 to 67108864" }),
+    otelEndpoint: yield* url("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    otelServiceName: yield* text("OTEL_SERVICE_NAME", "streamspace-control-plane")
   }
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     return yield* new SettingError({ variable: "TLS_CERT_FILE", message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together" })

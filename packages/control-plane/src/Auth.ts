@@ -1,0 +1,139 @@
+// Auth: user authentication for the HTTP API and the VNC proxy. Verifies `Authorization: Bearer <JWT>` with
+// jose: HS256 with JWT_SECRET and/or RS256/ES256 keys from JWT_JWKS_URL (an algorithm allow-list per key
+// source, so `alg: none` and algorithm confusion are refused), exp/nbf checked against the Effect clock,
+// issuer/audience when configured. The `sub` claim is the user id, the `role` claim `admin` or `user`.
+// DEV_MODE mints a local admin token at start (with JWT_SECRET, or a random key that lives as long as the process).
+import type { UserId } from "@streamspace/protocol"
+import { UserId as UserIdSchema } from "@streamspace/protocol"
+import { Clock, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { createRemoteJWKSet, errors as JoseErrors, type JWTPayload, jwtVerify, SignJWT } from "jose"
+import { randomBytes } from "node:crypto"
+import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
+
+export class AuthError extends Schema.TaggedError<AuthError>()("AuthError", {
+  reason: Schema.Literals(["MissingToken", "InvalidToken", "Expired", "NotYetValid", "Forbidden", "Misconfigured"]),
+  message: Schema.String
+}) {}
+
+export type Role = "admin" | "user"
+export interface User {
+  readonly id: UserId
+  readonly role: Role
+}
+
+export interface AuthShape {
+  /** Authenticates the value of an Authorization header. */
+  readonly authenticate: (authorization: string | undefined) => Effect.Effect<User, AuthError>
+  /** Verifies a bare JWT. */
+  readonly verify: (token: string) => Effect.Effect<User, AuthError>
+  /** Signs a token with the local HS256 key (JWT_SECRET or the dev key); fails when there is none. */
+  readonly mint: (user: User, ttl: Duration.Input) => Effect.Effect<string, AuthError>
+  /** The admin token minted in DEV_MODE. */
+  readonly devToken: string | undefined
+}
+
+/** The only algorithms accepted from each key source. */
+export const HMAC_ALGORITHMS = ["HS256"]
+export const JWKS_ALGORITHMS = ["RS256", "ES256", "PS256", "EdDSA"]
+
+const isUserId = Schema.is(UserIdSchema)
+
+const fromJoseError = (e: unknown): AuthError => {
+  if (e instanceof JoseErrors.JWTExpired) return new AuthError({ reason: "Expired", message: "token has expired" })
+  if (e instanceof JoseErrors.JWTClaimValidationFailed) {
+    if (e.claim === "nbf") return new AuthError({ reason: "NotYetValid", message: "token is not valid yet (nbf is in the future)" })
+    return new AuthError({ reason: "InvalidToken", message: `token claim "${e.claim}" is invalid: ${e.message}` })
+  }
+  if (e instanceof JoseErrors.JOSEAlgNotAllowed) return new AuthError({ reason: "InvalidToken", message: "token algorithm is not allowed" })
+  if (e instanceof JoseErrors.JWSSignatureVerificationFailed) return new AuthError({ reason: "InvalidToken", message: "token signature is invalid" })
+  if (e instanceof JoseErrors.JWKSNoMatchingKey) return new AuthError({ reason: "InvalidToken", message: "no key matches the token" })
+  if (e instanceof JoseErrors.JOSEError) return new AuthError({ reason: "InvalidToken", message: `token is invalid (${e.code})` })
+  return new AuthError({ reason: "InvalidToken", message: "token could not be verified" })
+}
+
+const userFromClaims = (payload: JWTPayload): Effect.Effect<User, AuthError> => {
+  const sub = payload.sub
+  if (sub === undefined || !isUserId(sub)) {
+    return Effect.fail(new AuthError({ reason: "InvalidToken", message: "token has no usable sub claim (the user id: letters, digits, '-', '_', '.', at most 63)" }))
+  }
+  const role = payload.role ?? "user"
+  if (role !== "admin" && role !== "user") {
+    return Effect.fail(new AuthError({ reason: "InvalidToken", message: `token role claim must be "admin" or "user"` }))
+  }
+  return Effect.succeed({ id: sub, role })
+}
+
+export const make = Effect.gen(function*() {
+  const config = yield* ControlPlaneConfig
+  const secret: Uint8Array | undefined = Option.isSome(config.jwtSecret)
+    ? new TextEncoder().encode(Redacted.value(config.jwtSecret.value))
+    : config.devMode
+    ? new Uint8Array(randomBytes(32))
+    : undefined
+  const jwks = config.jwtJwksUrl === undefined ? undefined : createRemoteJWKSet(new URL(config.jwtJwksUrl))
+  const claimOptions = {
+    clockTolerance: Duration.toSeconds(config.jwtClockTolerance),
+    ...(config.jwtIssuer === undefined ? {} : { issuer: config.jwtIssuer }),
+    ...(config.jwtAudience === undefined ? {} : { audience: config.jwtAudience })
+  }
+
+  const verify = Effect.fn("Auth.verify")(function*(token: string) {
+    const now = new Date(yield* Clock.currentTimeMillis)
+    const header = yield* Effect.try({
+      try: () => JSON.parse(Buffer.from(token.split(".")[0] ?? "", "base64url").toString("utf8")) as { alg?: unknown },
+      catch: () => new AuthError({ reason: "InvalidToken", message: "token is not a JWT" })
+    })
+    const alg = typeof header?.alg === "string" ? header.alg : ""
+    // The header picks the key source; each source has its own allow-list, so an HS256 token can never be
+    // checked against a public key and `none` matches no source.
+    const result = yield* Effect.tryPromise({
+      try: () => {
+        if (secret !== undefined && HMAC_ALGORITHMS.includes(alg)) {
+          return jwtVerify(token, secret, { ...claimOptions, algorithms: HMAC_ALGORITHMS, currentDate: now })
+        }
+        if (jwks !== undefined && JWKS_ALGORITHMS.includes(alg)) {
+          return jwtVerify(token, jwks, { ...claimOptions, algorithms: JWKS_ALGORITHMS, currentDate: now })
+        }
+        return Promise.reject(new JoseErrors.JOSEAlgNotAllowed(`"${alg.slice(0, 16)}" is not allowed`))
+      },
+      catch: fromJoseError
+    })
+    return yield* userFromClaims(result.payload)
+  })
+
+  const authenticate = Effect.fn("Auth.authenticate")(function*(authorization: string | undefined) {
+    if (authorization === undefined || authorization.trim() === "") {
+      return yield* new AuthError({ reason: "MissingToken", message: "missing Authorization: Bearer <token> header" })
+    }
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization)
+    if (m === null) return yield* new AuthError({ reason: "InvalidToken", message: "Authorization header must be \"Bearer <token>\"" })
+    return yield* verify(m[1]!)
+  })
+
+  const mint = Effect.fn("Auth.mint")(function*(user: User, ttl: Duration.Input) {
+    if (secret === undefined) return yield* new AuthError({ reason: "Misconfigured", message: "no local signing key (set JWT_SECRET or DEV_MODE)" })
+    const nowSec = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+    const jwt = new SignJWT({ role: user.role })
+      .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+      .setSubject(user.id)
+      .setIssuedAt(nowSec)
+      .setExpirationTime(nowSec + Math.ceil(Duration.toSeconds(Duration.fromInputUnsafe(ttl))))
+    if (config.jwtIssuer !== undefined) jwt.setIssuer(config.jwtIssuer)
+    if (config.jwtAudience !== undefined) jwt.setAudience(config.jwtAudience)
+    return yield* Effect.promise(() => jwt.sign(secret))
+  })
+
+  const devToken = config.devMode
+    ? yield* mint({ id: "admin" as UserId, role: "admin" }, config.devTokenTtl).pipe(Effect.orDie)
+    : undefined
+
+  return Auth.of({ authenticate, verify, mint, devToken })
+})
+
+/** Fails with Forbidden unless the user is an admin. */
+export const requireAdmin = (user: User): Effect.Effect<void, AuthError> =>
+  user.role === "admin" ? Effect.void : Effect.fail(new AuthError({ reason: "Forbidden", message: "this action needs the admin role" }))
+
+export class Auth extends Context.Service<Auth, AuthShape>()("control-plane/Auth") {
+  static readonly layer = Layer.effect(Auth, make)
+}

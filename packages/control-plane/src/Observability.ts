@@ -1,0 +1,71 @@
+// Observability: the control plane's metrics (streamspace_control_plane_*), its logger (LOG_FORMAT json|text,
+// LOG_LEVEL), the Prometheus /metrics route, and OTLP export of traces, metrics and logs when
+// OTEL_EXPORTER_OTLP_ENDPOINT is set. Gauges that describe current state (agents by status, sessions by state)
+// are recomputed on each scrape from their owners instead of being kept in step by hand.
+import { Effect, Layer, Logger, Metric, References } from "effect"
+import { FetchHttpClient, HttpRouter, HttpServerResponse } from "effect/http"
+import { Otlp, PrometheusMetrics } from "effect/observability"
+import type { CommandOutcome } from "./CommandDispatcher.ts"
+import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
+
+const P = "streamspace_control_plane_"
+
+export const agentsGauge = Metric.gauge(`${P}agents`, { description: "Agents by status (online, offline, warning, error, draining) and enrollment" })
+export const sessionsGauge = Metric.gauge(`${P}sessions`, { description: "Session records by state" })
+export const commandsTotal = Metric.counter(`${P}commands_total`, { description: "Commands awaited by the control plane, by action and outcome" })
+export const commandDuration = Metric.histogram(`${P}command_duration_seconds`, {
+  description: "Time from dispatch to outcome, by action",
+  boundaries: Metric.exponentialBoundaries({ start: 0.005, factor: 2.5, count: 12 })
+})
+export const vncViewers = Metric.gauge(`${P}vnc_viewers`, { description: "Open VNC viewer connections" })
+export const vncBytesTotal = Metric.counter(`${P}vnc_bytes_total`, { description: "VNC bytes relayed, by direction (to_agent, to_viewer)" })
+export const unknownSessionsTotal = Metric.counter(`${P}unknown_sessions_total`, {
+  description: "Sessions an agent reported in its hello inventory that the control plane has no record of"
+})
+export const sessionTransitionsTotal = Metric.counter(`${P}session_transitions_total`, { description: "Session state transitions, by target state" })
+
+/** Records the outcome and latency of one awaited command. */
+export const recordCommand = (action: string, outcome: CommandOutcome | "error", startedMs: number, endedMs: number) =>
+  Effect.all([
+    Metric.update(Metric.withAttributes(commandsTotal, { action, outcome: outcome === "error" ? "error" : outcome._tag === "Completed" ? "completed" : outcome.error.code }), 1),
+    Metric.update(Metric.withAttributes(commandDuration, { action }), Math.max(0, endedMs - startedMs) / 1000)
+  ], { discard: true })
+
+/** Sets a labelled gauge family from a full snapshot (labels absent from the snapshot drop to 0). */
+export const setGaugeFamily = (gauge: Metric.Gauge<number>, label: string, all: ReadonlyArray<string>, counts: ReadonlyMap<string, number>) =>
+  Effect.forEach(all, (value) => Metric.update(Metric.withAttributes(gauge, { [label]: value }), counts.get(value) ?? 0), { discard: true })
+
+/** Logger and minimum level from LOG_FORMAT and LOG_LEVEL. */
+export const loggerLayer = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* ControlPlaneConfig
+  return Layer.mergeAll(
+    Logger.layer([config.logFormat === "json" ? Logger.consoleJson : Logger.consoleLogFmt]),
+    Layer.succeed(References.MinimumLogLevel, config.logLevel === "None" ? "None" : config.logLevel)
+  )
+}))
+
+/** OTLP/HTTP export of traces, metrics and logs when OTEL_EXPORTER_OTLP_ENDPOINT is set; nothing otherwise. */
+export const otlpLayer = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* ControlPlaneConfig
+  if (config.otelEndpoint === undefined) return Layer.empty
+  return Otlp.layerJson({
+    baseUrl: config.otelEndpoint.replace(/\/+$/, ""),
+    resource: { serviceName: config.otelServiceName },
+    loggerMergeWithExisting: true
+  }).pipe(Layer.provide(FetchHttpClient.layer))
+}))
+
+/** Everything above that a deployment wants: logs, and OTLP when configured. */
+export const layer = Layer.mergeAll(loggerLayer, otlpLayer)
+
+/** GET /metrics in Prometheus text format; `refresh` updates the snapshot gauges first. */
+export const metricsRoute = <E, R>(refresh: Effect.Effect<void, E, R>) =>
+  HttpRouter.add(
+    "GET",
+    "/metrics",
+    Effect.gen(function*() {
+      yield* refresh.pipe(Effect.ignore)
+      const text = yield* PrometheusMetrics.format()
+      return HttpServerResponse.text(text, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
+    })
+  )

@@ -1,0 +1,406 @@
+// Sessions: session records and their state machine, and the templates sessions are made from.
+//
+//   pending -> creating -> running -> terminating -> terminated      (any live state -> failed, with a reason)
+//
+// create = validate against the template, place (Placement), persist `pending`, dispatch `create_session`
+// (`creating`); the command's outcome and the agent's `session_status` reports move it on. delete =
+// `delete_session` (`terminating`, then `terminated`). When an agent connects, its hello inventory reconciles
+// the records: a running session it no longer has becomes `terminated` (reason `lost_on_agent`); a session it
+// has that the control plane does not know is reported (log, metric, `unknownSessions`), never deleted.
+import type {
+  AgentId,
+  CommandId,
+  PayloadOf,
+  Resources,
+  SessionId,
+  SessionPhase,
+  SessionSpec,
+  SessionStatus,
+  TemplateName,
+  UserId
+} from "@streamspace/protocol"
+import { parseQuantity } from "@streamspace/protocol"
+import { Clock, Context, Effect, FiberSet, Layer, Metric, Result, Schema, Semaphore, Stream } from "effect"
+import { randomBytes } from "node:crypto"
+import { AgentHub } from "./AgentHub.ts"
+import type { User } from "./Auth.ts"
+import { CommandDispatcher, type CommandOutcome, type CommandRecord } from "./CommandDispatcher.ts"
+import { type MemoryRepo, makeMemoryRepo, RepoError, type SessionRecord, type SessionRepo, type TemplateRecord } from "./internal/sessionRepo.ts"
+import { recordCommand, sessionTransitionsTotal, unknownSessionsTotal } from "./Observability.ts"
+import { type Candidate, place } from "./Placement.ts"
+
+export type { SessionRecord, TemplateRecord } from "./internal/sessionRepo.ts"
+
+export class SessionsError extends Schema.TaggedError<SessionsError>()("SessionsError", {
+  reason: Schema.Literals(["NotFound", "TemplateNotFound", "TemplateExists", "NoEligibleAgent", "InvalidRequest", "Store"]),
+  message: Schema.String,
+  /** The request field at fault (TemplateNotFound, InvalidRequest). */
+  field: Schema.optionalKey(Schema.String)
+}) {}
+
+export interface CreateSessionRequest {
+  readonly template: TemplateName
+  readonly region?: string | undefined
+  readonly resources?: Resources | undefined
+  readonly env?: Readonly<Record<string, string>> | undefined
+  readonly persistent_home?: boolean | undefined
+}
+
+export interface CreateTemplateRequest {
+  readonly name: TemplateName
+  readonly display_name?: string | undefined
+  readonly image: string
+  readonly resources?: Resources | undefined
+  readonly env?: Readonly<Record<string, string>> | undefined
+  readonly vnc_port?: number | undefined
+  readonly persistent_home?: boolean | undefined
+}
+
+export interface SessionsShape {
+  readonly create: (user: User, request: CreateSessionRequest) => Effect.Effect<SessionRecord, SessionsError>
+  /** The user's sessions; all sessions for an admin. Newest first. */
+  readonly list: (user: User) => Effect.Effect<ReadonlyArray<SessionRecord>>
+  /** NotFound also when the session belongs to someone else (no existence leak). */
+  readonly get: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
+  readonly remove: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
+  readonly listTemplates: Effect.Effect<ReadonlyArray<TemplateRecord>, SessionsError>
+  readonly getTemplate: (name: string) => Effect.Effect<TemplateRecord, SessionsError>
+  readonly createTemplate: (request: CreateTemplateRequest) => Effect.Effect<TemplateRecord, SessionsError>
+  /** Sessions the agent reported in its last hello that the control plane has no record of. */
+  readonly unknownSessions: (agentId: AgentId) => ReadonlyArray<SessionStatus>
+  /** Live (not ended) sessions per agent, as the control plane counts them. */
+  readonly liveCounts: Effect.Effect<ReadonlyMap<string, number>>
+  /** Session records by state. */
+  readonly stateCounts: Effect.Effect<ReadonlyMap<string, number>>
+}
+
+export const SESSION_STATES: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating", "terminated", "failed"]
+
+const ended = (s: SessionPhase) => s === "terminated" || s === "failed"
+
+/**
+ * The transitions the state machine allows, by who drives them. The agent never moves a session out of
+ * `failed` (its report of a stale pod must not hide the failure); only a user's delete does.
+ */
+const allowed = (from: SessionPhase, to: SessionPhase, by: "agent" | "user"): boolean => {
+  switch (from) {
+    case "pending":
+      return to !== "pending"
+    case "creating":
+      return to === "running" || to === "terminating" || to === "terminated" || to === "failed"
+    case "running":
+      return to === "terminating" || to === "terminated" || to === "failed"
+    case "terminating":
+      return to === "terminated" || to === "failed"
+    case "failed":
+      return by === "user" && to === "terminating"
+    case "terminated":
+      return false
+  }
+}
+
+/** Where an agent's report moves a session (the agent's own pending/creating both mean "being created"). */
+const targetOf = (phase: SessionPhase): SessionPhase => (phase === "pending" ? "creating" : phase)
+
+const newSessionId = (): SessionId => `s-${randomBytes(6).toString("hex")}` as SessionId
+
+const fromRepo = (e: RepoError) => new SessionsError({ reason: "Store", message: `session store: ${e.message}` })
+
+export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
+  const hub = yield* AgentHub
+  const dispatcher = yield* CommandDispatcher
+  const fibers = yield* FiberSet.make()
+  const lock = yield* Semaphore.make(1)
+  const sessions = new Map<string, SessionRecord>()
+  for (const s of yield* repo.loadSessions.pipe(Effect.mapError(fromRepo), Effect.orDie)) sessions.set(s.id, s)
+  const unknownByAgent = new Map<string, ReadonlyArray<SessionStatus>>()
+  const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
+
+  /** Moves a session to `to` if the machine allows it; returns the record as it is afterwards. */
+  const transition = Effect.fnUntraced(function*(
+    id: SessionId,
+    to: SessionPhase,
+    by: "agent" | "user",
+    detail: { readonly reason?: string | undefined; readonly message?: string | undefined } = {},
+    patch: Partial<Pick<SessionRecord, "createCommandId" | "deleteCommandId">> = {}
+  ) {
+    const current = sessions.get(id)
+    if (current === undefined) return undefined
+    const same = current.state === to
+    if (!same && !allowed(current.state, to, by)) {
+      yield* Effect.logDebug("session transition ignored", { session_id: id, from: current.state, to })
+      return current
+    }
+    if (same && Object.keys(patch).length === 0 && detail.reason === undefined) return current
+    const next: SessionRecord = {
+      ...current,
+      ...patch,
+      state: to,
+      reason: same ? detail.reason ?? current.reason : detail.reason,
+      message: same ? detail.message ?? current.message : detail.message,
+      updatedAt: yield* now
+    }
+    yield* repo.updateSession(next, current.state).pipe(Effect.mapError(fromRepo))
+    sessions.set(id, next)
+    if (!same) {
+      yield* Metric.update(Metric.withAttributes(sessionTransitionsTotal, { state: to }), 1)
+      yield* Effect.logInfo("session state changed", {
+        session_id: id, agent_id: next.agentId, from: current.state, to, ...(next.reason === undefined ? {} : { reason: next.reason })
+      })
+    }
+    return next
+  }, (effect) => lock.withPermits(1)(effect))
+
+  /** Applies what an agent observed about one of its sessions. */
+  const applyStatus = Effect.fnUntraced(function*(agentId: AgentId, status: SessionStatus) {
+    const s = sessions.get(status.session_id)
+    if (s === undefined || s.agentId !== agentId) return
+    yield* transition(s.id, targetOf(status.phase), "agent", { reason: status.reason, message: status.message })
+  })
+
+  const awaitCommand = Effect.fnUntraced(function*(record: CommandRecord) {
+    const started = yield* Clock.currentTimeMillis
+    const outcome = yield* dispatcher.await(record.id).pipe(
+      Effect.tapError(() => Effect.flatMap(Clock.currentTimeMillis, (t) => recordCommand(record.action, "error", started, t)))
+    )
+    yield* recordCommand(record.action, outcome, started, yield* Clock.currentTimeMillis)
+    return outcome
+  })
+
+  const onCreateOutcome = (id: SessionId, agentId: AgentId, outcome: CommandOutcome) =>
+    outcome._tag === "Completed"
+      ? outcome.result.action === "create_session"
+        ? applyStatus(agentId, outcome.result.session)
+        : Effect.void
+      : transition(id, "failed", "agent", { reason: outcome.error.code, message: outcome.error.message }).pipe(Effect.asVoid)
+
+  const onDeleteOutcome = (id: SessionId, outcome: CommandOutcome) =>
+    outcome._tag === "Completed" || outcome.error.code === "session_not_found"
+      ? transition(id, "terminated", "agent", { reason: "deleted" }).pipe(Effect.asVoid)
+      : transition(id, "failed", "agent", { reason: "delete_failed", message: `${outcome.error.code}: ${outcome.error.message}` }).pipe(Effect.asVoid)
+
+  /** Follows a command to its outcome in the background; the fiber belongs to the service's scope. */
+  const follow = (record: CommandRecord, onOutcome: (o: CommandOutcome) => Effect.Effect<unknown, unknown>) =>
+    FiberSet.run(
+      fibers,
+      awaitCommand(record).pipe(
+        Effect.flatMap(onOutcome),
+        Effect.catchCause((cause) => Effect.logWarning("following a command failed", { command_id: record.id, action: record.action, cause }))
+      )
+    )
+
+  const candidates = Effect.gen(function*() {
+    const agents = yield* hub.list
+    return agents.map((a): Candidate => {
+      let count = 0, cpu = 0, memory = 0
+      for (const s of sessions.values()) {
+        if (s.agentId !== a.id || ended(s.state)) continue
+        count++
+        cpu += parseQuantity(s.spec.resources?.cpu ?? "0") ?? 0
+        memory += parseQuantity(s.spec.resources?.memory ?? "0") ?? 0
+      }
+      return {
+        id: a.id,
+        region: a.region,
+        status: a.status,
+        enrollment: a.enrollment,
+        connected: a.connected,
+        draining: a.draining,
+        capacity: a.capacity,
+        activeSessions: Math.max(count, a.activeSessions),
+        used: { cpu, memory }
+      }
+    })
+  })
+
+  const getTemplate = Effect.fn("Sessions.getTemplate")(function*(name: string) {
+    const t = yield* repo.getTemplate(name as TemplateName).pipe(Effect.mapError(fromRepo))
+    if (t === undefined) return yield* new SessionsError({ reason: "NotFound", message: `no template named "${name}"` })
+    return t
+  })
+
+  const create = Effect.fn("Sessions.create")(function*(user: User, request: CreateSessionRequest) {
+    const template = yield* repo.getTemplate(request.template).pipe(Effect.mapError(fromRepo))
+    if (template === undefined) {
+      return yield* new SessionsError({ reason: "TemplateNotFound", field: "template", message: `template: no template named "${request.template}"` })
+    }
+    const resources: Resources = { ...template.resources, ...request.resources }
+    const env = { ...template.env, ...request.env }
+    const spec: SessionSpec = {
+      user_id: user.id,
+      template: template.name,
+      image: template.image,
+      ...(Object.keys(resources).length > 0 ? { resources } : {}),
+      ...(Object.keys(env).length > 0 ? { env } : {}),
+      persistent_home: request.persistent_home ?? template.persistentHome,
+      vnc_port: template.vncPort
+    }
+    // Placement and the pending record under one lock, so two creates cannot both take the last slot.
+    const record = yield* lock.withPermits(1)(Effect.gen(function*() {
+      const placed = place(yield* candidates, {
+        region: request.region,
+        cpu: parseQuantity(resources.cpu ?? "0") ?? 0,
+        memory: parseQuantity(resources.memory ?? "0") ?? 0
+      })
+      if (Result.isFailure(placed)) {
+        return yield* new SessionsError({ reason: "NoEligibleAgent", message: placed.failure.message })
+      }
+      const at = yield* now
+      const record: SessionRecord = {
+        id: newSessionId(),
+        userId: user.id,
+        template: template.name,
+        agentId: placed.success.agent.id,
+        region: request.region,
+        state: "pending",
+        reason: undefined,
+        message: undefined,
+        spec,
+        createCommandId: undefined,
+        deleteCommandId: undefined,
+        createdAt: at,
+        updatedAt: at
+      }
+      yield* repo.insertSession(record).pipe(Effect.mapError(fromRepo))
+      sessions.set(record.id, record)
+      return record
+    }))
+    yield* Effect.annotateCurrentSpan({ session_id: record.id, agent_id: record.agentId })
+    yield* Effect.logInfo("session placed", { session_id: record.id, agent_id: record.agentId, user_id: user.id, template: template.name })
+    const command = yield* dispatcher.dispatch(record.agentId, { action: "create_session", args: { session_id: record.id, spec } }, { sessionId: record.id }).pipe(
+      Effect.catch((e) =>
+        transition(record.id, "failed", "agent", { reason: "dispatch_failed", message: e.message }).pipe(
+          Effect.andThen(Effect.fail(new SessionsError({ reason: "Store", message: `could not dispatch create_session: ${e.message}` })))
+        )
+      )
+    )
+    const creating = yield* transition(record.id, "creating", "agent", {}, { createCommandId: command.id })
+    yield* follow(command, (o) => onCreateOutcome(record.id, record.agentId, o))
+    return creating ?? record
+  })
+
+  const visible = (user: User, s: SessionRecord | undefined): s is SessionRecord => s !== undefined && (user.role === "admin" || s.userId === user.id)
+
+  const get = Effect.fn("Sessions.get")(function*(user: User, id: string) {
+    const s = sessions.get(id)
+    if (!visible(user, s)) return yield* new SessionsError({ reason: "NotFound", message: `no session "${id.slice(0, 80)}"` })
+    return s
+  })
+
+  const remove = Effect.fn("Sessions.remove")(function*(user: User, id: string) {
+    const s = yield* get(user, id)
+    if (s.state === "terminated" || s.state === "terminating") return s
+    yield* Effect.annotateCurrentSpan({ session_id: s.id, agent_id: s.agentId })
+    const command = yield* dispatcher.dispatch(s.agentId, { action: "delete_session", args: { session_id: s.id } }, { sessionId: s.id }).pipe(
+      Effect.mapError((e) => new SessionsError({ reason: "Store", message: `could not dispatch delete_session: ${e.message}` }))
+    )
+    const next = yield* transition(s.id, "terminating", "user", {}, { deleteCommandId: command.id })
+    yield* follow(command, (o) => onDeleteOutcome(s.id, o))
+    return next ?? s
+  })
+
+  const list = Effect.fn("Sessions.list")(function*(user: User) {
+    return [...sessions.values()]
+      .filter((s) => visible(user, s))
+      .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? -1 : 1))
+  })
+
+  const createTemplate = Effect.fn("Sessions.createTemplate")(function*(request: CreateTemplateRequest) {
+    const t: TemplateRecord = {
+      name: request.name,
+      displayName: request.display_name ?? request.name,
+      image: request.image,
+      resources: request.resources,
+      env: request.env ?? {},
+      vncPort: request.vnc_port ?? 5900,
+      persistentHome: request.persistent_home ?? false,
+      createdAt: yield* now
+    }
+    yield* repo.insertTemplate(t).pipe(
+      Effect.mapError((e) =>
+        e.reason === "Conflict"
+          ? new SessionsError({ reason: "TemplateExists", field: "name", message: `name: a template named "${t.name}" already exists` })
+          : fromRepo(e)
+      )
+    )
+    return t
+  })
+
+  /** Reconciles the records of one agent with the inventory in its hello. */
+  const reconcile = Effect.fnUntraced(function*(agentId: AgentId, hello: PayloadOf<"hello">) {
+    const inventory = new Map(hello.sessions.map((s) => [s.session_id as string, s]))
+    for (const s of [...sessions.values()]) {
+      if (s.agentId !== agentId || ended(s.state)) continue
+      const seen = inventory.get(s.id)
+      if (seen !== undefined) {
+        yield* applyStatus(agentId, seen)
+        continue
+      }
+      // A create still on its way to the agent is not lost; only what the agent had and no longer has is.
+      const createDone = s.state === "creating" && s.createCommandId !== undefined &&
+        (yield* dispatcher.get(s.createCommandId).pipe(Effect.map((c) => c.state === "completed"), Effect.orElseSucceed(() => false)))
+      if (s.state === "running" || createDone) {
+        yield* transition(s.id, "terminated", "agent", {
+          reason: "lost_on_agent",
+          message: `agent ${agentId} no longer runs this session (absent from its inventory on reconnect)`
+        })
+      }
+    }
+    const unknown = hello.sessions.filter((st) => sessions.get(st.session_id)?.agentId !== agentId)
+    unknownByAgent.set(agentId, unknown)
+    if (unknown.length > 0) {
+      yield* Metric.update(Metric.withAttributes(unknownSessionsTotal, { agent_id: agentId }), unknown.length)
+      yield* Effect.logWarning("agent runs sessions the control plane does not know; leaving them alone", {
+        agent_id: agentId,
+        session_ids: unknown.map((u) => u.session_id)
+      })
+    }
+  })
+
+  yield* hub.events.pipe(
+    Stream.runForEach((event) => {
+      switch (event._tag) {
+        case "Connected":
+          return reconcile(event.agentId, event.hello)
+        case "Message":
+          return event.message.type === "session_status" ? applyStatus(event.agentId, event.message.payload) : Effect.void
+        default:
+          return Effect.void
+      }
+    }),
+    Effect.catchCause((cause) => Effect.logError("session event loop stopped", { cause })),
+    Effect.forkScoped({ startImmediately: true })
+  )
+
+  const counts = (key: (s: SessionRecord) => string | undefined) =>
+    Effect.sync(() => {
+      const m = new Map<string, number>()
+      for (const s of sessions.values()) {
+        const k = key(s)
+        if (k !== undefined) m.set(k, (m.get(k) ?? 0) + 1)
+      }
+      return m as ReadonlyMap<string, number>
+    })
+
+  return Sessions.of({
+    create,
+    list,
+    get,
+    remove,
+    listTemplates: repo.listTemplates.pipe(Effect.mapError(fromRepo), Effect.withSpan("Sessions.listTemplates")),
+    getTemplate,
+    createTemplate,
+    unknownSessions: (agentId) => unknownByAgent.get(agentId) ?? [],
+    liveCounts: counts((s) => (ended(s.state) ? undefined : s.agentId)),
+    stateCounts: counts((s) => s.state)
+  })
+})
+
+export class Sessions extends Context.Service<Sessions, SessionsShape>()("control-plane/Sessions") {
+  /** Sessions over the in-memory repository (tests, throwaway demos). Needs AgentHub and CommandDispatcher. */
+  static readonly layerMemory = (repo: MemoryRepo = makeMemoryRepo()) => Layer.effect(Sessions, makeWith(repo))
+}
+
+/** Re-exported so tests and the Store adapter need only this module. */
+export { makeMemoryRepo, RepoError }
+export type { MemoryRepo, SessionRepo }

@@ -1,0 +1,253 @@
+import { assert, describe, it } from "@effect/vitest"
+import type { AgentId, CommandResult, SessionId, SessionStatus, TemplateName, UserId } from "@streamspace/protocol"
+import { Context, Effect, Layer } from "effect"
+import type { User } from "../src/Auth.ts"
+import { makeMemoryRepo, type MemoryRepo, Sessions } from "../src/Sessions.ts"
+import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
+import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
+import { eventually } from "./support/http.ts"
+
+const ann: User = { id: "ann" as UserId, role: "user" }
+const bob: User = { id: "bob" as UserId, role: "user" }
+const root: User = { id: "root" as UserId, role: "admin" }
+const demo = "demo" as TemplateName
+
+const status = (id: string, phase: SessionStatus["phase"], extra: Partial<SessionStatus> = {}): SessionStatus => ({
+  session_id: id as SessionId,
+  phase,
+  observed_at: "2026-01-01T00:00:00.000Z",
+  ...extra
+})
+
+interface Env {
+  readonly hub: FakeHub
+  readonly dispatcher: FakeDispatcher
+  readonly repo: MemoryRepo
+  readonly sessions: Sessions["Service"]
+}
+
+const setup = Effect.gen(function*() {
+  const hub = yield* makeFakeHub
+  const dispatcher = yield* makeFakeDispatcher
+  const repo = makeMemoryRepo()
+  const ctx = yield* Layer.build(Sessions.layerMemory(repo).pipe(Layer.provide(Layer.merge(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher)))))
+  const sessions = Context.get(ctx, Sessions)
+  return { hub, dispatcher, repo, sessions } satisfies Env
+})
+
+const stateOf = (env: Env, id: string) => Effect.map(env.sessions.get(root, id), (s) => s.state)
+const waitState = (env: Env, id: string, state: string) =>
+  eventually(`session ${id} ${state}`, Effect.map(stateOf(env, id), (s) => s === state))
+const created = (id: string): CommandResult => ({ action: "create_session", session: status(id, "creating") })
+
+describe("Sessions", () => {
+  it.effect("create places the session, persists it and dispatches create_session with the template's spec", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("busy", { activeSessions: 5 })
+      env.hub.addAgent("idle", { activeSessions: 1 })
+      const s = yield* env.sessions.create(ann, { template: demo, resources: { cpu: "1" }, env: { A: "1" } })
+      assert.strictEqual(s.agentId, "idle")
+      assert.strictEqual(s.state, "creating")
+      assert.match(s.id, /^s-[0-9a-f]{12}$/)
+      const [cmd] = env.dispatcher.commands
+      assert.strictEqual(cmd!.agentId, "idle")
+      assert.deepStrictEqual(cmd!.request, {
+        action: "create_session",
+        args: {
+          session_id: s.id as SessionId,
+          spec: {
+            user_id: ann.id,
+            template: demo,
+            image: "streamspace/session-desktop:latest",
+            resources: { cpu: "1", memory: "512Mi" },
+            env: { A: "1" },
+            persistent_home: false,
+            vnc_port: 5900
+          }
+        }
+      })
+      assert.deepStrictEqual(env.repo.history.get(s.id), [["pending", "creating"]])
+      assert.strictEqual(s.createCommandId, cmd!.record.id)
+    }))
+
+  it.effect("command outcome and session_status reports drive creating -> running", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      const s = yield* env.sessions.create(ann, { template: demo })
+      yield* env.dispatcher.complete(env.dispatcher.commands[0]!.record.id, created(s.id))
+      yield* Effect.yieldNow
+      assert.strictEqual(yield* stateOf(env, s.id), "creating")
+      yield* env.hub.emit({ _tag: "Message", agentId: "a" as AgentId, message: { type: "session_status", id: "m1" as never, ts: "", payload: status(s.id, "running") } })
+      yield* waitState(env, s.id, "running")
+      // A report from another agent about this session changes nothing.
+      yield* env.hub.emit({ _tag: "Message", agentId: "b" as AgentId, message: { type: "session_status", id: "m2" as never, ts: "", payload: status(s.id, "failed") } })
+      yield* Effect.yieldNow
+      assert.strictEqual(yield* stateOf(env, s.id), "running")
+      assert.deepStrictEqual(env.repo.history.get(s.id), [["pending", "creating"], ["creating", "running"]])
+    }))
+
+  it.effect("a running result from create_session goes straight to running", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      env.dispatcher.responder = (d) => d.request.action === "create_session" ? { result: { action: "create_session", session: status(d.request.args.session_id, "running") } } : undefined
+      const s = yield* env.sessions.create(ann, { template: demo })
+      yield* waitState(env, s.id, "running")
+    }))
+
+  it.effect("a failed create_session fails the session with the agent's code and message", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      const s = yield* env.sessions.create(ann, { template: demo })
+      yield* env.dispatcher.fail(env.dispatcher.commands[0]!.record.id, { code: "kubernetes_rejected", message: "pods is forbidden", retryable: false })
+      yield* waitState(env, s.id, "failed")
+      const after = yield* env.sessions.get(ann, s.id)
+      assert.strictEqual(after.reason, "kubernetes_rejected")
+      assert.strictEqual(after.message, "pods is forbidden")
+      // A late report from the agent does not revive it.
+      yield* env.hub.emit({ _tag: "Message", agentId: "a" as AgentId, message: { type: "session_status", id: "m" as never, ts: "", payload: status(s.id, "running") } })
+      yield* Effect.yieldNow
+      assert.strictEqual(yield* stateOf(env, s.id), "failed")
+    }))
+
+  it.effect("no eligible agent: NoEligibleAgent with the reasons, nothing persisted, nothing dispatched", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("drained", { draining: true, status: "draining" })
+      env.hub.addAgent("gone", { connected: false, status: "offline" })
+      const e = yield* Effect.flip(env.sessions.create(ann, { template: demo }))
+      assert.strictEqual(e.reason, "NoEligibleAgent")
+      assert.include(e.message, "drained: draining")
+      assert.include(e.message, "gone: not connected")
+      assert.strictEqual(env.repo.sessions.size, 0)
+      assert.strictEqual(env.dispatcher.commands.length, 0)
+      assert.deepStrictEqual(yield* env.sessions.list(root), [])
+    }))
+
+  it.effect("max_sessions counts the control plane's own live records between heartbeats", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a", { capacity: { cpu: "8", memory: "16Gi", max_sessions: 2 } })
+      yield* env.sessions.create(ann, { template: demo })
+      yield* env.sessions.create(ann, { template: demo })
+      const e = yield* Effect.flip(env.sessions.create(ann, { template: demo }))
+      assert.strictEqual(e.reason, "NoEligibleAgent")
+      assert.include(e.message, "at max_sessions (2/2)")
+    }))
+
+  it.effect("unknown template is TemplateNotFound naming the field", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      const e = yield* Effect.flip(env.sessions.create(ann, { template: "nope" as TemplateName }))
+      assert.strictEqual(e.reason, "TemplateNotFound")
+      assert.strictEqual(e.field, "template")
+      assert.strictEqual(env.repo.sessions.size, 0)
+    }))
+
+  it.effect("a dispatch failure fails the record and the call", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      env.dispatcher.failDispatch = true
+      const e = yield* Effect.flip(env.sessions.create(ann, { template: demo }))
+      assert.strictEqual(e.reason, "Store")
+      const [record] = env.repo.sessions.values()
+      assert.strictEqual(record!.state, "failed")
+      assert.strictEqual(record!.reason, "dispatch_failed")
+    }))
+
+  it.effect("delete: terminating, then terminated when delete_session completes", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      env.dispatcher.responder = (d) => d.request.action === "create_session" ? { result: { action: "create_session", session: status(d.request.args.session_id, "running") } } : undefined
+      const s = yield* env.sessions.create(ann, { template: demo })
+      yield* waitState(env, s.id, "running")
+      const t = yield* env.sessions.remove(ann, s.id)
+      assert.strictEqual(t.state, "terminating")
+      const del = env.dispatcher.commands[1]!
+      assert.deepStrictEqual(del.request, { action: "delete_session", args: { session_id: s.id } })
+      // Deleting again while terminating sends nothing more.
+      yield* env.sessions.remove(ann, s.id)
+      assert.strictEqual(env.dispatcher.commands.length, 2)
+      yield* env.dispatcher.complete(del.record.id, { action: "delete_session", session_id: s.id })
+      yield* waitState(env, s.id, "terminated")
+      assert.deepStrictEqual(env.repo.history.get(s.id), [["pending", "creating"], ["creating", "running"], ["running", "terminating"], ["terminating", "terminated"]])
+    }))
+
+  it.effect("delete of a session the agent no longer has still ends terminated", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      const s = yield* env.sessions.create(ann, { template: demo })
+      yield* env.sessions.remove(ann, s.id)
+      yield* env.dispatcher.fail(env.dispatcher.commands[1]!.record.id, { code: "session_not_found", message: "gone", retryable: false })
+      yield* waitState(env, s.id, "terminated")
+    }))
+
+  it.effect("users see and touch only their own sessions; admins see all", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      const mine = yield* env.sessions.create(ann, { template: demo })
+      const theirs = yield* env.sessions.create(bob, { template: demo })
+      assert.deepStrictEqual((yield* env.sessions.list(ann)).map((s) => s.id), [mine.id])
+      assert.deepStrictEqual((yield* env.sessions.list(bob)).map((s) => s.id), [theirs.id])
+      assert.strictEqual((yield* env.sessions.list(root)).length, 2)
+      assert.strictEqual((yield* Effect.flip(env.sessions.get(ann, theirs.id))).reason, "NotFound")
+      assert.strictEqual((yield* Effect.flip(env.sessions.remove(ann, theirs.id))).reason, "NotFound")
+      assert.strictEqual(env.dispatcher.commands.length, 2)
+      assert.strictEqual((yield* env.sessions.get(root, theirs.id)).userId, "bob")
+    }))
+
+  it.effect("reconcile on connect: lost sessions end as lost_on_agent, unknown ones are reported, known ones updated", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      env.dispatcher.responder = (d) => d.request.action === "create_session" ? { result: { action: "create_session", session: status(d.request.args.session_id, "running") } } : undefined
+      const lost = yield* env.sessions.create(ann, { template: demo })
+      const kept = yield* env.sessions.create(ann, { template: demo })
+      yield* waitState(env, lost.id, "running")
+      yield* waitState(env, kept.id, "running")
+      env.dispatcher.responder = () => undefined
+      const inFlight = yield* env.sessions.create(ann, { template: demo }) // create not yet delivered
+      yield* env.hub.emit({
+        _tag: "Connected",
+        agentId: "a" as AgentId,
+        hello: {
+          agent_id: "a" as AgentId,
+          platform: "kubernetes",
+          region: "eu",
+          version: "0.1.0",
+          protocol_versions: ["1"],
+          capacity: { cpu: "8", memory: "16Gi", max_sessions: 10 },
+          sessions: [status(kept.id, "failed", { reason: "CrashLoopBackOff" }), status("s-stranger", "running")]
+        }
+      })
+      yield* waitState(env, lost.id, "terminated")
+      assert.strictEqual((yield* env.sessions.get(ann, lost.id)).reason, "lost_on_agent")
+      yield* waitState(env, kept.id, "failed")
+      assert.strictEqual((yield* env.sessions.get(ann, kept.id)).reason, "CrashLoopBackOff")
+      assert.strictEqual(yield* stateOf(env, inFlight.id), "creating")
+      assert.deepStrictEqual(env.sessions.unknownSessions("a" as AgentId).map((s) => s.session_id), ["s-stranger"])
+      assert.strictEqual(env.dispatcher.commands.filter((c) => c.request.action === "delete_session").length, 0)
+    }))
+
+  it.effect("templates: seeded demo, create, get, duplicate", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      assert.deepStrictEqual((yield* env.sessions.listTemplates).map((t) => t.name), ["demo"])
+      const t = yield* env.sessions.createTemplate({ name: "firefox" as TemplateName, image: "example/firefox:1", persistent_home: true })
+      assert.strictEqual(t.displayName, "firefox")
+      assert.strictEqual(t.vncPort, 5900)
+      assert.strictEqual((yield* env.sessions.getTemplate("firefox")).image, "example/firefox:1")
+      assert.strictEqual((yield* Effect.flip(env.sessions.getTemplate("nope"))).reason, "NotFound")
+      const dup = yield* Effect.flip(env.sessions.createTemplate({ name: "firefox" as TemplateName, image: "x" }))
+      assert.strictEqual(dup.reason, "TemplateExists")
+      assert.strictEqual(dup.field, "name")
+    }))
+})
