@@ -268,7 +268,11 @@ export const make = (options: KubernetesOptions = {}) =>
     const recordFailure = (verb: string, resource: string, e: KubernetesError) =>
       Effect.gen(function*() {
         yield* Metric.update(Metric.withAttributes(kubernetesApiErrors, { verb, resource, code: String(e.code ?? e.reason) }), 1)
-        if (!UNHEALTHY.has(e.reason)) return
+        if (!UNHEALTHY.has(e.reason)) {
+          // The API answered (404, 409, 422...): it is reachable and working.
+          failingSince = undefined
+          return
+        }
         const now = yield* Clock.currentTimeMillis
         failingSince ??= now
         lastError = e.message
