@@ -4,8 +4,7 @@ import { assert, describe, it } from "@effect/vitest"
 import type { AgentId } from "@streamspace/protocol"
 import { Effect, Option } from "effect"
 import { TestClock } from "effect/testing"
-import { connect, connectAndHello, eventually, helloPayload, memoryHubStore, Refused, startHub } from "./support/fakeAgent.ts"
-import { BOOTSTRAP } from "./support/fakeAgent.ts"
+import { BOOTSTRAP, connect, connectAndHello, enrol, eventually, helloPayload, memoryHubStore, type Refused, startHub } from "./support/fakeAgent.ts"
 
 const id = (s: string) => s as AgentId
 
@@ -14,18 +13,6 @@ const refused = <A, R>(effect: Effect.Effect<A, Refused, R>) =>
     Effect.flip,
     Effect.map((e) => ({ status: e.status, body: JSON.parse(e.body) as { error: { code: string; message: string } } }))
   )
-
-/** Enrols agent `agentId` and returns its credential (the bootstrap socket is closed by then). */
-const enrol = (cp: { hub: import("../src/AgentHub.ts").AgentHubShape; url: string }, agentId: string) =>
-  Effect.gen(function*() {
-    const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, agentId)
-    yield* eventually("the agent to be registered", Effect.map(cp.hub.get(id(agentId)), Option.isSome))
-    yield* cp.hub.approve(id(agentId))
-    const credential = yield* agent.next("credential")
-    const closed = yield* agent.closed()
-    assert.strictEqual(closed.code, 4000)
-    return credential.payload.token
-  })
 
 describe("AgentHub enrolment and auth", () => {
   it.effect("bootstrap -> pending -> approve -> credential -> reconnect with the credential", () =>

@@ -65,8 +65,9 @@ export interface FakeAgent {
 export interface ConnectOptions {
   readonly token?: string | undefined
   readonly protocol?: string | null
-  /** Extra client maxPayload (the default ws limit is 100 MiB). */
   readonly headers?: Record<string, string>
+  /** Answer transport pings (default true); false plays a blackholed link. */
+  readonly autoPong?: boolean
 }
 
 const isoNow = () => new Date().toISOString()
@@ -78,7 +79,7 @@ export const connect = (url: string, options: ConnectOptions = {}) =>
       const headers: Record<string, string> = { ...options.headers }
       if (options.token !== undefined) headers["authorization"] = `Bearer ${options.token}`
       const protocol = options.protocol === undefined ? AGENT_SUBPROTOCOL : options.protocol
-      const ws = new WebSocket(url, protocol === null ? [] : [protocol], { headers })
+      const ws = new WebSocket(url, protocol === null ? [] : [protocol], { headers, autoPong: options.autoPong ?? true })
       const texts: Array<ControlPlaneMessage> = []
       const binaries: Array<Uint8Array> = []
       let closed: Closed | undefined
@@ -172,9 +173,15 @@ export const heartbeatPayload = (overrides: Partial<PayloadOf<"heartbeat">> = {}
 })
 
 /** Connects and sends hello; returns the agent and its welcome. */
-export const connectAndHello = (url: string, token: string, agentId: string, overrides: Partial<PayloadOf<"hello">> = {}) =>
+export const connectAndHello = (
+  url: string,
+  token: string,
+  agentId: string,
+  overrides: Partial<PayloadOf<"hello">> = {},
+  options: ConnectOptions = {}
+) =>
   Effect.gen(function*() {
-    const agent = yield* connect(url, { token })
+    const agent = yield* connect(url, { ...options, token })
     yield* agent.send("hello", helloPayload(agentId, overrides))
     const welcome = yield* agent.next("welcome")
     return { agent, welcome: welcome.payload }
@@ -183,10 +190,10 @@ export const connectAndHello = (url: string, token: string, agentId: string, ove
 // ---- a control plane under test ------------------------------------------------------------------
 
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Layer } from "effect"
+import { Context, Layer, Stream } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { createServer } from "node:http"
-import { AgentHub } from "../../src/AgentHub.ts"
+import { AgentHub, type AgentHubShape, type HubEvent } from "../../src/AgentHub.ts"
 import { ControlPlaneConfig } from "../../src/ControlPlaneConfig.ts"
 import type { AgentRecord, HubStore } from "../../src/internal/hubStore.ts"
 
@@ -202,6 +209,15 @@ export const memoryHubStore = (): HubStore & { readonly rows: Map<string, AgentR
   }
 }
 
+/** Every hub event from now on, in order. */
+export const collectEvents = (hub: AgentHubShape) =>
+  Effect.gen(function*() {
+    const seen: Array<HubEvent> = []
+    yield* Effect.forkScoped(Stream.runForEach(hub.events, (e) => Effect.sync(() => seen.push(e))), { startImmediately: true })
+    yield* Effect.yieldNow
+    return seen
+  })
+
 /** Starts a hub on 127.0.0.1:0 in the current scope. */
 export const startHub = (env: Record<string, string>, store: HubStore) =>
   Effect.gen(function*() {
@@ -214,4 +230,23 @@ export const startHub = (env: Record<string, string>, store: HubStore) =>
     const address = Context.get(ctx, HttpServer.HttpServer).address
     if (address._tag === "UnixPathAddress") throw new Error("expected a TCP address")
     return { hub, url: `ws://127.0.0.1:${address.port}/api/v1/agent/connect`, httpUrl: `http://127.0.0.1:${address.port}` }
+  })
+
+/** Enrols `agentId` (bootstrap, approve) and returns its credential; the bootstrap socket is closed by then. */
+export const enrol = (cp: { readonly hub: AgentHubShape; readonly url: string }, agentId: string) =>
+  Effect.gen(function*() {
+    const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, agentId)
+    yield* cp.hub.approve(agentId as AgentId)
+    const credential = yield* agent.next("credential")
+    const closed = yield* agent.closed()
+    if (closed.code !== 4000) throw new Error(`expected close 4000 after approval, got ${closed.code}`)
+    return credential.payload.token
+  })
+
+/** An enrolled agent connected with its credential. */
+export const connectApproved = (cp: { readonly hub: AgentHubShape; readonly url: string }, agentId: string, options: ConnectOptions = {}) =>
+  Effect.gen(function*() {
+    const credential = yield* enrol(cp, agentId)
+    const { agent } = yield* connectAndHello(cp.url, credential, agentId, {}, options)
+    return { agent, credential }
   })

@@ -1,0 +1,192 @@
+// AgentHub link behaviour over real WebSockets: heartbeats and the offline timeout (TestClock), a reconnect
+// replacing the old socket without an offline flap, bad frames answered and survived, the frame limit (1009),
+// version negotiation, hello first and its timeout, the drain flag, and ping timeouts.
+import { assert, describe, it } from "@effect/vitest"
+import type { AgentId } from "@streamspace/protocol"
+import { MAX_FRAME_BYTES, utf8Length } from "@streamspace/protocol"
+import { Effect, Option } from "effect"
+import { TestClock } from "effect/testing"
+import type { AgentHubShape } from "../src/AgentHub.ts"
+import {
+  collectEvents,
+  connect,
+  connectAndHello,
+  connectApproved,
+  enrol,
+  eventually,
+  heartbeatPayload,
+  helloPayload,
+  memoryHubStore,
+  startHub
+} from "./support/fakeAgent.ts"
+import { BOOTSTRAP } from "./support/fakeAgent.ts"
+
+const id = (s: string) => s as AgentId
+const view = (hub: AgentHubShape, agentId: string) => Effect.map(hub.get(id(agentId)), Option.getOrThrow)
+const statusIs = (hub: AgentHubShape, agentId: string, status: string) => Effect.map(view(hub, agentId), (v) => v.status === status)
+
+describe("AgentHub link", () => {
+  it.effect("heartbeats update status, capacity and counts; missing HEARTBEAT_MISSED_LIMIT of them makes the agent offline", () =>
+    Effect.gen(function*() {
+      const store = memoryHubStore()
+      const cp = yield* startHub({ HEARTBEAT_INTERVAL: "30s", HEARTBEAT_MISSED_LIMIT: "3" }, store)
+      const { agent } = yield* connectApproved(cp, "hb-1")
+      const events = yield* collectEvents(cp.hub)
+      yield* agent.send("heartbeat", heartbeatPayload({ status: "warning", active_sessions: 3, active_tunnels: 2, capacity: { cpu: "4", memory: "8Gi", max_sessions: 5 } }))
+      yield* eventually("the warning status", statusIs(cp.hub, "hb-1", "warning"))
+      const v = yield* view(cp.hub, "hb-1")
+      assert.strictEqual(v.activeSessions, 3)
+      assert.strictEqual(v.activeTunnels, 2)
+      assert.deepStrictEqual(v.capacity, { cpu: "4", memory: "8Gi", max_sessions: 5 })
+      assert.strictEqual(store.rows.get("hb-1")!.status, "warning")
+      assert.strictEqual(store.rows.get("hb-1")!.activeSessions, 3)
+      assert.isDefined(store.rows.get("hb-1")!.lastHeartbeat)
+
+      // One heartbeat within every 90 s keeps it up.
+      yield* TestClock.adjust("80 seconds")
+      yield* agent.send("heartbeat", heartbeatPayload())
+      yield* eventually("the online status", statusIs(cp.hub, "hb-1", "online"))
+      yield* TestClock.adjust("80 seconds")
+      assert.strictEqual((yield* view(cp.hub, "hb-1")).status, "online")
+      // Then silence: offline at 90 s after the last one.
+      yield* TestClock.adjust("11 seconds")
+      yield* eventually("the offline status", statusIs(cp.hub, "hb-1", "offline"))
+      assert.strictEqual((yield* agent.closed()).code, 4005)
+      assert.strictEqual(store.rows.get("hb-1")!.status, "offline")
+      const tags = events.map((e) => e._tag === "StatusChanged" ? `status:${e.status}` : e._tag)
+      assert.deepStrictEqual(tags.filter((t) => t !== "Message"), ["status:warning", "status:online", "status:offline", "Disconnected"])
+      assert.isTrue(events.some((e) => e._tag === "Message" && e.message.type === "heartbeat"))
+    }))
+
+  it.effect("a new connection for the same agent replaces the old one at once, without an offline flap", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({}, memoryHubStore())
+      const credential = yield* enrol(cp, "re-1")
+      const first = yield* connectAndHello(cp.url, credential, "re-1")
+      const events = yield* collectEvents(cp.hub)
+      const second = yield* connectAndHello(cp.url, credential, "re-1")
+      const closed = yield* first.agent.closed()
+      assert.strictEqual(closed.code, 4001)
+      assert.match(closed.reason, /replaced/)
+      yield* eventually("the Connected event", Effect.sync(() => events.some((e) => e._tag === "Connected")))
+      assert.deepStrictEqual(events.map((e) => e._tag), ["Connected"])
+      assert.strictEqual((yield* view(cp.hub, "re-1")).status, "online")
+      yield* cp.hub.send(id("re-1"), "drain", { draining: false })
+      yield* second.agent.next("drain")
+      // Frames still in flight on the replaced socket are not taken as the agent's.
+      assert.isFalse(events.some((e) => e._tag === "Disconnected" || (e._tag === "StatusChanged" && e.status === "offline")))
+    }))
+
+  it.effect("malformed and unknown frames get an error reply naming the problem and the frame; the connection stays up", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({}, memoryHubStore())
+      const { agent } = yield* connectApproved(cp, "bad-1")
+      yield* agent.sendRaw("this is not json")
+      const e1 = yield* agent.next("error")
+      assert.strictEqual(e1.payload.code, "MalformedJson")
+      yield* agent.sendRaw(JSON.stringify({ type: "teleport", id: "f-2", ts: new Date().toISOString(), payload: {} }))
+      const e2 = yield* agent.next("error")
+      assert.strictEqual(e2.payload.code, "UnknownType")
+      assert.strictEqual(e2.payload.ref_id, "f-2")
+      yield* agent.sendRaw(JSON.stringify({ type: "heartbeat", id: "f-3", ts: new Date().toISOString(), payload: { status: "sleepy" } }))
+      const e3 = yield* agent.next("error")
+      assert.strictEqual(e3.payload.code, "InvalidPayload")
+      assert.strictEqual(e3.payload.ref_id, "f-3")
+      yield* agent.sendRaw(JSON.stringify({ type: "welcome", id: "f-4", ts: new Date().toISOString(), payload: {} }))
+      assert.strictEqual((yield* agent.next("error")).payload.code, "UnexpectedType")
+      yield* agent.send("hello", helloPayload("bad-1"), "f-5")
+      const e5 = yield* agent.next("error")
+      assert.strictEqual(e5.payload.code, "UnexpectedType")
+      yield* agent.sendRaw(new Uint8Array([1, 0]))
+      assert.strictEqual((yield* agent.next("error")).payload.code, "TruncatedBinary")
+      yield* agent.sendRaw(new Uint8Array([9, 0, 0, 0, 1, 42]))
+      assert.strictEqual((yield* agent.next("error")).payload.code, "UnknownBinaryKind")
+      // Still up, and a good frame still works.
+      assert.isFalse(agent.isClosed())
+      yield* agent.send("heartbeat", heartbeatPayload({ status: "error" }))
+      yield* eventually("the error status", statusIs(cp.hub, "bad-1", "error"))
+    }))
+
+  it.effect("a frame of exactly MAX_FRAME_BYTES is read; one byte more closes the socket with 1009", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({}, memoryHubStore())
+      const { agent } = yield* connectApproved(cp, "big-1")
+      const frame = (bytes: number) => {
+        const base = JSON.stringify({ type: "heartbeat", id: "big", ts: new Date().toISOString(), payload: { ...heartbeatPayload(), message: "" } })
+        const text = base.replace(`"message":""`, `"message":"${"x".repeat(bytes - utf8Length(base))}"`)
+        assert.strictEqual(utf8Length(text), bytes)
+        return text
+      }
+      yield* agent.sendRaw(frame(MAX_FRAME_BYTES))
+      yield* agent.send("heartbeat", heartbeatPayload({ status: "warning" }))
+      yield* eventually("the heartbeat after the large frame", statusIs(cp.hub, "big-1", "warning"))
+      assert.deepStrictEqual(agent.pending(), [])
+      yield* agent.sendRaw(frame(MAX_FRAME_BYTES + 1))
+      assert.strictEqual((yield* agent.closed()).code, 1009)
+      yield* eventually("the offline status", statusIs(cp.hub, "big-1", "offline"))
+    }))
+
+  it.effect("no common protocol version: error NoCommonVersion, then close 4002", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({}, memoryHubStore())
+      const agent = yield* connect(cp.url, { token: BOOTSTRAP })
+      yield* agent.send("hello", helloPayload("ver-1", { protocol_versions: ["v7", "v9"] }), "h-1")
+      const error = yield* agent.next("error")
+      assert.strictEqual(error.payload.code, "NoCommonVersion")
+      assert.strictEqual(error.payload.ref_id, "h-1")
+      assert.strictEqual((yield* agent.closed()).code, 4002)
+      assert.isTrue(Option.isNone(yield* cp.hub.get(id("ver-1"))))
+    }))
+
+  it.effect("hello must come first: other frames are answered, and no hello within the timeout closes with 4004", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({}, memoryHubStore())
+      const agent = yield* connect(cp.url, { token: BOOTSTRAP })
+      yield* agent.send("heartbeat", heartbeatPayload(), "early")
+      const error = yield* agent.next("error")
+      assert.strictEqual(error.payload.code, "UnexpectedType")
+      assert.strictEqual(error.payload.ref_id, "early")
+      yield* TestClock.adjust("11 seconds")
+      assert.strictEqual((yield* agent.closed()).code, 4004)
+      // A prompt agent is unaffected.
+      const ok = yield* connect(cp.url, { token: BOOTSTRAP })
+      yield* ok.send("heartbeat", heartbeatPayload())
+      yield* ok.next("error")
+      yield* ok.send("hello", helloPayload("late-1"))
+      assert.strictEqual((yield* ok.next("welcome")).payload.enrollment, "pending")
+    }))
+
+  it.effect("drain: the agent is told, the status says draining, and a reconnect keeps the flag", () =>
+    Effect.gen(function*() {
+      const store = memoryHubStore()
+      const cp = yield* startHub({}, store)
+      const { agent, credential } = yield* connectApproved(cp, "dr-1")
+      const events = yield* collectEvents(cp.hub)
+      const drained = yield* cp.hub.setDraining(id("dr-1"), true)
+      assert.strictEqual(drained.status, "draining")
+      assert.isTrue(drained.draining)
+      assert.deepStrictEqual((yield* agent.next("drain")).payload, { draining: true })
+      assert.isTrue(store.rows.get("dr-1")!.draining)
+      const again = yield* connectAndHello(cp.url, credential, "dr-1")
+      assert.isTrue(again.welcome.draining)
+      assert.strictEqual((yield* cp.hub.setDraining(id("dr-1"), false)).status, "online")
+      assert.deepStrictEqual((yield* again.agent.next("drain")).payload, { draining: false })
+      const statuses = events.flatMap((e) => (e._tag === "StatusChanged" ? [e.status] : []))
+      assert.deepStrictEqual(statuses, ["draining", "online"])
+      // Draining an agent that is offline is remembered too.
+      yield* again.agent.close()
+      yield* eventually("offline", statusIs(cp.hub, "dr-1", "offline"))
+      assert.isTrue((yield* cp.hub.setDraining(id("dr-1"), true)).draining)
+    }))
+
+  it.effect("transport pings: a link that stops answering them is dropped after the next PING_INTERVAL", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({ PING_INTERVAL: "20s", HEARTBEAT_INTERVAL: "1h" }, memoryHubStore())
+      const { agent } = yield* connectApproved(cp, "ping-1", { autoPong: false })
+      yield* TestClock.adjust("20 seconds")
+      assert.strictEqual((yield* view(cp.hub, "ping-1")).status, "online")
+      yield* TestClock.adjust("20 seconds")
+      yield* eventually("offline", statusIs(cp.hub, "ping-1", "offline"))
+      assert.strictEqual((yield* agent.closed()).code, 1006)
+    }))
+})
