@@ -134,4 +134,16 @@ describe("simulated kubelet", () => {
     const replaced = await api.replaceNamespacedService({ name: "a", namespace: "default", body: { ...a, spec: { ...specNoIp } } })
     expect(replaced.spec?.clusterIP).toBe(a.spec?.clusterIP)
   })
+
+  it("paused: pods stay Pending and unscheduled, claims Pending; unpausing picks them up", async () => {
+    const { api, server } = await setup({ kubelet: { startDelayMs: 10, paused: true } })
+    await api.createNamespacedPod({ namespace: "default", body: pod("p") })
+    await api.createNamespacedPersistentVolumeClaim({ namespace: "default", body: { metadata: { name: "c" }, spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } } } })
+    await new Promise((r) => setTimeout(r, 40))
+    expect(server.get("pods", "default", "p")?.spec.nodeName).toBeUndefined()
+    expect(server.get("persistentvolumeclaims", "default", "c")?.status.phase).toBe("Pending")
+    server.configureKubelet({ paused: false })
+    await waitFor(() => server.get("pods", "default", "p")?.status.phase === "Running")
+    await waitFor(() => server.get("persistentvolumeclaims", "default", "c")?.status.phase === "Bound")
+  })
 })

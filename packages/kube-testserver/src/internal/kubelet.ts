@@ -52,14 +52,23 @@ export class Kubelet {
     if (wasPaused && this.options.paused !== true) this.resume()
   }
 
-  /** Re-drives the objects that arrived while paused. */
+  /** Re-drives the objects that arrived or stalled while paused. */
   private resume() {
     for (const p of this.registry.store.list(pods)) {
-      if (!p.spec?.nodeName && p.metadata.deletionTimestamp === undefined) this.later(0, () => this.schedule(p.metadata.namespace, p.metadata.name, p.metadata.uid))
+      const { namespace: ns, name, uid } = p.metadata
+      if (p.metadata.deletionTimestamp !== undefined) {
+        this.later(0, () => {
+          const cur = this.registry.store.get(pods, ns, name)
+          if (cur !== undefined && cur.metadata.uid === uid) this.registry.removeNow(pods, cur)
+        })
+      } else if (!p.spec?.nodeName) this.later(0, () => this.schedule(ns, name, uid))
+      else if (p.status?.containerStatuses === undefined) this.later(0, () => this.startSandbox(ns, name, uid))
+      else if (p.status.containerStatuses.some((c: Obj) => c.state?.waiting?.reason === "ContainerCreating")) this.later(0, () => this.run(ns, name, uid))
     }
     for (const c of this.registry.store.list(pvcs)) {
       if (c.status?.phase !== "Bound") this.later(this.options.pvcBindDelayMs ?? this.startDelay, () => this.bind(c.metadata.namespace, c.metadata.name, c.metadata.uid))
     }
+    for (const ns of this.registry.store.list(namespaces)) this.later(0, () => this.releaseClaims(ns.metadata.name))
   }
 
   get settings(): KubeletOptions {
@@ -77,10 +86,10 @@ export class Kubelet {
     return this.options.startDelayMs ?? 100
   }
 
-  private later(ms: number, f: () => void) {
+  private later(ms: number, f: () => void, evenIfPaused = false) {
     const t = setTimeout(() => {
       this.timers.delete(t)
-      if (this.closed || this.options.paused === true) return
+      if (this.closed || (this.options.paused === true && !evenIfPaused)) return
       try {
         f()
       } catch (e) {
@@ -322,7 +331,7 @@ export class Kubelet {
         if (this.registry.store.get(serviceAccounts, ns, "default") === undefined && this.registry.store.get(namespaces, "", ns) !== undefined) {
           this.registry.create(serviceAccounts, ns, { metadata: { name: "default" } }, { internal: true })
         }
-      })
+      }, true)
     } else if (ev.type === "MODIFIED" && ev.obj.metadata.deletionTimestamp !== undefined && ev.prev?.metadata.deletionTimestamp === undefined) {
       this.later(0, () => {
         for (const info of byResource.values()) {
@@ -331,7 +340,7 @@ export class Kubelet {
         }
         const cur = this.registry.store.get(namespaces, "", ns)
         if (cur !== undefined) this.registry.removeNow(namespaces, cur)
-      })
+      }, true)
     }
   }
 }
