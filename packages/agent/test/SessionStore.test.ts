@@ -1,0 +1,152 @@
+// SessionStore against kube-testserver: adoption at start, phase changes from the watch (Pending ->
+// Running, ImagePullBackOff, CrashLoopBackOff), out-of-band deletion, dropped and expired watches, faults.
+import { assert, describe, it } from "@effect/vitest"
+import type { SessionStatus } from "@streamspace/protocol"
+import { Context, Effect, Layer, Option, Stream } from "effect"
+import { Kubernetes } from "../src/Kubernetes.ts"
+import { SessionStore } from "../src/SessionStore.ts"
+import { type Cluster, makeCluster, NAMESPACE, sessionSpec, sid, waitFor } from "./support/cluster.ts"
+
+const build = (cluster: Cluster, extra: Record<string, string> = {}) =>
+  Effect.gen(function*() {
+    const ctx = yield* Layer.build(cluster.store(extra))
+    const store = Context.get(ctx, SessionStore)
+    const kube = Context.get(ctx, Kubernetes)
+    const seen: Array<SessionStatus> = []
+    yield* Effect.forkScoped(Stream.runForEach(store.changes, (s) => Effect.sync(() => seen.push(s))), { startImmediately: true })
+    yield* Effect.yieldNow
+    const phases = (id: string) => seen.filter((s) => s.session_id === id).map((s) => s.phase)
+    return { store, kube, seen, phases }
+  })
+
+const until = (what: string, f: () => boolean) => waitFor(what, Effect.sync(f))
+
+describe("SessionStore", () => {
+  it.live("emits creating then running for a new session; get/list/activeCount follow", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const { phases, store } = yield* build(cluster)
+      const created = yield* store.create(sid("s-1"), sessionSpec())
+      assert.include(["creating", "pending", "running"], created.phase)
+      yield* until("running", () => phases("s-1").includes("running"))
+      assert.strictEqual(phases("s-1")[0], "creating")
+      const got = yield* store.get(sid("s-1"))
+      assert.strictEqual(Option.getOrThrow(got).phase, "running")
+      assert.isString(Option.getOrThrow(got).pod_ip)
+      assert.strictEqual(Option.getOrThrow(got).user_id, "alice")
+      assert.strictEqual((yield* store.list).length, 1)
+      assert.strictEqual(yield* store.activeCount, 1)
+    }))
+
+  it.live("adopts the sessions that exist at start, and only its own", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      // A first agent incarnation creates two sessions, then goes away.
+      yield* Effect.scoped(Effect.gen(function*() {
+        const { phases, store } = yield* build(cluster)
+        yield* store.create(sid("s-1"), sessionSpec())
+        yield* store.create(sid("s-2"), sessionSpec({ user_id: "bob" as never }))
+        yield* until("both running", () => phases("s-1").includes("running") && phases("s-2").includes("running"))
+      }))
+      cluster.server.put("pods", {
+        metadata: { name: "foreign", namespace: NAMESPACE, labels: { app: "session", agent: "other-agent", "streamspace.io/session-id": "foreign" } },
+        spec: { containers: [{ name: "x", image: "x:1" }] }
+      })
+      const { store } = yield* build(cluster)
+      const ids = (yield* store.list).map((s) => s.session_id).sort()
+      assert.deepStrictEqual(ids, ["s-1", "s-2"])
+      assert.strictEqual(Option.getOrThrow(yield* store.get(sid("s-2"))).user_id, "bob")
+      // Create of an adopted session is idempotent.
+      const again = yield* store.create(sid("s-1"), sessionSpec())
+      assert.strictEqual(again.phase, "running")
+    }))
+
+  it.live("ImagePullBackOff and CrashLoopBackOff are failed, with the reason", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster({ kubelet: { startDelayMs: 10, cannotPull: ["bad/image:1"], crashImages: ["crash/image:1"] } })
+      const { seen, store } = yield* build(cluster)
+      yield* store.create(sid("s-pull"), sessionSpec({ image: "bad/image:1" }))
+      yield* store.create(sid("s-crash"), sessionSpec({ image: "crash/image:1" }))
+      const pull = yield* waitFor("pull failure", Effect.sync(() => seen.find((s) => s.session_id === "s-pull" && s.phase === "failed")))
+      assert.strictEqual(pull.reason, "ImagePullBackOff")
+      const crash = yield* waitFor("crash loop", Effect.sync(() => seen.find((s) => s.session_id === "s-crash" && s.phase === "failed")))
+      assert.strictEqual(crash.reason, "CrashLoopBackOff")
+      assert.strictEqual(yield* store.activeCount, 0)
+    }))
+
+  it.live("a pod deleted out of band goes terminating then terminated (PodDeleted)", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const { phases, seen, store } = yield* build(cluster)
+      yield* store.create(sid("s-1"), sessionSpec())
+      yield* until("running", () => phases("s-1").includes("running"))
+      yield* Effect.promise(async () => {
+        const { CoreV1Api, KubeConfig } = await import("@kubernetes/client-node")
+        const kc = new KubeConfig()
+        kc.loadFromString(cluster.server.kubeconfig)
+        await kc.makeApiClient(CoreV1Api).deleteNamespacedPod({ name: "s-1", namespace: NAMESPACE })
+      })
+      yield* until("terminated", () => phases("s-1").includes("terminated"))
+      assert.deepStrictEqual(phases("s-1").slice(-2), ["terminating", "terminated"])
+      assert.strictEqual(seen.at(-1)!.reason, "PodDeleted")
+      assert.isTrue(Option.isNone(yield* store.get(sid("s-1"))))
+      // A crash that removes the pod at once (no grace) is seen too.
+      yield* store.create(sid("s-2"), sessionSpec())
+      yield* until("s-2 running", () => phases("s-2").includes("running"))
+      cluster.server.remove("pods", NAMESPACE, "s-2")
+      yield* until("s-2 terminated", () => phases("s-2").includes("terminated"))
+    }))
+
+  it.live("delete through the store: terminating, terminated, the home PVC stays", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const { phases, store } = yield* build(cluster)
+      yield* store.create(sid("s-1"), sessionSpec({ persistent_home: true }))
+      yield* until("running", () => phases("s-1").includes("running"))
+      yield* store.delete(sid("s-1"))
+      yield* until("terminated", () => phases("s-1").includes("terminated"))
+      assert.isDefined(cluster.server.get("persistentvolumeclaims", NAMESPACE, "home-alice"))
+      yield* store.delete(sid("s-1"))
+    }))
+
+  it.live("a dropped watch resumes; an expired one relists and still sees what changed meanwhile", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const { phases, store } = yield* build(cluster)
+      yield* store.create(sid("s-1"), sessionSpec())
+      yield* until("running", () => phases("s-1").includes("running"))
+      cluster.server.dropWatches()
+      yield* store.create(sid("s-2"), sessionSpec())
+      yield* until("s-2 running after a dropped watch", () => phases("s-2").includes("running"))
+      // Expire the history and drop the watch while the pod disappears: only a relist can notice.
+      // The next watch is held back while the pod goes and the history is compacted: it resumes from an
+      // expired resourceVersion (410), and only the relist can notice the deletion.
+      cluster.server.addFault({ path: `/api/v1/namespaces/${NAMESPACE}/pods`, watch: true, latencyMs: 300, times: 1 })
+      cluster.server.dropWatches()
+      cluster.server.remove("pods", NAMESPACE, "s-1")
+      cluster.server.compact()
+      yield* until("s-1 terminated after relist", () => phases("s-1").includes("terminated"))
+      yield* store.create(sid("s-3"), sessionSpec())
+      yield* until("s-3 running", () => phases("s-3").includes("running"))
+    }))
+
+  it.live("a watch refused by the API (403) degrades the health; the store recovers when the API does", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const { phases, store } = yield* build(cluster)
+      const stop = cluster.server.addFault({ path: `/api/v1/namespaces/${NAMESPACE}/pods`, watch: true, status: 403, message: "watch denied" })
+      cluster.server.dropWatches()
+      yield* waitFor("degraded", Effect.map(store.health, (h) => h.status !== "ok"))
+      assert.include((yield* store.health).message, "Forbidden")
+      stop()
+      cluster.server.put("pods", {
+        metadata: {
+          name: "s-9",
+          namespace: NAMESPACE,
+          labels: { app: "session", agent: "agent-test", "app.kubernetes.io/managed-by": "streamspace-agent", "streamspace.io/session-id": "s-9" }
+        },
+        spec: { containers: [{ name: "session", image: "x:1" }] }
+      })
+      yield* until("s-9 seen after recovery", () => phases("s-9").length > 0)
+    }))
+})
