@@ -27,6 +27,9 @@ const guideDefaults: Record<string, string> = {
   RECONNECT_DELAY: "5s",
   MAX_RECONNECT_DELAY: "5m",
   MAX_SESSIONS: "100",
+  RECONNECT_RESET_AFTER: "1m",
+  PING_INTERVAL: "20s",
+  PING_TIMEOUT: "10s",
   SESSION_IMAGE_PULL_POLICY: "IfNotPresent",
   SESSION_DEFAULT_CPU: "1000m",
   SESSION_DEFAULT_MEMORY: "2Gi",
@@ -35,6 +38,7 @@ const guideDefaults: Record<string, string> = {
   VNC_PORT: "5900",
   VNC_TUNNEL_TIMEOUT: "1h",
   VNC_BUFFER_SIZE: "8192",
+  VNC_TUNNEL_WINDOW: "1048576",
   LOG_LEVEL: "info",
   LOG_FORMAT: "json",
   METRICS_ENABLED: "true",
@@ -64,6 +68,9 @@ const everyValue = {
     reconnectDelay: "2s",
     maxReconnectDelay: "10m",
     maxSessions: 50,
+    reconnectResetAfter: "2m",
+    pingInterval: "15s",
+    pingTimeout: "5s",
     session: {
       imagePullPolicy: "Always",
       defaultCpu: "500m",
@@ -73,7 +80,7 @@ const everyValue = {
       serviceType: "NodePort",
       podTemplate: { apiVersion: "v1", kind: "Pod", spec: { nodeSelector: { workload: "streamspace" } } }
     },
-    vnc: { port: 5901, tunnelTimeout: "2h", bufferSize: 16384 },
+    vnc: { port: 5901, tunnelTimeout: "2h", bufferSize: 16384, tunnelWindow: 2097152 },
     logging: { level: "debug", format: "text" },
     metrics: { enabled: true, port: 9191 },
     healthPort: 8181,
@@ -246,6 +253,15 @@ describe("helm/streamspace-agent", () => {
     assert.deepStrictEqual(missing, [], "values added to values.yaml must be added to everyValue")
   })
 
+  it("sets every variable the agent reads (packages/agent/src/AgentConfig.ts)", async () => {
+    const source = readFileSync(path.join(agentChart, "../../packages/agent/src/AgentConfig.ts"), "utf8")
+    const read = new Set([...source.matchAll(/"([A-Z][A-Z0-9_]{2,})"/g)].map((m) => m[1]!))
+    // Only meaningful outside a cluster: in a pod the credential lives in AGENT_CREDENTIAL_SECRET.
+    read.delete("AGENT_CREDENTIAL_FILE")
+    const rendered = envOf(find(parseObjects(await template(agentChart, ["--values", await writeValues(everyValue)], "eu", "agents")), "Deployment"))
+    assert.deepStrictEqual([...read].filter((v) => !rendered.has(v)).sort(), [], "agent variables without a chart value: add them to values.yaml and templates/deployment.yaml")
+  })
+
   it("renders every documented value into valid objects", async () => {
     const objects = parseObjects(await template(agentChart, ["--values", await writeValues(everyValue)], "eu", "agents"))
     assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
@@ -275,6 +291,9 @@ describe("helm/streamspace-agent", () => {
       RECONNECT_DELAY: "2s",
       MAX_RECONNECT_DELAY: "10m",
       MAX_SESSIONS: "50",
+      RECONNECT_RESET_AFTER: "2m",
+      PING_INTERVAL: "15s",
+      PING_TIMEOUT: "5s",
       SESSION_IMAGE_PULL_POLICY: "Always",
       SESSION_DEFAULT_CPU: "500m",
       SESSION_DEFAULT_MEMORY: "1Gi",
@@ -285,6 +304,7 @@ describe("helm/streamspace-agent", () => {
       VNC_PORT: "5901",
       VNC_TUNNEL_TIMEOUT: "2h",
       VNC_BUFFER_SIZE: "16384",
+      VNC_TUNNEL_WINDOW: "2097152",
       LOG_LEVEL: "debug",
       LOG_FORMAT: "text",
       METRICS_ENABLED: "true",
@@ -362,7 +382,8 @@ describe("helm/streamspace-agent", () => {
     const cases: Array<[Record<string, string | number | boolean>, RegExp]> = [
       [{ "agent.id": "Bad_ID" }, /at '\/agent\/id': 'Bad_ID' does not match pattern/],
       [{ "agent.controlPlaneUrl": "https://cp.example.com" }, /at '\/agent\/controlPlaneUrl'/],
-      [{ "agent.maxSessions": 0 }, /at '\/agent\/maxSessions': minimum: got 0, want 1/],
+      [{ "agent.maxSessions": -1 }, /at '\/agent\/maxSessions': minimum: got -1, want 0/],
+      [{ "agent.vnc.tunnelWindow": 1000 }, /at '\/agent\/vnc\/tunnelWindow': minimum: got 1,?000, want 65,?536/],
       [{ "agent.maxConcurrentOperations": -1 }, /at '\/agent\/maxConcurrentOperations'/],
       [{ "agent.heartbeatInterval": "30 seconds" }, /at '\/agent\/heartbeatInterval': '30 seconds' does not match pattern/],
       [{ "agent.logging.level": "verbose" }, /at '\/agent\/logging\/level': value must be one of/],

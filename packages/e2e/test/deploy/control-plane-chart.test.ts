@@ -32,6 +32,10 @@ const everyValue = {
     commandTimeout: "2m",
     credentialRotationGrace: "2h",
     vncTicketTtl: "30s",
+    vncTunnelWindow: 2097152,
+    pingInterval: "15s",
+    jwtClockTolerance: "10s",
+    maxBodyBytes: 2097152,
     logLevel: "debug",
     logFormat: "text",
     metricsEnabled: false,
@@ -102,6 +106,10 @@ describe("helm/streamspace-control-plane", () => {
       COMMAND_TIMEOUT: "5m",
       CREDENTIAL_ROTATION_GRACE: "1h",
       VNC_TICKET_TTL: "60s",
+      VNC_TUNNEL_WINDOW: "1048576",
+      PING_INTERVAL: "20s",
+      JWT_CLOCK_TOLERANCE: "30s",
+      MAX_BODY_BYTES: "1048576",
       LOG_LEVEL: "info",
       LOG_FORMAT: "json",
       METRICS_ENABLED: "true"
@@ -153,6 +161,17 @@ describe("helm/streamspace-control-plane", () => {
     assert.deepStrictEqual(missing, [], "values added to values.yaml must be added to everyValue")
   })
 
+  it("sets every variable the control plane reads (packages/control-plane/src/ControlPlaneConfig.ts)", async () => {
+    const source = readFileSync(path.join(controlPlaneChart, "../../packages/control-plane/src/ControlPlaneConfig.ts"), "utf8")
+    const read = new Set([...source.matchAll(/"([A-Z][A-Z0-9_]{2,})"/g)].map((m) => m[1]!))
+    // Development-only switches (set them with config.extraEnv if ever needed); OTEL_* pass through config.otel.
+    for (const v of ["DATABASE_IN_MEMORY", "DEV_TOKEN_TTL"]) read.delete(v)
+    const dir = await mkdtemp(path.join(tmpdir(), "cp-values-"))
+    await writeFile(path.join(dir, "values.json"), JSON.stringify(everyValue))
+    const rendered = env(await render(["--values", path.join(dir, "values.json")]))
+    assert.deepStrictEqual([...read].filter((v) => !rendered.has(v)).sort(), [], "control-plane variables without a chart value: add them to values.yaml and templates/deployment.yaml")
+  })
+
   it("renders every documented value into valid objects", async () => {
     const dir = await mkdtemp(path.join(tmpdir(), "cp-values-"))
     await writeFile(path.join(dir, "values.json"), JSON.stringify(everyValue))
@@ -182,6 +201,10 @@ describe("helm/streamspace-control-plane", () => {
       COMMAND_TIMEOUT: "2m",
       CREDENTIAL_ROTATION_GRACE: "2h",
       VNC_TICKET_TTL: "30s",
+      VNC_TUNNEL_WINDOW: "2097152",
+      PING_INTERVAL: "15s",
+      JWT_CLOCK_TOLERANCE: "10s",
+      MAX_BODY_BYTES: "2097152",
       LOG_LEVEL: "debug",
       LOG_FORMAT: "text",
       METRICS_ENABLED: "false",
