@@ -129,7 +129,9 @@ export class VncTestServer extends Context.Service<VncTestServer, {
           host: engine.host,
           port: engine.port,
           state: Effect.sync(engine.state),
-          setServerCutText: (text) => Effect.sync(() => engine.setServerCutText(text))
+          setServerCutText: Effect.fn("VncTestServer.setServerCutText")(function*(text: string) {
+            engine.setServerCutText(text)
+          })
         })
       })
     )

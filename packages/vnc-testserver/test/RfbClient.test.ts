@@ -3,40 +3,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as net from "node:net"
 import { ENCODING_COPYRECT, RfbClient } from "../src/index.ts"
-import { defaultPixelFormat, writePixelFormat } from "../src/internal/PixelFormat.ts"
-
-/** A one-connection server that runs `script` with a function reading exact byte counts. */
-const scripted = async (script: (socket: net.Socket, read: (n: number) => Promise<Buffer>) => Promise<void>) => {
-  const server = net.createServer((socket) => {
-    let buf = Buffer.alloc(0)
-    let wake = () => {}
-    socket.on("data", (d: Buffer) => {
-      buf = Buffer.concat([buf, d])
-      wake()
-    })
-    socket.on("error", () => {})
-    const read = async (n: number) => {
-      while (buf.length < n) await new Promise<void>((r) => (wake = r))
-      const out = buf.subarray(0, n)
-      buf = buf.subarray(n)
-      return out
-    }
-    void script(socket, read)
-  })
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
-  const { port } = server.address() as net.AddressInfo
-  return { port, close: () => new Promise<void>((r) => server.close(() => r())) }
-}
-
-const serverInit = (w: number, h: number, name: string) => {
-  const msg = Buffer.alloc(24 + name.length)
-  msg.writeUInt16BE(w, 0)
-  msg.writeUInt16BE(h, 2)
-  writePixelFormat(msg, 4, defaultPixelFormat)
-  msg.writeUInt32BE(name.length, 20)
-  msg.write(name, 24, "latin1")
-  return msg
-}
+import { scripted, serverInit } from "./helpers.ts"
 
 const rect = (x: number, y: number, w: number, h: number, enc: number) => {
   const b = Buffer.alloc(12)

@@ -164,8 +164,8 @@ describe("pixel formats", () => {
   ]
 
   for (const [label, pf] of formats) {
-    for (const encoding of [ENCODING_RAW, ENCODING_HEXTILE]) {
-      it(`${label}, ${encoding === ENCODING_RAW ? "Raw" : "Hextile"}: decodes to the same picture`, async () => {
+    for (const encoding of [ENCODING_RAW, ENCODING_RRE, ENCODING_HEXTILE]) {
+      it(`${label}, ${encoding === ENCODING_RAW ? "Raw" : encoding === ENCODING_RRE ? "RRE" : "Hextile"}: decodes to the same picture`, async () => {
         const c = await connect(server)
         c.setPixelFormat(pf)
         c.setEncodings([encoding])

@@ -12,6 +12,8 @@ import { decodePng, type Image } from "./png.ts"
 
 const WIDTH = 640
 const HEIGHT = 400
+/** Bound for every wait on the browser: generous, since the machine may be busy. */
+const WAIT = 10_000
 const outputDir = path.join(import.meta.dirname, "..", "test-output")
 
 const rgb = (c: number) => [(c >> 16) & 0xff, (c >> 8) & 0xff, c & 0xff]
@@ -58,7 +60,7 @@ describe("noVNC in headless Chromium", () => {
     })
     page = await browser.newPage({ viewport: { width: WIDTH + 40, height: HEIGHT + 40 } })
     await page.goto(`${bridge.url}/?password=browser-pw`)
-    await page.waitForFunction(() => (window as any).vnc?.connected === true || (window as any).vnc?.disconnected === true, null, { timeout: 10_000 })
+    await page.waitForFunction(() => (window as any).vnc?.connected === true || (window as any).vnc?.disconnected === true, null, { timeout: WAIT })
     assert.isTrue(await page.evaluate(() => (window as any).vnc.connected === true), "noVNC connected")
   }, 30_000)
 
@@ -66,11 +68,11 @@ describe("noVNC in headless Chromium", () => {
     await browser?.close()
     await bridge?.close()
     await server?.close()
-  })
+  }, 30_000)
 
   it("passes VNC Authentication and shows the desktop", async () => {
     assert.strictEqual(await page.evaluate(() => (window as any).vnc.desktopName), "noVNC session")
-    await waitFor("the first frame on the canvas", async () => (await canvasPixel(WIDTH - 2, HEIGHT - 2)).join() === rgb(BACKGROUND).join())
+    await waitFor("the first frame on the canvas", async () => (await canvasPixel(WIDTH - 2, HEIGHT - 2)).join() === rgb(BACKGROUND).join(), WAIT)
     const img = await screenshot("novnc-desktop.png")
     assert.deepStrictEqual([img.width, img.height], [WIDTH, HEIGHT])
     assert.deepStrictEqual(at(img, WIDTH - 2, HEIGHT - 2), rgb(BACKGROUND))
@@ -78,41 +80,41 @@ describe("noVNC in headless Chromium", () => {
     // the session name is written in the title bar, the clock below it
     assert.isAbove(count(img, TEXT, { x: 0, y: 0, w: WIDTH, h: 24 }), 200)
     assert.isAbove(count(img, BACKGROUND), WIDTH * HEIGHT / 2)
-  })
+  }, 30_000)
 
   it("a click and typed keys in the browser reach the server and change the picture", async () => {
     const before = await screenshot("novnc-before-input.png")
     const keysLine = { x: 0, y: 56, w: WIDTH, h: 16 }
     const canvas = page.locator("#screen canvas")
     await canvas.click({ position: { x: 400, y: 300 } })
-    await waitFor("the click on the server", () => server.state().clicks.some((c) => c.x === 400 && c.y === 300 && c.button === 1))
+    await waitFor("the click on the server", () => server.state().clicks.some((c) => c.x === 400 && c.y === 300 && c.button === 1), WAIT)
     await page.keyboard.type("hello noVNC")
-    await waitFor("the typed text on the server", () => server.state().typedText === "hello noVNC")
-    await waitFor("the mark on the canvas", async () => (await canvasPixel(400, 300)).join() === rgb(MARK).join())
+    await waitFor("the typed text on the server", () => server.state().typedText === "hello noVNC", WAIT)
+    await waitFor("the mark on the canvas", async () => (await canvasPixel(400, 300)).join() === rgb(MARK).join(), WAIT)
     await waitFor("the text on the canvas", async () => {
       const img = await screenshot("novnc-after-input.png")
       return count(img, TEXT, keysLine) > count(before, TEXT, keysLine) + 100
-    })
+    }, WAIT)
     const after = await screenshot("novnc-after-input.png")
     assert.deepStrictEqual(at(after, 400, 300), rgb(MARK))
     assert.notDeepEqual(at(before, 400, 300), rgb(MARK))
-  })
+  }, 30_000)
 
   it("clipboard text flows both ways", async () => {
     server.setServerCutText("from the desktop")
-    await page.waitForFunction(() => (window as any).vnc.clipboard === "from the desktop", null, { timeout: 5000 })
+    await page.waitForFunction(() => (window as any).vnc.clipboard === "from the desktop", null, { timeout: WAIT })
     await page.evaluate(() => (window as any).vnc.rfb.clipboardPasteFrom("from the browser"))
-    await waitFor("ClientCutText on the server", () => server.state().clientCutText === "from the browser")
-  })
+    await waitFor("ClientCutText on the server", () => server.state().clientCutText === "from the browser", WAIT)
+  }, 30_000)
 
   it("a second viewer with the wrong password is refused without disturbing the first", async () => {
     const other = await browser.newPage()
     await other.goto(`${bridge.url}/?password=nope`)
-    await other.waitForFunction(() => (window as any).vnc?.securityFailure !== undefined, null, { timeout: 10_000 })
+    await other.waitForFunction(() => (window as any).vnc?.securityFailure !== undefined, null, { timeout: WAIT })
     assert.match(await other.evaluate(() => String((window as any).vnc.securityFailure)), /Authentication failed/)
     await other.close()
     await page.keyboard.type("!")
-    await waitFor("more typed text", () => server.state().typedText === "hello noVNC!")
+    await waitFor("more typed text", () => server.state().typedText === "hello noVNC!", WAIT)
     assert.isTrue(await page.evaluate(() => (window as any).vnc.disconnected === false))
-  })
+  }, 30_000)
 })
