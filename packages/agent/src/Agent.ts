@@ -58,9 +58,13 @@ export const Router: Layer.Layer<never, never, AgentConfig | Connection | Comman
     )
 
     // A lost link takes its tunnels with it: the viewers reconnect through the control plane.
+    let wasUp = false
     yield* connection.status.pipe(
-      Stream.filter((up) => !up),
-      Stream.runForEach(() => tunnels.closeAll("error")),
+      Stream.runForEach((up) => {
+        const lost = wasUp && !up
+        wasUp = up
+        return lost ? tunnels.closeAll("error") : Effect.void
+      }),
       Effect.forkScoped
     )
 
