@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { pod, setup, waitFor } from "./helpers.ts"
+import { apiError, pod, setup, waitFor } from "./helpers.ts"
 
 // The securityContext an agent sets for Pod Security "restricted".
 const restricted = {
@@ -145,5 +145,19 @@ describe("simulated kubelet", () => {
     server.configureKubelet({ paused: false })
     await waitFor(() => server.get("pods", "default", "p")?.status.phase === "Running")
     await waitFor(() => server.get("persistentvolumeclaims", "default", "c")?.status.phase === "Bound")
+  })
+
+  it("serves pod logs (text/plain), and 400 while the container is waiting to start", async () => {
+    const { api, server } = await setup({ kubelet: { startDelayMs: 10, cannotPull: ["bad:1"] } })
+    await api.createNamespacedPod({ namespace: "default", body: pod("p") })
+    await waitFor(() => server.get("pods", "default", "p")?.status.phase === "Running")
+    server.setPodLog("default", "p", "line 1\nline 2\nline 3\n")
+    expect(await api.readNamespacedPodLog({ name: "p", namespace: "default" })).toBe("line 1\nline 2\nline 3\n")
+    expect(await api.readNamespacedPodLog({ name: "p", namespace: "default", container: "vnc", tailLines: 1 })).toBe("line 3\n")
+    await api.createNamespacedPod({ namespace: "default", body: { metadata: { name: "q" }, spec: { containers: [{ name: "c", image: "bad:1" }] } } })
+    await waitFor(() => server.get("pods", "default", "q")?.status.containerStatuses?.[0]?.state?.waiting?.reason === "ImagePullBackOff")
+    const e = await apiError(api.readNamespacedPodLog({ name: "q", namespace: "default" }))
+    expect(e.code).toBe(400)
+    expect(e.status.message).toBe("container \"c\" in pod \"q\" is waiting to start: ImagePullBackOff")
   })
 })

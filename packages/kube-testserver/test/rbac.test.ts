@@ -1,4 +1,6 @@
 import * as k8s from "@kubernetes/client-node"
+import { readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
 import { apiError, clientFor, pod, setup } from "./helpers.ts"
 
@@ -160,5 +162,16 @@ subjects: [{ kind: User, name: alice }]
     ))
     expect(e.code).toBe(403)
     expect(e.status.message).toContain("cannot create resource \"configmaps\"")
+  })
+
+  it("loads the agent Helm chart's role-rules.yaml (comments and all) and enforces it", async () => {
+    const file = fileURLToPath(new URL("../../../helm/streamspace-agent/files/role-rules.yaml", import.meta.url))
+    const { server } = await setup({ kubelet: { startDelayMs: 0 } })
+    const [role] = server.loadRbac(readFileSync(file, "utf8"), { namespace: "streamspace", roleName: "streamspace-agent", bindServiceAccount: { namespace: "streamspace", name: "agent" } })
+    expect(role?.kind).toBe("Role")
+    expect(role?.rules.length).toBeGreaterThan(0)
+    const { api } = clientFor(server.kubeconfigFor(server.addServiceAccount("streamspace", "agent")))
+    await api.listNamespacedPod({ namespace: "streamspace" })
+    expect((await apiError(api.listNamespacedPod({ namespace: "default" }))).code).toBe(403)
   })
 })

@@ -43,7 +43,7 @@ export const resources: ReadonlyArray<ResourceInfo> = [
   core("pods", "Pod", {
     returnDeletedObject: true,
     hasStatus: true,
-    subresources: ["status", "portforward"],
+    subresources: ["status", "portforward", "log"],
     fieldSelectors: [
       ...base,
       "spec.nodeName",

@@ -99,6 +99,8 @@ export interface KubeTestServerHandle {
   /** Loads Role/RoleBinding/ClusterRole/ClusterRoleBinding YAML (multi-document, or a bare PolicyRule list). */
   loadRbac(yamlText: string, options?: LoadRbacOptions): Array<Obj>
   registerPortForward(namespace: string, pod: string, port: number, target: PortForwardTarget): void
+  /** Sets the text `GET .../pods/NAME/log` returns for a container (default: the pod's only container). */
+  setPodLog(namespace: string, pod: string, text: string, container?: string): void
   /** Target for pods with no registered target (e.g. every session pod's 5900 -> one vnc-testserver). */
   setDefaultPortForward(resolver: ((namespace: string, pod: string, port: number) => PortForwardTarget | undefined) | undefined): void
   unregisterPortForward(namespace: string, pod: string, port?: number): void
@@ -247,6 +249,7 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
   tokens.set(adminToken, { username: "admin", groups: ["system:masters", "system:authenticated"] })
   const faults: Array<{ fault: Fault; left: number }> = []
   const targets = new Map<string, PortForwardTarget>()
+  const podLogs = new Map<string, string>()
   let defaultTarget: ((namespace: string, pod: string, port: number) => PortForwardTarget | undefined) | undefined
   const watches = new Set<ActiveWatch>()
   const sockets = new Set<Socket>()
@@ -400,6 +403,26 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
     res.on("close", () => w.end(false))
   }
 
+  const servePodLog = (res: http.ServerResponse, ns: string, name: string, q: URLSearchParams) => {
+    const pod = registry.get(byResource.get("/pods")!, ns, name)
+    const containers: Array<Obj> = pod.spec?.containers ?? []
+    const container = q.get("container") ?? (containers.length === 1 ? containers[0]!.name : undefined)
+    if (container === undefined) {
+      throw badRequest(`a container name must be specified for pod ${name}, choose one of: [${containers.map((c) => c.name).join(" ")}]`)
+    }
+    if (!containers.some((c) => c.name === container)) throw badRequest(`container ${container} is not valid for pod ${name}`)
+    const st = (pod.status?.containerStatuses ?? []).find((c: Obj) => c.name === container)
+    const waiting = st?.state?.waiting?.reason ?? (st === undefined ? "ContainerCreating" : undefined)
+    if (waiting !== undefined && st?.lastState?.terminated === undefined) {
+      throw badRequest(`container "${container}" in pod "${name}" is waiting to start: ${waiting}`)
+    }
+    let text = podLogs.get(`${ns}/${name}/${container}`) ?? ""
+    const tail = q.get("tailLines")
+    if (tail !== null) text = text.split("\n").filter((l, i, a) => !(i === a.length - 1 && l === "")).slice(-Number(tail)).map((l) => `${l}\n`).join("")
+    res.writeHead(200, { "Content-Type": "text/plain", "Content-Length": Buffer.byteLength(text) })
+    res.end(text)
+  }
+
   const handleResource = async (req: http.IncomingMessage, res: http.ServerResponse, route: Route, q: URLSearchParams, user: UserInfo, fault: Fault | undefined) => {
     const method = req.method ?? "GET"
     const info = route.info
@@ -422,6 +445,10 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
     const ns = info.namespaced ? route.namespace : ""
     const listNs = info.resource === "namespaces" ? "" : ns
     if (route.subresource === "portforward") throw badRequest("Upgrade request required")
+    if (route.subresource === "log") {
+      if (verb !== "get") throw methodNotAllowed()
+      return servePodLog(res, ns, route.name, q)
+    }
     const dryRun = parseDryRun(q)
     switch (verb) {
       case "get":
@@ -702,6 +729,10 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
     },
     registerPortForward(namespace, pod, p, target) {
       targets.set(`${namespace}/${pod}/${p}`, target)
+    },
+    setPodLog(namespace, pod, text, container) {
+      const c = container ?? store.get(byResource.get("/pods")!, namespace, pod)?.spec?.containers?.[0]?.name ?? ""
+      podLogs.set(`${namespace}/${pod}/${c}`, text)
     },
     setDefaultPortForward(resolver) {
       defaultTarget = resolver
