@@ -6,6 +6,7 @@
 // in the chart tests instead).
 import * as k8s from "@kubernetes/client-node"
 import { start, type KubeTestServerHandle } from "@streamspace/kube-testserver"
+import { readFileSync } from "node:fs"
 import * as path from "node:path"
 import { afterEach, assert, describe, it } from "vitest"
 import { agentChart, controlPlaneChart, find, type K8sObject, parseObjects, template } from "./helm.ts"
@@ -129,6 +130,18 @@ describe("rendered charts in kube-testserver", () => {
       "list namespaces": await status(core.listNamespace())
     }
     assert.deepStrictEqual(forbidden, { "list secrets": 403, "delete pvc": 403, "read configmaps": 403, "create pod in another namespace": 403, "list namespaces": 403 })
+  })
+
+  it("loads files/role-rules.yaml as the bare rule list the agent's tests use, equal to the rendered Role", async () => {
+    const { server } = await cluster(["default", "streamspace"])
+    const loaded = server.loadRbac(readFileSync(path.join(agentChart, "files/role-rules.yaml"), "utf8"), {
+      namespace: "streamspace",
+      roleName: "streamspace-k8s-agent",
+      bindServiceAccount: { namespace: "streamspace", name: "streamspace-k8s-agent" }
+    })
+    assert.deepStrictEqual(loaded.map((o) => o.kind), ["Role", "RoleBinding"])
+    const rendered = find(parseObjects(await template(agentChart, ["--values", path.join(agentChart, "ci/required-values.yaml")])), "Role")
+    assert.deepStrictEqual(loaded[0]!.rules, rendered.rules)
   })
 
   it("creates the control-plane chart's objects and runs its pod (embedded database on the PVC)", async () => {
