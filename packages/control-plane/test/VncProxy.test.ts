@@ -1,0 +1,247 @@
+import { assert, describe, it } from "@effect/vitest"
+import type { SessionId, TemplateName, TunnelId, UserId } from "@streamspace/protocol"
+import { BinaryKind, decodeBinary, MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
+import { Context, Effect, Layer, References, Result } from "effect"
+import { TestClock } from "effect/testing"
+import { Auth, type User } from "../src/Auth.ts"
+import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
+import { makeMemoryRepo, Sessions } from "../src/Sessions.ts"
+import { VncProxy } from "../src/VncProxy.ts"
+import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
+import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
+import { connectViewer, serveApp, type Viewer, waitFor } from "./support/http.ts"
+import { bearer, sign, TEST_JWT_SECRET } from "./support/jwt.ts"
+
+const WINDOW = 65536
+const ann: User = { id: "ann" as UserId, role: "user" }
+const bob: User = { id: "bob" as UserId, role: "user" }
+
+const env = {
+  JWT_SECRET: TEST_JWT_SECRET,
+  VNC_TUNNEL_WINDOW: String(WINDOW),
+  VNC_TICKET_TTL: "60s",
+  LOG_LEVEL: "error"
+}
+
+const setup = Effect.gen(function*() {
+  const hub: FakeHub = yield* makeFakeHub
+  const dispatcher: FakeDispatcher = yield* makeFakeDispatcher
+  hub.addAgent("a")
+  const agentWindow = { value: WINDOW }
+  dispatcher.responder = (d) => {
+    switch (d.request.action) {
+      case "create_session":
+        return { result: { action: "create_session", session: { session_id: d.request.args.session_id, phase: "running", observed_at: "2026-01-01T00:00:00Z" } } }
+      case "vnc_connect":
+        return { result: { action: "vnc_connect", tunnel_id: d.request.args.tunnel_id, window: agentWindow.value } }
+      case "vnc_disconnect":
+        return { result: { action: "vnc_disconnect", tunnel_id: d.request.args.tunnel_id } }
+      default:
+        return undefined
+    }
+  }
+  const services = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), ControlPlaneConfig.layerFromRecord(env), Layer.succeed(References.MinimumLogLevel, "Warn"))
+  const app = VncProxy.layer.pipe(
+    Layer.provideMerge(Sessions.layerMemory(makeMemoryRepo())),
+    Layer.provideMerge(Auth.layer),
+    Layer.provideMerge(services)
+  )
+  const served = yield* serveApp(app)
+  const sessions = Context.get(served.ctx, Sessions)
+  const proxy = Context.get(served.ctx, VncProxy)
+  const annToken = yield* Effect.promise(() => sign({ sub: "ann" }))
+  const running = yield* sessions.create(ann, { template: "demo" as TemplateName })
+  yield* Effect.promise(() => waitFor("session running", async () => (await Effect.runPromise(sessions.get(ann, running.id))).state === "running"))
+  const url = (id: string, query = "") => `${served.wsBase}/api/v1/sessions/${id}/vnc${query}`
+  return { hub, dispatcher, sessions, proxy, annToken, running, url, base: served.base, agentWindow }
+})
+
+const open = (v: Viewer) => Effect.promise(() => v.opened)
+const closed = (v: Viewer) => Effect.promise(() => v.closed)
+const until = (what: string, check: () => boolean) => Effect.promise(() => waitFor(what, check))
+const refusedStatus = (v: Viewer) => Effect.promise(() => v.opened.then(() => 0, (e: { status?: number }) => e.status ?? -1))
+
+const dataBytesTo = (hub: FakeHub, tunnelId: number) =>
+  hub.binary.reduce((n, b) => {
+    const f = decodeBinary(b.frame)
+    return Result.isSuccess(f) && f.success.kind === "data" && f.success.tunnelId === tunnelId ? n + f.success.payload.length : n
+  }, 0)
+const windowFrames = (hub: FakeHub, tunnelId: number) =>
+  hub.binary.flatMap((b) => {
+    const f = decodeBinary(b.frame)
+    return Result.isSuccess(f) && f.success.kind === "window" && f.success.tunnelId === tunnelId ? [f.success.credit] : []
+  })
+const lastTunnel = (d: FakeDispatcher) => {
+  const c = [...d.commands].reverse().find((c) => c.request.action === "vnc_connect")
+  return c === undefined || c.request.action !== "vnc_connect" ? 0 : c.request.args.tunnel_id
+}
+
+describe("VncProxy", () => {
+  it.live("relays bytes both ways with the user's JWT and the binary subprotocol", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
+      yield* open(v)
+      assert.strictEqual(v.ws.protocol, "binary")
+      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
+      const tunnelId = lastTunnel(t.dispatcher)
+      const connect = t.dispatcher.commands.find((c) => c.request.action === "vnc_connect")!
+      assert.deepStrictEqual(connect.request.args, { session_id: t.running.id, tunnel_id: tunnelId as TunnelId, window: WINDOW })
+      yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
+      // agent -> viewer
+      yield* t.hub.tunnels.get(`a/${tunnelId}`)!.onFrame({ kind: "data", tunnelId: tunnelId as TunnelId, payload: new TextEncoder().encode("RFB 003.008\n") })
+      yield* until("viewer got the greeting", () => v.receivedBytes() === 12)
+      assert.strictEqual(new TextDecoder().decode(v.received[0]), "RFB 003.008\n")
+      // viewer -> agent
+      v.ws.send(new TextEncoder().encode("RFB 003.008\n"))
+      yield* until("agent got the reply", () => dataBytesTo(t.hub, tunnelId) === 12)
+      const frame = t.hub.binary.find((b) => b.frame[0] === BinaryKind.data)!
+      assert.strictEqual(new TextDecoder().decode(frame.frame.subarray(5)), "RFB 003.008\n")
+      assert.strictEqual(yield* t.proxy.viewers, 1)
+      v.ws.close()
+      yield* until("vnc_disconnect", () => t.dispatcher.commands.some((c) => c.request.action === "vnc_disconnect"))
+      const disc = t.dispatcher.commands.find((c) => c.request.action === "vnc_disconnect")!
+      assert.deepStrictEqual(disc.request.args, { tunnel_id: tunnelId as TunnelId })
+      yield* until("sink unregistered", () => !t.hub.tunnels.has(`a/${tunnelId}`))
+      yield* until("viewer count back to 0", () => Effect.runSync(t.proxy.viewers) === 0)
+    }))
+
+  it.live("viewer -> agent stays within the credit the agent granted, and resumes on a window frame", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
+      yield* open(v)
+      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
+      const tunnelId = lastTunnel(t.dispatcher)
+      yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
+      const total = WINDOW * 3
+      v.ws.send(new Uint8Array(total).fill(7))
+      yield* until("first window spent", () => dataBytesTo(t.hub, tunnelId) === WINDOW)
+      // No more without credit.
+      yield* Effect.promise(() => new Promise((r) => setImmediate(r)))
+      assert.strictEqual(dataBytesTo(t.hub, tunnelId), WINDOW)
+      assert.isTrue(t.hub.binary.every((b) => b.frame.length <= 5 + MAX_BINARY_PAYLOAD_BYTES))
+      const sink = t.hub.tunnels.get(`a/${tunnelId}`)!
+      yield* sink.onFrame({ kind: "window", tunnelId: tunnelId as TunnelId, credit: 1000 })
+      yield* until("1000 more", () => dataBytesTo(t.hub, tunnelId) === WINDOW + 1000)
+      yield* sink.onFrame({ kind: "window", tunnelId: tunnelId as TunnelId, credit: total })
+      yield* until("the rest", () => dataBytesTo(t.hub, tunnelId) === total)
+      v.ws.close()
+    }))
+
+  it.live("agent -> viewer credit is returned once the viewer's socket took the bytes; overrunning the window closes", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
+      yield* open(v)
+      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
+      const tunnelId = lastTunnel(t.dispatcher) as TunnelId
+      yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
+      const sink = t.hub.tunnels.get(`a/${tunnelId}`)!
+      // Below the threshold (a quarter window): no credit yet.
+      yield* sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(10_000) })
+      yield* until("viewer got 10000", () => v.receivedBytes() === 10_000)
+      assert.deepStrictEqual(windowFrames(t.hub, tunnelId), [])
+      yield* sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(10_000) })
+      yield* until("credit returned", () => windowFrames(t.hub, tunnelId).length === 1)
+      assert.deepStrictEqual(windowFrames(t.hub, tunnelId), [20_000])
+      // More than a window in flight is a broken agent: the viewer is closed with 4502.
+      v.ws.pause() // the viewer stops reading
+      for (let i = 0; i < 40; i++) yield* sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(MAX_BINARY_PAYLOAD_BYTES) })
+      v.ws.resume()
+      const c = yield* closed(v)
+      assert.strictEqual(c.code, 4502)
+      assert.include(c.reason, "credit window")
+    }))
+
+  it.live("vnc_closed from the agent closes the viewer with the reason; the agent going away closes with 4503", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const v1 = connectViewer(t.url(t.running.id), bearer(t.annToken))
+      yield* open(v1)
+      yield* until("vnc_connect 1", () => lastTunnel(t.dispatcher) !== 0)
+      const t1 = lastTunnel(t.dispatcher) as TunnelId
+      const v2 = connectViewer(t.url(t.running.id), bearer(t.annToken))
+      yield* open(v2)
+      yield* until("vnc_connect 2", () => lastTunnel(t.dispatcher) !== t1)
+      const t2 = lastTunnel(t.dispatcher) as TunnelId
+      assert.notStrictEqual(t1, t2)
+      yield* until("sinks", () => t.hub.tunnels.has(`a/${t1}`) && t.hub.tunnels.has(`a/${t2}`))
+      yield* t.hub.emit({
+        _tag: "Message",
+        agentId: "a" as never,
+        message: { type: "vnc_closed", id: "m" as never, ts: "", payload: { tunnel_id: t1, session_id: t.running.id as SessionId, reason: "pod_gone" } }
+      })
+      const c1 = yield* closed(v1)
+      assert.strictEqual(c1.code, 4410)
+      assert.include(c1.reason, "pod_gone")
+      assert.strictEqual(v2.ws.readyState, v2.ws.OPEN)
+      yield* t.hub.tunnels.get(`a/${t2}`)!.onAgentGone
+      const c2 = yield* closed(v2)
+      assert.strictEqual(c2.code, 4503)
+      // The agent closed its side: no vnc_disconnect for either tunnel.
+      assert.strictEqual(t.dispatcher.commands.filter((c) => c.request.action === "vnc_disconnect").length, 0)
+    }))
+
+  it.live("a failed vnc_connect closes the viewer with the agent's reason", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.dispatcher.responder = (d) => d.request.action === "vnc_connect" ? { error: { code: "tunnel_failed", message: "port-forward refused", retryable: true } } : undefined
+      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
+      const c = yield* closed(v)
+      assert.strictEqual(c.code, 4502)
+      assert.include(c.reason, "port-forward refused")
+    }))
+
+  it.live("not running -> 4409, unknown or someone else's session -> 4404, no token -> 401, plain GET -> 426", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.dispatcher.responder = () => undefined
+      const creating = yield* t.sessions.create(ann, { template: "demo" as TemplateName })
+      const c1 = yield* closed(connectViewer(t.url(creating.id), bearer(t.annToken)))
+      assert.deepStrictEqual(c1, { code: 4409, reason: "session is creating, not running" })
+      const c2 = yield* closed(connectViewer(t.url("s-000000000000"), bearer(t.annToken)))
+      assert.strictEqual(c2.code, 4404)
+      const bobToken = yield* Effect.promise(() => sign({ sub: "bob" }))
+      const c3 = yield* closed(connectViewer(t.url(t.running.id), bearer(bobToken)))
+      assert.strictEqual(c3.code, 4404)
+      assert.strictEqual(yield* refusedStatus(connectViewer(t.url(t.running.id))), 401)
+      assert.strictEqual(yield* refusedStatus(connectViewer(t.url(t.running.id), bearer("garbage"))), 401)
+      const plain = yield* Effect.promise(() => fetch(`${t.base}/api/v1/sessions/${t.running.id}/vnc`))
+      assert.strictEqual(plain.status, 426)
+      assert.strictEqual(t.dispatcher.commands.filter((c) => c.request.action === "vnc_connect").length, 0)
+    }))
+
+  it.live("tickets are single use and bound to one session and user", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const other = yield* t.sessions.create(ann, { template: "demo" as TemplateName })
+      const ticket = yield* t.proxy.issueTicket(ann, t.running.id)
+      assert.strictEqual(ticket.sessionId, t.running.id)
+      const v = connectViewer(t.url(t.running.id, `?ticket=${ticket.ticket}`))
+      yield* open(v)
+      v.ws.close()
+      assert.strictEqual(yield* refusedStatus(connectViewer(t.url(t.running.id, `?ticket=${ticket.ticket}`))), 401)
+      const t2 = yield* t.proxy.issueTicket(ann, t.running.id)
+      assert.strictEqual(yield* refusedStatus(connectViewer(t.url(other.id, `?ticket=${t2.ticket}`))), 401)
+      // ...and that attempt used it up.
+      assert.strictEqual(yield* refusedStatus(connectViewer(t.url(t.running.id, `?ticket=${t2.ticket}`))), 401)
+      assert.strictEqual(yield* refusedStatus(connectViewer(t.url(t.running.id, "?ticket=made-up"))), 401)
+      // Bob cannot get a ticket for Ann's session.
+      assert.strictEqual((yield* Effect.flip(t.proxy.issueTicket(bob, t.running.id))).reason, "NotFound")
+    }))
+
+  it.effect("tickets expire after VNC_TICKET_TTL", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const fresh = yield* t.proxy.issueTicket(ann, t.running.id)
+      const stale = yield* t.proxy.issueTicket(ann, t.running.id)
+      yield* TestClock.adjust("59 seconds")
+      const v = connectViewer(t.url(t.running.id, `?ticket=${fresh.ticket}`))
+      yield* open(v)
+      v.ws.close()
+      yield* closed(v)
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual(yield* refusedStatus(connectViewer(t.url(t.running.id, `?ticket=${stale.ticket}`))), 401)
+    }))
+})
