@@ -180,6 +180,7 @@ describe("helm/streamspace-agent", () => {
     const pod = spec.template.spec
     assert.strictEqual(pod.serviceAccountName, "streamspace-k8s-agent")
     assert.isAbove(pod.terminationGracePeriodSeconds, 30, "grace period above GRACEFUL_SHUTDOWN_TIMEOUT")
+    assert.isFalse(pod.enableServiceLinks, "no service-link env vars that could shadow settings")
     assert.strictEqual(pod.containers.length, 1)
     const c = pod.containers[0]
     assert.strictEqual(c.name, "agent")

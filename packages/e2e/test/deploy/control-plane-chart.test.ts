@@ -136,6 +136,7 @@ describe("helm/streamspace-control-plane", () => {
     assert.deepStrictEqual(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ["ALL"] } })
     assert.deepInclude(pod.securityContext, { runAsNonRoot: true, runAsUser: 10001, seccompProfile: { type: "RuntimeDefault" } })
     assert.isFalse(pod.automountServiceAccountToken)
+    assert.isFalse(pod.enableServiceLinks)
     assert.deepStrictEqual(find(objects, "Service").spec.ports, [{ name: "http", port: 80, targetPort: "http", protocol: "TCP" }])
   })
 
