@@ -424,6 +424,25 @@ describe("bad input closes only that connection", () => {
   })
 })
 
+describe("sizes", () => {
+  for (const [w, h] of [[1, 1], [7, 5], [100, 30], [17, 300]]) {
+    it(`a ${w}x${h} desktop serves valid full and incremental updates`, async () => {
+      const server = await startServer({ width: w, height: h })
+      const c = await connect(server)
+      c.setEncodings([ENCODING_HEXTILE])
+      await c.update(false)
+      c.type("x")
+      c.click(w - 1, h - 1)
+      await waitFor("the input", () => server.state().clicks.length === 1 && server.state().typedText === "x")
+      // the click mark is dirty; the client rejects any rectangle outside its framebuffer
+      await c.update(true)
+      assert.deepStrictEqual(c.pixel(w - 1, h - 1), rgb(MARK))
+      c.close()
+      await server.close()
+    })
+  }
+})
+
 describe("frame rate", () => {
   it("paces incremental updates: they come no faster than the frame rate", async () => {
     const server = await startServer({ frameRate: 20 })

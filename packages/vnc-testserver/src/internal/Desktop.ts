@@ -134,7 +134,7 @@ export class Desktop {
       if ((pressed & (1 << bit)) === 0) continue
       this.clicks.push({ x, y, button: bit + 1 })
       if (this.clicks.length > HISTORY) this.clicks.shift()
-      this.dirty.add(this.markRect(x, y))
+      this.markDirty(this.markRect(x, y))
     }
   }
 
@@ -199,7 +199,13 @@ export class Desktop {
     let last = n
     while (last > first && prev.charCodeAt(last - 1) === next.charCodeAt(last - 1)) last--
     w.text = next
-    this.dirty.add(this.cellRect(w, first, last))
+    this.markDirty(this.cellRect(w, first, last))
+  }
+
+  /** Text rows may run past the bottom of a small framebuffer: keep only the visible part. */
+  private markDirty(r: Rect): void {
+    const visible = intersect(r, { x: 0, y: 0, w: this.width, h: this.height })
+    if (visible !== undefined) this.dirty.add(visible)
   }
 
   /** Repaints everything inside `clip` from the model. */
