@@ -220,4 +220,16 @@ describe("CRUD through CoreV1Api", () => {
       expect(typeof (e as k8s.ApiException<string>).body).toBe("string")
     }
   })
+
+  it("lists across all namespaces and folds Secret stringData into data", async () => {
+    const { api } = await setup({ kubelet: { paused: true } })
+    await api.createNamespacedPod({ namespace: "default", body: pod("a") })
+    await api.createNamespacedPod({ namespace: "streamspace", body: pod("b") })
+    const all = await api.listPodForAllNamespaces({ labelSelector: "app=vnc" })
+    expect(all.items.map((p) => `${p.metadata?.namespace}/${p.metadata?.name}`)).toEqual(["default/a", "streamspace/b"])
+    const s = await api.createNamespacedSecret({ namespace: "streamspace", body: { metadata: { name: "cred" }, stringData: { token: "s3cret" } } })
+    expect(s.data).toEqual({ token: Buffer.from("s3cret").toString("base64") })
+    expect(s.stringData).toBeUndefined()
+    expect(s.type).toBe("Opaque")
+  })
 })

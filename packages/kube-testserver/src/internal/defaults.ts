@@ -67,6 +67,15 @@ const defaultServiceSpec = (spec: Obj) => {
   }
 }
 
+/** The apiserver folds write-only `stringData` into base64 `data`. */
+const foldStringData = (obj: Obj) => {
+  if (obj.stringData !== null && typeof obj.stringData === "object") {
+    obj.data = { ...(obj.data ?? {}) }
+    for (const [k, v] of Object.entries(obj.stringData)) obj.data[k] = Buffer.from(String(v), "utf8").toString("base64")
+  }
+  delete obj.stringData
+}
+
 /** Fills defaults on a newly created object (mutates). */
 export const applyCreateDefaults = (kind: string, obj: Obj) => {
   switch (kind) {
@@ -94,6 +103,7 @@ export const applyCreateDefaults = (kind: string, obj: Obj) => {
       break
     case "Secret":
       obj.type ??= "Opaque"
+      foldStringData(obj)
       break
   }
 }
@@ -102,5 +112,8 @@ export const applyCreateDefaults = (kind: string, obj: Obj) => {
 export const applyUpdateDefaults = (kind: string, obj: Obj) => {
   if (kind === "Pod" && obj.spec !== undefined) defaultPodSpec(obj.spec)
   if (kind === "Service" && obj.spec !== undefined) defaultServiceSpec(obj.spec)
-  if (kind === "Secret") obj.type ??= "Opaque"
+  if (kind === "Secret") {
+    obj.type ??= "Opaque"
+    foldStringData(obj)
+  }
 }
