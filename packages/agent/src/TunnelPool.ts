@@ -80,9 +80,12 @@ export const make = Effect.gen(function*() {
       if (r._tag === "End") {
         const status = yield* store.get(t.sessionId)
         const podGone = Option.isNone(status) || GONE.has(status.value.phase)
+        // Error text from the kubelet means the forward itself failed (e.g. nothing listens on the port).
         return yield* signal(t, podGone
           ? { reason: "pod_gone" }
-          : { reason: "upstream_closed", ...(r.error !== undefined ? { message: r.error } : {}) })
+          : r.error !== undefined
+          ? { reason: "error", message: r.error }
+          : { reason: "upstream_closed" })
       }
       t.credit -= r.bytes.length
       if (t.credit <= 0) Latch.closeUnsafe(t.hasCredit)

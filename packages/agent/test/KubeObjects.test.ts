@@ -164,7 +164,7 @@ describe("derivePhase", () => {
     })
     assert.strictEqual(derivePhase({ metadata: { deletionTimestamp: "2026-01-01T00:00:00Z" }, status: { phase: "Running" } }).phase, "terminating")
     const gone = statusOfPod({ metadata: { name: "s-1", labels: { "streamspace.io/user": "bob" } } }, sid("s-1"), "2026-01-01T00:00:00.000Z", true)
-    assert.deepStrictEqual(gone, { session_id: "s-1", phase: "terminated", reason: "PodDeleted", user_id: "bob" as UserId, observed_at: "2026-01-01T00:00:00.000Z" })
+    assert.deepStrictEqual(gone, { session_id: sid("s-1"), phase: "terminated", reason: "PodDeleted", user_id: "bob" as UserId, observed_at: "2026-01-01T00:00:00.000Z" })
   })
 })
 

@@ -2,7 +2,7 @@
 // kubeconfig file, the agent's Role from the Helm chart, bounded polling, and session specs.
 import { KubeTestServer, type KubeTestServerHandle, type ServerOptions } from "@streamspace/kube-testserver"
 import type { SessionId, SessionSpec, TemplateName, UserId } from "@streamspace/protocol"
-import { Duration, Effect, Layer, Schedule } from "effect"
+import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -79,17 +79,20 @@ export const makeCluster = (options: ClusterOptions = {}): Effect.Effect<Cluster
     return { server, env, dir, config, store }
   })
 
-/** Polls `check` every 10 ms until it returns a value other than undefined/false; fails after `timeout`. */
-export const waitFor = <A, E, R>(
-  what: string,
-  check: Effect.Effect<A | undefined | false, E, R>,
-  timeout: Duration.Input = "5 seconds"
-): Effect.Effect<A, E | Error, R> =>
-  check.pipe(
-    Effect.flatMap((a) => a === undefined || a === false ? Effect.fail(new Error(`not yet: ${what}`)) : Effect.succeed(a as A)),
-    Effect.retry({ schedule: Schedule.spaced("10 millis"), while: (e) => e instanceof Error && e.message.startsWith("not yet") }),
-    Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail(new Error(`timed out after ${Duration.format(Duration.fromInputUnsafe(timeout))} waiting for ${what}`)) })
-  )
+/**
+ * Polls `check` every 10 ms of real time until it returns a value other than undefined/false; fails after
+ * `timeoutMs`. Real time on purpose: it also works under TestClock, where Clock-based sleeps never fire.
+ */
+export const waitFor = <A, E, R>(what: string, check: Effect.Effect<A | undefined | false, E, R>, timeoutMs = 5000): Effect.Effect<A, E | Error, R> =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + timeoutMs
+    while (true) {
+      const a = yield* check
+      if (a !== undefined && a !== false) return a as A
+      if (Date.now() > deadline) return yield* Effect.fail(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
+      yield* Effect.promise(() => new Promise<void>((r) => setTimeout(r, 10)))
+    }
+  })
 
 export const sid = (s: string) => s as SessionId
 

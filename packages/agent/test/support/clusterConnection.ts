@@ -30,6 +30,8 @@ export interface FakeLink {
   readonly stats: Map<number, TunnelStats>
   /** Listeners for data frames per tunnel. */
   readonly onData: Map<number, (payload: Uint8Array) => void>
+  /** Data that arrived before its tunnel had a listener (the VNC server speaks first). */
+  readonly pending: Map<number, Array<Uint8Array>>
   connected: boolean
   readonly closedMessages: () => Array<{ tunnel_id: number; reason: string; message?: string }>
 }
@@ -39,6 +41,7 @@ export const makeFakeLink = (): { readonly link: FakeLink; readonly layer: Layer
     texts: [],
     stats: new Map(),
     onData: new Map(),
+    pending: new Map(),
     connected: true,
     closedMessages: () =>
       link.texts.filter((t) => t.type === "vnc_closed").map((t) => t.payload as { tunnel_id: number; reason: string; message?: string })
@@ -66,7 +69,10 @@ export const makeFakeLink = (): { readonly link: FakeLink; readonly layer: Layer
         else {
           s.received += f.payload.length
           s.maxInFlight = Math.max(s.maxInFlight, s.received - s.credited)
-          link.onData.get(f.tunnelId)?.(Uint8Array.from(f.payload))
+          const copy = Uint8Array.from(f.payload)
+          const listener = link.onData.get(f.tunnelId)
+          if (listener !== undefined) listener(copy)
+          else link.pending.set(f.tunnelId, [...(link.pending.get(f.tunnelId) ?? []), copy])
         }
         return Effect.void
       }),
@@ -89,8 +95,15 @@ export interface ViewerOptions {
  * The control plane's end of one tunnel as a Duplex: bytes written go to the session, bytes read come from
  * it. Credit is returned as the consumer reads (Duplex pull), batched like the real proxy would.
  */
-export const viewer = (pool: TunnelPoolShape, link: FakeLink, tunnelId: TunnelId, options: ViewerOptions): Duplex => {
-  const run = (frame: BinaryFrame) => Effect.runPromise(pool.receive(frame))
+export const viewer = (
+  pool: TunnelPoolShape,
+  link: FakeLink,
+  tunnelId: TunnelId,
+  options: ViewerOptions,
+  /** Runs effects in the test's runtime (its TestClock), e.g. Effect.runPromiseWith(yield* Effect.context()). */
+  runPromise: (eff: Effect.Effect<void>) => Promise<void> = Effect.runPromise
+): Duplex => {
+  const run = (frame: BinaryFrame) => runPromise(pool.receive(frame))
   const threshold = creditThreshold(options.window)
   let owed = 0
   const stats = () => link.stats.get(tunnelId)
@@ -111,7 +124,7 @@ export const viewer = (pool: TunnelPoolShape, link: FakeLink, tunnelId: TunnelId
       Promise.all(sends).then(() => done(), done)
     }
   })
-  link.onData.set(tunnelId, (payload) => {
+  const onData = (payload: Uint8Array) => {
     owed += payload.length
     duplex.push(Buffer.from(payload))
     // Credit for what the consumer has already taken is returned from read(); top it up here too when
@@ -123,6 +136,9 @@ export const viewer = (pool: TunnelPoolShape, link: FakeLink, tunnelId: TunnelId
       if (s !== undefined) s.credited += credit
       void run({ kind: "window", tunnelId, credit })
     }
-  })
+  }
+  link.onData.set(tunnelId, onData)
+  for (const early of link.pending.get(tunnelId) ?? []) onData(early)
+  link.pending.delete(tunnelId)
   return duplex
 }
