@@ -9,6 +9,7 @@ import { CommandQueue } from "./CommandQueue.ts"
 import { Connection } from "./Connection.ts"
 import { CredentialStore } from "./CredentialStore.ts"
 import { Health } from "./Health.ts"
+import { Kubernetes } from "./Kubernetes.ts"
 import { Heartbeat } from "./Heartbeat.ts"
 import * as Logging from "./Logging.ts"
 import { SessionStore } from "./SessionStore.ts"
@@ -93,8 +94,7 @@ export const Router: Layer.Layer<never, never, AgentConfig | Connection | Comman
   })
 )
 
-/** The link-side services, given the cluster side (a TunnelPool layer may itself need Connection). */
-export const layerWith = <ES, RS, ET, RT, EC, RC>(cluster: {
+const compose = <ES, RS, ET, RT, EC, RC>(cluster: {
   readonly sessionStore: Layer.Layer<SessionStore, ES, RS>
   readonly tunnelPool: Layer.Layer<TunnelPool, ET, RT>
   readonly credentialStore: Layer.Layer<CredentialStore, EC, RC>
@@ -105,11 +105,44 @@ export const layerWith = <ES, RS, ET, RT, EC, RC>(cluster: {
     Layer.provideMerge(cluster.sessionStore),
     Layer.provideMerge(cluster.credentialStore)
   )
-  const withHealth = Health.layer.pipe(Layer.provideMerge(link))
-  return Router.pipe(Layer.provideMerge(withHealth), Layer.provide(Logging.layer))
+  return Router.pipe(Layer.provideMerge(Health.layer.pipe(Layer.provideMerge(link))))
 }
+
+/**
+ * The whole agent around any cluster side (tests pass in-memory ones). The TunnelPool layer may need
+ * Connection and SessionStore: both are provided here. Still needs AgentConfig.
+ */
+export const layerWith = <ES, RS, ET, RT, EC, RC>(cluster: {
+  readonly sessionStore: Layer.Layer<SessionStore, ES, RS>
+  readonly tunnelPool: Layer.Layer<TunnelPool, ET, RT>
+  readonly credentialStore: Layer.Layer<CredentialStore, EC, RC>
+}) => compose(cluster).pipe(Layer.provide(Logging.layer))
+
+/** The credential lives in a Secret when running in a cluster (KUBECONFIG unset), else in a file. */
+const credentialStore = Layer.unwrap(
+  Effect.map(Effect.service(AgentConfig), (config) => config.kubeconfig === undefined ? CredentialStore.layerKubernetes : CredentialStore.layerFile)
+)
+
+/**
+ * The whole agent on Kubernetes, given how to reach the API server (Kubernetes.layer reads KUBECONFIG
+ * or the in-cluster config; an embedder may pass Kubernetes.layerWith(...) or its own). Needs AgentConfig.
+ */
+export const layerKubernetes = <E, R>(kubernetes: Layer.Layer<Kubernetes, E, R>) =>
+  compose({ sessionStore: SessionStore.layerNoDeps, tunnelPool: TunnelPool.layer, credentialStore }).pipe(
+    Layer.provide(kubernetes),
+    Layer.provide(Logging.layer)
+  )
+
+/**
+ * A complete agent: configuration from the current ConfigProvider (the process environment unless the
+ * embedder installs another), the Kubernetes API from KUBECONFIG or in-cluster config. Building it
+ * starts everything; closing its scope runs the graceful shutdown.
+ */
+export const layer = layerKubernetes(Kubernetes.layer).pipe(Layer.provideMerge(AgentConfig.layerFromEnv))
 
 export const Agent = {
   Router,
+  layer,
+  layerKubernetes,
   layerWith
 } as const
