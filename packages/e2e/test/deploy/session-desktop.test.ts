@@ -3,7 +3,7 @@
 // command is a light stand-in (xsetroot paints the root window, then a long-running process).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { existsSync } from "node:fs"
-import { mkdtemp, readFile } from "node:fs/promises"
+import { chown, mkdtemp, readFile, stat } from "node:fs/promises"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
@@ -86,12 +86,18 @@ interface Desktop {
 
 const running: Array<Desktop> = []
 
-const startDesktop = async (env: Record<string, string>): Promise<Desktop> => {
+/** Starts entrypoint.sh; with `uid`, as that non-root uid/gid (via setpriv when the tests run as root). */
+const startDesktop = async (env: Record<string, string>, uid?: number): Promise<Desktop> => {
   requireTools()
   const port = await freePort()
   const home = await mkdtemp(path.join(tmpdir(), "session-home-"))
   let out = ""
-  const proc = spawn(entrypoint, [], {
+  const asUser = uid !== undefined && process.getuid?.() === 0
+  if (asUser) await chown(home, uid, uid)
+  const [file, args] = asUser
+    ? ["setpriv", [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", entrypoint]]
+    : [entrypoint, []]
+  const proc = spawn(file, args, {
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
     env: {
@@ -159,6 +165,22 @@ describe("docker/session-desktop/entrypoint.sh", () => {
     const env = await readFile(path.join(d.home, "desktop-env"), "utf8")
     assert.match(env, new RegExp(`^HOME=${d.home}$`, "m"))
     assert.match(env, /^DISPLAY=:\d+$/m)
+  })
+
+  it("runs as an arbitrary non-root uid, writing only to its HOME and /tmp", async () => {
+    const d = await startDesktop({ VNC_PASSWORD: "pw" }, 10001)
+    const client = await connect(d, "pw")
+    try {
+      await waitForPaint(client)
+    } finally {
+      client.close()
+    }
+    const env = await readFile(path.join(d.home, "desktop-env"), "utf8")
+    if (process.getuid?.() === 0) {
+      assert.strictEqual((await stat(path.join(d.home, "desktop-env"))).uid, 10001)
+      assert.strictEqual((await stat(path.join(d.home, ".vnc"))).uid, 10001)
+    }
+    assert.match(env, new RegExp(`^HOME=${d.home}$`, "m"))
   })
 
   it("requires the VNC password from VNC_PASSWORD and keeps it out of the desktop's environment", async () => {
