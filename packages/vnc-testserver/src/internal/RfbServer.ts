@@ -53,6 +53,8 @@ class Connection {
   readonly id: number
   readonly socket: net.Socket
   readonly engine: EngineImpl
+  /** host:port of the viewer, kept for log lines after the socket is gone. */
+  readonly remote: string
   phase: Phase = "version"
   minor = 8
   private input: Buffer = Buffer.alloc(0)
@@ -68,6 +70,7 @@ class Connection {
     this.id = id
     this.socket = socket
     this.engine = engine
+    this.remote = `${socket.remoteAddress}:${socket.remotePort}`
     socket.setNoDelay(true)
     socket.on("data", (chunk: Buffer) => this.onData(chunk))
     socket.on("end", () => this.onEnd())
@@ -78,7 +81,7 @@ class Connection {
   }
 
   log(level: LogLevel, message: string): void {
-    this.engine.options.log(level, message, { connection: this.id, remote: `${this.socket.remoteAddress}:${this.socket.remotePort}` })
+    this.engine.options.log(level, message, { connection: this.id, remote: this.remote })
   }
 
   /** Closes this connection because of bad input (or an internal fault), with one log line. */
