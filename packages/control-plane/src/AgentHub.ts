@@ -29,7 +29,7 @@ import { type AgentSocket, CloseCode, makeAgentSocket, makeAgentWebSocketServer,
 import { bearerToken, hashesEqual, hashToken, newCredential, type TokenHash } from "./internal/token.ts"
 
 export class AgentHubError extends Schema.TaggedError<AgentHubError>()("AgentHubError", {
-  reason: Schema.Literals(["NotFound", "NotConnected", "NotApproved", "InvalidTransition"]),
+  reason: Schema.Literals(["NotFound", "NotConnected", "NotApproved", "InvalidTransition", "Store"]),
   message: Schema.String
 }) {}
 
@@ -164,15 +164,16 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
   })
   const heartbeatLimit = Duration.times(config.heartbeatInterval, config.heartbeatMissedLimit)
 
-  const persist = (record: AgentRecord) =>
-    store.save(record).pipe(
-      Effect.catchCause((cause) => Effect.logError("AgentHub: could not persist agent", cause).pipe(Effect.annotateLogs({ agent_id: record.id })))
+  /** Writes one change through; a store failure is logged (the in-memory state stays authoritative). */
+  const persist = (id: AgentId, write: Effect.Effect<void, unknown>) =>
+    write.pipe(
+      Effect.catchCause((cause) => Effect.logError("AgentHub: could not persist agent", cause).pipe(Effect.annotateLogs({ agent_id: id })))
     )
 
   // Nobody is connected at start: an agent row left `online` by a crash is offline now.
   for (const record of yield* Effect.orDie(store.loadAll)) {
     const fixed = record.status === "offline" ? record : { ...record, status: "offline" as const }
-    if (fixed !== record) yield* persist(fixed)
+    if (fixed !== record) yield* persist(record.id, store.setStatus(record.id, "offline"))
     agents.set(record.id, { record: fixed, live: undefined })
   }
 
@@ -217,7 +218,7 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
           entry.live = undefined
           if (offline) {
             entry.record = { ...entry.record, status: "offline" }
-            yield* persist(entry.record)
+            yield* persist(entry.record.id, store.setStatus(entry.record.id, "offline"))
           }
         })
       )
@@ -286,7 +287,14 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
         activeTunnels: 0,
         lastHeartbeat: new Date(now)
       }
-      const saved = yield* Effect.exit(store.save(record))
+      const saved = yield* Effect.exit(store.register({
+        id,
+        platform: record.platform,
+        region: record.region,
+        version: record.version,
+        capacity: hello.capacity,
+        activeSessions: record.activeSessions
+      }))
       if (saved._tag === "Failure") {
         yield* Effect.logError("AgentHub: could not persist agent on hello", saved.cause)
         yield* refuse(socket, CloseCode.internal, "the control plane could not record this agent; retry later", "Internal", helloId)
@@ -332,7 +340,7 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
             activeTunnels: hb.active_tunnels,
             lastHeartbeat: new Date(now)
           }
-          yield* persist(entry.record)
+          yield* persist(entry.record.id, store.heartbeat(entry.record.id, { status: entry.record.status, activeSessions: hb.active_sessions, capacity: hb.capacity }))
         })
       )
     }))
@@ -499,7 +507,7 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
         live.ended = true
         entry.live = undefined
         live.socket.close(CloseCode.goingAway, "control plane shutting down")
-        yield* persist({ ...entry.record, status: "offline" })
+        yield* persist(entry.record.id, store.setStatus(entry.record.id, "offline"))
       }
     })
   )
@@ -552,13 +560,17 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
         entry,
         Effect.gen(function*() {
           entry.record = { ...entry.record, draining }
-          yield* persist(entry.record)
+          yield* persist(id, store.setDraining(id, draining))
         })
       )
       if (entry.live !== undefined) yield* sendOn(entry.live, "drain", { draining })
       return viewOf(entry)
     }))
   })
+
+  // Credential changes must reach the store before they take effect: a restart would otherwise undo them.
+  const storeFailed = (id: AgentId, cause: unknown) =>
+    new AgentHubError({ reason: "Store", message: `could not record the change of agent ${id}: ${cause instanceof Error ? cause.message : String(cause)}` })
 
   const invalid = (entry: Entry, what: string) =>
     new AgentHubError({ reason: "InvalidTransition", message: `agent ${entry.record.id} is ${entry.record.enrollment}: cannot ${what}` })
@@ -569,8 +581,9 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
       if (entry.record.enrollment !== "pending") return yield* invalid(entry, "approve")
       const live = yield* liveOf(entry)
       const token = newCredential()
-      entry.record = { ...entry.record, enrollment: "approved", credentialHash: hashToken(token), previousCredentialHash: undefined, previousCredentialExpiresAt: undefined }
-      yield* persist(entry.record)
+      const hash = hashToken(token)
+      yield* store.approve(id, hash).pipe(Effect.mapError((e) => storeFailed(id, e)))
+      entry.record = { ...entry.record, enrollment: "approved", credentialHash: hash, previousCredentialHash: undefined, previousCredentialExpiresAt: undefined }
       yield* sendOn(live, "credential", { token })
       // The socket was opened with the bootstrap token: make the agent prove it kept the credential.
       live.socket.close(CloseCode.credentialIssued, "credential issued: reconnect with it")
@@ -584,8 +597,8 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
     return yield* locked(Effect.gen(function*() {
       const entry = yield* lookup(id)
       if (entry.record.enrollment !== "pending") return yield* invalid(entry, "reject")
+      yield* store.reject(id).pipe(Effect.mapError((e) => storeFailed(id, e)))
       entry.record = { ...entry.record, enrollment: "rejected", credentialHash: undefined, previousCredentialHash: undefined, previousCredentialExpiresAt: undefined }
-      yield* persist(entry.record)
       const live = entry.live
       if (live !== undefined) {
         yield* refuse(live.socket, CloseCode.forbidden, `agent ${id} was rejected by an administrator`, "Unauthorized")
@@ -605,13 +618,10 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
       const live = yield* liveOf(entry)
       const now = yield* Clock.currentTimeMillis
       const token = newCredential()
-      entry.record = {
-        ...entry.record,
-        credentialHash: hashToken(token),
-        previousCredentialHash: entry.record.credentialHash,
-        previousCredentialExpiresAt: new Date(now + Duration.toMillis(config.credentialRotationGrace))
-      }
-      yield* persist(entry.record)
+      const hash = hashToken(token)
+      const validUntil = new Date(now + Duration.toMillis(config.credentialRotationGrace))
+      yield* store.rotate(id, hash, validUntil).pipe(Effect.mapError((e) => storeFailed(id, e)))
+      entry.record = { ...entry.record, credentialHash: hash, previousCredentialHash: entry.record.credentialHash, previousCredentialExpiresAt: validUntil }
       yield* sendOn(live, "credential", { token })
       yield* Effect.logInfo("AgentHub: credential rotated").pipe(Effect.annotateLogs({ agent_id: id }))
       return viewOf(entry)
@@ -622,8 +632,8 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
     return yield* locked(Effect.gen(function*() {
       const entry = yield* lookup(id)
       if (entry.record.enrollment === "revoked" || entry.record.enrollment === "rejected") return yield* invalid(entry, "revoke")
+      yield* store.revoke(id).pipe(Effect.mapError((e) => storeFailed(id, e)))
       entry.record = { ...entry.record, enrollment: "revoked", credentialHash: undefined, previousCredentialHash: undefined, previousCredentialExpiresAt: undefined }
-      yield* persist(entry.record)
       const live = entry.live
       if (live !== undefined) {
         yield* refuse(live.socket, CloseCode.forbidden, `the credential of agent ${id} was revoked`, "Unauthorized")

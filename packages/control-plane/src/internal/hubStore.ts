@@ -1,5 +1,6 @@
-// What the hub persists about an agent, and the narrow slice of the Store it needs. The hub keeps every
-// agent in memory (agents are few) and writes each change through, so auth decisions never wait on SQL.
+// What the hub persists about an agent, and the narrow slice of the Store it needs (one operation per kind of
+// change, as the Store offers them). The hub keeps every agent in memory (agents are few) and writes each
+// change through, so auth decisions never wait on SQL; the store is what survives a restart.
 import type { AgentId, AgentStatus, Capacity } from "@streamspace/protocol"
 import type { Effect } from "effect"
 import type { EnrollmentState } from "../AgentHub.ts"
@@ -21,11 +22,28 @@ export interface AgentRecord {
   readonly status: AgentStatus
   readonly capacity: Capacity | undefined
   readonly activeSessions: number
+  /** Not persisted: known from heartbeats only. */
   readonly activeTunnels: number
   readonly lastHeartbeat: Date | undefined
 }
 
 export interface HubStore {
   readonly loadAll: Effect.Effect<ReadonlyArray<AgentRecord>, unknown>
-  readonly save: (record: AgentRecord) => Effect.Effect<void, unknown>
+  /** Records a hello: a new id is inserted as pending; a known one gets platform, region, version, capacity, status online. */
+  readonly register: (hello: {
+    readonly id: AgentId
+    readonly platform: string
+    readonly region: string
+    readonly version: string
+    readonly capacity: Capacity
+    readonly activeSessions: number
+  }) => Effect.Effect<void, unknown>
+  readonly heartbeat: (id: AgentId, beat: { readonly status: AgentStatus; readonly activeSessions: number; readonly capacity: Capacity }) => Effect.Effect<void, unknown>
+  readonly setStatus: (id: AgentId, status: AgentStatus) => Effect.Effect<void, unknown>
+  readonly setDraining: (id: AgentId, draining: boolean) => Effect.Effect<void, unknown>
+  readonly approve: (id: AgentId, credentialHash: TokenHash) => Effect.Effect<void, unknown>
+  readonly reject: (id: AgentId) => Effect.Effect<void, unknown>
+  /** Clears both credential hashes. */
+  readonly revoke: (id: AgentId) => Effect.Effect<void, unknown>
+  readonly rotate: (id: AgentId, credentialHash: TokenHash, previousValidUntil: Date) => Effect.Effect<void, unknown>
 }

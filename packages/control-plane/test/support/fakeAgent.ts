@@ -190,11 +190,13 @@ export const connectAndHello = (
 // ---- a control plane under test ------------------------------------------------------------------
 
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Layer, Stream } from "effect"
+import { Context, Layer, Option, Stream } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { createServer } from "node:http"
 import { AgentHub, type AgentHubShape, type HubEvent } from "../../src/AgentHub.ts"
 import { ControlPlaneConfig } from "../../src/ControlPlaneConfig.ts"
+import { CommandDispatcher } from "../../src/CommandDispatcher.ts"
+import { applyTransition, type DispatchStore, OPEN_STATES, type StoredCommand } from "../../src/internal/dispatchStore.ts"
 import type { AgentRecord, HubStore } from "../../src/internal/hubStore.ts"
 
 export const BOOTSTRAP = "bootstrap-token-for-tests-0123456789"
@@ -202,10 +204,64 @@ export const BOOTSTRAP = "bootstrap-token-for-tests-0123456789"
 /** A HubStore in memory, shared across control-plane restarts within one test. */
 export const memoryHubStore = (): HubStore & { readonly rows: Map<string, AgentRecord> } => {
   const rows = new Map<string, AgentRecord>()
+  const update = (id: string, f: (r: AgentRecord) => AgentRecord) =>
+    Effect.sync(() => {
+      const r = rows.get(id)
+      if (r === undefined) throw new Error(`no agent row ${id}`)
+      rows.set(id, f(r))
+    })
+  const cleared = { credentialHash: undefined, previousCredentialHash: undefined, previousCredentialExpiresAt: undefined }
   return {
     rows,
     loadAll: Effect.sync(() => [...rows.values()]),
-    save: (r) => Effect.sync(() => void rows.set(r.id, r))
+    register: (h) =>
+      Effect.sync(() => {
+        const r = rows.get(h.id)
+        rows.set(h.id, {
+          enrollment: "pending",
+          credentialHash: undefined,
+          previousCredentialHash: undefined,
+          previousCredentialExpiresAt: undefined,
+          draining: false,
+          activeTunnels: 0,
+          ...r,
+          id: h.id,
+          platform: h.platform,
+          region: h.region,
+          version: h.version,
+          capacity: h.capacity,
+          activeSessions: h.activeSessions,
+          status: "online",
+          lastHeartbeat: new Date()
+        })
+      }),
+    heartbeat: (id, b) => update(id, (r) => ({ ...r, status: b.status, activeSessions: b.activeSessions, capacity: b.capacity, lastHeartbeat: new Date() })),
+    setStatus: (id, status) => update(id, (r) => ({ ...r, status })),
+    setDraining: (id, draining) => update(id, (r) => ({ ...r, draining })),
+    approve: (id, credentialHash) => update(id, (r) => ({ ...r, ...cleared, enrollment: "approved", credentialHash })),
+    reject: (id) => update(id, (r) => ({ ...r, ...cleared, enrollment: "rejected" })),
+    revoke: (id) => update(id, (r) => ({ ...r, ...cleared, enrollment: "revoked" })),
+    rotate: (id, credentialHash, until) =>
+      update(id, (r) => ({ ...r, credentialHash, previousCredentialHash: r.credentialHash, previousCredentialExpiresAt: until }))
+  }
+}
+
+/** A DispatchStore in memory, shared across control-plane restarts within one test. */
+export const memoryDispatchStore = (): DispatchStore & { readonly rows: Map<string, StoredCommand> } => {
+  const rows = new Map<string, StoredCommand>()
+  return {
+    rows,
+    insert: (c) => Effect.sync(() => void rows.set(c.id, c)),
+    get: (id) => Effect.sync(() => Option.fromUndefinedOr(rows.get(id))),
+    transition: (id, from, to, patch) =>
+      Effect.sync(() => {
+        const c = rows.get(id)
+        if (c === undefined || !from.includes(c.state)) return Option.none()
+        const next = applyTransition(c, to, patch)
+        rows.set(id, next)
+        return Option.some(next)
+      }),
+    listOpen: Effect.sync(() => [...rows.values()].filter((c) => OPEN_STATES.includes(c.state)).sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime()))
   }
 }
 
@@ -249,4 +305,22 @@ export const connectApproved = (cp: { readonly hub: AgentHubShape; readonly url:
     const credential = yield* enrol(cp, agentId)
     const { agent } = yield* connectAndHello(cp.url, credential, agentId, {}, options)
     return { agent, credential }
+  })
+
+/** Starts a hub and a dispatcher on 127.0.0.1:0 in the current scope. */
+export const startControlPlane = (env: Record<string, string>, stores: { readonly hub: HubStore; readonly dispatch: DispatchStore }) =>
+  Effect.gen(function*() {
+    const app = CommandDispatcher.layerWithStore(stores.dispatch).pipe(Layer.provideMerge(AgentHub.layerWithStore(stores.hub)))
+    const layer = HttpRouter.serve(app, { disableLogger: true, disableListenLog: true }).pipe(
+      Layer.provideMerge(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" })),
+      Layer.provide(ControlPlaneConfig.layerFromRecord({ DEV_MODE: "true", AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP, PING_INTERVAL: "1h", ...env }))
+    )
+    const ctx = yield* Layer.build(layer)
+    const address = Context.get(ctx, HttpServer.HttpServer).address
+    if (address._tag === "UnixPathAddress") throw new Error("expected a TCP address")
+    return {
+      hub: Context.get(ctx, AgentHub),
+      dispatcher: Context.get(ctx, CommandDispatcher),
+      url: `ws://127.0.0.1:${address.port}/api/v1/agent/connect`
+    }
   })
