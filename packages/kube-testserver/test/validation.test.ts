@@ -85,4 +85,22 @@ describe("validation (422/400 as the real apiserver answers)", () => {
     expect(r.status).toBe(415)
     expect(((await r.json()) as any).reason).toBe("UnsupportedMediaType")
   })
+
+  it("unknown fields are dropped with a Warning header; fieldValidation=Strict makes them a 400", async () => {
+    const { api, server } = await setup({ kubelet: { paused: true } })
+    const body = { metadata: { name: "p" }, spec: { foo: 1, containers: [{ name: "c", image: "i:1", bogus: true }] } }
+    const r = await fetch(`${server.url}/api/v1/namespaces/default/pods`, { method: "POST", headers: { authorization: `Bearer ${server.adminToken}`, "content-type": "application/json" }, body: JSON.stringify(body) })
+    expect(r.status).toBe(201)
+    // In document order, one Warning per field.
+    expect(r.headers.get("warning")).toBe("299 - \"unknown field \\\"spec.foo\\\"\", 299 - \"unknown field \\\"spec.containers[0].bogus\\\"\"")
+    const stored = server.get("pods", "default", "p")!
+    expect(stored.spec.foo).toBeUndefined()
+    expect(stored.spec.containers[0].bogus).toBeUndefined()
+    const strict = await fetch(`${server.url}/api/v1/namespaces/default/pods?fieldValidation=Strict`, { method: "POST", headers: { authorization: `Bearer ${server.adminToken}`, "content-type": "application/json" }, body: JSON.stringify({ ...body, metadata: { name: "q" } }) })
+    expect(strict.status).toBe(400)
+    expect(((await strict.json()) as any).message).toBe("Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: unknown field \"spec.foo\", unknown field \"spec.containers[0].bogus\"")
+    // Through the client the unknown field simply disappears.
+    const viaClient = await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "c" }, data: { a: "1" } } })
+    expect(viaClient.data).toEqual({ a: "1" })
+  })
 })

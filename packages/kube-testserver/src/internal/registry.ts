@@ -28,6 +28,7 @@ import {
   unsupportedMediaType
 } from "./status.ts"
 import { clone, type Obj, type Store } from "./store.ts"
+import { pruneUnknownFields } from "./prune.ts"
 import { validateObject } from "./validation.ts"
 
 const namespacesInfo = byResource.get("/namespaces")!
@@ -47,6 +48,10 @@ const isObj = (v: unknown): v is Obj => v !== null && typeof v === "object" && !
 
 export interface WriteOptions {
   readonly dryRun?: boolean
+  /** fieldValidation: Strict rejects unknown fields (400), Warn (default) drops and reports them, Ignore drops them. */
+  readonly fieldValidation?: string | undefined
+  /** Collects `Warning` header texts. */
+  readonly warnings?: Array<string>
   /** Controller writes (kubelet, binder): skip validation and immutability checks. */
   readonly internal?: boolean
 }
@@ -81,6 +86,16 @@ export class Registry {
     const o = this.store.get(info, info.namespaced ? namespace : "", name)
     if (o === undefined) throw notFound(info, name)
     return o
+  }
+
+  private prune(info: ResourceInfo, obj: Obj, opts: WriteOptions) {
+    if (opts.internal) return
+    const unknown = pruneUnknownFields(info.kind, obj)
+    if (unknown.length === 0) return
+    if (opts.fieldValidation === "Strict") {
+      throw badRequest(`${info.kind} in version "${info.version}" cannot be handled as a ${info.kind}: strict decoding error: ${unknown.map((u) => `unknown field "${u}"`).join(", ")}`)
+    }
+    if (opts.fieldValidation !== "Ignore") for (const u of unknown) opts.warnings?.push(`unknown field "${u}"`)
   }
 
   private checkBody(info: ResourceInfo, body: unknown): Obj {
@@ -132,6 +147,7 @@ export class Registry {
 
   create(info: ResourceInfo, namespace: string, rawBody: unknown, opts: WriteOptions = {}): Obj {
     const body = clone(this.checkBody(info, rawBody))
+    this.prune(info, body, opts)
     const meta: Obj = isObj(body.metadata) ? body.metadata : {}
     body.metadata = meta
     const ns = info.namespaced ? namespace : ""
@@ -169,6 +185,7 @@ export class Registry {
   /** PUT semantics. `subresource` "status" replaces only the status. */
   update(info: ResourceInfo, namespace: string, name: string, rawBody: unknown, subresource: string, opts: WriteOptions = {}): Obj {
     const body = clone(this.checkBody(info, rawBody))
+    this.prune(info, body, opts)
     const old = this.get(info, namespace, name)
     const meta: Obj = isObj(body.metadata) ? body.metadata : {}
     if (meta.name !== undefined && meta.name !== name) {
@@ -256,7 +273,7 @@ export class Registry {
     contentType: string,
     text: string,
     subresource: string,
-    params: { fieldManager?: string | undefined; dryRun?: boolean },
+    params: { fieldManager?: string | undefined; dryRun?: boolean; fieldValidation?: string | undefined; warnings?: Array<string> },
     onCreate: () => void
   ): { obj: Obj; created: boolean } {
     const type = contentType.split(";")[0]!.trim().toLowerCase()
@@ -282,7 +299,7 @@ export class Registry {
       if (body.metadata?.name !== undefined && body.metadata.name !== name) {
         throw badRequest(`the name of the object (${String(body.metadata.name)}) does not match the name on the URL (${name})`)
       }
-      return { obj: this.create(info, namespace, { ...body, metadata: { ...(body.metadata ?? {}), name } }, { dryRun: params.dryRun === true }), created: true }
+      return { obj: this.create(info, namespace, { ...body, metadata: { ...(body.metadata ?? {}), name } }, { ...params, dryRun: params.dryRun === true }), created: true }
     }
     let patched: Obj
     switch (type) {
@@ -299,7 +316,7 @@ export class Registry {
     }
     if (!isObj(patched.metadata)) patched.metadata = {}
     if (patched.metadata.resourceVersion === undefined) patched.metadata.resourceVersion = existing.metadata.resourceVersion
-    return { obj: this.update(info, namespace, name, patched, subresource, { dryRun: params.dryRun === true }), created: false }
+    return { obj: this.update(info, namespace, name, patched, subresource, { ...params, dryRun: params.dryRun === true }), created: false }
   }
 
   removeNow(info: ResourceInfo, obj: Obj): Obj {

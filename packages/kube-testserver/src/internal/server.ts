@@ -181,7 +181,7 @@ const isWatch = (q: URLSearchParams) => {
   return w !== null && w !== "false" && w !== "0"
 }
 
-const sendJson = (res: http.ServerResponse, code: number, body: unknown, headers: Record<string, string> = {}) => {
+const sendJson = (res: http.ServerResponse, code: number, body: unknown, headers: Record<string, string | Array<string>> = {}) => {
   if (res.headersSent) {
     res.end()
     return
@@ -450,6 +450,11 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
       return servePodLog(res, ns, route.name, q)
     }
     const dryRun = parseDryRun(q)
+    const warnings: Array<string> = []
+    const fieldValidation = q.get("fieldValidation") ?? undefined
+    const writeOpts = { dryRun, fieldValidation, warnings }
+    const warningHeaders = (): Record<string, string | Array<string>> =>
+      warnings.length === 0 ? {} : { Warning: warnings.map((w) => `299 - ${JSON.stringify(w)}`) }
     switch (verb) {
       case "get":
         return sendJson(res, 200, registry.get(info, ns, route.name))
@@ -462,13 +467,15 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
         const ct = (req.headers["content-type"] ?? "application/json").split(";")[0]!.trim()
         if (ct !== "application/json") throw unsupportedMediaType(`the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/cbor`)
         const body = parseJsonBody(info, await readBody(req))
-        return sendJson(res, 201, registry.create(info, ns, body, { dryRun }))
+        const created = registry.create(info, ns, body, writeOpts)
+        return sendJson(res, 201, created, warningHeaders())
       }
       case "update": {
         const ct = (req.headers["content-type"] ?? "application/json").split(";")[0]!.trim()
         if (ct !== "application/json") throw unsupportedMediaType(`the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/cbor`)
         const body = parseJsonBody(info, await readBody(req))
-        return sendJson(res, 200, registry.update(info, ns, route.name, body, route.subresource, { dryRun }))
+        const updated = registry.update(info, ns, route.name, body, route.subresource, writeOpts)
+        return sendJson(res, 200, updated, warningHeaders())
       }
       case "patch": {
         const text = await readBody(req)
@@ -479,10 +486,10 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
           req.headers["content-type"] ?? "",
           text,
           route.subresource,
-          { fieldManager: q.get("fieldManager") ?? undefined, dryRun },
+          { fieldManager: q.get("fieldManager") ?? undefined, ...writeOpts },
           () => authz(user, { ...attrs, verb: "create" }, info)
         )
-        return sendJson(res, created ? 201 : 200, obj)
+        return sendJson(res, created ? 201 : 200, obj, warningHeaders())
       }
       case "delete":
       case "deletecollection": {
