@@ -434,8 +434,8 @@ describe("sizes", () => {
       c.type("x")
       c.click(w - 1, h - 1)
       await waitFor("the input", () => server.state().clicks.length === 1 && server.state().typedText === "x")
-      // the click mark is dirty; the client rejects any rectangle outside its framebuffer
-      await c.update(true)
+      // the client rejects any rectangle outside its framebuffer
+      await updateUntil(c, "the click mark", () => c.pixel(w - 1, h - 1)[0] === 255)
       assert.deepStrictEqual(c.pixel(w - 1, h - 1), rgb(MARK))
       c.close()
       await server.close()
