@@ -61,24 +61,30 @@ export const openPortForward = (
     const ws = yield* Effect.acquireRelease(
       Effect.callback<WebSocket, PortForwardRefused>((resume) => {
         const ws = new WebSocket(endpoint.url, [PROTOCOL], { ...endpoint.options, perMessageDeflate: false })
-        const onError = (e: Error) => resume(Effect.fail({ code: undefined, message: e.message }))
-        ws.once("error", onError)
+        let settled = false
+        const settle = (eff: Effect.Effect<WebSocket, PortForwardRefused>) => {
+          if (settled) return
+          settled = true
+          resume(eff)
+        }
+        ws.on("error", (e: Error) => settle(Effect.fail({ code: undefined, message: e.message })))
         ws.once("unexpected-response", (_req, res) => {
+          // Before the upgrade the API answers like any request: keep its Status message (RBAC, 404...).
           const chunks: Array<Buffer> = []
-          res.on("data", (c: Buffer) => chunks.push(c))
-          res.on("end", () => {
+          const refuse = () => {
             const body = Buffer.concat(chunks).toString("utf8")
-            resume(Effect.fail({ code: res.statusCode, message: statusMessage(body) ?? (body.trim() || `HTTP ${res.statusCode}`) }))
-          })
-          res.on("error", () => resume(Effect.fail({ code: res.statusCode, message: `HTTP ${res.statusCode}` })))
-          ws.terminate()
+            settle(Effect.fail({ code: res.statusCode, message: statusMessage(body) ?? (body.trim() || `HTTP ${res.statusCode}`) }))
+            ws.terminate()
+          }
+          res.on("data", (c: Buffer) => chunks.push(c))
+          res.on("end", refuse)
+          res.on("error", refuse)
         })
         ws.once("open", () => {
-          ws.off("error", onError)
           if (ws.protocol !== PROTOCOL) {
+            settle(Effect.fail({ code: undefined, message: `server chose subprotocol "${ws.protocol}", not ${PROTOCOL}` }))
             ws.terminate()
-            resume(Effect.fail({ code: undefined, message: `server chose subprotocol "${ws.protocol}", not ${PROTOCOL}` }))
-          } else resume(Effect.succeed(ws))
+          } else settle(Effect.succeed(ws))
         })
         return Effect.sync(() => ws.terminate())
       }),

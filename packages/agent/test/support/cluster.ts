@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url"
 import { AgentConfig } from "../../src/AgentConfig.ts"
 import { Kubernetes, type KubernetesOptions } from "../../src/Kubernetes.ts"
 import { SessionStore } from "../../src/SessionStore.ts"
+import { type AuditProxy, makeAuditProxy } from "./clusterAudit.ts"
 
 export const AGENT_ID = "agent-test"
 export const NAMESPACE = "streamspace"
@@ -31,6 +32,8 @@ export interface Cluster {
   /** Agent environment pointing at the server (KUBECONFIG is a file written for this test). */
   readonly env: Record<string, string>
   readonly dir: string
+  /** The recording proxy the agent talks through, when asked for. */
+  readonly audit: AuditProxy | undefined
   /** AgentConfig for this cluster, with `extra` variables on top. */
   readonly config: (extra?: Record<string, string>) => Layer.Layer<AgentConfig, unknown>
   /** Kubernetes (fast retries) + SessionStore, with AgentConfig. */
@@ -40,6 +43,8 @@ export interface Cluster {
 export interface ClusterOptions extends ServerOptions {
   /** Run the agent as a ServiceAccount bound to the chart's Role (default: cluster admin). */
   readonly rbac?: boolean | string
+  /** Route the agent's calls through an auditing proxy. */
+  readonly audit?: boolean
 }
 
 /** Starts a kube-testserver for the current scope; the kubelet runs pods within 0-20 ms. */
@@ -61,6 +66,12 @@ export const makeCluster = (options: ClusterOptions = {}): Effect.Effect<Cluster
       })
       kubeconfig = server.kubeconfigFor(token, { namespace: NAMESPACE, user: "streamspace-agent" })
     }
+    let audit: AuditProxy | undefined
+    if (options.audit === true) {
+      const u = new URL(server.url)
+      audit = yield* makeAuditProxy({ host: u.hostname, port: Number(u.port) })
+      kubeconfig = kubeconfig.replace(server.url, audit.url)
+    }
     const kubeconfigPath = join(dir, "kubeconfig")
     writeFileSync(kubeconfigPath, kubeconfig)
     const env: Record<string, string> = {
@@ -76,7 +87,7 @@ export const makeCluster = (options: ClusterOptions = {}): Effect.Effect<Cluster
         Layer.provideMerge(Kubernetes.layerWith(kubeOptions)),
         Layer.provideMerge(config(extra))
       )
-    return { server, env, dir, config, store }
+    return { server, env, dir, audit, config, store }
   })
 
 /**
