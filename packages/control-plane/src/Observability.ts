@@ -3,7 +3,7 @@
 // OTEL_EXPORTER_OTLP_ENDPOINT is set. Gauges that describe current state (agents by status, sessions by state)
 // are recomputed on each scrape from their owners instead of being kept in step by hand.
 import { Effect, Layer, Logger, Metric, References } from "effect"
-import { FetchHttpClient, HttpRouter, HttpServerResponse } from "effect/http"
+import { FetchHttpClient, HttpServerResponse } from "effect/http"
 import { Otlp, PrometheusMetrics } from "effect/observability"
 import type { CommandOutcome } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
@@ -58,14 +58,10 @@ export const otlpLayer = Layer.unwrap(Effect.gen(function*() {
 /** Everything above that a deployment wants: logs, and OTLP when configured. */
 export const layer = Layer.mergeAll(loggerLayer, otlpLayer)
 
-/** GET /metrics in Prometheus text format; `refresh` updates the snapshot gauges first. */
-export const metricsRoute = <E, R>(refresh: Effect.Effect<void, E, R>) =>
-  HttpRouter.add(
-    "GET",
-    "/metrics",
-    Effect.gen(function*() {
-      yield* refresh.pipe(Effect.ignore)
-      const text = yield* PrometheusMetrics.format()
-      return HttpServerResponse.text(text, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
-    })
-  )
+/** The GET /metrics handler (Prometheus text format); `refresh` updates the snapshot gauges first. */
+export const metricsHandler = <E>(refresh: Effect.Effect<void, E>) =>
+  Effect.gen(function*() {
+    yield* refresh.pipe(Effect.ignore)
+    const text = yield* PrometheusMetrics.format()
+    return HttpServerResponse.text(text, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
+  })

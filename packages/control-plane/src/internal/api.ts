@@ -1,0 +1,120 @@
+// HTTP API helpers: the JSON error shape, body reading with a size limit and strict Schema decoding (unknown
+// fields are errors, every message names the field), and the wire shapes of agents, sessions, templates and
+// commands.
+import { formatSchemaError } from "@streamspace/protocol"
+import { ByteSize, Effect, Schema } from "effect"
+import { HttpIncomingMessage, HttpServerRequest, HttpServerResponse } from "effect/http"
+import type { AgentView } from "../AgentHub.ts"
+import type { CommandRecord } from "../CommandDispatcher.ts"
+import type { SessionRecord, TemplateRecord } from "./sessionRepo.ts"
+
+/** An answer other than success: `{"error": {"code", "message"}}` with `status`. */
+export class ApiError extends Schema.TaggedError<ApiError>()("ApiError", {
+  status: Schema.Number,
+  code: Schema.String,
+  message: Schema.String
+}) {}
+
+export const errorResponse = (status: number, code: string, message: string) =>
+  HttpServerResponse.jsonUnsafe({ error: { code, message } }, { status })
+
+export const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
+
+const friendly = (text: string) => text.replaceAll("Expected no excess property", "unknown field").replaceAll("Missing key", "is required")
+
+/** Decodes a value strictly (unknown fields rejected); the error names each field at fault. */
+export const decodeStrict = <S extends Schema.Decoder<unknown>>(schema: S, value: unknown, what: string) =>
+  Schema.decodeUnknownEffect(schema)(value, { onExcessProperty: "error", errors: "all" }).pipe(
+    Effect.mapError((e) => new ApiError({ status: 400, code: "invalid_request", message: `invalid ${what}: ${friendly(formatSchemaError(e))}` }))
+  ) as Effect.Effect<S["Type"], ApiError, never>
+
+/** Reads the request body as JSON within `maxBytes` and decodes it strictly. */
+export const readBody = <S extends Schema.Decoder<unknown>>(schema: S, maxBytes: number) =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const declared = Number(request.headers["content-length"] ?? "0")
+    if (declared > maxBytes) return yield* new ApiError({ status: 413, code: "body_too_large", message: `request body is over ${maxBytes} bytes` })
+    const buf = yield* request.arrayBuffer.pipe(
+      Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(maxBytes)),
+      Effect.mapError((e) =>
+        e.reason._tag === "RequestParseError" && e.reason.reason === "BodyTooLarge"
+          ? new ApiError({ status: 413, code: "body_too_large", message: `request body is over ${maxBytes} bytes` })
+          : new ApiError({ status: 400, code: "invalid_request", message: "request body could not be read" })
+      )
+    )
+    const type = request.headers["content-type"] ?? ""
+    if (buf.byteLength > 0 && !/^application\/(.+\+)?json\b/i.test(type)) {
+      return yield* new ApiError({ status: 415, code: "unsupported_media_type", message: "request body must be application/json" })
+    }
+    let value: unknown
+    try {
+      value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(buf))
+    } catch (e) {
+      return yield* new ApiError({ status: 400, code: "invalid_request", message: `request body is not valid JSON: ${(e as Error).message}` })
+    }
+    return yield* decodeStrict(schema, value, "request body")
+  })
+
+const iso = (d: Date | undefined) => (d === undefined ? null : d.toISOString())
+
+export const agentJson = (a: AgentView, unknownSessions: ReadonlyArray<string>) => ({
+  id: a.id,
+  platform: a.platform,
+  region: a.region,
+  version: a.version,
+  status: a.status,
+  enrollment: a.enrollment,
+  connected: a.connected,
+  draining: a.draining,
+  last_heartbeat: iso(a.lastHeartbeat),
+  capacity: a.capacity ?? null,
+  active_sessions: a.activeSessions,
+  active_tunnels: a.activeTunnels,
+  /** Sessions the agent runs that the control plane has no record of (reported, never deleted). */
+  unknown_sessions: unknownSessions
+})
+
+export const sessionJson = (s: SessionRecord) => ({
+  id: s.id,
+  user_id: s.userId,
+  template: s.template,
+  agent_id: s.agentId,
+  region: s.region ?? null,
+  state: s.state,
+  reason: s.reason ?? null,
+  message: s.message ?? null,
+  image: s.spec.image,
+  resources: s.spec.resources ?? {},
+  env: s.spec.env ?? {},
+  persistent_home: s.spec.persistent_home,
+  create_command_id: s.createCommandId ?? null,
+  delete_command_id: s.deleteCommandId ?? null,
+  created_at: s.createdAt.toISOString(),
+  updated_at: s.updatedAt.toISOString()
+})
+
+export const templateJson = (t: TemplateRecord) => ({
+  name: t.name,
+  display_name: t.displayName,
+  image: t.image,
+  resources: t.resources ?? {},
+  env: t.env,
+  vnc_port: t.vncPort,
+  persistent_home: t.persistentHome,
+  created_at: t.createdAt.toISOString()
+})
+
+export const commandJson = (c: CommandRecord) => ({
+  id: c.id,
+  agent_id: c.agentId,
+  action: c.action,
+  state: c.state,
+  result: c.result ?? null,
+  error: c.error ?? null,
+  created_at: c.createdAt.toISOString(),
+  sent_at: iso(c.sentAt),
+  acked_at: iso(c.ackedAt),
+  completed_at: iso(c.completedAt),
+  failed_at: iso(c.failedAt),
+  deadline: c.deadline.toISOString()
+})

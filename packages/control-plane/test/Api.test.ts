@@ -1,0 +1,303 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Layer, References } from "effect"
+import * as Api from "../src/Api.ts"
+import { Auth } from "../src/Auth.ts"
+import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
+import { makeMemoryRepo, Sessions } from "../src/Sessions.ts"
+import { VncProxy } from "../src/VncProxy.ts"
+import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
+import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
+import { serveApp } from "./support/http.ts"
+import { sign, TEST_JWT_SECRET, unsecured } from "./support/jwt.ts"
+
+const env = { JWT_SECRET: TEST_JWT_SECRET, MAX_BODY_BYTES: "4096", LOG_LEVEL: "error" }
+
+const setup = Effect.gen(function*() {
+  const hub: FakeHub = yield* makeFakeHub
+  const dispatcher: FakeDispatcher = yield* makeFakeDispatcher
+  const repo = makeMemoryRepo()
+  const services = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), ControlPlaneConfig.layerFromRecord(env), Layer.succeed(References.MinimumLogLevel, "Error"))
+  const app = Api.layer.pipe(
+    Layer.provideMerge(VncProxy.layer),
+    Layer.provideMerge(Sessions.layerMemory(repo)),
+    Layer.provideMerge(Auth.layer),
+    Layer.provideMerge(services)
+  )
+  const served = yield* serveApp(app)
+  const tokens = {
+    ann: yield* Effect.promise(() => sign({ sub: "ann" })),
+    bob: yield* Effect.promise(() => sign({ sub: "bob", role: "user" })),
+    admin: yield* Effect.promise(() => sign({ sub: "root", role: "admin" }))
+  }
+  const call = (method: string, path: string, options: { token?: string | undefined; body?: unknown; raw?: string; headers?: Record<string, string> } = {}) =>
+    Effect.promise(async () => {
+      const headers: Record<string, string> = { ...options.headers }
+      if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
+      let body: string | undefined
+      if (options.raw !== undefined) body = options.raw
+      else if (options.body !== undefined) {
+        body = JSON.stringify(options.body)
+        headers["content-type"] ??= "application/json"
+      }
+      const res = await fetch(`${served.base}${path}`, { method, headers, ...(body === undefined ? {} : { body }) })
+      const text = await res.text()
+      let json: any = undefined
+      try {
+        json = JSON.parse(text)
+      } catch {}
+      return { status: res.status, json, text }
+    })
+  return { hub, dispatcher, repo, call, tokens, sessions: Context.get(served.ctx, Sessions) }
+})
+
+const errorOf = (r: { status: number; json: any }) => ({ status: r.status, code: r.json?.error?.code as string, message: r.json?.error?.message as string })
+
+describe("API auth", () => {
+  it.live("health needs no token; everything else answers 401 without one", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const h = yield* t.call("GET", "/api/v1/health")
+      assert.strictEqual(h.status, 200)
+      assert.strictEqual(h.json.status, "ok")
+      for (const [m, p] of [["GET", "/api/v1/agents"], ["GET", "/api/v1/sessions"], ["POST", "/api/v1/sessions"], ["GET", "/api/v1/templates"], ["GET", "/api/v1/commands/c-1"]] as const) {
+        const r = errorOf(yield* t.call(m, p))
+        assert.deepStrictEqual([r.status, r.code], [401, "unauthorized"], `${m} ${p}`)
+        assert.include(r.message, "missing Authorization")
+      }
+    }))
+
+  it.live("expired, not-yet-valid, wrong-signature, alg none, wrong-algorithm and malformed tokens are 401 with a reason", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const now = Math.floor(Date.now() / 1000)
+      const cases: Array<[string, string, string]> = [
+        ["expired", yield* Effect.promise(() => sign({ sub: "ann", exp: now - 3600 })), "expired"],
+        ["nbf in the future", yield* Effect.promise(() => sign({ sub: "ann", nbf: now + 3600 })), "not valid yet"],
+        ["wrong signature", yield* Effect.promise(() => sign({ sub: "ann" }, { secret: "another-secret-another-secret-another" })), "signature"],
+        ["alg none", unsecured({ sub: "ann", role: "admin" }), "algorithm"],
+        ["HS512", yield* Effect.promise(() => sign({ sub: "ann" }, { alg: "HS512" })), "algorithm"],
+        ["RS256 without a JWKS", yield* Effect.promise(() => sign({ sub: "ann" }, { alg: "RS256" })), "algorithm"],
+        ["not a JWT", "abc.def", "not"],
+        ["no sub", yield* Effect.promise(() => sign({ role: "user" })), "sub"],
+        ["bad role", yield* Effect.promise(() => sign({ sub: "ann", role: "root" })), "role"]
+      ]
+      for (const [name, token, words] of cases) {
+        const r = errorOf(yield* t.call("GET", "/api/v1/sessions", { token }))
+        assert.strictEqual(r.status, 401, name)
+        assert.strictEqual(r.code, "unauthorized", name)
+        assert.include(r.message, words, name)
+      }
+      const r = errorOf(yield* t.call("GET", "/api/v1/sessions", { headers: { authorization: `Basic ${t.tokens.ann}` } }))
+      assert.strictEqual(r.status, 401)
+    }))
+
+  it.live("users get 403 on admin actions", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      for (const [m, p, body] of [
+        ["PATCH", "/api/v1/agents/a", { status: "offline" }],
+        ["POST", "/api/v1/agents/a/approve", undefined],
+        ["POST", "/api/v1/agents/a/revoke", undefined],
+        ["POST", "/api/v1/templates", { name: "x", image: "y" }]
+      ] as const) {
+        const r = errorOf(yield* t.call(m, p, { token: t.tokens.ann, body }))
+        assert.deepStrictEqual([r.status, r.code], [403, "forbidden"], `${m} ${p}`)
+      }
+      assert.isFalse(t.hub.agents.get("a")!.draining)
+    }))
+})
+
+describe("API agents", () => {
+  it.live("list and get show the agent guide's fields plus enrollment", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("k8s-prod-us-east-1", {
+        region: "us-east-1",
+        activeSessions: 5,
+        lastHeartbeat: new Date("2025-11-20T10:30:45Z"),
+        capacity: { cpu: "8000m", memory: "16Gi", max_sessions: 100 }
+      })
+      const list = yield* t.call("GET", "/api/v1/agents", { token: t.tokens.ann })
+      assert.strictEqual(list.status, 200)
+      assert.strictEqual(list.json.agents.length, 1)
+      const one = yield* t.call("GET", "/api/v1/agents/k8s-prod-us-east-1", { token: t.tokens.ann })
+      assert.strictEqual(one.status, 200)
+      assert.deepInclude(one.json, {
+        id: "k8s-prod-us-east-1",
+        platform: "kubernetes",
+        region: "us-east-1",
+        status: "online",
+        last_heartbeat: "2025-11-20T10:30:45.000Z",
+        capacity: { cpu: "8000m", memory: "16Gi", max_sessions: 100 },
+        active_sessions: 5,
+        enrollment: "approved"
+      })
+      assert.deepStrictEqual(one.json.unknown_sessions, [])
+      assert.deepStrictEqual(errorOf(yield* t.call("GET", "/api/v1/agents/nope", { token: t.tokens.ann })).status, 404)
+      const bad = errorOf(yield* t.call("GET", "/api/v1/agents/Not_A_Name", { token: t.tokens.ann }))
+      assert.strictEqual(bad.status, 400)
+      assert.include(bad.message, "id:")
+    }))
+
+  it.live("PATCH drains and undrains; approve/reject/rotate/revoke reach the hub", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      t.hub.addAgent("p", { enrollment: "pending" })
+      const drained = yield* t.call("PATCH", "/api/v1/agents/a", { token: t.tokens.admin, body: { status: "offline" } })
+      assert.strictEqual(drained.status, 200)
+      assert.strictEqual(drained.json.draining, true)
+      assert.strictEqual(drained.json.status, "draining")
+      const undrained = yield* t.call("PATCH", "/api/v1/agents/a", { token: t.tokens.admin, body: { status: "online" } })
+      assert.strictEqual(undrained.json.draining, false)
+      const bad = errorOf(yield* t.call("PATCH", "/api/v1/agents/a", { token: t.tokens.admin, body: { status: "asleep" } }))
+      assert.strictEqual(bad.status, 400)
+      assert.include(bad.message, "status:")
+      const extra = errorOf(yield* t.call("PATCH", "/api/v1/agents/a", { token: t.tokens.admin, body: { status: "online", colour: "red" } }))
+      assert.strictEqual(extra.status, 400)
+      assert.include(extra.message, "colour: unknown field")
+      assert.strictEqual(errorOf(yield* t.call("PATCH", "/api/v1/agents/zz", { token: t.tokens.admin, body: { status: "online" } })).status, 404)
+      assert.strictEqual((yield* t.call("POST", "/api/v1/agents/p/approve", { token: t.tokens.admin })).json.enrollment, "approved")
+      assert.strictEqual((yield* t.call("POST", "/api/v1/agents/a/revoke", { token: t.tokens.admin })).json.enrollment, "revoked")
+      t.hub.addAgent("q", { enrollment: "pending" })
+      assert.strictEqual((yield* t.call("POST", "/api/v1/agents/q/reject", { token: t.tokens.admin })).json.enrollment, "rejected")
+      assert.strictEqual((yield* t.call("POST", "/api/v1/agents/p/rotate", { token: t.tokens.admin })).status, 200)
+    }))
+})
+
+describe("API templates", () => {
+  it.live("list, get, create (admin), duplicates and bad input", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const list = yield* t.call("GET", "/api/v1/templates", { token: t.tokens.ann })
+      assert.deepStrictEqual(list.json.templates.map((x: any) => x.name), ["demo"])
+      const demo = yield* t.call("GET", "/api/v1/templates/demo", { token: t.tokens.ann })
+      assert.deepInclude(demo.json, { name: "demo", vnc_port: 5900, persistent_home: false })
+      assert.strictEqual(errorOf(yield* t.call("GET", "/api/v1/templates/nope", { token: t.tokens.ann })).status, 404)
+      const created = yield* t.call("POST", "/api/v1/templates", {
+        token: t.tokens.admin,
+        body: { name: "firefox", display_name: "Firefox", image: "example/firefox:1", resources: { cpu: "1", memory: "1Gi" }, env: { LANG: "C" }, vnc_port: 5901, persistent_home: true }
+      })
+      assert.strictEqual(created.status, 201)
+      assert.deepInclude(created.json, { name: "firefox", display_name: "Firefox", vnc_port: 5901, persistent_home: true })
+      const dup = errorOf(yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "firefox", image: "x" } }))
+      assert.deepStrictEqual([dup.status, dup.code], [409, "conflict"])
+      const cases: Array<[unknown, string]> = [
+        [{ name: "Bad Name", image: "x" }, "name:"],
+        [{ name: "ok", image: "" }, "image:"],
+        [{ name: "ok" }, "image: is required"],
+        [{ name: "ok", image: "x", vnc_port: 70000 }, "vnc_port:"],
+        [{ name: "ok", image: "x", resources: { cpu: "lots" } }, "resources.cpu:"],
+        [{ name: "ok", image: "x", privileged: true }, "privileged: unknown field"]
+      ]
+      for (const [body, words] of cases) {
+        const r = errorOf(yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body }))
+        assert.strictEqual(r.status, 400, JSON.stringify(body))
+        assert.include(r.message, words, JSON.stringify(body))
+      }
+    }))
+})
+
+describe("API sessions", () => {
+  it.live("create, get, list, delete, and the command behind it", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a", { region: "eu" })
+      const created = yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "demo", region: "eu", resources: { cpu: "250m" }, env: { GREETING: "hi" }, persistent_home: true } })
+      assert.strictEqual(created.status, 201)
+      const s = created.json
+      assert.deepInclude(s, { user_id: "ann", template: "demo", agent_id: "a", region: "eu", state: "creating", persistent_home: true })
+      assert.deepStrictEqual(s.resources, { cpu: "250m", memory: "512Mi" })
+      assert.deepStrictEqual(s.env, { GREETING: "hi" })
+      const got = yield* t.call("GET", `/api/v1/sessions/${s.id}`, { token: t.tokens.ann })
+      assert.strictEqual(got.json.id, s.id)
+      const cmd = yield* t.call("GET", `/api/v1/commands/${s.create_command_id}`, { token: t.tokens.ann })
+      assert.deepInclude(cmd.json, { id: s.create_command_id, action: "create_session", agent_id: "a", state: "sent" })
+      assert.strictEqual(errorOf(yield* t.call("GET", `/api/v1/commands/${s.create_command_id}`, { token: t.tokens.bob })).status, 404)
+      assert.strictEqual((yield* t.call("GET", `/api/v1/commands/${s.create_command_id}`, { token: t.tokens.admin })).status, 200)
+      const ticket = yield* t.call("POST", `/api/v1/sessions/${s.id}/vnc-ticket`, { token: t.tokens.ann })
+      assert.strictEqual(ticket.status, 201)
+      assert.match(ticket.json.ticket, /^[A-Za-z0-9_-]{20,}$/)
+      assert.strictEqual(ticket.json.url, `/api/v1/sessions/${s.id}/vnc?ticket=${ticket.json.ticket}`)
+      const del = yield* t.call("DELETE", `/api/v1/sessions/${s.id}`, { token: t.tokens.ann })
+      assert.strictEqual(del.status, 202)
+      assert.strictEqual(del.json.state, "terminating")
+      const list = yield* t.call("GET", "/api/v1/sessions", { token: t.tokens.ann })
+      assert.deepStrictEqual(list.json.sessions.map((x: any) => x.id), [s.id])
+    }))
+
+  it.live("users are isolated from each other's sessions; admins see all", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      const annS = (yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "demo" } })).json
+      const bobS = (yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.bob, body: { template: "demo" } })).json
+      assert.deepStrictEqual((yield* t.call("GET", "/api/v1/sessions", { token: t.tokens.bob })).json.sessions.map((x: any) => x.id), [bobS.id])
+      for (const [m, p] of [["GET", `/api/v1/sessions/${annS.id}`], ["DELETE", `/api/v1/sessions/${annS.id}`], ["POST", `/api/v1/sessions/${annS.id}/vnc-ticket`]] as const) {
+        const r = errorOf(yield* t.call(m, p, { token: t.tokens.bob }))
+        assert.deepStrictEqual([r.status, r.code], [404, "not_found"], `${m} ${p}`)
+      }
+      assert.strictEqual(t.dispatcher.commands.filter((c) => c.request.action === "delete_session").length, 0)
+      assert.strictEqual((yield* t.call("GET", "/api/v1/sessions", { token: t.tokens.admin })).json.sessions.length, 2)
+      assert.strictEqual((yield* t.call("GET", `/api/v1/sessions/${annS.id}`, { token: t.tokens.admin })).json.user_id, "ann")
+    }))
+
+  it.live("no eligible agent: 503 naming why, and nothing half-created", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a", { draining: true, status: "draining" })
+      const r = errorOf(yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "demo" } }))
+      assert.deepStrictEqual([r.status, r.code], [503, "no_eligible_agent"])
+      assert.include(r.message, "a: draining")
+      assert.deepStrictEqual((yield* t.call("GET", "/api/v1/sessions", { token: t.tokens.admin })).json.sessions, [])
+      assert.strictEqual(t.repo.sessions.size, 0)
+      assert.strictEqual(t.dispatcher.commands.length, 0)
+    }))
+
+  it.live("bad input is 400 naming the field", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      const cases: Array<[unknown, string]> = [
+        [{ template: "nope" }, "template:"],
+        [{ template: "Demo!" }, "template:"],
+        [{}, "template: is required"],
+        [{ template: "demo", gpu: 1 }, "gpu: unknown field"],
+        [{ template: "demo", persistent_home: "yes" }, "persistent_home:"],
+        [{ template: "demo", resources: { cpu: 2 } }, "resources.cpu:"],
+        [{ template: "demo", resources: { disk: "1Gi" } }, "resources.disk: unknown field"],
+        [{ template: "demo", env: { "1BAD": "x" } }, "env.1BAD:"],
+        [{ template: "demo", env: { GOOD: 1 } }, "env.GOOD:"],
+        [{ template: "demo", region: "" }, "region:"],
+        [[1, 2], "request body"]
+      ]
+      for (const [body, words] of cases) {
+        const r = errorOf(yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body }))
+        assert.deepStrictEqual([r.status, r.code], [400, "invalid_request"], JSON.stringify(body))
+        assert.include(r.message, words, JSON.stringify(body))
+      }
+      const notJson = errorOf(yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, raw: "{template:", headers: { "content-type": "application/json" } }))
+      assert.deepStrictEqual([notJson.status, notJson.code], [400, "invalid_request"])
+      const big = errorOf(yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "demo", env: { X: "y".repeat(5000) } } }))
+      assert.deepStrictEqual([big.status, big.code], [413, "body_too_large"])
+      const text = errorOf(yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, raw: "template=demo", headers: { "content-type": "text/plain" } }))
+      assert.strictEqual(text.status, 415)
+      assert.strictEqual(t.dispatcher.commands.length, 0)
+      assert.strictEqual(t.repo.sessions.size, 0)
+    }))
+
+  it.live("unknown endpoints are JSON 404s; /metrics speaks Prometheus", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "demo" } })
+      const r = errorOf(yield* t.call("GET", "/api/v1/nothing", { token: t.tokens.ann }))
+      assert.deepStrictEqual([r.status, r.code], [404, "not_found"])
+      const m = yield* t.call("GET", "/metrics")
+      assert.strictEqual(m.status, 200)
+      assert.match(m.text, /streamspace_control_plane_sessions\{state="creating"\} 1/)
+      assert.match(m.text, /streamspace_control_plane_agents\{status="online"\} 1/)
+      assert.match(m.text, /streamspace_control_plane_session_transitions_total/)
+    }))
+})
