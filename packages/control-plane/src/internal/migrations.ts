@@ -1,0 +1,115 @@
+// The store's schema, as ordered migrations run by effect/sql's Migrator at start (recorded in
+// `effect_sql_migrations`; all pending ones run in one transaction under a table lock, so two
+// control planes starting together do not both migrate). Never edit a released migration: add one.
+//
+// Timestamps are timestamptz written by the store from Effect's Clock (not the database's now()),
+// so tests with TestClock see the times they set. Every statement is its own query: the extended
+// protocol that sql-pg speaks runs one statement per query.
+import { Effect } from "effect"
+import * as Migrator from "effect/sql/Migrator"
+import { SqlClient } from "effect/sql/SqlClient"
+
+const statements = (...queries: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    for (const q of queries) yield* sql.unsafe(q)
+  })
+
+const initial = statements(
+  `CREATE TABLE users (
+    id text PRIMARY KEY,
+    name text NOT NULL,
+    role text NOT NULL CHECK (role IN ('admin', 'user')),
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+  )`,
+  `CREATE TABLE templates (
+    name text PRIMARY KEY,
+    display_name text NOT NULL,
+    image text NOT NULL,
+    cpu text NOT NULL,
+    memory text NOT NULL,
+    env jsonb NOT NULL DEFAULT '{}'::jsonb,
+    vnc_port integer NOT NULL CHECK (vnc_port BETWEEN 1 AND 65535),
+    persistent_home boolean NOT NULL DEFAULT false,
+    shared_home boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+  )`,
+  `CREATE TABLE agents (
+    id text PRIMARY KEY,
+    platform text NOT NULL,
+    region text NOT NULL,
+    version text NOT NULL,
+    status text NOT NULL CHECK (status IN ('online', 'offline', 'warning', 'error')),
+    enrollment text NOT NULL CHECK (enrollment IN ('pending', 'approved', 'rejected', 'revoked')),
+    credential_hash text,
+    previous_credential_hash text,
+    previous_credential_expires_at timestamptz,
+    capacity jsonb NOT NULL,
+    active_sessions integer NOT NULL DEFAULT 0,
+    last_heartbeat timestamptz,
+    draining boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    enrollment_changed_at timestamptz
+  )`,
+  `CREATE TABLE sessions (
+    id text PRIMARY KEY,
+    user_id text NOT NULL REFERENCES users (id),
+    template text NOT NULL REFERENCES templates (name),
+    agent_id text REFERENCES agents (id),
+    state text NOT NULL CHECK (state IN ('pending', 'creating', 'running', 'terminating', 'terminated', 'failed')),
+    reason text,
+    message text,
+    spec jsonb NOT NULL,
+    region text,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+  )`,
+  `CREATE INDEX sessions_user_id ON sessions (user_id)`,
+  `CREATE INDEX sessions_agent_id_state ON sessions (agent_id, state)`,
+  `CREATE TABLE session_history (
+    seq bigserial PRIMARY KEY,
+    session_id text NOT NULL REFERENCES sessions (id),
+    state text NOT NULL,
+    reason text,
+    message text,
+    at timestamptz NOT NULL
+  )`,
+  `CREATE INDEX session_history_session_id ON session_history (session_id, seq)`,
+  `CREATE TABLE commands (
+    id text PRIMARY KEY,
+    agent_id text NOT NULL REFERENCES agents (id),
+    session_id text REFERENCES sessions (id),
+    action text NOT NULL,
+    payload jsonb NOT NULL,
+    traceparent text,
+    state text NOT NULL CHECK (state IN ('pending', 'sent', 'ack', 'completed', 'failed')),
+    result jsonb,
+    error jsonb,
+    attempts integer NOT NULL DEFAULT 0,
+    deadline_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL,
+    sent_at timestamptz,
+    acked_at timestamptz,
+    completed_at timestamptz,
+    failed_at timestamptz
+  )`,
+  `CREATE INDEX commands_unfinished ON commands (agent_id, created_at) WHERE state IN ('pending', 'sent', 'ack')`,
+  `CREATE INDEX commands_session_id ON commands (session_id)`
+)
+
+const seedDemoTemplate = statements(
+  `INSERT INTO templates (name, display_name, image, cpu, memory, env, vnc_port, persistent_home, shared_home, created_at, updated_at)
+   VALUES ('demo', 'Demo desktop', 'streamspace/demo-desktop:latest', '500m', '512Mi', '{}'::jsonb, 5900, false, false, now(), now())
+   ON CONFLICT (name) DO NOTHING`
+)
+
+export const migrations = Migrator.fromRecord({
+  "0001_initial": initial,
+  "0002_seed_demo_template": seedDemoTemplate
+})
+
+/** Runs the pending migrations; returns the ones it ran as `[id, name]`. */
+export const runMigrations = Migrator.make({})({ loader: migrations })

@@ -1,0 +1,523 @@
+// The store's behaviour, run twice: on embedded PGlite (in memory, through pglite-socket) and on a
+// real PostgreSQL cluster started for this file (Debian's postgresql; the suite fails, it does not
+// skip, when pg_ctl is missing). Each test uses fresh ids, so the tests share one database per run.
+import { assert, layer, type Vitest } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import * as Database from "../src/Database.ts"
+import { runMigrations } from "../src/internal/migrations.ts"
+import { type Capacity, Store, type StoreError } from "../src/Store.ts"
+import { startPostgres } from "./support/postgres.ts"
+
+let counter = 0
+const uid = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${++counter}`
+const capacity: Capacity = { cpu: "8000m", memory: "16Gi", max_sessions: 10 }
+
+const reasonOf = <A>(eff: Effect.Effect<A, StoreError>) =>
+  Effect.map(Effect.flip(eff), (e) => e.reason._tag)
+
+/** A user, a template and an approved agent to hang sessions and commands on. */
+const fixture = Effect.gen(function*() {
+  const store = yield* Store
+  const user = yield* store.users.insert({ id: uid("u"), name: "Ada", role: "user" })
+  const template = yield* store.templates.insert({
+    name: uid("t"),
+    displayName: "T",
+    image: "img:1",
+    cpu: "1",
+    memory: "1Gi",
+    vncPort: 5901
+  })
+  const { agent } = yield* store.agents.register({
+    id: uid("a"),
+    platform: "kubernetes",
+    region: "eu",
+    version: "1.0.0",
+    capacity
+  })
+  return { store, user, template, agent }
+})
+
+const newSession = (f: { user: { id: string }; template: { name: string }; agent: { id: string } }, id = uid("s")) => ({
+  id,
+  userId: f.user.id,
+  template: f.template.name,
+  agentId: f.agent.id,
+  spec: { image: "img:1", env: { FOO_BAR: "x" }, persistent_home: false },
+  region: "eu"
+})
+
+const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
+  it.effect("runs its migrations once: a second start migrates nothing and keeps one demo template", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(yield* runMigrations, [])
+      // a whole second store over the same database starts fine (what a restart does)
+      const templates = yield* Store.use((s) => s.templates.list()).pipe(Effect.provide(Store.layerNoDeps))
+      assert.strictEqual(templates.filter((t) => t.name === "demo").length, 1)
+      const sql = yield* SqlClient
+      const recorded = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
+      assert.strictEqual(recorded[0]!.n, 2)
+    }))
+
+  it.effect("seeds the demo template", () =>
+    Effect.gen(function*() {
+      const store = yield* Store
+      const demo = yield* store.templates.get("demo")
+      assert.deepStrictEqual(
+        { ...demo, createdAt: undefined, updatedAt: undefined },
+        {
+          name: "demo",
+          displayName: "Demo desktop",
+          image: "streamspace/demo-desktop:latest",
+          cpu: "500m",
+          memory: "512Mi",
+          env: {},
+          vncPort: 5900,
+          persistentHome: false,
+          sharedHome: false,
+          createdAt: undefined,
+          updatedAt: undefined
+        }
+      )
+    }))
+
+  it.effect("users: insert, get, list, upsert; duplicate is Conflict and keeps the first; unknown is NotFound", () =>
+    Effect.gen(function*() {
+      const store = yield* Store
+      const id = uid("user")
+      const u = yield* store.users.insert({ id, name: "Grace", role: "admin" })
+      assert.strictEqual(u.role, "admin")
+      assert.deepStrictEqual(yield* store.users.get(id), u)
+      assert.isTrue((yield* store.users.list()).some((x) => x.id === id))
+      assert.strictEqual(yield* reasonOf(store.users.insert({ id, name: "Mallory", role: "user" })), "Conflict")
+      assert.strictEqual((yield* store.users.get(id)).name, "Grace")
+      const up = yield* store.users.upsert({ id, name: "Grace H.", role: "user" })
+      assert.deepStrictEqual([up.name, up.role, up.createdAt.getTime()], ["Grace H.", "user", u.createdAt.getTime()])
+      const fresh = yield* store.users.upsert({ id: uid("user"), name: "New", role: "user" })
+      assert.strictEqual(fresh.name, "New")
+      const err = yield* Effect.flip(store.users.get("nobody"))
+      assert.strictEqual(err.reason._tag, "NotFound")
+      assert.include(err.message, "nobody")
+    }))
+
+  it.effect("templates: insert with env and flags, get, list; duplicate is Conflict; unknown is NotFound", () =>
+    Effect.gen(function*() {
+      const store = yield* Store
+      const name = uid("tpl")
+      const t = yield* store.templates.insert({
+        name,
+        displayName: "Firefox",
+        image: "ff:1",
+        cpu: "2",
+        memory: "2Gi",
+        env: { MOZ_X: "1", lower_case: "ok" },
+        vncPort: 5900,
+        persistentHome: true,
+        sharedHome: true
+      })
+      assert.deepStrictEqual(t.env, { MOZ_X: "1", lower_case: "ok" })
+      assert.isTrue(t.persistentHome && t.sharedHome)
+      assert.deepStrictEqual(yield* store.templates.get(name), t)
+      const names = (yield* store.templates.list()).map((x) => x.name)
+      assert.isTrue(names.includes(name) && names.includes("demo"))
+      assert.strictEqual(
+        yield* reasonOf(store.templates.insert({ name, displayName: "X", image: "x", cpu: "1", memory: "1", vncPort: 1 })),
+        "Conflict"
+      )
+      assert.strictEqual((yield* store.templates.get(name)).image, "ff:1")
+      assert.strictEqual(yield* reasonOf(store.templates.get("nope")), "NotFound")
+    }))
+
+  it.effect("agents: register inserts pending, re-register updates metadata only; heartbeat, status, draining", () =>
+    Effect.gen(function*() {
+      const store = yield* Store
+      const id = uid("agent")
+      const first = yield* store.agents.register({ id, platform: "kubernetes", region: "eu", version: "1.0.0", capacity })
+      assert.isTrue(first.created)
+      assert.deepStrictEqual(
+        [first.agent.enrollment, first.agent.status, first.agent.credentialHash, first.agent.draining, first.agent.activeSessions],
+        ["pending", "online", null, false, 0]
+      )
+      assert.deepStrictEqual(first.agent.capacity, capacity)
+      assert.isNotNull(first.agent.lastHeartbeat)
+      yield* store.agents.approve(id, "hash-1")
+      const again = yield* store.agents.register({
+        id,
+        platform: "kubernetes",
+        region: "us",
+        version: "1.1.0",
+        capacity: { ...capacity, max_sessions: 3 },
+        status: "warning",
+        activeSessions: 2
+      })
+      assert.isFalse(again.created)
+      assert.deepStrictEqual(
+        [again.agent.region, again.agent.version, again.agent.capacity.max_sessions, again.agent.status, again.agent.activeSessions],
+        ["us", "1.1.0", 3, "warning", 2]
+      )
+      assert.deepStrictEqual([again.agent.enrollment, again.agent.credentialHash], ["approved", "hash-1"])
+
+      const hb = yield* store.agents.heartbeat(id, { status: "online", activeSessions: 5 })
+      assert.deepStrictEqual([hb.status, hb.activeSessions, hb.capacity.max_sessions], ["online", 5, 3])
+      const hb2 = yield* store.agents.heartbeat(id, { status: "error", activeSessions: 0, capacity })
+      assert.deepStrictEqual([hb2.status, hb2.capacity], ["error", capacity])
+      assert.isTrue(hb2.lastHeartbeat!.getTime() >= hb.lastHeartbeat!.getTime())
+      assert.strictEqual((yield* store.agents.setStatus(id, "offline")).status, "offline")
+      assert.isTrue((yield* store.agents.setDraining(id, true)).draining)
+      assert.isFalse((yield* store.agents.setDraining(id, false)).draining)
+      assert.isTrue((yield* store.agents.list()).some((a) => a.id === id))
+      assert.deepStrictEqual(yield* store.agents.get(id), yield* store.agents.get(id))
+
+      for (
+        const op of [
+          store.agents.get("ghost"),
+          store.agents.heartbeat("ghost", { status: "online", activeSessions: 0 }),
+          store.agents.setStatus("ghost", "offline"),
+          store.agents.setDraining("ghost", true),
+          store.agents.approve("ghost", "h"),
+          store.agents.reject("ghost"),
+          store.agents.revoke("ghost"),
+          store.agents.rotateCredential("ghost", "h", new Date())
+        ]
+      ) {
+        assert.strictEqual(yield* reasonOf(op), "NotFound")
+      }
+    }))
+
+  it.effect("agents: enrolment moves approve/reject/revoke/rotate, with Conflict for the wrong state", () =>
+    Effect.gen(function*() {
+      const store = yield* Store
+      const reg = (id: string) => store.agents.register({ id, platform: "kubernetes", region: "eu", version: "1", capacity })
+
+      const a = uid("agent")
+      yield* reg(a)
+      assert.strictEqual(yield* reasonOf(store.agents.rotateCredential(a, "h2", new Date())), "Conflict")
+      const approved = yield* store.agents.approve(a, "h1")
+      assert.deepStrictEqual([approved.enrollment, approved.credentialHash], ["approved", "h1"])
+      assert.isNotNull(approved.enrollmentChangedAt)
+      const conflict = yield* Effect.flip(store.agents.approve(a, "hX"))
+      assert.strictEqual(conflict.reason._tag, "Conflict")
+      assert.include(conflict.message, "approved")
+      assert.strictEqual((yield* store.agents.get(a)).credentialHash, "h1")
+      assert.strictEqual(yield* reasonOf(store.agents.reject(a)), "Conflict")
+
+      const until = new Date(Date.now() + 60_000)
+      const rotated = yield* store.agents.rotateCredential(a, "h2", until)
+      assert.deepStrictEqual(
+        [rotated.credentialHash, rotated.previousCredentialHash, rotated.previousCredentialExpiresAt?.getTime()],
+        ["h2", "h1", until.getTime()]
+      )
+      const revoked = yield* store.agents.revoke(a)
+      assert.deepStrictEqual(
+        [revoked.enrollment, revoked.credentialHash, revoked.previousCredentialHash, revoked.previousCredentialExpiresAt],
+        ["revoked", null, null, null]
+      )
+      assert.strictEqual(yield* reasonOf(store.agents.revoke(a)), "Conflict")
+      const reapproved = yield* store.agents.approve(a, "h3")
+      assert.deepStrictEqual([reapproved.enrollment, reapproved.credentialHash, reapproved.previousCredentialHash], [
+        "approved",
+        "h3",
+        null
+      ])
+
+      const b = uid("agent")
+      yield* reg(b)
+      assert.strictEqual((yield* store.agents.reject(b)).enrollment, "rejected")
+      assert.strictEqual(yield* reasonOf(store.agents.reject(b)), "Conflict")
+      assert.strictEqual(yield* reasonOf(store.agents.revoke(b)), "Conflict")
+      assert.strictEqual((yield* store.agents.approve(b, "hb")).enrollment, "approved")
+
+      const c = uid("agent")
+      yield* reg(c)
+      assert.strictEqual((yield* store.agents.revoke(c)).enrollment, "revoked")
+    }))
+
+  it.effect("sessions: insert writes pending + history; missing references are NotFound and store nothing", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const input = newSession(f)
+      const s = yield* store.sessions.insert(input)
+      assert.deepStrictEqual(
+        [s.state, s.userId, s.template, s.agentId, s.region, s.reason, s.message],
+        ["pending", f.user.id, f.template.name, f.agent.id, "eu", null, null]
+      )
+      assert.deepStrictEqual(s.spec, input.spec)
+      assert.deepStrictEqual(yield* store.sessions.get(s.id), s)
+      const history = yield* store.sessions.history(s.id)
+      assert.deepStrictEqual(history.map((h) => h.state), ["pending"])
+
+      assert.strictEqual(yield* reasonOf(store.sessions.insert({ ...input, spec: { other: true } })), "Conflict")
+      assert.deepStrictEqual((yield* store.sessions.get(s.id)).spec, input.spec)
+      assert.strictEqual((yield* store.sessions.history(s.id)).length, 1)
+
+      for (
+        const [bad, entity] of [
+          [{ ...newSession(f), userId: "nobody" }, "user"],
+          [{ ...newSession(f), template: "no-such-template" }, "template"],
+          [{ ...newSession(f), agentId: "no-such-agent" }, "agent"]
+        ] as const
+      ) {
+        const e = yield* Effect.flip(store.sessions.insert(bad))
+        assert.strictEqual(e.reason._tag, "NotFound")
+        assert.strictEqual(e.reason._tag === "NotFound" && e.reason.entity, entity)
+        assert.strictEqual(yield* reasonOf(store.sessions.get(bad.id)), "NotFound")
+      }
+      const unplaced = yield* store.sessions.insert({ ...newSession(f), agentId: null, region: undefined })
+      assert.deepStrictEqual([unplaced.agentId, unplaced.region], [null, null])
+      assert.strictEqual(yield* reasonOf(store.sessions.get("missing")), "NotFound")
+      assert.strictEqual(yield* reasonOf(store.sessions.history("missing")), "NotFound")
+    }))
+
+  it.effect("sessions: transitions only move forward and append history in order", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const s = yield* store.sessions.insert(newSession(f))
+      const t1 = yield* store.sessions.transition(s.id, "creating")
+      assert.isTrue(t1.changed)
+      assert.strictEqual(t1.row.state, "creating")
+      const again = yield* store.sessions.transition(s.id, "creating", { reason: "Dup" })
+      assert.isFalse(again.changed)
+      assert.strictEqual(again.row.reason, null)
+      assert.isTrue((yield* store.sessions.transition(s.id, "running", { reason: "PodReady", message: "up" })).changed)
+      const back = yield* store.sessions.transition(s.id, "creating")
+      assert.deepStrictEqual([back.changed, back.row.state], [false, "running"])
+      assert.isTrue((yield* store.sessions.transition(s.id, "terminating")).changed)
+      const done = yield* store.sessions.transition(s.id, "terminated", { reason: "Deleted" })
+      assert.deepStrictEqual([done.changed, done.row.state, done.row.reason], [true, "terminated", "Deleted"])
+      for (const to of ["running", "failed", "terminating", "terminated"] as const) {
+        assert.isFalse((yield* store.sessions.transition(s.id, to)).changed)
+      }
+      const history = yield* store.sessions.history(s.id)
+      assert.deepStrictEqual(
+        history.map((h) => [h.sessionId, h.state, h.reason, h.message]),
+        [
+          [s.id, "pending", null, null],
+          [s.id, "creating", null, null],
+          [s.id, "running", "PodReady", "up"],
+          [s.id, "terminating", null, null],
+          [s.id, "terminated", "Deleted", null]
+        ]
+      )
+      for (let i = 1; i < history.length; i++) assert.isTrue(history[i]!.at >= history[i - 1]!.at)
+
+      // skipping ahead is allowed; failed is final
+      const s2 = yield* store.sessions.insert(newSession(f))
+      assert.isTrue((yield* store.sessions.transition(s2.id, "running")).changed)
+      const failed = yield* store.sessions.transition(s2.id, "failed", { reason: "CrashLoopBackOff", message: "boom" })
+      assert.deepStrictEqual([failed.row.state, failed.row.reason, failed.row.message], ["failed", "CrashLoopBackOff", "boom"])
+      assert.isFalse((yield* store.sessions.transition(s2.id, "terminated")).changed)
+      assert.deepStrictEqual((yield* store.sessions.history(s2.id)).map((h) => h.state), ["pending", "running", "failed"])
+      assert.strictEqual(yield* reasonOf(store.sessions.transition("missing", "running")), "NotFound")
+    }))
+
+  it.effect("sessions: list filters by user, agent and states; countActiveByAgent ignores finished ones", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const other = yield* store.users.insert({ id: uid("u"), name: "Other", role: "user" })
+      const a = yield* store.sessions.insert(newSession(f))
+      const b = yield* store.sessions.insert(newSession(f))
+      const c = yield* store.sessions.insert({ ...newSession(f), userId: other.id })
+      yield* store.sessions.transition(b.id, "running")
+      yield* store.sessions.transition(c.id, "terminated")
+
+      const ids = (xs: ReadonlyArray<{ id: string }>) => xs.map((x) => x.id)
+      assert.deepStrictEqual(ids(yield* store.sessions.list({ userId: f.user.id })), [a.id, b.id])
+      assert.deepStrictEqual(ids(yield* store.sessions.list({ agentId: f.agent.id })), [a.id, b.id, c.id])
+      assert.deepStrictEqual(ids(yield* store.sessions.list({ agentId: f.agent.id, states: ["running", "terminated"] })), [
+        b.id,
+        c.id
+      ])
+      assert.deepStrictEqual(ids(yield* store.sessions.list({ agentId: f.agent.id, states: [] })), [])
+      const all = ids(yield* store.sessions.list())
+      assert.isTrue([a.id, b.id, c.id].every((id) => all.includes(id)))
+      assert.strictEqual((yield* store.sessions.countActiveByAgent()).get(f.agent.id), 2)
+    }))
+
+  it.effect("commands: insert, forward-only transitions with timestamps, results and errors", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const s = yield* store.sessions.insert(newSession(f))
+      const deadline = new Date(Date.now() + 30_000)
+      const c = yield* store.commands.insert({
+        id: uid("cmd"),
+        agentId: f.agent.id,
+        sessionId: s.id,
+        action: "create_session",
+        payload: { session_id: s.id, spec: { image: "img:1" } },
+        traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        deadlineAt: deadline
+      })
+      assert.deepStrictEqual(
+        [c.state, c.attempts, c.sentAt, c.ackedAt, c.completedAt, c.failedAt, c.result, c.error],
+        ["pending", 0, null, null, null, null, null, null]
+      )
+      assert.strictEqual(c.deadlineAt.getTime(), deadline.getTime())
+      assert.deepStrictEqual(c.payload, { session_id: s.id, spec: { image: "img:1" } })
+      assert.deepStrictEqual(yield* store.commands.get(c.id), c)
+
+      assert.isFalse((yield* store.commands.resend(c.id)).changed) // never sent yet
+      const sent = yield* store.commands.transition(c.id, "sent")
+      assert.deepStrictEqual([sent.changed, sent.row.state, sent.row.attempts], [true, "sent", 1])
+      assert.isNotNull(sent.row.sentAt)
+      assert.isFalse((yield* store.commands.transition(c.id, "sent")).changed)
+      const resent = yield* store.commands.resend(c.id)
+      assert.deepStrictEqual([resent.changed, resent.row.state, resent.row.attempts], [true, "sent", 2])
+      const ack = yield* store.commands.transition(c.id, "ack")
+      assert.deepStrictEqual([ack.changed, ack.row.state], [true, "ack"])
+      assert.isNotNull(ack.row.ackedAt)
+      assert.isFalse((yield* store.commands.transition(c.id, "sent")).changed)
+      const result = { action: "create_session", session: { session_id: s.id, phase: "running" } }
+      const done = yield* store.commands.transition(c.id, "completed", { result })
+      assert.deepStrictEqual([done.changed, done.row.state, done.row.result, done.row.error], [true, "completed", result, null])
+      assert.isNotNull(done.row.completedAt)
+      const late = yield* store.commands.transition(c.id, "failed", { error: { code: "timeout", message: "late" } })
+      assert.deepStrictEqual([late.changed, late.row.state, late.row.error], [false, "completed", null])
+      assert.isFalse((yield* store.commands.transition(c.id, "ack")).changed)
+      assert.isFalse((yield* store.commands.resend(c.id)).changed)
+
+      // pending -> failed directly (e.g. deadline passed before sending), error kept as given
+      const c2 = yield* store.commands.insert({ id: uid("cmd"), agentId: f.agent.id, action: "list_sessions", payload: {}, deadlineAt: deadline })
+      assert.deepStrictEqual([c2.sessionId, c2.traceparent], [null, null])
+      const error = { code: "timeout", message: "no answer in 30s", retryable: true }
+      const failed = yield* store.commands.transition(c2.id, "failed", { error })
+      assert.deepStrictEqual([failed.changed, failed.row.state, failed.row.error, failed.row.attempts], [true, "failed", error, 0])
+      assert.isNotNull(failed.row.failedAt)
+      assert.isFalse((yield* store.commands.transition(c2.id, "completed", { result: {} })).changed)
+
+      assert.deepStrictEqual((yield* store.commands.listBySession(s.id)).map((x) => x.id), [c.id])
+      assert.strictEqual(yield* reasonOf(store.commands.get("missing")), "NotFound")
+      assert.strictEqual(yield* reasonOf(store.commands.transition("missing", "ack")), "NotFound")
+      assert.strictEqual(yield* reasonOf(store.commands.resend("missing")), "NotFound")
+    }))
+
+  it.effect("commands: duplicate is Conflict, unknown agent or session is NotFound, stored data intact", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const deadlineAt = new Date(Date.now() + 1000)
+      const c = yield* store.commands.insert({ id: uid("cmd"), agentId: f.agent.id, action: "list_sessions", payload: { a: 1 }, deadlineAt })
+      assert.strictEqual(
+        yield* reasonOf(store.commands.insert({ id: c.id, agentId: f.agent.id, action: "delete_session", payload: { b: 2 }, deadlineAt })),
+        "Conflict"
+      )
+      assert.deepStrictEqual(yield* store.commands.get(c.id), c)
+      const noAgent = { id: uid("cmd"), agentId: "ghost", action: "list_sessions", payload: {}, deadlineAt }
+      assert.strictEqual(yield* reasonOf(store.commands.insert(noAgent)), "NotFound")
+      const noSession = { id: uid("cmd"), agentId: f.agent.id, sessionId: "ghost", action: "delete_session", payload: {}, deadlineAt }
+      assert.strictEqual(yield* reasonOf(store.commands.insert(noSession)), "NotFound")
+      assert.strictEqual(yield* reasonOf(store.commands.get(noAgent.id)), "NotFound")
+      assert.strictEqual(yield* reasonOf(store.commands.get(noSession.id)), "NotFound")
+    }))
+
+  it.effect("commands: listUnfinished returns pending, sent and ack ones, per agent or all, oldest first", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const { agent: other } = yield* store.agents.register({ id: uid("a"), platform: "kubernetes", region: "us", version: "1", capacity })
+      const deadlineAt = new Date(Date.now() + 1000)
+      const mk = (agentId: string) =>
+        store.commands.insert({ id: uid("cmd"), agentId, action: "list_sessions", payload: {}, deadlineAt }).pipe(
+          Effect.tap(() => Effect.sleep("2 millis")) // distinct created_at
+        )
+      const pending = yield* mk(f.agent.id)
+      const sent = yield* mk(f.agent.id)
+      const acked = yield* mk(f.agent.id)
+      const completed = yield* mk(f.agent.id)
+      const failed = yield* mk(f.agent.id)
+      const elsewhere = yield* mk(other.id)
+      yield* store.commands.transition(sent.id, "sent")
+      yield* store.commands.transition(acked.id, "ack")
+      yield* store.commands.transition(completed.id, "completed", { result: { ok: true } })
+      yield* store.commands.transition(failed.id, "failed", { error: { code: "internal", message: "x" } })
+
+      const mine = yield* store.commands.listUnfinished(f.agent.id)
+      assert.deepStrictEqual(mine.map((c) => [c.id, c.state]), [[pending.id, "pending"], [sent.id, "sent"], [acked.id, "ack"]])
+      const all = (yield* store.commands.listUnfinished()).map((c) => c.id)
+      assert.isTrue([pending.id, sent.id, acked.id, elsewhere.id].every((id) => all.includes(id)))
+      assert.isFalse(all.includes(completed.id) || all.includes(failed.id))
+    }))
+
+  it.effect("withTransaction: a failure rolls back every write inside it", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const s = newSession(f)
+      const cmdId = uid("cmd")
+      const failure = yield* store.withTransaction(Effect.gen(function*() {
+        yield* store.sessions.insert(s)
+        yield* store.commands.insert({ id: cmdId, agentId: f.agent.id, sessionId: s.id, action: "create_session", payload: {}, deadlineAt: new Date() })
+        return yield* Effect.fail("placement changed its mind" as const)
+      })).pipe(Effect.flip)
+      assert.strictEqual(failure, "placement changed its mind")
+      assert.strictEqual(yield* reasonOf(store.sessions.get(s.id)), "NotFound")
+      assert.strictEqual(yield* reasonOf(store.commands.get(cmdId)), "NotFound")
+
+      const ok = yield* store.withTransaction(Effect.gen(function*() {
+        const session = yield* store.sessions.insert(s)
+        // a nested transaction (sessions.transition) inside the outer one
+        yield* store.sessions.transition(s.id, "creating")
+        const cmd = yield* store.commands.insert({ id: cmdId, agentId: f.agent.id, sessionId: s.id, action: "create_session", payload: {}, deadlineAt: new Date() })
+        return [session.id, cmd.id]
+      }))
+      assert.deepStrictEqual(ok, [s.id, cmdId])
+      assert.strictEqual((yield* store.sessions.get(s.id)).state, "creating")
+      assert.deepStrictEqual((yield* store.sessions.history(s.id)).map((h) => h.state), ["pending", "creating"])
+    }))
+
+  it.effect("concurrent writes do not deadlock: 50 parallel inserts, transitions and transactions", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const ids = Array.from({ length: 50 }, () => uid("s"))
+      yield* Effect.forEach(ids, (id) => store.sessions.insert(newSession(f, id)), { concurrency: "unbounded" })
+      // each fiber races the others through a transaction (transition + history) and plain writes
+      yield* Effect.forEach(
+        ids,
+        (id, i) =>
+          Effect.all([
+            store.sessions.transition(id, i % 2 === 0 ? "running" : "failed"),
+            store.commands.insert({ id: `c-${id}`, agentId: f.agent.id, sessionId: id, action: "delete_session", payload: {}, deadlineAt: new Date() }),
+            store.agents.heartbeat(f.agent.id, { status: "online", activeSessions: i })
+          ], { concurrency: "unbounded" }),
+        { concurrency: "unbounded" }
+      )
+      // the same command transitioned by 50 fibers at once: exactly one wins
+      const wins = yield* Effect.forEach(ids, () => store.commands.transition(`c-${ids[0]}`, "sent"), { concurrency: "unbounded" })
+      assert.strictEqual(wins.filter((w) => w.changed).length, 1)
+      assert.strictEqual((yield* store.commands.get(`c-${ids[0]}`)).attempts, 1)
+      const listed = yield* store.sessions.list({ agentId: f.agent.id })
+      assert.strictEqual(listed.length, 50)
+      assert.strictEqual(listed.filter((s) => s.state === "running").length, 25)
+      for (const id of ids.slice(0, 5)) assert.strictEqual((yield* store.sessions.history(id)).length, 2)
+      // a duplicate burst: one insert wins, the rest are Conflict, nothing is corrupted
+      const dupId = uid("s")
+      const results = yield* Effect.forEach(
+        Array.from({ length: 20 }),
+        () => Effect.result(store.sessions.insert(newSession(f, dupId))),
+        { concurrency: "unbounded" }
+      )
+      assert.strictEqual(results.filter((r) => r._tag === "Success").length, 1)
+      assert.strictEqual((yield* store.sessions.history(dupId)).length, 1)
+    }).pipe(Effect.timeout("60 seconds")), 90_000)
+}
+
+const timeout = "240 seconds"
+
+layer(Store.layerNoDeps.pipe(Layer.provideMerge(Database.layerMemory)), { timeout, excludeTestServices: true })(
+  "Store on PGlite (in memory, over pglite-socket)",
+  suite
+)
+
+const postgres = Layer.unwrap(
+  Effect.gen(function*() {
+    const server = yield* startPostgres
+    const url = server.createDatabase("store_test")
+    return Store.layerNoDeps.pipe(Layer.provideMerge(Database.layerPostgres({ url })))
+  })
+)
+
+layer(postgres, { timeout, excludeTestServices: true })("Store on a real PostgreSQL (pg_ctl cluster)", suite)
