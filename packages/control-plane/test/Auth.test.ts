@@ -1,0 +1,87 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
+import { TestClock } from "effect/testing"
+import { exportJWK, generateKeyPair, SignJWT } from "jose"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import { Auth } from "../src/Auth.ts"
+import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
+import { sign, TEST_JWT_SECRET, unsecured } from "./support/jwt.ts"
+
+const authWith = (env: Record<string, string>) =>
+  Effect.map(Layer.build(Auth.layer.pipe(Layer.provide(ControlPlaneConfig.layerFromRecord(env)))), (ctx) => Context.get(ctx, Auth))
+const reasonOf = <A>(e: Effect.Effect<A, { reason: string }>) => Effect.map(Effect.flip(e), (x) => x.reason)
+
+describe("Auth with JWT_SECRET (HS256)", () => {
+  it.effect("exp and nbf are checked against the Effect clock, with JWT_CLOCK_TOLERANCE", () =>
+    Effect.gen(function*() {
+      const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET, JWT_CLOCK_TOLERANCE: "30s" })
+      yield* TestClock.setTime(1_000_000_000)
+      const token = yield* Effect.promise(() => sign({ sub: "ann", nbf: 1_000_100 }, { nowSec: 1_000_000, expiresIn: 600 }))
+      assert.strictEqual(yield* reasonOf(auth.verify(token)), "NotYetValid")
+      yield* TestClock.adjust("71 seconds") // nbf - 29s: within the tolerance
+      assert.deepStrictEqual(yield* auth.verify(token), { id: "ann" as never, role: "user" })
+      yield* TestClock.adjust("558 seconds") // exp + 29s: within the tolerance
+      assert.strictEqual((yield* auth.verify(token)).id, "ann")
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual(yield* reasonOf(auth.verify(token)), "Expired")
+    }))
+
+  it.effect("signature, algorithm, and claims", () =>
+    Effect.gen(function*() {
+      const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET })
+      const now = Math.floor(Date.now() / 1000)
+      yield* TestClock.setTime(now * 1000)
+      assert.deepStrictEqual(yield* auth.verify(yield* Effect.promise(() => sign({ sub: "root", role: "admin" }))), { id: "root" as never, role: "admin" })
+      assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann" }, { secret: "x".repeat(40) })))), "InvalidToken")
+      assert.strictEqual(yield* reasonOf(auth.verify(unsecured({ sub: "ann" }))), "InvalidToken")
+      assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann" }, { alg: "HS384" })))), "InvalidToken")
+      assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "has space" })))), "InvalidToken")
+      assert.strictEqual(yield* reasonOf(auth.authenticate(undefined)), "MissingToken")
+      assert.strictEqual(yield* reasonOf(auth.authenticate("Token abc")), "InvalidToken")
+      assert.isUndefined(auth.devToken)
+    }))
+
+  it.effect("issuer and audience are enforced when configured", () =>
+    Effect.gen(function*() {
+      const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET, JWT_ISSUER: "https://idp.example", JWT_AUDIENCE: "streamspace" })
+      yield* TestClock.setTime(Date.now())
+      const good = yield* Effect.promise(() => sign({ sub: "ann", iss: "https://idp.example", aud: "streamspace" }))
+      assert.strictEqual((yield* auth.verify(good)).id, "ann")
+      assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann", iss: "https://evil.example", aud: "streamspace" })))), "InvalidToken")
+      assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann", iss: "https://idp.example", aud: "other" })))), "InvalidToken")
+      // What it mints carries the configured issuer and audience.
+      assert.strictEqual((yield* auth.verify(yield* auth.mint({ id: "bob" as never, role: "user" }, "1 hour"))).id, "bob")
+    }))
+
+  it.effect("DEV_MODE mints an admin token that verifies", () =>
+    Effect.gen(function*() {
+      const auth = yield* authWith({ DEV_MODE: "true" })
+      assert.isString(auth.devToken)
+      assert.deepStrictEqual(yield* auth.verify(auth.devToken!), { id: "admin" as never, role: "admin" })
+      yield* TestClock.adjust("25 hours")
+      assert.strictEqual(yield* reasonOf(auth.verify(auth.devToken!)), "Expired")
+    }))
+})
+
+describe("Auth with JWT_JWKS_URL", () => {
+  it.live("accepts RS256 tokens from the JWKS; refuses other keys, HS256 and key confusion", () =>
+    Effect.gen(function*() {
+      const { privateKey, publicKey } = yield* Effect.promise(() => generateKeyPair("RS256", { extractable: true }))
+      const other = yield* Effect.promise(() => generateKeyPair("RS256"))
+      const jwk = { ...(yield* Effect.promise(() => exportJWK(publicKey))), kid: "k1", alg: "RS256", use: "sig" }
+      const server = createServer((_, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ keys: [jwk] })))
+      yield* Effect.acquireRelease(Effect.promise(() => new Promise<void>((r) => server.listen(0, "127.0.0.1", r))), () => Effect.sync(() => server.close()))
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`
+      const auth = yield* authWith({ JWT_JWKS_URL: url })
+      const rs = (key: CryptoKey | Uint8Array, alg = "RS256") =>
+        Effect.promise(() => new SignJWT({ role: "admin" }).setProtectedHeader({ alg, kid: "k1" }).setSubject("idp-user").setIssuedAt().setExpirationTime("1h").sign(key))
+      assert.deepStrictEqual(yield* auth.verify(yield* rs(privateKey)), { id: "idp-user" as never, role: "admin" })
+      assert.strictEqual(yield* reasonOf(auth.verify(yield* rs(other.privateKey))), "InvalidToken")
+      assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann" })))), "InvalidToken")
+      // HS256 "signed" with the public key's bytes: no HMAC key source exists, so it is refused.
+      const pubBytes = new TextEncoder().encode(JSON.stringify(jwk))
+      assert.strictEqual(yield* reasonOf(auth.verify(yield* rs(pubBytes, "HS256"))), "InvalidToken")
+      assert.strictEqual(yield* reasonOf(auth.mint({ id: "x" as never, role: "user" }, "1 hour")), "Misconfigured")
+    }))
+})
