@@ -1,0 +1,213 @@
+// CommandDispatcher against a real hub and a fake agent over WebSockets: the lifecycle pending -> sent -> ack
+// -> completed | failed, forward-only transitions, deadlines (TestClock), redelivery when the agent
+// reconnects, and awaiting across a control-plane restart on the same store.
+import { assert, describe, it } from "@effect/vitest"
+import type { AgentId, CommandId, PayloadOf, SessionId } from "@streamspace/protocol"
+import { Traceparent } from "@streamspace/protocol"
+import { Effect, Exit, Fiber, Option, Schema, Scope } from "effect"
+import { TestClock } from "effect/testing"
+import type { CommandDispatcherShape } from "../src/CommandDispatcher.ts"
+import {
+  connectAndHello,
+  connectApproved,
+  enrol,
+  eventually,
+  type FakeAgent,
+  memoryDispatchStore,
+  memoryHubStore,
+  startControlPlane,
+  within
+} from "./support/fakeAgent.ts"
+
+const id = (s: string) => s as AgentId
+const deleteSession = (session: string) => ({ action: "delete_session" as const, args: { session_id: session as SessionId } })
+const stateIs = (d: CommandDispatcherShape, cmd: CommandId, state: string) => Effect.map(d.get(cmd), (r) => r.state === state)
+const completed = (cmd: string, session: string): PayloadOf<"command_completed"> => ({
+  command_id: cmd as CommandId,
+  result: { action: "delete_session", session_id: session as SessionId }
+})
+
+/**
+ * Returns once the dispatcher has handled every report the agent sent before: it handles hub events in order,
+ * so the outcome of a fresh command sent after them comes last.
+ */
+const barrier = (d: CommandDispatcherShape, agent: FakeAgent, agentId: string) =>
+  Effect.gen(function*() {
+    const probe = yield* d.dispatch(id(agentId), { action: "list_sessions", args: {} })
+    const cmd = yield* agent.next("command")
+    assert.strictEqual(cmd.payload.command_id, probe.id)
+    yield* agent.send("command_completed", { command_id: probe.id, result: { action: "list_sessions", sessions: [] } })
+    yield* within(5000, "the barrier command", d.await(probe.id))
+  })
+
+describe("CommandDispatcher", () => {
+  it.effect("pending -> sent -> ack -> completed, with a deadline, a traceparent and every timestamp", () =>
+    Effect.gen(function*() {
+      const cp = yield* startControlPlane({}, { hub: memoryHubStore(), dispatch: memoryDispatchStore() })
+      const { agent } = yield* connectApproved(cp, "dx-1")
+      const record = yield* cp.dispatcher.dispatch(id("dx-1"), deleteSession("s-1"))
+      assert.strictEqual(record.state, "sent")
+      assert.isDefined(record.sentAt)
+      const cmd = (yield* agent.next("command")).payload
+      assert.strictEqual(cmd.command_id, record.id)
+      assert.strictEqual(cmd.action, "delete_session")
+      assert.deepStrictEqual(cmd.args, { session_id: "s-1" })
+      assert.strictEqual(cmd.deadline, record.deadline.toISOString())
+      assert.strictEqual(record.deadline.getTime() - record.createdAt.getTime(), 5 * 60_000)
+      assert.isTrue(Schema.is(Traceparent)(cmd.traceparent))
+
+      const waiting = yield* Effect.forkChild(cp.dispatcher.await(record.id))
+      yield* agent.send("command_ack", { command_id: record.id })
+      yield* eventually("ack", stateIs(cp.dispatcher, record.id, "ack"))
+      yield* agent.send("command_completed", completed(record.id, "s-1"))
+      const outcome = yield* within(5000, "the outcome", Fiber.join(waiting))
+      assert.strictEqual(outcome._tag, "Completed")
+      if (outcome._tag === "Completed") assert.deepStrictEqual(outcome.result, { action: "delete_session", session_id: "s-1" as SessionId })
+      const done = yield* cp.dispatcher.get(record.id)
+      assert.strictEqual(done.state, "completed")
+      assert.isDefined(done.ackedAt)
+      assert.isDefined(done.completedAt)
+      assert.isUndefined(done.failedAt)
+      // await after the fact answers from the store.
+      assert.strictEqual((yield* cp.dispatcher.await(record.id))._tag, "Completed")
+    }))
+
+  it.effect("failed outcomes are recorded with their error; later reports never move a command backwards", () =>
+    Effect.gen(function*() {
+      const cp = yield* startControlPlane({}, { hub: memoryHubStore(), dispatch: memoryDispatchStore() })
+      const { agent } = yield* connectApproved(cp, "dx-2")
+      const record = yield* cp.dispatcher.dispatch(id("dx-2"), deleteSession("s-2"))
+      yield* agent.next("command")
+      const error = { code: "kubernetes_unavailable" as const, message: "api server down", retryable: true }
+      yield* agent.send("command_failed", { command_id: record.id, action: "delete_session", error })
+      const outcome = yield* within(5000, "the outcome", cp.dispatcher.await(record.id))
+      assert.strictEqual(outcome._tag, "Failed")
+      if (outcome._tag === "Failed") assert.deepStrictEqual(outcome.error, error)
+      // A late ack and a contradicting completion change nothing.
+      yield* agent.send("command_ack", { command_id: record.id })
+      yield* agent.send("command_completed", completed(record.id, "s-2"))
+      yield* barrier(cp.dispatcher, agent, "dx-2")
+      const after = yield* cp.dispatcher.get(record.id)
+      assert.strictEqual(after.state, "failed")
+      assert.isUndefined(after.ackedAt)
+      assert.isUndefined(after.completedAt)
+    }))
+
+  it.effect("a command reported by an agent it was not sent to is ignored", () =>
+    Effect.gen(function*() {
+      const cp = yield* startControlPlane({}, { hub: memoryHubStore(), dispatch: memoryDispatchStore() })
+      const a = yield* connectApproved(cp, "dx-3")
+      const b = yield* connectApproved(cp, "dx-4")
+      const record = yield* cp.dispatcher.dispatch(id("dx-3"), deleteSession("s-3"))
+      yield* a.agent.next("command")
+      yield* b.agent.send("command_completed", completed(record.id, "s-3"))
+      yield* barrier(cp.dispatcher, b.agent, "dx-4")
+      assert.strictEqual((yield* cp.dispatcher.get(record.id)).state, "sent")
+    }))
+
+  it.effect("the deadline fails a command as timeout (COMMAND_TIMEOUT or the per-command option)", () =>
+    Effect.gen(function*() {
+      const cp = yield* startControlPlane({ COMMAND_TIMEOUT: "2m", HEARTBEAT_INTERVAL: "1h" }, { hub: memoryHubStore(), dispatch: memoryDispatchStore() })
+      const { agent } = yield* connectApproved(cp, "dx-5")
+      const short = yield* cp.dispatcher.dispatch(id("dx-5"), deleteSession("s-5"), { timeout: "30 seconds" })
+      const long = yield* cp.dispatcher.dispatch(id("dx-5"), deleteSession("s-6"))
+      yield* agent.next("command")
+      yield* agent.next("command")
+      yield* agent.send("command_ack", { command_id: short.id })
+      yield* eventually("ack", stateIs(cp.dispatcher, short.id, "ack"))
+      const waitShort = yield* Effect.forkChild(cp.dispatcher.await(short.id))
+      yield* TestClock.adjust("29 seconds")
+      assert.strictEqual((yield* cp.dispatcher.get(short.id)).state, "ack")
+      yield* TestClock.adjust("1 second")
+      const outcome = yield* within(5000, "the timeout", Fiber.join(waitShort))
+      assert.strictEqual(outcome._tag, "Failed")
+      if (outcome._tag === "Failed") {
+        assert.strictEqual(outcome.error.code, "timeout")
+        assert.isTrue(outcome.error.retryable)
+      }
+      assert.strictEqual((yield* cp.dispatcher.get(long.id)).state, "sent")
+      yield* TestClock.adjust("90 seconds")
+      yield* eventually("the default timeout", stateIs(cp.dispatcher, long.id, "failed"))
+      // A completion after the deadline is too late.
+      yield* agent.send("command_completed", completed(short.id, "s-5"))
+      yield* agent.send("command_ack", { command_id: long.id })
+      yield* barrier(cp.dispatcher, agent, "dx-5")
+      assert.strictEqual((yield* cp.dispatcher.get(short.id)).state, "failed")
+      assert.strictEqual((yield* cp.dispatcher.get(long.id)).state, "failed")
+    }))
+
+  it.effect("commands for an agent that is away wait as pending and go out when it connects", () =>
+    Effect.gen(function*() {
+      const cp = yield* startControlPlane({}, { hub: memoryHubStore(), dispatch: memoryDispatchStore() })
+      const credential = yield* enrol(cp, "dx-6")
+      const record = yield* cp.dispatcher.dispatch(id("dx-6"), deleteSession("s-7"))
+      assert.strictEqual(record.state, "pending")
+      assert.isUndefined(record.sentAt)
+      const { agent } = yield* connectAndHello(cp.url, credential, "dx-6")
+      assert.strictEqual((yield* agent.next("command")).payload.command_id, record.id)
+      yield* eventually("sent", stateIs(cp.dispatcher, record.id, "sent"))
+      // Unknown agents are refused outright.
+      const err = yield* Effect.flip(cp.dispatcher.dispatch(id("nobody"), deleteSession("s-8")))
+      assert.strictEqual(err.reason, "AgentUnavailable")
+      assert.strictEqual((yield* Effect.flip(cp.dispatcher.get("cmd-missing" as CommandId))).reason, "NotFound")
+    }))
+
+  it.effect("unfinished commands are re-sent when the agent reconnects; the outcome is recorded once", () =>
+    Effect.gen(function*() {
+      const dispatch = memoryDispatchStore()
+      const cp = yield* startControlPlane({}, { hub: memoryHubStore(), dispatch })
+      const { agent, credential } = yield* connectApproved(cp, "dx-7")
+      const sentOnly = yield* cp.dispatcher.dispatch(id("dx-7"), deleteSession("s-9"))
+      const acked = yield* cp.dispatcher.dispatch(id("dx-7"), deleteSession("s-10"))
+      yield* agent.next("command")
+      yield* agent.next("command")
+      yield* agent.send("command_ack", { command_id: acked.id })
+      yield* eventually("ack", stateIs(cp.dispatcher, acked.id, "ack"))
+      // The link drops before any outcome; the agent comes back (a new socket replaces the old one).
+      const again = yield* connectAndHello(cp.url, credential, "dx-7")
+      const first = yield* again.agent.next("command")
+      const second = yield* again.agent.next("command")
+      assert.deepStrictEqual([first.payload.command_id, second.payload.command_id], [sentOnly.id, acked.id])
+      assert.strictEqual(first.payload.deadline, sentOnly.deadline.toISOString())
+      yield* again.agent.send("command_completed", completed(sentOnly.id, "s-9"))
+      yield* again.agent.send("command_completed", completed(acked.id, "s-10"))
+      yield* eventually("both completed", Effect.map(Effect.all([cp.dispatcher.get(sentOnly.id), cp.dispatcher.get(acked.id)]), (rs) => rs.every((r) => r.state === "completed")))
+      const at = (yield* cp.dispatcher.get(acked.id)).completedAt
+      // The agent answers a duplicate delivery with its first result again: nothing changes.
+      yield* again.agent.send("command_completed", completed(acked.id, "s-10"))
+      yield* barrier(cp.dispatcher, again.agent, "dx-7")
+      assert.strictEqual((yield* cp.dispatcher.get(acked.id)).completedAt, at)
+    }))
+
+  it.effect("after a control-plane restart on the same store, open commands are awaited, re-sent and completed exactly once", () =>
+    Effect.gen(function*() {
+      const stores = { hub: memoryHubStore(), dispatch: memoryDispatchStore() }
+      const first = yield* Scope.make()
+      const cp1 = yield* startControlPlane({}, stores).pipe(Scope.provide(first))
+      const { agent, credential } = yield* connectApproved(cp1, "dx-8").pipe(Scope.provide(first))
+      const acked = yield* cp1.dispatcher.dispatch(id("dx-8"), deleteSession("s-11"))
+      yield* agent.next("command")
+      yield* agent.send("command_ack", { command_id: acked.id })
+      yield* eventually("ack", stateIs(cp1.dispatcher, acked.id, "ack"))
+      yield* agent.close()
+      yield* eventually("offline", Effect.map(cp1.hub.get(id("dx-8")), (v) => !Option.getOrThrow(v).connected))
+      const pending = yield* cp1.dispatcher.dispatch(id("dx-8"), deleteSession("s-12"))
+      assert.strictEqual(pending.state, "pending")
+      yield* Scope.close(first, Exit.void)
+
+      const cp2 = yield* startControlPlane({}, stores)
+      const waitPending = yield* Effect.forkChild(cp2.dispatcher.await(pending.id))
+      const waitAcked = yield* Effect.forkChild(cp2.dispatcher.await(acked.id))
+      const back = yield* connectAndHello(cp2.url, credential, "dx-8")
+      const ids = [(yield* back.agent.next("command")).payload.command_id, (yield* back.agent.next("command")).payload.command_id]
+      assert.deepStrictEqual(ids, [acked.id, pending.id])
+      yield* back.agent.send("command_completed", completed(pending.id, "s-12"))
+      yield* back.agent.send("command_completed", completed(acked.id, "s-11"))
+      yield* back.agent.send("command_completed", completed(pending.id, "s-12"))
+      assert.strictEqual((yield* within(5000, "pending outcome", Fiber.join(waitPending)))._tag, "Completed")
+      assert.strictEqual((yield* within(5000, "acked outcome", Fiber.join(waitAcked)))._tag, "Completed")
+      const rows = [...stores.dispatch.rows.values()]
+      assert.strictEqual(rows.length, 2)
+      assert.isTrue(rows.every((r) => r.state === "completed" && r.completedAt !== undefined))
+    }))
+})
