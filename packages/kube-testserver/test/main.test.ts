@@ -19,7 +19,8 @@ describe("CLI", () => {
     let stderr = ""
     child.stderr.on("data", (d) => { stderr += d.toString() })
     try {
-      await waitFor(() => existsSync(out), 15_000, `kubeconfig (stderr: ${stderr})`)
+      // Cold start of a second Node process (effect + client-node imports) is slow on a loaded machine.
+      await waitFor(() => existsSync(out), 80_000, `kubeconfig (stderr: ${stderr})`)
       const kc = new k8s.KubeConfig()
       kc.loadFromString(readFileSync(out, "utf8"))
       const api = kc.makeApiClient(k8s.CoreV1Api)
@@ -37,5 +38,5 @@ describe("CLI", () => {
       await exited
       rmSync(dir, { recursive: true, force: true })
     }
-  })
+  }, 100_000)
 })
