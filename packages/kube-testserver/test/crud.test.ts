@@ -232,4 +232,18 @@ describe("CRUD through CoreV1Api", () => {
     expect(s.stringData).toBeUndefined()
     expect(s.type).toBe("Opaque")
   })
+
+  it("an expired continue token or Exact resourceVersion is 410 Expired", async () => {
+    const { api, server } = await setup()
+    for (const n of ["a", "b", "c"]) await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: n } } })
+    const p1 = await api.listNamespacedConfigMap({ namespace: "default", limit: 1 })
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "d" } } })
+    server.compact()
+    const e = await apiError(api.listNamespacedConfigMap({ namespace: "default", limit: 1, _continue: p1.metadata!._continue! }))
+    expect(e.code).toBe(410)
+    expect(e.status.reason).toBe("Expired")
+    const x = await apiError(api.listNamespacedConfigMap({ namespace: "default", resourceVersion: p1.metadata!.resourceVersion!, resourceVersionMatch: "Exact" }))
+    expect(x.code).toBe(410)
+    expect(x.status.message).toBe(`too old resource version: ${p1.metadata!.resourceVersion} (${server.resourceVersion})`)
+  })
 })
