@@ -21,7 +21,7 @@ import RFB from "/novnc/core/rfb.js"
 const params = new URLSearchParams(location.search)
 const options = params.has("password") ? { credentials: { password: params.get("password") } } : {}
 const rfb = new RFB(document.getElementById("screen"), "ws://" + location.host + "/websockify", options)
-window.vnc = { rfb, connected: false, disconnected: false, clipboard: null, desktopName: null }
+window.vnc = { RFB, rfb, connected: false, disconnected: false, clipboard: null, desktopName: null }
 rfb.addEventListener("connect", () => { window.vnc.connected = true })
 rfb.addEventListener("disconnect", (e) => { window.vnc.disconnected = true; window.vnc.clean = e.detail.clean })
 rfb.addEventListener("securityfailure", (e) => { window.vnc.securityFailure = e.detail.reason ?? String(e.detail.status) })
