@@ -30,13 +30,20 @@ export type Sql = PgClient.PgClient | SqlClient.SqlClient
 const mapSqlError = <A, R>(self: Effect.Effect<A, unknown, R>, what: string) =>
   Effect.mapError(self, (e) => StoreError.database(e, what))
 
+/** Makes the client and checks the connection now: sql-pg connects lazily, and a bad URL should stop the start. */
+const connect = <R>(make: Effect.Effect<PgClient.PgClient, unknown, R>, what: string) =>
+  make.pipe(
+    Effect.tap((client) => client`SELECT 1`),
+    (eff) => mapSqlError(eff, what)
+  )
+
 /** A real PostgreSQL server. `maxConnections` defaults to 10. */
 export const layerPostgres = (options: {
   readonly url: Redacted.Redacted<string>
   readonly maxConnections?: number | undefined
 }): Layer.Layer<Sql, StoreError> =>
   PgClient.layerFrom(
-    mapSqlError(
+    connect(
       PgClient.make({
         url: options.url,
         maxConnections: options.maxConnections ?? 10,
@@ -94,7 +101,7 @@ export const layerPglite = (options: { readonly dataDir?: string | undefined }):
     Effect.gen(function*() {
       const db = yield* startPglite(options.dataDir === undefined ? undefined : path.resolve(options.dataDir))
       const { socketPath } = yield* startSocketServer(db)
-      return yield* PgClient.make({
+      return yield* connect(PgClient.make({
         path: socketPath,
         username: "postgres",
         database: "postgres",
@@ -103,7 +110,7 @@ export const layerPglite = (options: { readonly dataDir?: string | undefined }):
         // keep the single connection: PGlite's session outlives sockets, so churn only leaks prepared statements
         idleTimeout: Duration.infinity,
         connectTimeout: Duration.seconds(30)
-      }).pipe((eff) => mapSqlError(eff, "cannot connect to the embedded PGlite"))
+      }), "cannot connect to the embedded PGlite")
     })
   )
 

@@ -1,7 +1,6 @@
 // The store's one error, with a reason the API maps to a status: NotFound -> 404, Conflict -> 409,
 // Database -> 500/503. Lives here so Database.ts and Store.ts can both raise it; Store.ts re-exports it.
-import { Schema } from "effect"
-import { SqlError } from "effect/sql/SqlError"
+import { Predicate, Schema } from "effect"
 
 export const Entity = Schema.Literals(["user", "template", "agent", "session", "command"])
 export type Entity = typeof Entity.Type
@@ -44,19 +43,12 @@ export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
 
 /** The most useful line of a driver error: sql-pg's SqlError message is generic, the server's text is in its cause. */
 const describe = (cause: unknown): string => {
-  let c: unknown = cause
   const parts: Array<string> = []
-  for (let i = 0; i < 4 && c !== undefined && c !== null; i++) {
-    if (c instanceof Error || (typeof c === "object" && "message" in c)) {
-      const m = String((c as { message: unknown }).message)
-      if (m.length > 0 && !parts.includes(m)) parts.push(m)
-      c = (c as { cause?: unknown }).cause
-    } else {
-      parts.push(String(c))
-      break
-    }
+  let c: unknown = cause
+  for (let i = 0; i < 4 && Predicate.hasProperty(c, "message"); i++) {
+    const m = String(c.message)
+    if (m.length > 0 && !parts.includes(m)) parts.push(m)
+    c = Predicate.hasProperty(c, "cause") ? c.cause : undefined
   }
   return parts.length === 0 ? String(cause) : parts.join(": ")
 }
-
-export const isSqlError = (u: unknown): u is SqlError => u instanceof SqlError

@@ -1,0 +1,121 @@
+// The embedded database across restarts: Store.layer from the environment (DATA_DIR,
+// DATABASE_IN_MEMORY, DATABASE_URL), closed and reopened on the same directory.
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as Database from "../src/Database.ts"
+import { Store, StoreConfig } from "../src/Store.ts"
+
+const provider = (env: Record<string, string>) => ConfigProvider.layer(ConfigProvider.fromEnv({ env }))
+const withEnv = (env: Record<string, string>) => Store.layer.pipe(Layer.provide(provider(env)))
+/** Store.layer plus the SqlClient under it, to look at the migrations table. */
+const withEnvAndSql = (env: Record<string, string>) =>
+  Store.layerNoDeps.pipe(Layer.provideMerge(Database.layerFromEnv), Layer.provide(provider(env)))
+
+const capacity = { cpu: "4", memory: "8Gi", max_sessions: 5 }
+
+describe("Store persistence (PGlite in DATA_DIR)", () => {
+  it.live("keeps every table across close and reopen of the same DATA_DIR, and migrates only once", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "streamspace-store-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      const dataDir = path.join(dir, "data") // does not exist yet: created on first start
+      const layer = withEnv({ DATA_DIR: dataDir })
+
+      const written = yield* Effect.gen(function*() {
+        const store = yield* Store
+        yield* store.users.insert({ id: "ada", name: "Ada", role: "admin" })
+        yield* store.templates.insert({ name: "firefox", displayName: "Firefox", image: "ff:1", cpu: "1", memory: "1Gi", env: { A: "1" }, vncPort: 5900 })
+        yield* store.agents.register({ id: "agent-1", platform: "kubernetes", region: "eu", version: "1", capacity })
+        yield* store.agents.approve("agent-1", "hash")
+        const session = yield* store.sessions.insert({ id: "s1", userId: "ada", template: "firefox", agentId: "agent-1", spec: { x: 1 } })
+        yield* store.sessions.transition("s1", "running", { reason: "PodReady" })
+        const cmd = yield* store.commands.insert({ id: "c1", agentId: "agent-1", sessionId: "s1", action: "create_session", payload: { y: 2 }, deadlineAt: new Date(Date.now() + 60_000) })
+        yield* store.commands.transition("c1", "sent")
+        // 50 concurrent writes on the file-backed database too
+        yield* Effect.forEach(
+          Array.from({ length: 50 }, (_, i) => i),
+          (i) => store.users.insert({ id: `u${i}`, name: `U${i}`, role: "user" }),
+          { concurrency: "unbounded" }
+        )
+        return { session, cmd }
+      }).pipe(Effect.provide(layer))
+      assert.isTrue(fs.existsSync(path.join(dataDir, "PG_VERSION")))
+
+      yield* Effect.gen(function*() {
+        const store = yield* Store
+        assert.strictEqual((yield* store.users.get("ada")).role, "admin")
+        assert.strictEqual((yield* store.users.list()).length, 51)
+        assert.deepStrictEqual((yield* store.templates.get("firefox")).env, { A: "1" })
+        const agent = yield* store.agents.get("agent-1")
+        assert.deepStrictEqual([agent.enrollment, agent.credentialHash, agent.capacity], ["approved", "hash", capacity])
+        const session = yield* store.sessions.get("s1")
+        assert.deepStrictEqual([session.state, session.reason, session.spec], ["running", "PodReady", { x: 1 }])
+        assert.strictEqual(session.createdAt.getTime(), written.session.createdAt.getTime())
+        assert.deepStrictEqual((yield* store.sessions.history("s1")).map((h) => h.state), ["pending", "running"])
+        const unfinished = yield* store.commands.listUnfinished("agent-1")
+        assert.deepStrictEqual(unfinished.map((c) => [c.id, c.state, c.attempts]), [["c1", "sent", 1]])
+        assert.deepStrictEqual(unfinished[0]!.payload, { y: 2 })
+        assert.strictEqual(unfinished[0]!.deadlineAt.getTime(), written.cmd.deadlineAt.getTime())
+        const sql = yield* SqlClient
+        const migrations = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
+        assert.strictEqual(migrations[0]!.n, 2)
+        assert.strictEqual((yield* store.templates.list()).filter((t) => t.name === "demo").length, 1)
+        // and it still takes writes
+        assert.isTrue((yield* store.commands.transition("c1", "completed", { result: { ok: true } })).changed)
+      }).pipe(Effect.provide(withEnvAndSql({ DATA_DIR: dataDir })))
+    }), 180_000)
+
+  it.live("DATABASE_IN_MEMORY=true keeps nothing on disk and nothing across restarts", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "streamspace-store-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      const layer = withEnv({ DATA_DIR: dir, DATABASE_IN_MEMORY: "true" })
+      yield* Store.use((s) => s.users.insert({ id: "ada", name: "Ada", role: "user" })).pipe(Effect.provide(layer))
+      assert.deepStrictEqual(fs.readdirSync(dir), [])
+      const users = yield* Store.use((s) => s.users.list()).pipe(Effect.provide(layer))
+      assert.deepStrictEqual(users, [])
+    }), 120_000)
+})
+
+describe("Store on an unreachable DATABASE_URL", () => {
+  it.live("fails to start with a Database error that names DATABASE_URL and hides the password", () =>
+    Effect.gen(function*() {
+      const layer = withEnv({ DATABASE_URL: "postgres://u:hunter2@127.0.0.1:1/nothing" })
+      const error = yield* Effect.flip(Store.use((s) => s.users.list()).pipe(Effect.provide(layer)))
+      assert.strictEqual(error._tag, "StoreError")
+      assert.strictEqual(error._tag === "StoreError" && error.reason._tag, "Database")
+      assert.include(error.message, "DATABASE_URL")
+      assert.notInclude(error.message, "hunter2")
+    }), 60_000)
+})
+
+describe("StoreConfig", () => {
+  const parse = (env: Record<string, string>) => StoreConfig.parse(ConfigProvider.fromEnv({ env }))
+
+  it.effect("defaults: ./data, not in memory, no DATABASE_URL", () =>
+    Effect.gen(function*() {
+      const s = yield* parse({})
+      assert.deepStrictEqual([s.dataDir, s.inMemory, s.databaseUrl._tag], ["./data", false, "None"])
+    }))
+
+  it.effect("reads the variables; the URL stays redacted", () =>
+    Effect.gen(function*() {
+      const s = yield* parse({ DATA_DIR: "/var/lib/ss", DATABASE_IN_MEMORY: "yes", DATABASE_URL: "postgres://u:secret@db/ss" })
+      assert.deepStrictEqual([s.dataDir, s.inMemory], ["/var/lib/ss", true])
+      assert.strictEqual(s.databaseUrl._tag, "Some")
+      assert.notInclude(String(s.databaseUrl), "secret")
+    }))
+
+  it.effect("a bad value names the variable", () =>
+    Effect.gen(function*() {
+      const url = yield* Effect.flip(parse({ DATABASE_URL: "mysql://u:pw@db/ss" }))
+      assert.include(url.message, "DATABASE_URL")
+      assert.include(url.message, "postgres://")
+      const mem = yield* Effect.flip(parse({ DATABASE_IN_MEMORY: "perhaps" }))
+      assert.include(mem.message, "DATABASE_IN_MEMORY")
+    }))
+})
