@@ -4,7 +4,7 @@ import { assert, describe, it } from "@effect/vitest"
 import type { AgentId } from "@streamspace/protocol"
 import { Effect, Option } from "effect"
 import { TestClock } from "effect/testing"
-import { BOOTSTRAP, connect, connectAndHello, enrol, eventually, helloPayload, memoryHubStore, type Refused, startHub } from "./support/fakeAgent.ts"
+import { BOOTSTRAP, captureLogs, connect, connectAndHello, enrol, eventually, helloPayload, memoryHubStore, type Refused, startHub } from "./support/fakeAgent.ts"
 
 const id = (s: string) => s as AgentId
 
@@ -136,6 +136,29 @@ describe("AgentHub enrolment and auth", () => {
       assert.strictEqual((yield* refused(connect(cp.url, { token: credential }))).status, 401)
       assert.strictEqual((yield* Effect.flip(cp.hub.send(id("edge-6"), "drain", { draining: true }))).reason, "NotConnected")
     }))
+
+  it.effect("no token, credential or hash appears in the logs", () => {
+    const logs: Array<string> = []
+    return Effect.gen(function*() {
+      const store = memoryHubStore()
+      const cp = yield* startHub({ CREDENTIAL_ROTATION_GRACE: "1m" }, store, logs)
+      const credential = yield* enrol(cp, "log-1")
+      const hash = store.rows.get("log-1")!.credentialHash!
+      const { agent } = yield* connectAndHello(cp.url, credential, "log-1")
+      yield* cp.hub.rotate(id("log-1"))
+      const rotated = (yield* agent.next("credential")).payload.token
+      yield* refused(connect(cp.url, { token: "wrong-token-xyz" }))
+      yield* cp.hub.revoke(id("log-1"))
+      yield* agent.closed()
+      // connected (pending), approved, connected (approved), rotated, revoked
+      assert.isAtLeast(logs.length, 5)
+      const text = logs.join("\n")
+      assert.include(text, "log-1")
+      for (const secret of [BOOTSTRAP, credential, rotated, "wrong-token-xyz", hash]) {
+        assert.notInclude(text, secret)
+      }
+    }).pipe(Effect.provide(captureLogs(logs)))
+  })
 
   it.effect("admin operations name what is wrong", () =>
     Effect.gen(function*() {

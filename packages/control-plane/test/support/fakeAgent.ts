@@ -190,7 +190,7 @@ export const connectAndHello = (
 // ---- a control plane under test ------------------------------------------------------------------
 
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Layer, Option, Stream } from "effect"
+import { Context, Layer, Logger, Option, References, Stream } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { createServer } from "node:http"
 import { AgentHub, type AgentHubShape, type HubEvent } from "../../src/AgentHub.ts"
@@ -274,12 +274,20 @@ export const collectEvents = (hub: AgentHubShape) =>
     return seen
   })
 
-/** Starts a hub on 127.0.0.1:0 in the current scope. */
-export const startHub = (env: Record<string, string>, store: HubStore) =>
+/** A logger layer that keeps every line (JSON, Debug and up) in `lines`. */
+export const captureLogs = (lines: Array<string>) =>
+  Layer.mergeAll(
+    Logger.layer([Logger.make((options) => void lines.push(Logger.formatJson.log(options)))]),
+    Layer.succeed(References.MinimumLogLevel, "Debug")
+  )
+
+/** Starts a hub on 127.0.0.1:0 in the current scope; with `logs`, its log lines are captured there. */
+export const startHub = (env: Record<string, string>, store: HubStore, logs?: Array<string>) =>
   Effect.gen(function*() {
     const layer = HttpRouter.serve(AgentHub.layerWithStore(store), { disableLogger: true, disableListenLog: true }).pipe(
       Layer.provideMerge(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" })),
-      Layer.provide(ControlPlaneConfig.layerFromRecord({ DEV_MODE: "true", AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP, PING_INTERVAL: "1h", ...env }))
+      Layer.provide(ControlPlaneConfig.layerFromRecord({ DEV_MODE: "true", AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP, PING_INTERVAL: "1h", ...env })),
+      Layer.provide(logs === undefined ? Layer.empty : captureLogs(logs))
     )
     const ctx = yield* Layer.build(layer)
     const hub = Context.get(ctx, AgentHub)
