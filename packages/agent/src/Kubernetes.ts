@@ -109,7 +109,7 @@ const DEFAULTS = {
   requestTimeout: "30 seconds",
   degradedWindow: "2 minutes",
   failingAfter: "1 minute",
-  portForwardHighWater: 256 * 1024
+  portForwardHighWater: 128 * 1024
 } as const
 
 const RETRYABLE = new Set<KubernetesError["reason"]>(["Conflict", "TooManyRequests", "Unavailable", "Timeout"])

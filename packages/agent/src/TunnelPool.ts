@@ -6,7 +6,16 @@
 // its three pumps (towards the viewer, towards the session, idle watch). Whatever ends first completes the
 // tunnel's close signal with a reason; the scope then closes the socket and vnc_closed is sent once.
 import type { BinaryFrame, SessionId, TunnelId } from "@streamspace/protocol"
-import { creditThreshold, DEFAULT_WINDOW_BYTES, encodeData, encodeWindow, MAX_BINARY_PAYLOAD_BYTES, MAX_TUNNELS_PER_CONNECTION } from "@streamspace/protocol"
+import {
+  creditThreshold,
+  DEFAULT_WINDOW_BYTES,
+  encodeData,
+  encodeWindow,
+  MAX_BINARY_PAYLOAD_BYTES,
+  MAX_BUFFERED_BYTES_PER_CONNECTION,
+  MAX_TUNNELS_PER_CONNECTION,
+  MIN_WINDOW_BYTES
+} from "@streamspace/protocol"
 import { Clock, Context, Deferred, Duration, Effect, Fiber, FiberMap, Latch, Layer, Metric, Option, Queue, Schema, Stream } from "effect"
 import { AgentConfig } from "./AgentConfig.ts"
 import { Connection } from "./Connection.ts"
@@ -168,13 +177,19 @@ export const make = Effect.gen(function*() {
       return yield* new TunnelPoolError({ reason: "TooManyTunnels", message: `at most ${MAX_TUNNELS_PER_CONNECTION} tunnels may be open at once` })
     }
     const granted = window ?? DEFAULT_WINDOW_BYTES
+    // What we buffer towards sessions is bounded by the windows we grant: keep their sum within the
+    // per-connection cap, holding back the minimum window for every tunnel that may still open.
+    let grantedByUs = 0
+    for (const other of tunnels.values()) grantedByUs += other.ourWindow
+    const reserved = (MAX_TUNNELS_PER_CONNECTION - tunnels.size - 1) * MIN_WINDOW_BYTES
+    const ourWindow = Math.max(MIN_WINDOW_BYTES, Math.min(config.vncTunnelWindow, MAX_BUFFERED_BYTES_PER_CONNECTION - grantedByUs - reserved))
     const t: Tunnel = {
       id: tunnelId,
       sessionId,
       window: granted,
       credit: granted,
       hasCredit: Latch.makeUnsafe(granted > 0),
-      ourWindow: config.vncTunnelWindow,
+      ourWindow,
       inflight: 0,
       unreturned: 0,
       toSession: yield* Queue.unbounded<Uint8Array>(),

@@ -1,10 +1,11 @@
 // The Kubernetes backend against kube-testserver through the real client: object shapes as stored,
 // idempotent create and adoption, delete keeping the home PVC, rollback, faults, secrets, capacity.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Option } from "effect"
+import { Effect, Layer, Metric, Option } from "effect"
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Kubernetes, type KubernetesError } from "../src/Kubernetes.ts"
+import { kubernetesApiErrors } from "../src/Metrics.ts"
 import { AGENT_ID, fastKube, makeCluster, NAMESPACE, sessionSpec, sid } from "./support/cluster.ts"
 
 const kubeFor = (cluster: Effect.Success<ReturnType<typeof makeCluster>>, extra: Record<string, string> = {}, options = fastKube) =>
@@ -145,6 +146,17 @@ describe("Kubernetes API faults", () => {
       assert.isDefined(cluster.server.get("pods", NAMESPACE, "s-2"))
       const health = yield* kube.health
       assert.strictEqual(health.status, "degraded")
+    }))
+
+  it.live("a call without an answer in time is retried; every failure is counted in the API error metric", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const kube = yield* kubeFor(cluster, {}, { ...fastKube, requestTimeout: "200 millis" })
+      const errors = Metric.withAttributes(kubernetesApiErrors, { verb: "get", resource: "secrets", code: "Timeout" })
+      const before = (yield* Metric.value(errors)).count
+      cluster.server.addFault({ method: "GET", path: `/api/v1/namespaces/${NAMESPACE}/secrets/cred`, latencyMs: 600, times: 1 })
+      assert.isTrue(Option.isNone(yield* kube.readSecret("cred")))
+      assert.strictEqual((yield* Metric.value(errors)).count - before, 1)
     }))
 
   it.live("403 fails at once as Forbidden (no retry), 5xx past the budget fails as Unavailable", () =>

@@ -2,7 +2,7 @@
 // the agent's tunnel and a fake control-plane link; two viewers, a slow viewer, closes for every reason,
 // refusals, the tunnel limit, the idle timeout under TestClock, and no leaked sockets.
 import { assert, describe, it } from "@effect/vitest"
-import { MAX_TUNNELS_PER_CONNECTION, MIN_WINDOW_BYTES, type TunnelId } from "@streamspace/protocol"
+import { MAX_BUFFERED_BYTES_PER_CONNECTION, MAX_TUNNELS_PER_CONNECTION, MIN_WINDOW_BYTES, type TunnelId } from "@streamspace/protocol"
 import { ENCODING_RAW, RfbClient, VncTestServer } from "@streamspace/vnc-testserver"
 import { Context, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
@@ -159,10 +159,12 @@ describe("TunnelPool", () => {
         () => Effect.promise(() => new Promise<void>((r) => quiet.close(() => r())))
       )
       t.cluster.server.registerPortForward(NAMESPACE, "s-1", 5900, { host: "127.0.0.1", port: (quiet.address() as net.AddressInfo).port })
-      yield* Effect.forEach(Array.from({ length: MAX_TUNNELS_PER_CONNECTION }, (_, i) => i + 1), (n) => t.pool.open(sid("s-1"), tid(n), WINDOW), {
-        concurrency: 32,
-        discard: true
+      const granted = yield* Effect.forEach(Array.from({ length: MAX_TUNNELS_PER_CONNECTION }, (_, i) => i + 1), (n) => t.pool.open(sid("s-1"), tid(n), WINDOW), {
+        concurrency: 32
       })
+      const total = granted.reduce((sum, g) => sum + g.window, 0)
+      assert.isAtMost(total, MAX_BUFFERED_BYTES_PER_CONNECTION, "the windows we grant keep our buffering within the per-connection cap")
+      assert.isTrue(granted.every((g) => g.window >= MIN_WINDOW_BYTES))
       const over = yield* Effect.flip(t.pool.open(sid("s-1"), tid(MAX_TUNNELS_PER_CONNECTION + 1), WINDOW))
       assert.strictEqual(over.reason, "TooManyTunnels")
       yield* waitFor("every upstream socket connected", Effect.sync(() => sockets.size === MAX_TUNNELS_PER_CONNECTION))
