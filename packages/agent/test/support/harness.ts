@@ -1,5 +1,7 @@
 // Shared test wiring: agent config from a record, and waiting on streams without fixed sleeps.
 import { ConfigProvider, Effect, Layer, Stream } from "effect"
+import { createServer } from "node:net"
+import type { AddressInfo } from "node:net"
 import { AgentConfig, readAgentConfig } from "../../src/AgentConfig.ts"
 import type { AgentConfigShape } from "../../src/AgentConfig.ts"
 
@@ -37,3 +39,12 @@ export const eventually = (condition: () => boolean, what = "condition", attempt
     }
     return yield* Effect.die(new Error(`timed out waiting for ${what}`))
   })
+
+/** A TCP port that was free a moment ago (for a child process, whose ports cannot be read back). */
+export const freePort = Effect.callback<number>((resume) => {
+  const server = createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
