@@ -174,4 +174,17 @@ describe("port-forward (v4.channel.k8s.io)", () => {
     expect(a).toBe("RFB 003.008\nONE")
     expect(b).toBe("RFB 003.008\nTWO")
   })
+
+  it("open port-forwards end when the pod is deleted", async () => {
+    const { server, kc, api } = await running()
+    server.registerPortForward("streamspace", "vnc-1", 5900, await rfbLike())
+    const s = streams()
+    const ws = await new k8s.PortForward(kc).portForward("streamspace", "vnc-1", [5900], s.out, s.err, s.input) as any
+    let closed: number | undefined
+    ws.on("close", (code: number) => { closed = code })
+    await waitFor(() => s.text().length > 0)
+    await api.deleteNamespacedPod({ name: "vnc-1", namespace: "streamspace", gracePeriodSeconds: 0 })
+    await waitFor(() => closed)
+    expect(closed).toBe(1000)
+  })
 })

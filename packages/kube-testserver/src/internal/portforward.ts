@@ -33,7 +33,8 @@ export interface ForwardContext {
 
 const MAX_PENDING_SENDS = 64
 
-export const runPortForward = (ws: WebSocket, ctx: ForwardContext): void => {
+/** Runs one port-forward session; the returned function ends it as the pod dying would. */
+export const runPortForward = (ws: WebSocket, ctx: ForwardContext): () => void => {
   const sockets: Array<net.Socket | undefined> = []
   let closing = false
   const closeAll = () => {
@@ -93,4 +94,5 @@ export const runPortForward = (ws: WebSocket, ctx: ForwardContext): void => {
     for (const s of sockets) s?.destroy()
   })
   ws.on("error", () => closeAll())
+  return closeAll
 }

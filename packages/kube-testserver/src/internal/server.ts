@@ -250,6 +250,14 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
   const faults: Array<{ fault: Fault; left: number }> = []
   const targets = new Map<string, PortForwardTarget>()
   const podLogs = new Map<string, string>()
+  // Open port-forwards per pod: they end when the pod's containers stop (pod deleted or no longer Running).
+  const forwards = new Map<string, Set<() => void>>()
+  store.subscribe((ev) => {
+    if (ev.info.resource !== "pods" || ev.info.group !== "") return
+    const stopped = ev.type === "DELETED" || ev.obj.status?.phase !== "Running"
+    const key = `${ev.namespace}/${ev.obj.metadata.name}`
+    if (stopped && forwards.has(key)) for (const stop of [...forwards.get(key)!]) stop()
+  })
   let defaultTarget: ((namespace: string, pod: string, port: number) => PortForwardTarget | undefined) | undefined
   const watches = new Set<ActiveWatch>()
   const sockets = new Set<Socket>()
@@ -616,11 +624,19 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
       const ns = route.namespace
       const podName = route.name
       wss.handleUpgrade(req, socket, head, (ws) => {
-        runPortForward(ws, {
+        const key = `${ns}/${podName}`
+        const set = forwards.get(key) ?? new Set<() => void>()
+        forwards.set(key, set)
+        const stop = runPortForward(ws, {
           ports,
           podId: pod.metadata.uid,
           unavailable: pod.status?.phase === "Running" ? undefined : `failed to find sandbox "${pod.metadata.uid}" in store: not found`,
           target: (port) => targets.get(`${ns}/${podName}/${port}`) ?? defaultTarget?.(ns, podName, port)
+        })
+        set.add(stop)
+        ws.on("close", () => {
+          set.delete(stop)
+          if (set.size === 0 && forwards.get(key) === set) forwards.delete(key)
         })
       })
     } catch (e) {
