@@ -141,15 +141,19 @@ describe("CommandQueue", () => {
       const gate = yield* Deferred.make<void>()
       sessions.state.gates.set("s-a", gate)
       yield* queue.submit(create("s-a", "c-1"))
-      yield* queue.submit(del("s-a", "c-2"))
-      yield* settle
-      yield* TestClock.adjust("5 minutes") // both time out
-      yield* connection.next("command_failed")
-      yield* connection.next("command_failed")
-      sessions.state.gates.delete("s-a")
+      yield* queue.submit(command({ action: "delete_session", args: { session_id: "s-a" } }, "c-2", new Date(10_000).toISOString()))
       yield* queue.submit(del("s-a", "c-3"))
-      const done = yield* connection.next("command_completed")
-      assert.strictEqual(done.payload.command_id, "c-3")
+      yield* settle
+      yield* TestClock.adjust("10 seconds")
+      const timedOut = yield* connection.next("command_failed")
+      assert.strictEqual(timedOut.payload.command_id, "c-2")
+      yield* settle
+      assert.deepStrictEqual(sessions.state.calls, ["create:s-a"]) // c-3 still waits for c-1
+      sessions.state.gates.delete("s-a")
+      yield* Deferred.succeed(gate, undefined)
+      assert.strictEqual((yield* connection.next("command_completed")).payload.command_id, "c-1")
+      assert.strictEqual((yield* connection.next("command_completed")).payload.command_id, "c-3")
+      assert.deepStrictEqual(sessions.state.calls, ["create:s-a", "delete:s-a"])
     }))
 
   it.effect("refuses create_session beyond MAX_SESSIONS, counting creates in flight; existing sessions are adopted", () =>
