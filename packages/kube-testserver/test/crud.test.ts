@@ -246,4 +246,24 @@ describe("CRUD through CoreV1Api", () => {
     expect(x.code).toBe(410)
     expect(x.status.message).toBe(`too old resource version: ${p1.metadata!.resourceVersion} (${server.resourceVersion})`)
   })
+
+  it("label selectors (set-based, '+' as space) and field selectors; bad ones are 400", async () => {
+    const { api, server } = await setup()
+    for (const [n, labels] of [["a", { tier: "a" }], ["b", { tier: "b", skip: "1" }], ["c", { tier: "c" }], ["d", {}]] as const) {
+      await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: n, labels } } })
+    }
+    const names = async (labelSelector: string) => (await api.listNamespacedConfigMap({ namespace: "default", labelSelector })).items.map((i) => i.metadata?.name)
+    expect(await names("tier in (a,b)")).toEqual(["a", "b"])
+    expect(await names("tier notin (a,b)")).toEqual(["c", "d"])
+    expect(await names("tier,!skip")).toEqual(["a", "c"])
+    expect(await names("tier!=a")).toEqual(["b", "c", "d"])
+    expect(await names("tier==c")).toEqual(["c"])
+    const raw = await fetch(`${server.url}/api/v1/namespaces/default/configmaps?labelSelector=tier+in+%28a%2Cc%29`, { headers: { authorization: `Bearer ${server.adminToken}` } })
+    expect(((await raw.json()) as any).items.map((i: any) => i.metadata.name)).toEqual(["a", "c"])
+    expect((await apiError(api.listNamespacedConfigMap({ namespace: "default", labelSelector: "tier in (a" }))).code).toBe(400)
+    const f = await apiError(api.listNamespacedPod({ namespace: "default", fieldSelector: "spec.foo=bar" }))
+    expect(f.code).toBe(400)
+    expect(f.status.message).toBe("field label not supported: spec.foo")
+    expect((await api.listNamespacedConfigMap({ namespace: "default", fieldSelector: "metadata.name!=a" })).items).toHaveLength(3)
+  })
 })

@@ -11,13 +11,13 @@ export type LabelSelector = ReadonlyArray<Requirement>
 const keyRe = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$/
 const valueRe = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/
 
-const bad = (sel: string, why: string) => badRequest(`unable to parse requirement: ${why}`.concat(sel === "" ? "" : ""))
+const bad = (why: string) => badRequest(`unable to parse requirement: ${why}`)
 
-const checkKey = (sel: string, key: string) => {
-  if (!keyRe.test(key)) throw bad(sel, `<nil>: Invalid value: "${key}": invalid label key "${key}"`)
+const checkKey = (key: string) => {
+  if (!keyRe.test(key)) throw bad(`<nil>: Invalid value: "${key}": invalid label key "${key}"`)
 }
-const checkValue = (sel: string, v: string) => {
-  if (v.length > 63 || !valueRe.test(v)) throw bad(sel, `values[0]: Invalid value: "${v}": invalid label value`)
+const checkValue = (v: string) => {
+  if (v.length > 63 || !valueRe.test(v)) throw bad(`values[0]: Invalid value: "${v}": invalid label value`)
 }
 
 /** Splits on top-level commas (commas inside `( )` belong to set expressions). */
@@ -48,21 +48,21 @@ export const parseLabelSelector = (raw: string | null | undefined): LabelSelecto
     let m: RegExpExecArray | null
     if ((m = /^(\S+)\s+(in|notin)\s*\(([^)]*)\)$/.exec(part)) !== null) {
       const key = m[1]!
-      checkKey(sel, key)
+      checkKey(key)
       const values = m[3]!.split(",").map((v) => v.trim())
       if (m[2] === "in" && values.length === 1 && values[0] === "") throw badRequest(`unable to parse requirement: for 'in', 'notin' operators, values set can't be empty`)
-      for (const v of values) checkValue(sel, v)
+      for (const v of values) checkValue(v)
       reqs.push({ op: m[2] as "in" | "notin", key, values })
     } else if ((m = /^([^!=\s]+)\s*(==|=|!=)\s*(\S*)$/.exec(part)) !== null) {
       const key = m[1]!
-      checkKey(sel, key)
-      checkValue(sel, m[3]!)
+      checkKey(key)
+      checkValue(m[3]!)
       reqs.push({ op: m[2] === "!=" ? "neq" : "eq", key, value: m[3]! })
     } else if ((m = /^!\s*(\S+)$/.exec(part)) !== null) {
-      checkKey(sel, m[1]!)
+      checkKey(m[1]!)
       reqs.push({ op: "notexists", key: m[1]! })
     } else if (/^\S+$/.test(part)) {
-      checkKey(sel, part)
+      checkKey(part)
       reqs.push({ op: "exists", key: part })
     } else {
       throw badRequest(`unable to parse requirement: found '${part}', expected: in, notin, =, ==, !=, gt, lt`)
