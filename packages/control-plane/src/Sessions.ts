@@ -27,7 +27,9 @@ import type { User } from "./Auth.ts"
 import { CommandDispatcher, type CommandOutcome, type CommandRecord } from "./CommandDispatcher.ts"
 import { type MemoryRepo, makeMemoryRepo, RepoError, type SessionRecord, type SessionRepo, type TemplateRecord } from "./internal/sessionRepo.ts"
 import { recordCommand, sessionTransitionsTotal, unknownSessionsTotal } from "./Observability.ts"
+import { makeStoreRepo } from "./internal/sessionStore.ts"
 import { type Candidate, place } from "./Placement.ts"
+import { Store } from "./Store.ts"
 
 export type { SessionRecord, TemplateRecord } from "./internal/sessionRepo.ts"
 
@@ -79,10 +81,10 @@ export const SESSION_STATES: ReadonlyArray<SessionPhase> = ["pending", "creating
 const ended = (s: SessionPhase) => s === "terminated" || s === "failed"
 
 /**
- * The transitions the state machine allows, by who drives them. The agent never moves a session out of
- * `failed` (its report of a stale pod must not hide the failure); only a user's delete does.
+ * The transitions the state machine allows: forward only (steps may be skipped), `failed` from any live
+ * state; `terminated` and `failed` are final (a failed session's delete still cleans up on the agent).
  */
-const allowed = (from: SessionPhase, to: SessionPhase, by: "agent" | "user"): boolean => {
+const allowed = (from: SessionPhase, to: SessionPhase): boolean => {
   switch (from) {
     case "pending":
       return to !== "pending"
@@ -93,7 +95,6 @@ const allowed = (from: SessionPhase, to: SessionPhase, by: "agent" | "user"): bo
     case "terminating":
       return to === "terminated" || to === "failed"
     case "failed":
-      return by === "user" && to === "terminating"
     case "terminated":
       return false
   }
@@ -120,14 +121,13 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   const transition = Effect.fnUntraced(function*(
     id: SessionId,
     to: SessionPhase,
-    by: "agent" | "user",
     detail: { readonly reason?: string | undefined; readonly message?: string | undefined } = {},
     patch: Partial<Pick<SessionRecord, "createCommandId" | "deleteCommandId">> = {}
   ) {
     const current = sessions.get(id)
     if (current === undefined) return undefined
     const same = current.state === to
-    if (!same && !allowed(current.state, to, by)) {
+    if (!same && !allowed(current.state, to)) {
       yield* Effect.logDebug("session transition ignored", { session_id: id, from: current.state, to })
       return current
     }
@@ -155,7 +155,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   const applyStatus = Effect.fnUntraced(function*(agentId: AgentId, status: SessionStatus) {
     const s = sessions.get(status.session_id)
     if (s === undefined || s.agentId !== agentId) return
-    yield* transition(s.id, targetOf(status.phase), "agent", { reason: status.reason, message: status.message })
+    yield* transition(s.id, targetOf(status.phase), { reason: status.reason, message: status.message })
   })
 
   const awaitCommand = Effect.fnUntraced(function*(record: CommandRecord) {
@@ -172,12 +172,12 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       ? outcome.result.action === "create_session"
         ? applyStatus(agentId, outcome.result.session)
         : Effect.void
-      : transition(id, "failed", "agent", { reason: outcome.error.code, message: outcome.error.message }).pipe(Effect.asVoid)
+      : transition(id, "failed", { reason: outcome.error.code, message: outcome.error.message }).pipe(Effect.asVoid)
 
   const onDeleteOutcome = (id: SessionId, outcome: CommandOutcome) =>
     outcome._tag === "Completed" || outcome.error.code === "session_not_found"
-      ? transition(id, "terminated", "agent", { reason: "deleted" }).pipe(Effect.asVoid)
-      : transition(id, "failed", "agent", { reason: "delete_failed", message: `${outcome.error.code}: ${outcome.error.message}` }).pipe(Effect.asVoid)
+      ? transition(id, "terminated", { reason: "deleted" }).pipe(Effect.asVoid)
+      : transition(id, "failed", { reason: "delete_failed", message: `${outcome.error.code}: ${outcome.error.message}` }).pipe(Effect.asVoid)
 
   /** Follows a command to its outcome in the background; the fiber belongs to the service's scope. */
   const follow = (record: CommandRecord, onOutcome: (o: CommandOutcome) => Effect.Effect<unknown, unknown>) =>
@@ -220,6 +220,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   })
 
   const create = Effect.fn("Sessions.create")(function*(user: User, request: CreateSessionRequest) {
+    yield* repo.ensureUser(user.id, user.role).pipe(Effect.mapError(fromRepo))
     const template = yield* repo.getTemplate(request.template).pipe(Effect.mapError(fromRepo))
     if (template === undefined) {
       return yield* new SessionsError({ reason: "TemplateNotFound", field: "template", message: `template: no template named "${request.template}"` })
@@ -269,12 +270,12 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     yield* Effect.logInfo("session placed", { session_id: record.id, agent_id: record.agentId, user_id: user.id, template: template.name })
     const command = yield* dispatcher.dispatch(record.agentId, { action: "create_session", args: { session_id: record.id, spec } }, { sessionId: record.id }).pipe(
       Effect.catch((e) =>
-        transition(record.id, "failed", "agent", { reason: "dispatch_failed", message: e.message }).pipe(
+        transition(record.id, "failed", { reason: "dispatch_failed", message: e.message }).pipe(
           Effect.andThen(Effect.fail(new SessionsError({ reason: "Store", message: `could not dispatch create_session: ${e.message}` })))
         )
       )
     )
-    const creating = yield* transition(record.id, "creating", "agent", {}, { createCommandId: command.id })
+    const creating = yield* transition(record.id, "creating", {}, { createCommandId: command.id })
     yield* follow(command, (o) => onCreateOutcome(record.id, record.agentId, o))
     return creating ?? record
   })
@@ -289,12 +290,13 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
 
   const remove = Effect.fn("Sessions.remove")(function*(user: User, id: string) {
     const s = yield* get(user, id)
-    if (s.state === "terminated" || s.state === "terminating") return s
+    if (s.state === "terminated" || s.state === "terminating" || s.deleteCommandId !== undefined) return s
     yield* Effect.annotateCurrentSpan({ session_id: s.id, agent_id: s.agentId })
     const command = yield* dispatcher.dispatch(s.agentId, { action: "delete_session", args: { session_id: s.id } }, { sessionId: s.id }).pipe(
       Effect.mapError((e) => new SessionsError({ reason: "Store", message: `could not dispatch delete_session: ${e.message}` }))
     )
-    const next = yield* transition(s.id, "terminating", "user", {}, { deleteCommandId: command.id })
+    // A failed session stays failed (final); its delete still removes what is left on the agent.
+    const next = yield* transition(s.id, s.state === "failed" ? "failed" : "terminating", {}, { deleteCommandId: command.id })
     yield* follow(command, (o) => onDeleteOutcome(s.id, o))
     return next ?? s
   })
@@ -340,7 +342,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       const createDone = s.state === "creating" && s.createCommandId !== undefined &&
         (yield* dispatcher.get(s.createCommandId).pipe(Effect.map((c) => c.state === "completed"), Effect.orElseSucceed(() => false)))
       if (s.state === "running" || createDone) {
-        yield* transition(s.id, "terminated", "agent", {
+        yield* transition(s.id, "terminated", {
           reason: "lost_on_agent",
           message: `agent ${agentId} no longer runs this session (absent from its inventory on reconnect)`
         })
@@ -397,6 +399,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
 })
 
 export class Sessions extends Context.Service<Sessions, SessionsShape>()("control-plane/Sessions") {
+  /** Sessions persisted through the Store. Needs Store, AgentHub and CommandDispatcher. */
+  static readonly layer = Layer.effect(Sessions, Effect.flatMap(Store, (store) => makeWith(makeStoreRepo(store))))
   /** Sessions over the in-memory repository (tests, throwaway demos). Needs AgentHub and CommandDispatcher. */
   static readonly layerMemory = (repo: MemoryRepo = makeMemoryRepo()) => Layer.effect(Sessions, makeWith(repo))
 }

@@ -1,11 +1,12 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import type { AgentId, CommandResult, SessionId, SessionStatus, TemplateName, UserId } from "@streamspace/protocol"
 import { Context, Effect, Layer } from "effect"
 import type { User } from "../src/Auth.ts"
 import { makeMemoryRepo, type MemoryRepo, Sessions } from "../src/Sessions.ts"
+import { Store } from "../src/Store.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
-import { eventually } from "./support/http.ts"
+import { eventually, waitFor } from "./support/http.ts"
 
 const ann: User = { id: "ann" as UserId, role: "user" }
 const bob: User = { id: "bob" as UserId, role: "user" }
@@ -59,7 +60,7 @@ describe("Sessions", () => {
           spec: {
             user_id: ann.id,
             template: demo,
-            image: "streamspace/session-desktop:latest",
+            image: "streamspace/demo-desktop:latest",
             resources: { cpu: "1", memory: "512Mi" },
             env: { A: "1" },
             persistent_home: false,
@@ -250,4 +251,59 @@ describe("Sessions", () => {
       assert.strictEqual(dup.reason, "TemplateExists")
       assert.strictEqual(dup.field, "name")
     }))
+})
+
+// One embedded database for the block (PGlite takes seconds to start); each test uses its own agent and user ids.
+layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })("Sessions on the Store (embedded PGlite)", (it) => {
+  const storeSetup = (agentId: string) =>
+    Effect.gen(function*() {
+      const hub = yield* makeFakeHub
+      const dispatcher = yield* makeFakeDispatcher
+      const store = yield* Store
+      yield* store.agents.register({ id: agentId, platform: "kubernetes", region: "eu", version: "0.1.0", capacity: { cpu: "8", memory: "16Gi", max_sessions: 10 } })
+      hub.addAgent(agentId)
+      const deps = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), Layer.succeed(Store, store))
+      const build = Effect.map(Layer.build(Sessions.layer.pipe(Layer.provide(deps))), (ctx) => Context.get(ctx, Sessions))
+      return { hub, dispatcher, store, build }
+    })
+
+  it.effect("persists records, transitions with their history, templates, and reloads them", () =>
+    Effect.gen(function*() {
+      const t = yield* storeSetup("store-a")
+      const sessions = yield* t.build
+      const s = yield* sessions.create(root, { template: demo, region: "eu" })
+      assert.strictEqual(s.agentId, "store-a")
+      assert.strictEqual(s.spec.image, "streamspace/demo-desktop:latest")
+      yield* t.dispatcher.complete(t.dispatcher.commands[0]!.record.id, { action: "create_session", session: status(s.id, "running") })
+      yield* Effect.promise(() => waitFor("running in the store", async () => (await Effect.runPromise(t.store.sessions.get(s.id))).state === "running"))
+      const history = yield* t.store.sessions.history(s.id)
+      assert.deepStrictEqual(history.map((h) => h.state), ["pending", "creating", "running"])
+      assert.strictEqual((yield* t.store.users.get("root")).role, "admin")
+      const tpl = yield* sessions.createTemplate({ name: "firefox" as TemplateName, image: "example/firefox:1" })
+      assert.strictEqual((yield* sessions.getTemplate("firefox")).image, tpl.image)
+      assert.strictEqual((yield* Effect.flip(sessions.createTemplate({ name: "firefox" as TemplateName, image: "x" }))).reason, "TemplateExists")
+      assert.strictEqual((yield* Effect.flip(sessions.getTemplate("nope"))).reason, "NotFound")
+      // A second instance on the same database (a restart) sees the session and its state. (Command ids come
+      // back from the commands table, which the fake dispatcher does not write.)
+      const again = yield* t.build
+      const reloaded = yield* again.get(root, s.id)
+      assert.strictEqual(reloaded.state, "running")
+      assert.strictEqual(reloaded.region, "eu")
+      yield* again.remove(root, s.id)
+      const del = t.dispatcher.commands.find((c) => c.request.action === "delete_session")!
+      yield* t.dispatcher.complete(del.record.id, { action: "delete_session", session_id: s.id as SessionId })
+      yield* Effect.promise(() => waitFor("terminated in the store", async () => (await Effect.runPromise(t.store.sessions.get(s.id))).state === "terminated"))
+      assert.deepStrictEqual((yield* t.store.sessions.history(s.id)).map((h) => h.state), ["pending", "creating", "running", "terminating", "terminated"])
+      assert.strictEqual((yield* t.store.sessions.get(s.id)).reason, "deleted")
+    }), { timeout: 120_000 })
+
+  it.effect("no eligible agent writes nothing to the store", () =>
+    Effect.gen(function*() {
+      const t = yield* storeSetup("store-b")
+      t.hub.agents.set("store-b", { ...t.hub.agents.get("store-b")!, draining: true })
+      const sessions = yield* t.build
+      const carol: User = { id: "carol" as UserId, role: "user" }
+      assert.strictEqual((yield* Effect.flip(sessions.create(carol, { template: demo }))).reason, "NoEligibleAgent")
+      assert.deepStrictEqual(yield* t.store.sessions.list({ agentId: "store-b" }), [])
+    }), { timeout: 120_000 })
 })

@@ -38,6 +38,8 @@ export interface TemplateRecord {
 }
 
 export interface SessionRepo {
+  /** Makes sure the user row exists (sessions refer to it); keeps the role current. */
+  readonly ensureUser: (id: UserId, role: "admin" | "user") => Effect.Effect<void, RepoError>
   /** Every session record, for the in-memory view at start. */
   readonly loadSessions: Effect.Effect<ReadonlyArray<SessionRecord>, RepoError>
   readonly insertSession: (record: SessionRecord) => Effect.Effect<void, RepoError>
@@ -49,11 +51,11 @@ export interface SessionRepo {
   readonly insertTemplate: (template: TemplateRecord) => Effect.Effect<void, RepoError>
 }
 
-/** The template every install starts with (the Store's migration seeds the same one). */
+/** The template every install starts with (the same one the Store's migration seeds). */
 export const demoTemplate = (createdAt: Date): TemplateRecord => ({
   name: "demo" as TemplateName,
   displayName: "Demo desktop",
-  image: "streamspace/session-desktop:latest",
+  image: "streamspace/demo-desktop:latest",
   resources: { cpu: "500m", memory: "512Mi" },
   env: {},
   vncPort: 5900,
@@ -74,6 +76,7 @@ export const makeMemoryRepo = (seed: ReadonlyArray<TemplateRecord> = [demoTempla
   return {
     sessions,
     history,
+    ensureUser: () => Effect.void,
     loadSessions: Effect.sync(() => [...sessions.values()]),
     insertSession: (r) =>
       Effect.suspend(() => {
