@@ -160,4 +160,10 @@ describe("simulated kubelet", () => {
     expect(e.code).toBe(400)
     expect(e.status.message).toBe("container \"c\" in pod \"q\" is waiting to start: ImagePullBackOff")
   })
+
+  it("a pod created with spec.nodeName skips the scheduler and still runs", async () => {
+    const { api, server } = await setup({ kubelet: { startDelayMs: 10 } })
+    await api.createNamespacedPod({ namespace: "default", body: pod("pinned", { spec: { nodeName: "node-1" } }) })
+    await waitFor(() => server.get("pods", "default", "pinned")?.status.phase === "Running")
+  })
 })

@@ -145,6 +145,9 @@ export class Kubelet {
     const { namespace: ns, name, uid } = pod.metadata
     if (ev.type === "ADDED" && !pod.spec?.nodeName) {
       this.later(0, () => this.schedule(ns, name, uid))
+    } else if (ev.type === "ADDED" && pod.status?.containerStatuses === undefined) {
+      // Created with spec.nodeName set: the scheduler is bypassed, the kubelet starts it.
+      this.later(this.startDelay / 2, () => this.startSandbox(ns, name, uid))
     } else if (ev.type === "MODIFIED" && pod.metadata.deletionTimestamp !== undefined &&
       (ev.prev?.metadata.deletionTimestamp === undefined || ev.prev.metadata.deletionGracePeriodSeconds !== pod.metadata.deletionGracePeriodSeconds)) {
       const graceMs = (pod.metadata.deletionGracePeriodSeconds ?? 0) * 1000
