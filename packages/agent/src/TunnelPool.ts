@@ -87,8 +87,12 @@ export const make = Effect.gen(function*() {
       // Never read more than the credit: the control plane never has more than its window in flight.
       const r = yield* pf.read(Math.min(t.credit, MAX_BINARY_PAYLOAD_BYTES))
       if (r._tag === "End") {
+        // The watch may not have seen the pod go yet: ask the API when the store still says running.
         const status = yield* store.get(t.sessionId)
-        const podGone = Option.isNone(status) || GONE.has(status.value.phase)
+        const podGone = Option.isNone(status) || GONE.has(status.value.phase) || (yield* kube.readPod(t.sessionId).pipe(
+          Effect.map((pod) => Option.isNone(pod) || pod.value.metadata?.deletionTimestamp != null),
+          Effect.orElseSucceed(() => false)
+        ))
         // Error text from the kubelet means the forward itself failed (e.g. nothing listens on the port).
         return yield* signal(t, podGone
           ? { reason: "pod_gone" }
@@ -114,7 +118,7 @@ export const make = Effect.gen(function*() {
       t.unreturned += chunk.length
       yield* Metric.update(toSessionBytes, chunk.length)
       // Return credit as the bytes reach the session, batched so there is not one credit frame per data frame.
-      if (t.unreturned >= threshold || (t.inflight === 0 && Queue.sizeUnsafe(t.toSession) === 0 && t.unreturned > 0)) {
+      if (t.unreturned >= threshold) {
         const credit = t.unreturned
         t.unreturned = 0
         yield* connection.sendBinary(encodeWindow(t.id, credit))
@@ -198,8 +202,11 @@ export const make = Effect.gen(function*() {
       fiber: undefined
     }
     tunnels.set(tunnelId, t)
-    const release = Effect.sync(() => {
-      if (tunnels.get(tunnelId) === t && t.fiber === undefined) tunnels.delete(tunnelId)
+    // A failed or interrupted open frees the id; a tunnel fiber already started is told to stop.
+    const release = Effect.suspend(() => {
+      if (t.fiber !== undefined) return signal(t, { reason: "error", message: "vnc_connect did not complete" })
+      if (tunnels.get(tunnelId) === t) tunnels.delete(tunnelId)
+      return Effect.void
     })
     return yield* Effect.gen(function*() {
       const status = yield* store.get(sessionId)
