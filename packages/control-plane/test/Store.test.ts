@@ -468,6 +468,21 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.deepStrictEqual((yield* store.sessions.history(s.id)).map((h) => h.state), ["pending", "creating"])
     }))
 
+  it.effect("an interrupted transaction rolls back and frees the connection", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const s = newSession(f)
+      const outcome = yield* store.withTransaction(Effect.gen(function*() {
+        yield* store.sessions.insert(s)
+        return yield* Effect.never
+      })).pipe(Effect.timeout("300 millis"), Effect.flip)
+      assert.strictEqual(outcome._tag, "TimeoutError")
+      // on PGlite this would hang if the one connection were still inside the transaction
+      assert.strictEqual(yield* reasonOf(store.sessions.get(s.id)), "NotFound")
+      assert.strictEqual((yield* store.sessions.insert(s)).state, "pending")
+    }).pipe(Effect.timeout("30 seconds")))
+
   it.effect("concurrent writes do not deadlock: 50 parallel inserts, transitions and transactions", () =>
     Effect.gen(function*() {
       const f = yield* fixture
