@@ -4,9 +4,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { MAX_BUFFERED_BYTES_PER_CONNECTION, MAX_TUNNELS_PER_CONNECTION, MIN_WINDOW_BYTES, type TunnelId } from "@streamspace/protocol"
 import { ENCODING_RAW, RfbClient, VncTestServer } from "@streamspace/vnc-testserver"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Metric } from "effect"
 import { TestClock } from "effect/testing"
 import * as net from "node:net"
+import { tunnelBytes, vncTunnelsActive } from "../src/Metrics.ts"
 import { SessionStore } from "../src/SessionStore.ts"
 import { TunnelPool } from "../src/TunnelPool.ts"
 import { type Cluster, makeCluster, NAMESPACE, sessionSpec, sid, waitFor } from "./support/cluster.ts"
@@ -59,6 +60,9 @@ describe("TunnelPool", () => {
       a.type("hello")
       yield* waitFor("typed text reached the desktop", Effect.map(t.vnc.state, (s) => s.typedText.includes("hello")))
       yield* waitFor("two viewers on the desktop", Effect.map(t.connections, (n) => n === before + 2))
+      assert.strictEqual((yield* Metric.value(vncTunnelsActive)).value, 2)
+      assert.isAbove((yield* Metric.value(Metric.withAttributes(tunnelBytes, { direction: "to_viewer" }))).count, 2 * 640 * 480)
+      assert.isAbove((yield* Metric.value(Metric.withAttributes(tunnelBytes, { direction: "to_session" }))).count, 0)
 
       yield* t.pool.close(tid(1), "disconnect")
       const closed = yield* t.closedWith(1)
@@ -71,6 +75,7 @@ describe("TunnelPool", () => {
       yield* t.pool.closeAll("shutdown")
       assert.strictEqual((yield* t.closedWith(2)).reason, "shutdown")
       assert.strictEqual(yield* t.pool.active, 0)
+      assert.strictEqual((yield* Metric.value(vncTunnelsActive)).value, 0)
       yield* waitFor("no sockets left on the VNC server", Effect.map(t.connections, (n) => n === before))
     }))
 
