@@ -168,14 +168,20 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
             const headers: Record<string, string> = {}
             if (Option.isSome(token)) headers.authorization = `Bearer ${Redacted.value(token.value)}`
             const secure = url.startsWith("wss:")
-            const ws = new WebSocket(url, [AGENT_SUBPROTOCOL], {
-              headers,
-              maxPayload: MAX_FRAME_BYTES,
-              perMessageDeflate: false,
-              followRedirects: false,
-              ...(ca !== undefined ? { ca } : {}),
-              ...(proxy !== undefined ? { agent: new ConnectProxyAgent(proxy, secure, ca !== undefined ? { ca } : {}) } : {})
-            })
+            let ws: WebSocket
+            try {
+              ws = new WebSocket(url, [AGENT_SUBPROTOCOL], {
+                headers,
+                maxPayload: MAX_FRAME_BYTES,
+                perMessageDeflate: false,
+                followRedirects: false,
+                ...(ca !== undefined ? { ca } : {}),
+                ...(proxy !== undefined ? { agent: new ConnectProxyAgent(proxy, secure, ca !== undefined ? { ca } : {}) } : {})
+              })
+            } catch (e) {
+              resume(Effect.fail(new ConnectionError({ reason: "Transport", message: (e as Error).message })))
+              return
+            }
             ws.binaryType = "nodebuffer"
             const l: Link = {
               ws,

@@ -3,6 +3,7 @@
 // Which proxy applies follows the usual HTTPS_PROXY / HTTP_PROXY / NO_PROXY conventions.
 import * as http from "node:http"
 import type * as net from "node:net"
+import { isIP } from "node:net"
 import type { Duplex } from "node:stream"
 import * as tls from "node:tls"
 
@@ -49,6 +50,8 @@ export class ConnectProxyAgent extends http.Agent {
 
   constructor(proxy: URL, secure: boolean, tlsOptions: tls.ConnectionOptions = {}) {
     super({ keepAlive: false })
+    // http.ClientRequest insists that the agent's protocol matches the request's (https: for wss).
+    ;(this as unknown as { protocol: string }).protocol = secure ? "https:" : "http:"
     this.proxy = proxy
     this.secure = secure
     this.tlsOptions = tlsOptions
@@ -90,11 +93,14 @@ export class ConnectProxyAgent extends http.Agent {
         finish(null, socket)
         return
       }
+      // Verify the certificate against the control plane's host, not the proxy's; SNI only for names.
+      const servername = options.servername ?? (isIP(host) === 0 ? host : undefined)
       const secured = tls.connect({
         ...this.tlsOptions,
         ...(options.ca !== undefined ? { ca: options.ca } : {}),
         socket,
-        servername: options.servername ?? host
+        host,
+        ...(servername !== undefined && servername !== "" ? { servername } : {})
       })
       secured.once("secureConnect", () => finish(null, secured))
       secured.once("error", (e) => finish(e))

@@ -6,6 +6,8 @@ import { AGENT_SUBPROTOCOL, decodeFromAgent, encodeText, makeMessage } from "@st
 import { Deferred, Effect, Exit, Queue, Result } from "effect"
 import type { Scope } from "effect"
 import type { IncomingMessage } from "node:http"
+import { createServer as createHttpsServer } from "node:https"
+import type { Server } from "node:https"
 import { WebSocketServer } from "ws"
 import type { WebSocket } from "ws"
 
@@ -41,6 +43,8 @@ export interface TestControlPlaneOptions {
   /** Answer transport pings (default true); false simulates a blackholed link. */
   readonly autoPong?: boolean
   readonly draining?: boolean
+  /** Serve wss:// with this certificate. */
+  readonly tls?: { readonly cert: string; readonly key: string }
 }
 
 export interface TestControlPlane {
@@ -67,11 +71,12 @@ export const make = (options: TestControlPlaneOptions = {}): Effect.Effect<TestC
     const context = yield* Effect.context<never>()
     const run = <A>(e: Effect.Effect<A>) => Effect.runSyncWith(context)(e)
 
+    let httpsServer: Server | undefined
     const wss = yield* Effect.acquireRelease(
       Effect.callback<WebSocketServer>((resume) => {
+        const https = options.tls === undefined ? undefined : createHttpsServer({ cert: options.tls.cert, key: options.tls.key })
         const server = new WebSocketServer({
-          host: "127.0.0.1",
-          port: 0,
+          ...(https === undefined ? { host: "127.0.0.1", port: 0 } : { server: https }),
           path: "/api/v1/agent/connect",
           autoPong: options.autoPong ?? true,
           handleProtocols: (protocols) => (protocols.has(AGENT_SUBPROTOCOL) ? AGENT_SUBPROTOCOL : false),
@@ -83,15 +88,17 @@ export const make = (options: TestControlPlaneOptions = {}): Effect.Effect<TestC
             cb(ok, ok ? undefined : 401)
           }
         })
-        server.once("listening", () => resume(Effect.succeed(server)))
+        if (https === undefined) server.once("listening", () => resume(Effect.succeed(server)))
+        else https.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        httpsServer = https
       }),
       (server) =>
         Effect.callback<void>((resume) => {
           for (const c of server.clients) c.terminate()
-          server.close(() => resume(Effect.void))
+          server.close(() => (httpsServer === undefined ? resume(Effect.void) : httpsServer.close(() => resume(Effect.void))))
         })
     )
-    const port = (wss.address() as { port: number }).port
+    const port = ((httpsServer ?? wss).address() as { port: number }).port
 
     wss.on("connection", (ws: WebSocket, req: IncomingMessage) => {
       const auth = req.headers.authorization
@@ -157,7 +164,7 @@ export const make = (options: TestControlPlaneOptions = {}): Effect.Effect<TestC
     })
 
     return {
-      url: `ws://127.0.0.1:${port}`,
+      url: `${options.tls === undefined ? "ws" : "wss"}://127.0.0.1:${port}`,
       port,
       connections,
       nextConnection: Queue.take(connections),
