@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { encodeWindow, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import type { TunnelId } from "@streamspace/protocol"
-import { Context, Deferred, Effect, Layer, Logger, Queue, Stream } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Logger, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { Connection } from "../src/Connection.ts"
 import { makeFakeSessionStore, makeMemoryCredentialStore, status } from "./support/Fakes.ts"
@@ -201,21 +201,39 @@ describe("Connection", () => {
       assert.strictEqual(sent.reason, "NotConnected")
     }))
 
-  it.effect("binary frames arrive in order under backpressure", () =>
+  it.effect("sendBinary waits while the socket is backed up, then delivers everything in order", () =>
     Effect.gen(function*() {
       const cp = yield* TestControlPlane.make()
       const { connection } = yield* setup(cp.url)
       const conn = yield* cp.nextConnection
       yield* awaitStatus(connection.status, true)
-      const chunk = new Uint8Array(64 * 1024)
-      for (let i = 0; i < 64; i++) {
-        chunk[0] = i
-        yield* connection.sendBinary(chunk.slice())
-      }
-      for (let i = 0; i < 64; i++) {
+      const raw = (conn.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket
+      raw.pause() // the control plane stops reading: TCP buffers fill, then ws.bufferedAmount grows
+      const total = 400
+      let sent = 0
+      const sender = yield* Effect.forkChild(Effect.gen(function*() {
+        for (let i = 0; i < total; i++) {
+          const chunk = new Uint8Array(64 * 1024)
+          chunk[0] = i & 0xff
+          chunk[1] = i >> 8
+          yield* connection.sendBinary(chunk)
+          sent++
+        }
+      }))
+      // wait until the sender stalls (no progress across several polls) well before the end
+      let last = -1
+      let stable = 0
+      yield* eventually(() => {
+        stable = sent === last ? stable + 1 : 0
+        last = sent
+        return stable >= 25
+      }, "the sender to stall")
+      assert.isBelow(sent, total)
+      raw.resume()
+      yield* Fiber.join(sender)
+      for (let i = 0; i < total; i++) {
         const got = yield* Queue.take(conn.binary)
-        assert.strictEqual(got.length, 64 * 1024)
-        assert.strictEqual(got[0], i)
+        assert.strictEqual(got[0]! | (got[1]! << 8), i)
       }
     }))
 
