@@ -171,7 +171,7 @@ describe("informer", () => {
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b", labels: { app: "vnc" } } } })
     await waitFor(() => log.includes("add b"))
     // While the watch is down, "a" is deleted and history is compacted: the informer's resume RV is too old.
-    server.remove("configmaps", "default", "a")
+    server.delete("configmaps", "default", "a")
     server.compact()
     const c0 = connects
     server.dropWatches()

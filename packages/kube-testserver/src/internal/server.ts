@@ -120,7 +120,7 @@ export interface KubeTestServerHandle {
   /** Create or replace an object as-is (only metadata is completed); emits ADDED/MODIFIED. */
   put(resource: string, obj: Obj): Obj
   /** Remove an object at once (no grace period, no finalizers); emits DELETED. */
-  remove(resource: string, namespace: string, name: string): Obj | undefined
+  delete(resource: string, namespace: string, name: string): Obj | undefined
   /** Called for every stored change (ADDED/MODIFIED/DELETED) with the full object. */
   onChange(listener: (type: string, resource: string, obj: Obj) => void): () => void
   close(): Promise<void>
@@ -822,7 +822,7 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
       o.metadata.creationTimestamp ??= existing.metadata.creationTimestamp
       return clone(store.update(info, o, existing))
     },
-    remove(resource, namespace, name) {
+    delete(resource, namespace, name) {
       const info = lookup(resource)
       const o = store.get(info, info.namespaced ? namespace : "", name)
       return o === undefined ? undefined : clone(registry.removeNow(info, o))
