@@ -40,11 +40,21 @@ export const helmBinary = (): Promise<string> =>
 
 export const helm = async (...args: ReadonlyArray<string>) => run(await helmBinary(), args)
 
-/** `helm template` that must succeed; returns the raw YAML. */
-export const template = async (chart: string, args: ReadonlyArray<string> = [], release = "streamspace-k8s-agent", namespace = "streamspace") => {
-  const r = await helm("template", release, chart, "--namespace", namespace, ...args)
-  if (r.code !== 0) throw new Error(`helm template failed (exit ${r.code}):\n${r.stderr}`)
-  return r.stdout
+const rendered = new Map<string, Promise<string>>()
+
+/** `helm template` that must succeed; returns the raw YAML. Memoised per arguments: the charts do not
+ *  change during a run, and each helm process costs a few hundred milliseconds. */
+export const template = (chart: string, args: ReadonlyArray<string> = [], release = "streamspace-k8s-agent", namespace = "streamspace") => {
+  const key = JSON.stringify([chart, args, release, namespace])
+  let out = rendered.get(key)
+  if (out === undefined) {
+    out = helm("template", release, chart, "--namespace", namespace, ...args).then((r) => {
+      if (r.code !== 0) throw new Error(`helm template failed (exit ${r.code}):\n${r.stderr}`)
+      return r.stdout
+    })
+    rendered.set(key, out)
+  }
+  return out
 }
 
 /** `helm template` that must fail; returns its error output. */
