@@ -83,6 +83,9 @@ streamspace.io/agent-id: {{ .Values.agent.id | quote }}
 {{- if and (not .Values.token.existingSecret) (not .Values.token.value) -}}
 {{- fail "the agent token is required: set token.existingSecret to a Secret holding the bootstrap token (key token.key), or token.value to have the chart create one" -}}
 {{- end -}}
+{{- if and .Values.agent.metrics.enabled (eq (int .Values.agent.healthPort) (int .Values.agent.metrics.port)) -}}
+{{- fail (printf "agent.healthPort and agent.metrics.port are both %d: the health and metrics servers need different ports" (int .Values.agent.healthPort)) -}}
+{{- end -}}
 {{- if and .Values.agent.controlPlaneCA.configMap .Values.agent.controlPlaneCA.secret -}}
 {{- fail "agent.controlPlaneCA: set either configMap or secret, not both" -}}
 {{- end -}}

@@ -417,7 +417,8 @@ describe("helm/streamspace-agent", () => {
       [[...required, "--set-string", "agent.controlPlaneUrl=ws://cp.example.com"], /uses ws:\/\/ \(unencrypted\).*allowInsecureTransport=true/],
       [[...required, "--set", "agent.replicaCount=2"], /agent\.replicaCount=2: an agent id runs in exactly one pod/],
       [[...required, "--set", "agent.controlPlaneCA.configMap=a", "--set", "agent.controlPlaneCA.secret=b"], /set either configMap or secret/],
-      [[...required, "--set", "serviceMonitor.enabled=true", "--set", "agent.metrics.enabled=false"], /serviceMonitor\.enabled needs agent\.metrics\.enabled=true/]
+      [[...required, "--set", "serviceMonitor.enabled=true", "--set", "agent.metrics.enabled=false"], /serviceMonitor\.enabled needs agent\.metrics\.enabled=true/],
+      [[...required, "--set", "agent.metrics.port=8080"], /agent\.healthPort and agent\.metrics\.port are both 8080/]
     ]
     const errors = await Promise.all(cases.map(([args]) => templateError(agentChart, args)))
     cases.forEach(([args, expected], i) => assert.match(errors[i]!, expected, args.join(" ")))
