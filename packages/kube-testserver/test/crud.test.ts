@@ -266,4 +266,13 @@ describe("CRUD through CoreV1Api", () => {
     expect(f.status.message).toBe("field label not supported: spec.foo")
     expect((await api.listNamespacedConfigMap({ namespace: "default", fieldSelector: "metadata.name!=a" })).items).toHaveLength(3)
   })
+
+  it("unknown resources and paths are 404 'the server could not find the requested resource'", async () => {
+    const { server } = await setup()
+    for (const path of ["/apis/apps/v1/namespaces/default/deployments", "/api/v1/namespaces/default/widgets", "/nope"]) {
+      const r = await fetch(`${server.url}${path}`, { headers: { authorization: `Bearer ${server.adminToken}` } })
+      expect(r.status).toBe(404)
+      expect(await r.json()).toEqual({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: "the server could not find the requested resource", reason: "NotFound", details: {}, code: 404 })
+    }
+  })
 })

@@ -434,7 +434,7 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
   const handleResource = async (req: http.IncomingMessage, res: http.ServerResponse, route: Route, q: URLSearchParams, user: UserInfo, fault: Fault | undefined) => {
     const method = req.method ?? "GET"
     const info = route.info
-    if (info === undefined) throw notFound({ group: "", resource: route.path }, "")
+    if (info === undefined) throw new ApiError(failure(404, "NotFound", "the server could not find the requested resource", {}))
     const watch = isWatch(q) && route.name === ""
     const fieldSel = parseFieldSelector(q.get("fieldSelector"), info.fieldSelectors)
     const labelSel = parseLabelSelector(q.get("labelSelector"))
