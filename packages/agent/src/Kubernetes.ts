@@ -441,13 +441,13 @@ export const make = (options: KubernetesOptions = {}) =>
                 }
               ),
             catch: (e) => toKubernetesError("watch pods", e)
-          }).pipe(
-            Effect.tapError((e) => recordFailure("watch", "pods", e)),
-            Effect.tap(() => recordSuccess)
-          ),
+          }).pipe(Effect.tap(() => recordSuccess)),
           (controller) => Effect.sync(() => controller.abort())
         )
-      }).pipe(Stream.tapError((e) => e.reason === "Expired" ? Effect.void : recordFailure("watch", "pods", e)))
+      }).pipe(
+        // Every failure, whether the watch could not start or broke later, is counted once here.
+        Stream.tapError((e) => e.reason === "Expired" ? Effect.void : recordFailure("watch", "pods", e))
+      )
 
     const readSecret = Effect.fn("Kubernetes.readSecret")(function*(name: string) {
       const secret = yield* orNone(call("get", "secrets", `read secret ${name}`, () => core.readNamespacedSecret({ name, namespace })))

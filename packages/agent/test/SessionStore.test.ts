@@ -93,7 +93,7 @@ describe("SessionStore", () => {
       // A crash that removes the pod at once (no grace) is seen too.
       yield* store.create(sid("s-2"), sessionSpec())
       yield* until("s-2 running", () => phases("s-2").includes("running"))
-      cluster.server.remove("pods", NAMESPACE, "s-2")
+      cluster.server.delete("pods", NAMESPACE, "s-2")
       yield* until("s-2 terminated", () => phases("s-2").includes("terminated"))
     }))
 
@@ -123,7 +123,7 @@ describe("SessionStore", () => {
       // expired resourceVersion (410), and only the relist can notice the deletion.
       cluster.server.addFault({ path: `/api/v1/namespaces/${NAMESPACE}/pods`, watch: true, latencyMs: 300, times: 1 })
       cluster.server.dropWatches()
-      cluster.server.remove("pods", NAMESPACE, "s-1")
+      cluster.server.delete("pods", NAMESPACE, "s-1")
       cluster.server.compact()
       yield* until("s-1 terminated after relist", () => phases("s-1").includes("terminated"))
       yield* store.create(sid("s-3"), sessionSpec())
