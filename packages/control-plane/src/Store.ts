@@ -314,6 +314,7 @@ export interface StoreShape {
 
 export class Store extends Context.Service<Store, StoreShape>()("control-plane/Store") {
   /** Runs the migrations, then serves the store over the `SqlClient`/`PgClient` it is given. */
+  // suspend: `make` is defined below the class
   static readonly layerNoDeps: Layer.Layer<Store, StoreError, Database.Sql> = Layer.effect(Store, Effect.suspend(() => make))
   /** The store on the database chosen by `DATABASE_URL`, `DATA_DIR`, `DATABASE_IN_MEMORY`. */
   static readonly layer = Store.layerNoDeps.pipe(Layer.provide(Database.layerFromEnv))
@@ -545,14 +546,14 @@ const make = Effect.gen(function*() {
     id: string,
     verb: string,
     from: ReadonlyArray<EnrollmentState>,
-    set: (at: Date) => Fragment
+    set: Fragment
   ) =>
     Effect.gen(function*() {
       const at = yield* now
       const rows = yield* q(
         "agent",
         id,
-        sql<Row>`UPDATE agents SET ${set(at)}, enrollment_changed_at = ${at}, updated_at = ${at}
+        sql<Row>`UPDATE agents SET ${set}, enrollment_changed_at = ${at}, updated_at = ${at}
           WHERE id = ${id} AND enrollment IN ${sql.in(from)} RETURNING *`
       )
       if (rows.length > 0) return toAgent(rows[0]!)
@@ -620,19 +621,18 @@ const make = Effect.gen(function*() {
         id,
         "approve",
         ["pending", "rejected", "revoked"],
-        () =>
-          sql`enrollment = 'approved', credential_hash = ${credentialHash}, previous_credential_hash = NULL, previous_credential_expires_at = NULL`
+        sql`enrollment = 'approved', credential_hash = ${credentialHash}, previous_credential_hash = NULL, previous_credential_expires_at = NULL`
       )
     }),
     reject: Effect.fn("Store.agents.reject")(function*(id: string) {
-      return yield* enroll(id, "reject", ["pending"], () => sql`enrollment = 'rejected'`)
+      return yield* enroll(id, "reject", ["pending"], sql`enrollment = 'rejected'`)
     }),
     revoke: Effect.fn("Store.agents.revoke")(function*(id: string) {
       return yield* enroll(
         id,
         "revoke",
         ["pending", "approved"],
-        () => sql`enrollment = 'revoked', credential_hash = NULL, previous_credential_hash = NULL, previous_credential_expires_at = NULL`
+        sql`enrollment = 'revoked', credential_hash = NULL, previous_credential_hash = NULL, previous_credential_expires_at = NULL`
       )
     }),
     rotateCredential: Effect.fn("Store.agents.rotateCredential")(
