@@ -74,6 +74,19 @@ describe("SessionStore", () => {
       assert.strictEqual(yield* store.activeCount, 0)
     }))
 
+  it.live("a running pod that fails later (evicted) is failed, with the reason and message", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const { phases, seen, store } = yield* build(cluster)
+      yield* store.create(sid("s-1"), sessionSpec())
+      yield* until("running", () => phases("s-1").includes("running"))
+      const pod = cluster.server.get("pods", NAMESPACE, "s-1")!
+      cluster.server.put("pods", { ...pod, status: { ...pod.status, phase: "Failed", reason: "Evicted", message: "The node was low on resource: memory." } })
+      const failed = yield* waitFor("failed", Effect.sync(() => seen.find((s) => s.session_id === "s-1" && s.phase === "failed")))
+      assert.strictEqual(failed.reason, "Evicted")
+      assert.strictEqual(failed.message, "The node was low on resource: memory.")
+    }))
+
   it.live("a pod deleted out of band goes terminating then terminated (PodDeleted)", () =>
     Effect.gen(function*() {
       const cluster = yield* makeCluster()
