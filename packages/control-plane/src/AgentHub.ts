@@ -24,9 +24,10 @@ import { randomUUID } from "node:crypto"
 import type { IncomingMessage } from "node:http"
 import type { WebSocket } from "ws"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
-import type { AgentRecord, HubStore } from "./internal/hubStore.ts"
+import { type AgentRecord, type HubStore, hubStoreFrom } from "./internal/hubStore.ts"
 import { type AgentSocket, CloseCode, makeAgentSocket, makeAgentWebSocketServer, upgrade } from "./internal/hubSocket.ts"
 import { bearerToken, hashesEqual, hashToken, newCredential, type TokenHash } from "./internal/token.ts"
+import { Store } from "./Store.ts"
 
 export class AgentHubError extends Schema.TaggedError<AgentHubError>()("AgentHubError", {
   reason: Schema.Literals(["NotFound", "NotConnected", "NotApproved", "InvalidTransition", "Store"]),
@@ -661,6 +662,11 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
 })
 
 export class AgentHub extends Context.Service<AgentHub, AgentHubShape>()("control-plane/AgentHub") {
-  /** The hub on a given HubStore (tests and embedders); registers its route on the HttpRouter. */
-  static readonly layerWithStore = (store: HubStore) => Layer.effect(AgentHub, make(store))
+  /**
+   * The hub on the Store; registers GET /api/v1/agent/connect on the HttpRouter. Needs ControlPlaneConfig,
+   * Store and HttpRouter (build it inside HttpRouter.serve, or provide the same router the server serves).
+   */
+  static readonly layer = Layer.effect(AgentHub, Effect.gen(function*() {
+    return yield* make(hubStoreFrom(yield* Store))
+  }))
 }

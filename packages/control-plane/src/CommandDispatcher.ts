@@ -7,7 +7,8 @@ import { Clock, Context, Deferred, Duration, Effect, FiberMap, Layer, Option, Sc
 import { randomUUID } from "node:crypto"
 import { AgentHub, type HubEvent } from "./AgentHub.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
-import { type DispatchStore, OPEN_STATES, type StoredCommand, type TransitionPatch } from "./internal/dispatchStore.ts"
+import { type DispatchStore, dispatchStoreFrom, OPEN_STATES, type StoredCommand, type TransitionPatch } from "./internal/dispatchStore.ts"
+import { Store } from "./Store.ts"
 
 export class CommandDispatcherError extends Schema.TaggedError<CommandDispatcherError>()("CommandDispatcherError", {
   reason: Schema.Literals(["NotFound", "AgentUnavailable", "Store"]),
@@ -139,7 +140,11 @@ export const make = Effect.fnUntraced(function*(store: DispatchStore) {
   /** Sends (or re-sends) a command if its agent is connected and approved; pending -> sent. */
   const deliver = (c: StoredCommand) =>
     hub.send(c.agentId, "command", c.command).pipe(
-      Effect.andThen(Effect.flatMap(Clock.currentTimeMillis, (ms) => transition(c.id, ["pending"], "sent", { at: new Date(ms) }))),
+      Effect.andThen(
+        c.state === "pending"
+          ? Effect.flatMap(Clock.currentTimeMillis, (ms) => transition(c.id, ["pending"], "sent", { at: new Date(ms) }))
+          : Effect.mapError(store.resent(c.id), storeError(`could not record the redelivery of ${c.id}`))
+      ),
       Effect.catchTag("AgentHubError", () => Effect.void)
     )
 
@@ -251,6 +256,8 @@ export const make = Effect.fnUntraced(function*(store: DispatchStore) {
 })
 
 export class CommandDispatcher extends Context.Service<CommandDispatcher, CommandDispatcherShape>()("control-plane/CommandDispatcher") {
-  /** The dispatcher on a given DispatchStore (tests and embedders). Needs AgentHub and ControlPlaneConfig. */
-  static readonly layerWithStore = (store: DispatchStore) => Layer.effect(CommandDispatcher, make(store))
+  /** The dispatcher on the Store. Needs AgentHub, Store and ControlPlaneConfig. */
+  static readonly layer = Layer.effect(CommandDispatcher, Effect.gen(function*() {
+    return yield* make(dispatchStoreFrom(yield* Store))
+  }))
 }

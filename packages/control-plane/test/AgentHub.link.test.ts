@@ -1,13 +1,15 @@
 // AgentHub link behaviour over real WebSockets: heartbeats and the offline timeout (TestClock), a reconnect
 // replacing the old socket without an offline flap, bad frames answered and survived, the frame limit (1009),
 // version negotiation, hello first and its timeout, the drain flag, and ping timeouts.
-import { assert, describe, it } from "@effect/vitest"
+import { assert, layer } from "@effect/vitest"
 import type { AgentId } from "@streamspace/protocol"
 import { MAX_FRAME_BYTES, utf8Length } from "@streamspace/protocol"
 import { Effect, Option } from "effect"
 import { TestClock } from "effect/testing"
 import type { AgentHubShape } from "../src/AgentHub.ts"
+import { Store } from "../src/Store.ts"
 import {
+  agentRow,
   collectEvents,
   connect,
   connectAndHello,
@@ -16,8 +18,8 @@ import {
   eventually,
   heartbeatPayload,
   helloPayload,
-  memoryHubStore,
-  startHub
+  startHub,
+  withTestClock
 } from "./support/fakeAgent.ts"
 import { BOOTSTRAP } from "./support/fakeAgent.ts"
 
@@ -25,11 +27,10 @@ const id = (s: string) => s as AgentId
 const view = (hub: AgentHubShape, agentId: string) => Effect.map(hub.get(id(agentId)), Option.getOrThrow)
 const statusIs = (hub: AgentHubShape, agentId: string, status: string) => Effect.map(view(hub, agentId), (v) => v.status === status)
 
-describe("AgentHub link", () => {
+layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })("AgentHub link", (it) => {
   it.effect("heartbeats update status, capacity and counts; missing HEARTBEAT_MISSED_LIMIT of them makes the agent offline", () =>
     Effect.gen(function*() {
-      const store = memoryHubStore()
-      const cp = yield* startHub({ HEARTBEAT_INTERVAL: "30s", HEARTBEAT_MISSED_LIMIT: "3" }, store)
+      const cp = yield* startHub({ HEARTBEAT_INTERVAL: "30s", HEARTBEAT_MISSED_LIMIT: "3" })
       const { agent } = yield* connectApproved(cp, "hb-1")
       const events = yield* collectEvents(cp.hub)
       yield* agent.send("heartbeat", heartbeatPayload({ status: "warning", active_sessions: 3, active_tunnels: 2, capacity: { cpu: "4", memory: "8Gi", max_sessions: 5 } }))
@@ -38,9 +39,11 @@ describe("AgentHub link", () => {
       assert.strictEqual(v.activeSessions, 3)
       assert.strictEqual(v.activeTunnels, 2)
       assert.deepStrictEqual(v.capacity, { cpu: "4", memory: "8Gi", max_sessions: 5 })
-      assert.strictEqual(store.rows.get("hb-1")!.status, "warning")
-      assert.strictEqual(store.rows.get("hb-1")!.activeSessions, 3)
-      assert.isDefined(store.rows.get("hb-1")!.lastHeartbeat)
+      const row = yield* agentRow("hb-1")
+      assert.strictEqual(row.status, "warning")
+      assert.strictEqual(row.activeSessions, 3)
+      assert.deepStrictEqual(row.capacity, { cpu: "4", memory: "8Gi", max_sessions: 5 })
+      assert.isNotNull(row.lastHeartbeat)
 
       // One heartbeat within every 90 s keeps it up.
       yield* TestClock.adjust("80 seconds")
@@ -52,15 +55,15 @@ describe("AgentHub link", () => {
       yield* TestClock.adjust("11 seconds")
       yield* eventually("the offline status", statusIs(cp.hub, "hb-1", "offline"))
       assert.strictEqual((yield* agent.closed()).code, 4005)
-      assert.strictEqual(store.rows.get("hb-1")!.status, "offline")
+      assert.strictEqual((yield* agentRow("hb-1")).status, "offline")
       const tags = events.map((e) => e._tag === "StatusChanged" ? `status:${e.status}` : e._tag)
       assert.deepStrictEqual(tags.filter((t) => t !== "Message"), ["status:warning", "status:online", "status:offline", "Disconnected"])
       assert.isTrue(events.some((e) => e._tag === "Message" && e.message.type === "heartbeat"))
-    }))
+    }).pipe(withTestClock))
 
   it.effect("a new connection for the same agent replaces the old one at once, without an offline flap", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const credential = yield* enrol(cp, "re-1")
       const first = yield* connectAndHello(cp.url, credential, "re-1")
       const events = yield* collectEvents(cp.hub)
@@ -75,11 +78,11 @@ describe("AgentHub link", () => {
       yield* second.agent.next("drain")
       // Frames still in flight on the replaced socket are not taken as the agent's.
       assert.isFalse(events.some((e) => e._tag === "Disconnected" || (e._tag === "StatusChanged" && e.status === "offline")))
-    }))
+    }).pipe(withTestClock))
 
   it.effect("malformed and unknown frames get an error reply naming the problem and the frame; the connection stays up", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const { agent } = yield* connectApproved(cp, "bad-1")
       yield* agent.sendRaw("this is not json")
       const e1 = yield* agent.next("error")
@@ -105,11 +108,11 @@ describe("AgentHub link", () => {
       assert.isFalse(agent.isClosed())
       yield* agent.send("heartbeat", heartbeatPayload({ status: "error" }))
       yield* eventually("the error status", statusIs(cp.hub, "bad-1", "error"))
-    }))
+    }).pipe(withTestClock))
 
   it.effect("a frame of exactly MAX_FRAME_BYTES is read; one byte more closes the socket with 1009", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const { agent } = yield* connectApproved(cp, "big-1")
       const frame = (bytes: number) => {
         const base = JSON.stringify({ type: "heartbeat", id: "big", ts: new Date().toISOString(), payload: { ...heartbeatPayload(), message: "" } })
@@ -124,11 +127,11 @@ describe("AgentHub link", () => {
       yield* agent.sendRaw(frame(MAX_FRAME_BYTES + 1))
       assert.strictEqual((yield* agent.closed()).code, 1009)
       yield* eventually("the offline status", statusIs(cp.hub, "big-1", "offline"))
-    }))
+    }).pipe(withTestClock))
 
   it.effect("no common protocol version: error NoCommonVersion, then close 4002", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const agent = yield* connect(cp.url, { token: BOOTSTRAP })
       yield* agent.send("hello", helloPayload("ver-1", { protocol_versions: ["v7", "v9"] }), "h-1")
       const error = yield* agent.next("error")
@@ -136,11 +139,11 @@ describe("AgentHub link", () => {
       assert.strictEqual(error.payload.ref_id, "h-1")
       assert.strictEqual((yield* agent.closed()).code, 4002)
       assert.isTrue(Option.isNone(yield* cp.hub.get(id("ver-1"))))
-    }))
+    }).pipe(withTestClock))
 
   it.effect("hello must come first: other frames are answered, and no hello within the timeout closes with 4004", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const agent = yield* connect(cp.url, { token: BOOTSTRAP })
       yield* agent.send("heartbeat", heartbeatPayload(), "early")
       const error = yield* agent.next("error")
@@ -154,19 +157,18 @@ describe("AgentHub link", () => {
       yield* ok.next("error")
       yield* ok.send("hello", helloPayload("late-1"))
       assert.strictEqual((yield* ok.next("welcome")).payload.enrollment, "pending")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("drain: the agent is told, the status says draining, and a reconnect keeps the flag", () =>
     Effect.gen(function*() {
-      const store = memoryHubStore()
-      const cp = yield* startHub({}, store)
+      const cp = yield* startHub({})
       const { agent, credential } = yield* connectApproved(cp, "dr-1")
       const events = yield* collectEvents(cp.hub)
       const drained = yield* cp.hub.setDraining(id("dr-1"), true)
       assert.strictEqual(drained.status, "draining")
       assert.isTrue(drained.draining)
       assert.deepStrictEqual((yield* agent.next("drain")).payload, { draining: true })
-      assert.isTrue(store.rows.get("dr-1")!.draining)
+      assert.isTrue((yield* agentRow("dr-1")).draining)
       const again = yield* connectAndHello(cp.url, credential, "dr-1")
       assert.isTrue(again.welcome.draining)
       assert.strictEqual((yield* cp.hub.setDraining(id("dr-1"), false)).status, "online")
@@ -177,16 +179,16 @@ describe("AgentHub link", () => {
       yield* again.agent.close()
       yield* eventually("offline", statusIs(cp.hub, "dr-1", "offline"))
       assert.isTrue((yield* cp.hub.setDraining(id("dr-1"), true)).draining)
-    }))
+    }).pipe(withTestClock))
 
   it.effect("transport pings: a link that stops answering them is dropped after the next PING_INTERVAL", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({ PING_INTERVAL: "20s", HEARTBEAT_INTERVAL: "1h" }, memoryHubStore())
+      const cp = yield* startHub({ PING_INTERVAL: "20s", HEARTBEAT_INTERVAL: "1h" })
       const { agent } = yield* connectApproved(cp, "ping-1", { autoPong: false })
       yield* TestClock.adjust("20 seconds")
       assert.strictEqual((yield* view(cp.hub, "ping-1")).status, "online")
       yield* TestClock.adjust("20 seconds")
       yield* eventually("offline", statusIs(cp.hub, "ping-1", "offline"))
       assert.strictEqual((yield* agent.closed()).code, 1006)
-    }))
+    }).pipe(withTestClock))
 })

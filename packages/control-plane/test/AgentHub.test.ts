@@ -1,10 +1,11 @@
 // AgentHub enrolment and agent auth over real WebSockets: bootstrap -> pending -> approve -> credential ->
 // reconnect with it; refusals before the upgrade (401) and after hello (4003); reject, rotate with grace, revoke.
-import { assert, describe, it } from "@effect/vitest"
+import { assert, layer } from "@effect/vitest"
 import type { AgentId } from "@streamspace/protocol"
 import { Effect, Option } from "effect"
 import { TestClock } from "effect/testing"
-import { BOOTSTRAP, captureLogs, connect, connectAndHello, enrol, eventually, helloPayload, memoryHubStore, type Refused, startHub } from "./support/fakeAgent.ts"
+import { Store } from "../src/Store.ts"
+import { agentRow, BOOTSTRAP, captureLogs, connect, connectAndHello, enrol, eventually, helloPayload, type Refused, startHub, withTestClock } from "./support/fakeAgent.ts"
 
 const id = (s: string) => s as AgentId
 
@@ -14,11 +15,10 @@ const refused = <A, R>(effect: Effect.Effect<A, Refused, R>) =>
     Effect.map((e) => ({ status: e.status, body: JSON.parse(e.body) as { error: { code: string; message: string } } }))
   )
 
-describe("AgentHub enrolment and auth", () => {
+layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })("AgentHub enrolment and auth", (it) => {
   it.effect("bootstrap -> pending -> approve -> credential -> reconnect with the credential", () =>
     Effect.gen(function*() {
-      const store = memoryHubStore()
-      const cp = yield* startHub({}, store)
+      const cp = yield* startHub({})
       const { agent, welcome } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-1")
       assert.deepStrictEqual(welcome, { protocol_version: "v1", enrollment: "pending", draining: false })
       const pending = Option.getOrThrow(yield* cp.hub.get(id("edge-1")))
@@ -34,7 +34,7 @@ describe("AgentHub enrolment and auth", () => {
       assert.isAtLeast(credential.payload.token.length, 40)
       assert.strictEqual((yield* agent.closed()).code, 4000)
       // Only the hash is stored.
-      const row = store.rows.get("edge-1")!
+      const row = yield* agentRow("edge-1")
       assert.strictEqual(row.enrollment, "approved")
       assert.notInclude(JSON.stringify(row), credential.payload.token)
       assert.match(row.credentialHash!, /^[0-9a-f]{64}$/)
@@ -43,11 +43,11 @@ describe("AgentHub enrolment and auth", () => {
       assert.deepStrictEqual(again.welcome, { protocol_version: "v1", enrollment: "approved", draining: false })
       yield* cp.hub.send(id("edge-1"), "drain", { draining: false })
       assert.deepStrictEqual((yield* again.agent.next("drain")).payload, { draining: false })
-    }))
+    }).pipe(withTestClock))
 
   it.effect("missing, malformed and wrong tokens get 401 JSON before the upgrade", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const none = yield* refused(connect(cp.url, {}))
       assert.strictEqual(none.status, 401)
       assert.strictEqual(none.body.error.code, "unauthorized")
@@ -63,17 +63,17 @@ describe("AgentHub enrolment and auth", () => {
       // Not an upgrade at all.
       const plain = yield* Effect.promise(() => fetch(cp.url.replace("ws:", "http:")))
       assert.strictEqual(plain.status, 426)
-    }))
+    }).pipe(withTestClock))
 
   it.effect("without AGENT_BOOTSTRAP_TOKEN nobody enrols", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({ AGENT_BOOTSTRAP_TOKEN: "" }, memoryHubStore())
+      const cp = yield* startHub({ AGENT_BOOTSTRAP_TOKEN: "" })
       assert.strictEqual((yield* refused(connect(cp.url, { token: BOOTSTRAP }))).status, 401)
-    }))
+    }).pipe(withTestClock))
 
   it.effect("the bootstrap token is refused for an agent id that is already approved", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const credential = yield* enrol(cp, "edge-2")
       const impostor = yield* connect(cp.url, { token: BOOTSTRAP })
       yield* impostor.send("hello", helloPayload("edge-2"))
@@ -88,11 +88,11 @@ describe("AgentHub enrolment and auth", () => {
       // The real agent still gets in.
       const real = yield* connectAndHello(cp.url, credential, "edge-2")
       assert.strictEqual(real.welcome.enrollment, "approved")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("reject closes the pending socket and keeps the id out", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-4")
       const view = yield* cp.hub.reject(id("edge-4"))
       assert.strictEqual(view.enrollment, "rejected")
@@ -103,11 +103,11 @@ describe("AgentHub enrolment and auth", () => {
       yield* retry.send("hello", helloPayload("edge-4"))
       assert.strictEqual((yield* retry.closed()).code, 4003)
       assert.strictEqual((yield* Effect.flip(cp.hub.approve(id("edge-4")))).reason, "InvalidTransition")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("rotate: the new credential arrives on the socket; the old one works only within the grace period", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({ CREDENTIAL_ROTATION_GRACE: "10m" }, memoryHubStore())
+      const cp = yield* startHub({ CREDENTIAL_ROTATION_GRACE: "10m" })
       const old = yield* enrol(cp, "edge-5")
       const { agent } = yield* connectAndHello(cp.url, old, "edge-5")
       yield* cp.hub.rotate(id("edge-5"))
@@ -122,11 +122,11 @@ describe("AgentHub enrolment and auth", () => {
       assert.strictEqual((yield* refused(connect(cp.url, { token: old }))).status, 401)
       const withFresh = yield* connectAndHello(cp.url, fresh, "edge-5")
       assert.strictEqual(withFresh.welcome.enrollment, "approved")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("revoke closes the socket at once and the credential stops working", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const credential = yield* enrol(cp, "edge-6")
       const { agent } = yield* connectAndHello(cp.url, credential, "edge-6")
       const view = yield* cp.hub.revoke(id("edge-6"))
@@ -135,15 +135,14 @@ describe("AgentHub enrolment and auth", () => {
       assert.strictEqual((yield* agent.closed()).code, 4003)
       assert.strictEqual((yield* refused(connect(cp.url, { token: credential }))).status, 401)
       assert.strictEqual((yield* Effect.flip(cp.hub.send(id("edge-6"), "drain", { draining: true }))).reason, "NotConnected")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("no token, credential or hash appears in the logs", () => {
     const logs: Array<string> = []
     return Effect.gen(function*() {
-      const store = memoryHubStore()
-      const cp = yield* startHub({ CREDENTIAL_ROTATION_GRACE: "1m" }, store, logs)
+      const cp = yield* startHub({ CREDENTIAL_ROTATION_GRACE: "1m" }, logs)
       const credential = yield* enrol(cp, "log-1")
-      const hash = store.rows.get("log-1")!.credentialHash!
+      const hash = (yield* agentRow("log-1")).credentialHash!
       const { agent } = yield* connectAndHello(cp.url, credential, "log-1")
       yield* cp.hub.rotate(id("log-1"))
       const rotated = (yield* agent.next("credential")).payload.token
@@ -157,17 +156,17 @@ describe("AgentHub enrolment and auth", () => {
       for (const secret of [BOOTSTRAP, credential, rotated, "wrong-token-xyz", hash]) {
         assert.notInclude(text, secret)
       }
-    }).pipe(Effect.provide(captureLogs(logs)))
+    }).pipe(Effect.provide(captureLogs(logs)), withTestClock)
   })
 
   it.effect("admin operations name what is wrong", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       assert.strictEqual((yield* Effect.flip(cp.hub.approve(id("nobody")))).reason, "NotFound")
       const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-7")
       assert.strictEqual((yield* Effect.flip(cp.hub.rotate(id("edge-7")))).reason, "NotApproved")
       yield* agent.close()
       yield* eventually("the pending agent to be offline", Effect.map(cp.hub.get(id("edge-7")), (v) => Option.getOrThrow(v).status === "offline"))
       assert.strictEqual((yield* Effect.flip(cp.hub.approve(id("edge-7")))).reason, "NotConnected")
-    }))
+    }).pipe(withTestClock))
 })

@@ -1,11 +1,12 @@
 // AgentHub binary frames: routed to the sink registered for (agent, tunnel), dropped and counted otherwise,
 // sinks told when the agent goes away, and sendBinary held back while the agent does not read.
-import { assert, describe, it } from "@effect/vitest"
+import { assert, layer } from "@effect/vitest"
 import type { AgentId, BinaryFrame, TunnelId } from "@streamspace/protocol"
 import { encodeData, encodeWindow, MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
 import { Effect, Fiber, Scope } from "effect"
 import type { TunnelSink } from "../src/AgentHub.ts"
-import { BOOTSTRAP, connectAndHello, connectApproved, eventually, memoryHubStore, startHub, within } from "./support/fakeAgent.ts"
+import { Store } from "../src/Store.ts"
+import { BOOTSTRAP, connectAndHello, connectApproved, eventually, startHub, withTestClock, within } from "./support/fakeAgent.ts"
 
 const id = (s: string) => s as AgentId
 const tid = (n: number) => n as TunnelId
@@ -20,10 +21,10 @@ const recordingSink = () => {
   return { sink, frames, gone: () => gone }
 }
 
-describe("AgentHub tunnels", () => {
+layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })("AgentHub tunnels", (it) => {
   it.effect("binary frames go to the sink of their tunnel; unknown tunnels are dropped and counted", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const { agent } = yield* connectApproved(cp, "tun-1")
       const a = recordingSink()
       const b = recordingSink()
@@ -53,11 +54,11 @@ describe("AgentHub tunnels", () => {
       yield* eventually("onAgentGone", Effect.sync(() => b.gone() === 1))
       assert.strictEqual(a.gone(), 0)
       assert.strictEqual((yield* Effect.flip(cp.hub.sendBinary(id("tun-1"), encodeData(tid(8), new Uint8Array([1]))))).reason, "NotConnected")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("frames from a pending agent reach no sink", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, "tun-2")
       const s = recordingSink()
       yield* cp.hub.registerTunnel(id("tun-2"), tid(1), s.sink)
@@ -65,11 +66,11 @@ describe("AgentHub tunnels", () => {
       yield* eventually("the dropped frame", Effect.map(cp.hub.droppedFrames, (n) => n === 1))
       assert.strictEqual(s.frames.length, 0)
       assert.strictEqual((yield* Effect.flip(cp.hub.sendBinary(id("tun-2"), encodeData(tid(1), new Uint8Array([1]))))).reason, "NotApproved")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("sendBinary waits while the agent does not read, and delivers everything in order once it does", () =>
     Effect.gen(function*() {
-      const cp = yield* startHub({}, memoryHubStore())
+      const cp = yield* startHub({})
       const { agent } = yield* connectApproved(cp, "tun-3")
       const total = 256 // 16 MiB: well over the kernel buffers on loopback (about 4.5 MiB here) plus the hub's high-water mark
       const chunk = new Uint8Array(MAX_BINARY_PAYLOAD_BYTES)
@@ -105,5 +106,5 @@ describe("AgentHub tunnels", () => {
         assert.strictEqual(frame.length, MAX_BINARY_PAYLOAD_BYTES + 5)
         assert.strictEqual(frame[5], i & 0xff)
       }
-    }))
+    }).pipe(withTestClock))
 })

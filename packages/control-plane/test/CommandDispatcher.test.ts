@@ -1,21 +1,24 @@
 // CommandDispatcher against a real hub and a fake agent over WebSockets: the lifecycle pending -> sent -> ack
 // -> completed | failed, forward-only transitions, deadlines (TestClock), redelivery when the agent
 // reconnects, and awaiting across a control-plane restart on the same store.
-import { assert, describe, it } from "@effect/vitest"
+import { assert, layer } from "@effect/vitest"
 import type { AgentId, CommandId, PayloadOf, SessionId } from "@streamspace/protocol"
 import { Traceparent } from "@streamspace/protocol"
 import { Effect, Exit, Fiber, Option, Schema, Scope } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { TestClock } from "effect/testing"
 import type { CommandDispatcherShape } from "../src/CommandDispatcher.ts"
+import { Store } from "../src/Store.ts"
 import {
   connectAndHello,
   connectApproved,
   enrol,
   eventually,
   type FakeAgent,
-  memoryDispatchStore,
-  memoryHubStore,
   startControlPlane,
+  withTestClock,
   within
 } from "./support/fakeAgent.ts"
 
@@ -40,10 +43,10 @@ const barrier = (d: CommandDispatcherShape, agent: FakeAgent, agentId: string) =
     yield* within(5000, "the barrier command", d.await(probe.id))
   })
 
-describe("CommandDispatcher", () => {
+layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })("CommandDispatcher", (it) => {
   it.effect("pending -> sent -> ack -> completed, with a deadline, a traceparent and every timestamp", () =>
     Effect.gen(function*() {
-      const cp = yield* startControlPlane({}, { hub: memoryHubStore(), dispatch: memoryDispatchStore() })
+      const cp = yield* startControlPlane({})
       const { agent } = yield* connectApproved(cp, "dx-1")
       const record = yield* cp.dispatcher.dispatch(id("dx-1"), deleteSession("s-1"))
       assert.strictEqual(record.state, "sent")
@@ -70,11 +73,11 @@ describe("CommandDispatcher", () => {
       assert.isUndefined(done.failedAt)
       // await after the fact answers from the store.
       assert.strictEqual((yield* cp.dispatcher.await(record.id))._tag, "Completed")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("failed outcomes are recorded with their error; later reports never move a command backwards", () =>
     Effect.gen(function*() {
-      const cp = yield* startControlPlane({}, { hub: memoryHubStore(), dispatch: memoryDispatchStore() })
+      const cp = yield* startControlPlane({})
       const { agent } = yield* connectApproved(cp, "dx-2")
       const record = yield* cp.dispatcher.dispatch(id("dx-2"), deleteSession("s-2"))
       yield* agent.next("command")
@@ -91,11 +94,11 @@ describe("CommandDispatcher", () => {
       assert.strictEqual(after.state, "failed")
       assert.isUndefined(after.ackedAt)
       assert.isUndefined(after.completedAt)
-    }))
+    }).pipe(withTestClock))
 
   it.effect("a command reported by an agent it was not sent to is ignored", () =>
     Effect.gen(function*() {
-      const cp = yield* startControlPlane({}, { hub: memoryHubStore(), dispatch: memoryDispatchStore() })
+      const cp = yield* startControlPlane({})
       const a = yield* connectApproved(cp, "dx-3")
       const b = yield* connectApproved(cp, "dx-4")
       const record = yield* cp.dispatcher.dispatch(id("dx-3"), deleteSession("s-3"))
@@ -103,11 +106,11 @@ describe("CommandDispatcher", () => {
       yield* b.agent.send("command_completed", completed(record.id, "s-3"))
       yield* barrier(cp.dispatcher, b.agent, "dx-4")
       assert.strictEqual((yield* cp.dispatcher.get(record.id)).state, "sent")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("the deadline fails a command as timeout (COMMAND_TIMEOUT or the per-command option)", () =>
     Effect.gen(function*() {
-      const cp = yield* startControlPlane({ COMMAND_TIMEOUT: "2m", HEARTBEAT_INTERVAL: "1h" }, { hub: memoryHubStore(), dispatch: memoryDispatchStore() })
+      const cp = yield* startControlPlane({ COMMAND_TIMEOUT: "2m", HEARTBEAT_INTERVAL: "1h" })
       const { agent } = yield* connectApproved(cp, "dx-5")
       const short = yield* cp.dispatcher.dispatch(id("dx-5"), deleteSession("s-5"), { timeout: "30 seconds" })
       const long = yield* cp.dispatcher.dispatch(id("dx-5"), deleteSession("s-6"))
@@ -134,11 +137,11 @@ describe("CommandDispatcher", () => {
       yield* barrier(cp.dispatcher, agent, "dx-5")
       assert.strictEqual((yield* cp.dispatcher.get(short.id)).state, "failed")
       assert.strictEqual((yield* cp.dispatcher.get(long.id)).state, "failed")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("commands for an agent that is away wait as pending and go out when it connects", () =>
     Effect.gen(function*() {
-      const cp = yield* startControlPlane({}, { hub: memoryHubStore(), dispatch: memoryDispatchStore() })
+      const cp = yield* startControlPlane({})
       const credential = yield* enrol(cp, "dx-6")
       const record = yield* cp.dispatcher.dispatch(id("dx-6"), deleteSession("s-7"))
       assert.strictEqual(record.state, "pending")
@@ -150,12 +153,11 @@ describe("CommandDispatcher", () => {
       const err = yield* Effect.flip(cp.dispatcher.dispatch(id("nobody"), deleteSession("s-8")))
       assert.strictEqual(err.reason, "AgentUnavailable")
       assert.strictEqual((yield* Effect.flip(cp.dispatcher.get("cmd-missing" as CommandId))).reason, "NotFound")
-    }))
+    }).pipe(withTestClock))
 
   it.effect("unfinished commands are re-sent when the agent reconnects; the outcome is recorded once", () =>
     Effect.gen(function*() {
-      const dispatch = memoryDispatchStore()
-      const cp = yield* startControlPlane({}, { hub: memoryHubStore(), dispatch })
+      const cp = yield* startControlPlane({})
       const { agent, credential } = yield* connectApproved(cp, "dx-7")
       const sentOnly = yield* cp.dispatcher.dispatch(id("dx-7"), deleteSession("s-9"))
       const acked = yield* cp.dispatcher.dispatch(id("dx-7"), deleteSession("s-10"))
@@ -167,23 +169,28 @@ describe("CommandDispatcher", () => {
       const again = yield* connectAndHello(cp.url, credential, "dx-7")
       const first = yield* again.agent.next("command")
       const second = yield* again.agent.next("command")
-      assert.deepStrictEqual([first.payload.command_id, second.payload.command_id], [sentOnly.id, acked.id])
-      assert.strictEqual(first.payload.deadline, sentOnly.deadline.toISOString())
+      // Both were created at the same (test) instant, so their order is the store's to choose.
+      assert.deepStrictEqual([first.payload.command_id, second.payload.command_id].sort(), [sentOnly.id, acked.id].sort())
+      const resent = first.payload.command_id === sentOnly.id ? first.payload : second.payload
+      assert.strictEqual(resent.deadline, sentOnly.deadline.toISOString())
       yield* again.agent.send("command_completed", completed(sentOnly.id, "s-9"))
       yield* again.agent.send("command_completed", completed(acked.id, "s-10"))
       yield* eventually("both completed", Effect.map(Effect.all([cp.dispatcher.get(sentOnly.id), cp.dispatcher.get(acked.id)]), (rs) => rs.every((r) => r.state === "completed")))
-      const at = (yield* cp.dispatcher.get(acked.id)).completedAt
+      const at = (yield* cp.dispatcher.get(acked.id)).completedAt?.getTime()
       // The agent answers a duplicate delivery with its first result again: nothing changes.
       yield* again.agent.send("command_completed", completed(acked.id, "s-10"))
       yield* barrier(cp.dispatcher, again.agent, "dx-7")
-      assert.strictEqual((yield* cp.dispatcher.get(acked.id)).completedAt, at)
-    }))
+      assert.strictEqual((yield* cp.dispatcher.get(acked.id)).completedAt?.getTime(), at)
+      assert.strictEqual((yield* cp.dispatcher.get(acked.id)).state, "completed")
+    }).pipe(withTestClock))
 
-  it.effect("after a control-plane restart on the same store, open commands are awaited, re-sent and completed exactly once", () =>
+  it.effect("after a control-plane restart on the same PGlite DATA_DIR, open commands are awaited, re-sent and completed exactly once", () =>
     Effect.gen(function*() {
-      const stores = { hub: memoryHubStore(), dispatch: memoryDispatchStore() }
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "streamspace-dispatch-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      const onDisk = Store.layerSettings({ databaseUrl: Option.none(), dataDir: dir, inMemory: false })
       const first = yield* Scope.make()
-      const cp1 = yield* startControlPlane({}, stores).pipe(Scope.provide(first))
+      const cp1 = yield* startControlPlane({}, onDisk).pipe(Scope.provide(first))
       const { agent, credential } = yield* connectApproved(cp1, "dx-8").pipe(Scope.provide(first))
       const acked = yield* cp1.dispatcher.dispatch(id("dx-8"), deleteSession("s-11"))
       yield* agent.next("command")
@@ -195,7 +202,7 @@ describe("CommandDispatcher", () => {
       assert.strictEqual(pending.state, "pending")
       yield* Scope.close(first, Exit.void)
 
-      const cp2 = yield* startControlPlane({}, stores)
+      const cp2 = yield* startControlPlane({}, onDisk)
       const waitPending = yield* Effect.forkChild(cp2.dispatcher.await(pending.id))
       const waitAcked = yield* Effect.forkChild(cp2.dispatcher.await(acked.id))
       const back = yield* connectAndHello(cp2.url, credential, "dx-8")
@@ -203,11 +210,16 @@ describe("CommandDispatcher", () => {
       assert.deepStrictEqual(ids, [acked.id, pending.id])
       yield* back.agent.send("command_completed", completed(pending.id, "s-12"))
       yield* back.agent.send("command_completed", completed(acked.id, "s-11"))
+      assert.strictEqual((yield* within(10_000, "pending outcome", Fiber.join(waitPending)))._tag, "Completed")
+      assert.strictEqual((yield* within(10_000, "acked outcome", Fiber.join(waitAcked)))._tag, "Completed")
+      const before = yield* Effect.all([cp2.store.commands.get(pending.id), cp2.store.commands.get(acked.id)])
+      // The agent answers a redelivery with its first result again: recorded once.
       yield* back.agent.send("command_completed", completed(pending.id, "s-12"))
-      assert.strictEqual((yield* within(5000, "pending outcome", Fiber.join(waitPending)))._tag, "Completed")
-      assert.strictEqual((yield* within(5000, "acked outcome", Fiber.join(waitAcked)))._tag, "Completed")
-      const rows = [...stores.dispatch.rows.values()]
-      assert.strictEqual(rows.length, 2)
-      assert.isTrue(rows.every((r) => r.state === "completed" && r.completedAt !== undefined))
-    }))
+      yield* back.agent.send("command_completed", completed(acked.id, "s-11"))
+      yield* barrier(cp2.dispatcher, back.agent, "dx-8")
+      const after = yield* Effect.all([cp2.store.commands.get(pending.id), cp2.store.commands.get(acked.id)])
+      assert.deepStrictEqual(after, before)
+      assert.isTrue(after.every((c) => c.state === "completed" && c.completedAt !== null))
+      assert.deepStrictEqual(after.map((c) => c.attempts), [1, 2])
+    }), 120_000)
 })

@@ -2,8 +2,9 @@
 // change, as the Store offers them). The hub keeps every agent in memory (agents are few) and writes each
 // change through, so auth decisions never wait on SQL; the store is what survives a restart.
 import type { AgentId, AgentStatus, Capacity } from "@streamspace/protocol"
-import type { Effect } from "effect"
+import { Effect } from "effect"
 import type { EnrollmentState } from "../AgentHub.ts"
+import type { Agent, StoreShape } from "../Store.ts"
 import type { TokenHash } from "./token.ts"
 
 export interface AgentRecord {
@@ -47,3 +48,33 @@ export interface HubStore {
   readonly revoke: (id: AgentId) => Effect.Effect<void, unknown>
   readonly rotate: (id: AgentId, credentialHash: TokenHash, previousValidUntil: Date) => Effect.Effect<void, unknown>
 }
+
+/** The HubStore on the control plane's Store. */
+export const hubStoreFrom = (store: StoreShape): HubStore => ({
+  loadAll: Effect.map(store.agents.list(), (rows) => rows.map(toAgentRecord)),
+  register: (h) => Effect.asVoid(store.agents.register({ ...h, status: "online" })),
+  heartbeat: (id, beat) => Effect.asVoid(store.agents.heartbeat(id, beat)),
+  setStatus: (id, status) => Effect.asVoid(store.agents.setStatus(id, status)),
+  setDraining: (id, draining) => Effect.asVoid(store.agents.setDraining(id, draining)),
+  approve: (id, hash) => Effect.asVoid(store.agents.approve(id, hash)),
+  reject: (id) => Effect.asVoid(store.agents.reject(id)),
+  revoke: (id) => Effect.asVoid(store.agents.revoke(id)),
+  rotate: (id, hash, until) => Effect.asVoid(store.agents.rotateCredential(id, hash, until))
+})
+
+const toAgentRecord = (a: Agent): AgentRecord => ({
+  id: a.id as AgentId,
+  platform: a.platform,
+  region: a.region,
+  version: a.version,
+  enrollment: a.enrollment,
+  credentialHash: a.credentialHash ?? undefined,
+  previousCredentialHash: a.previousCredentialHash ?? undefined,
+  previousCredentialExpiresAt: a.previousCredentialExpiresAt ?? undefined,
+  draining: a.draining,
+  status: a.status,
+  capacity: a.capacity,
+  activeSessions: a.activeSessions,
+  activeTunnels: 0,
+  lastHeartbeat: a.lastHeartbeat ?? undefined
+})

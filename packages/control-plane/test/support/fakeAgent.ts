@@ -190,80 +190,16 @@ export const connectAndHello = (
 // ---- a control plane under test ------------------------------------------------------------------
 
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Layer, Logger, Option, References, Stream } from "effect"
+import { Context, Layer, Logger, References, Stream } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
+import { TestClock } from "effect/testing"
 import { createServer } from "node:http"
 import { AgentHub, type AgentHubShape, type HubEvent } from "../../src/AgentHub.ts"
 import { ControlPlaneConfig } from "../../src/ControlPlaneConfig.ts"
 import { CommandDispatcher } from "../../src/CommandDispatcher.ts"
-import { applyTransition, type DispatchStore, OPEN_STATES, type StoredCommand } from "../../src/internal/dispatchStore.ts"
-import type { AgentRecord, HubStore } from "../../src/internal/hubStore.ts"
+import { Store, type StoreError } from "../../src/Store.ts"
 
 export const BOOTSTRAP = "bootstrap-token-for-tests-0123456789"
-
-/** A HubStore in memory, shared across control-plane restarts within one test. */
-export const memoryHubStore = (): HubStore & { readonly rows: Map<string, AgentRecord> } => {
-  const rows = new Map<string, AgentRecord>()
-  const update = (id: string, f: (r: AgentRecord) => AgentRecord) =>
-    Effect.sync(() => {
-      const r = rows.get(id)
-      if (r === undefined) throw new Error(`no agent row ${id}`)
-      rows.set(id, f(r))
-    })
-  const cleared = { credentialHash: undefined, previousCredentialHash: undefined, previousCredentialExpiresAt: undefined }
-  return {
-    rows,
-    loadAll: Effect.sync(() => [...rows.values()]),
-    register: (h) =>
-      Effect.sync(() => {
-        const r = rows.get(h.id)
-        rows.set(h.id, {
-          enrollment: "pending",
-          credentialHash: undefined,
-          previousCredentialHash: undefined,
-          previousCredentialExpiresAt: undefined,
-          draining: false,
-          activeTunnels: 0,
-          ...r,
-          id: h.id,
-          platform: h.platform,
-          region: h.region,
-          version: h.version,
-          capacity: h.capacity,
-          activeSessions: h.activeSessions,
-          status: "online",
-          lastHeartbeat: new Date()
-        })
-      }),
-    heartbeat: (id, b) => update(id, (r) => ({ ...r, status: b.status, activeSessions: b.activeSessions, capacity: b.capacity, lastHeartbeat: new Date() })),
-    setStatus: (id, status) => update(id, (r) => ({ ...r, status })),
-    setDraining: (id, draining) => update(id, (r) => ({ ...r, draining })),
-    approve: (id, credentialHash) => update(id, (r) => ({ ...r, ...cleared, enrollment: "approved", credentialHash })),
-    reject: (id) => update(id, (r) => ({ ...r, ...cleared, enrollment: "rejected" })),
-    revoke: (id) => update(id, (r) => ({ ...r, ...cleared, enrollment: "revoked" })),
-    rotate: (id, credentialHash, until) =>
-      update(id, (r) => ({ ...r, credentialHash, previousCredentialHash: r.credentialHash, previousCredentialExpiresAt: until }))
-  }
-}
-
-/** A DispatchStore in memory, shared across control-plane restarts within one test. */
-export const memoryDispatchStore = (): DispatchStore & { readonly rows: Map<string, StoredCommand> } => {
-  const rows = new Map<string, StoredCommand>()
-  return {
-    rows,
-    insert: (c) => Effect.sync(() => void rows.set(c.id, c)),
-    get: (id) => Effect.sync(() => Option.fromUndefinedOr(rows.get(id))),
-    transition: (id, from, to, patch) =>
-      Effect.sync(() => {
-        const c = rows.get(id)
-        if (c === undefined || !from.includes(c.state)) return Option.none()
-        const next = applyTransition(c, to, patch)
-        rows.set(id, next)
-        return Option.some(next)
-      }),
-    listOpen: Effect.sync(() => [...rows.values()].filter((c) => OPEN_STATES.includes(c.state)).sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime()))
-  }
-}
 
 /** Every hub event from now on, in order. */
 export const collectEvents = (hub: AgentHubShape) =>
@@ -281,20 +217,42 @@ export const captureLogs = (lines: Array<string>) =>
     Layer.succeed(References.MinimumLogLevel, "Debug")
   )
 
-/** Starts a hub on 127.0.0.1:0 in the current scope; with `logs`, its log lines are captured there. */
-export const startHub = (env: Record<string, string>, store: HubStore, logs?: Array<string>) =>
+const serveOnLoopback = <A, E>(app: Layer.Layer<A, E, ControlPlaneConfig | Store | HttpRouter.HttpRouter>, env: Record<string, string>, store: Layer.Layer<Store, StoreError>, logs?: Array<string>) =>
   Effect.gen(function*() {
-    const layer = HttpRouter.serve(AgentHub.layerWithStore(store), { disableLogger: true, disableListenLog: true }).pipe(
+    const layer = HttpRouter.serve(app, { disableLogger: true, disableListenLog: true }).pipe(
       Layer.provideMerge(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" })),
       Layer.provide(ControlPlaneConfig.layerFromRecord({ DEV_MODE: "true", AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP, PING_INTERVAL: "1h", ...env })),
+      Layer.provideMerge(store),
       Layer.provide(logs === undefined ? Layer.empty : captureLogs(logs))
     )
     const ctx = yield* Layer.build(layer)
-    const hub = Context.get(ctx, AgentHub)
     const address = Context.get(ctx, HttpServer.HttpServer).address
     if (address._tag === "UnixPathAddress") throw new Error("expected a TCP address")
-    return { hub, url: `ws://127.0.0.1:${address.port}/api/v1/agent/connect`, httpUrl: `http://127.0.0.1:${address.port}` }
+    return { ctx, url: `ws://127.0.0.1:${address.port}/api/v1/agent/connect` }
   })
+
+/** Starts AgentHub.layer on the Store in context, on 127.0.0.1:0, in the current scope; with `logs`, its log lines land there. */
+export const startHub = (env: Record<string, string>, logs?: Array<string>) =>
+  Effect.gen(function*() {
+    const store = yield* Store
+    const { ctx, url } = yield* serveOnLoopback(AgentHub.layer, env, Layer.succeed(Store, store), logs)
+    return { hub: Context.get(ctx, AgentHub), url }
+  })
+
+/**
+ * Starts AgentHub.layer and CommandDispatcher.layer on 127.0.0.1:0 in the current scope, on the Store in
+ * context or on the given store layer (built and closed with the scope: a restart on the same database).
+ */
+export const startControlPlane = (env: Record<string, string>, storeLayer?: Layer.Layer<Store, StoreError>) =>
+  Effect.gen(function*() {
+    const store = storeLayer ?? Layer.succeed(Store, yield* Store)
+    const app = CommandDispatcher.layer.pipe(Layer.provideMerge(AgentHub.layer))
+    const { ctx, url } = yield* serveOnLoopback(app, env, store)
+    return { hub: Context.get(ctx, AgentHub), dispatcher: Context.get(ctx, CommandDispatcher), store: Context.get(ctx, Store), url }
+  })
+
+/** The agent's row in the Store in context. */
+export const agentRow = (agentId: string) => Effect.flatMap(Store.use(Effect.succeed), (store) => store.agents.get(agentId))
 
 /** Enrols `agentId` (bootstrap, approve) and returns its credential; the bootstrap socket is closed by then. */
 export const enrol = (cp: { readonly hub: AgentHubShape; readonly url: string }, agentId: string) =>
@@ -315,20 +273,6 @@ export const connectApproved = (cp: { readonly hub: AgentHubShape; readonly url:
     return { agent, credential }
   })
 
-/** Starts a hub and a dispatcher on 127.0.0.1:0 in the current scope. */
-export const startControlPlane = (env: Record<string, string>, stores: { readonly hub: HubStore; readonly dispatch: DispatchStore }) =>
-  Effect.gen(function*() {
-    const app = CommandDispatcher.layerWithStore(stores.dispatch).pipe(Layer.provideMerge(AgentHub.layerWithStore(stores.hub)))
-    const layer = HttpRouter.serve(app, { disableLogger: true, disableListenLog: true }).pipe(
-      Layer.provideMerge(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" })),
-      Layer.provide(ControlPlaneConfig.layerFromRecord({ DEV_MODE: "true", AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP, PING_INTERVAL: "1h", ...env }))
-    )
-    const ctx = yield* Layer.build(layer)
-    const address = Context.get(ctx, HttpServer.HttpServer).address
-    if (address._tag === "UnixPathAddress") throw new Error("expected a TCP address")
-    return {
-      hub: Context.get(ctx, AgentHub),
-      dispatcher: Context.get(ctx, CommandDispatcher),
-      url: `ws://127.0.0.1:${address.port}/api/v1/agent/connect`
-    }
-  })
+
+/** Runs a test body on the TestClock (for suites whose shared Store layer is built without test services). */
+export const withTestClock = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provide(effect, TestClock.layer())
