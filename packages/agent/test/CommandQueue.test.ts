@@ -4,6 +4,7 @@ import { Context, Deferred, Duration, Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import type { AgentConfigShape } from "../src/AgentConfig.ts"
 import { CommandQueue } from "../src/CommandQueue.ts"
+import * as Logging from "../src/Logging.ts"
 import { makeFakeConnection, makeFakeSessionStore, makeFakeTunnelPool, status, storeError, tunnelError } from "./support/Fakes.ts"
 import { baseEnv, configLayer } from "./support/harness.ts"
 
@@ -38,6 +39,27 @@ const setup = (overrides: Partial<AgentConfigShape> = {}) =>
   })
 
 describe("CommandQueue", () => {
+  it.effect("log lines carry agent, command, session and trace ids", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      yield* Effect.gen(function*() {
+        const { queue, connection } = yield* setup()
+        yield* queue.submit(command({
+          action: "create_session",
+          args: { session_id: "s-t", spec },
+          traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        }, "c-traced"))
+        yield* connection.next("command_completed")
+      }).pipe(Effect.provide(Logging.layerWith("json", "Info", "agent-x", (l) => lines.push(l))))
+      const done = lines.map((l) => JSON.parse(l)).find((l) => String(l.msg).includes("completed"))
+      assert.isDefined(done)
+      assert.strictEqual(done.agent_id, "agent-x")
+      assert.strictEqual(done.command_id, "c-traced")
+      assert.strictEqual(done.session_id, "s-t")
+      assert.strictEqual(done.action, "create_session")
+      assert.strictEqual(done.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736")
+    }))
+
   it.effect("acks at once, runs create_session and reports command_completed", () =>
     Effect.gen(function*() {
       const { queue, connection, sessions } = yield* setup()
