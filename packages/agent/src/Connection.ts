@@ -85,7 +85,7 @@ const describeClose = (c: CloseInfo) => `code ${c.code}${c.reason === "" ? "" : 
 
 export class Connection extends Context.Service<Connection, ConnectionShape>()("agent/Connection") {
   /** Needs AgentConfig, CredentialStore and SessionStore (for the hello inventory and capacity). */
-  static readonly layer: Layer.Layer<Connection, never, AgentConfig | CredentialStore | SessionStore> = Layer.effect(
+  static readonly layer: Layer.Layer<Connection, ConnectionError, AgentConfig | CredentialStore | SessionStore> = Layer.effect(
     Connection,
     Effect.gen(function*() {
       const config = yield* AgentConfig
@@ -103,10 +103,11 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
       let closing = false
       /** A credential issued over the socket; used even if saving it failed. */
       let issued: Option.Option<Redacted.Redacted<string>> = Option.none()
-      const ca = config.controlPlaneCaFile === undefined ? undefined : yield* Effect.orDie(Effect.tryPromise({
+      // An unreadable CA file stops the agent at start, like any other bad setting.
+      const ca = config.controlPlaneCaFile === undefined ? undefined : yield* Effect.tryPromise({
         try: () => readFile(config.controlPlaneCaFile!),
-        catch: (e) => new ConnectionError({ reason: "Transport", message: `CONTROL_PLANE_CA_FILE ${config.controlPlaneCaFile}: ${(e as Error).message}` })
-      }))
+        catch: (e) => new ConnectionError({ reason: "Transport", message: `CONTROL_PLANE_CA_FILE=${config.controlPlaneCaFile} cannot be read: ${(e as Error).message}` })
+      })
       const url = wsUrl(config.controlPlaneUrl)
       const proxy = proxyFor(new URL(url), config)
 

@@ -120,6 +120,29 @@ describe("Connection", () => {
       assert.strictEqual((yield* Deferred.await(first.closed)).code, 1000)
     }))
 
+  it.effect("a rotated credential is saved and used for the next connection, without dropping this one", () =>
+    Effect.gen(function*() {
+      const rotated = "rotated-credential-0123456789"
+      const cp = yield* TestControlPlane.make({ approved: [TOKEN, rotated] })
+      const { connection, creds } = yield* setup(cp.url)
+      const first = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      yield* first.send("credential", { token: rotated })
+      yield* eventually(() => creds.state.saved === rotated, "credential saved")
+      assert.strictEqual(first.ws.readyState, 1)
+      assert.isTrue(yield* connection.isConnected)
+      yield* first.terminate
+      yield* TestClock.adjust("5 seconds")
+      const second = yield* cp.nextConnection
+      assert.strictEqual(second.authorization, `Bearer ${rotated}`)
+    }))
+
+  it.effect("an unreadable CONTROL_PLANE_CA_FILE stops the layer with a message naming it", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(setup("wss://127.0.0.1:1", { CONTROL_PLANE_CA_FILE: "/nonexistent/ca.crt" }))
+      assert.include(error.message, "CONTROL_PLANE_CA_FILE=/nonexistent/ca.crt")
+    }))
+
   it.effect("a saved credential takes precedence over AGENT_TOKEN", () =>
     Effect.gen(function*() {
       const saved = "saved-credential-0123456789"
