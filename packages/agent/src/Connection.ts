@@ -237,6 +237,7 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
         Effect.gen(function*() {
           while (true) {
             yield* Effect.sleep(config.pingInterval)
+            if (l.ws.readyState !== WebSocket.OPEN) return
             l.alive = false
             l.ws.ping()
             yield* Effect.sleep(config.pingTimeout)

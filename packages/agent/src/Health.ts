@@ -85,10 +85,12 @@ export class Health extends Context.Service<Health, HealthShape>()("agent/Health
           Effect.mapError((e) => new HealthError({ reason: "Listen", message: `${what} could not listen on port ${port}: ${e.message}` }))
         )
 
+      const shared = config.metricsEnabled && config.metricsPort === config.healthPort && config.healthPort !== 0
       const healthServer = yield* listen(config.healthPort, "HEALTH_PORT")
-      yield* healthServer.serve(healthApp)
-      let metricsPort: Option.Option<number> = Option.none()
-      if (config.metricsEnabled) {
+      // One port for both when METRICS_PORT equals HEALTH_PORT.
+      yield* healthServer.serve(shared ? Effect.flatMap(Effect.service(HttpServerRequest.HttpServerRequest), (r) => r.url.startsWith("/metrics") ? metricsApp : healthApp) : healthApp)
+      let metricsPort: Option.Option<number> = shared ? Option.some(portOf(healthServer.address)) : Option.none()
+      if (config.metricsEnabled && !shared) {
         const metricsServer = yield* listen(config.metricsPort, "METRICS_PORT")
         yield* metricsServer.serve(metricsApp)
         metricsPort = Option.some(portOf(metricsServer.address))

@@ -6,20 +6,20 @@ import { TestClock } from "effect/testing"
 import { Agent } from "../src/Agent.ts"
 import { Health } from "../src/Health.ts"
 import { makeFakeSessionStore, makeFakeTunnelPool, makeMemoryCredentialStore, status } from "./support/Fakes.ts"
-import { baseEnv, configLayer, eventually } from "./support/harness.ts"
+import { baseEnv, configLayer, eventually, freePort } from "./support/harness.ts"
 import * as TestControlPlane from "./support/TestControlPlane.ts"
 
 const FAR = "2099-01-01T00:00:00.000Z"
 const spec = { user_id: "ann", template: "firefox", image: "example/firefox:1", persistent_home: false, vnc_port: 5900 } as never
 
-const start = (url: string, env: Record<string, string> = {}) =>
+const start = (url: string, env: Record<string, string> = {}, ports: { healthPort: number; metricsPort: number } = { healthPort: 0, metricsPort: 0 }) =>
   Effect.gen(function*() {
     const sessions = yield* makeFakeSessionStore
     const tunnels = yield* makeFakeTunnelPool
     const creds = yield* makeMemoryCredentialStore()
     const scope = yield* Scope.make()
     const layer = Agent.layerWith({ sessionStore: sessions.layer, tunnelPool: tunnels.layer, credentialStore: creds.layer }).pipe(
-      Layer.provide(configLayer(baseEnv(url, { LOG_LEVEL: "error", ...env }), { healthPort: 0, metricsPort: 0 }))
+      Layer.provide(configLayer(baseEnv(url, { LOG_LEVEL: "error", ...env }), ports))
     )
     const ctx = yield* Layer.buildWithScope(layer, scope)
     const health = Context.get(ctx, Health)
@@ -100,6 +100,17 @@ describe("Agent", () => {
         ]
       ) assert.include(m.body, line)
       assert.strictEqual((yield* get(health.healthPort, "/nope")).status, 404)
+    }))
+
+  it.effect("METRICS_PORT equal to HEALTH_PORT serves all three on one port", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      const port = yield* freePort
+      const { health, get } = yield* start(cp.url, {}, { healthPort: port, metricsPort: port })
+      assert.strictEqual(health.healthPort, port)
+      assert.deepStrictEqual(health.metricsPort, Option.some(port))
+      assert.strictEqual((yield* get(port, "/health")).status, 200)
+      assert.include((yield* get(port, "/metrics")).body, "streamspace_agent_uptime_seconds")
     }))
 
   it.effect("ready is 503 while the control plane is unreachable", () =>
