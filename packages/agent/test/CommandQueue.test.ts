@@ -3,7 +3,7 @@ import type { Command, CommandId, Message, MessageId } from "@streamspace/protoc
 import { Context, Deferred, Duration, Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import type { AgentConfigShape } from "../src/AgentConfig.ts"
-import { CommandQueue } from "../src/CommandQueue.ts"
+import { CommandQueue, OUTCOME_MEMORY } from "../src/CommandQueue.ts"
 import * as Logging from "../src/Logging.ts"
 import { makeFakeConnection, makeFakeSessionStore, makeFakeTunnelPool, status, storeError, tunnelError } from "./support/Fakes.ts"
 import { baseEnv, configLayer } from "./support/harness.ts"
@@ -267,6 +267,23 @@ describe("CommandQueue", () => {
       const done = yield* connection.next("command_completed")
       assert.strictEqual(done.payload.command_id, "c-1")
     }))
+
+  it.effect(`outcomes of the last ${OUTCOME_MEMORY} commands are kept; older ones are forgotten`, () =>
+    Effect.gen(function*() {
+      const { queue, connection, sessions } = yield* setup()
+      for (let i = 0; i <= OUTCOME_MEMORY; i++) {
+        yield* queue.submit(del("s-x", `old-${i}`))
+        yield* connection.next("command_completed")
+      }
+      const runs = () => sessions.state.calls.length
+      assert.strictEqual(runs(), OUTCOME_MEMORY + 1)
+      yield* queue.submit(del("s-x", `old-${OUTCOME_MEMORY}`)) // recent: answered from memory
+      yield* connection.next("command_completed")
+      assert.strictEqual(runs(), OUTCOME_MEMORY + 1)
+      yield* queue.submit(del("s-x", "old-0")) // evicted: runs again (delete is idempotent)
+      yield* connection.next("command_completed")
+      assert.strictEqual(runs(), OUTCOME_MEMORY + 2)
+    }), 60_000)
 
   it.effect("shutdown lets in-flight commands finish within the timeout and refuses new ones", () =>
     Effect.gen(function*() {
