@@ -2,7 +2,7 @@
 // reconnect with it; refusals before the upgrade (401) and after hello (4003); reject, rotate with grace, revoke.
 import { assert, layer } from "@effect/vitest"
 import type { AgentId } from "@streamspace/protocol"
-import { Effect, Option } from "effect"
+import { Effect, Exit, Option, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { Store } from "../src/Store.ts"
 import { agentRow, BOOTSTRAP, captureLogs, connect, connectAndHello, enrol, eventually, helloPayload, type Refused, startHub, withTestClock } from "./support/fakeAgent.ts"
@@ -158,6 +158,32 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       }
     }).pipe(Effect.provide(captureLogs(logs)), withTestClock)
   })
+
+  it.effect("a restarted hub on the same store keeps enrolment, credentials and the drain flag; agents start offline", () =>
+    Effect.gen(function*() {
+      const first = yield* Scope.make()
+      const cp1 = yield* startHub({}).pipe(Scope.provide(first))
+      const credential = yield* enrol(cp1, "rs-1")
+      const { agent } = yield* connectAndHello(cp1.url, credential, "rs-1")
+      yield* cp1.hub.setDraining(id("rs-1"), true)
+      const pending = yield* connectAndHello(cp1.url, BOOTSTRAP, "rs-2")
+      assert.strictEqual(pending.welcome.enrollment, "pending")
+      yield* Scope.close(first, Exit.void)
+      // Shutdown closes every agent socket with 1001 (going away): they reconnect to the next instance.
+      assert.strictEqual((yield* agent.closed()).code, 1001)
+      assert.strictEqual((yield* pending.agent.closed()).code, 1001)
+
+      const cp2 = yield* startHub({})
+      const before = Option.getOrThrow(yield* cp2.hub.get(id("rs-1")))
+      assert.deepInclude(before, { status: "offline", connected: false, enrollment: "approved", draining: true })
+      assert.strictEqual((yield* agentRow("rs-1")).status, "offline")
+      const back = yield* connectAndHello(cp2.url, credential, "rs-1")
+      assert.deepStrictEqual(back.welcome, { protocol_version: "v1", enrollment: "approved", draining: true })
+      assert.strictEqual(Option.getOrThrow(yield* cp2.hub.get(id("rs-1"))).status, "draining")
+      // The pending agent is still pending: it may reconnect with the bootstrap token and wait.
+      const again = yield* connectAndHello(cp2.url, BOOTSTRAP, "rs-2")
+      assert.strictEqual(again.welcome.enrollment, "pending")
+    }).pipe(withTestClock))
 
   it.effect("admin operations name what is wrong", () =>
     Effect.gen(function*() {

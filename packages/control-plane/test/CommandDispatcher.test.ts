@@ -48,7 +48,11 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
     Effect.gen(function*() {
       const cp = yield* startControlPlane({})
       const { agent } = yield* connectApproved(cp, "dx-1")
-      const record = yield* cp.dispatcher.dispatch(id("dx-1"), deleteSession("s-1"))
+      // Dispatched inside a caller's span (an API request): the command carries that trace.
+      const [record, traceId] = yield* Effect.gen(function*() {
+        const span = yield* Effect.currentSpan
+        return [yield* cp.dispatcher.dispatch(id("dx-1"), deleteSession("s-1")), span.traceId] as const
+      }).pipe(Effect.withSpan("POST /api/v1/sessions"))
       assert.strictEqual(record.state, "sent")
       assert.isDefined(record.sentAt)
       const cmd = (yield* agent.next("command")).payload
@@ -58,6 +62,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.strictEqual(cmd.deadline, record.deadline.toISOString())
       assert.strictEqual(record.deadline.getTime() - record.createdAt.getTime(), 5 * 60_000)
       assert.isTrue(Schema.is(Traceparent)(cmd.traceparent))
+      assert.isTrue(cmd.traceparent?.startsWith(`00-${traceId}-`))
 
       const waiting = yield* Effect.forkChild(cp.dispatcher.await(record.id))
       yield* agent.send("command_ack", { command_id: record.id })

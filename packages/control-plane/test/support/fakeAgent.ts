@@ -220,7 +220,7 @@ export const captureLogs = (lines: Array<string>) =>
 const serveOnLoopback = <A, E>(app: Layer.Layer<A, E, ControlPlaneConfig | Store | HttpRouter.HttpRouter>, env: Record<string, string>, store: Layer.Layer<Store, StoreError>, logs?: Array<string>) =>
   Effect.gen(function*() {
     const layer = HttpRouter.serve(app, { disableLogger: true, disableListenLog: true }).pipe(
-      Layer.provideMerge(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1" })),
+      Layer.provideMerge(NodeHttpServer.layer(() => createServer(), { port: 0, host: "127.0.0.1", disablePreemptiveShutdown: true })),
       Layer.provide(ControlPlaneConfig.layerFromRecord({ DEV_MODE: "true", AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP, PING_INTERVAL: "1h", ...env })),
       Layer.provideMerge(store),
       Layer.provide(logs === undefined ? Layer.empty : captureLogs(logs))
