@@ -243,6 +243,7 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
 
   const refuse = (socket: AgentSocket, code: number, message_: string, errorCode: "Unauthorized" | "NoCommonVersion" | "Internal", refId?: string) =>
     Effect.gen(function*() {
+      yield* Effect.logWarning(`AgentHub: refused the agent (${code}): ${message_}`)
       const text = yield* message("error", { code: errorCode, message: message_, ...(refId === undefined ? {} : { ref_id: refId }) })
       socket.sendText(text)
       socket.close(code, message_.slice(0, 120))
@@ -323,7 +324,7 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
       if (live.approved) yield* publish({ _tag: "Connected", agentId: id, hello })
       yield* Effect.logInfo(`AgentHub: agent connected (${record.enrollment})`)
       return O.some([target, live] as const)
-    }))
+    }).pipe(Effect.annotateLogs({ agent_id: hello.agent_id })))
 
   const onHeartbeat = (entry: Entry, live: Live, hb: PayloadOf<"heartbeat">) =>
     locked(Effect.gen(function*() {
@@ -458,14 +459,16 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
       const [entry, live] = admitted.value
       current = admitted.value
       yield* Effect.addFinalizer(() => locked(detach(entry, live, true)))
-      yield* Effect.forkScoped(watchdog(entry, live))
-      while (!live.ended) {
-        for (const frame of yield* reader.pull) {
-          if (live.ended) break
-          if (typeof frame === "string") yield* handleText(entry, live, frame)
-          else yield* handleBinary(entry, live, frame)
+      yield* Effect.gen(function*() {
+        yield* Effect.forkScoped(watchdog(entry, live))
+        while (!live.ended) {
+          for (const frame of yield* reader.pull) {
+            if (live.ended) break
+            if (typeof frame === "string") yield* handleText(entry, live, frame)
+            else yield* handleBinary(entry, live, frame)
+          }
         }
-      }
+      }).pipe(Effect.annotateLogs({ agent_id: entry.record.id }))
     }).pipe(
       Effect.catchTag("SocketError", () => Effect.void),
       Effect.annotateLogs({ component: "AgentHub" })
@@ -480,7 +483,10 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
       const token = bearerToken(request.headers["authorization"])
       if (token === undefined) return errorBody(401, "unauthorized", "missing Authorization: Bearer <agent token>")
       const credential = authenticate(token, yield* Clock.currentTimeMillis)
-      if (credential === undefined) return errorBody(401, "unauthorized", "invalid agent token")
+      if (credential === undefined) {
+        yield* Effect.logWarning(`AgentHub: refused a connection from ${incoming?.socket?.remoteAddress ?? "?"}: invalid agent token`)
+        return errorBody(401, "unauthorized", "invalid agent token")
+      }
       const offered = (request.headers["sec-websocket-protocol"] ?? "").split(",").map((s) => s.trim())
       if (!offered.includes(AGENT_SUBPROTOCOL)) {
         return errorBody(400, "unsupported_subprotocol", `the WebSocket subprotocol must be ${AGENT_SUBPROTOCOL}`)

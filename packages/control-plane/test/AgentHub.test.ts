@@ -152,7 +152,10 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       // connected (pending), approved, connected (approved), rotated, revoked
       assert.isAtLeast(logs.length, 5)
       const text = logs.join("\n")
-      assert.include(text, "log-1")
+      const connected = logs.filter((l) => l.includes("agent connected"))
+      assert.isAtLeast(connected.length, 2)
+      for (const line of connected) assert.include(line, `"agent_id":"log-1"`)
+      assert.isTrue(logs.some((l) => l.includes("invalid agent token")))
       for (const secret of [BOOTSTRAP, credential, rotated, "wrong-token-xyz", hash]) {
         assert.notInclude(text, secret)
       }
