@@ -1,0 +1,74 @@
+// ControlPlane: the whole control plane as one layer — config, logging and OTLP, the Store, AgentHub,
+// CommandDispatcher, Sessions, VncProxy, Auth, the HTTP API and the HTTP(S) server — so `main.ts`, the quick
+// start and end-to-end tests embed the same thing. The `ControlPlane` service it outputs says where it
+// listens and carries the DEV_MODE admin token.
+import { NodeHttpServer } from "@effect/platform-node"
+import { Context, Effect, Layer } from "effect"
+import { HttpRouter } from "effect/http"
+import { readFileSync } from "node:fs"
+import { createServer, type Server } from "node:http"
+import { createServer as createTlsServer } from "node:https"
+import type { AddressInfo } from "node:net"
+import { AgentHub } from "./AgentHub.ts"
+import * as Api from "./Api.ts"
+import { Auth } from "./Auth.ts"
+import { CommandDispatcher } from "./CommandDispatcher.ts"
+import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
+import * as Observability from "./Observability.ts"
+import { Sessions } from "./Sessions.ts"
+import { Store } from "./Store.ts"
+import { VncProxy } from "./VncProxy.ts"
+
+export interface ControlPlaneShape {
+  /** Base URL of the API and web UI (PUBLIC_URL when set). */
+  readonly url: string
+  /** The port actually bound (PORT=0 picks one). */
+  readonly port: number
+  /** The admin token minted in DEV_MODE, else undefined. */
+  readonly devToken: string | undefined
+}
+
+/** The Store on the database the config names (DATABASE_URL, DATA_DIR, DATABASE_IN_MEMORY). */
+const storeLayer = Layer.unwrap(Effect.map(ControlPlaneConfig, (c) =>
+  Store.layerSettings({ databaseUrl: c.databaseUrl, dataDir: c.dataDir, inMemory: c.databaseInMemory })))
+
+/** The Node HTTP or HTTPS server (TLS_CERT_FILE/TLS_KEY_FILE), created here so its bound address is known. */
+const serverLayer = (server: Server) =>
+  Layer.unwrap(Effect.map(ControlPlaneConfig, (c) => NodeHttpServer.layer(() => server, { port: c.port, host: c.host })))
+
+const makeServer = (c: ControlPlaneConfig["Service"]): Server =>
+  c.tlsCertFile !== undefined && c.tlsKeyFile !== undefined
+    ? createTlsServer({ cert: readFileSync(c.tlsCertFile), key: readFileSync(c.tlsKeyFile) }) as unknown as Server
+    : createServer()
+
+/** Everything the routes need, built once and shared by them (and exposed to embedders). */
+const services = VncProxy.layer.pipe(
+  Layer.provideMerge(Sessions.layer),
+  Layer.provideMerge(CommandDispatcher.layer),
+  Layer.provideMerge(AgentHub.layer),
+  Layer.provideMerge(Auth.layer),
+  Layer.provideMerge(storeLayer)
+)
+
+export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShape>()("control-plane/ControlPlane") {
+  /** The control plane on a provided ControlPlaneConfig (tests and embedders pick their own settings). */
+  static readonly layerNoDeps = Layer.unwrap(Effect.gen(function*() {
+    const config = yield* ControlPlaneConfig
+    const server = makeServer(config)
+    const app = Api.layer.pipe(Layer.provideMerge(services))
+    const served = HttpRouter.serve(app).pipe(Layer.provide(serverLayer(server)))
+    const info = Layer.effect(ControlPlane, Effect.gen(function*() {
+      const auth = yield* Auth
+      const address = server.address() as AddressInfo
+      const scheme = config.tlsCertFile === undefined ? "http" : "https"
+      const host = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host
+      const url = config.publicUrl ?? `${scheme}://${host.includes(":") ? `[${host}]` : host}:${address.port}`
+      yield* Effect.logInfo(`StreamSpace control plane listening on ${url}`)
+      return ControlPlane.of({ url: url.replace(/\/+$/, ""), port: address.port, devToken: auth.devToken })
+    }))
+    return Layer.provideMerge(info, served)
+  })).pipe(Layer.provide(Observability.layer))
+
+  /** Everything, with settings from the environment (or the ConfigProvider in scope). */
+  static readonly layer = ControlPlane.layerNoDeps.pipe(Layer.provideMerge(ControlPlaneConfig.layerFromEnv))
+}

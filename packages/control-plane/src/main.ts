@@ -1,0 +1,29 @@
+// The control plane process: the whole ControlPlane layer on Node, settings from the environment. A bad
+// setting stops it at once with a message naming the variable; in DEV_MODE it prints a local admin token.
+import { NodeRuntime } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import { ControlPlane } from "./ControlPlane.ts"
+
+const program = Effect.gen(function*() {
+  const cp = yield* ControlPlane
+  if (cp.devToken !== undefined) {
+    yield* Effect.sync(() =>
+      process.stdout.write(
+        `\nDEV_MODE: admin token for this install (do not use DEV_MODE in production):\n\n  ${cp.devToken}\n\n` +
+          `  curl -H "Authorization: Bearer ${cp.devToken}" ${cp.url}/api/v1/agents\n\n`
+      )
+    )
+  }
+  return yield* Effect.never
+})
+
+NodeRuntime.runMain(
+  Layer.launch(Layer.effectDiscard(program).pipe(Layer.provide(ControlPlane.layer))).pipe(
+    Effect.catchTag("SettingError", (e) =>
+      Effect.sync(() => {
+        process.stderr.write(`configuration error: ${e.message}\n`)
+        process.exit(1)
+      })
+    )
+  )
+)

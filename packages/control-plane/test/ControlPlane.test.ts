@@ -1,0 +1,35 @@
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Context, Effect, Layer } from "effect"
+import { ControlPlane } from "../src/ControlPlane.ts"
+
+const withEnv = (env: Record<string, string>) => ControlPlane.layer.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))
+
+describe("ControlPlane.layer", () => {
+  it.live("serves the API, the agent endpoint and /metrics on one port, with a DEV_MODE admin token", () =>
+    Effect.gen(function*() {
+      const ctx = yield* Layer.build(withEnv({ DEV_MODE: "true", PORT: "0", HOST: "127.0.0.1", DATABASE_IN_MEMORY: "true", LOG_LEVEL: "warn" }))
+      const cp = Context.get(ctx, ControlPlane)
+      assert.match(cp.url, /^http:\/\/127\.0\.0\.1:\d+$/)
+      assert.isString(cp.devToken)
+      const get = (path: string, token?: string) =>
+        Effect.promise(async () => {
+          const r = await fetch(`${cp.url}${path}`, token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } })
+          return { status: r.status, text: await r.text() }
+        })
+      assert.strictEqual((yield* get("/api/v1/health")).status, 200)
+      const templates = yield* get("/api/v1/templates", cp.devToken)
+      assert.strictEqual(templates.status, 200)
+      assert.include(templates.text, "\"demo\"")
+      assert.strictEqual((yield* get("/api/v1/agents")).status, 401)
+      // The hub's route is mounted: a plain GET is told to upgrade, not 404.
+      assert.notStrictEqual((yield* get("/api/v1/agent/connect")).status, 404)
+      assert.include((yield* get("/metrics")).text, "streamspace_control_plane_sessions")
+    }), { timeout: 120_000 })
+
+  it.effect("a bad setting fails the layer with an error naming the variable", () =>
+    Effect.gen(function*() {
+      const e = yield* Effect.flip(Layer.build(withEnv({ JWT_SECRET: "s", PORT: "99999" })))
+      assert.strictEqual(e._tag, "SettingError")
+      assert.include(e.message, "PORT")
+    }))
+})
