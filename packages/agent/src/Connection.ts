@@ -4,6 +4,7 @@
 import type { AgentMessage, BinaryFrame, ControlPlaneMessage, MessageType, PayloadOf } from "@streamspace/protocol"
 import {
   AGENT_SUBPROTOCOL,
+  CloseCode,
   decodeBinary,
   decodeFromControlPlane,
   DEFAULT_WINDOW_BYTES,
@@ -54,8 +55,6 @@ export const CONNECT_PATH = "/api/v1/agent/connect"
 export const SEND_HIGH_WATER_MARK = DEFAULT_WINDOW_BYTES
 
 /** Close codes: 1000 normal (re-authenticating), 1001 going away (shutdown). */
-const CLOSE_NORMAL = 1000
-const CLOSE_GOING_AWAY = 1001
 
 interface CloseInfo {
   readonly code: number
@@ -73,7 +72,7 @@ interface Link {
   drainWaiters: Array<Deferred.Deferred<void>>
 }
 
-type Ended = { readonly _tag: "Lost"; readonly reason: string } | { readonly _tag: "Reauthenticate" }
+type Ended = { readonly _tag: "Lost"; readonly reason: string; readonly code?: number } | { readonly _tag: "Reauthenticate" }
 
 const wsUrl = (base: string): string => {
   const url = new URL(base)
@@ -258,7 +257,7 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
         )
         if (!approved) {
           yield* Effect.logInfo("enrolment approved: reconnecting with the issued credential")
-          l.ws.close(CLOSE_NORMAL, "re-authenticating")
+          l.ws.close(CloseCode.normal, "re-authenticating")
           return true
         }
         return false
@@ -385,7 +384,7 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
         const ended = yield* readLoop(l)
         if (ended._tag === "Lost") {
           const c = yield* Deferred.await(l.closed)
-          return { _tag: "Lost", reason: describeClose(c) } as Ended
+          return { _tag: "Lost", reason: describeClose(c), code: c.code } as Ended
         }
         return ended
       }))
@@ -413,7 +412,13 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
               yield* Effect.logError(`connection failed unexpectedly: ${Cause.pretty(exit.cause)}`)
             }
           }
-          const delay = yield* backoff.nextDelay
+          // Replaced by a newer connection with our id: another process probably runs with this AGENT_ID.
+          // Redialling at once would make the two take turns; wait the longest delay instead.
+          const replaced = Exit.isSuccess(exit) && exit.value._tag === "Lost" && exit.value.code === CloseCode.replaced
+          if (replaced) {
+            yield* Effect.logError(`another connection with AGENT_ID ${config.agentId} replaced this one: is a second agent running with the same id?`)
+          }
+          const delay = replaced ? config.maxReconnectDelay : yield* backoff.nextDelay
           yield* Effect.logInfo(`reconnecting in ${Duration.format(Duration.millis(Math.round(Duration.toMillis(delay))))}`)
           yield* Effect.sleep(delay)
         }
@@ -428,7 +433,7 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
         const l = link
         if (l !== undefined && l.ws.readyState === WebSocket.OPEN) {
           yield* sendOn(l, "goodbye", { reason })
-          l.ws.close(CLOSE_GOING_AWAY, reason.slice(0, 120))
+          l.ws.close(CloseCode.goingAway, reason.slice(0, 120))
           yield* Deferred.await(l.closed).pipe(Effect.timeoutOption(config.pingTimeout))
         }
         yield* Fiber.interrupt(fiber)

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { encodeWindow, MAX_FRAME_BYTES } from "@streamspace/protocol"
+import { CloseCode, encodeWindow, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import type { TunnelId } from "@streamspace/protocol"
 import { Context, Deferred, Effect, Fiber, Layer, Logger, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
@@ -185,6 +185,22 @@ describe("Connection", () => {
       yield* Deferred.await(conn.closed)
       yield* awaitStatus(connection.status, false)
       yield* TestClock.adjust("5 seconds")
+      const again = yield* cp.nextConnection
+      yield* again.next("hello")
+    }))
+
+  it.effect("replaced by another connection with the same id (4001): waits MAX_RECONNECT_DELAY instead of fighting back", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      const { connection } = yield* setup(cp.url, { RECONNECT_DELAY: "1s", MAX_RECONNECT_DELAY: "2m" })
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      yield* conn.close(CloseCode.replaced, "replaced by a newer connection of the same agent")
+      yield* awaitStatus(connection.status, false)
+      const attempts = cp.attempts.length
+      yield* TestClock.adjust("119 seconds")
+      assert.strictEqual(cp.attempts.length, attempts, "no redial before MAX_RECONNECT_DELAY")
+      yield* TestClock.adjust("1 second")
       const again = yield* cp.nextConnection
       yield* again.next("hello")
     }))

@@ -1,35 +1,14 @@
 // The agent socket as the hub sees it: the `ws` server that accepts agent upgrades (subprotocol and frame
 // limit enforced by `ws`), and a wrapper around one accepted socket that adds what effect/socket does not
 // expose: send backpressure on the bytes still queued, transport pings with pong tracking, close codes.
-import { AGENT_SUBPROTOCOL, MAX_FRAME_BYTES } from "@streamspace/protocol"
+import { AGENT_SUBPROTOCOL, CloseCode, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import { Effect } from "effect"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import { type WebSocket, WebSocketServer } from "ws"
 
-/** Close codes the hub uses on agent sockets (1000-range codes are standard WebSocket codes). */
-export const CloseCode = {
-  /** The control plane is shutting down. */
-  goingAway: 1001,
-  /** A frame over Limits.MAX_FRAME_BYTES (sent by `ws` itself). */
-  tooBig: 1009,
-  /** The store failed while admitting the agent. */
-  internal: 1011,
-  /** Approval issued a credential: reconnect at once with it. */
-  credentialIssued: 4000,
-  /** A newer connection for the same agent id took over. */
-  replaced: 4001,
-  /** Handshake failed: no common protocol version. */
-  protocol: 4002,
-  /** Not allowed: bootstrap token for an enrolled agent, rejected, revoked, or a credential of another agent. */
-  forbidden: 4003,
-  /** No `hello` within the handshake timeout. */
-  helloTimeout: 4004,
-  /** No heartbeat for HEARTBEAT_MISSED_LIMIT x HEARTBEAT_INTERVAL. */
-  heartbeatTimeout: 4005,
-  /** No pong to the previous transport ping (dead or blackholed link). */
-  pingTimeout: 4006
-} as const
+/** Close codes the hub uses on agent sockets: defined with the protocol, so the agent reads them the same way. */
+export { CloseCode }
 
 /** Stop a sender once this many bytes are queued on one agent socket and not yet handed to the kernel. */
 export const SEND_HIGH_WATER_BYTES = 1024 * 1024
