@@ -87,7 +87,7 @@ const answer = <R>(name: string, effect: Effect.Effect<HttpServerResponse.HttpSe
     Effect.catchCause((cause) =>
       Cause.hasInterruptsOnly(cause)
         ? Effect.failCause(cause)
-        : Effect.logError(`${name} failed`, { cause }).pipe(Effect.as(errorResponse(500, "internal", "internal error; see the control plane log")))
+        : Effect.logError(`${name} failed`, cause).pipe(Effect.as(errorResponse(500, "internal", "internal error; see the control plane log")))
     ),
     Effect.withSpan(name)
   )
@@ -139,7 +139,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const { status } = yield* body(PatchAgentBody)
     yield* getAgent(id)
     const view = yield* hub.setDraining(id, status === "offline")
-    yield* Effect.logInfo(status === "offline" ? "agent drained" : "agent undrained", { agent_id: id })
+    yield* Effect.logInfo(status === "offline" ? "agent drained" : "agent undrained").pipe(Effect.annotateLogs({ agent_id: id }))
     return json(agentView(view))
   })))
   for (const action of ["approve", "reject", "rotate", "revoke"] as const) {

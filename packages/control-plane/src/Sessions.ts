@@ -128,7 +128,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     if (current === undefined) return undefined
     const same = current.state === to
     if (!same && !allowed(current.state, to)) {
-      yield* Effect.logDebug("session transition ignored", { session_id: id, from: current.state, to })
+      yield* Effect.logDebug("session transition ignored").pipe(Effect.annotateLogs({ session_id: id, from: current.state, to }))
       return current
     }
     if (same && Object.keys(patch).length === 0 && detail.reason === undefined) return current
@@ -144,9 +144,9 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     sessions.set(id, next)
     if (!same) {
       yield* Metric.update(Metric.withAttributes(sessionTransitionsTotal, { state: to }), 1)
-      yield* Effect.logInfo("session state changed", {
-        session_id: id, agent_id: next.agentId, from: current.state, to, ...(next.reason === undefined ? {} : { reason: next.reason })
-      })
+      yield* Effect.logInfo(`session ${current.state} -> ${to}${next.reason === undefined ? "" : ` (${next.reason})`}`).pipe(
+        Effect.annotateLogs({ session_id: id, agent_id: next.agentId, from: current.state, to, ...(next.reason === undefined ? {} : { reason: next.reason }) })
+      )
     }
     return next
   }, (effect) => lock.withPermits(1)(effect))
@@ -185,7 +185,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       fibers,
       awaitCommand(record).pipe(
         Effect.flatMap(onOutcome),
-        Effect.catchCause((cause) => Effect.logWarning("following a command failed", { command_id: record.id, action: record.action, cause }))
+        Effect.catchCause((cause) => Effect.logWarning("following a command failed", cause).pipe(Effect.annotateLogs({ command_id: record.id, action: record.action })))
       )
     )
 
@@ -267,7 +267,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       return record
     }))
     yield* Effect.annotateCurrentSpan({ session_id: record.id, agent_id: record.agentId })
-    yield* Effect.logInfo("session placed", { session_id: record.id, agent_id: record.agentId, user_id: user.id, template: template.name })
+    yield* Effect.logInfo("session placed").pipe(Effect.annotateLogs({ session_id: record.id, agent_id: record.agentId, user_id: user.id, template: template.name }))
     const command = yield* dispatcher.dispatch(record.agentId, { action: "create_session", args: { session_id: record.id, spec } }, { sessionId: record.id }).pipe(
       Effect.catch((e) =>
         transition(record.id, "failed", { reason: "dispatch_failed", message: e.message }).pipe(
@@ -352,10 +352,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     unknownByAgent.set(agentId, unknown)
     if (unknown.length > 0) {
       yield* Metric.update(Metric.withAttributes(unknownSessionsTotal, { agent_id: agentId }), unknown.length)
-      yield* Effect.logWarning("agent runs sessions the control plane does not know; leaving them alone", {
-        agent_id: agentId,
-        session_ids: unknown.map((u) => u.session_id)
-      })
+      yield* Effect.logWarning("agent runs sessions the control plane does not know; leaving them alone").pipe(Effect.annotateLogs({ agent_id: agentId, session_ids: unknown.map((u) => u.session_id) }))
     }
   })
 
@@ -370,7 +367,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
           return Effect.void
       }
     }),
-    Effect.catchCause((cause) => Effect.logError("session event loop stopped", { cause })),
+    Effect.catchCause((cause) => Effect.logError("session event loop stopped", cause)),
     Effect.forkScoped({ startImmediately: true })
   )
 

@@ -118,7 +118,7 @@ export const make = Effect.gen(function*() {
         })
       })
     ),
-    Effect.catchCause((cause) => Effect.logError("VncProxy: event loop stopped", { cause })),
+    Effect.catchCause((cause) => Effect.logError("VncProxy: event loop stopped", cause)),
     Effect.forkScoped({ startImmediately: true })
   )
 
@@ -225,6 +225,25 @@ export const make = Effect.gen(function*() {
       }
     })
 
+    // ---- transport pings keep idle viewers alive through proxies and find dead ones. A viewer paused for flow
+    // control is not read, so its pongs cannot be seen: it is not judged then.
+    let answered = true
+    ws.on("pong", () => {
+      answered = true
+    })
+    const pinger = Effect.gen(function*() {
+      while (ws.readyState === ws.OPEN) {
+        yield* Effect.sleep(config.pingInterval)
+        if (!answered && !paused) {
+          finish({ by: "viewer" })
+          ws.terminate()
+          return
+        }
+        answered = paused
+        ws.ping()
+      }
+    })
+
     // ---- open the tunnel
     const started = yield* Clock.currentTimeMillis
     const connect = yield* dispatcher.dispatch(agentId, { action: "vnc_connect", args: { session_id: sessionId, tunnel_id: tunnelId, window } }, { sessionId })
@@ -244,11 +263,12 @@ export const make = Effect.gen(function*() {
       creditLatch.openUnsafe()
       flow()
     }
-    yield* Effect.logInfo("VncProxy: viewer connected", { session_id: sessionId, agent_id: agentId, tunnel_id: tunnelId })
+    yield* Effect.logInfo("VncProxy: viewer connected").pipe(Effect.annotateLogs({ session_id: sessionId, agent_id: agentId, tunnel_id: tunnelId }))
     yield* Effect.forkScoped(pumpToAgent.pipe(Effect.catchCause((cause) =>
       Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.sync(() => finish({ by: "agent", code: ViewerClose.agentGone, reason: "the agent is not reachable" }))
     )))
     yield* Effect.forkScoped(sendCredit.pipe(Effect.ignore))
+    yield* Effect.forkScoped(pinger)
     return { end: yield* Deferred.await(ended), tunnelId, connected: true }
   })
 
@@ -271,13 +291,13 @@ export const make = Effect.gen(function*() {
       if (result.end.code === ViewerClose.tunnelFailed || result.end.code === ViewerClose.unsupportedData) {
         yield* disconnect(agentId, result.tunnelId)
       }
-      yield* Effect.logInfo("VncProxy: viewer closed", { session_id: sessionId, agent_id: agentId, code: result.end.code, reason: result.end.reason })
+      yield* Effect.logInfo("VncProxy: viewer closed").pipe(Effect.annotateLogs({ session_id: sessionId, agent_id: agentId, code: result.end.code, reason: result.end.reason }))
     }))
 
   const disconnect = (agentId: AgentId, tunnelId: TunnelId) =>
     dispatcher.dispatch(agentId, { action: "vnc_disconnect", args: { tunnel_id: tunnelId } }).pipe(
       Effect.tap((c) => FiberSet.run(background, awaitQuietly(c.id))),
-      Effect.catchCause((cause) => Effect.logWarning("VncProxy: could not send vnc_disconnect", { tunnel_id: tunnelId, cause }))
+      Effect.catchCause((cause) => Effect.logWarning("VncProxy: could not send vnc_disconnect", cause).pipe(Effect.annotateLogs({ tunnel_id: tunnelId })))
     )
   /** The viewer left before vnc_connect finished: the agent may still open the tunnel, so close it afterwards. */
   const disconnectAfterConnect = (agentId: AgentId, tunnelId: TunnelId) => disconnect(agentId, tunnelId)

@@ -20,6 +20,7 @@ const env = {
   JWT_SECRET: TEST_JWT_SECRET,
   VNC_TUNNEL_WINDOW: String(WINDOW),
   VNC_TICKET_TTL: "60s",
+  PING_INTERVAL: "200ms",
   LOG_LEVEL: "error"
 }
 
@@ -181,6 +182,20 @@ describe("VncProxy", () => {
       assert.strictEqual(c2.code, 4503)
       // The agent closed its side: no vnc_disconnect for either tunnel.
       assert.strictEqual(t.dispatcher.commands.filter((c) => c.request.action === "vnc_disconnect").length, 0)
+    }))
+
+  it.live("a viewer that stops answering pings is dropped and its tunnel closed on the agent", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
+      yield* open(v)
+      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
+      const tunnelId = lastTunnel(t.dispatcher)
+      yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
+      v.ws.pause() // reads nothing from now on, pongs included
+      yield* until("vnc_disconnect", () => t.dispatcher.commands.some((c) => c.request.action === "vnc_disconnect"))
+      yield* until("sink unregistered", () => !t.hub.tunnels.has(`a/${tunnelId}`))
+      v.ws.terminate()
     }))
 
   it.live("a failed vnc_connect closes the viewer with the agent's reason", () =>
