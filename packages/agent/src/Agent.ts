@@ -12,6 +12,7 @@ import { Health } from "./Health.ts"
 import { Kubernetes } from "./Kubernetes.ts"
 import { Heartbeat } from "./Heartbeat.ts"
 import * as Logging from "./Logging.ts"
+import * as Tracing from "./Tracing.ts"
 import { SessionStore } from "./SessionStore.ts"
 import { TunnelPool } from "./TunnelPool.ts"
 
@@ -116,7 +117,7 @@ export const layerWith = <ES, RS, ET, RT, EC, RC>(cluster: {
   readonly sessionStore: Layer.Layer<SessionStore, ES, RS>
   readonly tunnelPool: Layer.Layer<TunnelPool, ET, RT>
   readonly credentialStore: Layer.Layer<CredentialStore, EC, RC>
-}) => compose(cluster).pipe(Layer.provide(Logging.layer))
+}) => compose(cluster).pipe(Layer.provide(Logging.layer), Layer.provide(Tracing.layer))
 
 /** The credential lives in a Secret when running in a cluster (KUBECONFIG unset), else in a file. */
 const credentialStore = Layer.unwrap(
@@ -130,7 +131,8 @@ const credentialStore = Layer.unwrap(
 export const layerKubernetes = <E, R>(kubernetes: Layer.Layer<Kubernetes, E, R>) =>
   compose({ sessionStore: SessionStore.layerNoDeps, tunnelPool: TunnelPool.layer, credentialStore }).pipe(
     Layer.provide(kubernetes),
-    Layer.provide(Logging.layer)
+    Layer.provide(Logging.layer),
+    Layer.provide(Tracing.layer)
   )
 
 /**

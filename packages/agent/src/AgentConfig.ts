@@ -81,6 +81,9 @@ export interface AgentConfigShape {
   readonly httpProxy: string | undefined
   readonly noProxy: string | undefined
   readonly controlPlaneCaFile: string | undefined
+  /** OTLP/HTTP collector base URL; spans are exported only when set. */
+  readonly otelEndpoint: string | undefined
+  readonly otelServiceName: string
 }
 
 const blankToUndefined = (s: string): string | undefined => (s.trim() === "" ? undefined : s)
@@ -156,7 +159,12 @@ export const readAgentConfig: Effect.Effect<AgentConfigShape, SettingError> = Ef
     httpsProxy: blankToUndefined(yield* text("HTTPS_PROXY", "")),
     httpProxy: blankToUndefined(yield* text("HTTP_PROXY", "")),
     noProxy: blankToUndefined(yield* text("NO_PROXY", "")),
-    controlPlaneCaFile: blankToUndefined(yield* text("CONTROL_PLANE_CA_FILE", ""))
+    controlPlaneCaFile: blankToUndefined(yield* text("CONTROL_PLANE_CA_FILE", "")),
+    otelEndpoint: blankToUndefined(yield* setting("OTEL_EXPORTER_OTLP_ENDPOINT", Schema.Union([Schema.Literal(""), UrlString(["http:", "https:"])]), {
+      default: "",
+      expected: "an OTLP/HTTP collector URL such as http://otel-collector:4318"
+    })),
+    otelServiceName: yield* text("OTEL_SERVICE_NAME", "streamspace-agent")
   }
   if (Duration.isGreaterThan(config.reconnectDelay, config.maxReconnectDelay)) {
     return yield* new SettingError({

@@ -91,6 +91,7 @@ const everyValue = {
     controlPlaneCA: { configMap: "corp-ca", secret: "", key: "root.pem" },
     allowInsecureTransport: false,
     credentialSecret: "agent-eu-credential",
+    otel: { OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel-collector:4318", OTEL_SERVICE_NAME: "streamspace-agent-eu" },
     extraEnv: [{ name: "NODE_OPTIONS", value: "--max-old-space-size=768" }]
   },
   token: { existingSecret: "", key: "bootstrap", value: "s3cret-bootstrap-token" },
@@ -320,6 +321,8 @@ describe("helm/streamspace-agent", () => {
       HTTPS_PROXY: "http://proxy.corp:3128",
       HTTP_PROXY: "http://proxy.corp:3128",
       NO_PROXY: "10.0.0.0/8,.svc",
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel-collector:4318",
+      OTEL_SERVICE_NAME: "streamspace-agent-eu",
       CONTROL_PLANE_CA_FILE: "/etc/streamspace/ca/root.pem",
       ALLOW_INSECURE_TRANSPORT: "false",
       NODE_OPTIONS: "--max-old-space-size=768"
