@@ -70,8 +70,6 @@ export interface SessionsShape {
   readonly createTemplate: (request: CreateTemplateRequest) => Effect.Effect<TemplateRecord, SessionsError>
   /** Sessions the agent reported in its last hello that the control plane has no record of. */
   readonly unknownSessions: (agentId: AgentId) => ReadonlyArray<SessionStatus>
-  /** Live (not ended) sessions per agent, as the control plane counts them. */
-  readonly liveCounts: Effect.Effect<ReadonlyMap<string, number>>
   /** Session records by state. */
   readonly stateCounts: Effect.Effect<ReadonlyMap<string, number>>
 }
@@ -390,7 +388,6 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     getTemplate,
     createTemplate,
     unknownSessions: (agentId) => unknownByAgent.get(agentId) ?? [],
-    liveCounts: counts((s) => (ended(s.state) ? undefined : s.agentId)),
     stateCounts: counts((s) => s.state)
   })
 })

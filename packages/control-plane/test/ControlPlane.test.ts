@@ -1,6 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Context, Effect, Layer } from "effect"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
 import { ControlPlane } from "../src/ControlPlane.ts"
+import { waitFor } from "./support/http.ts"
 
 const withEnv = (env: Record<string, string>) => ControlPlane.layer.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))
 
@@ -32,4 +35,34 @@ describe("ControlPlane.layer", () => {
       assert.strictEqual(e._tag, "SettingError")
       assert.include(e.message, "PORT")
     }))
+})
+
+describe("OpenTelemetry", () => {
+  it.live("with OTEL_EXPORTER_OTLP_ENDPOINT set, API spans reach the collector", () =>
+    Effect.gen(function*() {
+      const spans: Array<string> = []
+      const collector = createServer((req, res) => {
+        let body = ""
+        req.on("data", (c) => (body += c))
+        req.on("end", () => {
+          if (req.url === "/v1/traces") {
+            for (const rs of JSON.parse(body).resourceSpans ?? []) {
+              for (const ss of rs.scopeSpans ?? []) for (const s of ss.spans ?? []) spans.push(s.name)
+            }
+          }
+          res.writeHead(200, { "content-type": "application/json" }).end("{}")
+        })
+      })
+      yield* Effect.acquireRelease(Effect.promise(() => new Promise<void>((r) => collector.listen(0, "127.0.0.1", r))), () => Effect.sync(() => collector.close()))
+      const endpoint = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`
+      yield* Effect.scoped(Effect.gen(function*() {
+        const ctx = yield* Layer.build(withEnv({ DEV_MODE: "true", PORT: "0", HOST: "127.0.0.1", DATABASE_IN_MEMORY: "true", LOG_LEVEL: "warn", OTEL_EXPORTER_OTLP_ENDPOINT: endpoint }))
+        const cp = Context.get(ctx, ControlPlane)
+        const r = yield* Effect.promise(() => fetch(`${cp.url}/api/v1/templates`, { headers: { authorization: `Bearer ${cp.devToken}` } }))
+        assert.strictEqual(r.status, 200)
+      }))
+      // Closing the layer flushed the exporter.
+      yield* Effect.promise(() => waitFor("spans at the collector", () => spans.includes("Api.listTemplates")))
+      assert.include(spans, "Auth.authenticate")
+    }), { timeout: 120_000 })
 })
