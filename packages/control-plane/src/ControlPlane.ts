@@ -18,6 +18,7 @@ import * as Observability from "./Observability.ts"
 import { Sessions } from "./Sessions.ts"
 import { Store } from "./Store.ts"
 import { VncProxy } from "./VncProxy.ts"
+import * as WebUi from "./WebUi.ts"
 
 export interface ControlPlaneShape {
   /** Base URL of the API and web UI (PUBLIC_URL when set). */
@@ -55,7 +56,7 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
   static readonly layerNoDeps = Layer.unwrap(Effect.gen(function*() {
     const config = yield* ControlPlaneConfig
     const server = makeServer(config)
-    const app = Api.layer.pipe(Layer.provideMerge(services))
+    const app = Layer.merge(Api.layer, WebUi.layer).pipe(Layer.provideMerge(services))
     const served = HttpRouter.serve(app).pipe(Layer.provide(serverLayer(server)))
     const info = Layer.effect(ControlPlane, Effect.gen(function*() {
       const auth = yield* Auth
