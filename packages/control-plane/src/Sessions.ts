@@ -354,6 +354,21 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     }
   })
 
+  // After a restart: follow the commands still open for live sessions again (the dispatcher redelivers them
+  // and can await outcomes of commands dispatched before the restart).
+  for (const s of sessions.values()) {
+    const open = s.state === "terminating" ? s.deleteCommandId : s.state === "creating" ? s.createCommandId : undefined
+    if (open === undefined) continue
+    yield* dispatcher.get(open).pipe(
+      Effect.flatMap((command) =>
+        command.action === "delete_session"
+          ? follow(command, (o) => onDeleteOutcome(s.id, o))
+          : follow(command, (o) => onCreateOutcome(s.id, s.agentId, o))
+      ),
+      Effect.catch((e) => Effect.logWarning(`cannot follow command ${open} of session ${s.id} after restart: ${e.message}`))
+    )
+  }
+
   yield* hub.events.pipe(
     Stream.runForEach((event) => {
       switch (event._tag) {

@@ -238,6 +238,27 @@ describe("Sessions", () => {
       assert.strictEqual(env.dispatcher.commands.filter((c) => c.request.action === "delete_session").length, 0)
     }))
 
+  it.effect("after a restart, open create and delete commands are followed again", () =>
+    Effect.gen(function*() {
+      const first = yield* setup
+      first.hub.addAgent("a")
+      const creating = yield* first.sessions.create(ann, { template: demo })
+      const deleting = yield* first.sessions.create(ann, { template: demo })
+      yield* first.dispatcher.complete(first.dispatcher.commands[1]!.record.id, { action: "create_session", session: status(deleting.id, "running") })
+      yield* waitState(first, deleting.id, "running")
+      yield* first.sessions.remove(ann, deleting.id)
+      // A second Sessions on the same records and dispatcher: the restart.
+      const again = Context.get(
+        yield* Layer.build(Sessions.layerMemory(first.repo).pipe(Layer.provide(Layer.merge(fakeHubLayer(first.hub), fakeDispatcherLayer(first.dispatcher))))),
+        Sessions
+      )
+      const restarted = { ...first, sessions: again }
+      yield* first.dispatcher.fail(first.dispatcher.commands[0]!.record.id, { code: "timeout", message: "no answer before the deadline", retryable: true })
+      yield* waitState(restarted, creating.id, "failed")
+      yield* first.dispatcher.complete(first.dispatcher.commands[2]!.record.id, { action: "delete_session", session_id: deleting.id as SessionId })
+      yield* waitState(restarted, deleting.id, "terminated")
+    }))
+
   it.effect("templates: seeded demo, create, get, duplicate", () =>
     Effect.gen(function*() {
       const env = yield* setup
