@@ -99,7 +99,7 @@ export const request = (base: string, method: string, path: string, options: { r
       body = JSON.stringify(options.body)
       headers["content-type"] = "application/json"
     }
-    const res = await fetch(`${base}${path}`, { method, headers, body: body as BodyInit | undefined })
+    const res = await fetch(`${base}${path}`, { method, headers, body: body as never })
     const text = await res.text()
     let parsed: unknown = undefined
     try {
