@@ -143,8 +143,10 @@ export const make = Effect.gen(function*() {
     let paused = false
     const inbound = yield* Queue.unbounded<Uint8Array, Cause.Done>()
     const creditLatch = yield* Latch.make(false)
+    // Read the viewer while there is credit for what it sends; out of credit, stop once a message is waiting
+    // (still reading an idle viewer keeps its close and pongs visible).
     const flow = () => {
-      const pause = credit === 0 || queuedBytes > window
+      const pause = (credit === 0 && queuedBytes > 0) || queuedBytes > window
       if (pause && !paused) ws.pause()
       else if (!pause && paused) ws.resume()
       paused = pause
@@ -251,12 +253,12 @@ export const make = Effect.gen(function*() {
       dispatcher.await(connect.id).pipe(Effect.map((o) => ({ _tag: "Outcome" as const, o }))),
       Deferred.await(ended).pipe(Effect.map((end) => ({ _tag: "Ended" as const, end })))
     )
-    if (outcome._tag === "Ended") return { end: outcome.end, tunnelId, connected: false }
+    if (outcome._tag === "Ended") return { end: outcome.end, tunnelId, connected: false, pending: connect.id }
     yield* recordCommand("vnc_connect", outcome.o, started, yield* Clock.currentTimeMillis)
     if (outcome.o._tag === "Failed") {
       const e = outcome.o.error
       const code = e.code === "session_not_running" || e.code === "session_not_found" ? ViewerClose.notRunning : ViewerClose.tunnelFailed
-      return { end: { by: "agent" as const, code, reason: `could not open the tunnel: ${e.code}: ${e.message}` }, tunnelId, connected: false }
+      return { end: { by: "agent" as const, code, reason: `could not open the tunnel: ${e.code}: ${e.message}` }, tunnelId, connected: false, pending: undefined }
     }
     if (outcome.o.result.action === "vnc_connect") {
       credit += outcome.o.result.window
@@ -269,7 +271,7 @@ export const make = Effect.gen(function*() {
     )))
     yield* Effect.forkScoped(sendCredit.pipe(Effect.ignore))
     yield* Effect.forkScoped(pinger)
-    return { end: yield* Deferred.await(ended), tunnelId, connected: true }
+    return { end: yield* Deferred.await(ended), tunnelId, connected: true, pending: undefined }
   })
 
   /** Serves one upgraded viewer socket to the end, then closes both ends as needed. */
@@ -283,7 +285,7 @@ export const make = Effect.gen(function*() {
       )
       if (result.end.by === "viewer") {
         if (result.connected) yield* disconnect(agentId, result.tunnelId)
-        else yield* disconnectAfterConnect(agentId, result.tunnelId)
+        else if (result.pending !== undefined) yield* disconnectAfterConnect(agentId, result.tunnelId, result.pending)
         return
       }
       // The agent side ended (or refused): tell the agent to drop its end too unless it already did.
@@ -300,7 +302,14 @@ export const make = Effect.gen(function*() {
       Effect.catchCause((cause) => Effect.logWarning("VncProxy: could not send vnc_disconnect", cause).pipe(Effect.annotateLogs({ tunnel_id: tunnelId })))
     )
   /** The viewer left before vnc_connect finished: the agent may still open the tunnel, so close it afterwards. */
-  const disconnectAfterConnect = (agentId: AgentId, tunnelId: TunnelId) => disconnect(agentId, tunnelId)
+  const disconnectAfterConnect = (agentId: AgentId, tunnelId: TunnelId, connect: CommandId) =>
+    FiberSet.run(
+      background,
+      dispatcher.await(connect).pipe(
+        Effect.flatMap((o) => (o._tag === "Completed" ? disconnect(agentId, tunnelId) : Effect.void)),
+        Effect.ignore
+      )
+    )
   const awaitQuietly = (id: CommandId) => dispatcher.await(id).pipe(Effect.ignore)
 
   const route = (request: HttpServerRequest) =>

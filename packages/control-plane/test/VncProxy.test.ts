@@ -198,6 +198,23 @@ describe("VncProxy", () => {
       v.ws.terminate()
     }))
 
+  it.live("a viewer that leaves before vnc_connect completes gets its tunnel closed once it opens", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const answer = t.dispatcher.responder
+      t.dispatcher.responder = (d) => (d.request.action === "vnc_connect" ? undefined : answer(d))
+      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
+      yield* open(v)
+      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
+      const connect = t.dispatcher.commands.find((c) => c.request.action === "vnc_connect")!
+      v.ws.close()
+      yield* closed(v)
+      yield* until("viewer gone", () => Effect.runSync(t.proxy.viewers) === 0)
+      assert.isFalse(t.dispatcher.commands.some((c) => c.request.action === "vnc_disconnect"))
+      yield* t.dispatcher.complete(connect.record.id, { action: "vnc_connect", tunnel_id: lastTunnel(t.dispatcher) as TunnelId, window: WINDOW })
+      yield* until("vnc_disconnect", () => t.dispatcher.commands.some((c) => c.request.action === "vnc_disconnect"))
+    }))
+
   it.live("a failed vnc_connect closes the viewer with the agent's reason", () =>
     Effect.gen(function*() {
       const t = yield* setup
