@@ -4,7 +4,7 @@
 // listens and carries the DEV_MODE admin token.
 import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Effect, Layer } from "effect"
-import { HttpRouter } from "effect/http"
+import { HttpRouter, UrlParams } from "effect/http"
 import { readFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import { createServer as createTlsServer } from "node:https"
@@ -42,6 +42,11 @@ const makeServer = (c: ControlPlaneConfig["Service"]): Server =>
     ? createTlsServer({ cert: readFileSync(c.tlsCertFile), key: readFileSync(c.tlsKeyFile) }) as unknown as Server
     : createServer()
 
+/** VNC tickets travel in the query string: keep them out of span attributes (the request log drops queries). */
+const redactTickets = Layer.succeed(UrlParams.CurrentRedactedNames, [
+  "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature", "ticket"
+])
+
 /** Everything the routes need, built once and shared by them (and exposed to embedders). */
 const services = VncProxy.layer.pipe(
   Layer.provideMerge(Sessions.layer),
@@ -68,7 +73,7 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
       return ControlPlane.of({ url: url.replace(/\/+$/, ""), port: address.port, devToken: auth.devToken })
     }))
     return Layer.provideMerge(info, served)
-  })).pipe(Layer.provide(Observability.layer))
+  })).pipe(Layer.provide(Layer.mergeAll(Observability.layer, redactTickets)))
 
   /** Everything, with settings from the environment (or the ConfigProvider in scope). */
   static readonly layer = ControlPlane.layerNoDeps.pipe(Layer.provideMerge(ControlPlaneConfig.layerFromEnv))
