@@ -3,7 +3,7 @@
 // start and end-to-end tests embed the same thing. The `ControlPlane` service it outputs says where it
 // listens and carries the DEV_MODE admin token.
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Layer } from "effect"
 import { HttpRouter, UrlParams } from "effect/http"
 import { readFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
@@ -37,10 +37,17 @@ const storeLayer = Layer.unwrap(Effect.map(ControlPlaneConfig, (c) =>
 const serverLayer = (server: Server) =>
   Layer.unwrap(Effect.map(ControlPlaneConfig, (c) => NodeHttpServer.layer(() => server, { port: c.port, host: c.host })))
 
-const makeServer = (c: ControlPlaneConfig["Service"]): Server =>
-  c.tlsCertFile !== undefined && c.tlsKeyFile !== undefined
-    ? createTlsServer({ cert: readFileSync(c.tlsCertFile), key: readFileSync(c.tlsKeyFile) }) as unknown as Server
-    : createServer()
+const makeServer = (c: ControlPlaneConfig["Service"]): Server => {
+  const timeouts = {
+    headersTimeout: Duration.toMillis(c.httpHeadersTimeout),
+    requestTimeout: Math.max(Duration.toMillis(c.httpRequestTimeout), Duration.toMillis(c.httpHeadersTimeout)),
+    // How often Node checks those timeouts (its default, 30 s, would let a slow client linger that long).
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Duration.toMillis(c.httpHeadersTimeout) / 4))
+  }
+  return c.tlsCertFile !== undefined && c.tlsKeyFile !== undefined
+    ? createTlsServer({ cert: readFileSync(c.tlsCertFile), key: readFileSync(c.tlsKeyFile), ...timeouts }) as unknown as Server
+    : createServer(timeouts)
+}
 
 /** VNC tickets travel in the query string: keep them out of span attributes (the request log drops queries). */
 const redactTickets = Layer.succeed(UrlParams.CurrentRedactedNames, [

@@ -59,6 +59,10 @@ export interface ControlPlaneConfigShape {
   /** OTLP/HTTP base URL (e.g. http://collector:4318); traces, metrics and logs go there when set. */
   readonly otelEndpoint: string | undefined
   readonly otelServiceName: string
+  /** Time a client has to send its request headers (slow-header clients are cut off). */
+  readonly httpHeadersTimeout: Duration.Duration
+  /** Time a client has to send a whole request, body included (not WebSockets once upgraded). */
+  readonly httpRequestTimeout: Duration.Duration
 }
 
 const blankToUndefined = (s: string): string | undefined => (s.trim() === "" ? undefined : s)
@@ -111,7 +115,9 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     devTokenTtl: yield* duration("DEV_TOKEN_TTL", "24h"),
     maxBodyBytes: yield* setting("MAX_BODY_BYTES", IntString(1024, 64 * 1024 * 1024), { default: String(1024 * 1024), expected: "bytes from 1024 to 67108864" }),
     otelEndpoint: yield* url("OTEL_EXPORTER_OTLP_ENDPOINT"),
-    otelServiceName: yield* text("OTEL_SERVICE_NAME", "streamspace-control-plane")
+    otelServiceName: yield* text("OTEL_SERVICE_NAME", "streamspace-control-plane"),
+    httpHeadersTimeout: yield* duration("HTTP_HEADERS_TIMEOUT", "10s"),
+    httpRequestTimeout: yield* duration("HTTP_REQUEST_TIMEOUT", "30s")
   }
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     return yield* new SettingError({ variable: "TLS_CERT_FILE", message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together" })

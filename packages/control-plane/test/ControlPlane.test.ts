@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Context, Effect, Layer } from "effect"
 import { createServer } from "node:http"
-import type { AddressInfo } from "node:net"
+import { type AddressInfo, connect } from "node:net"
 import { ControlPlane } from "../src/ControlPlane.ts"
 import { waitFor } from "./support/http.ts"
 
@@ -64,5 +64,25 @@ describe("OpenTelemetry", () => {
       // Closing the layer flushed the exporter.
       yield* Effect.promise(() => waitFor("spans at the collector", () => spans.includes("Api.listTemplates")))
       assert.include(spans, "Auth.authenticate")
+    }), { timeout: 120_000 })
+})
+
+describe("slow clients", () => {
+  it.live("a client that never finishes its headers is cut off after HTTP_HEADERS_TIMEOUT", () =>
+    Effect.gen(function*() {
+      const ctx = yield* Layer.build(withEnv({ DEV_MODE: "true", PORT: "0", HOST: "127.0.0.1", DATABASE_IN_MEMORY: "true", LOG_LEVEL: "warn", HTTP_HEADERS_TIMEOUT: "1s" }))
+      const cp = Context.get(ctx, ControlPlane)
+      const started = Date.now()
+      const answer = yield* Effect.promise(() =>
+        new Promise<string>((resolve) => {
+          const socket = connect(cp.port, "127.0.0.1", () => socket.write("GET /api/v1/health HTTP/1.1\r\nHost: x\r\n"))
+          let got = ""
+          socket.on("data", (d) => (got += d.toString()))
+          socket.on("close", () => resolve(got))
+          socket.on("error", () => {})
+        })
+      )
+      assert.match(answer, /^HTTP\/1\.1 408/)
+      assert.isBelow(Date.now() - started, 5000)
     }), { timeout: 120_000 })
 })
