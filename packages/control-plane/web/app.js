@@ -1,16 +1,36 @@
-// StreamSpace web UI: plain ES modules, no build step. Talks to /api/v1 with the user's bearer token.
+// StreamSpace web UI: plain ES modules, no build step. Talks to /api/v1 with the user's bearer token
+// (kept in localStorage; a `#token=...` link logs in at once). Lists refresh by polling, faster while a
+// session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
+const MOVING = new Set(["pending", "creating", "terminating"])
+const FAST_POLL_MS = 500
+const SLOW_POLL_MS = 2000
 const $ = (sel, root = document) => root.querySelector(sel)
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c])
 
 let token = localStorage.getItem(TOKEN_KEY)
 let timer = undefined
 let viewer = undefined
+let page = undefined
+let keepBanner = false
+let bannerTimer = undefined
 
 // ---- API -------------------------------------------------------------------------------------
 
-class ApiError extends Error {}
+class ApiError extends Error {
+  constructor(message, code) {
+    super(message)
+    this.code = code
+  }
+}
+
+// Sentences for the errors a user can act on; anything else shows the server's own message.
+const HINTS = {
+  no_eligible_agent: "No agent can take a new session right now. On the Agents page, an agent must be online, approved and not draining.",
+  forbidden: "Your account is not allowed to do that (it needs the admin role).",
+  unavailable: "The control plane cannot complete this right now (its database or an agent is unavailable). Try again in a moment."
+}
 
 async function api(method, path, body) {
   let res
@@ -21,21 +41,25 @@ async function api(method, path, body) {
       body: body ? JSON.stringify(body) : undefined
     })
   } catch {
-    throw new ApiError("The control plane cannot be reached. Is it running?")
-  }
-  if (res.status === 401) {
-    logout("Your login token was not accepted (expired or invalid). Please log in again.")
-    throw new ApiError("Not logged in")
+    throw new ApiError("The control plane cannot be reached. Is it still running?", "network")
   }
   const text = await res.text()
   let data
   try { data = text ? JSON.parse(text) : undefined } catch { data = undefined }
-  if (!res.ok) throw new ApiError(data?.error?.message ?? `The request failed (${res.status} ${res.statusText}).`)
+  if (res.status === 401) {
+    logout(`You are logged out: ${data?.error?.message ?? "the token was not accepted"}. Log in again with a current token.`)
+    throw new ApiError("Not logged in", "unauthorized")
+  }
+  if (!res.ok) {
+    const code = data?.error?.code
+    const detail = data?.error?.message
+    const hint = HINTS[code]
+    throw new ApiError(hint ? `${hint}${detail ? ` (${detail})` : ""}` : detail ?? `The request failed (${res.status} ${res.statusText}).`, code)
+  }
   return data
 }
-const listOf = (data, key) => (Array.isArray(data) ? data : data?.[key] ?? data?.items ?? [])
 
-// ---- session -----------------------------------------------------------------------------------
+// ---- login state and banner --------------------------------------------------------------------
 
 function claims() {
   try { return JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))) } catch { return {} }
@@ -45,69 +69,71 @@ const isAdmin = () => claims().role === "admin"
 function logout(message) {
   localStorage.removeItem(TOKEN_KEY)
   token = null
-  location.hash = "#/login"
   if (message) showBanner(message)
+  keepBanner = true
+  if (location.hash !== "#/login") location.hash = "#/login"
+  else render()
 }
 
 function showBanner(message, kind = "error") {
   const b = $("#banner")
-  b.textContent = message
+  b.textContent = message ?? ""
   b.className = `banner ${kind === "info" ? "info" : ""}`
   b.hidden = !message
-}
-
-// ---- pages -------------------------------------------------------------------------------------
-
-function loginPage() {
-  $("#nav").hidden = true
-  $("#main").innerHTML = `
-    <div class="card" style="max-width:520px;margin:2rem auto">
-      <h1>Log in</h1>
-      <p class="muted">Paste the access token (a JWT) your administrator gave you. A local quick start prints one at start.</p>
-      <form id="login" class="inline">
-        <label style="flex:1">Token <input name="token" autocomplete="off" required data-testid="token-input"></label>
-        <button data-testid="login">Log in</button>
-      </form>
-    </div>`
-  $("#login").onsubmit = (e) => {
-    e.preventDefault()
-    token = new FormData(e.target).get("token").trim()
-    localStorage.setItem(TOKEN_KEY, token)
-    showBanner("")
-    location.hash = "#/sessions"
-  }
+  clearTimeout(bannerTimer)
+  if (message && kind === "info") bannerTimer = setTimeout(() => showBanner(""), 5000)
 }
 
 const ago = (iso) => {
   if (!iso) return "never"
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000))
-  return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`
+  return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.floor(s / 60)}m ago` : s < 86400 ? `${Math.floor(s / 3600)}h ago` : `${Math.floor(s / 86400)}d ago`
+}
+const timeAgo = (iso) => `<time datetime="${esc(iso ?? "")}" data-ago>${esc(ago(iso))}</time>`
+function tickTimes() {
+  for (const t of document.querySelectorAll("time[data-ago]")) t.textContent = ago(t.getAttribute("datetime"))
 }
 
-async function agentsPage() {
-  const agents = listOf(await api("GET", "/agents"), "agents")
-  const admin = isAdmin()
-  $("#main").innerHTML = `
-    <h1>Agents</h1>
-    <div class="table-wrap"><table data-testid="agents">
-      <thead><tr><th>Agent</th><th>Status</th><th>Region</th><th>Capacity</th><th>Sessions</th><th>Last heartbeat</th><th>Enrolment</th>${admin ? "<th></th>" : ""}</tr></thead>
-      <tbody>${agents.length === 0 ? `<tr><td colspan="8" class="muted">No agent has connected yet. Start one with AGENT_ID and CONTROL_PLANE_URL set.</td></tr>` : ""}
-      ${agents.map((a) => `<tr data-agent="${esc(a.id)}">
-        <td>${esc(a.id)}</td>
-        <td><span class="badge ${esc(a.status)}" data-testid="agent-status">${esc(a.status)}</span></td>
-        <td>${esc(a.region || "—")}</td>
-        <td>${a.capacity ? `${esc(a.capacity.cpu)} CPU, ${esc(a.capacity.memory)}, ${esc(a.capacity.max_sessions)} sessions` : "—"}</td>
-        <td>${esc(a.active_sessions ?? 0)}</td>
-        <td>${esc(ago(a.last_heartbeat))}</td>
-        <td><span class="badge ${esc(a.enrollment)}">${esc(a.enrollment ?? "—")}</span></td>
-        ${admin ? `<td class="actions">
-          ${a.enrollment === "pending" ? `<button data-act="approve">Approve</button><button class="danger" data-act="reject">Reject</button>` : ""}
-          ${a.enrollment === "approved" ? (a.status === "draining" || a.draining ? `<button class="secondary" data-act="undrain">Undrain</button>` : `<button class="secondary" data-act="drain">Drain</button>`) : ""}
-        </td>` : ""}
-      </tr>`).join("")}
-      </tbody></table></div>`
-  for (const btn of document.querySelectorAll("[data-agent] button")) {
-    btn.onclick = async () => {
+/** Replaces an element's content only when the markup changed (keeps hover, focus and clicks stable). */
+function patch(el, html) {
+  if (el && el.dataset.html !== html) {
+    el.innerHTML = html
+    el.dataset.html = html
+    tickTimes()
+  }
+}
+
+// ---- pages -------------------------------------------------------------------------------------
+
+const loginPage = {
+  mount() {
+    $("#nav").hidden = true
+    $("#main").innerHTML = `
+      <div class="card narrow-card">
+        <h1>Log in</h1>
+        <p class="muted">Paste the access token (a JWT) your administrator gave you. The quick start (<code>npm start</code>)
+        prints a one-click login link and an admin token when it starts.</p>
+        <form id="login" class="inline">
+          <label class="grow">Token <input name="token" autocomplete="off" required data-testid="token-input"></label>
+          <button data-testid="login">Log in</button>
+        </form>
+      </div>`
+    $("#login").onsubmit = (e) => {
+      e.preventDefault()
+      token = new FormData(e.target).get("token").trim()
+      localStorage.setItem(TOKEN_KEY, token)
+      showBanner("")
+      location.hash = "#/sessions"
+    }
+  }
+}
+
+const agentsPage = {
+  mount() {
+    $("#main").innerHTML = `<h1>Agents</h1><div id="agents" class="table-wrap"></div>`
+    $("#agents").onclick = async (e) => {
+      const btn = e.target.closest("button[data-act]")
+      if (!btn) return
       const id = btn.closest("[data-agent]").dataset.agent
       const act = btn.dataset.act
       btn.disabled = true
@@ -115,129 +141,221 @@ async function agentsPage() {
         if (act === "drain" || act === "undrain") await api("PATCH", `/agents/${encodeURIComponent(id)}`, { status: act === "drain" ? "offline" : "online" })
         else await api("POST", `/agents/${encodeURIComponent(id)}/${act}`)
         showBanner("")
-      } catch (e) { showBanner(e.message) }
-      render()
+      } catch (err) { showBanner(err.message) }
+      refreshSoon(0)
     }
+  },
+  async refresh() {
+    const { agents } = await api("GET", "/agents")
+    const admin = isAdmin()
+    patch($("#agents"), `<table data-testid="agents">
+      <thead><tr><th>Agent</th><th>Status</th><th>Region</th><th>Capacity</th><th>Sessions</th><th>Last heartbeat</th><th>Enrolment</th>${admin ? "<th></th>" : ""}</tr></thead>
+      <tbody>${agents.length === 0 ? `<tr><td colspan="8" class="muted">No agent has connected yet. Start one with AGENT_ID, CONTROL_PLANE_URL and AGENT_TOKEN set.</td></tr>` : ""}
+      ${agents.map((a) => `<tr data-agent="${esc(a.id)}">
+        <td data-label="Agent"><strong>${esc(a.id)}</strong><div class="muted small">${esc(a.platform)} ${esc(a.version)}</div></td>
+        <td data-label="Status"><span class="badge ${esc(a.status)}" data-testid="agent-status">${esc(a.status)}</span></td>
+        <td data-label="Region">${esc(a.region || "—")}</td>
+        <td data-label="Capacity">${a.capacity ? `${esc(a.capacity.cpu)} CPU, ${esc(a.capacity.memory)}, ${esc(a.capacity.max_sessions)} sessions` : "—"}</td>
+        <td data-label="Sessions">${esc(a.active_sessions)}${a.unknown_sessions?.length ? ` <span class="muted small" title="${esc(a.unknown_sessions.join(", "))}">(+${a.unknown_sessions.length} unknown)</span>` : ""}</td>
+        <td data-label="Last heartbeat">${a.last_heartbeat ? timeAgo(a.last_heartbeat) : "never"}</td>
+        <td data-label="Enrolment"><span class="badge ${esc(a.enrollment)}" data-testid="agent-enrollment">${esc(a.enrollment)}</span></td>
+        ${admin ? `<td class="actions">
+          ${a.enrollment === "pending" ? `<button data-act="approve">Approve</button><button class="danger" data-act="reject">Reject</button>` : ""}
+          ${a.enrollment === "approved" ? (a.draining ? `<button class="secondary" data-act="undrain">Undrain</button>` : `<button class="secondary" data-act="drain">Drain</button>`) : ""}
+        </td>` : ""}
+      </tr>`).join("")}
+      </tbody></table>`)
+    return SLOW_POLL_MS
   }
 }
 
 function progress(state) {
   const at = PHASES.indexOf(state)
   if (at < 0) return ""
-  return `<span class="progress" title="${esc(state)}">${PHASES.map((_, i) => `<i class="${i < at || state === "running" ? "done" : i === at ? "now" : ""}"></i>`).join("")}</span>`
+  const steps = PHASES.map((p, i) => `<i class="${i < at || state === "running" ? "done" : i === at ? "now" : ""}" title="${p}"></i>`).join("")
+  return `<span class="progress" data-testid="session-progress" role="progressbar" aria-valuemin="1" aria-valuemax="3" aria-valuenow="${at + 1}" aria-label="${esc(state)}">${steps}</span>`
 }
 
-async function sessionsPage() {
-  const [sessions, templates] = await Promise.all([api("GET", "/sessions"), api("GET", "/templates")])
-  const list = listOf(sessions, "sessions")
-  const tpls = listOf(templates, "templates")
-  const keep = $("#create") ? new FormData($("#create")) : undefined
-  $("#main").innerHTML = `
-    <h1>Sessions</h1>
-    <div class="card">
-      <form id="create" class="inline">
-        <label>Template <select name="template" data-testid="template-select">${tpls.map((t) => `<option value="${esc(t.name)}">${esc(t.display_name || t.name)}</option>`).join("")}</select></label>
-        <label>Region (optional) <input name="region" placeholder="any"></label>
-        <button data-testid="create-session" ${tpls.length ? "" : "disabled"}>New session</button>
-      </form>
-    </div>
-    <div class="table-wrap"><table data-testid="sessions">
+function stateDetail(s) {
+  if (s.state === "failed") return `<div class="reason">${esc(s.reason ?? "failed")}${s.message ? `: ${esc(s.message)}` : ""}</div>`
+  if (MOVING.has(s.state) && (s.reason || s.message)) return `<div class="muted small">${esc(s.reason ?? "")}${s.message ? `: ${esc(s.message)}` : ""}</div>`
+  if (s.state === "terminated" && s.reason) return `<div class="muted small">${esc(s.reason)}</div>`
+  return ""
+}
+
+const sessionsPage = {
+  mount() {
+    $("#main").innerHTML = `
+      <h1>Sessions</h1>
+      <div class="card">
+        <form id="create" class="inline">
+          <label>Template <select name="template" data-testid="template-select"></select></label>
+          <label>Region (optional) <input name="region" placeholder="any" size="10"></label>
+          <button data-testid="create-session" disabled>New session</button>
+        </form>
+      </div>
+      <div id="sessions" class="table-wrap"></div>`
+    $("#create").onsubmit = async (e) => {
+      e.preventDefault()
+      const form = new FormData(e.target)
+      const body = { template: form.get("template") }
+      if (form.get("region")) body.region = form.get("region")
+      const button = $("#create button")
+      button.disabled = true
+      try {
+        const s = await api("POST", "/sessions", body)
+        showBanner(`Session ${s.id} is starting…`, "info")
+      } catch (err) { showBanner(err.message) }
+      button.disabled = false
+      refreshSoon(0)
+    }
+    $("#sessions").onclick = async (e) => {
+      const btn = e.target.closest("button[data-act=delete]")
+      if (!btn) return
+      const id = btn.closest("[data-session]").dataset.session
+      btn.disabled = true
+      try {
+        await api("DELETE", `/sessions/${encodeURIComponent(id)}`)
+        showBanner(`Session ${id} is being deleted…`, "info")
+      } catch (err) { showBanner(err.message) }
+      refreshSoon(0)
+    }
+  },
+  async refresh() {
+    const [{ sessions }, { templates }] = await Promise.all([api("GET", "/sessions"), api("GET", "/templates")])
+    const select = $("#create select")
+    const options = templates.map((t) => `<option value="${esc(t.name)}">${esc(t.display_name || t.name)}</option>`).join("")
+    if (select.dataset.html !== options) {
+      const chosen = select.value
+      patch(select, options)
+      if (chosen) select.value = chosen
+    }
+    $("#create button").disabled = templates.length === 0
+    patch($("#sessions"), `<table data-testid="sessions">
       <thead><tr><th>Session</th><th>State</th><th>Template</th><th>Agent</th><th>Created</th><th></th></tr></thead>
-      <tbody>${list.length === 0 ? `<tr><td colspan="6" class="muted">No sessions yet.</td></tr>` : ""}
-      ${list.map((s) => `<tr data-session="${esc(s.id)}">
-        <td>${esc(s.id)}</td>
-        <td><span class="badge ${esc(s.state)}" data-testid="session-state">${esc(s.state)}</span>${progress(s.state)}
-          ${s.state === "failed" || s.reason ? `<div class="reason">${esc(s.reason ?? "")}${s.message ? `: ${esc(s.message)}` : ""}</div>` : ""}</td>
-        <td>${esc(s.template)}</td>
-        <td>${esc(s.agent_id ?? "—")}</td>
-        <td>${esc(ago(s.created_at))}</td>
+      <tbody>${sessions.length === 0 ? `<tr><td colspan="6" class="muted">No sessions yet. Pick a template above and press New session.</td></tr>` : ""}
+      ${sessions.map((s) => `<tr data-session="${esc(s.id)}" data-state="${esc(s.state)}">
+        <td data-label="Session"><strong>${esc(s.id)}</strong>${isAdmin() ? `<div class="muted small">${esc(s.user_id)}</div>` : ""}</td>
+        <td data-label="State"><span class="badge ${esc(s.state)}" data-testid="session-state">${esc(s.state)}</span>${progress(s.state)}${stateDetail(s)}</td>
+        <td data-label="Template">${esc(s.template)}</td>
+        <td data-label="Agent">${esc(s.agent_id ?? "—")}</td>
+        <td data-label="Created">${timeAgo(s.created_at)}</td>
         <td class="actions">
-          ${s.state === "running" ? `<a href="#/sessions/${encodeURIComponent(s.id)}/view"><button data-testid="view-session">View</button></a>` : ""}
+          ${s.state === "running" ? `<a class="button" href="#/sessions/${encodeURIComponent(s.id)}/view" data-testid="view-session">View</a>` : ""}
           ${s.state !== "terminated" && s.state !== "terminating" ? `<button class="danger" data-act="delete" data-testid="delete-session">Delete</button>` : ""}
         </td>
       </tr>`).join("")}
-      </tbody></table></div>`
-  if (keep) for (const [k, v] of keep) { const el = $(`#create [name="${k}"]`); if (el) el.value = v }
-  $("#create").onsubmit = async (e) => {
-    e.preventDefault()
-    const form = new FormData(e.target)
-    const body = { template: form.get("template") }
-    if (form.get("region")) body.region = form.get("region")
-    e.submitter && (e.submitter.disabled = true)
-    try {
-      await api("POST", "/sessions", body)
-      showBanner("")
-    } catch (err) { showBanner(err.message) }
-    render()
-  }
-  for (const btn of document.querySelectorAll("[data-session] [data-act=delete]")) {
-    btn.onclick = async () => {
-      btn.disabled = true
-      try { await api("DELETE", `/sessions/${encodeURIComponent(btn.closest("[data-session]").dataset.session)}`); showBanner("") } catch (e) { showBanner(e.message) }
-      render()
-    }
+      </tbody></table>`)
+    return sessions.some((s) => MOVING.has(s.state)) ? FAST_POLL_MS : SLOW_POLL_MS
   }
 }
 
-async function templatesPage() {
-  const tpls = listOf(await api("GET", "/templates"), "templates")
-  $("#main").innerHTML = `
-    <h1>Templates</h1>
-    ${isAdmin() ? `<div class="card"><form id="tpl" class="inline">
-      <label>Name <input name="name" required pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" placeholder="firefox"></label>
-      <label>Display name <input name="display_name" required></label>
-      <label>Image <input name="image" required placeholder="registry/image:tag"></label>
-      <label>CPU <input name="cpu" value="1000m" size="6"></label>
-      <label>Memory <input name="memory" value="2Gi" size="6"></label>
-      <label>VNC port <input name="vnc_port" value="5900" size="5"></label>
-      <label>Home <select name="persistent_home"><option value="false">ephemeral</option><option value="true">persistent</option></select></label>
-      <button>Add template</button></form></div>` : ""}
-    <div class="table-wrap"><table data-testid="templates">
-      <thead><tr><th>Name</th><th>Display name</th><th>Image</th><th>Resources</th><th>VNC port</th><th>Home</th></tr></thead>
-      <tbody>${tpls.map((t) => `<tr><td>${esc(t.name)}</td><td>${esc(t.display_name)}</td><td>${esc(t.image)}</td>
-        <td>${esc(t.cpu ?? t.resources?.cpu ?? "")} / ${esc(t.memory ?? t.resources?.memory ?? "")}</td><td>${esc(t.vnc_port)}</td>
-        <td>${t.persistent_home ? "persistent" : "ephemeral"}</td></tr>`).join("")}</tbody></table></div>`
-  const form = $("#tpl")
-  if (form) form.onsubmit = async (e) => {
-    e.preventDefault()
-    const f = new FormData(form)
-    try {
-      await api("POST", "/templates", {
-        name: f.get("name"), display_name: f.get("display_name"), image: f.get("image"),
+const templatesPage = {
+  mount() {
+    $("#main").innerHTML = `
+      <h1>Templates</h1>
+      ${isAdmin() ? `<div class="card"><form id="tpl" class="inline">
+        <label>Name <input name="name" required pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" placeholder="firefox" size="12"></label>
+        <label>Display name <input name="display_name" placeholder="Firefox" size="14"></label>
+        <label class="grow">Image <input name="image" required placeholder="registry/image:tag"></label>
+        <label>CPU <input name="cpu" value="1000m" size="6"></label>
+        <label>Memory <input name="memory" value="2Gi" size="6"></label>
+        <label>VNC port <input name="vnc_port" value="5900" size="5" inputmode="numeric"></label>
+        <label>Home <select name="persistent_home"><option value="false">ephemeral</option><option value="true">persistent</option></select></label>
+        <button>Add template</button></form></div>` : ""}
+      <div id="templates" class="table-wrap"></div>`
+    const form = $("#tpl")
+    if (form) form.onsubmit = async (e) => {
+      e.preventDefault()
+      const f = new FormData(form)
+      const body = {
+        name: f.get("name"), image: f.get("image"),
         resources: { cpu: f.get("cpu"), memory: f.get("memory") },
         vnc_port: Number(f.get("vnc_port")), persistent_home: f.get("persistent_home") === "true"
-      })
-      showBanner("")
-    } catch (err) { showBanner(err.message) }
-    render()
+      }
+      if (f.get("display_name")) body.display_name = f.get("display_name")
+      try {
+        await api("POST", "/templates", body)
+        showBanner(`Template ${body.name} added.`, "info")
+        form.reset()
+      } catch (err) { showBanner(err.message) }
+      refreshSoon(0)
+    }
+  },
+  async refresh() {
+    const { templates } = await api("GET", "/templates")
+    patch($("#templates"), `<table data-testid="templates">
+      <thead><tr><th>Name</th><th>Display name</th><th>Image</th><th>Resources</th><th>VNC port</th><th>Home</th></tr></thead>
+      <tbody>${templates.map((t) => `<tr>
+        <td data-label="Name"><strong>${esc(t.name)}</strong></td><td data-label="Display name">${esc(t.display_name)}</td>
+        <td data-label="Image"><code>${esc(t.image)}</code></td>
+        <td data-label="Resources">${esc(t.resources?.cpu ?? "default")} CPU / ${esc(t.resources?.memory ?? "default")}</td>
+        <td data-label="VNC port">${esc(t.vnc_port)}</td>
+        <td data-label="Home">${t.persistent_home ? "persistent" : "ephemeral"}</td></tr>`).join("")}</tbody></table>`)
+    return undefined
   }
 }
 
-async function viewerPage(id) {
-  $("#main").innerHTML = `
-    <div class="viewer-bar">
-      <a href="#/sessions">← Sessions</a>
-      <strong>${esc(id)}</strong>
-      <span id="vstatus" class="muted" data-testid="viewer-status">Connecting…</span>
-    </div>
-    <div id="screen" data-testid="screen"></div>`
-  const { ticket } = await api("POST", `/sessions/${encodeURIComponent(id)}/vnc-ticket`)
-  const { default: RFB } = await import("/vendor/novnc/core/rfb.js")
-  const scheme = location.protocol === "https:" ? "wss" : "ws"
-  const url = `${scheme}://${location.host}/api/v1/sessions/${encodeURIComponent(id)}/vnc?ticket=${encodeURIComponent(ticket)}`
-  viewer = new RFB($("#screen"), url, { wsProtocols: ["binary"] })
-  viewer.scaleViewport = true
-  viewer.focusOnClick = true
-  viewer.addEventListener("connect", () => { $("#vstatus").textContent = "Connected"; viewer.focus() })
-  viewer.addEventListener("disconnect", (e) => {
+function viewerPage(id) {
+  const status = (text, kind = "muted") => {
     const s = $("#vstatus")
-    if (s) s.textContent = e.detail.clean ? "Disconnected." : "The connection to the session was lost (the session may have stopped). Go back and check its state."
-    viewer = undefined
-  })
-  viewer.addEventListener("credentialsrequired", () => { $("#vstatus").textContent = "The session asks for a VNC password, which this viewer does not have." })
+    if (s) { s.textContent = text; s.className = kind }
+  }
+  return {
+    async mount() {
+      $("#main").innerHTML = `
+        <div class="viewer-bar">
+          <a href="#/sessions">← Sessions</a>
+          <strong>${esc(id)}</strong>
+          <span id="vstatus" class="muted" data-testid="viewer-status" role="status">Connecting…</span>
+        </div>
+        <div id="screen" data-testid="screen"></div>`
+      try {
+        const session = await api("GET", `/sessions/${encodeURIComponent(id)}`)
+        if (session.state !== "running") {
+          status(`This session is ${session.state}, not running: there is nothing to view yet.`, "reason")
+          return
+        }
+        const ticket = await api("POST", `/sessions/${encodeURIComponent(id)}/vnc-ticket`)
+        const { default: RFB } = await import("/vendor/novnc/core/rfb.js")
+        const scheme = location.protocol === "https:" ? "wss" : "ws"
+        viewer = new RFB($("#screen"), `${scheme}://${location.host}${ticket.url}`, { wsProtocols: ["binary"] })
+      } catch (err) {
+        status(err instanceof ApiError ? err.message : "The viewer could not start. Reload the page to try again.", "reason")
+        return
+      }
+      viewer.scaleViewport = true
+      viewer.focusOnClick = true
+      viewer.addEventListener("connect", () => { status("Connected. Click the desktop to type.", "ok"); viewer.focus() })
+      viewer.addEventListener("disconnect", (e) => {
+        status(e.detail.clean ? "Disconnected." : "The connection to the session was lost (the session may have stopped, or its agent went offline). Go back to Sessions to check its state.", e.detail.clean ? "muted" : "reason")
+        viewer = undefined
+      })
+      viewer.addEventListener("securityfailure", (e) => status(`The session refused the connection: ${e.detail.reason ?? "security failure"}.`, "reason"))
+      viewer.addEventListener("credentialsrequired", () => status("The session asks for a VNC password, which this viewer does not have.", "reason"))
+    },
+    async refresh() { return undefined }
+  }
 }
 
-// ---- router --------------------------------------------------------------------------------------
+// ---- router ------------------------------------------------------------------------------------
+
+function refreshSoon(ms) {
+  clearTimeout(timer)
+  timer = setTimeout(poll, ms)
+}
+
+async function poll() {
+  const current = page
+  let next = SLOW_POLL_MS
+  try {
+    next = await current.refresh()
+  } catch (e) {
+    if (e instanceof ApiError) { if (e.code !== "unauthorized") showBanner(e.message) }
+    else { console.error(e); showBanner("Something went wrong in this page. Reload to try again.") }
+  }
+  if (current === page && next !== undefined && token) refreshSoon(document.hidden ? SLOW_POLL_MS : next)
+}
 
 async function render() {
   clearTimeout(timer)
@@ -246,29 +364,29 @@ async function render() {
   if (fromLink) {
     token = decodeURIComponent(fromLink[1])
     localStorage.setItem(TOKEN_KEY, token)
-    history.replaceState(null, "", "#/sessions")
+    history.replaceState(null, "", `${location.pathname}#/sessions`)
     return render()
   }
-  if (!token || hash.startsWith("#/login")) return loginPage()
+  if (viewer) { viewer.disconnect(); viewer = undefined }
+  if (!token || hash.startsWith("#/login")) {
+    page = loginPage
+    return loginPage.mount()
+  }
   const who = claims()
   $("#nav").hidden = false
   $("#who").textContent = `${who.sub ?? "user"}${who.role === "admin" ? " (admin)" : ""}`
   const view = /^#\/sessions\/([^/]+)\/view$/.exec(hash)
-  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", hash.startsWith(`#/${a.dataset.page}`) && !view)
-  if (!view && viewer) { viewer.disconnect(); viewer = undefined }
-  try {
-    if (view) { if (!viewer) await viewerPage(decodeURIComponent(view[1])); return }
-    if (hash.startsWith("#/agents")) await agentsPage()
-    else if (hash.startsWith("#/templates")) await templatesPage()
-    else await sessionsPage()
-  } catch (e) {
-    if (e instanceof ApiError) showBanner(e.message)
-    else { console.error(e); showBanner("Something went wrong in the page. Reload to try again.") }
-  }
-  // Live updates: lists refresh every 1.5 s while visible; the templates page only on action.
-  if (!view && !hash.startsWith("#/templates")) timer = setTimeout(() => { if (!document.hidden && !document.activeElement?.closest("form")) render(); else timer = setTimeout(render, 1500) }, 1500)
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", !view && hash.startsWith(`#/${a.dataset.page}`))
+  page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/templates") ? templatesPage : sessionsPage
+  await page.mount()
+  await poll()
 }
 
 $("#logout").onclick = () => logout()
-window.addEventListener("hashchange", render)
+window.addEventListener("hashchange", () => {
+  if (!keepBanner) showBanner("")
+  keepBanner = false
+  render()
+})
+setInterval(tickTimes, 1000)
 render()

@@ -1,0 +1,201 @@
+// The quick start in a real browser: `node packages/e2e/src/quickstart.ts` on a free port with a fresh data
+// directory, Debian's chromium driven by playwright-core. Log in, see the agent online, get an error in words
+// while the only agent is drained, create a session from the demo template and watch it move to running,
+// view it with noVNC (the synthetic desktop checked by the pixels of screenshots), type and click and see
+// the desktop change, stop with Ctrl-C and start again on the same data (the session is still running),
+// delete it and see it terminate. Plus the sessions page in a narrow window. Screenshots go to test-output/.
+import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { type Browser, chromium, type Page } from "playwright-core"
+import { decodePng, type Image } from "./support/png.ts"
+import { type QuickStartProcess, REPO, startQuickStart } from "./support/quickstartProcess.ts"
+
+const OUTPUT = path.join(REPO, "packages/e2e/test-output/browser")
+/** Bound for each wait in the browser; generous because the machine may be busy. */
+const WAIT = 20_000
+
+// Colours of vnc-testserver's synthetic desktop (packages/vnc-testserver/src/internal/Desktop.ts).
+const BACKGROUND = 0x204060
+const TITLE_BAR = 0x102030
+const TEXT = 0xf0f0f0
+const MARK = 0xff4040
+
+/** Pixels within a small distance of `colour` (the viewer scales the desktop, which blends edges). */
+const count = (img: Image, colour: number, area = { x: 0, y: 0, w: img.width, h: img.height }) => {
+  const r = (colour >> 16) & 0xff
+  const g = (colour >> 8) & 0xff
+  const b = colour & 0xff
+  let n = 0
+  for (let y = area.y; y < Math.min(img.height, area.y + area.h); y++) {
+    for (let x = area.x; x < Math.min(img.width, area.x + area.w); x++) {
+      const i = (y * img.width + x) * 4
+      if (Math.abs(img.data[i]! - r) <= 8 && Math.abs(img.data[i + 1]! - g) <= 8 && Math.abs(img.data[i + 2]! - b) <= 8) n++
+    }
+  }
+  return n
+}
+
+/** Retries `check` on fresh values until it holds, without fixed sleeps beyond the browser's own frames. */
+const until = async <A>(what: string, produce: () => Promise<A>, check: (a: A) => boolean, timeoutMs = WAIT): Promise<A> => {
+  const deadline = Date.now() + timeoutMs
+  let last: A = await produce()
+  while (!check(last)) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    last = await produce()
+  }
+  return last
+}
+
+describe("the quick start in Chromium", () => {
+  let dataDir: string
+  let stack: QuickStartProcess
+  let browser: Browser
+  let page: Page
+  let step = 0
+
+  const shot = async (name: string, target: Page = page) => {
+    mkdirSync(OUTPUT, { recursive: true })
+    writeFileSync(path.join(OUTPUT, `${String(++step).padStart(2, "0")}-${name}.png`), await target.screenshot({ fullPage: true }))
+  }
+  const screen = async (name: string): Promise<Image> => {
+    const png = await page.locator("#screen canvas").screenshot()
+    mkdirSync(OUTPUT, { recursive: true })
+    writeFileSync(path.join(OUTPUT, `${String(++step).padStart(2, "0")}-${name}.png`), png)
+    return decodePng(png)
+  }
+  const banner = () => page.locator("#banner")
+  const sessionRow = () => page.locator("tr[data-session]").first()
+
+  beforeAll(async () => {
+    rmSync(OUTPUT, { recursive: true, force: true })
+    dataDir = mkdtempSync(path.join(tmpdir(), "streamspace-browser-"))
+    stack = await startQuickStart({ dataDir })
+    browser = await chromium.launch({
+      executablePath: "/usr/bin/chromium",
+      headless: true,
+      args: ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update", "--disable-sync", "--no-first-run"]
+    })
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } })
+    page.setDefaultTimeout(WAIT)
+  }, 90_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await stack?.stop()
+    if (dataDir !== undefined) rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  it("runs a session from login to delete, across a restart", async () => {
+    // ---- the banner says what a newcomer needs
+    assert.match(stack.output(), /SIMULATED/)
+    assert.match(stack.loginUrl, /^http:\/\/127\.0\.0\.1:\d+\/#token=ey/)
+
+    // ---- log in: a wrong token is refused in words, the printed token works
+    await page.goto(stack.url)
+    await page.getByTestId("token-input").fill("not-a-token")
+    await page.getByTestId("login").click()
+    await page.getByTestId("token-input").waitFor()
+    await until("a logged-out message", () => banner().innerText(), (t) => /logged out/i.test(t))
+    assert.notMatch(await banner().innerText(), /at .*\(|Error:|undefined/, "no stack trace or internals")
+    await shot("login-refused")
+    await page.getByTestId("token-input").fill(stack.adminToken)
+    await page.getByTestId("login").click()
+    await page.getByTestId("create-session").waitFor()
+    await shot("sessions-empty")
+
+    // ---- the agent is online; drained, it takes no session and the UI says so in a sentence
+    await page.getByRole("link", { name: "Agents", exact: true }).click()
+    const agent = page.locator('tr[data-agent="local"]')
+    await agent.getByTestId("agent-status").filter({ hasText: "online" }).waitFor()
+    assert.strictEqual(await agent.getByTestId("agent-enrollment").innerText(), "approved")
+    await shot("agent-online")
+    await agent.getByRole("button", { name: "Drain" }).click()
+    await agent.getByTestId("agent-status").filter({ hasText: "draining" }).waitFor()
+    await page.getByRole("link", { name: "Sessions", exact: true }).click()
+    await page.getByTestId("template-select").locator('option[value="demo"]').waitFor({ state: "attached" })
+    await page.getByTestId("create-session").click()
+    const refusal = await until("the no-agent message", () => banner().innerText(), (t) => /No agent can take a new session/.test(t))
+    assert.notMatch(refusal, /at .*\(|Error:|\{|undefined/, "a sentence, not a stack trace or JSON")
+    assert.strictEqual(await page.locator("tr[data-session]").count(), 0)
+    await shot("no-agent-error")
+    await page.getByRole("link", { name: "Agents", exact: true }).click()
+    await agent.getByRole("button", { name: "Undrain" }).click()
+    await agent.getByTestId("agent-status").filter({ hasText: "online" }).waitFor()
+
+    // ---- create from the demo template and watch it move through creating to running
+    await page.getByRole("link", { name: "Sessions", exact: true }).click()
+    await page.getByTestId("template-select").selectOption("demo")
+    await page.getByTestId("create-session").click()
+    await page.locator('tr[data-session][data-state="creating"] [data-testid=session-progress]').waitFor()
+    await shot("session-creating")
+    await page.locator('tr[data-session][data-state="running"]').waitFor()
+    const sessionId = await sessionRow().getAttribute("data-session")
+    assert.match(sessionId ?? "", /^s-/)
+    await shot("session-running")
+
+    // ---- the viewer shows the synthetic desktop
+    await sessionRow().getByTestId("view-session").click()
+    await page.getByTestId("viewer-status").filter({ hasText: "Connected" }).waitFor()
+    const desktop = await until("the desktop in the viewer", () => screen("viewer-desktop"), (img) =>
+      count(img, BACKGROUND) > img.width * img.height * 0.5 && count(img, TITLE_BAR) > img.width * 4 && count(img, TEXT) > 200)
+    assert.isAbove(desktop.width, 300)
+    await shot("viewer-page")
+
+    // ---- click and type: a red mark appears and the typed text is drawn
+    const canvas = page.locator("#screen canvas")
+    const box = (await canvas.boundingBox())!
+    await canvas.click({ position: { x: box.width * 0.6, y: box.height * 0.7 } })
+    const clicked = await until("the click mark", () => screen("viewer-clicked"), (img) => count(img, MARK) > 20)
+    const textBefore = count(clicked, TEXT)
+    await page.keyboard.type("hello streamspace typed in chromium")
+    const typed = await until("the typed text", () => screen("viewer-typed"), (img) => count(img, TEXT) > textBefore + 300)
+    assert.isAbove(count(typed, MARK), 20)
+
+    // ---- Ctrl-C stops cleanly; a second start on the same data shows the session running again
+    await page.getByRole("link", { name: "Sessions", exact: true }).click()
+    assert.strictEqual(await stack.stop(), 0)
+    assert.match(stack.output(), /quick start: stopped/)
+    assert.notMatch(stack.output(), /level=(ERROR|FATAL)/i)
+    stack = await startQuickStart({ dataDir })
+    assert.match(stack.output(), /restored \d+ demo cluster objects/)
+    await page.goto(stack.loginUrl) // the port changed; the one-click link logs in
+    await page.locator(`tr[data-session="${sessionId}"][data-state="running"]`).waitFor()
+    await shot("session-after-restart")
+    await page.locator(`tr[data-session="${sessionId}"]`).getByTestId("view-session").click()
+    await page.getByTestId("viewer-status").filter({ hasText: "Connected" }).waitFor()
+    const again = await until("the desktop after the restart", () => screen("viewer-after-restart"), (img) => count(img, BACKGROUND) > img.width * img.height * 0.5)
+    assert.isAbove(count(again, TEXT), 200)
+
+    // ---- delete and watch it terminate
+    await page.getByRole("link", { name: "Sessions", exact: true }).click()
+    const row = page.locator(`tr[data-session="${sessionId}"]`)
+    await row.getByTestId("delete-session").click()
+    await page.locator(`tr[data-session="${sessionId}"][data-state="terminated"]`).waitFor()
+    assert.strictEqual(await row.getByTestId("delete-session").count(), 0)
+    await shot("session-terminated")
+  }, 150_000)
+
+  it("keeps the sessions page usable in a narrow window", async () => {
+    const narrow = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true })
+    try {
+      narrow.setDefaultTimeout(WAIT)
+      await narrow.goto(stack.loginUrl)
+      await narrow.getByTestId("create-session").waitFor()
+      await narrow.locator("tr[data-session]").first().waitFor()
+      await shot("narrow-sessions", narrow)
+      // Nothing wider than the window: no sideways scrolling needed to reach the buttons.
+      const overflow = await narrow.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+      assert.isAtMost(overflow, 0)
+      for (const el of [narrow.getByTestId("create-session"), narrow.getByTestId("template-select"), narrow.getByRole("link", { name: "Agents", exact: true })]) {
+        const b = (await el.boundingBox())!
+        assert.isAtLeast(b.x, 0)
+        assert.isAtMost(b.x + b.width, 390)
+        assert.isAtLeast(b.height, 24, "big enough to tap")
+      }
+    } finally {
+      await narrow.close()
+    }
+  }, 60_000)
+})
