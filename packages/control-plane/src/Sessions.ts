@@ -153,7 +153,10 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   const applyStatus = Effect.fnUntraced(function*(agentId: AgentId, status: SessionStatus) {
     const s = sessions.get(status.session_id)
     if (s === undefined || s.agentId !== agentId) return
-    yield* transition(s.id, targetOf(status.phase), { reason: status.reason, message: status.message })
+    const to = targetOf(status.phase)
+    // Whichever comes first, the delete's outcome or the agent's report, a deletion ends as `deleted`.
+    const reason = s.state === "terminating" && to === "terminated" ? "deleted" : status.reason
+    yield* transition(s.id, to, { reason, message: status.message })
   })
 
   const awaitCommand = Effect.fnUntraced(function*(record: CommandRecord) {
