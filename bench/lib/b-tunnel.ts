@@ -1,0 +1,232 @@
+// Benchmarks 1-3: the VNC path. Throughput per path, added latency, isolation of a stalled viewer.
+import { getStack, paths, type Stack } from "./stack.ts"
+import type { BenchResult, Target } from "./util.ts"
+import { median, MiB, percentile, round, sampleProc, sleep } from "./util.ts"
+
+export interface Opts {
+  readonly long: boolean
+  readonly reps: number
+  readonly command: string
+}
+
+const MB = 1e6
+
+/** Runs one stream over `spec` and returns its bytes/s. */
+const streamOnce = async (s: Stack, spec: unknown, seconds: number) => {
+  const { group } = await s.viewer.call("viewer.open", { spec, n: 1 })
+  try {
+    const r = await s.viewer.call("viewer.measure", { group, seconds, warmupMs: 1000 })
+    return r[0].bytesPerSec as number
+  } finally {
+    await s.viewer.call("viewer.close", { group })
+  }
+}
+
+/** The agent hop alone: port-forward -> agent -> fake control plane, counted at the fake control plane. */
+const agentHopOnce = async (s: Stack, seconds: number) => {
+  const ids = await s.fakecp.call("fakecp.openTunnels", { sessionIds: [s.fakeSessions[0]], blast: true })
+  try {
+    const r = await s.fakecp.call("fakecp.measure", { ids, seconds, warmupMs: 1000 })
+    return r[0].bytesPerSec as number
+  } finally {
+    await s.fakecp.call("fakecp.closeTunnels", { ids })
+  }
+}
+
+export const throughput = async (o: Opts): Promise<BenchResult> => {
+  const s = await getStack()
+  const seconds = o.long ? 10 : 3
+  const specs = paths(s)
+  const order = ["raw_tcp", "websockify", "port_forward", "agent_hop", "control_plane", "full_path"]
+  const runs = new Map<string, Array<number>>()
+  for (let rep = 0; rep < o.reps; rep++) {
+    for (const name of order) {
+      let v: number | undefined
+      if (name === "agent_hop") v = await agentHopOnce(s, seconds)
+      else if (specs[name] !== undefined) v = await streamOnce(s, specs[name], seconds)
+      if (v !== undefined) runs.set(name, [...(runs.get(name) ?? []), v])
+    }
+  }
+  const med = (n: string) => (runs.has(n) ? median(runs.get(n)!) : NaN)
+  const raw = med("raw_tcp")
+  const wsf = med("websockify")
+  const labels: Record<string, string> = {
+    raw_tcp: "raw loopback TCP (physical limit)",
+    websockify: "websockify (TCP -> WS, one hop)",
+    port_forward: "kube-testserver port-forward alone",
+    agent_hop: "port-forward -> agent -> WS (agent hop)",
+    control_plane: "simulated agent -> control plane -> viewer WS",
+    full_path: "full path: port-forward -> agent -> CP -> viewer"
+  }
+  const table = order.filter((n) => runs.has(n)).map((n) => ({
+    path: labels[n]!,
+    "MB/s (median)": round(med(n) / MB, 1),
+    runs: runs.get(n)!.map((x) => round(x / MB, 0)).join(" / "),
+    "x raw TCP": round(med(n) / raw, 3),
+    "x websockify": round(med(n) / wsf, 2)
+  }))
+  const full = med("full_path")
+  const targets: Array<Target> = [
+    {
+      name: "full path >= websockify",
+      target: ">= 1.0 x websockify",
+      figure: Number.isNaN(full) ? "not measured" : `${round(full / wsf, 2)} x (${round(full / MB, 1)} vs ${round(wsf / MB, 1)} MB/s)`,
+      met: Number.isNaN(full) || Number.isNaN(wsf) ? undefined : full >= wsf
+    },
+    {
+      name: "full path >= 30% of raw TCP",
+      target: ">= 0.30 x raw TCP",
+      figure: Number.isNaN(full) ? "not measured" : `${round(full / raw, 3)} x (${round(full / MB, 1)} vs ${round(raw / MB, 1)} MB/s)`,
+      met: Number.isNaN(full) ? undefined : full / raw >= 0.3
+    }
+  ]
+  return {
+    name: "throughput",
+    title: "1. VNC path throughput (one stream, MB/s = 10^6 bytes/s)",
+    command: o.command,
+    scale: `${o.reps} repetitions x ${seconds} s per path (after 1 s warm-up), interleaved`,
+    table,
+    targets,
+    figures: Object.fromEntries([...runs].map(([k, v]) => [k, { median_bytes_per_sec: median(v), runs_bytes_per_sec: v }])),
+    notes: [
+      "Source: a plain TCP blaster (256 KiB writes, back-pressured) in its own process; the viewer counts raw bytes (no RFB decoding) in another.",
+      "Each path runs one stream at a time; repetitions are interleaved so load from other users of the machine hits every path alike.",
+      ...s.errors
+    ]
+  }
+}
+
+export const latency = async (o: Opts): Promise<BenchResult> => {
+  const s = await getStack()
+  const specs = paths(s)
+  const count = o.long ? 1000 : 200
+  const direct = specs.raw_tcp
+  const full = specs.full_path
+  const loadSpec = full ?? specs.port_forward
+  const results: Record<string, Array<Array<number>>> = { direct_idle: [], full_idle: [], direct_load: [], full_load: [] }
+  for (let rep = 0; rep < o.reps; rep++) {
+    results.direct_idle!.push(await s.viewer.call("viewer.echo", { spec: direct, count }))
+    if (full !== undefined) results.full_idle!.push(await s.viewer.call("viewer.echo", { spec: full, count }))
+  }
+  // Under load: 20 other tunnels on the same agent stream at full speed (from another process).
+  let loadRate = NaN
+  if (full !== undefined) {
+    const { group } = await s.loadViewer.call("viewer.open", { spec: loadSpec, n: 20 })
+    try {
+      await sleep(1000)
+      const rates = s.loadViewer.call("viewer.measure", { group, seconds: 3 })
+      for (let rep = 0; rep < o.reps; rep++) {
+        results.direct_load!.push(await s.viewer.call("viewer.echo", { spec: direct, count }))
+        results.full_load!.push(await s.viewer.call("viewer.echo", { spec: full, count }))
+      }
+      loadRate = (await rates).reduce((n: number, r: any) => n + r.bytesPerSec, 0)
+    } finally {
+      await s.loadViewer.call("viewer.close", { group })
+    }
+  }
+  const stat = (k: string, p: number) => median(results[k]!.map((r) => percentile(r, p)))
+  const row = (label: string, k: string) =>
+    results[k]!.length === 0 ? undefined : { case: label, "p50 ms": round(stat(k, 50), 3), "p99 ms": round(stat(k, 99), 3), "max ms": round(median(results[k]!.map((r) => Math.max(...r))), 2) }
+  const table = [
+    row("direct TCP, idle", "direct_idle"),
+    row("full path, idle", "full_idle"),
+    row("direct TCP, 20 tunnels streaming", "direct_load"),
+    row("full path, 20 tunnels streaming", "full_load")
+  ].filter((r) => r !== undefined)
+  const addedIdle50 = stat("full_idle", 50) - stat("direct_idle", 50)
+  const addedIdle99 = stat("full_idle", 99) - stat("direct_idle", 99)
+  const addedLoad50 = stat("full_load", 50) - stat("direct_load", 50)
+  const addedLoad99 = stat("full_load", 99) - stat("direct_load", 99)
+  table.push({ case: "added by the full path, idle", "p50 ms": round(addedIdle50, 3), "p99 ms": round(addedIdle99, 3), "max ms": "" as never })
+  table.push({ case: "added by the full path, under load", "p50 ms": round(addedLoad50, 3), "p99 ms": round(addedLoad99, 3), "max ms": "" as never })
+  return {
+    name: "latency",
+    title: "2. Added latency (32-byte echo round trips)",
+    command: o.command,
+    scale: `${o.reps} repetitions x ${count} round trips per case (20 warm-up round trips dropped); median of per-repetition percentiles`,
+    table,
+    targets: [
+      { name: "added p50, idle", target: "<= 1 ms", figure: `${round(addedIdle50, 3)} ms`, met: Number.isNaN(addedIdle50) ? undefined : addedIdle50 <= 1 },
+      { name: "added p99, under load", target: "<= 10 ms", figure: `${round(addedLoad99, 3)} ms`, met: Number.isNaN(addedLoad99) ? undefined : addedLoad99 <= 10 }
+    ],
+    figures: { results_ms: results, load_bytes_per_sec: loadRate },
+    notes: [
+      `Load: 20 viewers in a separate process streaming through the same agent and control plane (${round(loadRate / MB, 1)} MB/s together).`,
+      "Direct TCP is measured under the same load, so the 'added' row is what the path adds, not what the busy CPU adds.",
+      ...s.errors
+    ]
+  }
+}
+
+export const isolation = async (o: Opts): Promise<BenchResult> => {
+  const s = await getStack()
+  const specs = paths(s)
+  const spec = specs.full_path
+  if (spec === undefined || s.cp === undefined || s.agentB === undefined) {
+    return { name: "isolation", title: "3. Isolation", command: o.command, scale: "", table: [], targets: [{ name: "others keep >= 90%", target: ">= 0.90", figure: "not measured", met: undefined }], figures: {}, notes: ["full path unavailable", ...s.errors] }
+  }
+  const others = 3
+  const seconds = o.long ? 8 : 3
+  const solo: Array<number> = []
+  const stalledRuns: Array<number> = []
+  const held: Array<{ heldBytes: number; viewerBytes: number; sourceBytes: number; cpRssDeltaMiB: number; agentRssDeltaMiB: number }> = []
+  for (let rep = 0; rep < o.reps; rep++) {
+    const { group } = await s.viewer.call("viewer.open", { spec, n: others })
+    try {
+      const a = await s.viewer.call("viewer.measure", { group, seconds, warmupMs: 1000 })
+      solo.push(a.reduce((n: number, r: any) => n + r.bytesPerSec, 0) / others)
+      // One more viewer on the same agent, which stops reading after its first bytes.
+      const cpBefore = sampleProc(s.cp.proc.pid)!.rssMiB
+      const agBefore = sampleProc(s.agentB.proc.pid)!.rssMiB
+      const stalled = await s.loadViewer.call("viewer.open", { spec, n: 1 })
+      await sleep(300)
+      await s.loadViewer.call("viewer.pause", { group: stalled.group, index: 0, paused: true })
+      await sleep(1500)
+      const b = await s.viewer.call("viewer.measure", { group, seconds, warmupMs: 0 })
+      stalledRuns.push(b.reduce((n: number, r: any) => n + r.bytesPerSec, 0) / others)
+      const st = await s.loadViewer.call("viewer.pause", { group: stalled.group, index: 0, paused: true })
+      const source = await s.target.call("target.written", { tag: st.tag })
+      held.push({
+        heldBytes: source - st.bytes,
+        viewerBytes: st.bytes,
+        sourceBytes: source,
+        cpRssDeltaMiB: sampleProc(s.cp.proc.pid)!.rssMiB - cpBefore,
+        agentRssDeltaMiB: sampleProc(s.agentB.proc.pid)!.rssMiB - agBefore
+      })
+      await s.loadViewer.call("viewer.close", { group: stalled.group })
+    } finally {
+      await s.viewer.call("viewer.close", { group })
+    }
+  }
+  const ratio = median(stalledRuns) / median(solo)
+  const h = held[Math.floor(held.length / 2)]!
+  const heldMed = median(held.map((x) => x.heldBytes))
+  return {
+    name: "isolation",
+    title: "3. Isolation: one stalled viewer among several tunnels on one agent",
+    command: o.command,
+    scale: `${o.reps} repetitions; ${others} streaming viewers, ${seconds} s each phase; window 1 MiB`,
+    table: [
+      { case: `${others} viewers alone`, "MB/s per viewer": round(median(solo) / MB, 1), runs: solo.map((x) => round(x / MB, 0)).join(" / ") },
+      { case: `${others} viewers + 1 stalled viewer`, "MB/s per viewer": round(median(stalledRuns) / MB, 1), runs: stalledRuns.map((x) => round(x / MB, 0)).join(" / ") },
+      { case: "ratio", "MB/s per viewer": round(ratio, 3), runs: "" },
+      { case: "stalled tunnel: source bytes not delivered (all buffers, incl. kernel)", "MB/s per viewer": `${round(heldMed / MiB, 2)} MiB`, runs: held.map((x) => round(x.heldBytes / MiB, 2)).join(" / ") },
+      { case: "RSS change during the stall: control plane / agent", "MB/s per viewer": `${round(h.cpRssDeltaMiB, 1)} / ${round(h.agentRssDeltaMiB, 1)} MiB`, runs: held.map((x) => `${round(x.cpRssDeltaMiB, 1)}/${round(x.agentRssDeltaMiB, 1)}`).join(" ; ") }
+    ],
+    targets: [
+      { name: "others keep >= 90% of solo throughput", target: ">= 0.90", figure: `${round(ratio, 3)}`, met: ratio >= 0.9 },
+      {
+        name: "stalled viewer's memory within its window",
+        target: "bytes held in user space <= 1 MiB window (+ socket buffers)",
+        figure: `${round(heldMed / MiB, 2)} MiB held in all buffers along 4 sockets; RSS +${round(h.cpRssDeltaMiB, 1)} MiB CP, +${round(h.agentRssDeltaMiB, 1)} MiB agent`,
+        met: heldMed <= 1 * MiB + 16 * MiB && h.cpRssDeltaMiB < 16 && h.agentRssDeltaMiB < 16
+      }
+    ],
+    figures: { solo_bytes_per_sec: solo, with_stalled_bytes_per_sec: stalledRuns, held },
+    notes: [
+      "The stalled viewer is a separate process that pauses its socket: the control plane's send to it backs up, it stops returning credit, and the agent stops reading that port-forward.",
+      "Held bytes = bytes the source wrote on the stalled connection minus bytes the viewer read; this includes loopback kernel buffers on four sockets (source->kube, kube->agent, agent->CP, CP->viewer), typically a few MiB, so the check allows 16 MiB for them and looks at RSS growth too.",
+      ...s.errors
+    ]
+  }
+}
