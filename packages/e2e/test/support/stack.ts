@@ -215,7 +215,7 @@ export const startControlPlaneProcess = (port: number, env: Record<string, strin
     const url = `http://127.0.0.1:${port}`
     yield* waitFor(
       "the control plane process to answer /api/v1/health",
-      Effect.promise(() => fetch(`${url}/api/v1/health`).then((r) => r.ok, () => false)).pipe(
+      Effect.promise(() => fetch(`${url}/api/v1/health`, { signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false)).pipe(
         Effect.flatMap((ok) => proc.child.exitCode !== null ? Effect.die(new Error(`control plane exited: ${proc.output()}`)) : Effect.succeed(ok))
       ),
       30_000
@@ -236,8 +236,9 @@ export const agentEnv = (cluster: Cluster, cpWsUrl: string, agentId: string, ext
   RECONNECT_DELAY: "50ms",
   MAX_RECONNECT_DELAY: "500ms",
   HEARTBEAT_INTERVAL: "500ms",
-  PING_INTERVAL: "500ms",
-  PING_TIMEOUT: "500ms",
+  // a loaded CI machine can stall a child process for a second: shorter timeouts make links flap
+  PING_INTERVAL: "1s",
+  PING_TIMEOUT: "2s",
   LOG_LEVEL: "error",
   ...extra
 })
