@@ -3,6 +3,8 @@ import { ConfigProvider, Context, Effect, Layer } from "effect"
 import { createServer } from "node:http"
 import { type AddressInfo, connect } from "node:net"
 import { ControlPlane } from "../src/ControlPlane.ts"
+import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
+import * as Observability from "../src/Observability.ts"
 import { waitFor } from "./support/http.ts"
 
 const withEnv = (env: Record<string, string>) => ControlPlane.layer.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))
@@ -85,4 +87,31 @@ describe("slow clients", () => {
       assert.match(answer, /^HTTP\/1\.1 408/)
       assert.isBelow(Date.now() - started, 5000)
     }), { timeout: 120_000 })
+})
+
+describe("logging", () => {
+  it.effect("LOG_FORMAT=json writes one object per line with annotations and the trace id of the current span", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const original = globalThis.console.log
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          globalThis.console.log = (line: string) => void lines.push(line)
+        }),
+        () => Effect.sync(() => {
+          globalThis.console.log = original
+        })
+      )
+      yield* Effect.logInfo("session placed").pipe(
+        Effect.annotateLogs({ session_id: "s-1", agent_id: "a" }),
+        Effect.withSpan("Sessions.create"),
+        Effect.provide(Observability.loggerLayer.pipe(Layer.provide(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: "s", LOG_FORMAT: "json", LOG_LEVEL: "debug" }))))
+      )
+      const line = JSON.parse(lines.find((l) => l.includes("session placed"))!)
+      assert.strictEqual(line.message, "session placed")
+      assert.strictEqual(line.level, "INFO")
+      assert.deepStrictEqual(line.annotations, { session_id: "s-1", agent_id: "a" })
+      assert.match(line.trace_id, /^[0-9a-f]{32}$/)
+      assert.match(line.span_id, /^[0-9a-f]{16}$/)
+    }))
 })
