@@ -155,18 +155,24 @@ const agentsPage = {
         <td data-label="Agent"><strong>${esc(a.id)}</strong><div class="muted small">${esc(a.platform)} ${esc(a.version)}</div></td>
         <td data-label="Status"><span class="badge ${esc(a.status)}" data-testid="agent-status">${esc(a.status)}</span></td>
         <td data-label="Region">${esc(a.region || "—")}</td>
-        <td data-label="Capacity">${a.capacity ? `${esc(a.capacity.cpu)} CPU, ${esc(a.capacity.memory)}, ${esc(a.capacity.max_sessions)} sessions` : "—"}</td>
+        <td data-label="Capacity">${a.capacity ? `${esc(cpuText(a.capacity.cpu))} CPU, ${esc(a.capacity.memory)}, ${esc(a.capacity.max_sessions)} sessions` : "—"}</td>
         <td data-label="Sessions">${esc(a.active_sessions)}${a.unknown_sessions?.length ? ` <span class="muted small" title="${esc(a.unknown_sessions.join(", "))}">(+${a.unknown_sessions.length} unknown)</span>` : ""}</td>
         <td data-label="Last heartbeat">${a.last_heartbeat ? timeAgo(a.last_heartbeat) : "never"}</td>
         <td data-label="Enrolment"><span class="badge ${esc(a.enrollment)}" data-testid="agent-enrollment">${esc(a.enrollment)}</span></td>
-        ${admin ? `<td class="actions">
+        ${admin ? `<td class="actions"><div>
           ${a.enrollment === "pending" ? `<button data-act="approve">Approve</button><button class="danger" data-act="reject">Reject</button>` : ""}
           ${a.enrollment === "approved" ? (a.draining ? `<button class="secondary" data-act="undrain">Undrain</button>` : `<button class="secondary" data-act="drain">Drain</button>`) : ""}
-        </td>` : ""}
+        </div></td>` : ""}
       </tr>`).join("")}
       </tbody></table>`)
     return SLOW_POLL_MS
   }
+}
+
+/** "100000m" reads better as "100". */
+const cpuText = (q) => {
+  const m = /^(\d+)m$/.exec(String(q))
+  return m && Number(m[1]) % 1000 === 0 ? String(Number(m[1]) / 1000) : q
 }
 
 function progress(state) {
@@ -240,10 +246,10 @@ const sessionsPage = {
         <td data-label="Template">${esc(s.template)}</td>
         <td data-label="Agent">${esc(s.agent_id ?? "—")}</td>
         <td data-label="Created">${timeAgo(s.created_at)}</td>
-        <td class="actions">
+        <td class="actions"><div>
           ${s.state === "running" ? `<a class="button" href="#/sessions/${encodeURIComponent(s.id)}/view" data-testid="view-session">View</a>` : ""}
           ${s.state !== "terminated" && s.state !== "terminating" ? `<button class="danger" data-act="delete" data-testid="delete-session">Delete</button>` : ""}
-        </td>
+        </div></td>
       </tr>`).join("")}
       </tbody></table>`)
     return sessions.some((s) => MOVING.has(s.state)) ? FAST_POLL_MS : SLOW_POLL_MS

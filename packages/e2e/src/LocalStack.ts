@@ -46,6 +46,8 @@ export interface LocalStackShape {
   readonly restored: number
   /** Whether the agent came online within the start-up wait (else it keeps retrying in the background). */
   readonly agentOnline: boolean
+  /** Whether this start enrolled and approved the agent (the first start on a data directory). */
+  readonly agentApproved: boolean
 }
 
 export const AGENT_ID = "local"
@@ -77,8 +79,12 @@ const AgentsList = Schema.Struct({
 })
 const decodeAgents = Schema.decodeUnknownEffect(AgentsList)
 
-/** Approves the local agent when it shows up pending; succeeds once it is approved and connected. */
+/**
+ * Approves the local agent when it shows up pending; finishes once it is approved and connected (online
+ * true) or after AGENT_WAIT (online false), telling whether it approved it.
+ */
 const approveLocalAgent = (base: string, token: string) => {
+  let approved = false
   const call = (method: string, route: string) =>
     Effect.tryPromise(() => fetch(`${base}/api/v1${route}`, { method, headers: { authorization: `Bearer ${token}` } }).then((r) => r.json()))
   const step = Effect.gen(function*() {
@@ -86,6 +92,7 @@ const approveLocalAgent = (base: string, token: string) => {
     const agent = agents.find((a) => a.id === AGENT_ID)
     if (agent?.enrollment === "pending" && agent.connected) {
       yield* call("POST", `/agents/${AGENT_ID}/approve`)
+      approved = true
       yield* Effect.logInfo(`quick start: approved agent ${AGENT_ID} (local install)`)
     }
     return agent?.enrollment === "approved" && agent.connected && agent.status !== "offline"
@@ -94,7 +101,7 @@ const approveLocalAgent = (base: string, token: string) => {
     Effect.orElseSucceed(() => false),
     Effect.repeat({ until: (done) => done, schedule: Schedule.spaced("200 millis") }),
     Effect.timeoutOption(AGENT_WAIT),
-    Effect.map(Option.isSome)
+    Effect.map((done) => ({ online: Option.isSome(done), approved }))
   )
 }
 
@@ -102,12 +109,14 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
   static readonly layer = (options: LocalStackOptions) =>
     Layer.unwrap(Effect.gen(function*() {
       const dataDir = path.resolve(options.dataDir)
+      // The quick start's own files, next to the database the control plane keeps in DATA_DIR.
+      const own = path.join(dataDir, "quickstart")
       yield* Effect.try({
-        try: () => mkdirSync(dataDir, { recursive: true, mode: 0o700 }),
+        try: () => mkdirSync(own, { recursive: true, mode: 0o700 }),
         catch: (e) => new LocalStackError({ reason: "DataDir", message: `cannot create DATA_DIR ${dataDir}: ${(e as Error).message}` })
       })
       const env = defined(options.env)
-      const jwtSecret = env["JWT_SECRET"] ?? persistentSecret(path.join(dataDir, "jwt-secret"))
+      const jwtSecret = env["JWT_SECRET"] ?? persistentSecret(path.join(own, "jwt-secret"))
       const bootstrapToken = randomBytes(24).toString("base64url")
       const healthPort = yield* freePort
       const logFormat = env["LOG_FORMAT"] ?? "text"
@@ -133,7 +142,7 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
         ? Layer.effect(
           ClusterInfo,
           Effect.map(DemoCluster, (demo) => ({ kubeconfig: demo.kubeconfigPath, url: demo.kube.url, simulated: true, restored: demo.restored }))
-        ).pipe(Layer.provide(DemoCluster.layer({ dir: path.join(dataDir, "demo-cluster"), startDelayMs: options.demoStartDelayMs })))
+        ).pipe(Layer.provide(DemoCluster.layer({ dir: path.join(own, "demo-cluster"), startDelayMs: options.demoStartDelayMs })))
         : Layer.succeed(ClusterInfo, { kubeconfig: path.resolve(options.kubeconfig), url: options.kubeconfig, simulated: false, restored: 0 })
 
       const agent = Layer.unwrap(Effect.gen(function*() {
@@ -144,7 +153,7 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
           AGENT_ID,
           CONTROL_PLANE_URL: local("ws", cp.port),
           AGENT_TOKEN: bootstrapToken,
-          AGENT_CREDENTIAL_FILE: path.join(dataDir, "agent-credential"),
+          AGENT_CREDENTIAL_FILE: path.join(own, "agent-credential"),
           KUBECONFIG: info.kubeconfig,
           NAMESPACE: env["NAMESPACE"] ?? "streamspace",
           HEALTH_PORT: String(healthPort),
@@ -159,7 +168,7 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
         const cp = yield* ControlPlane
         const cluster = yield* ClusterInfo
         const adminToken = cp.devToken ?? ""
-        const agentOnline = yield* approveLocalAgent(local("http", cp.port), adminToken)
+        const agent = yield* approveLocalAgent(local("http", cp.port), adminToken)
         return LocalStack.of({
           url: `${cp.url}/`,
           adminToken,
@@ -169,7 +178,8 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
           clusterUrl: cluster.url,
           dataDir,
           restored: cluster.restored,
-          agentOnline
+          agentOnline: agent.online,
+          agentApproved: agent.approved
         })
       }))
 

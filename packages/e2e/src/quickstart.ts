@@ -62,7 +62,9 @@ const banner = (q: LocalStack["Service"]) => {
         "                is a synthetic test screen (vnc-testserver), not a real Linux desktop. Use --kubeconfig\n" +
         "                or KUBECONFIG for a real cluster."
       : `  Cluster:      the one in ${q.clusterUrl} (namespace ${process.env["NAMESPACE"] ?? "streamspace"})`,
-    `  Agent:        ${q.agentId} ${q.agentOnline ? "(online)" : "(NOT online yet: see the agent's log lines above; it keeps retrying)"}`,
+    `  Agent:        ${q.agentId} ${
+      q.agentOnline ? `(online${q.agentApproved ? "; enrolled and approved automatically, as this is a local install" : ""})` : "(NOT online yet: see the log lines above; it keeps retrying)"
+    }`,
     `  Data:         ${q.dataDir}${q.restored > 0 ? ` (restored ${q.restored} demo cluster objects from the last run)` : ""}`,
     "",
     "  Press Ctrl-C to stop. Sessions and data are kept for the next start.",
@@ -86,6 +88,11 @@ const stack = LocalStack.layer({
   demoStartDelayMs: 1500,
   env: process.env
 })
+
+process.stdout.write(
+  `quick start: starting the control plane, an agent and ${kubeconfig === undefined ? "a simulated demo cluster" : `the cluster in ${kubeconfig}`}` +
+    " (the first start creates the database, which takes a little longer)...\n"
+)
 
 NodeRuntime.runMain(Layer.launch(Layer.effectDiscard(program).pipe(Layer.provide(stack))), {
   disableErrorReporting: true,
