@@ -79,7 +79,7 @@ describe("the quick start in Chromium", () => {
     })
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } })
     page.setDefaultTimeout(WAIT)
-  }, 90_000)
+  }, 120_000)
 
   afterAll(async () => {
     await browser?.close()
@@ -124,8 +124,24 @@ describe("the quick start in Chromium", () => {
     await agent.getByRole("button", { name: "Undrain" }).click()
     await agent.getByTestId("agent-status").filter({ hasText: "online" }).waitFor()
 
+    // ---- templates: a duplicate name is refused in words; a new one is listed and offered for sessions
+    await page.getByRole("link", { name: "Templates", exact: true }).click()
+    await page.locator("[data-testid=templates] td", { hasText: "streamspace/demo-desktop:latest" }).waitFor()
+    const form = page.locator("#tpl")
+    await form.locator("[name=name]").fill("demo")
+    await form.locator("[name=image]").fill("example/desktop:1")
+    await form.getByRole("button", { name: "Add template" }).click()
+    const duplicate = await until("the duplicate-template message", () => banner().innerText(), (t) => /already exists/.test(t))
+    assert.notMatch(duplicate, /at .*\(|Error:|\{|undefined/)
+    await form.locator("[name=name]").fill("second")
+    await form.locator("[name=display_name]").fill("Second desktop")
+    await form.getByRole("button", { name: "Add template" }).click()
+    await page.locator("[data-testid=templates] td", { hasText: "example/desktop:1" }).waitFor()
+    await shot("templates")
+
     // ---- create from the demo template and watch it move through creating to running
     await page.getByRole("link", { name: "Sessions", exact: true }).click()
+    await page.getByTestId("template-select").locator('option[value="second"]').waitFor({ state: "attached" })
     await page.getByTestId("template-select").selectOption("demo")
     await page.getByTestId("create-session").click()
     await page.locator('tr[data-session][data-state="creating"] [data-testid=session-progress]').waitFor()

@@ -48,8 +48,8 @@ export const startQuickStart = (options: QuickStartOptions): Promise<QuickStartP
     const timer = setTimeout(() => {
       settled = true
       child.kill("SIGKILL")
-      reject(new Error(`the quick start printed no banner within ${options.timeoutMs ?? 60_000} ms:\n${out}`))
-    }, options.timeoutMs ?? 60_000)
+      reject(new Error(`the quick start printed no banner within ${options.timeoutMs ?? 90_000} ms:\n${out}`))
+    }, options.timeoutMs ?? 90_000)
     const onData = (chunk: Buffer) => {
       out += chunk.toString("utf8")
       if (settled || !out.includes("Press Ctrl-C")) return
