@@ -24,7 +24,9 @@ if (unknown.length > 0 || argv.includes("--help")) {
   --long   full scale and durations (10-minute soak, 1,000 agents / 10,000 sessions, longer streams)`)
   process.exit(unknown.length > 0 ? 2 : 0)
 }
-const selected: ReadonlyArray<Name> = named.length === 0 ? ALL : (named as Array<Name>)
+// Run order: the benchmarks that share the tunnel test bed first, so it is built once.
+const RUN_ORDER: ReadonlyArray<Name> = ["throughput", "latency", "isolation", "agent", "sessionstart", "controlplane", "reconnect"]
+const selected: ReadonlyArray<Name> = RUN_ORDER.filter((n) => named.length === 0 || named.includes(n))
 const command = `npm run bench${argv.length > 0 ? ` -- ${argv.join(" ")}` : ""}`
 const opts = { long, reps, command }
 
@@ -38,7 +40,7 @@ const runners: Record<Name, () => Promise<BenchResult>> = {
   reconnect: () => reconnectStorm(opts)
 }
 // The shared tunnel test bed is only needed by these.
-const usesStack = new Set<Name>(["throughput", "latency", "isolation", "agent"])
+const usesStack = new Set<Name>(["throughput", "latency", "isolation", "agent", "sessionstart"])
 
 const hardStop = setTimeout(() => {
   console.error("bench: overall time limit reached; stopping")

@@ -10,6 +10,9 @@ import { BENCH_DIR, ROOT, type Proc, sleep, startProc, waitUntil } from "./util.
 export const JWT_SECRET = "bench-jwt-secret-bench-jwt-secret-0123456789"
 export const BOOTSTRAP_TOKEN = "bench-bootstrap-token-0123456789"
 
+/** BENCH_PROFILE=<dir>: the agent and control-plane processes write V8 CPU profiles there (node --cpu-prof). */
+const profileArgs = (): Array<string> => (process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [])
+
 export const tmp = (prefix: string) => mkdtempSync(join(tmpdir(), `ss-bench-${prefix}-`))
 
 export const freePort = (): Promise<number> =>
@@ -50,7 +53,7 @@ export interface ControlPlane {
 export const startControlPlane = async (options: { port?: number; dataDir?: string; env?: Record<string, string>; args?: Array<string> } = {}): Promise<ControlPlane> => {
   const port = options.port ?? (await freePort())
   const dataDir = options.dataDir ?? tmp("cp")
-  const proc = startProc("control-plane", [...(options.args ?? []), cpEntry()], {
+  const proc = startProc("control-plane", [...profileArgs(), ...(options.args ?? []), cpEntry()], {
     HOST: "127.0.0.1",
     PORT: String(port),
     DATA_DIR: dataDir,
@@ -102,7 +105,7 @@ export const startAgent = async (options: { id: string; controlPlaneUrl: string;
   const dir = tmp(`agent-${options.id}`)
   const kubeconfigPath = join(dir, "kubeconfig")
   writeFileSync(kubeconfigPath, options.kubeconfig)
-  const proc = startProc(`agent-${options.id}`, [...(options.args ?? []), join(ROOT, "packages", "agent", "src", "main.ts")], {
+  const proc = startProc(`agent-${options.id}`, [...profileArgs(), ...(options.args ?? []), join(ROOT, "packages", "agent", "src", "main.ts")], {
     AGENT_ID: options.id,
     CONTROL_PLANE_URL: options.controlPlaneUrl,
     AGENT_TOKEN: options.token ?? BOOTSTRAP_TOKEN,

@@ -382,6 +382,8 @@ interface SimAgent {
   stopped: boolean
   /** A credential arrived on this socket: the control plane closes it, and we redial at once with the credential. */
   redialNow: boolean
+  /** Ceiling of the backoff delay before the latest dial (ms). */
+  lastCeiling: number
 }
 
 const sim = {
@@ -573,6 +575,7 @@ const simDial = (a: SimAgent) => {
     // The agent's backoff: full jitter, uniform in [0, min(cap, base * 2^attempt)].
     const ceiling = Math.min(sim.reconnectCapMs, sim.reconnectBaseMs * 2 ** Math.min(a.attempt, 30))
     a.attempt++
+    a.lastCeiling = ceiling
     setTimeout(() => simDial(a), Math.floor(Math.random() * ceiling))
   })
 }
@@ -605,7 +608,8 @@ const agentsStart = async (args: {
     hbTimer: undefined,
     tunnels: new Map(),
     stopped: false,
-    redialNow: false
+    redialNow: false,
+    lastCeiling: 0
   }))
   sim.agents.push(...fresh)
   const ramp = args.rampMs ?? 0
@@ -640,7 +644,7 @@ const agentsResetReconnect = () => {
 }
 
 const agentsReconnectReport = () =>
-  sim.agents.map((a) => ({ id: a.id, lostAt: a.lostAt ?? null, reconnectedAt: a.reconnectedAt ?? null, dials: a.dials, errors: a.errors }))
+  sim.agents.map((a) => ({ id: a.id, lostAt: a.lostAt ?? null, reconnectedAt: a.reconnectedAt ?? null, dials: a.dials, errors: a.errors, lastCeiling: a.lastCeiling }))
 
 const agentsStop = () => {
   for (const a of sim.agents) {
