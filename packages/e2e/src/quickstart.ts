@@ -102,12 +102,13 @@ NodeRuntime.runMain(Layer.launch(Layer.effectDiscard(program).pipe(Layer.provide
       return onExit(0)
     }
     const error = Cause.findErrorOption(exit.cause)
-    const e = Option.isSome(error) ? error.value as { readonly _tag?: string; readonly message?: string } : undefined
-    process.stderr.write(
-      e?.message !== undefined
-        ? `quick start: ${e._tag === "SettingError" ? "configuration error: " : ""}${e.message}\n`
-        : `quick start failed: ${Cause.pretty(exit.cause)}\n`
-    )
+    const e = Option.isSome(error) ? error.value as { readonly _tag?: string; readonly message?: string; readonly cause?: { readonly code?: string; readonly message?: string } } : undefined
+    const text = e?.cause?.code === "EADDRINUSE"
+      ? `port ${port} is already in use (another StreamSpace?). Stop what uses it, or pick another port: PORT=${port + 1} npm start`
+      : e?._tag === "SettingError"
+      ? `configuration error: ${e.message}`
+      : e?.message || e?.cause?.message || Cause.pretty(exit.cause)
+    process.stderr.write(`quick start: ${text}\n`)
     return Runtime.defaultTeardown(exit, (code) => onExit(code === 0 ? 1 : code))
   }
 })
