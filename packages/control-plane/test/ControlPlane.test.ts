@@ -1,11 +1,17 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Context, Effect, Layer } from "effect"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:http"
+import { get as httpsGet } from "node:https"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { WebSocket } from "ws"
 import { type AddressInfo, connect } from "node:net"
 import { ControlPlane } from "../src/ControlPlane.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
 import * as Observability from "../src/Observability.ts"
 import { waitFor } from "./support/http.ts"
+import { TEST_TLS_CERT, TEST_TLS_KEY } from "./support/httpTls.ts"
 
 const withEnv = (env: Record<string, string>) => ControlPlane.layer.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))
 
@@ -114,4 +120,41 @@ describe("logging", () => {
       assert.match(line.trace_id, /^[0-9a-f]{32}$/)
       assert.match(line.span_id, /^[0-9a-f]{16}$/)
     }))
+})
+
+describe("TLS", () => {
+  it.live("with TLS_CERT_FILE and TLS_KEY_FILE it serves HTTPS and WSS", () =>
+    Effect.gen(function*() {
+      const dir = yield* Effect.acquireRelease(Effect.sync(() => mkdtempSync(join(tmpdir(), "cp-tls-"))), (d) => Effect.sync(() => rmSync(d, { recursive: true, force: true })))
+      writeFileSync(join(dir, "tls.crt"), TEST_TLS_CERT)
+      writeFileSync(join(dir, "tls.key"), TEST_TLS_KEY)
+      const ctx = yield* Layer.build(withEnv({
+        DEV_MODE: "true", PORT: "0", HOST: "127.0.0.1", DATABASE_IN_MEMORY: "true", LOG_LEVEL: "warn",
+        TLS_CERT_FILE: join(dir, "tls.crt"), TLS_KEY_FILE: join(dir, "tls.key")
+      }))
+      const cp = Context.get(ctx, ControlPlane)
+      assert.match(cp.url, /^https:\/\//)
+      const body = yield* Effect.promise(() =>
+        new Promise<string>((resolve, reject) => {
+          httpsGet(`${cp.url}/api/v1/health`, { ca: TEST_TLS_CERT }, (res) => {
+            let text = ""
+            res.on("data", (c) => (text += c))
+            res.on("end", () => resolve(text))
+          }).on("error", reject)
+        })
+      )
+      assert.strictEqual(JSON.parse(body).status, "ok")
+      // A viewer over wss reaches the VNC route (no such session: closed with 4404).
+      const code = yield* Effect.promise(() =>
+        new Promise<number>((resolve, reject) => {
+          const ws = new WebSocket(`${cp.url.replace("https", "wss")}/api/v1/sessions/s-000000000000/vnc`, ["binary"], {
+            ca: TEST_TLS_CERT,
+            headers: { authorization: `Bearer ${cp.devToken}` }
+          })
+          ws.on("close", (c) => resolve(c))
+          ws.on("error", reject)
+        })
+      )
+      assert.strictEqual(code, 4404)
+    }), { timeout: 120_000 })
 })
