@@ -6,8 +6,10 @@
 // reconnect, and the restarted control plane's log and metrics say what happened.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import { makeFaultProxy } from "../support/faultsProxy.ts"
+import { dumpDatabase, leakedSecrets, sha256 } from "../support/securityClients.ts"
 import * as S from "../support/stack.ts"
 
 const AGENT = "agent-cpkill"
@@ -60,6 +62,11 @@ describe("control plane killed and restarted on the same database", () => {
       yield* cp.kill("SIGKILL")
       const viewerClosed = yield* Effect.promise(() => viewer.client.closed.then(() => true, () => true))
       assert.isTrue(viewerClosed, "the viewer's socket ended with the control plane")
+      // what a crash leaves on disk: the agent's credential only as its SHA-256, no token in the clear
+      const dump = yield* dumpDatabase(env.DATA_DIR)
+      const credential = readFileSync(join(cluster.dir, `credential-${AGENT}`), "utf8").trim()
+      assert.strictEqual(dump.agents!.find((r) => r.id === AGENT)!.credential_hash, sha256(credential))
+      assert.deepStrictEqual(leakedSecrets(JSON.stringify(dump), { credential, bootstrap: S.BOOTSTRAP_TOKEN }), [])
       proxy.setMode("pass")
       proxy.refuse(true) // keep the agent away until a command is queued for it
       proxy.resetAll()

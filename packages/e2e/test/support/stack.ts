@@ -218,7 +218,7 @@ export const startControlPlaneProcess = (port: number, env: Record<string, strin
       Effect.promise(() => fetch(`${url}/api/v1/health`, { signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false)).pipe(
         Effect.flatMap((ok) => proc.child.exitCode !== null ? Effect.die(new Error(`control plane exited: ${proc.output()}`)) : Effect.succeed(ok))
       ),
-      30_000
+      90_000 // a fresh PGlite and module loading take long on a loaded 2-core machine
     )
     return { ...proc, url, wsUrl: `ws://127.0.0.1:${port}`, admin: api(url, adminToken()) }
   })
@@ -273,7 +273,7 @@ export const agentView = (cp: { readonly admin: ReturnType<typeof api> }, agentI
 /** Waits for the agent to appear pending, approves it, and waits until it is connected and online. */
 export const approveAgent = (cp: { readonly admin: ReturnType<typeof api> }, agentId: string) =>
   Effect.gen(function*() {
-    yield* waitFor(`agent ${agentId} to enrol as pending`, Effect.map(agentView(cp, agentId), (a) => a?.enrollment === "pending"))
+    yield* waitFor(`agent ${agentId} to enrol as pending`, Effect.map(agentView(cp, agentId), (a) => a?.enrollment === "pending"), 30_000)
     const approved = yield* cp.admin.post(`/agents/${agentId}/approve`)
     if (approved.status !== 200) return yield* Effect.die(new Error(`approve failed: ${approved.text}`))
     yield* waitForOnline(cp, agentId)
