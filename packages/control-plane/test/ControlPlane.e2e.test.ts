@@ -8,6 +8,7 @@ import { KubeTestServer } from "@streamspace/kube-testserver"
 import { RfbClient, VncTestServer } from "@streamspace/vnc-testserver"
 import { ConfigProvider, Context, Effect, Exit, Layer, Scope } from "effect"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { type AddressInfo, createServer as createNetServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createWebSocketStream, WebSocket } from "ws"
@@ -44,28 +45,54 @@ const poll = <A>(what: string, check: Effect.Effect<A | undefined>, ms = 15_000)
     return last as A
   })
 
-/** kube-testserver + vnc-testserver + the control plane, for the life of the test's scope. */
-const stack = Effect.gen(function*() {
+/**
+ * kube-testserver + vnc-testserver + the control plane, for the life of the test's scope. `persistent`: the
+ * control plane keeps its database in a directory and listens on a fixed port, so it can be restarted.
+ */
+const stack = (persistent = false) => Effect.gen(function*() {
   const kube = yield* KubeTestServer.make({ kubelet: { startDelayMs: 10, terminationDelayMs: 10, pvcBindDelayMs: 10 } })
   const vnc = Context.get(yield* Layer.build(VncTestServer.layer({ width: 64, height: 48, frameRate: 2 })), VncTestServer)
   kube.setDefaultPortForward(() => ({ host: vnc.host, port: vnc.port }))
   const dir = yield* Effect.acquireRelease(Effect.sync(() => mkdtempSync(join(tmpdir(), "cp-e2e-"))), (d) => Effect.sync(() => rmSync(d, { recursive: true, force: true })))
   const kubeconfig = join(dir, "kubeconfig")
   writeFileSync(kubeconfig, kube.kubeconfigFor(kube.adminToken, { namespace: NAMESPACE, user: "admin" }))
-  const cpCtx = yield* Layer.build(ControlPlane.layerNoDeps.pipe(Layer.provideMerge(ControlPlaneConfig.layerFromRecord({
-    HOST: "127.0.0.1",
-    PORT: "0",
-    DATABASE_IN_MEMORY: "true",
-    JWT_SECRET: TEST_JWT_SECRET,
-    AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP,
-    HEARTBEAT_INTERVAL: "1s",
-    PING_INTERVAL: "1s",
-    LOG_LEVEL: "error"
-  }))))
-  const cp = Context.get(cpCtx, ControlPlane)
+  /** The control plane on its own scope; on a data directory and a fixed port it can be restarted. */
+  const startControlPlane = (extra: Record<string, string>) =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const ctx = yield* Layer.buildWithScope(ControlPlane.layerNoDeps.pipe(Layer.provideMerge(ControlPlaneConfig.layerFromRecord({
+        HOST: "127.0.0.1",
+        PORT: "0",
+        DATABASE_IN_MEMORY: "true",
+        JWT_SECRET: TEST_JWT_SECRET,
+        AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP,
+        HEARTBEAT_INTERVAL: "1s",
+        PING_INTERVAL: "1s",
+        LOG_LEVEL: "error",
+        ...extra
+      }))), scope).pipe(Effect.orDie)
+      const stop = Scope.close(scope, Exit.void)
+      yield* Effect.addFinalizer(() => stop)
+      return { cp: Context.get(ctx, ControlPlane), stop }
+    })
+  const port = yield* Effect.promise(() => new Promise<number>((resolve) => {
+    const probe = createNetServer().listen(0, "127.0.0.1", () => {
+      const p = (probe.address() as AddressInfo).port
+      probe.close(() => resolve(p))
+    })
+  }))
+  const cpEnv: Record<string, string> = persistent ? { PORT: String(port), DATABASE_IN_MEMORY: "false", DATA_DIR: join(dir, "data") } : {}
+  const first = yield* startControlPlane(cpEnv)
+  const cp = first.cp
   const admin = client(cp.url, yield* Effect.promise(() => sign({ sub: "root", role: "admin" })))
   const ann = client(cp.url, yield* Effect.promise(() => sign({ sub: "ann" })))
   const wsUrl = cp.url.replace(/^http/, "ws")
+  /** Stops the control plane and starts it again on the same port and database. */
+  const restartControlPlane = Effect.gen(function*() {
+    if (!persistent) return yield* Effect.die(new Error("restartControlPlane needs stack(true)"))
+    yield* first.stop
+    yield* startControlPlane(cpEnv)
+  })
 
   /** Starts an agent on its own scope; `stop` shuts it down gracefully. */
   const startAgent = (agentId: string, region: string) =>
@@ -118,13 +145,13 @@ const stack = Effect.gen(function*() {
 
   const pods = () => kube.list("pods", NAMESPACE).filter((p: any) => p.metadata?.labels?.app === "session") as Array<any>
 
-  return { kube, vnc, cp, wsUrl, admin, ann, startAgent, enrol, online, sessionIn, pods }
+  return { kube, vnc, cp, wsUrl, admin, ann, startAgent, enrol, online, sessionIn, pods, restartControlPlane }
 })
 
 describe("control plane end to end with real agents", () => {
   it.live("placement across two regions and drain; a session from POST to running to DELETE to terminated", () =>
     Effect.gen(function*() {
-      const s = yield* stack
+      const s = yield* stack()
       yield* s.enrol("agent-eu", "eu-1")
       yield* s.enrol("agent-us", "us-1")
       const us = yield* s.ann.call("POST", "/sessions", { template: "demo", region: "us-1" })
@@ -155,7 +182,7 @@ describe("control plane end to end with real agents", () => {
 
   it.live("a VNC session through the proxy, the agent and port-forward to vnc-testserver (ticket and JWT)", () =>
     Effect.gen(function*() {
-      const s = yield* stack
+      const s = yield* stack()
       yield* s.enrol("agent-a", "eu-1")
       const created = (yield* s.ann.call("POST", "/sessions", { template: "demo" })).body
       yield* s.sessionIn(s.ann, created.id, ["running"])
@@ -189,7 +216,7 @@ describe("control plane end to end with real agents", () => {
 
   it.live("agent restart: a session whose pod vanished meanwhile ends lost_on_agent; the other keeps running", () =>
     Effect.gen(function*() {
-      const s = yield* stack
+      const s = yield* stack()
       const first = yield* s.enrol("agent-r", "eu-1")
       const keep = (yield* s.ann.call("POST", "/sessions", { template: "demo" })).body
       const lose = (yield* s.ann.call("POST", "/sessions", { template: "demo" })).body
@@ -203,5 +230,24 @@ describe("control plane end to end with real agents", () => {
       const lost = yield* s.sessionIn(s.ann, lose.id, ["terminated"])
       assert.strictEqual(lost.reason, "lost_on_agent")
       assert.strictEqual((yield* s.ann.call("GET", `/sessions/${keep.id}`)).body.state, "running")
+    }), { timeout: 120_000 })
+
+  it.live("control-plane restart on the same database: records survive and a delete sent while the agent was away completes", () =>
+    Effect.gen(function*() {
+      const s = yield* stack(true)
+      const agent = yield* s.enrol("agent-z", "eu-1")
+      const created = (yield* s.ann.call("POST", "/sessions", { template: "demo" })).body
+      yield* s.sessionIn(s.ann, created.id, ["running"])
+      yield* agent.stop
+      const del = yield* s.ann.call("DELETE", `/sessions/${created.id}`)
+      assert.strictEqual(del.body.state, "terminating")
+      yield* s.restartControlPlane
+      assert.strictEqual((yield* s.ann.call("GET", `/sessions/${created.id}`)).body.state, "terminating")
+      yield* s.startAgent("agent-z", "eu-1")
+      yield* s.online("agent-z")
+      const ended = yield* s.sessionIn(s.ann, created.id, ["terminated"])
+      assert.strictEqual(ended.reason, "deleted")
+      const command = yield* s.admin.call("GET", `/commands/${ended.delete_command_id}`)
+      assert.strictEqual(command.body.state, "completed")
     }), { timeout: 120_000 })
 })
