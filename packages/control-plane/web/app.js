@@ -261,7 +261,7 @@ const templatesPage = {
     $("#main").innerHTML = `
       <h1>Templates</h1>
       ${isAdmin() ? `<div class="card"><form id="tpl" class="inline">
-        <label>Name <input name="name" required pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" placeholder="firefox" size="12"></label>
+        <label>Name <input name="name" required pattern="[a-z0-9]([\\-a-z0-9]*[a-z0-9])?" title="lowercase letters, digits and -" placeholder="firefox" size="12"></label>
         <label>Display name <input name="display_name" placeholder="Firefox" size="14"></label>
         <label class="grow">Image <input name="image" required placeholder="registry/image:tag"></label>
         <label>CPU <input name="cpu" value="1000m" size="6"></label>

@@ -54,6 +54,8 @@ describe("the quick start in Chromium", () => {
   let browser: Browser
   let page: Page
   let step = 0
+  /** Script errors and console errors other than failed requests (which several steps cause on purpose). */
+  const pageErrors: Array<string> = []
 
   const shot = async (name: string, target: Page = page) => {
     mkdirSync(OUTPUT, { recursive: true })
@@ -79,6 +81,10 @@ describe("the quick start in Chromium", () => {
     })
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } })
     page.setDefaultTimeout(WAIT)
+    page.on("pageerror", (e) => pageErrors.push(`pageerror: ${e.message}`))
+    page.on("console", (m) => {
+      if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) pageErrors.push(`console: ${m.text()}`)
+    })
   }, 120_000)
 
   afterAll(async () => {
@@ -174,6 +180,8 @@ describe("the quick start in Chromium", () => {
     assert.strictEqual(await stack.stop(), 0)
     assert.match(stack.output(), /quick start: stopped/)
     assert.notMatch(stack.output(), /level=(ERROR|FATAL)/i)
+    await until("the unreachable message", () => banner().innerText(), (t) => /cannot be reached/.test(t))
+    await shot("control-plane-stopped")
     stack = await startQuickStart({ dataDir })
     assert.match(stack.output(), /restored \d+ demo cluster objects/)
     await page.goto(stack.loginUrl) // the port changed; the one-click link logs in
@@ -191,6 +199,7 @@ describe("the quick start in Chromium", () => {
     await page.locator(`tr[data-session="${sessionId}"][data-state="terminated"]`).waitFor()
     assert.strictEqual(await row.getByTestId("delete-session").count(), 0)
     await shot("session-terminated")
+    assert.deepStrictEqual(pageErrors, [], "no script errors, CSP violations or other console errors")
   }, 150_000)
 
   it("keeps the sessions page usable in a narrow window", async () => {
