@@ -298,7 +298,7 @@ export const make = Effect.gen(function*() {
 
   const disconnect = (agentId: AgentId, tunnelId: TunnelId) =>
     dispatcher.dispatch(agentId, { action: "vnc_disconnect", args: { tunnel_id: tunnelId } }).pipe(
-      Effect.tap((c) => FiberSet.run(background, awaitQuietly(c.id))),
+      Effect.asVoid,
       Effect.catchCause((cause) => Effect.logWarning("VncProxy: could not send vnc_disconnect", cause).pipe(Effect.annotateLogs({ tunnel_id: tunnelId })))
     )
   /** The viewer left before vnc_connect finished: the agent may still open the tunnel, so close it afterwards. */
@@ -310,7 +310,6 @@ export const make = Effect.gen(function*() {
         Effect.ignore
       )
     )
-  const awaitQuietly = (id: CommandId) => dispatcher.await(id).pipe(Effect.ignore)
 
   const route = (request: HttpServerRequest) =>
     Effect.gen(function*() {
