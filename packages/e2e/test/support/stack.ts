@@ -30,7 +30,8 @@ export const fastKube: KubernetesOptions = {
   retryTimes: 4,
   maxRetryAfter: "2 seconds",
   requestTimeout: "5 seconds",
-  failingAfter: "300 millis"
+  failingAfter: "300 millis",
+  degradedWindow: "1500 millis"
 }
 
 // ---------------------------------------------------------------------------------------------- polling
