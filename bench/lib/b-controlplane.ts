@@ -44,7 +44,7 @@ const enrolSimAgents = async (cp: ControlPlane, count: number, prefix: string, n
   while (Date.now() < deadline) {
     const list = await cp.api("GET", "/api/v1/agents")
     const pending = (list.json.agents as Array<any>).filter((a) => a.enrollment === "pending" && a.connected && !approved.has(a.id)).map((a) => a.id as string)
-    await pool(pending, 16, async (id) => {
+    await pool(pending, 32, async (id) => {
       const r = await cp.api("POST", `/api/v1/agents/${id}/approve`)
       if (r.status === 200) approved.add(id)
     })
@@ -64,7 +64,7 @@ export const controlPlaneScale = async (o: O): Promise<BenchResult> => {
   const sessionsN = 10_000
   const burstN = 1000
   // The default run bounds the time spent creating sessions; --long waits for all 10,000.
-  const fillBudgetMs = o.long ? 1_800_000 : 240_000
+  const fillBudgetMs = o.long ? 1_800_000 : 120_000
   const cp = await startControlPlane({ env: { HEARTBEAT_INTERVAL: "5s" } })
   const workers: Array<Worker> = []
   try {

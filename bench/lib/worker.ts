@@ -478,8 +478,16 @@ const simDial = (a: SimAgent) => {
   const ws = new WebSocket(`${sim.url}/api/v1/agent/connect`, [AGENT_SUBPROTOCOL], {
     headers: { authorization: `Bearer ${a.token}` },
     perMessageDeflate: false,
-    maxPayload: 2 * 1024 * 1024
+    maxPayload: 2 * 1024 * 1024,
+    // As the agent: the dial gives up after PING_INTERVAL + PING_TIMEOUT (30 s), the welcome PING_TIMEOUT (10 s) later.
+    handshakeTimeout: 30_000
   })
+  const welcomeTimer = setTimeout(() => {
+    if (!welcomed) {
+      a.errors.push("handshake or welcome timed out (40 s)")
+      ws.terminate()
+    }
+  }, 40_000)
   ws.binaryType = "nodebuffer"
   a.ws = ws
   let welcomed = false
@@ -528,6 +536,7 @@ const simDial = (a: SimAgent) => {
     const msg: any = m.success
     switch (msg.type) {
       case "welcome":
+        clearTimeout(welcomeTimer)
         if (msg.payload.enrollment === "approved") {
           welcomed = true
           a.connected = true
@@ -559,6 +568,7 @@ const simDial = (a: SimAgent) => {
     }
   })
   ws.on("close", () => {
+    clearTimeout(welcomeTimer)
     if (a.hbTimer !== undefined) clearInterval(a.hbTimer)
     a.hbTimer = undefined
     for (const t of a.tunnels.values()) t.closed = true
