@@ -97,7 +97,7 @@ export const request = (
     if (options.body !== undefined) body = JSON.stringify(options.body)
     if (body !== undefined && headers["content-type"] === undefined) headers["content-type"] = "application/json"
     // Bounded: a request that hangs fails the test with its path instead of timing the whole test out.
-    const res = await fetch(`${base}${path}`, { method, headers, body, signal: AbortSignal.timeout(10_000) }).catch((e) => {
+    const res = await fetch(`${base}${path}`, { method, headers, body: body ?? null, signal: AbortSignal.timeout(10_000) }).catch((e) => {
       throw new Error(`${method} ${path}: ${e instanceof Error ? e.message : String(e)}`)
     })
     const text = await res.text()
@@ -237,6 +237,17 @@ export const startControlPlane = (env: Record<string, string> = {}, options: { r
       stop
     } satisfies ControlPlaneHandle
   })
+
+/**
+ * One control plane (in-memory store) shared by the tests of a file: starting one costs seconds on a loaded
+ * machine. Tests stay independent by using their own agent ids, users and clusters.
+ */
+export class SharedControlPlane extends Context.Service<SharedControlPlane, ControlPlaneHandle>()("e2e/SharedControlPlane") {
+  static readonly layer = (env: Record<string, string> = {}) => Layer.effect(SharedControlPlane, startControlPlane(env))
+}
+
+/** Options for `layer(...)` blocks of system tests: real time throughout (they talk to real sockets). */
+export const layerOptions = { timeout: "120 seconds", excludeTestServices: true } as const
 
 // ---------------------------------------------------------------------------------------------- agents
 
