@@ -84,7 +84,7 @@ describe("Kubernetes API faults", () => {
       yield* S.waitForSession(s.alice, a, ["running"])
       yield* S.waitForSession(s.alice, b, ["running"])
       s.cluster.kube.dropWatches()
-      const podOf = (id: string) => S.sessionPods(s.cluster).find((p: any) => JSON.stringify(p.metadata.labels).includes(id))
+      const podOf = (id: string): any => S.sessionPods(s.cluster).find((p: any) => JSON.stringify(p.metadata.labels).includes(id))
       s.cluster.kube.delete("pods", S.NAMESPACE, podOf(a).metadata.name)
       yield* S.waitForSession(s.alice, a, ["terminated", "failed"])
       // expired resourceVersion: the history is forgotten while the watch is down, so the agent must relist
