@@ -169,7 +169,7 @@ export const isolation = async (o: Opts): Promise<BenchResult> => {
   const seconds = o.long ? 8 : 3
   const solo: Array<number> = []
   const stalledRuns: Array<number> = []
-  const held: Array<{ heldBytes: number; viewerBytes: number; sourceBytes: number; cpRssDeltaMiB: number; agentRssDeltaMiB: number }> = []
+  const held: Array<{ heldBytes: number; viewerBytes: number; sourceBytes: number; cpRssDeltaMiB: number; agentRssDeltaMiB: number; kubeRssDeltaMiB: number }> = []
   for (let rep = 0; rep < o.reps; rep++) {
     const { group } = await s.viewer.call("viewer.open", { spec, n: others })
     try {
@@ -178,6 +178,7 @@ export const isolation = async (o: Opts): Promise<BenchResult> => {
       // One more viewer on the same agent, which stops reading after its first bytes.
       const cpBefore = sampleProc(s.cp.proc.pid)!.rssMiB
       const agBefore = sampleProc(s.agentB.proc.pid)!.rssMiB
+      const kubeBefore = sampleProc(s.kube.pid)!.rssMiB
       const stalled = await s.loadViewer.call("viewer.open", { spec, n: 1 })
       await sleep(300)
       await s.loadViewer.call("viewer.pause", { group: stalled.group, index: 0, paused: true })
@@ -191,7 +192,8 @@ export const isolation = async (o: Opts): Promise<BenchResult> => {
         viewerBytes: st.bytes,
         sourceBytes: source,
         cpRssDeltaMiB: sampleProc(s.cp.proc.pid)!.rssMiB - cpBefore,
-        agentRssDeltaMiB: sampleProc(s.agentB.proc.pid)!.rssMiB - agBefore
+        agentRssDeltaMiB: sampleProc(s.agentB.proc.pid)!.rssMiB - agBefore,
+        kubeRssDeltaMiB: sampleProc(s.kube.pid)!.rssMiB - kubeBefore
       })
       await s.loadViewer.call("viewer.close", { group: stalled.group })
     } finally {
@@ -211,21 +213,22 @@ export const isolation = async (o: Opts): Promise<BenchResult> => {
       { case: `${others} viewers + 1 stalled viewer`, "MB/s per viewer": round(median(stalledRuns) / MB, 1), runs: stalledRuns.map((x) => round(x / MB, 0)).join(" / ") },
       { case: "ratio", "MB/s per viewer": round(ratio, 3), runs: "" },
       { case: "stalled tunnel: source bytes not delivered (all buffers, incl. kernel)", "MB/s per viewer": `${round(heldMed / MiB, 2)} MiB`, runs: held.map((x) => round(x.heldBytes / MiB, 2)).join(" / ") },
-      { case: "RSS change during the stall: control plane / agent", "MB/s per viewer": `${round(h.cpRssDeltaMiB, 1)} / ${round(h.agentRssDeltaMiB, 1)} MiB`, runs: held.map((x) => `${round(x.cpRssDeltaMiB, 1)}/${round(x.agentRssDeltaMiB, 1)}`).join(" ; ") }
+      { case: "RSS change during the stall: control plane / agent", "MB/s per viewer": `${round(h.cpRssDeltaMiB, 1)} / ${round(h.agentRssDeltaMiB, 1)} MiB`, runs: held.map((x) => `${round(x.cpRssDeltaMiB, 1)}/${round(x.agentRssDeltaMiB, 1)}`).join(" ; ") },
+      { case: "RSS change during the stall: kube-testserver (port-forward server)", "MB/s per viewer": `${round(h.kubeRssDeltaMiB, 1)} MiB`, runs: held.map((x) => round(x.kubeRssDeltaMiB, 1)).join(" / ") }
     ],
     targets: [
       { name: "others keep >= 90% of solo throughput", target: ">= 0.90", figure: `${round(ratio, 3)}`, met: ratio >= 0.9 },
       {
         name: "stalled viewer's memory within its window",
-        target: "bytes held in user space <= 1 MiB window (+ socket buffers)",
-        figure: `${round(heldMed / MiB, 2)} MiB held in all buffers along 4 sockets; RSS +${round(h.cpRssDeltaMiB, 1)} MiB CP, +${round(h.agentRssDeltaMiB, 1)} MiB agent`,
-        met: heldMed <= 1 * MiB + 16 * MiB && h.cpRssDeltaMiB < 16 && h.agentRssDeltaMiB < 16
+        target: "agent and control plane hold no more than the 1 MiB window (RSS growth < 8 MiB each)",
+        figure: `RSS +${round(h.cpRssDeltaMiB, 1)} MiB CP, +${round(h.agentRssDeltaMiB, 1)} MiB agent (median run); ${round(heldMed / MiB, 1)} MiB undelivered in all buffers, most of it in kube-testserver`,
+        met: median(held.map((x) => x.cpRssDeltaMiB)) < 8 && median(held.map((x) => x.agentRssDeltaMiB)) < 8
       }
     ],
     figures: { solo_bytes_per_sec: solo, with_stalled_bytes_per_sec: stalledRuns, held },
     notes: [
       "The stalled viewer is a separate process that pauses its socket: the control plane's send to it backs up, it stops returning credit, and the agent stops reading that port-forward.",
-      "Held bytes = bytes the source wrote on the stalled connection minus bytes the viewer read; this includes loopback kernel buffers on four sockets (source->kube, kube->agent, agent->CP, CP->viewer), typically a few MiB, so the check allows 16 MiB for them and looks at RSS growth too.",
+      "Undelivered bytes = bytes the source wrote on the stalled connection minus bytes the viewer read: kernel buffers on four loopback sockets plus whatever any process buffers. The agent and control plane are judged by their RSS growth; kube-testserver (test infrastructure standing in for the kubelet) keeps reading the source while the agent has paused the port-forward WebSocket, so the undelivered bytes pile up there (see its RSS row).",
       ...s.errors
     ]
   }

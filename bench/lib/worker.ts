@@ -212,9 +212,12 @@ const echoLatency = async (args: { spec: ViewerSpec; count: number; size?: numbe
     const done = new Promise<void>((r) => (wake = r))
     const t0 = now()
     conn.send(randomBytes(size))
-    const timeout = sleep(10_000).then(() => "timeout")
+    const timeout = sleep(30_000).then(() => "timeout")
     const r = await Promise.race([done.then(() => "ok"), timeout])
-    if (r !== "ok") throw new Error(`echo ${i} timed out`)
+    if (r !== "ok") {
+      conn.close()
+      throw new Error(`echo ${i} over ${args.spec.kind} ${"url" in args.spec ? args.spec.url : args.spec.port} got no answer within 30 s (${got} of ${size} bytes back)`)
+    }
     if (i >= (args.warmup ?? 20)) rtts.push(now() - t0)
     if (args.gapMs !== undefined) await sleep(args.gapMs)
   }
