@@ -6,6 +6,7 @@ const PHASES = ["pending", "creating", "running"]
 const MOVING = new Set(["pending", "creating", "terminating"])
 const FAST_POLL_MS = 500
 const SLOW_POLL_MS = 2000
+const REQUEST_TIMEOUT_MS = 10000
 const $ = (sel, root = document) => root.querySelector(sel)
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c])
 
@@ -14,6 +15,7 @@ let timer = undefined
 let viewer = undefined
 let page = undefined
 let keepBanner = false
+let unreachable = false
 let bannerTimer = undefined
 
 // ---- API -------------------------------------------------------------------------------------
@@ -38,7 +40,9 @@ async function api(method, path, body) {
     res = await fetch(`/api/v1${path}`, {
       method,
       headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
-      body: body ? JSON.stringify(body) : undefined
+      body: body ? JSON.stringify(body) : undefined,
+      // A request that never gets an answer (a server still starting) must not stall the refresh loop.
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS)
     })
   } catch {
     throw new ApiError("The control plane cannot be reached. Is it still running?", "network")
@@ -295,7 +299,7 @@ const templatesPage = {
       <tbody>${templates.map((t) => `<tr>
         <td data-label="Name"><strong>${esc(t.name)}</strong></td><td data-label="Display name">${esc(t.display_name)}</td>
         <td data-label="Image"><code>${esc(t.image)}</code></td>
-        <td data-label="Resources">${esc(t.resources?.cpu ?? "default")} CPU / ${esc(t.resources?.memory ?? "default")}</td>
+        <td data-label="Resources">${esc(cpuText(t.resources?.cpu ?? "default"))} CPU / ${esc(t.resources?.memory ?? "default")}</td>
         <td data-label="VNC port">${esc(t.vnc_port)}</td>
         <td data-label="Home">${t.persistent_home ? "persistent" : "ephemeral"}</td></tr>`).join("")}</tbody></table>`)
     return undefined
@@ -356,8 +360,13 @@ async function poll() {
   let next = SLOW_POLL_MS
   try {
     next = await current.refresh()
+    // Reachable again: the "cannot be reached" banner is out of date.
+    if (unreachable) { unreachable = false; showBanner("") }
   } catch (e) {
-    if (e instanceof ApiError) { if (e.code !== "unauthorized") showBanner(e.message) }
+    if (e instanceof ApiError) {
+      if (e.code === "network") unreachable = true
+      if (e.code !== "unauthorized") showBanner(e.message)
+    }
     else { console.error(e); showBanner("Something went wrong in this page. Reload to try again.") }
   }
   if (current === page && next !== undefined && token) refreshSoon(document.hidden ? SLOW_POLL_MS : next)

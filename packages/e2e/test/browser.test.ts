@@ -2,7 +2,8 @@
 // directory, Debian's chromium driven by playwright-core. Log in, see the agent online, get an error in words
 // while the only agent is drained, create a session from the demo template and watch it move to running,
 // view it with noVNC (the synthetic desktop checked by the pixels of screenshots), type and click and see
-// the desktop change, stop with Ctrl-C and start again on the same data (the session is still running),
+// the desktop change, stop with Ctrl-C (the page says the control plane cannot be reached) and start again on
+// the same data and port (the page recovers, the session is still running),
 // delete it and see it terminate. Plus the sessions page in a narrow window. Screenshots go to test-output/.
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
@@ -182,9 +183,10 @@ describe("the quick start in Chromium", () => {
     assert.notMatch(stack.output(), /level=(ERROR|FATAL)/i)
     await until("the unreachable message", () => banner().innerText(), (t) => /cannot be reached/.test(t))
     await shot("control-plane-stopped")
-    stack = await startQuickStart({ dataDir })
+    // Same port, same data: the open page recovers by itself and its token is still accepted.
+    stack = await startQuickStart({ dataDir, port: Number(new URL(stack.url).port) })
     assert.match(stack.output(), /restored \d+ demo cluster objects/)
-    await page.goto(stack.loginUrl) // the port changed; the one-click link logs in
+    await until("the banner to clear", () => banner().isVisible(), (visible) => !visible)
     await page.locator(`tr[data-session="${sessionId}"][data-state="running"]`).waitFor()
     await shot("session-after-restart")
     await page.locator(`tr[data-session="${sessionId}"]`).getByTestId("view-session").click()
