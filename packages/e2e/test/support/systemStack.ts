@@ -244,6 +244,14 @@ export const startControlPlane = (env: Record<string, string> = {}, options: { r
  */
 export class SharedControlPlane extends Context.Service<SharedControlPlane, ControlPlaneHandle>()("e2e/SharedControlPlane") {
   static readonly layer = (env: Record<string, string> = {}) => Layer.effect(SharedControlPlane, startControlPlane(env))
+  /** On a fresh database of the SystemDb in context (which stays available to the tests). */
+  static readonly layerOnDb = <E>(db: Layer.Layer<SystemDb, E>) =>
+    Layer.effect(SharedControlPlane, Effect.gen(function*() {
+      const d = yield* SystemDb
+      return yield* startControlPlane(yield* d.fresh)
+    })).pipe(
+      Layer.provideMerge(db)
+    )
 }
 
 /** Options for `layer(...)` blocks of system tests: real time throughout (they talk to real sockets). */

@@ -3,18 +3,17 @@
 // reconnects, and a control-plane restart on the same database that loses neither agents, sessions nor
 // commands. Real control plane, real agent, kube-testserver.
 import { assert, describe, layer, type Vitest } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import * as S from "../support/systemStack.ts"
 
 /** The delete's outcome and the agent's report of the pod's deletion race; either may name the reason. */
 const assertDeleted = (s: any) => assert.include(["deleted", "PodDeleted"], s.reason, JSON.stringify(s))
 
-const suite = (it: Vitest.MethodsNonLive<S.SystemDb>) => {
+const suite = (it: Vitest.MethodsNonLive<S.SystemDb | S.SharedControlPlane>) => {
   it.effect("session lifecycle: POST -> creating -> running -> DELETE -> terminating -> terminated, with its commands recorded", () =>
     Effect.gen(function*() {
-      const db = yield* S.SystemDb
       const cluster = yield* S.makeCluster
-      const cp = yield* S.startControlPlane(yield* db.fresh)
+      const cp = yield* S.SharedControlPlane
       yield* S.startApprovedAgent(cp, S.agentEnv(cluster, cp.wsUrl, "agent-life"))
       const alice = S.api(cp.url, S.userToken("alice"))
       const bob = S.api(cp.url, S.userToken("bob"))
@@ -65,12 +64,11 @@ const suite = (it: Vitest.MethodsNonLive<S.SystemDb>) => {
 
   it.effect("command redelivery after an agent reconnect: a DELETE while the agent is away runs when it is back", () =>
     Effect.gen(function*() {
-      const db = yield* S.SystemDb
       const cluster = yield* S.makeCluster
-      const cp = yield* S.startControlPlane(yield* db.fresh)
+      const cp = yield* S.SharedControlPlane
       const env = S.agentEnv(cluster, cp.wsUrl, "agent-back")
       const first = yield* S.startApprovedAgent(cp, env)
-      const alice = S.api(cp.url, S.userToken("alice"))
+      const alice = S.api(cp.url, S.userToken("rita"))
       const id: string = (yield* alice.post("/sessions", { template: "demo" })).body.id
       yield* S.waitForSession(alice, id, ["running"])
 
@@ -112,6 +110,8 @@ const suite = (it: Vitest.MethodsNonLive<S.SystemDb>) => {
 
       // A DELETE while the agent is away stays pending: then the control plane goes down.
       // (The agent is stopped first: see the report on stopping a control plane with agents connected.)
+      const drained = yield* cp1.admin.patch("/agents/agent-restart", { status: "offline" })
+      assert.isTrue(drained.body.draining)
       yield* agent.stop
       yield* S.waitForAgent(cp1, "agent-restart", "offline", (a) => a.connected === false)
       const deleting = yield* alice(cp1).del(`/sessions/${one}`)
@@ -132,10 +132,11 @@ const suite = (it: Vitest.MethodsNonLive<S.SystemDb>) => {
       const known = yield* S.agentView(cp2, "agent-restart")
       assert.strictEqual(known.enrollment, "approved")
       assert.strictEqual(known.connected, false)
+      assert.isTrue(known.draining, "the drain flag is stored")
 
       // The agent comes back with its stored credential (its hash was persisted); the command goes out.
       yield* S.startAgent(env)
-      yield* S.waitForOnline(cp2, "agent-restart")
+      yield* S.waitForAgent(cp2, "agent-restart", "connected (still drained)", (a) => a.connected && a.enrollment === "approved" && a.status === "draining")
       yield* S.waitFor(
         "the delete command to complete",
         Effect.map(alice(cp2).get(`/commands/${commandId}`), (r) => r.body.state === "completed")
@@ -144,7 +145,10 @@ const suite = (it: Vitest.MethodsNonLive<S.SystemDb>) => {
       assertDeleted(yield* S.waitForSession(alice(cp2), one, ["terminated"]))
       assert.strictEqual((yield* alice(cp2).get(`/sessions/${two}`)).body.state, "running", "the agent's inventory keeps it running")
 
-      // And the restarted control plane runs new work end to end.
+      // Still drained after the restart and the reconnect: undrained, the restarted control plane runs new work.
+      assert.strictEqual((yield* S.agentView(cp2, "agent-restart")).status, "draining")
+      assert.strictEqual((yield* alice(cp2).post("/sessions", { template: "demo" })).status, 503)
+      assert.strictEqual((yield* cp2.admin.patch("/agents/agent-restart", { status: "online" })).body.status, "online")
       const three: string = (yield* alice(cp2).post("/sessions", { template: "demo" })).body.id
       yield* S.waitForSession(alice(cp2), three, ["running"])
       for (const id of [two, three]) assert.include([200, 202], (yield* alice(cp2).del(`/sessions/${id}`)).status)
@@ -153,12 +157,12 @@ const suite = (it: Vitest.MethodsNonLive<S.SystemDb>) => {
 }
 
 // excludeTestServices: real time throughout (the layer's tests talk to real sockets).
-const options = { timeout: "120 seconds", excludeTestServices: true } as const
+const options = S.layerOptions
 
 describe("system on embedded PGlite (DATA_DIR)", () => {
-  layer(S.SystemDb.pglite, options)("pglite", suite)
+  layer(S.SharedControlPlane.layerOnDb(S.SystemDb.pglite), options)("pglite", suite)
 })
 
 describe("system on a real PostgreSQL (pg_ctl cluster)", () => {
-  layer(S.SystemDb.postgres.pipe(Layer.orDie), options)("postgres", suite)
+  layer(S.SharedControlPlane.layerOnDb(S.SystemDb.postgres), options)("postgres", suite)
 })
