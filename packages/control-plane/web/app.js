@@ -51,7 +51,7 @@ async function api(method, path, body) {
   let data
   try { data = text ? JSON.parse(text) : undefined } catch { data = undefined }
   if (res.status === 401) {
-    logout(`You are logged out: ${data?.error?.message ?? "the token was not accepted"}. Log in again with a current token.`)
+    logout(`Your login token was not accepted (${data?.error?.message ?? "unauthorized"}). Log in with a current token.`)
     throw new ApiError("Not logged in", "unauthorized")
   }
   if (!res.ok) {

@@ -104,7 +104,7 @@ describe("the quick start in Chromium", () => {
     await page.getByTestId("token-input").fill("not-a-token")
     await page.getByTestId("login").click()
     await page.getByTestId("token-input").waitFor()
-    await until("a logged-out message", () => banner().innerText(), (t) => /logged out/i.test(t))
+    await until("the refusal", () => banner().innerText(), (t) => /token was not accepted \(token is not a JWT\)/.test(t))
     assert.notMatch(await banner().innerText(), /at .*\(|Error:|undefined/, "no stack trace or internals")
     await shot("login-refused")
     await page.getByTestId("token-input").fill(stack.adminToken)
