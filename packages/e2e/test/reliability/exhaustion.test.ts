@@ -45,6 +45,7 @@ describe("resource exhaustion", () => {
       yield* Effect.forEach(viewers, (v) => Effect.promise(() => v.client.update(false)), { concurrency: "unbounded" })
       for (const v of viewers) v.client.close()
       yield* S.waitFor("every tunnel released on the agent", Effect.map(S.agentView(cp, AGENT), (v) => v.active_tunnels === 0), 15_000)
+      yield* S.waitFor("no viewer left on the control plane", Effect.map(S.request(cp.url, "GET", "/metrics"), (r) => /streamspace_control_plane_vnc_viewers(\{[^}]*\})? 0\b/.test(r.text)))
 
       // the limit frees up when a session ends
       yield* alice.del(`/sessions/${a.body.id}`)
