@@ -235,6 +235,56 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("agent link", (it) => {
       yield* alice.del(`/sessions/${session.body.id as SessionId}`)
       yield* S.waitForSession(alice, session.body.id, ["terminated"])
     }), 60_000)
+
+  it.effect("a command sent but never acknowledged goes out again, same id, when the agent reconnects; a late duplicate outcome changes nothing", () =>
+    Effect.gen(function*() {
+      const cp = yield* S.SharedControlPlane
+      const url = connectUrl(cp)
+      const enrolling = yield* connectAndHello(url, S.BOOTSTRAP_TOKEN, "agent-flaky", { region: "flaky-1" })
+      yield* cp.admin.post("/agents/agent-flaky/approve")
+      const token = (yield* enrolling.agent.next("credential")).payload.token
+      yield* enrolling.agent.closed()
+
+      const first = yield* connectAndHello(url, token, "agent-flaky", { region: "flaky-1" })
+      const record = yield* cp.dispatcher.dispatch("agent-flaky" as AgentId, { action: "list_sessions", args: {} })
+      assert.strictEqual(record.state, "sent")
+      const sent = yield* first.agent.next("command")
+      assert.strictEqual(sent.payload.command_id, record.id)
+      // The link dies before the agent acknowledges.
+      yield* first.agent.close()
+      yield* S.waitForAgent(cp, "agent-flaky", "offline", (a) => !a.connected)
+      assert.strictEqual((yield* cp.dispatcher.get(record.id)).state, "sent")
+
+      const second = yield* connectAndHello(url, token, "agent-flaky", { region: "flaky-1" })
+      const again = yield* second.agent.next("command")
+      assert.strictEqual(again.payload.command_id, record.id, "the same command, so the agent can dedupe it")
+      assert.deepStrictEqual(again.payload, sent.payload)
+      yield* second.agent.send("command_ack", { command_id: record.id })
+      yield* second.agent.send("command_completed", { command_id: record.id, result: { action: "list_sessions", sessions: [] } })
+      const outcome = yield* cp.dispatcher.await(record.id)
+      assert.strictEqual(outcome._tag, "Completed")
+      const done = yield* cp.admin.get(`/commands/${record.id}`)
+      assert.strictEqual(done.body.state, "completed")
+      for (const at of ["sent_at", "acked_at", "completed_at"]) assert.isString(done.body[at], at)
+
+      // A duplicate (or contradicting) outcome after the fact is ignored: the first outcome stands.
+      yield* second.agent.send("command_failed", {
+        command_id: record.id,
+        action: "list_sessions",
+        error: { code: "internal", message: "late and wrong", retryable: false }
+      })
+      yield* second.agent.send("heartbeat", heartbeatPayload({ active_sessions: 1 }))
+      yield* S.waitForAgent(cp, "agent-flaky", "processing frames after the duplicate", (a) => a.active_sessions === 1)
+      const still = yield* cp.admin.get(`/commands/${record.id}`)
+      assert.strictEqual(still.body.state, "completed")
+      assert.isNull(still.body.error)
+      // Not redelivered on the next reconnect either.
+      yield* second.agent.close()
+      const third = yield* connectAndHello(url, token, "agent-flaky", { region: "flaky-1" })
+      yield* third.agent.send("heartbeat", heartbeatPayload({ active_sessions: 2 }))
+      yield* S.waitForAgent(cp, "agent-flaky", "connected again", (a) => a.connected && a.active_sessions === 2)
+      assert.deepStrictEqual(third.agent.pending().filter((m) => m.type === "command"), [])
+    }), 60_000)
 })
 
 describe("agent link on a TestClock", () => {
