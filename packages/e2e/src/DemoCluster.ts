@@ -17,8 +17,8 @@ export interface DemoClusterShape {
   readonly kube: KubeTestServerHandle
   /** A kubeconfig file for the cluster (admin, namespace `streamspace`). */
   readonly kubeconfigPath: string
-  /** Objects restored from the snapshot at start. */
-  readonly restored: number
+  /** Session pods restored from the snapshot at start. */
+  readonly restoredSessions: number
 }
 
 export interface DemoClusterOptions {
@@ -112,7 +112,7 @@ export const make = Effect.fnUntraced(function*(options: DemoClusterOptions) {
   // Runs before the desktops close (finalizers run in reverse), so the last state is on disk.
   yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(unsubscribe), writeSnapshot))
 
-  let restored = 0
+  let restoredSessions = 0
   const text = yield* Effect.sync(() => {
     try {
       return readFileSync(snapshotPath, "utf8")
@@ -131,11 +131,11 @@ export const make = Effect.fnUntraced(function*(options: DemoClusterOptions) {
         const o = restorable(obj)
         if (o === undefined) continue
         kube.put(resource, o)
-        restored++
+        if (resource === "pods" && o.metadata?.labels?.[LABEL_SESSION] !== undefined) restoredSessions++
       }
     }
   }
-  return { kube, kubeconfigPath, restored } satisfies DemoClusterShape
+  return { kube, kubeconfigPath, restoredSessions } satisfies DemoClusterShape
 })
 
 export class DemoCluster extends Context.Service<DemoCluster, DemoClusterShape>()("e2e/DemoCluster") {

@@ -42,8 +42,8 @@ export interface LocalStackShape {
   readonly simulated: boolean
   readonly clusterUrl: string
   readonly dataDir: string
-  /** Demo cluster objects restored from the previous run. */
-  readonly restored: number
+  /** Demo cluster session pods restored from the previous run. */
+  readonly restoredSessions: number
   /** Whether the agent came online within the start-up wait (else it keeps retrying in the background). */
   readonly agentOnline: boolean
   /** Whether this start enrolled and approved the agent (the first start on a data directory). */
@@ -141,9 +141,9 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
       const cluster = options.kubeconfig === undefined
         ? Layer.effect(
           ClusterInfo,
-          Effect.map(DemoCluster, (demo) => ({ kubeconfig: demo.kubeconfigPath, url: demo.kube.url, simulated: true, restored: demo.restored }))
+          Effect.map(DemoCluster, (demo) => ({ kubeconfig: demo.kubeconfigPath, url: demo.kube.url, simulated: true, restoredSessions: demo.restoredSessions }))
         ).pipe(Layer.provide(DemoCluster.layer({ dir: path.join(own, "demo-cluster"), startDelayMs: options.demoStartDelayMs })))
-        : Layer.succeed(ClusterInfo, { kubeconfig: path.resolve(options.kubeconfig), url: options.kubeconfig, simulated: false, restored: 0 })
+        : Layer.succeed(ClusterInfo, { kubeconfig: path.resolve(options.kubeconfig), url: options.kubeconfig, simulated: false, restoredSessions: 0 })
 
       const agent = Layer.unwrap(Effect.gen(function*() {
         const cp = yield* ControlPlane
@@ -177,7 +177,7 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
           simulated: cluster.simulated,
           clusterUrl: cluster.url,
           dataDir,
-          restored: cluster.restored,
+          restoredSessions: cluster.restoredSessions,
           agentOnline: agent.online,
           agentApproved: agent.approved
         })
@@ -204,5 +204,5 @@ class ClusterInfo extends Context.Service<ClusterInfo, {
   readonly kubeconfig: string
   readonly url: string
   readonly simulated: boolean
-  readonly restored: number
+  readonly restoredSessions: number
 }>()("e2e/LocalStack/ClusterInfo") {}

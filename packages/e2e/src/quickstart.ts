@@ -3,6 +3,7 @@
 // gracefully, then the control plane, then the demo cluster (whose objects are kept in DATA_DIR).
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Effect, Exit, Layer, Option, Runtime } from "effect"
+import { existsSync } from "node:fs"
 import { parseArgs } from "node:util"
 import { LocalStack } from "./LocalStack.ts"
 
@@ -45,6 +46,7 @@ if (values.help) {
 const portText = values.port ?? process.env["PORT"] ?? "8000"
 const port = /^\d+$/.test(portText) && Number(portText) <= 65535 ? Number(portText) : fail(`PORT=${portText} is not a TCP port (0 to 65535)`)
 const kubeconfig = values.kubeconfig ?? (process.env["KUBECONFIG"] || undefined)
+const dataDir = values["data-dir"] ?? process.env["DATA_DIR"] ?? "./data"
 
 const banner = (q: LocalStack["Service"]) => {
   const lines = [
@@ -65,7 +67,7 @@ const banner = (q: LocalStack["Service"]) => {
     `  Agent:        ${q.agentId} ${
       q.agentOnline ? `(online${q.agentApproved ? "; enrolled and approved automatically, as this is a local install" : ""})` : "(NOT online yet: see the log lines above; it keeps retrying)"
     }`,
-    `  Data:         ${q.dataDir}${q.restored > 0 ? ` (restored ${q.restored} demo cluster objects from the last run)` : ""}`,
+    `  Data:         ${q.dataDir}${q.restoredSessions > 0 ? ` (the demo cluster kept ${q.restoredSessions} session(s) from the last run)` : ""}`,
     "",
     "  Press Ctrl-C to stop. Sessions and data are kept for the next start.",
     ""
@@ -83,7 +85,7 @@ const program = Effect.gen(function*() {
 const stack = LocalStack.layer({
   port,
   host: values.host ?? process.env["HOST"] ?? "127.0.0.1",
-  dataDir: values["data-dir"] ?? process.env["DATA_DIR"] ?? "./data",
+  dataDir,
   kubeconfig,
   demoStartDelayMs: 1500,
   env: process.env
@@ -91,7 +93,7 @@ const stack = LocalStack.layer({
 
 process.stdout.write(
   `quick start: starting the control plane, an agent and ${kubeconfig === undefined ? "a simulated demo cluster" : `the cluster in ${kubeconfig}`}` +
-    " (the first start creates the database, which takes a little longer)...\n"
+    (existsSync(dataDir) ? "" : ` (the first start creates the database in ${dataDir}, which takes a little longer)`) + "...\n"
 )
 
 NodeRuntime.runMain(Layer.launch(Layer.effectDiscard(program).pipe(Layer.provide(stack))), {

@@ -185,7 +185,7 @@ describe("the quick start in Chromium", () => {
     await shot("control-plane-stopped")
     // Same port, same data: the open page recovers by itself and its token is still accepted.
     stack = await startQuickStart({ dataDir, port: Number(new URL(stack.url).port) })
-    assert.match(stack.output(), /restored \d+ demo cluster objects/)
+    assert.match(stack.output(), /the demo cluster kept 1 session\(s\) from the last run/)
     await until("the banner to clear", () => banner().isVisible(), (visible) => !visible)
     await page.locator(`tr[data-session="${sessionId}"][data-state="running"]`).waitFor()
     await shot("session-after-restart")
