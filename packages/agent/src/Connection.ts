@@ -175,6 +175,9 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
                 maxPayload: MAX_FRAME_BYTES,
                 perMessageDeflate: false,
                 followRedirects: false,
+                // The acquire of acquireRelease cannot be interrupted, so an outer timeout would not stop a dial
+                // whose upgrade is never answered (a blackholed link, a control plane still starting): ws bounds it.
+                handshakeTimeout: Duration.toMillis(Duration.sum(config.pingInterval, config.pingTimeout)),
                 ...(ca !== undefined ? { ca } : {}),
                 ...(proxy !== undefined ? { agent: new ConnectProxyAgent(proxy, secure, ca !== undefined ? { ca } : {}) } : {})
               })
@@ -338,12 +341,7 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
       const runConnection = Effect.scoped(Effect.gen(function*() {
         const token = yield* currentToken
         if (Option.isNone(token)) yield* Effect.logWarning("no AGENT_TOKEN and no saved credential: connecting without authorization")
-        const l = yield* dial(token).pipe(
-          Effect.timeoutOrElse({
-            duration: Duration.sum(config.pingInterval, config.pingTimeout),
-            orElse: () => Effect.fail(new ConnectionError({ reason: "Transport", message: "timed out opening the WebSocket" }))
-          })
-        )
+        const l = yield* dial(token)
         const inventory = yield* sessions.list
         const capacity = yield* sessions.capacity
         yield* sendOn(l, "hello", {

@@ -3,6 +3,7 @@ import { CloseCode, encodeWindow, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import type { TunnelId } from "@streamspace/protocol"
 import { Context, Deferred, Effect, Fiber, Layer, Logger, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
+import { createServer as createNetServer } from "node:net"
 import { Connection } from "../src/Connection.ts"
 import { makeFakeSessionStore, makeMemoryCredentialStore, status } from "./support/Fakes.ts"
 import { awaitStatus, baseEnv, configLayer, eventually, TOKEN } from "./support/harness.ts"
@@ -203,6 +204,32 @@ describe("Connection", () => {
       yield* TestClock.adjust("1 second")
       const again = yield* cp.nextConnection
       yield* again.next("hello")
+    }))
+
+  it.live("an upgrade that is never answered is abandoned after PING_INTERVAL + PING_TIMEOUT and redialled", () =>
+    Effect.gen(function*() {
+      // A listener that accepts TCP and never answers: a blackholed link, or a control plane still starting.
+      let accepted = 0
+      const sockets: Array<import("node:net").Socket> = []
+      const server = yield* Effect.acquireRelease(
+        Effect.callback<import("node:net").Server>((resume) => {
+          const s = createNetServer((socket) => {
+            accepted++
+            sockets.push(socket)
+          })
+          s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
+        }),
+        (s) => Effect.sync(() => {
+          for (const socket of sockets) socket.destroy()
+          s.close()
+        })
+      )
+      const port = (server.address() as import("node:net").AddressInfo).port
+      yield* setup(`ws://127.0.0.1:${port}`, { PING_INTERVAL: "300ms", PING_TIMEOUT: "200ms", RECONNECT_DELAY: "50ms", MAX_RECONNECT_DELAY: "100ms" })
+      yield* eventually(() => accepted >= 1, "first dial")
+      const first = Date.now()
+      yield* eventually(() => accepted >= 2, "second dial", 4000)
+      assert.isBelow(Date.now() - first, 3000, "the hung dial was given up after about 500ms")
     }))
 
   it.effect("pongs keep the link up", () =>
