@@ -81,6 +81,7 @@ export const controlPlaneScale = async (o: O): Promise<BenchResult> => {
     const users = Array.from({ length: 20 }, (_, i) => signJwt(`bench-user-${i}`, "user"))
     const fillN = sessionsN - burstN
     const fillLat: Array<number> = []
+    const errorKinds = new Map<string, number>()
     let fillErrors = 0
     const tFill = now()
     const fillDeadline = Date.now() + fillBudgetMs
@@ -88,9 +89,13 @@ export const controlPlaneScale = async (o: O): Promise<BenchResult> => {
     const fill = await measureProc(cp.proc.pid, () =>
       pool(Array.from({ length: fillN }, (_, i) => i), 16, async (i) => {
         const t = now()
-        const r = await cp.api("POST", "/api/v1/sessions", { template: "bench" }, users[i % users.length])
+        const r = await cp.api("POST", "/api/v1/sessions", { template: "bench" }, users[i % users.length]).catch((e: Error) => ({ status: 0, json: { error: { code: e.name } } }))
         fillLat.push(now() - t)
-        if (r.status !== 201) fillErrors++
+        if (r.status !== 201) {
+          fillErrors++
+          const k = `${r.status} ${r.json?.error?.code ?? ""}`
+          errorKinds.set(k, (errorKinds.get(k) ?? 0) + 1)
+        }
         if (Date.now() - lastLog > 30_000) {
           lastLog = Date.now()
           step(`  ${fillLat.length} sessions created`)
@@ -109,10 +114,15 @@ export const controlPlaneScale = async (o: O): Promise<BenchResult> => {
     const burst = await measureProc(cp.proc.pid, () =>
       Promise.all(Array.from({ length: burstN }, async (_, i) => {
         sent[i] = now()
-        const r = await cp.api("POST", "/api/v1/sessions", { template: "bench" }, users[i % users.length])
+        const r = await cp.api("POST", "/api/v1/sessions", { template: "bench" }, users[i % users.length], 300_000)
+          .catch((e: Error) => ({ status: 0, json: { error: { code: e.name } } }))
         answered[i] = now()
         if (r.status === 201) ids[i] = r.json.id
-        else burstErrors++
+        else {
+          burstErrors++
+          const k = `burst: ${r.status} ${r.json?.error?.code ?? ""}`
+          errorKinds.set(k, (errorKinds.get(k) ?? 0) + 1)
+        }
       })))
     await sleep(2000)
     const seenByWorker = await Promise.all(workers.map((w) => w.call<Array<number | null>>("agents.sessionTimes", { ids: ids.map((x) => x ?? "none") })))
@@ -145,12 +155,13 @@ export const controlPlaneScale = async (o: O): Promise<BenchResult> => {
         },
         {
           phase: `burst of ${burstN} creates at once: dispatch (POST -> agent has the command)`,
-          figure: `p50 ${round(percentile(dispatch, 50), 1)} ms, p99 ${round(p99, 1)} ms, max ${round(Math.max(...dispatch), 1)} ms; ${burstErrors} errors, ${unseen} not received`,
+          figure: `p50 ${round(percentile(dispatch, 50), 1)} ms, p99 ${round(p99, 1)} ms, max ${dispatch.length === 0 ? "-" : round(Math.max(...dispatch), 1)} ms; ${burstErrors} errors, ${unseen} not received`,
           "CPU %": round(burst.cpuPercent, 1),
           "RSS MiB": round(burst.rssPeakMiB, 0)
         },
         { phase: "burst: API response time", figure: `p50 ${round(percentile(apiLat, 50), 1)} ms, p99 ${round(percentile(apiLat, 99), 1)} ms`, "CPU %": "", "RSS MiB": "" },
-        { phase: "after the burst", figure: `${totalSessions} sessions`, "CPU %": "", "RSS MiB": round(after.rssMiB, 0) }
+        { phase: "after the burst", figure: `${totalSessions} sessions`, "CPU %": "", "RSS MiB": round(after.rssMiB, 0) },
+        { phase: "API errors (status code)", figure: errorKinds.size === 0 ? "none" : [...errorKinds].map(([k, v]) => `${k} x${v}`).join(", "), "CPU %": "", "RSS MiB": "" }
       ],
       targets: [
         {
@@ -161,7 +172,7 @@ export const controlPlaneScale = async (o: O): Promise<BenchResult> => {
         },
         { name: "dispatch p99 for a burst of 1,000 creates", target: "<= 100 ms", figure: `${round(p99, 1)} ms (p50 ${round(percentile(dispatch, 50), 1)} ms)`, met: dispatch.length > 0 ? p99 <= 100 && burstErrors === 0 && unseen === 0 : false }
       ],
-      figures: { enrol, idle, fill: { ...fill, value: undefined, created: filled, ms: fillMs, errors: fillErrors, api_ms: fillLat }, burst: { ...burst, value: undefined, dispatch_ms: dispatch, api_ms: apiLat, errors: burstErrors, unseen } },
+      figures: { errors: Object.fromEntries(errorKinds), enrol, idle, fill: { ...fill, value: undefined, created: filled, ms: fillMs, errors: fillErrors, api_ms: fillLat }, burst: { ...burst, value: undefined, dispatch_ms: dispatch, api_ms: apiLat, errors: burstErrors, unseen } },
       notes: [
         "Simulated agents (bench/lib/worker.ts) speak the real protocol: hello, heartbeat every 5 s, command_ack then command_completed and session_status for each create.",
         "Dispatch latency is measured from the moment the POST /api/v1/sessions request is sent to the moment a simulated agent receives the create_session command (same machine clock).",

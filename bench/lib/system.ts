@@ -46,7 +46,7 @@ export interface ControlPlane {
   readonly base: string
   readonly wsBase: string
   readonly dataDir: string
-  readonly api: (method: string, path: string, body?: unknown, token?: string) => Promise<{ status: number; json: any }>
+  readonly api: (method: string, path: string, body?: unknown, token?: string, timeoutMs?: number) => Promise<{ status: number; json: any }>
   readonly stop: () => Promise<void>
 }
 
@@ -66,12 +66,12 @@ export const startControlPlane = async (options: { port?: number; dataDir?: stri
   })
   const base = `http://127.0.0.1:${port}`
   const token = ADMIN()
-  const api = async (method: string, path: string, body?: unknown, tok = token) => {
+  const api = async (method: string, path: string, body?: unknown, tok = token, timeoutMs = 120_000) => {
     const res = await fetch(`${base}${path}`, {
       method,
       headers: { authorization: `Bearer ${tok}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(120_000)
+      signal: AbortSignal.timeout(timeoutMs)
     })
     const text = await res.text()
     let json: any
