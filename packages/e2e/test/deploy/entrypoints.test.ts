@@ -1,8 +1,8 @@
 // Each image's entry command run the way its Dockerfile runs it: the ENTRYPOINT from the repository root with
 // the final stage's ENV (ports and paths that only exist in the image replaced by free ones here), plus the
-// variables an operator sets. The control plane must answer GET /api/v1/health, the agent (on a
-// kube-testserver KUBECONFIG, enrolling at that control plane) GET /health on HEALTH_PORT, and both must
-// stop on SIGTERM, the image's STOPSIGNAL, by handling it (the agent with exit code 0).
+// variables an operator sets. The control plane must answer GET /api/v1/health and serve the web UI, the
+// agent (on a kube-testserver KUBECONFIG, enrolling at that control plane) GET /health on HEALTH_PORT, and
+// both must stop on SIGTERM, the image's STOPSIGNAL, by handling it (the agent with exit code 0).
 import { start as startKube, type KubeTestServerHandle } from "@streamspace/kube-testserver"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -121,6 +121,10 @@ describe("image entry commands", () => {
     running.push(cp)
     const cpHealth = await healthy(`http://127.0.0.1:${cpPort}/api/v1/health`, cp)
     assert.strictEqual(cpHealth["status"], "ok")
+    // The web UI and noVNC come from the control plane package and its dependencies (what the image copies).
+    for (const file of ["/", "/ui/app.js", "/vendor/novnc/core/rfb.js"]) {
+      assert.strictEqual((await fetch(`http://127.0.0.1:${cpPort}${file}`)).status, 200, file)
+    }
 
     const kubeconfig = path.join(dir, "kubeconfig")
     writeFileSync(kubeconfig, kube.kubeconfigFor(kube.adminToken, { namespace: "streamspace", user: "admin" }))
