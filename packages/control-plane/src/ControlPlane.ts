@@ -6,7 +6,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Duration, Effect, Layer } from "effect"
 import { HttpRouter, UrlParams } from "effect/http"
 import { readFileSync } from "node:fs"
-import { createServer, type Server } from "node:http"
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { createServer as createTlsServer } from "node:https"
 import type { AddressInfo } from "node:net"
 import { AgentHub } from "./AgentHub.ts"
@@ -35,7 +35,30 @@ const storeLayer = Layer.unwrap(Effect.map(ControlPlaneConfig, (c) =>
 
 /** The Node HTTP or HTTPS server (TLS_CERT_FILE/TLS_KEY_FILE), created here so its bound address is known. */
 const serverLayer = (server: Server) =>
-  Layer.unwrap(Effect.map(ControlPlaneConfig, (c) => NodeHttpServer.layer(() => server, { port: c.port, host: c.host })))
+  Layer.unwrap(Effect.map(ControlPlaneConfig, (c) => NodeHttpServer.layer(() => server, {
+    port: c.port,
+    host: c.host,
+    // Close agent and viewer sockets (the hub's and proxy's finalizers, with 1001) before the server stops
+    // listening, instead of the server first waiting its whole grace period on those open upgrades.
+    disablePreemptiveShutdown: true
+  })))
+
+/**
+ * The server binds its port before the routes exist (they are built under it, and the database can take
+ * seconds). A request arriving in between would be emitted to no handler and never answered, so until
+ * `release` is called such requests are held, then handed to the real handler in order.
+ */
+const holdEarlyRequests = (server: Server) => {
+  const early: Array<[IncomingMessage, ServerResponse]> = []
+  const hold = (req: IncomingMessage, res: ServerResponse) => {
+    if (server.listenerCount("request") === 1) early.push([req, res])
+  }
+  server.on("request", hold)
+  return () => {
+    server.off("request", hold)
+    for (const [req, res] of early.splice(0)) server.emit("request", req, res)
+  }
+}
 
 const makeServer = (c: ControlPlaneConfig["Service"]): Server => {
   const timeouts = {
@@ -68,6 +91,7 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
   static readonly layerNoDeps = Layer.unwrap(Effect.gen(function*() {
     const config = yield* ControlPlaneConfig
     const server = makeServer(config)
+    const release = holdEarlyRequests(server)
     const app = Layer.merge(Api.layer, WebUi.layer).pipe(Layer.provideMerge(services))
     const served = HttpRouter.serve(app).pipe(Layer.provide(serverLayer(server)))
     const info = Layer.effect(ControlPlane, Effect.gen(function*() {
@@ -76,6 +100,7 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
       const scheme = config.tlsCertFile === undefined ? "http" : "https"
       const host = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host
       const url = config.publicUrl ?? `${scheme}://${host.includes(":") ? `[${host}]` : host}:${address.port}`
+      release() // the routes are served now (this layer is built after them)
       yield* Effect.logInfo(`StreamSpace control plane listening on ${url}`)
       return ControlPlane.of({ url: url.replace(/\/+$/, ""), port: address.port, devToken: auth.devToken })
     }))

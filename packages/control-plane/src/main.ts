@@ -1,7 +1,7 @@
 // The control plane process: the whole ControlPlane layer on Node, settings from the environment. A bad
 // setting stops it at once with a message naming the variable; in DEV_MODE it prints a local admin token.
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Cause, Effect, Exit, Layer, Runtime } from "effect"
 import { ControlPlane } from "./ControlPlane.ts"
 
 const program = Effect.gen(function*() {
@@ -25,5 +25,10 @@ NodeRuntime.runMain(
         process.exit(1)
       })
     )
-  )
+  ),
+  {
+    // SIGTERM/SIGINT interrupt the program: that is a clean stop (exit 0), not a failure (Effect's 130).
+    teardown: (exit, onExit) =>
+      Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
+  }
 )

@@ -37,6 +37,33 @@ describe("ControlPlane.layer", () => {
       assert.include((yield* get("/metrics")).text, "streamspace_control_plane_sessions")
     }), { timeout: 120_000 })
 
+  it.live("binds its port only once the database is ready, so the first request is answered", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "cp-bind-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const port = yield* Effect.promise(() => new Promise<number>((resolve) => {
+        const probe = createServer().listen(0, "127.0.0.1", () => {
+          const p = (probe.address() as AddressInfo).port
+          probe.close(() => resolve(p))
+        })
+      }))
+      // A fresh on-disk database takes seconds to create: start the layer and knock on the port meanwhile.
+      yield* Effect.forkScoped(Layer.build(withEnv({ DEV_MODE: "true", PORT: String(port), HOST: "127.0.0.1", DATA_DIR: dir, LOG_LEVEL: "warn" })))
+      const accepts = () => new Promise<boolean>((resolve) => {
+        const socket = connect(port, "127.0.0.1")
+        socket.once("connect", () => {
+          socket.destroy()
+          resolve(true)
+        })
+        socket.once("error", () => resolve(false))
+      })
+      yield* Effect.promise(() => waitFor("the port accepts connections", accepts, 120_000))
+      const answered = yield* Effect.promise(() =>
+        fetch(`http://127.0.0.1:${port}/api/v1/health`, { signal: AbortSignal.timeout(10_000) }).then((r) => r.status, (e: Error) => e.name)
+      )
+      assert.strictEqual(answered, 200)
+    }), { timeout: 150_000 })
+
   it.effect("a bad setting fails the layer with an error naming the variable", () =>
     Effect.gen(function*() {
       const e = yield* Effect.flip(Layer.build(withEnv({ JWT_SECRET: "s", PORT: "99999" })))
