@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { type Browser, chromium, type Page } from "playwright-core"
-import { decodePng, type Image } from "./support/png.ts"
+import { decodePng, type Image } from "@streamspace/vnc-testserver"
 import { type QuickStartProcess, REPO, startQuickStart } from "./support/quickstartProcess.ts"
 
 const OUTPUT = path.join(REPO, "packages/e2e/test-output/browser")

@@ -22,3 +22,4 @@ export {
   type UpdateRect
 } from "./RfbClient.ts"
 export type { LogFn, LogLevel } from "./internal/RfbServer.ts"
+export { decodePng, type Image } from "./png.ts"

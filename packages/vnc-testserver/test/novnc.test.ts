@@ -8,7 +8,7 @@ import { type Browser, chromium, type Page } from "playwright-core"
 import { BACKGROUND, MARK, TEXT, TITLE_BAR } from "../src/internal/Desktop.ts"
 import { startBridge, type Bridge } from "./bridge.ts"
 import { startServer, waitFor } from "./helpers.ts"
-import { decodePng, type Image } from "./png.ts"
+import { decodePng, type Image } from "../src/png.ts"
 
 const WIDTH = 640
 const HEIGHT = 400
