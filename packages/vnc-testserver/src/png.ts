@@ -1,4 +1,4 @@
-// A small PNG decoder (8-bit RGB/RGBA, non-interlaced), enough to read Chromium screenshots.
+// A small PNG decoder (8-bit RGB/RGBA, non-interlaced), enough to read Chromium screenshots in browser tests.
 import { inflateSync } from "node:zlib"
 
 export interface Image {
