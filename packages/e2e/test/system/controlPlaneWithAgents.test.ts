@@ -1,7 +1,6 @@
 // End to end: the real control plane (ControlPlane.layerNoDeps, embedded PGlite in memory) and real agents
 // (Agent.layerKubernetes) against kube-testserver, whose session pods' port-forwards reach one vnc-testserver.
 // Everything on loopback; waits are bounded polls, never fixed sleeps.
-// (Test-only use of the agent and the test servers: the control plane's own code never imports them.)
 import { assert, describe, it } from "@effect/vitest"
 import { Agent, AgentConfig, type AgentConfigShape, Kubernetes, type KubernetesOptions, readAgentConfig } from "@streamspace/agent"
 import { KubeTestServer } from "@streamspace/kube-testserver"
@@ -12,10 +11,9 @@ import { type AddressInfo, createServer as createNetServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createWebSocketStream, WebSocket } from "ws"
-import { ControlPlane } from "../src/ControlPlane.ts"
-import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
-import { waitFor } from "./support/http.ts"
-import { sign, TEST_JWT_SECRET } from "./support/jwt.ts"
+import { ControlPlane, ControlPlaneConfig } from "@streamspace/control-plane"
+import { waitFor } from "../../../control-plane/test/support/http.ts"
+import { sign, TEST_JWT_SECRET } from "../../../control-plane/test/support/jwt.ts"
 
 const NAMESPACE = "streamspace"
 const BOOTSTRAP = "e2e-bootstrap-token-0123456789abcdef"
