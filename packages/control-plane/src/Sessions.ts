@@ -127,7 +127,12 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     const same = current.state === to
     if (!same && !allowed(current.state, to)) {
       yield* Effect.logDebug("session transition ignored").pipe(Effect.annotateLogs({ session_id: id, from: current.state, to }))
-      return current
+      // The agent's report can overtake the dispatch (running before creating is recorded): the command id
+      // is still the session's, even though the state stays. (Command ids live in the commands table.)
+      if (Object.keys(patch).length === 0) return current
+      const patched: SessionRecord = { ...current, ...patch }
+      sessions.set(id, patched)
+      return patched
     }
     if (same && Object.keys(patch).length === 0 && detail.reason === undefined) return current
     const next: SessionRecord = {

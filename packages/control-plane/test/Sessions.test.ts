@@ -98,6 +98,23 @@ describe("Sessions", () => {
       yield* waitState(env, s.id, "running")
     }))
 
+  it.effect("an agent report that overtakes the dispatch still leaves the create command on the session", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      env.dispatcher.beforeReturn = (d) =>
+        Effect.gen(function*() {
+          if (d.request.action !== "create_session") return
+          const id = d.request.args.session_id
+          yield* env.hub.emit({ _tag: "Message", agentId: "a" as AgentId, message: { type: "session_status", id: "m0" as never, ts: "", payload: status(id, "running") } })
+          yield* waitState(env, id, "running").pipe(Effect.orDie)
+        })
+      const s = yield* env.sessions.create(ann, { template: demo })
+      const after = yield* env.sessions.get(ann, s.id)
+      assert.strictEqual(after.state, "running")
+      assert.strictEqual(after.createCommandId, env.dispatcher.commands[0]!.record.id)
+    }))
+
   it.effect("a failed create_session fails the session with the agent's code and message", () =>
     Effect.gen(function*() {
       const env = yield* setup

@@ -27,6 +27,8 @@ export interface FakeDispatcher extends CommandDispatcherShape {
   responder: (d: Dispatched) => Answer | undefined
   /** Makes dispatch fail (e.g. the store is down). */
   failDispatch: boolean
+  /** Runs before dispatch returns (e.g. an agent report overtaking the dispatch). */
+  beforeReturn: (d: Dispatched) => Effect.Effect<void>
 }
 
 export const makeFakeDispatcher = Effect.gen(function*() {
@@ -53,6 +55,7 @@ export const makeFakeDispatcher = Effect.gen(function*() {
     commands,
     responder: () => undefined,
     failDispatch: false,
+    beforeReturn: () => Effect.void,
     complete: (id, result) => settle(id, { result }),
     fail: (id, error) => settle(id, { error }),
     dispatch: (agentId, request) =>
@@ -79,6 +82,7 @@ export const makeFakeDispatcher = Effect.gen(function*() {
         commands.push(d)
         const answer = fake.responder(d)
         if (answer !== undefined) yield* settle(id, answer)
+        yield* fake.beforeReturn(d)
         return record
       }),
     await: (id) =>
