@@ -155,7 +155,8 @@ const openStreams = async (args: { spec: ViewerSpec; n: number; tagPrefix?: stri
   const list: Array<Stream> = []
   await Promise.all(Array.from({ length: args.n }, async (_, i) => {
     const conn = await openConn(args.spec)
-    const s: Stream = { conn, bytes: 0, tag: `${args.tagPrefix ?? group}-${i}` }
+    // Tags must be unique across viewer processes: the target counts bytes written per tag (15 chars max).
+    const s: Stream = { conn, bytes: 0, tag: `${args.tagPrefix ?? `${process.pid}${group}`}-${i}` }
     conn.onData((b) => {
       s.bytes += b.length
     })
