@@ -1,4 +1,4 @@
-// npm run bench [-- <names...>] [--long] [--reps N]
+// npm run bench [-- <names...>] [--long] [--reps N]   (--readme-only: regenerate bench/README.md from results)
 // Runs the benchmarks of issue 8 in sequence; each prints a table, writes bench/results/<name>.json, and
 // bench/README.md is regenerated from every results file. Only 127.0.0.1; everything stops by itself.
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
@@ -14,6 +14,16 @@ const ALL = ["throughput", "latency", "isolation", "agent", "controlplane", "ses
 type Name = (typeof ALL)[number]
 
 const argv = process.argv.slice(2)
+const writeReadme = () => {
+  const results = readdirSync(join(BENCH_DIR, "results"))
+    .filter((f) => f.endsWith(".json"))
+    .map((f) => JSON.parse(readFileSync(join(BENCH_DIR, "results", f), "utf8")))
+  writeFileSync(join(BENCH_DIR, "README.md"), renderReadme(results, ALL))
+}
+if (argv.includes("--readme-only")) {
+  writeReadme()
+  process.exit(0)
+}
 const long = argv.includes("--long")
 const repsArg = argv.indexOf("--reps")
 const reps = repsArg >= 0 ? Number(argv[repsArg + 1]) : long ? 5 : 3
@@ -65,9 +75,6 @@ for (const name of selected) {
 }
 await stopStack()
 
-const results = readdirSync(join(BENCH_DIR, "results"))
-  .filter((f) => f.endsWith(".json"))
-  .map((f) => JSON.parse(readFileSync(join(BENCH_DIR, "results", f), "utf8")))
-writeFileSync(join(BENCH_DIR, "README.md"), renderReadme(results, ALL))
+writeReadme()
 console.log(`\nbench: ${selected.length - failed}/${selected.length} benchmarks done in ${Math.round((Date.now() - t0) / 1000)} s; bench/README.md updated`)
 process.exit(failed > 0 ? 1 : 0)
