@@ -7,6 +7,7 @@ import { Context, Duration, Effect, Layer } from "effect"
 import { HttpRouter, UrlParams } from "effect/http"
 import { readFileSync } from "node:fs"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import type { Socket } from "node:net"
 import { createServer as createTlsServer } from "node:https"
 import type { AddressInfo } from "node:net"
 import { AgentHub } from "./AgentHub.ts"
@@ -67,9 +68,31 @@ const makeServer = (c: ControlPlaneConfig["Service"]): Server => {
     // How often Node checks those timeouts (its default, 30 s, would let a slow client linger that long).
     connectionsCheckingInterval: Math.max(100, Math.min(1000, Duration.toMillis(c.httpHeadersTimeout) / 4))
   }
-  return c.tlsCertFile !== undefined && c.tlsKeyFile !== undefined
+  const server = c.tlsCertFile !== undefined && c.tlsKeyFile !== undefined
     ? createTlsServer({ cert: readFileSync(c.tlsCertFile), key: readFileSync(c.tlsKeyFile), ...timeouts }) as unknown as Server
     : createServer(timeouts)
+  if (c.maxConnectionsPerAddress > 0) limitConnectionsPerAddress(server, c.maxConnectionsPerAddress)
+  return server
+}
+
+/** One client address may hold at most `limit` open connections; more are closed as they arrive. */
+const limitConnectionsPerAddress = (server: Server, limit: number) => {
+  const open = new Map<string, number>()
+  // TLS servers report the raw TCP socket on "connection" too, before the handshake.
+  server.on("connection", (socket: Socket) => {
+    const address = socket.remoteAddress ?? ""
+    const n = (open.get(address) ?? 0) + 1
+    if (n > limit) {
+      socket.destroy()
+      return
+    }
+    open.set(address, n)
+    socket.once("close", () => {
+      const left = (open.get(address) ?? 1) - 1
+      if (left === 0) open.delete(address)
+      else open.set(address, left)
+    })
+  })
 }
 
 /** VNC tickets travel in the query string: keep them out of span attributes (the request log drops queries). */

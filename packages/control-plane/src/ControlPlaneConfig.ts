@@ -63,6 +63,8 @@ export interface ControlPlaneConfigShape {
   readonly httpHeadersTimeout: Duration.Duration
   /** Time a client has to send a whole request, body included (not WebSockets once upgraded). */
   readonly httpRequestTimeout: Duration.Duration
+  /** Most open connections from one client address; 0 = no limit (behind a proxy every client shares one address). */
+  readonly maxConnectionsPerAddress: number
 }
 
 const blankToUndefined = (s: string): string | undefined => (s.trim() === "" ? undefined : s)
@@ -117,7 +119,11 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     otelEndpoint: yield* url("OTEL_EXPORTER_OTLP_ENDPOINT"),
     otelServiceName: yield* text("OTEL_SERVICE_NAME", "streamspace-control-plane"),
     httpHeadersTimeout: yield* duration("HTTP_HEADERS_TIMEOUT", "10s"),
-    httpRequestTimeout: yield* duration("HTTP_REQUEST_TIMEOUT", "30s")
+    httpRequestTimeout: yield* duration("HTTP_REQUEST_TIMEOUT", "30s"),
+    maxConnectionsPerAddress: yield* setting("MAX_CONNECTIONS_PER_ADDRESS", IntString(0, 1_000_000), {
+      default: "512",
+      expected: "a whole number (0 = no limit)"
+    })
   }
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     return yield* new SettingError({ variable: "TLS_CERT_FILE", message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together" })

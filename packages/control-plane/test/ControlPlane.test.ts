@@ -64,6 +64,31 @@ describe("ControlPlane.layer", () => {
       assert.strictEqual(answered, 200)
     }), { timeout: 150_000 })
 
+  it.live("one client address holds at most MAX_CONNECTIONS_PER_ADDRESS connections", () =>
+    Effect.gen(function*() {
+      const ctx = yield* Layer.build(withEnv({
+        DEV_MODE: "true", PORT: "0", HOST: "127.0.0.1", DATABASE_IN_MEMORY: "true", LOG_LEVEL: "warn",
+        MAX_CONNECTIONS_PER_ADDRESS: "5"
+      }))
+      const cp = Context.get(ctx, ControlPlane)
+      const open = () => {
+        const socket = connect(cp.port, "127.0.0.1")
+        const closed = new Promise<number>((resolve) => socket.once("close", () => resolve(Date.now())))
+        return { socket, closed }
+      }
+      // Five idle connections are kept; the sixth from the same address is closed at once.
+      const idle = Array.from({ length: 5 }, open)
+      yield* Effect.promise(() => Promise.all(idle.map((c) => new Promise((r) => c.socket.once("connect", r)))))
+      const sixth = open()
+      const sixthClosed = yield* Effect.promise(() => sixth.closed)
+      assert.isBelow(sixthClosed - Date.now(), 1)
+      for (const c of idle) c.socket.destroy()
+      yield* Effect.promise(() => Promise.all(idle.map((c) => c.closed)))
+      // Once they are gone the address may connect again.
+      const ok = yield* Effect.promise(() => fetch(`${cp.url}/api/v1/health`).then((r) => r.status))
+      assert.strictEqual(ok, 200)
+    }), { timeout: 60_000 })
+
   it.effect("a bad setting fails the layer with an error naming the variable", () =>
     Effect.gen(function*() {
       const e = yield* Effect.flip(Layer.build(withEnv({ JWT_SECRET: "s", PORT: "99999" })))

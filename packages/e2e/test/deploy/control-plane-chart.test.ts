@@ -38,6 +38,7 @@ const everyValue = {
     maxBodyBytes: 2097152,
     httpHeadersTimeout: "5s",
     httpRequestTimeout: "20s",
+    maxConnectionsPerAddress: 100,
     logLevel: "debug",
     logFormat: "text",
     metricsEnabled: false,
@@ -114,6 +115,7 @@ describe("helm/streamspace-control-plane", () => {
       MAX_BODY_BYTES: "1048576",
       HTTP_HEADERS_TIMEOUT: "10s",
       HTTP_REQUEST_TIMEOUT: "30s",
+      MAX_CONNECTIONS_PER_ADDRESS: "512",
       LOG_LEVEL: "info",
       LOG_FORMAT: "json",
       METRICS_ENABLED: "true"
@@ -212,6 +214,7 @@ describe("helm/streamspace-control-plane", () => {
       MAX_BODY_BYTES: "2097152",
       HTTP_HEADERS_TIMEOUT: "5s",
       HTTP_REQUEST_TIMEOUT: "20s",
+      MAX_CONNECTIONS_PER_ADDRESS: "100",
       LOG_LEVEL: "debug",
       LOG_FORMAT: "text",
       METRICS_ENABLED: "false",
