@@ -178,6 +178,10 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
                 // The acquire of acquireRelease cannot be interrupted, so an outer timeout would not stop a dial
                 // whose upgrade is never answered (a blackholed link, a control plane still starting): ws bounds it.
                 handshakeTimeout: Duration.toMillis(Duration.sum(config.pingInterval, config.pingTimeout)),
+                // RFC 6455 masking protects intermediaries from scripts running in browsers; this client is
+                // not a browser, and without the native bufferutil addon ws masks (and the control plane
+                // unmasks) every tunnel byte in JavaScript. An all-zero key makes both a no-op.
+                generateMask: (mask: Buffer) => void mask.fill(0),
                 ...(ca !== undefined ? { ca } : {}),
                 ...(proxy !== undefined ? { agent: new ConnectProxyAgent(proxy, secure, ca !== undefined ? { ca } : {}) } : {})
               })
