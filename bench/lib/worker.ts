@@ -5,6 +5,8 @@
 //   fakecp   - a minimal protocol-speaking control plane for one real agent (the agent hop alone, footprint)
 //   agents   - many simulated agents speaking the protocol to a real control plane (scale, storm, CP hop alone)
 // Plain Node + ws: these are load generators, not the system under test.
+// `as any` here: this load generator builds frames from plain numbers and untyped socket addresses on
+// purpose, so it can send what a misbehaving peer would; the decoders on the other side do the checking.
 import { createServer, connect, type Server, type Socket } from "node:net"
 import { randomBytes } from "node:crypto"
 import { WebSocket, WebSocketServer } from "ws"

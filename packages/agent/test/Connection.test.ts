@@ -1,3 +1,4 @@
+// `as any` here reads a Result/Option value a test already asserted to be present.
 import { assert, describe, it } from "@effect/vitest"
 import { CloseCode, encodeWindow, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import type { TunnelId } from "@streamspace/protocol"

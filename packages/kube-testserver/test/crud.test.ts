@@ -1,3 +1,4 @@
+// `as any` here reads raw Status/List JSON from fetch, which has no type: the point is the exact wire shape.
 import * as k8s from "@kubernetes/client-node"
 import { describe, expect, it } from "vitest"
 import { apiError, pod, setup, waitFor } from "./helpers.ts"

@@ -1,3 +1,4 @@
+// `as any` here: client-node's PortForward is typed as returning a union; the test needs the WebSocket it really returns.
 import * as k8s from "@kubernetes/client-node"
 import * as net from "node:net"
 import { PassThrough } from "node:stream"

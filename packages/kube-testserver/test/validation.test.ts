@@ -1,3 +1,4 @@
+// `as any` here sends objects the typed client would refuse (that is the test) and reads raw Status JSON.
 import { describe, expect, it } from "vitest"
 import { apiError, setup } from "./helpers.ts"
 

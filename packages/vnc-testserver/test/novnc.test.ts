@@ -1,6 +1,7 @@
 // noVNC (the browser client the product's viewer uses) in headless Chromium, through a
 // WebSocket-to-TCP bridge, against the test server: the screenshot must show the desktop, and
 // typing and clicking in the browser must reach the server and change the picture.
+// `as any` here reads the test page's own `window.vnc` global, which has no type in the browser context.
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { mkdirSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
