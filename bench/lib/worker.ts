@@ -263,7 +263,7 @@ const fakeStart = async (args: { window?: number }) => {
     ws.on("message", (data: Buffer, isBinary) => {
       if (isBinary) {
         const f = decodeBinary(data)
-        if (f._tag !== "Success") return
+        if (f._tag !== "Success" || f.success.kind === "link_window") return
         const t = fake.tunnels.get(f.success.tunnelId)
         if (t === undefined) return
         if (f.success.kind === "window") {

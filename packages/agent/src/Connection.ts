@@ -6,10 +6,11 @@ import {
   AGENT_SUBPROTOCOL,
   CloseCode,
   decodeBinary,
+  creditedBytes,
   decodeFromControlPlane,
-  DEFAULT_WINDOW_BYTES,
   encodeText,
   makeMessage,
+  MAX_BINARY_PAYLOAD_BYTES,
   MAX_FRAME_BYTES,
   MAX_SESSIONS_PER_MESSAGE,
   PROTOCOL_VERSIONS
@@ -37,7 +38,11 @@ export type Incoming = ControlPlaneMessage | BinaryFrame
 export interface ConnectionShape {
   /** Sends one text message (id and ts are filled in). Fails with NotConnected while the link is down. */
   readonly send: <T extends AgentMessage["type"] & MessageType>(type: T, payload: PayloadOf<T>) => Effect.Effect<void, ConnectionError>
-  /** Sends one binary frame; waits while the socket's send buffer is over its high-water mark. */
+  /**
+   * Sends one binary frame. Frames wait in two FIFO lanes while the socket's send buffer is over its high-water
+   * mark or the link window is spent: small frames (credit, keystrokes, pointer moves) before bulk ones. Each
+   * tunnel has one frame waiting at a time, so a lane takes the tunnels in turn.
+   */
   readonly sendBinary: (frame: Uint8Array) => Effect.Effect<void, ConnectionError>
   /** Every frame received after `welcome`, in order, across reconnects. */
   readonly incoming: StreamT.Stream<Incoming>
@@ -51,8 +56,14 @@ export interface ConnectionShape {
 /** Path of the agent endpoint under CONTROL_PLANE_URL. */
 export const CONNECT_PATH = "/api/v1/agent/connect"
 
-/** sendBinary waits while more than this many bytes sit in the socket's send buffer (one default tunnel window). */
-export const SEND_HIGH_WATER_MARK = DEFAULT_WINDOW_BYTES
+/**
+ * sendBinary queues while more than this many bytes sit in the socket's send buffer: one maximal frame. Bytes
+ * beyond it would only wait in a FIFO that a later small frame cannot overtake.
+ */
+export const SEND_HIGH_WATER_MARK = MAX_BINARY_PAYLOAD_BYTES
+
+/** Binary frames up to this size take the express lane: credit frames and interactive bytes. */
+export const EXPRESS_FRAME_BYTES = 4096
 
 /** Close codes: 1000 normal (re-authenticating), 1001 going away (shutdown). */
 
@@ -68,8 +79,20 @@ interface Link {
   readonly closed: Deferred.Deferred<CloseInfo>
   /** Set on every pong or frame; cleared before each ping. */
   alive: boolean
-  /** Senders waiting for the send buffer to drain. */
-  drainWaiters: Array<Deferred.Deferred<void>>
+  /** Tunnel data bytes the control plane will still take before it credits the link; undefined: no link window. */
+  linkCredit: number | undefined
+  linkWindow: number | undefined
+  /** Binary frames waiting for the send buffer or link credit, small ones first. */
+  readonly express: Array<Pending>
+  readonly bulk: Array<Pending>
+}
+
+interface Pending {
+  readonly frame: Uint8Array
+  /** Bytes it spends of the link window. */
+  readonly cost: number
+  /** True once written, false when the link closed first. */
+  readonly sent: Deferred.Deferred<boolean>
 }
 
 type Ended = { readonly _tag: "Lost"; readonly reason: string; readonly code?: number } | { readonly _tag: "Reauthenticate" }
@@ -112,15 +135,35 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
 
       const rawSend = (l: Link, data: string | Uint8Array): void => {
         l.ws.send(data, (err) => {
-          if (err === undefined || err === null) {
-            if (l.ws.bufferedAmount <= SEND_HIGH_WATER_MARK) wakeDrainWaiters(l)
-          }
+          if (err === undefined || err === null) flush(l)
         })
       }
-      const wakeDrainWaiters = (l: Link) => {
-        const waiters = l.drainWaiters
-        l.drainWaiters = []
-        for (const d of waiters) Deferred.doneUnsafe(d, Exit.void)
+      const writeBinary = (l: Link, frame: Uint8Array, cost: number) => {
+        if (l.linkCredit !== undefined) l.linkCredit -= cost
+        rawSend(l, frame)
+      }
+      const fits = (l: Link, cost: number) =>
+        l.ws.bufferedAmount <= SEND_HIGH_WATER_MARK && (l.linkCredit === undefined || cost <= l.linkCredit)
+      /** Writes waiting frames while the send buffer and the link window have room: the express lane first. */
+      const flush = (l: Link) => {
+        while (l.ws.readyState === WebSocket.OPEN) {
+          const lane = l.express.length > 0 ? l.express : l.bulk
+          const next = lane[0]
+          if (next === undefined || !fits(l, next.cost)) return
+          lane.shift()
+          writeBinary(l, next.frame, next.cost)
+          Deferred.doneUnsafe(next.sent, Exit.succeed(true))
+        }
+      }
+      const failPending = (l: Link) => {
+        for (const p of l.express.splice(0)) Deferred.doneUnsafe(p.sent, Exit.succeed(false))
+        for (const p of l.bulk.splice(0)) Deferred.doneUnsafe(p.sent, Exit.succeed(false))
+      }
+      const addLinkCredit = (l: Link, credit: number) => {
+        if (l.linkCredit === undefined || l.linkWindow === undefined) return
+        // Never more than the window announced: a confused control plane must not unbound our sends.
+        l.linkCredit = Math.min(l.linkCredit + credit, l.linkWindow)
+        flush(l)
       }
 
       const nextId = () => `${config.agentId}-${idPrefix}-${(++messageCounter).toString(36)}`
@@ -139,19 +182,30 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
         yield* sendOn(l, type, payload)
       })
 
-      const sendBinary = Effect.fnUntraced(function*(frame: Uint8Array) {
-        while (true) {
+      const sendBinary = (frame: Uint8Array): Effect.Effect<void, ConnectionError> =>
+        Effect.suspend(() => {
           const l = link
-          if (l === undefined || l.ws.readyState !== WebSocket.OPEN) return yield* notConnected
-          if (l.ws.bufferedAmount <= SEND_HIGH_WATER_MARK) {
-            rawSend(l, frame)
-            return
+          if (l === undefined || l.ws.readyState !== WebSocket.OPEN) return notConnected
+          const cost = creditedBytes(frame)
+          const express = frame.length <= EXPRESS_FRAME_BYTES
+          const lane = express ? l.express : l.bulk
+          // Only overtake what waits in a slower lane: frames of one lane leave in order.
+          if (lane.length === 0 && (express || l.express.length === 0) && fits(l, cost)) {
+            writeBinary(l, frame, cost)
+            return Effect.void
           }
-          const d = Deferred.makeUnsafe<void>()
-          l.drainWaiters.push(d)
-          yield* Deferred.await(d)
-        }
-      })
+          const pending: Pending = { frame, cost, sent: Deferred.makeUnsafe<boolean>() }
+          lane.push(pending)
+          return Deferred.await(pending.sent).pipe(
+            Effect.onInterrupt(() =>
+              Effect.sync(() => {
+                const i = lane.indexOf(pending)
+                if (i >= 0) lane.splice(i, 1)
+              })
+            ),
+            Effect.flatMap((sent) => (sent ? Effect.void : notConnected))
+          )
+        })
 
       /** The token for the next dial: an issued credential, else the saved one, else AGENT_TOKEN. */
       const currentToken = Effect.gen(function*() {
@@ -195,7 +249,10 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
               frames,
               closed: Deferred.makeUnsafe<CloseInfo>(),
               alive: true,
-              drainWaiters: []
+              linkCredit: undefined,
+              linkWindow: undefined,
+              express: [],
+              bulk: []
             }
             let opened = false
             ws.on("message", (data, isBinary) => {
@@ -209,7 +266,7 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
             ws.on("close", (code, reason) => {
               Deferred.doneUnsafe(l.closed, Exit.succeed({ code, reason: reason.toString("utf8") }))
               Queue.endUnsafe(l.frames)
-              wakeDrainWaiters(l)
+              failPending(l)
             })
             ws.once("open", () => {
               opened = true
@@ -302,7 +359,8 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
                 yield* sendOn(l, "error", { code: decoded.failure.reason, message: decoded.failure.message })
                 continue
               }
-              Queue.offerUnsafe(incoming, decoded.success)
+              if (decoded.success.kind === "link_window") addLinkCredit(l, decoded.success.credit)
+              else Queue.offerUnsafe(incoming, decoded.success)
             }
           }
         })
@@ -361,6 +419,10 @@ export class Connection extends Context.Service<Connection, ConnectionShape>()("
         if (!(PROTOCOL_VERSIONS as ReadonlyArray<string>).includes(welcome.protocol_version)) {
           l.ws.close(1002, "unsupported protocol version")
           return yield* new ConnectionError({ reason: "Rejected", message: `control plane chose protocol ${welcome.protocol_version}, which this agent does not speak` })
+        }
+        if (welcome.link_window !== undefined) {
+          l.linkWindow = welcome.link_window
+          l.linkCredit = welcome.link_window
         }
         link = l
         yield* Effect.addFinalizer(() =>

@@ -1,6 +1,6 @@
 // `as any` here reads a Result/Option value a test already asserted to be present.
 import { assert, describe, it } from "@effect/vitest"
-import { CloseCode, encodeWindow, MAX_FRAME_BYTES } from "@streamspace/protocol"
+import { CloseCode, encodeData, encodeLinkWindow, encodeWindow, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import type { TunnelId } from "@streamspace/protocol"
 import { Context, Deferred, Effect, Fiber, Layer, Logger, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
@@ -302,6 +302,94 @@ describe("Connection", () => {
         const got = yield* Queue.take(conn.binary)
         assert.strictEqual(got[0]! | (got[1]! << 8), i)
       }
+    }))
+
+  /** Waits until `count()` stops changing across several polls (a sender that stalled), and returns it. */
+  const settled = (count: () => number) => {
+    let last = -1
+    let stable = 0
+    return eventually(() => {
+      const n = count()
+      stable = n === last ? stable + 1 : 0
+      last = n
+      return stable >= 25
+    }, "the sender to stall").pipe(Effect.map(() => count()))
+  }
+  const tid = (n: number) => n as TunnelId
+  const data = (tunnel: number, size: number, tag: number) => {
+    const payload = new Uint8Array(size)
+    payload[0] = tag
+    return encodeData(tid(tunnel), payload)
+  }
+
+  it.effect("with a link window, data bytes in flight stay within it until the control plane credits the link", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make({ linkWindow: 128 * 1024 })
+      const { connection } = yield* setup(cp.url)
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      let sent = 0
+      const sender = yield* Effect.forkChild(Effect.gen(function*() {
+        for (let i = 0; i < 6; i++) {
+          yield* connection.sendBinary(data(1, 64 * 1024, i))
+          sent++
+        }
+      }))
+      // Two 64 KiB frames fill the 128 KiB window; credit frames (no data) never count against it.
+      assert.strictEqual(yield* settled(() => sent), 2)
+      yield* connection.sendBinary(encodeWindow(tid(1), 1000))
+      yield* conn.sendRaw(encodeLinkWindow(64 * 1024))
+      assert.strictEqual(yield* settled(() => sent), 3)
+      // More credit than the window is capped at the window: two more frames, not three.
+      yield* conn.sendRaw(encodeLinkWindow(10 * 1024 * 1024))
+      assert.strictEqual(yield* settled(() => sent), 5)
+      yield* conn.sendRaw(encodeLinkWindow(64 * 1024))
+      yield* Fiber.join(sender)
+      const tags: Array<number> = []
+      for (let i = 0; i < 7; i++) {
+        const f = yield* Queue.take(conn.binary)
+        if (f[0] === 1) tags.push(f[5]!)
+      }
+      assert.deepStrictEqual(tags, [0, 1, 2, 3, 4, 5])
+    }))
+
+  it.effect("small frames overtake bulk frames waiting for the link; frames of one size keep their order", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make({ linkWindow: 64 * 1024 })
+      const { connection } = yield* setup(cp.url)
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      yield* connection.sendBinary(data(1, 64 * 1024, 1)) // spends the whole window
+      const bulk = yield* Effect.forkChild(connection.sendBinary(data(1, 64 * 1024, 2)))
+      const bulk2 = yield* Effect.forkChild(connection.sendBinary(data(2, 64 * 1024, 3)))
+      yield* settled(() => 0)
+      const small = yield* Effect.forkChild(connection.sendBinary(data(3, 100, 4)))
+      const small2 = yield* Effect.forkChild(connection.sendBinary(data(4, 100, 5)))
+      yield* settled(() => 0)
+      yield* conn.sendRaw(encodeLinkWindow(200))
+      yield* Fiber.join(small)
+      yield* Fiber.join(small2)
+      yield* conn.sendRaw(encodeLinkWindow(64 * 1024))
+      yield* Fiber.join(bulk)
+      yield* conn.sendRaw(encodeLinkWindow(64 * 1024))
+      yield* Fiber.join(bulk2)
+      const tags: Array<number> = []
+      for (let i = 0; i < 5; i++) tags.push((yield* Queue.take(conn.binary))[5]!)
+      assert.deepStrictEqual(tags, [1, 4, 5, 2, 3])
+    }))
+
+  it.effect("frames waiting for the link fail with NotConnected when it drops", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make({ linkWindow: 64 * 1024 })
+      const { connection } = yield* setup(cp.url)
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      yield* connection.sendBinary(data(1, 64 * 1024, 1))
+      const waiting = yield* Effect.forkChild(Effect.flip(connection.sendBinary(data(1, 64 * 1024, 2))))
+      yield* settled(() => 0)
+      yield* conn.terminate
+      const e = yield* Fiber.join(waiting)
+      assert.strictEqual(e.reason, "NotConnected")
     }))
 
   it.effect("the token never appears in logs", () =>

@@ -9,8 +9,11 @@
 import type { AgentId, AgentMessage, BinaryFrame, Capacity, ControlPlaneMessage, MessageType, PayloadOf, TunnelId } from "@streamspace/protocol"
 import {
   AGENT_SUBPROTOCOL,
+  creditThreshold,
   decodeBinary,
+  DEFAULT_LINK_WINDOW_BYTES,
   decodeFromAgent,
+  encodeLinkWindow,
   encodeText,
   makeMessage,
   negotiateVersion
@@ -111,6 +114,8 @@ interface Live {
   readonly approved: boolean
   ended: boolean
   lastBeatMs: number
+  /** Tunnel data bytes read off this socket and not yet credited back to the agent's link window. */
+  linkUnreturned: number
 }
 
 interface Entry {
@@ -164,6 +169,8 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
     onSome: (t) => hashToken(Redacted.value(t))
   })
   const heartbeatLimit = Duration.times(config.heartbeatInterval, config.heartbeatMissedLimit)
+  const linkWindow = DEFAULT_LINK_WINDOW_BYTES
+  const linkCreditThreshold = creditThreshold(linkWindow)
 
   /** Writes one change through; a store failure is logged (the in-memory state stays authoritative). */
   const persist = (id: AgentId, write: Effect.Effect<void, unknown>) =>
@@ -304,7 +311,7 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
       }
       const target: Entry = entry ?? { record, live: undefined }
       agents.set(id, target)
-      const live: Live = { socket, approved: record.enrollment === "approved", ended: false, lastBeatMs: now }
+      const live: Live = { socket, approved: record.enrollment === "approved", ended: false, lastBeatMs: now, linkUnreturned: 0 }
       const old = target.live
       yield* tracked(
         target,
@@ -320,7 +327,12 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
         yield* tunnelsGone(id)
         yield* Effect.logInfo("AgentHub: agent reconnected; the older socket was replaced")
       }
-      yield* sendOn(live, "welcome", { protocol_version: version.success, enrollment: live.approved ? "approved" : "pending", draining: record.draining })
+      yield* sendOn(live, "welcome", {
+        protocol_version: version.success,
+        enrollment: live.approved ? "approved" : "pending",
+        draining: record.draining,
+        link_window: linkWindow
+      })
       if (live.approved) yield* publish({ _tag: "Connected", agentId: id, hello })
       yield* Effect.logInfo(`AgentHub: agent connected (${record.enrollment})`)
       return O.some([target, live] as const)
@@ -380,13 +392,26 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
       yield* sendOn(live, "error", { code: decoded.failure.reason, message: decoded.failure.message })
       return
     }
-    const sink = live.approved ? sinks.get(sinkKey(entry.record.id, decoded.success.tunnelId)) : undefined
+    const f = decoded.success
+    if (f.kind === "link_window") {
+      yield* sendOn(live, "error", { code: "UnexpectedType", message: "link_window frames flow from the control plane to the agent only" })
+      return
+    }
+    if (f.kind === "data") {
+      // The bytes are off the socket (handed to the viewer's socket, or dropped): the link has room again.
+      live.linkUnreturned += f.payload.length
+      if (live.linkUnreturned >= linkCreditThreshold) {
+        live.socket.sendControl(encodeLinkWindow(live.linkUnreturned))
+        live.linkUnreturned = 0
+      }
+    }
+    const sink = live.approved ? sinks.get(sinkKey(entry.record.id, f.tunnelId)) : undefined
     if (sink === undefined) {
       dropped++
       yield* Metric.update(droppedTunnelFrames, 1)
       return
     }
-    yield* sink.onFrame(decoded.success)
+    yield* sink.onFrame(f)
   })
 
   type Reader = Socket.Reader<string | Uint8Array>

@@ -4,6 +4,7 @@ import { assert, layer } from "@effect/vitest"
 import type { AgentId } from "@streamspace/protocol"
 import { Effect, Exit, Option, Scope } from "effect"
 import { TestClock } from "effect/testing"
+import { DEFAULT_LINK_WINDOW_BYTES } from "@streamspace/protocol"
 import { Store } from "../src/Store.ts"
 import { agentRow, BOOTSTRAP, captureLogs, connect, connectAndHello, enrol, eventually, helloPayload, type Refused, startHub, withTestClock } from "./support/fakeAgent.ts"
 
@@ -20,7 +21,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
     Effect.gen(function*() {
       const cp = yield* startHub({})
       const { agent, welcome } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-1")
-      assert.deepStrictEqual(welcome, { protocol_version: "v1", enrollment: "pending", draining: false })
+      assert.deepStrictEqual(welcome, { protocol_version: "v1", enrollment: "pending", draining: false, link_window: DEFAULT_LINK_WINDOW_BYTES })
       const pending = Option.getOrThrow(yield* cp.hub.get(id("edge-1")))
       assert.strictEqual(pending.enrollment, "pending")
       assert.isTrue(pending.connected)
@@ -40,7 +41,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.match(row.credentialHash!, /^[0-9a-f]{64}$/)
 
       const again = yield* connectAndHello(cp.url, credential.payload.token, "edge-1")
-      assert.deepStrictEqual(again.welcome, { protocol_version: "v1", enrollment: "approved", draining: false })
+      assert.deepStrictEqual(again.welcome, { protocol_version: "v1", enrollment: "approved", draining: false, link_window: DEFAULT_LINK_WINDOW_BYTES })
       yield* cp.hub.send(id("edge-1"), "drain", { draining: false })
       assert.deepStrictEqual((yield* again.agent.next("drain")).payload, { draining: false })
     }).pipe(withTestClock))
@@ -181,7 +182,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.deepInclude(before, { status: "offline", connected: false, enrollment: "approved", draining: true })
       assert.strictEqual((yield* agentRow("rs-1")).status, "offline")
       const back = yield* connectAndHello(cp2.url, credential, "rs-1")
-      assert.deepStrictEqual(back.welcome, { protocol_version: "v1", enrollment: "approved", draining: true })
+      assert.deepStrictEqual(back.welcome, { protocol_version: "v1", enrollment: "approved", draining: true, link_window: DEFAULT_LINK_WINDOW_BYTES })
       assert.strictEqual(Option.getOrThrow(yield* cp2.hub.get(id("rs-1"))).status, "draining")
       // The pending agent is still pending: it may reconnect with the bootstrap token and wait.
       const again = yield* connectAndHello(cp2.url, BOOTSTRAP, "rs-2")

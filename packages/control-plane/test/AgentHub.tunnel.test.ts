@@ -2,7 +2,7 @@
 // sinks told when the agent goes away, and sendBinary held back while the agent does not read.
 import { assert, layer } from "@effect/vitest"
 import type { AgentId, BinaryFrame, TunnelId } from "@streamspace/protocol"
-import { encodeData, encodeWindow, MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
+import { creditThreshold, decodeBinary, DEFAULT_LINK_WINDOW_BYTES, encodeData, encodeLinkWindow, encodeWindow, MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
 import { Effect, Fiber, Scope } from "effect"
 import type { TunnelSink } from "../src/AgentHub.ts"
 import { Store } from "../src/Store.ts"
@@ -54,6 +54,29 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       yield* eventually("onAgentGone", Effect.sync(() => b.gone() === 1))
       assert.strictEqual(a.gone(), 0)
       assert.strictEqual((yield* Effect.flip(cp.hub.sendBinary(id("tun-1"), encodeData(tid(8), new Uint8Array([1]))))).reason, "NotConnected")
+    }).pipe(withTestClock))
+
+  it.effect("the hub credits the agent's link window as it reads data frames, delivered or dropped", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({})
+      const { agent, welcome } = yield* connectApproved(cp, "tun-link")
+      assert.strictEqual(welcome.link_window, DEFAULT_LINK_WINDOW_BYTES)
+      const a = recordingSink()
+      yield* cp.hub.registerTunnel(id("tun-link"), tid(7), a.sink)
+      // Just under a quarter window: no credit yet. Credit frames cost nothing.
+      const threshold = creditThreshold(DEFAULT_LINK_WINDOW_BYTES)
+      const chunk = MAX_BINARY_PAYLOAD_BYTES
+      const frames = Math.ceil(threshold / chunk)
+      for (let i = 0; i < frames - 1; i++) yield* agent.sendRaw(encodeData(tid(7), new Uint8Array(chunk)))
+      yield* agent.sendRaw(encodeWindow(tid(7), 4096))
+      // The last one goes to a tunnel nobody listens on: dropped, but off the socket all the same.
+      yield* agent.sendRaw(encodeData(tid(9), new Uint8Array(chunk)))
+      const credit = decodeBinary(yield* agent.nextBinary())
+      assert.deepStrictEqual(credit._tag === "Success" ? credit.success : credit, { kind: "link_window", credit: frames * chunk })
+      assert.strictEqual(a.frames.length, frames)
+      // Link credit only flows to the agent: one from the agent is answered with an error.
+      yield* agent.sendRaw(encodeLinkWindow(1000))
+      assert.strictEqual((yield* agent.next("error")).payload.code, "UnexpectedType")
     }).pipe(withTestClock))
 
   it.effect("frames from a pending agent reach no sink", () =>

@@ -21,6 +21,15 @@ export const MIN_WINDOW_BYTES = MAX_BINARY_PAYLOAD_BYTES
 /** Largest window a side may configure: caps the memory one tunnel can pin on the receiver. */
 export const MAX_WINDOW_BYTES = 16 * 1024 * 1024
 
+/** Default link window the control plane announces: one default tunnel window, so a lone tunnel is never held back by it, while the queue on a shared agent link stays one window deep however many tunnels stream. */
+export const DEFAULT_LINK_WINDOW_BYTES = DEFAULT_WINDOW_BYTES
+
+/** Smallest link window a control plane may announce in `welcome`: one maximal data frame must always fit. */
+export const MIN_LINK_WINDOW_BYTES = MAX_BINARY_PAYLOAD_BYTES
+
+/** Largest link window: the most data bytes an agent may have written to its socket that the control plane has not read yet. */
+export const MAX_LINK_WINDOW_BYTES = 64 * 1024 * 1024
+
 /** Most tunnels open at once on one agent connection: bounds per-connection memory (tunnels x window). */
 export const MAX_TUNNELS_PER_CONNECTION = 256
 

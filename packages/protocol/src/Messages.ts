@@ -4,7 +4,7 @@
 import { Result, Schema } from "effect"
 import { Command, CommandAction, CommandError, CommandResult, isCommandAction } from "./Command.ts"
 import { AgentId, CommandId, MessageId, SessionId, Timestamp, TunnelId } from "./Ids.ts"
-import { MAX_SESSIONS_PER_MESSAGE, MAX_TEXT_FRAME_BYTES } from "./Limits.ts"
+import { MAX_LINK_WINDOW_BYTES, MAX_SESSIONS_PER_MESSAGE, MAX_TEXT_FRAME_BYTES, MIN_LINK_WINDOW_BYTES } from "./Limits.ts"
 import { ProtocolError, ProtocolErrorReason } from "./ProtocolError.ts"
 import { AgentStatus, Capacity, Platform, SessionStatus } from "./Session.ts"
 
@@ -37,7 +37,17 @@ export const Welcome = Schema.Struct({
   /** `pending`: connected with the bootstrap token and waiting for an admin; no commands arrive until `credential`. */
   enrollment: Enrollment,
   /** True when an operator drained this agent: it keeps its sessions but gets no new ones. */
-  draining: Schema.Boolean
+  draining: Schema.Boolean,
+  /**
+   * Link credit: the agent keeps at most this many tunnel data bytes sent and not yet credited back by `link_window`
+   * frames (window frames naming tunnel 0), across all tunnels. Absent: no link credit, per-tunnel windows only.
+   */
+  link_window: Schema.optionalKey(Schema.Number.pipe(Schema.check(
+    Schema.isInt(),
+    Schema.isBetween({ minimum: MIN_LINK_WINDOW_BYTES, maximum: MAX_LINK_WINDOW_BYTES }, {
+      message: `link_window must be between ${MIN_LINK_WINDOW_BYTES} and ${MAX_LINK_WINDOW_BYTES} bytes`
+    })
+  )))
 })
 
 /** control plane -> agent: the per-agent credential, sent on approval and on rotation. The agent stores it and uses it from then on. */

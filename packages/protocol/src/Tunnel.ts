@@ -3,6 +3,12 @@
 // Flow control: each tunnel direction has a credit window. The sender starts with `window` bytes of credit,
 // spends one byte per payload byte, and stops reading its source at zero. The receiver, once it has passed
 // bytes on, returns that many bytes of credit in a `window` frame (batched, see `creditThreshold`).
+//
+// Link credit: when `welcome` carries `link_window`, the agent also keeps the data bytes it has sent and the
+// control plane has not yet read off the socket within that window, across all tunnels. The control plane
+// returns them in window frames naming tunnel 0 (`link_window` frames). Per-tunnel credit bounds what one
+// viewer can pin; link credit bounds the queue on the shared socket, so one tunnel's bytes never wait behind
+// every other tunnel's whole window.
 import { Result } from "effect"
 import type { TunnelId } from "./Ids.ts"
 import { BINARY_HEADER_BYTES, MAX_BINARY_PAYLOAD_BYTES } from "./Limits.ts"
@@ -20,6 +26,11 @@ export interface WindowFrame {
   readonly kind: "window"
   readonly tunnelId: TunnelId
   /** Bytes of credit returned to the sender. */
+  readonly credit: number
+}
+/** Credit for the shared agent link (a window frame naming tunnel 0); only the control plane sends it. */
+export interface LinkWindowFrame {
+  readonly kind: "link_window"
   readonly credit: number
 }
 export type BinaryFrame = DataFrame | WindowFrame
@@ -60,16 +71,25 @@ export const encodeWindow = (tunnelId: TunnelId, credit: number): Uint8Array => 
   return buf
 }
 
+/** A link credit frame (a window frame naming tunnel 0) returning `credit` bytes of the agent link's window. */
+export const encodeLinkWindow = (credit: number): Uint8Array => encodeWindow(0 as TunnelId, credit)
+
+/** Bytes of a binary frame that count against credit windows: the payload of a data frame; 0 for credit frames. */
+export const creditedBytes = (frame: Uint8Array): number =>
+  frame[0] === BinaryKind.data ? frame.length - BINARY_HEADER_BYTES : 0
+
 const fail = (reason: ProtocolError["reason"], message: string) => Result.fail(new ProtocolError({ reason, message }))
 
 /** Decodes one binary frame without copying the payload. Never throws. */
-export const decodeBinary = (frame: Uint8Array): Result.Result<BinaryFrame, ProtocolError> => {
+export const decodeBinary = (frame: Uint8Array): Result.Result<BinaryFrame | LinkWindowFrame, ProtocolError> => {
   if (frame.length < BINARY_HEADER_BYTES) {
     return fail("TruncatedBinary", `binary frame of ${frame.length} bytes is shorter than its ${BINARY_HEADER_BYTES}-byte header`)
   }
   const tunnelId = ((frame[1]! << 24) | (frame[2]! << 16) | (frame[3]! << 8) | frame[4]!) >>> 0
-  if (tunnelId === 0) return fail("InvalidPayload", "binary frame names tunnel 0, which is never assigned")
   const kind = frame[0]
+  if (tunnelId === 0 && kind !== BinaryKind.window) {
+    return fail("InvalidPayload", "binary frame names tunnel 0, which is never assigned (only link credit uses it)")
+  }
   if (kind === BinaryKind.data) {
     const payload = frame.subarray(BINARY_HEADER_BYTES)
     if (payload.length > MAX_BINARY_PAYLOAD_BYTES) {
@@ -83,6 +103,7 @@ export const decodeBinary = (frame: Uint8Array): Result.Result<BinaryFrame, Prot
     }
     const credit = new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(BINARY_HEADER_BYTES)
     if (credit === 0) return fail("InvalidPayload", "window frame returns 0 bytes of credit")
+    if (tunnelId === 0) return Result.succeed({ kind: "link_window", credit })
     return Result.succeed({ kind: "window", tunnelId: tunnelId as TunnelId, credit })
   }
   return fail("UnknownBinaryKind", `unknown binary frame kind ${kind}`)

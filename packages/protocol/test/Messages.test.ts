@@ -10,7 +10,9 @@ import {
   encodeText,
   MAX_SESSIONS_PER_MESSAGE,
   MAX_TEXT_FRAME_BYTES,
+  MAX_LINK_WINDOW_BYTES,
   MAX_WINDOW_BYTES,
+  MIN_LINK_WINDOW_BYTES,
   MIN_WINDOW_BYTES,
   Payloads,
   type MessageType,
@@ -150,5 +152,14 @@ describe("other limits", () => {
     expect(Result.isSuccess(decodeFromControlPlane(withWindow(MAX_WINDOW_BYTES)))).toBe(true)
     expect(failure(decodeFromControlPlane(withWindow(MIN_WINDOW_BYTES - 1))).message).toMatch(/window must be between/)
     expect(failure(decodeFromControlPlane(withWindow(MAX_WINDOW_BYTES + 1))).message).toMatch(/window must be between/)
+  })
+  it("welcome link_window from MIN_LINK_WINDOW_BYTES to MAX_LINK_WINDOW_BYTES passes, outside fails, absent is allowed", () => {
+    const welcome = JSON.parse(encodeText(samples.welcome!))
+    const withLink = (w: number | undefined) => JSON.stringify({ ...welcome, payload: { ...welcome.payload, link_window: w } })
+    expect(Result.isSuccess(decodeFromControlPlane(withLink(MIN_LINK_WINDOW_BYTES)))).toBe(true)
+    expect(Result.isSuccess(decodeFromControlPlane(withLink(MAX_LINK_WINDOW_BYTES)))).toBe(true)
+    expect(Result.isSuccess(decodeFromControlPlane(withLink(undefined)))).toBe(true)
+    expect(failure(decodeFromControlPlane(withLink(MIN_LINK_WINDOW_BYTES - 1))).message).toMatch(/link_window must be between/)
+    expect(failure(decodeFromControlPlane(withLink(MAX_LINK_WINDOW_BYTES + 1))).message).toMatch(/link_window must be between/)
   })
 })

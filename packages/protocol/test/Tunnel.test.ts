@@ -3,10 +3,12 @@ import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import {
   BINARY_HEADER_BYTES,
+  creditedBytes,
   creditThreshold,
   decodeBinary,
   encodeData,
   encodeDataFrames,
+  encodeLinkWindow,
   encodeWindow,
   MAX_BINARY_PAYLOAD_BYTES,
   MAX_FRAME_BYTES,
@@ -72,8 +74,16 @@ describe("binary frames", () => {
     for (let n = 0; n < BINARY_HEADER_BYTES; n++) expect(err(decodeBinary(new Uint8Array(n))).reason).toBe("TruncatedBinary")
     expect(err(decodeBinary(new Uint8Array([9, 0, 0, 0, 1]))).reason).toBe("UnknownBinaryKind")
     expect(err(decodeBinary(new Uint8Array([1, 0, 0, 0, 0, 1]))).message).toMatch(/tunnel 0/)
+    expect(err(decodeBinary(new Uint8Array([2, 0, 0, 0, 0, 0, 0, 0, 0]))).message).toMatch(/0 bytes of credit/)
     expect(err(decodeBinary(encodeWindow(tid(1), 100).subarray(0, 8))).reason).toBe("TruncatedBinary")
     expect(err(decodeBinary(new Uint8Array([2, 0, 0, 0, 1, 0, 0, 0, 0]))).message).toMatch(/0 bytes of credit/)
+  })
+
+  it("a window frame naming tunnel 0 is link credit; only data bytes count against windows", () => {
+    expect(ok(decodeBinary(encodeLinkWindow(65536)))).toEqual({ kind: "link_window", credit: 65536 })
+    expect(creditedBytes(encodeData(tid(7), new Uint8Array(1234)))).toBe(1234)
+    expect(creditedBytes(encodeWindow(tid(7), 1234))).toBe(0)
+    expect(creditedBytes(encodeLinkWindow(1234))).toBe(0)
   })
 
   it("credit is returned in batches of a quarter window", () => {

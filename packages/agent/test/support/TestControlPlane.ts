@@ -43,6 +43,8 @@ export interface TestControlPlaneOptions {
   /** Answer transport pings (default true); false simulates a blackholed link. */
   readonly autoPong?: boolean
   readonly draining?: boolean
+  /** Announce this link window in welcome (the agent then waits for link credit). */
+  readonly linkWindow?: number
   /** Serve wss:// with this certificate. */
   readonly tls?: { readonly cert: string; readonly key: string }
 }
@@ -153,7 +155,8 @@ export const make = (options: TestControlPlaneOptions = {}): Effect.Effect<TestC
           run(send("welcome", {
             protocol_version: "v1",
             enrollment: token !== undefined && approved.has(token) ? "approved" : "pending",
-            draining: options.draining ?? false
+            draining: options.draining ?? false,
+            ...(options.linkWindow !== undefined ? { link_window: options.linkWindow } : {})
           }))
         }
       })

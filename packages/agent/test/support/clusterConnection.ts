@@ -64,6 +64,8 @@ export const makeFakeLink = (): { readonly link: FakeLink; readonly layer: Layer
         const decoded = decodeBinary(frame)
         if (Result.isFailure(decoded)) return Effect.die(decoded.failure)
         const f = decoded.success
+        // Link credit flows from the control plane to the agent only.
+        if (f.kind === "link_window") return Effect.die(new Error("the agent sent a link_window frame"))
         const s = statsOf(f.tunnelId)
         if (f.kind === "window") s.creditFromAgent += f.credit
         else {

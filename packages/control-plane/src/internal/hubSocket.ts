@@ -45,6 +45,8 @@ export interface AgentSocket {
   readonly isOpen: () => boolean
   /** Queues a text frame; false when the socket is no longer open. */
   readonly sendText: (text: string) => boolean
+  /** Queues a small binary control frame (link credit) at once, whatever is queued; false when closed. */
+  readonly sendControl: (frame: Uint8Array) => boolean
   /** Sends a binary frame once the bytes queued on the socket are under the high-water mark; false when closed. */
   readonly sendBinary: (frame: Uint8Array) => Effect.Effect<boolean>
   readonly close: (code: number, reason: string) => void
@@ -96,6 +98,7 @@ export const makeAgentSocket = (ws: WebSocket, highWater: number = SEND_HIGH_WAT
     ws,
     isOpen,
     sendText: (text) => send(text, false),
+    sendControl: (frame) => send(frame, true),
     sendBinary: (frame) => Effect.map(belowHighWater, () => send(frame, true)),
     close: (code, reason) => {
       if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(code, reason)

@@ -269,8 +269,8 @@ export const enrol = (cp: { readonly hub: AgentHubShape; readonly url: string },
 export const connectApproved = (cp: { readonly hub: AgentHubShape; readonly url: string }, agentId: string, options: ConnectOptions = {}) =>
   Effect.gen(function*() {
     const credential = yield* enrol(cp, agentId)
-    const { agent } = yield* connectAndHello(cp.url, credential, agentId, {}, options)
-    return { agent, credential }
+    const { agent, welcome } = yield* connectAndHello(cp.url, credential, agentId, {}, options)
+    return { agent, credential, welcome }
   })
 
 
