@@ -75,6 +75,9 @@ export class Health extends Context.Service<Health, HealthShape>()("agent/Health
         yield* Metric.update(Metrics.uptimeSeconds, Math.floor(Duration.toSeconds(yield* uptime)))
         yield* Metric.update(Metrics.sessionsActive, yield* store.activeCount)
         yield* Metric.update(Metrics.vncTunnelsActive, yield* tunnels.active)
+        const buffered = yield* tunnels.buffered
+        yield* Metric.update(Metrics.tunnelBufferedBytes, buffered.total)
+        yield* Metric.update(Metrics.tunnelBufferedBytesMax, buffered.max)
         yield* Metric.update(Metrics.connected, (yield* connection.isConnected) ? 1 : 0)
         const body = yield* PrometheusMetrics.format()
         return HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" })

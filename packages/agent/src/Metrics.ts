@@ -7,6 +7,12 @@ export const heartbeatLastSuccess = Metric.gauge("streamspace_agent_heartbeat_la
   description: "Unix time (seconds) of the last heartbeat sent to the control plane"
 })
 export const vncTunnelsActive = Metric.gauge("streamspace_agent_vnc_tunnels_active", { description: "Open VNC tunnels" })
+export const tunnelBufferedBytes = Metric.gauge("streamspace_agent_vnc_tunnel_buffered_bytes", {
+  description: "Bytes held for open tunnels (read from the session and not yet sent, or received and not yet written), all tunnels"
+})
+export const tunnelBufferedBytesMax = Metric.gauge("streamspace_agent_vnc_tunnel_buffered_bytes_max", {
+  description: "Bytes held for the tunnel that holds the most"
+})
 export const commandDuration = Metric.histogram("streamspace_agent_command_duration_seconds", {
   description: "Command execution time by action and outcome",
   boundaries: Metric.exponentialBoundaries({ start: 0.005, factor: 2, count: 14 })

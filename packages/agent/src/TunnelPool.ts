@@ -39,6 +39,12 @@ export interface TunnelPoolShape {
   /** Handles one binary frame from the control plane (data towards the session, or credit). */
   readonly receive: (frame: BinaryFrame) => Effect.Effect<void>
   readonly active: Effect.Effect<number>
+  /**
+   * Bytes the agent holds for its tunnels: read from port-forwards and not yet sent, plus bytes from the
+   * control plane not yet written to the session. Per tunnel this stays within the port-forward read
+   * buffer plus the window we grant, whatever the viewer does.
+   */
+  readonly buffered: Effect.Effect<{ readonly total: number; readonly max: number }>
   /** Closes every tunnel (link lost, shutdown). */
   readonly closeAll: (reason: TunnelCloseReason) => Effect.Effect<void>
 }
@@ -61,6 +67,8 @@ interface Tunnel {
   inflight: number
   unreturned: number
   readonly toSession: Queue.Queue<Uint8Array>
+  /** The open port-forward, once there is one. */
+  pf: PortForwardStream | undefined
   lastActivity: number
   readonly closed: Deferred.Deferred<CloseInfo>
   fiber: Fiber.Fiber<void> | undefined
@@ -143,6 +151,7 @@ export const make = Effect.gen(function*() {
           return undefined
         }
         t.lastActivity = yield* Clock.currentTimeMillis
+        t.pf = pf.success
         const guard = <E>(eff: Effect.Effect<unknown, E>) =>
           eff.pipe(Effect.catchCause((cause) => signal(t, { reason: "error", message: String(cause).slice(0, 512) })))
         yield* Effect.forkScoped(guard(pumpToViewer(t, pf.success)))
@@ -197,6 +206,7 @@ export const make = Effect.gen(function*() {
       inflight: 0,
       unreturned: 0,
       toSession: yield* Queue.unbounded<Uint8Array>(),
+      pf: undefined,
       lastActivity: yield* Clock.currentTimeMillis,
       closed: yield* Deferred.make<CloseInfo>(),
       fiber: undefined
@@ -281,6 +291,16 @@ export const make = Effect.gen(function*() {
     close,
     receive,
     active: Effect.sync(() => tunnels.size),
+    buffered: Effect.sync(() => {
+      let total = 0
+      let max = 0
+      for (const t of tunnels.values()) {
+        const held = (t.pf?.buffered() ?? 0) + t.inflight
+        total += held
+        max = Math.max(max, held)
+      }
+      return { total, max }
+    }),
     closeAll
   })
 })

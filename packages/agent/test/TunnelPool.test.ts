@@ -98,6 +98,12 @@ describe("TunnelPool", () => {
       assert.isAtMost(slowStats.received, MIN_WINDOW_BYTES, "never more than the window in flight")
       assert.isAbove(fastStats.received, 3 * 640 * 480 * 4)
       assert.isAtMost(fastStats.maxInFlight, MIN_WINDOW_BYTES)
+      // What the agent holds for the stalled tunnel is bounded by the port-forward read buffer (the socket is
+      // paused beyond it: 128 KiB plus the message that crossed it), not by the 1.2 MB the desktop has to send.
+      yield* waitFor("the port-forward buffer fills", Effect.map(t.pool.buffered, (b) => b.max > 0))
+      const held = yield* t.pool.buffered
+      assert.isAtMost(held.max, 128 * 1024 + 64 * 1024)
+      assert.isAtLeast(held.total, held.max)
       // Credit unblocks the slow one.
       yield* t.pool.receive({ kind: "window", tunnelId: tid(1), credit: MIN_WINDOW_BYTES })
       yield* waitFor("slow viewer moves again", Effect.sync(() => t.link.stats.get(1)!.received > MIN_WINDOW_BYTES))

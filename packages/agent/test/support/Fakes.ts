@@ -113,6 +113,7 @@ export const makeFakeTunnelPool = Effect.sync(() => {
         if (state.open.delete(tunnelId)) state.closed.push({ tunnelId, reason })
       }),
     receive: (frame) => Effect.sync(() => void state.received.push(frame)),
+    buffered: Effect.succeed({ total: 0, max: 0 }),
     active: Effect.sync(() => state.open.size),
     closeAll: (reason) =>
       Effect.sync(() => {
