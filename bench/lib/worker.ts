@@ -381,6 +381,8 @@ interface SimAgent {
   lostAt: number | undefined
   reconnectedAt: number | undefined
   dials: number
+  /** When each dial since the last reset started (the herd check counts these). */
+  dialTimes: Array<number>
   errors: Array<string>
   readonly sessions: Map<string, string>
   hbTimer: NodeJS.Timeout | undefined
@@ -481,6 +483,7 @@ const simHandleCommand = (a: SimAgent, cmd: any) => {
 const simDial = (a: SimAgent) => {
   if (a.stopped) return
   a.dials++
+  a.dialTimes.push(now())
   const ws = new WebSocket(`${sim.url}/api/v1/agent/connect`, [AGENT_SUBPROTOCOL], {
     headers: { authorization: `Bearer ${a.token}` },
     perMessageDeflate: false,
@@ -619,6 +622,7 @@ const agentsStart = async (args: {
     lostAt: undefined,
     reconnectedAt: undefined,
     dials: 0,
+    dialTimes: [],
     errors: [],
     sessions: new Map(),
     hbTimer: undefined,
@@ -655,12 +659,13 @@ const agentsResetReconnect = () => {
     a.reconnectedAt = undefined
     a.errors = []
     a.dials = 0
+    a.dialTimes = []
   }
   return { ok: true }
 }
 
 const agentsReconnectReport = () =>
-  sim.agents.map((a) => ({ id: a.id, lostAt: a.lostAt ?? null, reconnectedAt: a.reconnectedAt ?? null, dials: a.dials, errors: a.errors, lastCeiling: a.lastCeiling }))
+  sim.agents.map((a) => ({ id: a.id, lostAt: a.lostAt ?? null, reconnectedAt: a.reconnectedAt ?? null, dials: a.dials, dialTimes: a.dialTimes, errors: a.errors, lastCeiling: a.lastCeiling }))
 
 const agentsStop = () => {
   for (const a of sim.agents) {
