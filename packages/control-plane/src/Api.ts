@@ -5,12 +5,12 @@
 // status that fits, and bad input names the field.
 import { AgentId, CommandId, EnvVars, Port, Resources, TemplateName } from "@streamspace/protocol"
 import { Cause, Effect, Option, Schema } from "effect"
-import { HttpRouter, HttpServerRequest, type HttpServerResponse } from "effect/http"
+import { HttpEffect, HttpRouter, HttpServerRequest, type HttpServerResponse } from "effect/http"
 import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
-import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, readBody, sessionJson, templateJson } from "./internal/api.ts"
+import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionJson, templateJson } from "./internal/api.ts"
 import { agentsGauge, metricsHandler, sessionsGauge, setGaugeFamily } from "./Observability.ts"
 import { SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
@@ -116,6 +116,10 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     }))
 
   const p = "/api/v1"
+
+  // Requests the router turns away before any route runs (a path it cannot percent-decode, a parameter over
+  // its length limit) would get an empty 404: under /api/v1 they get the JSON error shape too.
+  yield* router.addGlobalMiddleware((app) => HttpEffect.withPreResponseHandler(app, (request, response) => Effect.succeed(jsonRouterErrors(request, response))))
 
   yield* router.add("GET", `${p}/health`, answer("Api.health", Effect.gen(function*() {
     const agents = yield* hub.list

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, References } from "effect"
+import fc from "fast-check"
 import * as Api from "../src/Api.ts"
 import { Auth } from "../src/Auth.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
@@ -300,4 +301,66 @@ describe("API sessions", () => {
       assert.match(m.text, /streamspace_control_plane_agents\{status="online"\} 1/)
       assert.match(m.text, /streamspace_control_plane_session_transitions_total/)
     }))
+})
+
+describe("API paths the router cannot decode", () => {
+  it.live("malformed percent-encoding is a JSON 400 naming the problem; an over-long id a JSON 404", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      // %ff is not UTF-8, a lone % and %zz are no escapes at all, %c3%28 is a broken two-byte sequence
+      for (const path of ["/api/v1/sessions/%ff", "/api/v1/agents/%", "/api/v1/templates/%zz", "/api/v1/%c3%28", "/api/v1/sessions/a%e2%82/vnc-ticket"]) {
+        for (const method of ["GET", "DELETE", "POST"]) {
+          const r = yield* t.call(method, path, { token: t.tokens.ann })
+          const e = errorOf(r)
+          assert.deepStrictEqual([e.status, e.code], [400, "invalid_request"], `${method} ${path}: ${r.text}`)
+          assert.include(e.message, "malformed percent-encoding")
+          assert.include(e.message, path)
+          assert.match(r.text, /^\{"error":/)
+        }
+      }
+      // the router's own limit on a path parameter's length: JSON 404, not an empty one
+      const long = errorOf(yield* t.call("GET", `/api/v1/sessions/${"x".repeat(300)}`, { token: t.tokens.ann }))
+      assert.strictEqual(long.status, 404)
+      assert.isString(long.code)
+      // valid escapes still reach the routes (an unknown session, in the JSON shape)
+      const valid = errorOf(yield* t.call("GET", "/api/v1/sessions/caf%C3%A9", { token: t.tokens.ann }))
+      assert.deepStrictEqual([valid.status, valid.code], [404, "not_found"])
+      // outside /api/v1 (the web UI) nothing changes
+      assert.strictEqual((yield* t.call("GET", "/ui/%ff")).status, 404)
+    }))
+
+  it.live("fast-check: random methods, path segments (with stray and broken % escapes) and query strings never get a 5xx, and every error is JSON with a code", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      const hex = fc.constantFrom(..."0123456789abcdefABCDEFgz%")
+      const piece = fc.oneof(
+        fc.string({ unit: fc.constantFrom(..."abcXYZ019-_~!$&'()*+,;=:@"), maxLength: 8 }),
+        fc.tuple(hex, hex).map(([a, b]) => `%${a}${b}`), // valid, invalid or half escapes
+        fc.constantFrom("%", "%f", "%ff", "%c3%28", "%e2%82", "%ed%a0%80", "%00", "%2F", "%25", "%C3%A9", "x".repeat(150))
+      )
+      const segment = fc.array(piece, { minLength: 1, maxLength: 4 }).map((ps) => ps.join("")).map((s) => (s === "." || s === ".." ? "x" : s))
+      const path = fc.tuple(
+        fc.constantFrom("", "/sessions", "/agents", "/templates", "/commands", "/health"),
+        fc.array(segment, { maxLength: 3 })
+      ).map(([base, segs]) => `/api/v1${base}${segs.map((s) => `/${s}`).join("")}`)
+      const query = fc.array(fc.tuple(fc.array(piece, { maxLength: 3 }), fc.array(piece, { maxLength: 3 })), { maxLength: 3 })
+        .map((kv) => (kv.length === 0 ? "" : `?${kv.map(([k, v]) => `${k.join("")}=${v.join("")}`).join("&")}`))
+      const method = fc.constantFrom("GET", "POST", "DELETE", "PATCH", "PUT")
+      yield* Effect.promise(() =>
+        fc.assert(
+          fc.asyncProperty(method, path, query, async (m, p, q) => {
+            const r = await Effect.runPromise(t.call(m, `${p}${q}`, { token: t.tokens.ann, ...(m === "GET" || m === "DELETE" ? {} : { body: {} }) }))
+            const what = `${m} ${p}${q}: HTTP ${r.status} ${r.text.slice(0, 200)}`
+            assert.isBelow(r.status, 500, what)
+            if (r.status >= 400) {
+              assert.isString(r.json?.error?.code, what)
+              assert.isString(r.json?.error?.message, what)
+            }
+          }),
+          { numRuns: 300 }
+        )
+      )
+      assert.strictEqual((yield* t.call("GET", "/api/v1/health")).status, 200)
+    }), 60_000)
 })

@@ -20,6 +20,39 @@ export const errorResponse = (status: number, code: string, message: string) =>
 
 export const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
 
+/** The raw path of a request URL (no query). */
+const rawPath = (url: string) => {
+  const end = url.search(/[?#]/)
+  return end === -1 ? url : url.slice(0, end)
+}
+
+const shorten = (path: string) => (path.length > 200 ? `${path.slice(0, 200)}...` : path)
+
+/** Whether every %XX escape in the path is valid and the bytes decode as UTF-8 (what the router needs). */
+const decodablePath = (path: string) => {
+  try {
+    decodeURIComponent(path)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The JSON error for a request under /api/v1 that the router itself turned away (no route matched): it
+ * answers those with an empty 404. A path the router cannot decode (malformed percent-encoding such as
+ * `%ff` or a lone `%`) is the client's mistake and gets 400; anything else is a JSON 404. Other responses
+ * pass unchanged.
+ */
+export const jsonRouterErrors = (request: HttpServerRequest.HttpServerRequest, response: HttpServerResponse.HttpServerResponse) => {
+  if (response.status !== 404 || response.body._tag !== "Empty") return response
+  const path = rawPath(request.url)
+  if (path !== "/api/v1" && !path.startsWith("/api/v1/")) return response
+  return decodablePath(path)
+    ? errorResponse(404, "not_found", `no endpoint ${request.method} ${shorten(path)}`)
+    : errorResponse(400, "invalid_request", `malformed percent-encoding in the path ${JSON.stringify(shorten(path))}: every % must start a valid %XX escape of UTF-8 bytes`)
+}
+
 const friendly = (text: string) => text.replaceAll("Expected no excess property", "unknown field").replaceAll("Missing key", "is required")
 
 /** Decodes a value strictly (unknown fields rejected); the error names each field at fault. */

@@ -85,10 +85,12 @@ describe("API under fuzzed input", () => {
         },
         120
       )
-      // malformed percent-encoding is refused with a 404 (see docs/RELIABILITY.md: the body is empty, not the JSON error shape)
+      // malformed percent-encoding (the router cannot decode the path): a JSON 400 naming the problem
       for (const bad of ["/api/v1/sessions/%ff", "/api/v1/agents/%", "/api/v1/%c3%28"]) {
         const r = yield* S.request(cp.url, "GET", bad, { token: S.userToken("alice") })
-        assert.strictEqual(r.status, 404, bad)
+        assert.strictEqual(r.status, 400, bad)
+        assert.strictEqual(r.body?.error?.code, "invalid_request", r.text)
+        assert.include(r.body.error.message, "malformed percent-encoding", r.text)
       }
       // random bytes with a JSON content type
       yield* run(fc.uint8Array({ maxLength: 600 }), async (bytes) => {
