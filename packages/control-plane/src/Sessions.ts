@@ -28,6 +28,7 @@ import { CommandDispatcher, type CommandOutcome, type CommandRecord } from "./Co
 import { type MemoryRepo, makeMemoryRepo, RepoError, type SessionRecord, type SessionRepo, type TemplateRecord } from "./internal/sessionRepo.ts"
 import { recordCommand, sessionTransitionsTotal, unknownSessionsTotal } from "./Observability.ts"
 import { makeStoreRepo } from "./internal/sessionStore.ts"
+import { makeUsageCounters } from "./internal/sessionUsage.ts"
 import { type Candidate, place } from "./Placement.ts"
 import { Store } from "./Store.ts"
 
@@ -109,9 +110,45 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   const hub = yield* AgentHub
   const dispatcher = yield* CommandDispatcher
   const fibers = yield* FiberSet.make()
+  // `lock` covers placement and the reservation it makes (a few microseconds, never a database write), so two
+  // creates cannot both take the last slot. Each session's own lock orders that session's transitions and
+  // their writes; different sessions are written concurrently.
   const lock = yield* Semaphore.make(1)
+  const sessionLocks = new Map<string, { readonly semaphore: Semaphore.Semaphore; users: number }>()
+  const withSessionLock = (id: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.suspend(() => {
+      let entry = sessionLocks.get(id)
+      if (entry === undefined) {
+        entry = { semaphore: Semaphore.makeUnsafe(1), users: 0 }
+        sessionLocks.set(id, entry)
+      }
+      const held = entry
+      held.users++
+      return held.semaphore.withPermits(1)(effect).pipe(
+        Effect.ensuring(Effect.sync(() => {
+          if (--held.users === 0) sessionLocks.delete(id)
+        }))
+      )
+    })
   const sessions = new Map<string, SessionRecord>()
-  for (const s of yield* repo.loadSessions.pipe(Effect.mapError(fromRepo), Effect.orDie)) sessions.set(s.id, s)
+  // Per-agent usage of the live records, kept in step with `sessions` by `put` (placement reads it per create).
+  // A placed session counts from its placement on (`reserved`), before its record is written and visible.
+  const usage = makeUsageCounters()
+  const reserved = new Map<string, SessionRecord>()
+  /** The only way a record enters or changes in `sessions`. */
+  const put = (next: SessionRecord) => {
+    usage.replace(sessions.get(next.id) ?? reserved.get(next.id), next)
+    reserved.delete(next.id)
+    sessions.set(next.id, next)
+  }
+  const reserve = (record: SessionRecord) => {
+    usage.replace(undefined, record)
+    reserved.set(record.id, record)
+  }
+  const unreserve = (record: SessionRecord) => {
+    if (reserved.delete(record.id)) usage.replace(record, { ...record, state: "failed" })
+  }
+  for (const s of yield* repo.loadSessions.pipe(Effect.mapError(fromRepo), Effect.orDie)) put(s)
   const unknownByAgent = new Map<string, ReadonlyArray<SessionStatus>>()
   const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
@@ -131,7 +168,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       // is still the session's, even though the state stays. (Command ids live in the commands table.)
       if (Object.keys(patch).length === 0) return current
       const patched: SessionRecord = { ...current, ...patch }
-      sessions.set(id, patched)
+      put(patched)
       return patched
     }
     if (same && Object.keys(patch).length === 0 && detail.reason === undefined) return current
@@ -144,7 +181,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       updatedAt: yield* now
     }
     yield* repo.updateSession(next, current.state).pipe(Effect.mapError(fromRepo))
-    sessions.set(id, next)
+    put(next)
     if (!same) {
       yield* Metric.update(Metric.withAttributes(sessionTransitionsTotal, { state: to }), 1)
       yield* Effect.logInfo(`session ${current.state} -> ${to}${next.reason === undefined ? "" : ` (${next.reason})`}`).pipe(
@@ -152,7 +189,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       )
     }
     return next
-  }, (effect) => lock.withPermits(1)(effect))
+  }, (effect, id) => withSessionLock(id)(effect))
 
   /** Applies what an agent observed about one of its sessions. */
   const applyStatus = Effect.fnUntraced(function*(agentId: AgentId, status: SessionStatus) {
@@ -195,16 +232,10 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       )
     )
 
-  const candidates = Effect.gen(function*() {
-    const agents = yield* hub.list
-    return agents.map((a): Candidate => {
-      let count = 0, cpu = 0, memory = 0
-      for (const s of sessions.values()) {
-        if (s.agentId !== a.id || ended(s.state)) continue
-        count++
-        cpu += parseQuantity(s.spec.resources?.cpu ?? "0") ?? 0
-        memory += parseQuantity(s.spec.resources?.memory ?? "0") ?? 0
-      }
+  /** Each agent as placement sees it; O(agents), reading the usage counters. */
+  const candidates = Effect.map(hub.list, (agents) =>
+    agents.map((a): Candidate => {
+      const used = usage.get(a.id)
       return {
         id: a.id,
         region: a.region,
@@ -213,21 +244,41 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
         connected: a.connected,
         draining: a.draining,
         capacity: a.capacity,
-        activeSessions: Math.max(count, a.activeSessions),
-        used: { cpu, memory }
+        activeSessions: Math.max(used.sessions, a.activeSessions),
+        used: { cpu: used.cpu, memory: used.memory }
       }
-    })
-  })
+    }))
+
+  // Templates are never changed or removed once created, and a user row only needs writing when it is new or
+  // its role changed: both are remembered, so a create does not read or write them every time.
+  const templates = new Map<string, TemplateRecord>()
+  const findTemplate = (name: TemplateName) => {
+    const known = templates.get(name)
+    return known !== undefined
+      ? Effect.succeed<TemplateRecord | undefined>(known)
+      : repo.getTemplate(name).pipe(
+        Effect.tap((t) => Effect.sync(() => t !== undefined && templates.set(t.name, t))),
+        Effect.mapError(fromRepo)
+      )
+  }
+  const usersWritten = new Map<string, User["role"]>()
+  const ensureUser = (user: User) =>
+    usersWritten.get(user.id) === user.role
+      ? Effect.void
+      : repo.ensureUser(user.id, user.role).pipe(
+        Effect.tap(() => Effect.sync(() => usersWritten.set(user.id, user.role))),
+        Effect.mapError(fromRepo)
+      )
 
   const getTemplate = Effect.fn("Sessions.getTemplate")(function*(name: string) {
-    const t = yield* repo.getTemplate(name as TemplateName).pipe(Effect.mapError(fromRepo))
+    const t = yield* findTemplate(name as TemplateName)
     if (t === undefined) return yield* new SessionsError({ reason: "NotFound", message: `no template named "${name}"` })
     return t
   })
 
   const create = Effect.fn("Sessions.create")(function*(user: User, request: CreateSessionRequest) {
-    yield* repo.ensureUser(user.id, user.role).pipe(Effect.mapError(fromRepo))
-    const template = yield* repo.getTemplate(request.template).pipe(Effect.mapError(fromRepo))
+    yield* ensureUser(user)
+    const template = yield* findTemplate(request.template)
     if (template === undefined) {
       return yield* new SessionsError({ reason: "TemplateNotFound", field: "template", message: `template: no template named "${request.template}"` })
     }
@@ -242,7 +293,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       persistent_home: request.persistent_home ?? template.persistentHome,
       vnc_port: template.vncPort
     }
-    // Placement and the pending record under one lock, so two creates cannot both take the last slot.
+    // Placement and the reservation under one lock, so two creates cannot both take the last slot. The
+    // record is written outside it (many creates write at once); a failed write gives the slot back.
     const record = yield* lock.withPermits(1)(Effect.gen(function*() {
       const placed = place(yield* candidates, {
         region: request.region,
@@ -268,10 +320,13 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
         createdAt: at,
         updatedAt: at
       }
-      yield* repo.insertSession(record).pipe(Effect.mapError(fromRepo))
-      sessions.set(record.id, record)
+      reserve(record)
       return record
     }))
+    yield* repo.insertSession(record).pipe(
+      Effect.mapError(fromRepo),
+      Effect.onExit((exit) => Effect.sync(() => (exit._tag === "Success" ? put(record) : unreserve(record))))
+    )
     yield* Effect.annotateCurrentSpan({ session_id: record.id, agent_id: record.agentId })
     yield* Effect.logInfo("session placed").pipe(Effect.annotateLogs({ session_id: record.id, agent_id: record.agentId, user_id: user.id, template: template.name }))
     const command = yield* dispatcher.dispatch(record.agentId, { action: "create_session", args: { session_id: record.id, spec } }, { sessionId: record.id }).pipe(
@@ -337,8 +392,9 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   /** Reconciles the records of one agent with the inventory in its hello. */
   const reconcile = Effect.fnUntraced(function*(agentId: AgentId, hello: PayloadOf<"hello">) {
     const inventory = new Map(hello.sessions.map((s) => [s.session_id as string, s]))
-    for (const s of [...sessions.values()]) {
-      if (s.agentId !== agentId || ended(s.state)) continue
+    for (const id of usage.liveIds(agentId)) {
+      const s = sessions.get(id)
+      if (s === undefined || ended(s.state)) continue
       const seen = inventory.get(s.id)
       if (seen !== undefined) {
         yield* applyStatus(agentId, seen)

@@ -1,8 +1,10 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import type { AgentId, CommandResult, SessionId, SessionStatus, TemplateName, UserId } from "@streamspace/protocol"
+import { parseQuantity } from "@streamspace/protocol"
 import { Context, Effect, Layer } from "effect"
 import type { User } from "../src/Auth.ts"
-import { makeMemoryRepo, type MemoryRepo, Sessions } from "../src/Sessions.ts"
+import { type Counted, makeUsageCounters } from "../src/internal/sessionUsage.ts"
+import { makeMemoryRepo, type MemoryRepo, RepoError, Sessions } from "../src/Sessions.ts"
 import { Store } from "../src/Store.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
@@ -155,6 +157,128 @@ describe("Sessions", () => {
       assert.strictEqual(e.reason, "NoEligibleAgent")
       assert.include(e.message, "at max_sessions (2/2)")
     }))
+
+  it.effect("per-agent usage follows create, failure, delete and a restart (placement sees each change)", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      // Room for two sessions of 1 CPU each; max_sessions is not the limit here.
+      env.hub.addAgent("a", { capacity: { cpu: "2", memory: "16Gi", max_sessions: 10 } })
+      const oneCpu = { template: demo, resources: { cpu: "1" } }
+      const refusedForCpu = Effect.gen(function*() {
+        const e = yield* Effect.flip(env.sessions.create(ann, oneCpu))
+        assert.strictEqual(e.reason, "NoEligibleAgent")
+        assert.include(e.message, "not enough CPU (needs 1000m, 0m free of 2)")
+      })
+      const commandOf = (id: string) => env.dispatcher.commands.find((c) => c.request.action === "create_session" && c.request.args.session_id === id)!
+      const s1 = yield* env.sessions.create(ann, oneCpu)
+      const s2 = yield* env.sessions.create(ann, oneCpu)
+      yield* refusedForCpu
+      // A failed create frees its share.
+      yield* env.dispatcher.fail(commandOf(s1.id).record.id, { code: "kubernetes_rejected", message: "no", retryable: false })
+      yield* waitState(env, s1.id, "failed")
+      const s3 = yield* env.sessions.create(ann, oneCpu)
+      yield* refusedForCpu
+      // A session being deleted still holds its share until it is terminated.
+      yield* env.dispatcher.complete(commandOf(s2.id).record.id, { action: "create_session", session: status(s2.id, "running") })
+      yield* waitState(env, s2.id, "running")
+      yield* env.sessions.remove(ann, s2.id)
+      yield* refusedForCpu
+      const del = env.dispatcher.commands.find((c) => c.request.action === "delete_session")!
+      yield* env.dispatcher.complete(del.record.id, { action: "delete_session", session_id: s2.id as SessionId })
+      yield* waitState(env, s2.id, "terminated")
+      const s4 = yield* env.sessions.create(ann, oneCpu)
+      assert.strictEqual(s4.agentId, "a")
+      yield* refusedForCpu
+      // A restart on the same records starts from the live ones (s3, s4): still full.
+      const again = Context.get(
+        yield* Layer.build(Sessions.layerMemory(env.repo).pipe(Layer.provide(Layer.merge(fakeHubLayer(env.hub), fakeDispatcherLayer(env.dispatcher))))),
+        Sessions
+      )
+      const e = yield* Effect.flip(again.create(ann, oneCpu))
+      assert.include(e.message, "not enough CPU (needs 1000m, 0m free of 2)")
+      // ... and frees a share when one of them fails after the restart.
+      yield* env.dispatcher.fail(commandOf(s3.id).record.id, { code: "timeout", message: "late", retryable: true })
+      yield* eventually("s3 failed after the restart", Effect.map(again.get(root, s3.id), (s) => s.state === "failed"))
+      assert.strictEqual((yield* again.create(ann, oneCpu)).agentId, "a")
+    }))
+
+  it.effect("a create whose record cannot be written gives its placement back and leaves no record", () =>
+    Effect.gen(function*() {
+      const hub = yield* makeFakeHub
+      const dispatcher = yield* makeFakeDispatcher
+      const repo = makeMemoryRepo()
+      let refuse = true
+      const flaky: MemoryRepo = {
+        ...repo,
+        insertSession: (r) => refuse ? Effect.fail(new RepoError({ reason: "Unavailable", message: "database is down" })) : repo.insertSession(r)
+      }
+      const sessions = Context.get(
+        yield* Layer.build(Sessions.layerMemory(flaky).pipe(Layer.provide(Layer.merge(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher))))),
+        Sessions
+      )
+      hub.addAgent("a", { capacity: { cpu: "8", memory: "16Gi", max_sessions: 1 } })
+      const e = yield* Effect.flip(sessions.create(ann, { template: demo }))
+      assert.strictEqual(e.reason, "Store")
+      assert.deepStrictEqual(yield* sessions.list(root), [])
+      assert.strictEqual(dispatcher.commands.length, 0)
+      // The one slot is free again.
+      refuse = false
+      const s = yield* sessions.create(ann, { template: demo })
+      assert.strictEqual(s.agentId, "a")
+      assert.include((yield* Effect.flip(sessions.create(ann, { template: demo }))).message, "at max_sessions (1/1)")
+    }))
+
+  it("usage counters equal a count from scratch after any sequence of record changes", () => {
+    // A deterministic pseudo-random walk over create / move / end / re-report, checked against the plain
+    // scan placement used to do (count, sum of CPU and memory of the agent's live records).
+    let seed = 42
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return seed % n
+    }
+    const states = ["pending", "creating", "running", "terminating", "terminated", "failed"] as const
+    const cpus = [undefined, "100m", "250m", "1", "1.5", "333m"]
+    const mems = [undefined, "512Mi", "1Gi", "100M"]
+    const counters = makeUsageCounters()
+    const records = new Map<string, Counted>()
+    for (let step = 0; step < 5000; step++) {
+      const id = `s${rand(300)}`
+      const prev = records.get(id)
+      const cpu = cpus[rand(cpus.length)]
+      const memory = mems[rand(mems.length)]
+      const next: Counted = {
+        id,
+        agentId: prev?.agentId ?? `a${rand(7)}`,
+        state: states[rand(states.length)]!,
+        spec: prev !== undefined && rand(2) === 0 ? prev.spec : { resources: { ...(cpu ? { cpu } : {}), ...(memory ? { memory } : {}) } }
+      }
+      counters.replace(prev, next)
+      records.set(id, next)
+    }
+    const expected = new Map<string, { sessions: number; cpu: number; memory: number }>()
+    for (const r of records.values()) {
+      if (r.state === "terminated" || r.state === "failed") continue
+      const e = expected.get(r.agentId) ?? { sessions: 0, cpu: 0, memory: 0 }
+      expected.set(r.agentId, {
+        sessions: e.sessions + 1,
+        cpu: e.cpu + (parseQuantity(r.spec.resources?.cpu ?? "0") ?? 0),
+        memory: e.memory + (parseQuantity(r.spec.resources?.memory ?? "0") ?? 0)
+      })
+    }
+    const actual = counters.snapshot()
+    assert.deepStrictEqual([...actual.keys()].sort(), [...expected.keys()].sort())
+    for (const [agentId, e] of expected) {
+      const a = actual.get(agentId)!
+      assert.strictEqual(a.sessions, e.sessions)
+      assert.closeTo(a.cpu, e.cpu, 1e-9)
+      assert.closeTo(a.memory, e.memory, 1e-3)
+      assert.deepStrictEqual(
+        [...counters.liveIds(agentId)].sort(),
+        [...records.values()].filter((r) => r.agentId === agentId && r.state !== "terminated" && r.state !== "failed").map((r) => r.id).sort()
+      )
+    }
+    for (let i = 0; i < 7; i++) if (!expected.has(`a${i}`)) assert.deepStrictEqual(counters.get(`a${i}`), { sessions: 0, cpu: 0, memory: 0 })
+  })
 
   it.effect("unknown template is TemplateNotFound naming the field", () =>
     Effect.gen(function*() {
