@@ -87,6 +87,28 @@ export const make = Effect.fnUntraced(function*(store: DispatchStore) {
   const hub = yield* AgentHub
   const deadlines = yield* FiberMap.make<CommandId>()
   const waiters = new Map<CommandId, Deferred.Deferred<CommandOutcome>>()
+  // The commands not yet completed or failed, by agent, in the order they were created: checked when an agent
+  // reports on a command (no read of the row first) and redelivered when it connects (no scan of every open
+  // command of every agent). Filled at start from the store and on each dispatch; emptied as commands finish.
+  const openByAgent = new Map<AgentId, Set<CommandId>>()
+  const agentOfOpen = new Map<CommandId, AgentId>()
+  const track = (id: CommandId, agentId: AgentId) => {
+    agentOfOpen.set(id, agentId)
+    let ids = openByAgent.get(agentId)
+    if (ids === undefined) {
+      ids = new Set()
+      openByAgent.set(agentId, ids)
+    }
+    ids.add(id)
+  }
+  const untrack = (id: CommandId) => {
+    const agentId = agentOfOpen.get(id)
+    if (agentId === undefined) return
+    agentOfOpen.delete(id)
+    const ids = openByAgent.get(agentId)
+    ids?.delete(id)
+    if (ids?.size === 0) openByAgent.delete(agentId)
+  }
 
   const load = (id: CommandId) =>
     store.get(id).pipe(
@@ -102,6 +124,7 @@ export const make = Effect.fnUntraced(function*(store: DispatchStore) {
     Effect.gen(function*() {
       const outcome = outcomeOf(c)
       if (Option.isNone(outcome)) return
+      untrack(c.id)
       const waiter = waiters.get(c.id)
       if (waiter !== undefined) {
         waiters.delete(c.id)
@@ -190,11 +213,18 @@ export const make = Effect.fnUntraced(function*(store: DispatchStore) {
       sessionId: options?.sessionId
     }
     yield* store.insert(stored).pipe(Effect.mapError(storeError(`could not record command ${id}`)))
+    track(id, agentId)
     yield* Effect.annotateCurrentSpan({ command_id: id, agent_id: agentId, action: request.action })
     yield* armDeadline(stored)
     // Persisted before the connectivity check: an agent connecting meanwhile finds it in the store.
-    yield* deliver(stored)
-    return toRecord(yield* load(id))
+    const sent = yield* hub.send(agentId, "command", command).pipe(
+      Effect.as(true),
+      Effect.catchTag("AgentHubError", () => Effect.succeed(false))
+    )
+    if (!sent) return toRecord(stored)
+    const moved = yield* transition(id, ["pending"], "sent", { at: new Date(yield* Clock.currentTimeMillis) })
+    // The `sent` row is what the caller sees; only when something moved it first (an outcome already) is it read.
+    return toRecord(Option.isSome(moved) ? moved.value : yield* load(id))
   })
 
   const get = Effect.fn("CommandDispatcher.get")(function*(id: CommandId) {
@@ -202,18 +232,24 @@ export const make = Effect.fnUntraced(function*(store: DispatchStore) {
   })
 
   const await_ = Effect.fn("CommandDispatcher.await")(function*(id: CommandId) {
-    const first = yield* load(id)
-    const done = outcomeOf(first)
-    if (Option.isSome(done)) return done.value
+    // Registered before the read, so an outcome recorded after the read wakes it; one read either way.
     let waiter = waiters.get(id)
+    const mine = waiter === undefined
     if (waiter === undefined) {
       waiter = yield* Deferred.make<CommandOutcome>()
       waiters.set(id, waiter)
     }
-    // It may have finished between the read and the registration.
-    const again = outcomeOf(yield* load(id))
-    if (Option.isSome(again)) return again.value
-    return yield* Deferred.await(waiter)
+    const registered = waiter
+    const current = yield* load(id).pipe(
+      Effect.tapError(() => Effect.sync(() => mine && waiters.get(id) === registered && waiters.delete(id)))
+    )
+    const done = outcomeOf(current)
+    if (Option.isSome(done)) {
+      if (waiters.get(id) === registered) waiters.delete(id)
+      yield* Deferred.succeed(registered, done.value)
+      return done.value
+    }
+    return yield* Deferred.await(registered)
   })
 
   const onEvent = (event: HubEvent) =>
@@ -221,33 +257,40 @@ export const make = Effect.fnUntraced(function*(store: DispatchStore) {
       if (event._tag === "Connected") {
         // Re-send everything not finished: the agent dedupes by id and answers a duplicate with its first result,
         // which also recovers an outcome lost with the previous connection.
-        const open = yield* store.listOpen.pipe(Effect.mapError(storeError("could not list open commands")))
+        const ids = [...(openByAgent.get(event.agentId) ?? [])]
         const now = yield* Clock.currentTimeMillis
-        for (const c of open) {
-          if (c.agentId === event.agentId && c.deadline.getTime() > now) yield* deliver(c)
+        for (const id of ids) {
+          const c = yield* store.get(id).pipe(Effect.mapError(storeError(`could not read command ${id}`)))
+          if (Option.isSome(c) && OPEN_STATES.includes(c.value.state) && c.value.deadline.getTime() > now) yield* deliver(c.value)
         }
         return
       }
       if (event._tag !== "Message") return
       const m = event.message
       if (m.type !== "command_ack" && m.type !== "command_completed" && m.type !== "command_failed") return
-      const c = yield* store.get(m.payload.command_id).pipe(Effect.mapError(storeError("could not read a command")))
-      if (Option.isNone(c) || c.value.agentId !== event.agentId) {
+      const id = m.payload.command_id as CommandId
+      // An open command's agent is known without a read; anything else (finished, unknown) is looked up.
+      const known = agentOfOpen.get(id)
+      const owner = known !== undefined
+        ? known
+        : Option.map(yield* store.get(id).pipe(Effect.mapError(storeError("could not read a command"))), (c) => c.agentId).pipe(Option.getOrUndefined)
+      if (owner !== event.agentId) {
         yield* Effect.logWarning(`agent reported on a command it was not sent: ${m.payload.command_id}`).pipe(
           Effect.annotateLogs({ agent_id: event.agentId })
         )
         return
       }
       const at = new Date(yield* Clock.currentTimeMillis)
-      if (m.type === "command_ack") yield* transition(c.value.id, ["pending", "sent"], "ack", { at })
-      else if (m.type === "command_completed") yield* transition(c.value.id, OPEN_STATES, "completed", { at, result: m.payload.result })
-      else yield* transition(c.value.id, OPEN_STATES, "failed", { at, error: m.payload.error })
+      if (m.type === "command_ack") yield* transition(id, ["pending", "sent"], "ack", { at })
+      else if (m.type === "command_completed") yield* transition(id, OPEN_STATES, "completed", { at, result: m.payload.result })
+      else yield* transition(id, OPEN_STATES, "failed", { at, error: m.payload.error })
     }).pipe(Effect.catch((e) => Effect.logError("CommandDispatcher: could not handle a hub event", e)))
 
   yield* Effect.forkScoped(Stream.runForEach(hub.events, onEvent), { startImmediately: true })
 
   // After a restart: every open command gets its deadline back, and goes out again once its agent is connected.
   for (const c of yield* store.listOpen.pipe(Effect.orDie)) {
+    track(c.id, c.agentId)
     yield* armDeadline(c)
     yield* deliver(c)
   }

@@ -471,6 +471,18 @@ const make = Effect.gen(function*() {
       Effect.flatMap((rows) => (rows.length === 0 ? Effect.fail(StoreError.notFound(entity, id)) : Effect.void))
     )
 
+  /**
+   * Runs an INSERT whose references are enforced by foreign keys. When one fails (a ConstraintError), `refs`
+   * looks each reference up and fails with NotFound for the missing one; otherwise the error maps as usual.
+   * The common case is one round trip; the lookups only run after a failure.
+   */
+  const refsChecked = <A>(entity: Entity, id: string, stmt: Effect.Effect<A, SqlError>, refs: Effect.Effect<void, StoreError>) =>
+    stmt.pipe(
+      Effect.catch((e: SqlError) =>
+        e.reason._tag === "ConstraintError" ? Effect.andThen(refs, Effect.fail(dbError(entity, id)(e))) : Effect.fail(dbError(entity, id)(e))
+      )
+    )
+
   // --- users
 
   const users: StoreShape["users"] = {
@@ -659,38 +671,41 @@ const make = Effect.gen(function*() {
   const getSession = (id: string) =>
     q("session", id, sql<Row>`SELECT * FROM sessions WHERE id = ${id}`).pipe(Effect.flatMap((rows) => one("session", id, rows, toSession)))
 
-  const appendHistory = (id: string, state: SessionState, reason: string | null, message: string | null, at: Date) =>
-    q("session", id, sql`INSERT INTO session_history ${sql.insert({ session_id: id, state, reason, message, at })}`)
-
   const sessions: StoreShape["sessions"] = {
     insert: Effect.fn("Store.sessions.insert")(function*(s: NewSession) {
       const at = yield* now
-      return yield* withTransaction(Effect.gen(function*() {
-        yield* mustExist("user", s.userId, "users", "id")
-        yield* mustExist("template", s.template, "templates", "name")
-        if (s.agentId !== null) yield* mustExist("agent", s.agentId, "agents", "id")
-        const rows = yield* q(
-          "session",
-          s.id,
-          sql<Row>`INSERT INTO sessions ${
-            sql.insert({
-              id: s.id,
-              user_id: s.userId,
-              template: s.template,
-              agent_id: s.agentId,
-              state: "pending",
-              reason: null,
-              message: null,
-              spec: json(s.spec),
-              region: s.region ?? null,
-              created_at: at,
-              updated_at: at
-            })
-          } RETURNING *`
-        )
-        yield* appendHistory(s.id, "pending", null, null, at)
-        return toSession(rows[0]!)
-      }))
+      // One statement (so atomic without a transaction): the session row and its first history row. A missing
+      // user, template or agent fails the foreign key; only then is each looked up, to name it in NotFound.
+      const rows = yield* refsChecked(
+        "session",
+        s.id,
+        sql<Row>`WITH s AS (
+            INSERT INTO sessions ${
+          sql.insert({
+            id: s.id,
+            user_id: s.userId,
+            template: s.template,
+            agent_id: s.agentId,
+            state: "pending",
+            reason: null,
+            message: null,
+            spec: json(s.spec),
+            region: s.region ?? null,
+            created_at: at,
+            updated_at: at
+          })
+        } RETURNING *
+          ), h AS (
+            INSERT INTO session_history (session_id, state, reason, message, at) SELECT id, state, reason, message, created_at FROM s
+          )
+          SELECT * FROM s`,
+        Effect.gen(function*() {
+          yield* mustExist("user", s.userId, "users", "id")
+          yield* mustExist("template", s.template, "templates", "name")
+          if (s.agentId !== null) yield* mustExist("agent", s.agentId, "agents", "id")
+        })
+      )
+      return toSession(rows[0]!)
     }),
     get: Effect.fn("Store.sessions.get")(function*(id: string) {
       return yield* getSession(id)
@@ -713,17 +728,20 @@ const make = Effect.gen(function*() {
       const at = yield* now
       const reason = detail?.reason ?? null
       const message = detail?.message ?? null
-      return yield* withTransaction(Effect.gen(function*() {
-        const rows = yield* q(
-          "session",
-          id,
-          sql<Row>`UPDATE sessions SET state = ${to}, reason = ${reason}, message = ${message}, updated_at = ${at}
-            WHERE id = ${id} AND state IN ${sql.in(sessionFrom[to])} RETURNING *`
-        )
-        if (rows.length === 0) return { changed: false, row: yield* getSession(id) }
-        yield* appendHistory(id, to, reason, message, at)
-        return { changed: true, row: toSession(rows[0]!) }
-      }))
+      // One statement: the guarded update and, only when it matched, the history row.
+      const rows = yield* q(
+        "session",
+        id,
+        sql<Row>`WITH u AS (
+            UPDATE sessions SET state = ${to}, reason = ${reason}, message = ${message}, updated_at = ${at}
+            WHERE id = ${id} AND state IN ${sql.in(sessionFrom[to])} RETURNING *
+          ), h AS (
+            INSERT INTO session_history (session_id, state, reason, message, at) SELECT id, state, reason, message, updated_at FROM u
+          )
+          SELECT * FROM u`
+      )
+      if (rows.length === 0) return { changed: false, row: yield* getSession(id) }
+      return { changed: true, row: toSession(rows[0]!) }
     }),
     history: Effect.fn("Store.sessions.history")(function*(id: string) {
       const rows = yield* q("session", id, sql<Row>`SELECT * FROM session_history WHERE session_id = ${id} ORDER BY seq`)
@@ -750,31 +768,31 @@ const make = Effect.gen(function*() {
     insert: Effect.fn("Store.commands.insert")(function*(c: NewCommand) {
       const at = yield* now
       const sessionId = c.sessionId ?? null
-      return yield* withTransaction(Effect.gen(function*() {
-        yield* mustExist("agent", c.agentId, "agents", "id")
-        if (sessionId !== null) yield* mustExist("session", sessionId, "sessions", "id")
-        const rows = yield* q(
-          "command",
-          c.id,
-          sql<Row>`INSERT INTO commands ${
-            sql.insert({
-              id: c.id,
-              agent_id: c.agentId,
-              session_id: sessionId,
-              action: c.action,
-              payload: json(c.payload),
-              traceparent: c.traceparent ?? null,
-              state: "pending",
-              result: null,
-              error: null,
-              attempts: 0,
-              deadline_at: c.deadlineAt,
-              created_at: at
-            })
-          } RETURNING *`
-        )
-        return toCommand(rows[0]!)
-      }))
+      const rows = yield* refsChecked(
+        "command",
+        c.id,
+        sql<Row>`INSERT INTO commands ${
+          sql.insert({
+            id: c.id,
+            agent_id: c.agentId,
+            session_id: sessionId,
+            action: c.action,
+            payload: json(c.payload),
+            traceparent: c.traceparent ?? null,
+            state: "pending",
+            result: null,
+            error: null,
+            attempts: 0,
+            deadline_at: c.deadlineAt,
+            created_at: at
+          })
+        } RETURNING *`,
+        Effect.gen(function*() {
+          yield* mustExist("agent", c.agentId, "agents", "id")
+          if (sessionId !== null) yield* mustExist("session", sessionId, "sessions", "id")
+        })
+      )
+      return toCommand(rows[0]!)
     }),
     get: Effect.fn("Store.commands.get")(function*(id: string) {
       return yield* getCommand(id)
