@@ -2,23 +2,22 @@
 //
 // * `DATABASE_URL=postgres://...`: a real PostgreSQL, through a pool.
 // * otherwise an embedded PGlite (Postgres in WebAssembly) persisted in `DATA_DIR`, or in memory,
-//   served in-process over the Postgres wire protocol by pglite-socket on a unix socket in a
-//   private temp directory (no TCP port: the embedded server has no authentication).
+//   run in a worker thread of this process (so its CPU time does not block the event loop) and
+//   served over the Postgres wire protocol by pglite-socket on a unix socket in a private temp
+//   directory (no TCP port: the embedded server has no authentication).
 //
 // PGlite is one backend session: every connection shares it, so the pool holds exactly one
 // connection (and the socket server accepts a few, only so a reconnect never finds the slot
 // taken by a dying socket). Queries from concurrent fibers queue for that connection; a
 // transaction keeps it until commit. Closing the layer closes the client, then the socket
 // server, then PGlite, which flushes to DATA_DIR.
-import type { PGlite } from "@electric-sql/pglite"
-import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
 import { PgClient } from "@effect/sql-pg"
 import { Duration, Effect, Layer, Option, Redacted } from "effect"
 import type { SqlClient } from "effect/sql"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { openPglite } from "./internal/pglite.ts"
+import { startPgliteThread } from "./internal/pglite.ts"
 import { StoreConfig, type StoreSettings } from "./internal/StoreConfig.ts"
 import { StoreError } from "./internal/StoreError.ts"
 
@@ -53,41 +52,28 @@ export const layerPostgres = (options: {
     )
   )
 
+/**
+ * PGlite with its socket server, in a worker thread (internal/pgliteWorker.ts): its WebAssembly runs off the
+ * control plane's event loop. The socket lives in a private temp directory (mode 0700).
+ */
 const startPglite = (dataDir: string | undefined) =>
   Effect.acquireRelease(
     mapSqlError(
-      Effect.tryPromise(() => {
-        if (dataDir !== undefined) fs.mkdirSync(dataDir, { recursive: true })
-        return openPglite(dataDir)
-      }),
-      dataDir === undefined ? "cannot start the in-memory PGlite" : `cannot open the PGlite database in ${dataDir}`
-    ),
-    (db: PGlite) =>
-      Effect.tryPromise(() => db.close()).pipe(
-        Effect.catch((e) => Effect.logWarning("PGlite close failed", e))
-      )
-  )
-
-const startSocketServer = (db: PGlite) =>
-  Effect.acquireRelease(
-    mapSqlError(
       Effect.tryPromise(async () => {
+        if (dataDir !== undefined) fs.mkdirSync(dataDir, { recursive: true })
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "streamspace-pg-")) // mode 0700
-        const socketPath = path.join(dir, ".s.PGSQL.5432")
-        const server = new PGLiteSocketServer({ db, path: socketPath, maxConnections: 4 })
         try {
-          await server.start()
+          return { dir, thread: await startPgliteThread(dataDir, path.join(dir, ".s.PGSQL.5432")) }
         } catch (e) {
           fs.rmSync(dir, { recursive: true, force: true })
           throw e
         }
-        return { server, dir, socketPath }
       }),
-      "cannot start the PGlite socket server"
+      dataDir === undefined ? "cannot start the in-memory PGlite" : `cannot open the PGlite database in ${dataDir}`
     ),
-    ({ dir, server }) =>
-      Effect.tryPromise(() => server.stop()).pipe(
-        Effect.catch((e) => Effect.logWarning("PGlite socket server stop failed", e)),
+    ({ dir, thread }) =>
+      Effect.tryPromise(() => thread.close()).pipe(
+        Effect.catch((e) => Effect.logWarning("PGlite close failed", e)),
         Effect.ensuring(Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
       )
   )
@@ -99,17 +85,20 @@ const startSocketServer = (db: PGlite) =>
 export const layerPglite = (options: { readonly dataDir?: string | undefined }): Layer.Layer<Sql, StoreError> =>
   PgClient.layerFrom(
     Effect.gen(function*() {
-      const db = yield* startPglite(options.dataDir === undefined ? undefined : path.resolve(options.dataDir))
-      const { socketPath } = yield* startSocketServer(db)
+      const { thread } = yield* startPglite(options.dataDir === undefined ? undefined : path.resolve(options.dataDir))
       return yield* connect(PgClient.make({
-        path: socketPath,
+        path: thread.socketPath,
         username: "postgres",
         database: "postgres",
         maxConnections: 1,
         minConnections: 1,
         // keep the single connection: PGlite's session outlives sockets, so churn only leaks prepared statements
         idleTimeout: Duration.infinity,
-        connectTimeout: Duration.seconds(30)
+        connectTimeout: Duration.seconds(30),
+        // Statements from concurrent fibers are pipelined on the one connection (one socket write for all that
+        // were submitted in the same tick) instead of each waiting for the previous one's round trip.
+        // Transactions still take the connection for themselves.
+        multiplex: true
       }), "cannot connect to the embedded PGlite")
     })
   )
