@@ -5,6 +5,7 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { spawn } from "node:child_process"
+import { agentLaunch } from "./agent-launch.ts"
 import { BENCH_DIR, ROOT, type Proc, sleep, startProc, waitUntil } from "./util.ts"
 
 export const JWT_SECRET = "bench-jwt-secret-bench-jwt-secret-0123456789"
@@ -100,12 +101,14 @@ export interface AgentProc {
   readonly stop: () => Promise<void>
 }
 
-/** The real agent process (packages/agent/src/main.ts) against a kube-testserver kubeconfig. */
+/** The real agent process, as it ships (agent-launch.ts: the bundle, the image's flags and ENV), against a kube-testserver kubeconfig. */
 export const startAgent = async (options: { id: string; controlPlaneUrl: string; kubeconfig: string; token?: string; env?: Record<string, string>; args?: Array<string> }): Promise<AgentProc> => {
   const dir = tmp(`agent-${options.id}`)
   const kubeconfigPath = join(dir, "kubeconfig")
   writeFileSync(kubeconfigPath, options.kubeconfig)
-  const proc = startProc(`agent-${options.id}`, [...profileArgs(), ...(options.args ?? []), join(ROOT, "packages", "agent", "src", "main.ts")], {
+  const launch = agentLaunch()
+  const proc = startProc(`agent-${options.id}`, [...profileArgs(), ...launch.nodeArgs, ...(options.args ?? []), launch.entry], {
+    ...launch.env,
     AGENT_ID: options.id,
     CONTROL_PLANE_URL: options.controlPlaneUrl,
     AGENT_TOKEN: options.token ?? BOOTSTRAP_TOKEN,

@@ -1,6 +1,7 @@
-// The Dockerfiles' promises, checked without a Docker engine: pinned bases, production dependencies
-// only, numeric non-root users, exec-form entrypoints (signals reach node / tini directly), OCI
-// labels, filtered build contexts, and every workspace manifest present for `npm ci`.
+// The Dockerfiles' promises, checked without a Docker engine: pinned bases, only what runs in the final
+// stage (the control plane's production dependencies; the agent's one bundled file), numeric non-root
+// users, exec-form entrypoints (signals reach node / tini directly), OCI labels, filtered build contexts,
+// and every workspace manifest present for `npm ci`. entrypoints.test.ts runs the entry commands.
 import { execFileSync } from "node:child_process"
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import * as path from "node:path"
@@ -36,7 +37,7 @@ const nodeImages = [
 
 describe("docker/ Node images", () => {
   for (const image of nodeImages) {
-    it(`docker/${image.name}/Dockerfile: pinned Node 24 slim, production deps, uid 10001, exec-form node entrypoint`, () => {
+    it(`docker/${image.name}/Dockerfile: pinned Node 24 slim, uid 10001, exec-form node entrypoint, no npm at run time`, () => {
       const file = path.join(repoRoot, "docker", image.name, "Dockerfile")
       const ins = instructions(file)
       const nodeVersion = args(ins).NODE_VERSION
@@ -46,7 +47,7 @@ describe("docker/ Node images", () => {
       for (const f of froms) assert.match(f, /^node:\$\{NODE_VERSION\}-bookworm-slim( AS \w+)?$/)
 
       const run = ins.filter((i) => i.op === "RUN").map((i) => i.args).join("\n")
-      assert.match(run, new RegExp(`npm ci --omit=dev .*--workspace ${image.workspace}`))
+      assert.match(run, new RegExp(`npm ci .*--workspace ${image.workspace}`), "only this workspace's tree is installed")
       // Every workspace manifest is copied so the lockfile matches the workspace set.
       const copies = ins.filter((i) => i.op === "COPY").map((i) => i.args)
       for (const dir of readdirSync(path.join(repoRoot, "packages"))) {
@@ -60,9 +61,8 @@ describe("docker/ Node images", () => {
       assert.deepStrictEqual(user, ["10001:10001"], "numeric non-root user in the final stage")
       const entry = final.filter((i) => i.op === "ENTRYPOINT")
       assert.strictEqual(entry.length, 1)
-      assert.deepStrictEqual(JSON.parse(entry[0]!.args), ["node", `${image.pkg}/src/main.ts`], "exec form, node as PID 1, no shell")
+      assert.strictEqual(JSON.parse(entry[0]!.args)[0], "node", "exec form, node as PID 1, no shell")
       assert.isFalse(final.some((i) => i.op === "CMD"))
-      assert.isTrue(final.some((i) => i.op === "COPY" && i.args.startsWith("--from=deps /app /app")))
       assert.match(run, /rm -rf \/usr\/local\/lib\/node_modules\/npm/, "no npm at run time")
       assert.isTrue(final.some((i) => i.op === "HEALTHCHECK"))
       for (const key of ["title", "description", "source", "licenses", "version", "revision", "created"]) {
@@ -75,6 +75,45 @@ describe("docker/ Node images", () => {
       for (const drop of ["**/node_modules", "**/test"]) assert.include(ignore, drop)
     })
   }
+
+  it("control-plane image: production dependencies and the TypeScript sources, run by Node's type stripping", () => {
+    const ins = instructions(path.join(repoRoot, "docker/control-plane/Dockerfile"))
+    const run = ins.filter((i) => i.op === "RUN").map((i) => i.args).join("\n")
+    assert.match(run, /npm ci --omit=dev .*--workspace @streamspace\/control-plane/)
+    const final = finalStage(ins)
+    assert.isTrue(final.some((i) => i.op === "COPY" && i.args.startsWith("--from=deps /app /app")))
+    assert.deepStrictEqual(JSON.parse(final.find((i) => i.op === "ENTRYPOINT")!.args), ["node", "packages/control-plane/src/main.ts"])
+  })
+
+  it("agent image: the build stage bundles the agent; the final stage holds that one file and no node_modules", () => {
+    const ins = instructions(path.join(repoRoot, "docker/agent/Dockerfile"))
+    const final = finalStage(ins)
+    const build = ins.slice(0, ins.length - final.length)
+    const buildRun = build.filter((i) => i.op === "RUN").map((i) => i.args)
+    // npm ci of the agent workspace with its devDependencies (rolldown) but not the repository root's.
+    const ci = buildRun.find((r) => r.startsWith("npm ci "))
+    assert.isDefined(ci)
+    assert.notMatch(ci!, /--omit=dev|--include-workspace-root/)
+    // The bundle is built after the sources are copied, by the package's own build script.
+    const buildAt = build.findIndex((i) => i.op === "RUN" && /^npm run build (--workspace|-w) @streamspace\/agent$/.test(i.args))
+    assert.isAbove(buildAt, build.findIndex((i) => i.op === "COPY" && i.args === "packages/agent packages/agent"))
+    const agentPkg = JSON.parse(readFileSync(path.join(repoRoot, "packages/agent/package.json"), "utf8"))
+    assert.match(agentPkg.scripts.build, /^rolldown --config rolldown\.config\.ts$/)
+    assert.isString(agentPkg.devDependencies?.rolldown, "rolldown is the agent's devDependency, so the build stage installs it")
+
+    const copies = final.filter((i) => i.op === "COPY").map((i) => i.args)
+    assert.deepStrictEqual(copies, ["--from=build /app/packages/agent/dist/main.mjs /app/packages/agent/dist/main.mjs"], "only the bundle")
+    const entry = JSON.parse(final.find((i) => i.op === "ENTRYPOINT")!.args) as Array<string>
+    assert.strictEqual(entry.at(-1), "packages/agent/dist/main.mjs")
+    // Between node and the file only V8 flags (bench/lib/agent-launch.ts runs the benchmark with the same ones).
+    for (const flag of entry.slice(1, -1)) assert.match(flag, /^--[a-z-]+(=\S+)?$/)
+    assert.include(entry, "--max-semi-space-size=1")
+    const env = final.filter((i) => i.op === "ENV").map((i) => i.args).join(" ")
+    assert.include(env, "MALLOC_ARENA_MAX=2")
+
+    const ignore = readFileSync(path.join(repoRoot, "docker/agent/Dockerfile.dockerignore"), "utf8").split("\n")
+    assert.include(ignore, "**/dist", "a local build never enters the context")
+  })
 
   it("control-plane image: DATA_DIR=/data owned by the runtime user, declared as a volume, port 8000", () => {
     const final = finalStage(instructions(path.join(repoRoot, "docker/control-plane/Dockerfile")))

@@ -1,14 +1,18 @@
-// Each image's entry command run the way its Dockerfile runs it: the ENTRYPOINT from the repository root with
-// the final stage's ENV (ports and paths that only exist in the image replaced by free ones here), plus the
-// variables an operator sets. The control plane must answer GET /api/v1/health and serve the web UI, the
+// Each image's entry command run the way its Dockerfile runs it: the ENTRYPOINT with the final stage's ENV
+// (ports and paths that only exist in the image replaced by free ones here), plus the variables an operator
+// sets. The control plane's runs from the repository root (its image is the repository's production tree); the
+// agent's runs in a directory that holds nothing but its bundle at the image's path, built here the way the
+// image's build stage builds it (rolldown with packages/agent/rolldown.config.ts), so the bundle is shown to
+// need no node_modules. The control plane must answer GET /api/v1/health and serve the web UI, the
 // agent (on a kube-testserver KUBECONFIG, enrolling at that control plane) GET /health on HEALTH_PORT, and
 // both must stop on SIGTERM, the image's STOPSIGNAL, by handling it (the agent with exit code 0).
 import { start as startKube, type KubeTestServerHandle } from "@streamspace/kube-testserver"
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import { promisify } from "node:util"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import { NODE, REPO } from "../support/quickstartProcess.ts"
 
@@ -50,11 +54,11 @@ interface Running {
 }
 
 /** Runs the image's entrypoint as the image would (node is the repository's Node 24, not the PATH one). */
-const run = (image: Image, env: Record<string, string>): Running => {
+const run = (image: Image, env: Record<string, string>, cwd = REPO): Running => {
   const [program, ...args] = image.entrypoint
   assert.strictEqual(program, "node", "the entrypoint runs node directly")
   const child = spawn(NODE, args, {
-    cwd: REPO,
+    cwd,
     env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", HOME: tmpdir(), ...image.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
@@ -86,13 +90,24 @@ describe("image entry commands", () => {
   const cpImage = readImage("control-plane")
   const agentImage = readImage("agent")
   let dir: string
+  /** The agent image's /app: only the bundle, at the path the ENTRYPOINT names. */
+  let agentApp: string
   let kube: KubeTestServerHandle
   const running: Array<Running> = []
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "streamspace-entrypoints-"))
+    agentApp = path.join(dir, "agent-app")
+    const bundle = path.join(agentApp, agentImage.entrypoint.at(-1)!)
+    await promisify(execFile)(NODE, [
+      path.join(REPO, "node_modules/rolldown/bin/cli.mjs"),
+      "--config",
+      path.join(REPO, "packages/agent/rolldown.config.ts"),
+      "--file",
+      bundle
+    ], { cwd: path.join(REPO, "packages/agent") })
     kube = await startKube({ kubelet: { startDelayMs: 20 } })
-  })
+  }, 120_000)
 
   afterAll(async () => {
     for (const r of running) r.child.kill("SIGKILL")
@@ -102,7 +117,7 @@ describe("image entry commands", () => {
 
   it("the images declare node entrypoints, production mode and their ports", () => {
     assert.deepStrictEqual(cpImage.entrypoint, ["node", "packages/control-plane/src/main.ts"])
-    assert.deepStrictEqual(agentImage.entrypoint, ["node", "packages/agent/src/main.ts"])
+    assert.deepStrictEqual(agentImage.entrypoint, ["node", "--max-semi-space-size=1", "packages/agent/dist/main.mjs"])
     assert.strictEqual(cpImage.env["NODE_ENV"], "production")
     assert.strictEqual(agentImage.env["NODE_ENV"], "production")
     assert.strictEqual(cpImage.stopSignal, "SIGTERM")
@@ -138,7 +153,7 @@ describe("image entry commands", () => {
       AGENT_TOKEN: bootstrap,
       KUBECONFIG: kubeconfig,
       AGENT_CREDENTIAL_FILE: path.join(dir, "agent-credential")
-    })
+    }, agentApp)
     running.push(agent)
     const agentHealth = await healthy(`http://127.0.0.1:${healthPort}/health`, agent)
     assert.strictEqual(agentHealth["status"], "healthy")
