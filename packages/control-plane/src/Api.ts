@@ -4,14 +4,14 @@
 // decoded strictly (unknown fields are errors); every error is `{"error": {"code", "message"}}` with the
 // status that fits, and bad input names the field.
 import { AgentId, CommandId, EnvVars, Port, Resources, TemplateName } from "@streamspace/protocol"
-import { Cause, Effect, Option, Schema } from "effect"
+import { Cause, Effect, Metric, Option, Schema } from "effect"
 import { HttpEffect, HttpRouter, HttpServerRequest, type HttpServerResponse } from "effect/http"
 import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionJson, templateJson } from "./internal/api.ts"
-import { agentsGauge, metricsHandler, sessionsGauge, setGaugeFamily } from "./Observability.ts"
+import { agentsGauge, metricsHandler, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
 import { SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
 
@@ -215,7 +215,11 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   })))
 
   if (config.metricsEnabled) {
-    yield* router.add("GET", "/metrics", metricsHandler(refreshGauges.pipe(Effect.provideService(AgentHub, hub), Effect.provideService(Sessions, sessions))))
+    yield* router.add("GET", "/metrics", metricsHandler(refreshGauges.pipe(
+      Effect.provideService(AgentHub, hub),
+      Effect.provideService(Sessions, sessions),
+      Effect.provideService(VncProxy, proxy)
+    )))
   }
 
   yield* router.add("*", `${p}/*`, answer("Api.notFound", Effect.gen(function*() {
@@ -224,10 +228,13 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   })))
 }))
 
-/** Recomputes the snapshot gauges (agents by status, sessions by state) before a scrape. */
+/** Recomputes the snapshot gauges (agents by status, sessions by state, bytes held for viewers) before a scrape. */
 export const refreshGauges = Effect.gen(function*() {
   const hub = yield* AgentHub
   const sessions = yield* Sessions
+  const held = yield* (yield* VncProxy).buffered
+  yield* Metric.update(vncBufferedBytes, held.total)
+  yield* Metric.update(vncBufferedBytesMax, held.max)
   const agents = yield* hub.list
   const byStatus = new Map<string, number>()
   for (const a of agents) byStatus.set(a.status, (byStatus.get(a.status) ?? 0) + 1)

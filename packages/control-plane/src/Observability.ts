@@ -18,6 +18,10 @@ export const commandDuration = Metric.histogram(`${P}command_duration_seconds`, 
   boundaries: Metric.exponentialBoundaries({ start: 0.005, factor: 2.5, count: 12 })
 })
 export const vncViewers = Metric.gauge(`${P}vnc_viewers`, { description: "Open VNC viewer connections" })
+export const vncBufferedBytes = Metric.gauge(`${P}vnc_buffered_bytes`, {
+  description: "Bytes held for VNC viewers (relayed and not yet written to the viewer, or sent by it and waiting for credit), all viewers"
+})
+export const vncBufferedBytesMax = Metric.gauge(`${P}vnc_buffered_bytes_max`, { description: "Bytes held for the viewer that holds the most" })
 export const vncBytesTotal = Metric.counter(`${P}vnc_bytes_total`, { description: "VNC bytes relayed, by direction (to_agent, to_viewer)" })
 export const unknownSessionsTotal = Metric.counter(`${P}unknown_sessions_total`, {
   description: "Sessions an agent reported in its hello inventory that the control plane has no record of"

@@ -40,6 +40,12 @@ export interface VncProxyShape {
   readonly issueTicket: (user: User, sessionId: string) => Effect.Effect<VncTicket, VncProxyError>
   /** Viewers connected right now. */
   readonly viewers: Effect.Effect<number>
+  /**
+   * Bytes held for viewers: relayed to a viewer's socket and not yet written to it, plus bytes a viewer sent
+   * that wait for the agent's credit. Per viewer this stays within one tunnel window (plus the message the
+   * viewer was sending when it ran out of credit), however slowly the viewer reads.
+   */
+  readonly buffered: Effect.Effect<{ readonly total: number; readonly max: number }>
 }
 
 export const VNC_PATH = "/api/v1/sessions/:id/vnc"
@@ -71,6 +77,8 @@ export const make = Effect.gen(function*() {
   let viewerCount = 0
   /** Open viewers by `${agentId}/${tunnelId}`, so `vnc_closed` can end the right one. */
   const open = new Map<string, (end: End) => void>()
+  /** What each open relay holds in memory (see `buffered`). */
+  const held = new Map<string, () => number>()
 
   const allocateTunnel = (): TunnelId => {
     while (inUse.has(nextTunnel)) nextTunnel = nextTunnel >= MAX_TUNNEL_ID ? 1 : nextTunnel + 1
@@ -132,6 +140,7 @@ export const make = Effect.gen(function*() {
     const finish = (end: End) => void Deferred.doneUnsafe(ended, Exit.succeed(end))
     yield* Effect.addFinalizer(() => Effect.sync(() => {
       open.delete(key)
+      held.delete(key)
       inUse.delete(tunnelId)
     }))
     open.set(key, finish)
@@ -167,6 +176,7 @@ export const make = Effect.gen(function*() {
 
     // ---- agent -> viewer: credit goes back once the viewer's socket has taken the bytes.
     let inFlight = 0
+    held.set(key, () => inFlight + queuedBytes)
     let toReturn = 0
     const returns = yield* Queue.unbounded<number>()
     const sink: TunnelSink = {
@@ -351,7 +361,20 @@ export const make = Effect.gen(function*() {
 
   yield* router.add("GET", VNC_PATH, route)
 
-  return VncProxy.of({ issueTicket, viewers: Effect.sync(() => viewerCount) })
+  return VncProxy.of({
+    issueTicket,
+    viewers: Effect.sync(() => viewerCount),
+    buffered: Effect.sync(() => {
+      let total = 0
+      let max = 0
+      for (const bytes of held.values()) {
+        const n = bytes()
+        total += n
+        max = Math.max(max, n)
+      }
+      return { total, max }
+    })
+  })
 })
 
 export class VncProxy extends Context.Service<VncProxy, VncProxyShape>()("control-plane/VncProxy") {

@@ -155,6 +155,30 @@ describe("VncProxy", () => {
       assert.include(c.reason, "credit window")
     }))
 
+  it.live("what a viewer that stops reading pins stays within its window, and is released once it reads", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
+      yield* open(v)
+      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
+      const tunnelId = lastTunnel(t.dispatcher) as TunnelId
+      yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
+      const sink = t.hub.tunnels.get(`a/${tunnelId}`)!
+      v.ws.pause()
+      let most = 0
+      for (let sent = 0; sent + MAX_BINARY_PAYLOAD_BYTES <= WINDOW; sent += MAX_BINARY_PAYLOAD_BYTES) {
+        yield* sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(MAX_BINARY_PAYLOAD_BYTES) })
+        most = Math.max(most, (yield* t.proxy.buffered).max)
+      }
+      assert.isAbove(most, 0)
+      assert.isAtMost(most, WINDOW)
+      v.ws.resume()
+      yield* until("the viewer read everything", () => v.receivedBytes() === Math.floor(WINDOW / MAX_BINARY_PAYLOAD_BYTES) * MAX_BINARY_PAYLOAD_BYTES)
+      yield* Effect.promise(() => waitFor("nothing held", async () => (await Effect.runPromise(t.proxy.buffered)).total === 0))
+      v.ws.close()
+      yield* closed(v)
+    }))
+
   it.live("vnc_closed from the agent closes the viewer with the reason; the agent going away closes with 4503", () =>
     Effect.gen(function*() {
       const t = yield* setup

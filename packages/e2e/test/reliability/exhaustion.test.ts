@@ -95,6 +95,11 @@ describe("resource exhaustion", () => {
       }), 20_000)
       const towardsStalled = settled - before
       assert.isBelow(towardsStalled, stalled.asked / 4, `sent ${towardsStalled} of ${stalled.asked} requested bytes`)
+      // and the control plane says what it holds for it: within the window, whatever the kernel buffers took
+      const metrics = (yield* S.request(cp.url, "GET", "/metrics")).text
+      const held = /^streamspace_control_plane_vnc_buffered_bytes_max (\d+)$/m.exec(metrics)
+      assert.isNotNull(held, "the buffered-bytes gauge is exported")
+      assert.isAtMost(Number(held![1]), 256 * 1024)
       const agent = yield* S.agentView(cp, AGENT)
       assert.isTrue(agent.connected)
       assert.strictEqual(agent.status, "online")
