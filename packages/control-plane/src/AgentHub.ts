@@ -11,7 +11,6 @@ import {
   AGENT_SUBPROTOCOL,
   creditThreshold,
   decodeBinary,
-  DEFAULT_LINK_WINDOW_BYTES,
   decodeFromAgent,
   encodeLinkWindow,
   encodeText,
@@ -169,7 +168,7 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
     onSome: (t) => hashToken(Redacted.value(t))
   })
   const heartbeatLimit = Duration.times(config.heartbeatInterval, config.heartbeatMissedLimit)
-  const linkWindow = DEFAULT_LINK_WINDOW_BYTES
+  const linkWindow = config.agentLinkWindow
   const linkCreditThreshold = creditThreshold(linkWindow)
 
   /** Writes one change through; a store failure is logged (the in-memory state stays authoritative). */

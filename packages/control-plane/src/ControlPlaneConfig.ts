@@ -1,10 +1,13 @@
 // ControlPlaneConfig: every environment variable of the control plane, parsed and validated once at start.
 import {
   BooleanString,
+  DEFAULT_LINK_WINDOW_BYTES,
   DurationString,
   IntString,
   LogFormatString,
   LogLevelString,
+  MAX_LINK_WINDOW_BYTES,
+  MIN_LINK_WINDOW_BYTES,
   PortString,
   secretSetting,
   setting,
@@ -45,6 +48,8 @@ export interface ControlPlaneConfigShape {
   readonly vncTicketTtl: Duration.Duration
   /** Credit window per VNC tunnel, in bytes. */
   readonly vncTunnelWindow: number
+  /** Link window announced to agents in welcome: tunnel bytes an agent may have unread on its socket. */
+  readonly agentLinkWindow: number
   /** Transport ping period on agent and viewer sockets. */
   readonly pingInterval: Duration.Duration
   readonly logLevel: "Trace" | "Debug" | "Info" | "Warn" | "Error" | "Fatal" | "None"
@@ -108,6 +113,10 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     vncTunnelWindow: yield* setting("VNC_TUNNEL_WINDOW", IntString(64 * 1024, 16 * 1024 * 1024), {
       default: String(1024 * 1024),
       expected: "bytes from 65536 to 16777216"
+    }),
+    agentLinkWindow: yield* setting("AGENT_LINK_WINDOW", IntString(MIN_LINK_WINDOW_BYTES, MAX_LINK_WINDOW_BYTES), {
+      default: String(DEFAULT_LINK_WINDOW_BYTES),
+      expected: `bytes from ${MIN_LINK_WINDOW_BYTES} to ${MAX_LINK_WINDOW_BYTES}`
     }),
     pingInterval: yield* duration("PING_INTERVAL", "20s"),
     logLevel: yield* setting("LOG_LEVEL", LogLevelString, { default: "info", expected: "debug, info, warn or error" }),

@@ -79,6 +79,17 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.strictEqual((yield* agent.next("error")).payload.code, "UnexpectedType")
     }).pipe(withTestClock))
 
+  it.effect("AGENT_LINK_WINDOW sets the window announced and the credit batch", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({ AGENT_LINK_WINDOW: String(256 * 1024) })
+      const { agent, welcome } = yield* connectApproved(cp, "tun-link-2")
+      assert.strictEqual(welcome.link_window, 256 * 1024)
+      // A quarter of 256 KiB is one maximal frame: credit comes back after each.
+      yield* agent.sendRaw(encodeData(tid(3), new Uint8Array(MAX_BINARY_PAYLOAD_BYTES)))
+      const credit = decodeBinary(yield* agent.nextBinary())
+      assert.deepStrictEqual(credit._tag === "Success" ? credit.success : credit, { kind: "link_window", credit: MAX_BINARY_PAYLOAD_BYTES })
+    }).pipe(withTestClock))
+
   it.effect("frames from a pending agent reach no sink", () =>
     Effect.gen(function*() {
       const cp = yield* startHub({})
