@@ -98,6 +98,8 @@ export const startControlPlane = async (options: { port?: number; dataDir?: stri
 export interface AgentProc {
   readonly proc: Proc
   readonly id: string
+  /** Where its Prometheus /metrics listens. */
+  readonly metricsPort: number
   readonly stop: () => Promise<void>
 }
 
@@ -107,6 +109,7 @@ export const startAgent = async (options: { id: string; controlPlaneUrl: string;
   const kubeconfigPath = join(dir, "kubeconfig")
   writeFileSync(kubeconfigPath, options.kubeconfig)
   const launch = agentLaunch()
+  const metricsPort = await freePort()
   const proc = startProc(`agent-${options.id}`, [...profileArgs(), ...launch.nodeArgs, ...(options.args ?? []), launch.entry], {
     ...launch.env,
     AGENT_ID: options.id,
@@ -115,7 +118,7 @@ export const startAgent = async (options: { id: string; controlPlaneUrl: string;
     KUBECONFIG: kubeconfigPath,
     NAMESPACE: "streamspace",
     HEALTH_PORT: String(await freePort()),
-    METRICS_PORT: String(await freePort()),
+    METRICS_PORT: String(metricsPort),
     AGENT_CREDENTIAL_FILE: join(dir, "credential"),
     LOG_LEVEL: "warn",
     LOG_FORMAT: "json",
@@ -123,7 +126,7 @@ export const startAgent = async (options: { id: string; controlPlaneUrl: string;
     MAX_SESSIONS: "200",
     ...options.env
   })
-  return { proc, id: options.id, stop: () => proc.stop("SIGTERM", 15_000) }
+  return { proc, id: options.id, metricsPort: Number(options.env?.METRICS_PORT ?? metricsPort), stop: () => proc.stop("SIGTERM", 15_000) }
 }
 
 /** Connects a real agent to a real control plane and approves it (bootstrap token -> pending -> approved). */
