@@ -189,6 +189,27 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.strictEqual((yield* cp.dispatcher.get(acked.id)).state, "completed")
     }).pipe(withTestClock))
 
+  it.effect("a reconnecting agent gets its own unfinished commands again: not finished ones, not another agent's", () =>
+    Effect.gen(function*() {
+      const cp = yield* startControlPlane({})
+      const mine = yield* connectApproved(cp, "dx-20")
+      const other = yield* connectApproved(cp, "dx-21")
+      const done = yield* cp.dispatcher.dispatch(id("dx-20"), deleteSession("s-21"))
+      const open = yield* cp.dispatcher.dispatch(id("dx-20"), deleteSession("s-22"))
+      const othersOpen = yield* cp.dispatcher.dispatch(id("dx-21"), deleteSession("s-23"))
+      yield* mine.agent.next("command")
+      yield* mine.agent.next("command")
+      yield* other.agent.next("command")
+      yield* mine.agent.send("command_completed", completed(done.id, "s-21"))
+      yield* eventually("completed", stateIs(cp.dispatcher, done.id, "completed"))
+      const again = yield* connectAndHello(cp.url, mine.credential, "dx-20")
+      assert.strictEqual((yield* again.agent.next("command")).payload.command_id, open.id)
+      // The next command it receives is the barrier's own: nothing else was re-sent to it.
+      yield* barrier(cp.dispatcher, again.agent, "dx-20")
+      assert.strictEqual((yield* cp.dispatcher.get(othersOpen.id)).state, "sent")
+      assert.strictEqual((yield* cp.dispatcher.get(open.id)).state, "sent")
+    }).pipe(withTestClock))
+
   it.effect("after a control-plane restart on the same PGlite DATA_DIR, open commands are awaited, re-sent and completed exactly once", () =>
     Effect.gen(function*() {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "streamspace-dispatch-"))
