@@ -6,7 +6,7 @@
 // The upgrade itself is done by a `ws` server of the hub's own (noServer mode), fed from the HttpRouter
 // route: effect/http's upgrade shares one `ws` server between all routes and exposes neither the send
 // buffer, transport pings, a per-route subprotocol nor a per-route frame limit, which this socket needs.
-import type { AgentId, AgentMessage, BinaryFrame, Capacity, ControlPlaneMessage, MessageType, PayloadOf, TunnelId } from "@streamspace/protocol"
+import type { AgentId, AgentMessage, AgentStatus, BinaryFrame, Capacity, ControlPlaneMessage, MessageType, PayloadOf, TunnelId } from "@streamspace/protocol"
 import {
   AGENT_SUBPROTOCOL,
   creditThreshold,
@@ -115,6 +115,14 @@ interface Live {
   lastBeatMs: number
   /** Tunnel data bytes read off this socket and not yet credited back to the agent's link window. */
   linkUnreturned: number
+  /** The latest heartbeat not yet applied to the record; one applier runs per socket at a time. */
+  pendingBeat: { readonly hb: PayloadOf<"heartbeat">; readonly atMs: number } | undefined
+  applyingBeats: boolean
+  /** A heartbeat for the store to save; one writer runs per socket at a time and saves the latest. */
+  unsaved: { readonly status: AgentStatus; readonly activeSessions: number; readonly capacity: Capacity } | undefined
+  writing: boolean
+  /** What the store last got from a heartbeat, and when. */
+  saved: { readonly key: string; readonly atMs: number } | undefined
 }
 
 interface Entry {
@@ -170,10 +178,22 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
   const heartbeatLimit = Duration.times(config.heartbeatInterval, config.heartbeatMissedLimit)
   const linkWindow = config.agentLinkWindow
   const linkCreditThreshold = creditThreshold(linkWindow)
+  /** An unchanged heartbeat still refreshes the row's last_heartbeat this often. */
+  const heartbeatRefreshMs = Math.max(6 * Duration.toMillis(config.heartbeatInterval), 60_000)
 
+  /** Per agent, its row's writes happen one at a time, in the order they were asked for. */
+  const writeLocks = new Map<AgentId, Semaphore.Semaphore>()
+  const writeLock = (id: AgentId) => {
+    let lock = writeLocks.get(id)
+    if (lock === undefined) {
+      lock = Semaphore.makeUnsafe(1)
+      writeLocks.set(id, lock)
+    }
+    return lock
+  }
   /** Writes one change through; a store failure is logged (the in-memory state stays authoritative). */
   const persist = (id: AgentId, write: Effect.Effect<void, unknown>) =>
-    write.pipe(
+    writeLock(id).withPermits(1)(write).pipe(
       Effect.catchCause((cause) => Effect.logError("AgentHub: could not persist agent", cause).pipe(Effect.annotateLogs({ agent_id: id })))
     )
 
@@ -310,7 +330,18 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
       }
       const target: Entry = entry ?? { record, live: undefined }
       agents.set(id, target)
-      const live: Live = { socket, approved: record.enrollment === "approved", ended: false, lastBeatMs: now, linkUnreturned: 0 }
+      const live: Live = {
+        socket,
+        approved: record.enrollment === "approved",
+        ended: false,
+        lastBeatMs: now,
+        linkUnreturned: 0,
+        pendingBeat: undefined,
+        applyingBeats: false,
+        unsaved: undefined,
+        writing: false,
+        saved: undefined
+      }
       const old = target.live
       yield* tracked(
         target,
@@ -337,26 +368,74 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
       return O.some([target, live] as const)
     }).pipe(Effect.annotateLogs({ agent_id: hello.agent_id })))
 
+  /**
+   * A heartbeat counts for liveness when it is read, not when the hub gets round to it: with a thousand agents
+   * the hub lock and the database lag, and judging by the applied time declared live agents offline. The read
+   * loop only notes the beat; a background applier per socket puts the latest beat into the record under the
+   * lock, and a writer per socket saves the record after it, outside the lock. A slow store delays neither.
+   */
   const onHeartbeat = (entry: Entry, live: Live, hb: PayloadOf<"heartbeat">) =>
-    locked(Effect.gen(function*() {
+    Effect.gen(function*() {
       if (live.ended) return
-      const now = yield* Clock.currentTimeMillis
-      live.lastBeatMs = now
-      yield* tracked(
-        entry,
-        Effect.gen(function*() {
-          entry.record = {
-            ...entry.record,
-            status: hb.status === "offline" ? "online" : hb.status,
-            capacity: hb.capacity,
-            activeSessions: hb.active_sessions,
-            activeTunnels: hb.active_tunnels,
-            lastHeartbeat: new Date(now)
+      const atMs = yield* Clock.currentTimeMillis
+      live.lastBeatMs = atMs
+      live.pendingBeat = { hb, atMs }
+      if (live.applyingBeats) return
+      live.applyingBeats = true
+      yield* FiberSet.run(background, applyBeats(entry, live).pipe(Effect.ensuring(Effect.sync(() => void (live.applyingBeats = false)))))
+    })
+
+  const applyBeats = (entry: Entry, live: Live) =>
+    Effect.gen(function*() {
+      while (true) {
+        const next = live.pendingBeat
+        if (next === undefined || live.ended) {
+          live.applyingBeats = false
+          return
+        }
+        live.pendingBeat = undefined
+        const { hb, atMs } = next
+        yield* locked(Effect.gen(function*() {
+          if (live.ended || entry.live !== live) return
+          yield* tracked(entry, Effect.sync(() => {
+            entry.record = {
+              ...entry.record,
+              status: hb.status === "offline" ? "online" : hb.status,
+              capacity: hb.capacity,
+              activeSessions: hb.active_sessions,
+              activeTunnels: hb.active_tunnels,
+              lastHeartbeat: new Date(atMs)
+            }
+          }))
+          // Placement and the API read the record; the row only needs what changed, and a fresh
+          // last_heartbeat now and then.
+          const key = JSON.stringify([entry.record.status, hb.capacity, hb.active_sessions])
+          if (live.saved === undefined || live.saved.key !== key || atMs - live.saved.atMs >= heartbeatRefreshMs) {
+            live.saved = { key, atMs }
+            live.unsaved = { status: entry.record.status, activeSessions: hb.active_sessions, capacity: hb.capacity }
+            if (!live.writing) {
+              live.writing = true
+              yield* FiberSet.run(background, saveBeats(entry, live).pipe(Effect.ensuring(Effect.sync(() => void (live.writing = false)))))
+            }
           }
-          yield* persist(entry.record.id, store.heartbeat(entry.record.id, { status: entry.record.status, activeSessions: hb.active_sessions, capacity: hb.capacity }))
-        })
-      )
-    }))
+        }))
+      }
+    })
+
+  const saveBeats = (entry: Entry, live: Live) =>
+    Effect.gen(function*() {
+      while (true) {
+        const beat = live.unsaved
+        if (beat === undefined || live.ended) {
+          live.writing = false
+          return
+        }
+        live.unsaved = undefined
+        const id = entry.record.id
+        // Skipped once the socket ended: the offline status written then must stay the last word.
+        yield* persist(id, Effect.suspend(() => (live.ended ? Effect.void : store.heartbeat(id, beat))))
+      }
+    })
 
   const handleText = Effect.fnUntraced(function*(entry: Entry, live: Live, raw: string) {
     const decoded = decodeFromAgent(raw)
@@ -445,8 +524,14 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
           yield* Effect.sleep(Duration.millis(due - now))
           continue
         }
+        // A beat may have been read while we waited for the lock: judge again under it.
+        const silent = yield* locked(Effect.gen(function*() {
+          if ((yield* Clock.currentTimeMillis) < live.lastBeatMs + limit) return false
+          yield* detach(entry, live, true)
+          return true
+        }))
+        if (!silent) continue
         yield* Effect.logWarning(`AgentHub: no heartbeat for ${Duration.format(heartbeatLimit)}; agent is offline`)
-        yield* locked(detach(entry, live, true))
         live.socket.close(CloseCode.heartbeatTimeout, "no heartbeat")
       }
     })

@@ -2,9 +2,9 @@
 // replacing the old socket without an offline flap, bad frames answered and survived, the frame limit (1009),
 // version negotiation, hello first and its timeout, the drain flag, and ping timeouts.
 import { assert, layer } from "@effect/vitest"
-import type { AgentId } from "@streamspace/protocol"
-import { MAX_FRAME_BYTES, utf8Length } from "@streamspace/protocol"
-import { Effect, Option } from "effect"
+import type { AgentId, TunnelId } from "@streamspace/protocol"
+import { encodeData, MAX_FRAME_BYTES, utf8Length } from "@streamspace/protocol"
+import { Deferred, Effect, Option } from "effect"
 import { TestClock } from "effect/testing"
 import type { AgentHubShape } from "../src/AgentHub.ts"
 import { Store } from "../src/Store.ts"
@@ -39,6 +39,8 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.strictEqual(v.activeSessions, 3)
       assert.strictEqual(v.activeTunnels, 2)
       assert.deepStrictEqual(v.capacity, { cpu: "4", memory: "8Gi", max_sessions: 5 })
+      // The row is written after the record is updated, off the read loop.
+      yield* eventually("the row", Effect.map(agentRow("hb-1"), (r) => r.status === "warning"))
       const row = yield* agentRow("hb-1")
       assert.strictEqual(row.status, "warning")
       assert.strictEqual(row.activeSessions, 3)
@@ -59,6 +61,42 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       const tags = events.map((e) => e._tag === "StatusChanged" ? `status:${e.status}` : e._tag)
       assert.deepStrictEqual(tags.filter((t) => t !== "Message"), ["status:warning", "status:online", "status:offline", "Disconnected"])
       assert.isTrue(events.some((e) => e._tag === "Message" && e.message.type === "heartbeat"))
+    }).pipe(withTestClock))
+
+  it.effect("a heartbeat whose write is slow holds up neither the agent's frames nor its liveness; the latest beat is stored", () =>
+    Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      let writes = 0
+      const cp = yield* startHub({ HEARTBEAT_INTERVAL: "30s", HEARTBEAT_MISSED_LIMIT: "3" }, undefined, (store) => ({
+        ...store,
+        agents: {
+          ...store.agents,
+          heartbeat: (agentId, beat) => Deferred.await(gate).pipe(Effect.andThen(store.agents.heartbeat(agentId, beat)), Effect.ensuring(Effect.sync(() => void writes++)))
+        }
+      }))
+      const { agent } = yield* connectApproved(cp, "hb-slow")
+      const frames: Array<number> = []
+      yield* cp.hub.registerTunnel(id("hb-slow"), 5 as TunnelId, {
+        onFrame: (f) => Effect.sync(() => void frames.push(f.kind === "data" ? f.payload.length : 0)),
+        onAgentGone: Effect.void
+      })
+      yield* agent.send("heartbeat", heartbeatPayload({ active_sessions: 1 }))
+      // The first write hangs; the socket is still read.
+      yield* agent.sendRaw(encodeData(5 as TunnelId, new Uint8Array(3)))
+      yield* eventually("the data frame", Effect.sync(() => frames.length === 1))
+      yield* eventually("the record", Effect.map(view(cp.hub, "hb-slow"), (v) => v.activeSessions === 1))
+      // Beats keep arriving every 80 s while no write finishes: the agent stays online well past 90 s.
+      for (let i = 2; i <= 4; i++) {
+        yield* TestClock.adjust("80 seconds")
+        yield* agent.send("heartbeat", heartbeatPayload({ active_sessions: i }))
+        yield* eventually(`beat ${i}`, Effect.map(view(cp.hub, "hb-slow"), (v) => v.activeSessions === i))
+      }
+      assert.strictEqual((yield* view(cp.hub, "hb-slow")).status, "online")
+      assert.strictEqual(writes, 0)
+      // Once the store answers, the write it was doing and then one with the latest record.
+      yield* Deferred.succeed(gate, undefined)
+      yield* eventually("the latest beat stored", Effect.map(agentRow("hb-slow"), (r) => r.activeSessions === 4))
+      assert.isAtMost(writes, 2)
     }).pipe(withTestClock))
 
   it.effect("a new connection for the same agent replaces the old one at once, without an offline flap", () =>

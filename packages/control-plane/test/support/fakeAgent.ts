@@ -197,7 +197,7 @@ import { createServer } from "node:http"
 import { AgentHub, type AgentHubShape, type HubEvent } from "../../src/AgentHub.ts"
 import { ControlPlaneConfig } from "../../src/ControlPlaneConfig.ts"
 import { CommandDispatcher } from "../../src/CommandDispatcher.ts"
-import { Store, type StoreError } from "../../src/Store.ts"
+import { Store, type StoreError, type StoreShape } from "../../src/Store.ts"
 
 export const BOOTSTRAP = "bootstrap-token-for-tests-0123456789"
 
@@ -231,11 +231,14 @@ const serveOnLoopback = <A, E>(app: Layer.Layer<A, E, ControlPlaneConfig | Store
     return { ctx, url: `ws://127.0.0.1:${address.port}/api/v1/agent/connect` }
   })
 
-/** Starts AgentHub.layer on the Store in context, on 127.0.0.1:0, in the current scope; with `logs`, its log lines land there. */
-export const startHub = (env: Record<string, string>, logs?: Array<string>) =>
+/**
+ * Starts AgentHub.layer on the Store in context, on 127.0.0.1:0, in the current scope; with `logs`, its log lines
+ * land there; `wrap` can stand in for parts of the store (a slow write, say).
+ */
+export const startHub = (env: Record<string, string>, logs?: Array<string>, wrap: (store: StoreShape) => StoreShape = (s) => s) =>
   Effect.gen(function*() {
     const store = yield* Store
-    const { ctx, url } = yield* serveOnLoopback(AgentHub.layer, env, Layer.succeed(Store, store), logs)
+    const { ctx, url } = yield* serveOnLoopback(AgentHub.layer, env, Layer.succeed(Store, Store.of(wrap(store))), logs)
     return { hub: Context.get(ctx, AgentHub), url }
   })
 
