@@ -55,7 +55,7 @@ let cached: AgentLaunch | undefined
 export const agentLaunch = (): AgentLaunch => {
   if (cached !== undefined) return cached
   if (process.env.BENCH_AGENT === "source") {
-    cached = { nodeArgs: [], entry: join(AGENT, "src", "main.ts"), env: {}, describe: "node packages/agent/src/main.ts (BENCH_AGENT=source)" }
+    cached = { nodeArgs: [], entry: join(AGENT, "src", "main.ts"), env: {}, describe: "node packages/agent/src/main.ts (BENCH_AGENT=source: the sources, not the shipped bundle)" }
     return cached
   }
   const { entrypoint, env } = shipped()

@@ -100,7 +100,7 @@ export const agentFootprint = async (o: { long: boolean; reps: number; command: 
       ],
       figures: { launch: agentLaunch().describe, rss_split_streaming: streamingSplit, rss_split_after_soak: split, idle, hundred, streaming: { ...streaming, value: undefined, aggregate_bytes_per_sec: aggregate, per_tunnel: perTunnel }, after, soak: { rss, startRss, endRss, growth, rounds, cpu: soakCpu } },
       notes: [
-        `The agent as it ships: ${agentLaunch().describe}.`,
+        `Agent command: ${agentLaunch().describe}.`,
         "RSS from /proc/<pid>/status (VmRSS), sampled every 250 ms; CPU from /proc/<pid>/stat over the phase.",
         ...(split === undefined ? [] : [`RSS at the end of the soak: ${split.anonMiB} MiB anonymous (private to the agent) + ${split.fileMiB} MiB file-backed (mostly the node binary's pages, shared and reclaimable).`]),
         "The fake control plane returns credit as soon as bytes arrive (an instantly reading viewer), so the 50 tunnels run as fast as the agent can move bytes.",
