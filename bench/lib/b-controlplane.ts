@@ -24,7 +24,7 @@ const pool = async <T, R>(items: ReadonlyArray<T>, n: number, f: (t: T, i: numbe
 }
 
 /** Starts `count` simulated agents over `workers` processes, enrols them (approve via the API) and waits until all are connected. */
-const enrolSimAgents = async (cp: ControlPlane, count: number, prefix: string, nWorkers: number) => {
+export const enrolSimAgents = async (cp: ControlPlane, count: number, prefix: string, nWorkers: number) => {
   const workers: Array<Worker> = []
   const per = Math.ceil(count / nWorkers)
   for (let w = 0; w < nWorkers; w++) {
@@ -245,7 +245,9 @@ export const reconnectStorm = async (o: O): Promise<BenchResult> => {
   const n = 500
   const port = await freePort()
   const dataDir = tmp("storm")
-  let cp = await startControlPlane({ port, dataDir })
+  // 500 agents dial from one address here; a fleet dials from many, so the per-address cap is lifted.
+  const env = { MAX_CONNECTIONS_PER_ADDRESS: "0" }
+  let cp = await startControlPlane({ port, dataDir, env })
   const workers: Array<Worker> = []
   let kube: Worker | undefined
   let real: Awaited<ReturnType<typeof startAgent>> | undefined
@@ -268,7 +270,7 @@ export const reconnectStorm = async (o: O): Promise<BenchResult> => {
     const tStop = now()
     await cp.stop()
     const tDown = now()
-    cp = await startControlPlane({ port, dataDir })
+    cp = await startControlPlane({ port, dataDir, env })
     const tReady = now()
     step(`control plane back after ${round((tReady - tDown) / 1000, 1)} s; waiting for agents`)
     let realBack: number | undefined
@@ -292,6 +294,20 @@ export const reconnectStorm = async (o: O): Promise<BenchResult> => {
     const peak = Math.max(...buckets.values())
     const lastS = Math.max(...sinceReady)
     const mean = back.length / Math.max(1, Math.ceil(lastS))
+    // The herd check counts dials (what hits the control plane), by the second they started after the stop.
+    const dialBuckets = new Map<number, number>()
+    for (const r of reports) {
+      for (const t of r.dialTimes as Array<number>) {
+        const k = Math.floor((t - tStop) / 1000)
+        dialBuckets.set(k, (dialBuckets.get(k) ?? 0) + 1)
+      }
+    }
+    const dialPeak = Math.max(0, ...dialBuckets.values())
+    const dialPeakAt = [...dialBuckets].find(([, v]) => v === dialPeak)?.[0] ?? 0
+    // Full jitter spreads the first retry of n agents uniformly over the base delay (5 s): n / 5 per second.
+    // Agents retrying in step (no jitter, or a shared clock) would put most of them into one second.
+    const spreadRate = n / 5
+    const noHerd = dialPeak <= 2 * spreadRate
     const errors = reports.flatMap((r) => r.errors as Array<string>)
     const errorKinds = new Map<string, number>()
     for (const e of errors) errorKinds.set(e, (errorKinds.get(e) ?? 0) + 1)
@@ -309,19 +325,20 @@ export const reconnectStorm = async (o: O): Promise<BenchResult> => {
         { measure: "reconnect time after the control plane was ready (p50 / p95 / max)", value: `${round(percentile(sinceReady, 50), 1)} / ${round(percentile(sinceReady, 95), 1)} / ${round(lastS, 1)} s` },
         { measure: "reconnect time after the stop began (p50 / max)", value: `${round(percentile(sinceDown, 50), 1)} / ${round(Math.max(...sinceDown), 1)} s` },
         { measure: "backoff ceiling before the successful dial (max)", value: `${round(maxCeiling, 1)} s` },
-        { measure: "reconnects per second: peak vs mean (herd check)", value: `${peak} vs ${round(mean, 1)}` },
+        { measure: "dials per second, busiest second (herd check)", value: `${dialPeak} (${round((100 * dialPeak) / n, 0)} % of the agents), ${dialPeakAt} s after the stop; a uniform spread over the first 5 s backoff window is ${spreadRate}/s` },
+        { measure: "completed reconnects per second: peak vs mean", value: `${peak} vs ${round(mean, 1)} (dials that arrive while the control plane starts are held and answered together when it is ready)` },
         { measure: "dials per agent (median / max)", value: `${median(dials)} / ${Math.max(...dials)}` },
         { measure: "errors seen by agents", value: errors.length === 0 ? "none" : [...errorKinds].map(([k, v]) => `${k} x${v}`).join(", ") }
       ],
       targets: [
         {
           name: "every agent back within its backoff window + 10 s, no thundering herd",
-          target: "all back; each within (backoff ceiling + 10 s) of the CP being ready; peak/s <= 3x mean",
-          figure: `${back.length}/${n} back, ${late.length} late, last ${round(lastS, 1)} s after ready (ceiling ${round(maxCeiling, 1)} s); peak ${peak}/s vs mean ${round(mean, 1)}/s`,
-          met: allBack && peak <= 3 * mean
+          target: `all back; each within (backoff ceiling + 10 s) of the CP being ready; no second with more than 2x the jittered spread of dials (${2 * spreadRate}/s)`,
+          figure: `${back.length}/${n} back, ${late.length} late, last ${round(lastS, 1)} s after ready (ceiling ${round(maxCeiling, 1)} s); busiest second ${dialPeak} dials`,
+          met: allBack && noHerd
         }
       ],
-      figures: { tStop, tDown, tReady, realBack, sinceReady, buckets: Object.fromEntries(buckets), errors: Object.fromEntries(errorKinds), dials },
+      figures: { tStop, tDown, tReady, realBack, sinceReady, buckets: Object.fromEntries(buckets), dialBuckets: Object.fromEntries(dialBuckets), errors: Object.fromEntries(errorKinds), dials },
       notes: [
         "Connection-refused errors while the control plane is down are expected; they are counted, not hidden.",
         "Simulated agents implement the agent's backoff (packages/agent/src/internal/backoff.ts: uniform in [0, min(cap, 5 s x 2^attempt)])."

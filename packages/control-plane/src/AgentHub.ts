@@ -198,11 +198,12 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
     )
 
   // Nobody is connected at start: an agent row left `online` by a crash is offline now.
+  const stale: Array<AgentId> = []
   for (const record of yield* Effect.orDie(store.loadAll)) {
-    const fixed = record.status === "offline" ? record : { ...record, status: "offline" as const }
-    if (fixed !== record) yield* persist(record.id, store.setStatus(record.id, "offline"))
-    agents.set(record.id, { record: fixed, live: undefined })
+    if (record.status !== "offline") stale.push(record.id)
+    agents.set(record.id, { record: record.status === "offline" ? record : { ...record, status: "offline" }, live: undefined })
   }
+  yield* Effect.forEach(stale, (id) => persist(id, store.setStatus(id, "offline")), { concurrency: 16, discard: true })
 
   const publish = (event: HubEvent) => PubSub.publish(events, event)
 
@@ -614,17 +615,20 @@ export const make = Effect.fnUntraced(function*(store: HubStore) {
 
   yield* router.add("GET", AGENT_CONNECT_PATH, route)
 
-  // On shutdown: close every agent socket now (they reconnect to the next instance).
+  // On shutdown: close every agent socket now (they reconnect to the next instance), then record them offline,
+  // several writes at a time (one by one, 500 agents kept the process from exiting for 15 s).
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
+      const closed: Array<AgentId> = []
       for (const entry of agents.values()) {
         const live = entry.live
         if (live === undefined) continue
         live.ended = true
         entry.live = undefined
         live.socket.close(CloseCode.goingAway, "control plane shutting down")
-        yield* persist(entry.record.id, store.setStatus(entry.record.id, "offline"))
+        closed.push(entry.record.id)
       }
+      yield* Effect.forEach(closed, (id) => persist(id, store.setStatus(id, "offline")), { concurrency: 16, discard: true })
     })
   )
 

@@ -1,0 +1,18 @@
+import { enrolSimAgents } from "/work/main/bench/lib/b-controlplane.ts"
+import { startControlPlane } from "/work/main/bench/lib/system.ts"
+const n = Number(process.argv[2] ?? 100)
+const cp = await startControlPlane({ env: { MAX_CONNECTIONS_PER_ADDRESS: "0", LOG_LEVEL: "debug", LOG_FORMAT: "text" }, args: ["--report-on-signal", "--report-signal=SIGUSR2", "--report-directory=/tmp/rep"] })
+const enrol = await enrolSimAgents(cp, n, "stop", 1)
+console.log("connected", enrol.connected)
+const t0 = Date.now()
+setTimeout(() => process.kill(cp.proc.pid, "SIGUSR2"), 5000)
+await cp.stop()
+console.log("stop took", Date.now() - t0, "ms; exit", cp.proc.child.exitCode, cp.proc.child.signalCode)
+const out = cp.proc.output().split("\n")
+const rest = out.filter((l) => !/agent connected|Sent HTTP|approved|credential/i.test(l))
+const first = rest.findIndex((l) => /InterruptError/.test(l))
+console.log(rest.slice(Math.max(0, first - 5), first + 2).map((l) => l.slice(0, 220)).join("\n"))
+console.log("...")
+console.log(rest.filter((l) => !/InterruptError/.test(l)).slice(-15).map((l) => l.slice(0, 300)).join("\n"))
+for (const w of enrol.workers) await w.stop()
+process.exit(0)
