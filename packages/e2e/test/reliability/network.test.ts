@@ -25,6 +25,8 @@ const setup = Effect.gen(function*() {
 /** One pod per live session, each session's create command completed once, and a viewer gets a frame. */
 const assertHealthy = (s: Effect.Success<typeof setup>, sessionIds: ReadonlyArray<string>) =>
   Effect.gen(function*() {
+    // A 201 only means the create was dispatched: count pods once every session runs.
+    for (const id of sessionIds) yield* S.waitForSession(s.alice, id, ["running"])
     const pods = S.sessionPods(s.cluster)
     assert.strictEqual(pods.length, sessionIds.length, `pods: ${pods.map((p: any) => p.metadata.name).join(",")}`)
     for (const id of sessionIds) {
