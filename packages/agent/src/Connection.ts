@@ -5,8 +5,8 @@ import type { AgentMessage, BinaryFrame, ControlPlaneMessage, MessageType, Paylo
 import {
   AGENT_SUBPROTOCOL,
   CloseCode,
-  decodeBinary,
   creditedBytes,
+  decodeBinary,
   decodeFromControlPlane,
   encodeText,
   makeMessage,
