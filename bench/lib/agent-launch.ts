@@ -3,8 +3,9 @@
 // when it is missing or older than a source it is built from. BENCH_AGENT=source runs packages/agent/src/main.ts
 // with plain node instead (how the agent ran before it was bundled; for before/after figures).
 import { execFileSync } from "node:child_process"
-import { existsSync, readdirSync, readFileSync, renameSync, statSync } from "node:fs"
+import { existsSync, readdirSync, renameSync, statSync } from "node:fs"
 import { join } from "node:path"
+import { shippedImage } from "../../packages/e2e/src/dockerfile.ts"
 import { NODE, ROOT } from "./util.ts"
 
 export interface AgentLaunch {
@@ -20,19 +21,6 @@ export interface AgentLaunch {
 const AGENT = join(ROOT, "packages", "agent")
 const BUNDLE = join(AGENT, "dist", "main.mjs")
 
-/** ENTRYPOINT and ENV of docker/agent/Dockerfile's final stage. */
-const shipped = (): { entrypoint: Array<string>; env: Record<string, string> } => {
-  const lines = readFileSync(join(ROOT, "docker", "agent", "Dockerfile"), "utf8")
-    .replace(/\\\n/g, " ")
-    .split("\n")
-    .map((l) => l.trim())
-    .filter((l) => l !== "" && !l.startsWith("#"))
-  const final = lines.slice(lines.map((l) => l.split(/\s+/)[0]!.toUpperCase()).lastIndexOf("FROM"))
-  const body = (op: string) => final.filter((l) => l.toUpperCase().startsWith(`${op} `)).map((l) => l.slice(op.length).trim())
-  const env: Record<string, string> = {}
-  for (const line of body("ENV")) for (const m of line.matchAll(/(\w+)=("[^"]*"|\S+)/g)) env[m[1]!] = m[2]!.replace(/^"|"$/g, "")
-  return { entrypoint: JSON.parse(body("ENTRYPOINT").at(-1)!) as Array<string>, env }
-}
 
 const newest = (path: string): number => {
   const s = statSync(path)
@@ -58,7 +46,7 @@ export const agentLaunch = (): AgentLaunch => {
     cached = { nodeArgs: [], entry: join(AGENT, "src", "main.ts"), env: {}, describe: "node packages/agent/src/main.ts (BENCH_AGENT=source: the sources, not the shipped bundle)" }
     return cached
   }
-  const { entrypoint, env } = shipped()
+  const { entrypoint, env } = shippedImage(join(ROOT, "docker", "agent", "Dockerfile"))
   const [program, ...args] = entrypoint
   if (program !== "node" || args.at(-1) !== "packages/agent/dist/main.mjs") {
     throw new Error(`docker/agent/Dockerfile: expected ENTRYPOINT ["node", ...flags, "packages/agent/dist/main.mjs"], found ${JSON.stringify(entrypoint)}`)

@@ -19,7 +19,8 @@ const load = await s.viewer.call("viewer.echo", { spec: specs.full_path, count: 
 const r = await rates
 await s.loadViewer.call("viewer.close", { group })
 console.log(JSON.stringify({
-  linkWindow: process.env.BENCH_LINK_WINDOW ?? "default",
+  // The control plane (started by the test bed with this process's environment) reads AGENT_LINK_WINDOW.
+  linkWindow: process.env.AGENT_LINK_WINDOW ?? "default",
   singleMBps: single.map((x) => round(x, 1)),
   idle: { p50: round(median(idle), 2), p99: round(percentile(idle, 99), 2) },
   load: { p50: round(median(load), 2), p99: round(percentile(load, 99), 2), max: round(Math.max(...load), 2) },

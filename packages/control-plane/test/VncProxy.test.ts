@@ -72,6 +72,17 @@ const windowFrames = (hub: FakeHub, tunnelId: number) =>
     const f = decodeBinary(b.frame)
     return Result.isSuccess(f) && f.success.kind === "window" && f.success.tunnelId === tunnelId ? [f.success.credit] : []
   })
+/** A viewer of Ann's running session, once its vnc_connect went out and its tunnel's sink is registered. */
+const relayed = (t: Effect.Success<typeof setup>) =>
+  Effect.gen(function*() {
+    const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
+    yield* open(v)
+    yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
+    const tunnelId = lastTunnel(t.dispatcher) as TunnelId
+    yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
+    return { v, tunnelId, sink: t.hub.tunnels.get(`a/${tunnelId}`)! }
+  })
+
 const lastTunnel = (d: FakeDispatcher) => {
   const c = [...d.commands].reverse().find((c) => c.request.action === "vnc_connect")
   return c === undefined || c.request.action !== "vnc_connect" ? 0 : c.request.args.tunnel_id
@@ -110,11 +121,7 @@ describe("VncProxy", () => {
   it.live("viewer -> agent stays within the credit the agent granted, and resumes on a window frame", () =>
     Effect.gen(function*() {
       const t = yield* setup
-      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
-      yield* open(v)
-      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
-      const tunnelId = lastTunnel(t.dispatcher)
-      yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
+      const { v, tunnelId, sink } = yield* relayed(t)
       const total = WINDOW * 3
       v.ws.send(new Uint8Array(total).fill(7))
       yield* until("first window spent", () => dataBytesTo(t.hub, tunnelId) === WINDOW)
@@ -122,10 +129,9 @@ describe("VncProxy", () => {
       yield* Effect.promise(() => new Promise((r) => setImmediate(r)))
       assert.strictEqual(dataBytesTo(t.hub, tunnelId), WINDOW)
       assert.isTrue(t.hub.binary.every((b) => b.frame.length <= 5 + MAX_BINARY_PAYLOAD_BYTES))
-      const sink = t.hub.tunnels.get(`a/${tunnelId}`)!
-      yield* sink.onFrame({ kind: "window", tunnelId: tunnelId as TunnelId, credit: 1000 })
+      yield* sink.onFrame({ kind: "window", tunnelId, credit: 1000 })
       yield* until("1000 more", () => dataBytesTo(t.hub, tunnelId) === WINDOW + 1000)
-      yield* sink.onFrame({ kind: "window", tunnelId: tunnelId as TunnelId, credit: total })
+      yield* sink.onFrame({ kind: "window", tunnelId, credit: total })
       yield* until("the rest", () => dataBytesTo(t.hub, tunnelId) === total)
       v.ws.close()
     }))
@@ -133,12 +139,7 @@ describe("VncProxy", () => {
   it.live("agent -> viewer credit is returned once the viewer's socket took the bytes; overrunning the window closes", () =>
     Effect.gen(function*() {
       const t = yield* setup
-      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
-      yield* open(v)
-      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
-      const tunnelId = lastTunnel(t.dispatcher) as TunnelId
-      yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
-      const sink = t.hub.tunnels.get(`a/${tunnelId}`)!
+      const { v, tunnelId, sink } = yield* relayed(t)
       // Below the threshold (a quarter window): no credit yet.
       yield* sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(10_000) })
       yield* until("viewer got 10000", () => v.receivedBytes() === 10_000)
@@ -158,12 +159,7 @@ describe("VncProxy", () => {
   it.live("what a viewer that stops reading pins stays within its window, and is released once it reads", () =>
     Effect.gen(function*() {
       const t = yield* setup
-      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
-      yield* open(v)
-      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
-      const tunnelId = lastTunnel(t.dispatcher) as TunnelId
-      yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
-      const sink = t.hub.tunnels.get(`a/${tunnelId}`)!
+      const { v, tunnelId, sink } = yield* relayed(t)
       v.ws.pause()
       let most = 0
       for (let sent = 0; sent + MAX_BINARY_PAYLOAD_BYTES <= WINDOW; sent += MAX_BINARY_PAYLOAD_BYTES) {
@@ -211,11 +207,7 @@ describe("VncProxy", () => {
   it.live("a viewer that stops answering pings is dropped and its tunnel closed on the agent", () =>
     Effect.gen(function*() {
       const t = yield* setup
-      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
-      yield* open(v)
-      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
-      const tunnelId = lastTunnel(t.dispatcher)
-      yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
+      const { v, tunnelId } = yield* relayed(t)
       v.ws.pause() // reads nothing from now on, pongs included
       yield* until("vnc_disconnect", () => t.dispatcher.commands.some((c) => c.request.action === "vnc_disconnect"))
       yield* until("sink unregistered", () => !t.hub.tunnels.has(`a/${tunnelId}`))

@@ -6,27 +6,9 @@ import { execFileSync } from "node:child_process"
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import * as path from "node:path"
 import { assert, describe, it } from "vitest"
+import { finalStage, type Instruction, instructions } from "../../src/dockerfile.ts"
 import { repoRoot } from "./helm.ts"
 
-interface Instruction {
-  readonly op: string
-  readonly args: string
-}
-
-/** Instructions of a Dockerfile: continuation lines joined, comments dropped. */
-const instructions = (file: string): Array<Instruction> =>
-  readFileSync(file, "utf8")
-    .replace(/\\\n/g, " ")
-    .split("\n")
-    .map((l) => l.trim())
-    .filter((l) => l !== "" && !l.startsWith("#"))
-    .map((l) => {
-      const [op, ...rest] = l.split(/\s+/)
-      return { op: op!.toUpperCase(), args: rest.join(" ") }
-    })
-
-/** Instructions of the final stage (after the last FROM). */
-const finalStage = (ins: Array<Instruction>) => ins.slice(ins.map((i) => i.op).lastIndexOf("FROM"))
 const args = (ins: Array<Instruction>) => Object.fromEntries(ins.filter((i) => i.op === "ARG" && i.args.includes("=")).map((i) => i.args.split("=") as [string, string]))
 const labels = (ins: Array<Instruction>) => ins.filter((i) => i.op === "LABEL").map((i) => i.args).join(" ")
 

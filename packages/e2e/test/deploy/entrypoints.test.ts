@@ -8,34 +8,16 @@
 // both must stop on SIGTERM, the image's STOPSIGNAL, by handling it (the agent with exit code 0).
 import { start as startKube, type KubeTestServerHandle } from "@streamspace/kube-testserver"
 import { type ChildProcess, execFile, spawn } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
+import { type ShippedImage, shippedImage } from "../../src/dockerfile.ts"
 import { NODE, REPO } from "../support/quickstartProcess.ts"
 
-interface Image {
-  readonly entrypoint: ReadonlyArray<string>
-  readonly env: Record<string, string>
-  readonly stopSignal: string
-}
-
-/** ENTRYPOINT, ENV and STOPSIGNAL of a Dockerfile's final stage. */
-const readImage = (name: string): Image => {
-  const lines = readFileSync(path.join(REPO, "docker", name, "Dockerfile"), "utf8")
-    .replace(/\\\n/g, " ")
-    .split("\n")
-    .map((l) => l.trim())
-    .filter((l) => l !== "" && !l.startsWith("#"))
-  const final = lines.slice(lines.map((l) => l.split(/\s+/)[0]!.toUpperCase()).lastIndexOf("FROM"))
-  const body = (op: string) => final.filter((l) => l.toUpperCase().startsWith(`${op} `)).map((l) => l.slice(op.length).trim())
-  const env: Record<string, string> = {}
-  for (const line of body("ENV")) for (const m of line.matchAll(/(\w+)=("[^"]*"|\S+)/g)) env[m[1]!] = m[2]!.replace(/^"|"$/g, "")
-  const entrypoint = JSON.parse(body("ENTRYPOINT").at(-1)!) as Array<string>
-  return { entrypoint, env, stopSignal: body("STOPSIGNAL").at(-1) ?? "SIGTERM" }
-}
+const readImage = (name: string): ShippedImage => shippedImage(path.join(REPO, "docker", name, "Dockerfile"))
 
 const freePort = () =>
   new Promise<number>((resolve, reject) => {
@@ -54,7 +36,7 @@ interface Running {
 }
 
 /** Runs the image's entrypoint as the image would (node is the repository's Node 24, not the PATH one). */
-const run = (image: Image, env: Record<string, string>, cwd = REPO): Running => {
+const run = (image: ShippedImage, env: Record<string, string>, cwd = REPO): Running => {
   const [program, ...args] = image.entrypoint
   assert.strictEqual(program, "node", "the entrypoint runs node directly")
   const child = spawn(NODE, args, {
