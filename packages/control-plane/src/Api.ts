@@ -3,7 +3,7 @@
 // needs the admin role; users see and touch only their own sessions. Bodies are read within MAX_BODY_BYTES and
 // decoded strictly (unknown fields are errors); every error is `{"error": {"code", "message"}}` with the
 // status that fits, and bad input names the field.
-import { AgentId, CommandId, EnvVars, Port, Resources, TemplateName } from "@streamspace/protocol"
+import { AgentId, CommandId, TemplateName } from "@streamspace/protocol"
 import { Cause, Effect, Metric, Option, Schema } from "effect"
 import { HttpEffect, HttpRouter, HttpServerRequest, type HttpServerResponse } from "effect/http"
 import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
@@ -12,35 +12,14 @@ import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatc
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionJson, templateJson } from "./internal/api.ts"
 import { agentsGauge, metricsHandler, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
-import { SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
+import { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
-
-const Name = (what: string, max: number) =>
-  Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: `${what} must not be empty` }), Schema.isMaxLength(max, { message: `${what} must be at most ${max} characters` })))
-
-export const CreateSessionBody = Schema.Struct({
-  template: TemplateName,
-  region: Schema.optionalKey(Name("region", 63)),
-  resources: Schema.optionalKey(Resources),
-  env: Schema.optionalKey(EnvVars),
-  persistent_home: Schema.optionalKey(Schema.Boolean)
-})
-
-export const CreateTemplateBody = Schema.Struct({
-  name: TemplateName,
-  display_name: Schema.optionalKey(Name("display_name", 200)),
-  image: Name("image", 512),
-  resources: Schema.optionalKey(Resources),
-  env: Schema.optionalKey(EnvVars),
-  vnc_port: Schema.optionalKey(Port),
-  persistent_home: Schema.optionalKey(Schema.Boolean)
-})
 
 export const PatchAgentBody = Schema.Struct({ status: Schema.Literals(["online", "offline"]) })
 
 const AgentPath = Schema.Struct({ id: AgentId })
 const NamePath = Schema.Struct({ name: TemplateName })
-const IdPath = Schema.Struct({ id: Name("id", 128) })
+const IdPath = Schema.Struct({ id: Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: "id must not be empty" }), Schema.isMaxLength(128, { message: "id must be at most 128 characters" }))) })
 const CommandPath = Schema.Struct({ id: CommandId })
 
 type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError
@@ -166,14 +145,14 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   })))
   yield* router.add("POST", `${p}/templates`, answer("Api.createTemplate", Effect.gen(function*() {
     yield* admin
-    const t = yield* body(CreateTemplateBody)
+    const t = yield* body(CreateTemplateRequest)
     return json(templateJson(yield* sessions.createTemplate(t)), 201)
   })))
 
   // ---- sessions
   yield* router.add("POST", `${p}/sessions`, answer("Api.createSession", Effect.gen(function*() {
     const u = yield* user
-    const request = yield* body(CreateSessionBody)
+    const request = yield* body(CreateSessionRequest)
     return json(sessionJson(yield* sessions.create(u, request)), 201)
   })))
   yield* router.add("GET", `${p}/sessions`, answer("Api.listSessions", Effect.gen(function*() {

@@ -31,8 +31,7 @@ export interface ControlPlaneShape {
 }
 
 /** The Store on the database the config names (DATABASE_URL, DATA_DIR, DATABASE_IN_MEMORY). */
-const storeLayer = Layer.unwrap(Effect.map(ControlPlaneConfig, (c) =>
-  Store.layerSettings({ databaseUrl: c.databaseUrl, dataDir: c.dataDir, inMemory: c.databaseInMemory })))
+const storeLayer = Layer.unwrap(Effect.map(ControlPlaneConfig, (c) => Store.layerSettings(c.database)))
 
 /** The Node HTTP or HTTPS server (TLS_CERT_FILE/TLS_KEY_FILE), created here so its bound address is known. */
 const serverLayer = (server: Server) =>

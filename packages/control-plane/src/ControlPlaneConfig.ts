@@ -14,6 +14,7 @@ import {
   SettingError
 } from "@streamspace/protocol"
 import { ConfigProvider, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { type DatabaseSettings, readDatabaseSettings } from "./Database.ts"
 
 export interface ControlPlaneConfigShape {
   readonly host: string
@@ -22,11 +23,8 @@ export interface ControlPlaneConfigShape {
   readonly publicUrl: string | undefined
   readonly tlsCertFile: string | undefined
   readonly tlsKeyFile: string | undefined
-  readonly dataDir: string
-  /** postgres://... selects a real PostgreSQL; unset means the embedded PGlite database under dataDir. */
-  readonly databaseUrl: Option.Option<Redacted.Redacted<string>>
-  /** Keep the embedded database in memory only (tests, throwaway demos). */
-  readonly databaseInMemory: boolean
+  /** DATABASE_URL (a real PostgreSQL), else the embedded PGlite in DATA_DIR or, with DATABASE_IN_MEMORY, in memory. */
+  readonly database: DatabaseSettings
   /** Lets a new agent id register as pending. Unset: no enrolment (only agents with credentials connect). */
   readonly agentBootstrapToken: Option.Option<Redacted.Redacted<string>>
   /** HS256 secret for user JWTs. */
@@ -86,19 +84,13 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
           : Effect.fail(new SettingError({ variable: name, message: `${name}=${JSON.stringify(s)} is invalid: expected a URL such as https://streamspace.example.com` }))
       )
     )
-  const databaseUrl = yield* secretSetting("DATABASE_URL")
-  if (Option.isSome(databaseUrl) && !/^postgres(ql)?:\/\//.test(Redacted.value(databaseUrl.value))) {
-    return yield* new SettingError({ variable: "DATABASE_URL", message: "DATABASE_URL is invalid: expected postgres://user:password@host:5432/database" })
-  }
   const config: ControlPlaneConfigShape = {
     host: yield* text("HOST", "0.0.0.0"),
     port: yield* setting("PORT", IntString(0, 65535), { default: "8000", expected: "a TCP port from 1 to 65535 (0 picks a free one)" }),
     publicUrl: yield* url("PUBLIC_URL"),
     tlsCertFile: blankToUndefined(yield* text("TLS_CERT_FILE", "")),
     tlsKeyFile: blankToUndefined(yield* text("TLS_KEY_FILE", "")),
-    dataDir: yield* text("DATA_DIR", "./data"),
-    databaseUrl,
-    databaseInMemory: yield* bool("DATABASE_IN_MEMORY", "false"),
+    database: yield* readDatabaseSettings,
     agentBootstrapToken: yield* secretSetting("AGENT_BOOTSTRAP_TOKEN"),
     jwtSecret: yield* secretSetting("JWT_SECRET"),
     jwtJwksUrl: yield* url("JWT_JWKS_URL"),

@@ -12,16 +12,41 @@
 // transaction keeps it until commit. Closing the layer closes the client, then the socket
 // server, then PGlite, which flushes to DATA_DIR.
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Layer, Option, Redacted } from "effect"
+import { BooleanString, secretSetting, setting, SettingError } from "@streamspace/protocol"
+import { Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import type { SqlClient } from "effect/sql"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { startPgliteThread } from "./internal/pglite.ts"
-import { StoreConfig, type StoreSettings } from "./internal/StoreConfig.ts"
-import { StoreError } from "./internal/StoreError.ts"
+import { StoreError } from "./internal/store/error.ts"
 
-export type { StoreSettings } from "./internal/StoreConfig.ts"
+/** Where the store keeps its data. */
+export interface DatabaseSettings {
+  /** A real PostgreSQL (`postgres://` or `postgresql://` URL); when set, the embedded database is not used. */
+  readonly databaseUrl: Option.Option<Redacted.Redacted<string>>
+  /** Directory of the embedded PGlite database (ignored with `databaseUrl` or `inMemory`). */
+  readonly dataDir: string
+  /** Keep the embedded database in memory: everything is lost at exit. */
+  readonly inMemory: boolean
+}
+
+/**
+ * `DATABASE_URL` (optional, secret), `DATA_DIR` (default `./data`), `DATABASE_IN_MEMORY` (default false): read
+ * here only (ControlPlaneConfig embeds it), so a bad value fails the start with one message naming the variable.
+ */
+export const readDatabaseSettings: Effect.Effect<DatabaseSettings, SettingError> = Effect.gen(function*() {
+  const databaseUrl = yield* secretSetting("DATABASE_URL")
+  if (Option.isSome(databaseUrl) && !/^postgres(ql)?:\/\/.+/.test(Redacted.value(databaseUrl.value))) {
+    return yield* new SettingError({ variable: "DATABASE_URL", message: "DATABASE_URL is invalid: expected postgres://user:password@host:5432/database" })
+  }
+  const dataDir = yield* setting("DATA_DIR", Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: "must not be empty" }))), {
+    default: "./data",
+    expected: "a directory"
+  })
+  const inMemory = yield* setting("DATABASE_IN_MEMORY", BooleanString, { default: "false", expected: "true or false" })
+  return { databaseUrl, dataDir, inMemory }
+})
 
 /** What a database layer provides: the generic `SqlClient` and the Postgres-specific `PgClient` (same object). */
 export type Sql = PgClient.PgClient | SqlClient.SqlClient
@@ -107,11 +132,11 @@ export const layerPglite = (options: { readonly dataDir?: string | undefined }):
 export const layerMemory: Layer.Layer<Sql, StoreError> = layerPglite({})
 
 /** Chooses the database from settings: `databaseUrl` wins, then `inMemory`, else PGlite in `dataDir`. */
-export const layer = (settings: StoreSettings): Layer.Layer<Sql, StoreError> =>
+export const layer = (settings: DatabaseSettings): Layer.Layer<Sql, StoreError> =>
   Option.match(settings.databaseUrl, {
     onSome: (url) => layerPostgres({ url }),
     onNone: () => settings.inMemory ? layerMemory : layerPglite({ dataDir: settings.dataDir })
   })
 
 /** `layer` with settings from `DATABASE_URL`, `DATA_DIR`, `DATABASE_IN_MEMORY`. */
-export const layerFromEnv = Layer.unwrap(Effect.map(StoreConfig, layer))
+export const layerFromEnv = Layer.unwrap(Effect.map(readDatabaseSettings, layer))

@@ -5,7 +5,6 @@
 import { Context, Effect, Layer, Logger, Metric, References, Tracer } from "effect"
 import { FetchHttpClient, HttpServerResponse } from "effect/http"
 import { Otlp, PrometheusMetrics } from "effect/observability"
-import type { CommandOutcome } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 
 const P = "streamspace_control_plane_"
@@ -26,12 +25,18 @@ export const vncBytesTotal = Metric.counter(`${P}vnc_bytes_total`, { description
 export const unknownSessionsTotal = Metric.counter(`${P}unknown_sessions_total`, {
   description: "Sessions an agent reported in its hello inventory that the control plane has no record of"
 })
+export const droppedTunnelFrames = Metric.counter(`${P}tunnel_frames_dropped_total`, {
+  description: "Binary frames from agents for tunnels nobody is registered for"
+})
 export const sessionTransitionsTotal = Metric.counter(`${P}session_transitions_total`, { description: "Session state transitions, by target state" })
 
-/** Records the outcome and latency of one awaited command. */
-export const recordCommand = (action: string, outcome: CommandOutcome | "error", startedMs: number, endedMs: number) =>
+/**
+ * Records the outcome and latency of one awaited command: `completed`, the agent's error code, or `error` when
+ * the control plane could not learn the outcome.
+ */
+export const recordCommand = (action: string, outcome: string, startedMs: number, endedMs: number) =>
   Effect.all([
-    Metric.update(Metric.withAttributes(commandsTotal, { action, outcome: outcome === "error" ? "error" : outcome._tag === "Completed" ? "completed" : outcome.error.code }), 1),
+    Metric.update(Metric.withAttributes(commandsTotal, { action, outcome }), 1),
     Metric.update(Metric.withAttributes(commandDuration, { action }), Math.max(0, endedMs - startedMs) / 1000)
   ], { discard: true })
 

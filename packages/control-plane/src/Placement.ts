@@ -1,10 +1,10 @@
 // Placement: picks the agent for a new session. A pure function of the agents' view and the request:
 // eligible = approved, connected, online (not warning/error/offline) and not draining, with a free session
 // slot and enough free CPU and memory; among those the requested region wins, then the least loaded one.
-import type { AgentId, Capacity } from "@streamspace/protocol"
 import { parseQuantity } from "@streamspace/protocol"
 import { Result, Schema } from "effect"
-import type { AgentViewStatus, EnrollmentState } from "./AgentHub.ts"
+import type { AgentView } from "./AgentHub.ts"
+import type { AgentUsage } from "./internal/sessions/usage.ts"
 
 export class PlacementError extends Schema.TaggedError<PlacementError>()("PlacementError", {
   reason: Schema.Literals(["NoEligibleAgent"]),
@@ -13,20 +13,8 @@ export class PlacementError extends Schema.TaggedError<PlacementError>()("Placem
   excluded: Schema.Array(Schema.Struct({ agent_id: Schema.String, reason: Schema.String }))
 }) {}
 
-/** One agent as placement sees it: the hub's view plus what the control plane has already placed there. */
-export interface Candidate {
-  readonly id: AgentId
-  readonly region: string
-  readonly status: AgentViewStatus
-  readonly enrollment: EnrollmentState
-  readonly connected: boolean
-  readonly draining: boolean
-  readonly capacity: Capacity | undefined
-  /** Sessions on the agent (the larger of its own count and the control plane's not-yet-ended records). */
-  readonly activeSessions: number
-  /** CPU (cores) and memory (bytes) requested by the control plane's live sessions on this agent. */
-  readonly used: { readonly cpu: number; readonly memory: number }
-}
+/** What the control plane has already placed on an agent (its live session records). */
+export type Usage = (agentId: AgentView["id"]) => AgentUsage
 
 export interface PlacementRequest {
   readonly region?: string | undefined
@@ -37,7 +25,7 @@ export interface PlacementRequest {
 }
 
 export interface Placed {
-  readonly agent: Candidate
+  readonly agent: AgentView
   /** Sessions over max_sessions before this one, 0..1. */
   readonly load: number
   readonly regionMatch: boolean
@@ -58,24 +46,25 @@ const quantity = (q: string): number => {
 const fmtCpu = (cores: number) => `${Math.round(cores * 1000)}m`
 const fmtMem = (bytes: number) => `${Math.round(bytes / 2 ** 20)}Mi`
 
+/** Sessions on the agent: the larger of its own count and the control plane's not-yet-ended records. */
+const sessionsOn = (agent: AgentView, used: AgentUsage) => Math.max(used.sessions, agent.activeSessions)
+
 /** Why an agent cannot take the request, or undefined when it can. */
-export const exclusionReason = (agent: Candidate, request: PlacementRequest): string | undefined => {
+export const exclusionReason = (agent: AgentView, used: AgentUsage, request: PlacementRequest): string | undefined => {
   if (agent.enrollment !== "approved") return `enrollment is ${agent.enrollment}`
   if (!agent.connected) return "not connected"
   if (agent.draining) return "draining"
   if (agent.status !== "online") return `status is ${agent.status}`
   const capacity = agent.capacity
-  if (capacity === undefined) return "has not reported its capacity"
-  if (agent.activeSessions >= capacity.max_sessions) {
-    return `at max_sessions (${agent.activeSessions}/${capacity.max_sessions})`
-  }
+  const sessions = sessionsOn(agent, used)
+  if (sessions >= capacity.max_sessions) return `at max_sessions (${sessions}/${capacity.max_sessions})`
   const cpu = quantity(capacity.cpu)
   const memory = quantity(capacity.memory)
-  if (request.cpu > 0 && agent.used.cpu + request.cpu > cpu + 1e-9) {
-    return `not enough CPU (needs ${fmtCpu(request.cpu)}, ${fmtCpu(Math.max(0, cpu - agent.used.cpu))} free of ${capacity.cpu})`
+  if (request.cpu > 0 && used.cpu + request.cpu > cpu + 1e-9) {
+    return `not enough CPU (needs ${fmtCpu(request.cpu)}, ${fmtCpu(Math.max(0, cpu - used.cpu))} free of ${capacity.cpu})`
   }
-  if (request.memory > 0 && agent.used.memory + request.memory > memory) {
-    return `not enough memory (needs ${fmtMem(request.memory)}, ${fmtMem(Math.max(0, memory - agent.used.memory))} free of ${capacity.memory})`
+  if (request.memory > 0 && used.memory + request.memory > memory) {
+    return `not enough memory (needs ${fmtMem(request.memory)}, ${fmtMem(Math.max(0, memory - used.memory))} free of ${capacity.memory})`
   }
   return undefined
 }
@@ -84,20 +73,22 @@ export const exclusionReason = (agent: Candidate, request: PlacementRequest): st
  * Chooses an agent: the requested region first (other regions only when none there is eligible), then the
  * lowest session load, then the most free CPU, then the agent id (so equal agents give a stable answer).
  */
-export const place = (agents: ReadonlyArray<Candidate>, request: PlacementRequest): Result.Result<Placed, PlacementError> => {
+export const place = (agents: ReadonlyArray<AgentView>, usage: Usage, request: PlacementRequest): Result.Result<Placed, PlacementError> => {
   const excluded: Array<{ agent_id: string; reason: string }> = []
-  const eligible: Array<Placed> = []
+  const eligible: Array<Placed & { readonly usedCpu: number }> = []
   for (const agent of agents) {
-    const why = exclusionReason(agent, request)
+    const used = usage(agent.id)
+    const why = exclusionReason(agent, used, request)
     if (why !== undefined) {
       excluded.push({ agent_id: agent.id, reason: why })
       continue
     }
-    const capacity = agent.capacity!
+    const max = agent.capacity.max_sessions
     eligible.push({
       agent,
-      load: capacity.max_sessions === 0 ? 1 : agent.activeSessions / capacity.max_sessions,
-      regionMatch: request.region !== undefined && agent.region === request.region
+      load: max === 0 ? 1 : sessionsOn(agent, used) / max,
+      regionMatch: request.region !== undefined && agent.region === request.region,
+      usedCpu: used.cpu
     })
   }
   if (eligible.length === 0) {
@@ -106,8 +97,8 @@ export const place = (agents: ReadonlyArray<Candidate>, request: PlacementReques
       : excluded.map((e) => `${e.agent_id}: ${e.reason}`).join("; ")
     return Result.fail(new PlacementError({ reason: "NoEligibleAgent", message: `no eligible agent for this session (${detail})`, excluded }))
   }
-  const freeCpu = (p: Placed) => quantity(p.agent.capacity!.cpu) - p.agent.used.cpu
-  const before = (a: Placed, b: Placed) =>
+  const freeCpu = (p: (typeof eligible)[number]) => quantity(p.agent.capacity.cpu) - p.usedCpu
+  const before = (a: (typeof eligible)[number], b: (typeof eligible)[number]) =>
     (Number(b.regionMatch) - Number(a.regionMatch) ||
       a.load - b.load ||
       freeCpu(b) - freeCpu(a) ||
@@ -115,5 +106,5 @@ export const place = (agents: ReadonlyArray<Candidate>, request: PlacementReques
   // The first in that order: one pass (O(agents)), not a sort, since only the best one is used.
   let best = eligible[0]!
   for (let i = 1; i < eligible.length; i++) if (before(eligible[i]!, best)) best = eligible[i]!
-  return Result.succeed(best)
+  return Result.succeed({ agent: best.agent, load: best.load, regionMatch: best.regionMatch })
 }

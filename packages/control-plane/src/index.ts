@@ -1,12 +1,25 @@
 // @streamspace/control-plane: the control plane's services and the ControlPlane layer that composes them.
+export {
+  AGENT_CONNECT_PATH,
+  AgentHub,
+  AgentHubError,
+  type AgentHubShape,
+  type AgentReports,
+  type AgentView,
+  type AgentViewStatus,
+  type EnrollmentState,
+  type PresenceEvent,
+  type Tunnel,
+  type TunnelSink
+} from "./AgentHub.ts"
 export * as Api from "./Api.ts"
-export { AGENT_CONNECT_PATH, AgentHub, AgentHubError, type AgentHubShape, type AgentView, type AgentViewStatus, type HubEvent, type TunnelSink } from "./AgentHub.ts"
 export { Auth, AuthError, type AuthShape, requireAdmin, type Role, type User } from "./Auth.ts"
 export { CommandDispatcher, CommandDispatcherError, type CommandOutcome, type CommandRecord, type CommandRequest } from "./CommandDispatcher.ts"
 export { ControlPlane, type ControlPlaneShape } from "./ControlPlane.ts"
 export * from "./ControlPlaneConfig.ts"
+export * as Database from "./Database.ts"
 export * as Observability from "./Observability.ts"
 export * as Placement from "./Placement.ts"
-export { type CreateSessionRequest, type CreateTemplateRequest, SESSION_STATES, type SessionRecord, Sessions, SessionsError, type TemplateRecord } from "./Sessions.ts"
-export { Store, StoreError } from "./Store.ts"
+export { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, type SessionRecord, Sessions, SessionsError, type TemplateRecord } from "./Sessions.ts"
+export { type AgentRecord, Store, StoreError } from "./Store.ts"
 export { VNC_PATH, VncProxy, VncProxyError, type VncProxyShape, type VncTicket } from "./VncProxy.ts"

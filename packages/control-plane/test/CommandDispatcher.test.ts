@@ -245,7 +245,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       yield* barrier(cp2.dispatcher, back.agent, "dx-8")
       const after = yield* Effect.all([cp2.store.commands.get(pending.id), cp2.store.commands.get(acked.id)])
       assert.deepStrictEqual(after, before)
-      assert.isTrue(after.every((c) => c.state === "completed" && c.completedAt !== null))
+      assert.isTrue(after.every((c) => c.state === "completed" && c.completedAt !== undefined))
       assert.deepStrictEqual(after.map((c) => c.attempts), [1, 2])
     }), 120_000)
 })

@@ -3,7 +3,7 @@ import type { AgentId, CommandResult, SessionId, SessionStatus, TemplateName, Us
 import { parseQuantity } from "@streamspace/protocol"
 import { Context, Effect, Layer } from "effect"
 import type { User } from "../src/Auth.ts"
-import { type Counted, makeUsageCounters } from "../src/internal/sessionUsage.ts"
+import { type Counted, makeUsageCounters } from "../src/internal/sessions/usage.ts"
 import { makeMemoryRepo, type MemoryRepo, RepoError, Sessions } from "../src/Sessions.ts"
 import { Store } from "../src/Store.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
@@ -82,10 +82,10 @@ describe("Sessions", () => {
       yield* env.dispatcher.complete(env.dispatcher.commands[0]!.record.id, created(s.id))
       yield* Effect.yieldNow
       assert.strictEqual(yield* stateOf(env, s.id), "creating")
-      yield* env.hub.emit({ _tag: "Message", agentId: "a" as AgentId, message: { type: "session_status", id: "m1" as never, ts: "", payload: status(s.id, "running") } })
+      yield* env.hub.sessionStatus("a", status(s.id, "running"))
       yield* waitState(env, s.id, "running")
       // A report from another agent about this session changes nothing.
-      yield* env.hub.emit({ _tag: "Message", agentId: "b" as AgentId, message: { type: "session_status", id: "m2" as never, ts: "", payload: status(s.id, "failed") } })
+      yield* env.hub.sessionStatus("b", status(s.id, "failed"))
       yield* Effect.yieldNow
       assert.strictEqual(yield* stateOf(env, s.id), "running")
       assert.deepStrictEqual(env.repo.history.get(s.id), [["pending", "creating"], ["creating", "running"]])
@@ -108,7 +108,7 @@ describe("Sessions", () => {
         Effect.gen(function*() {
           if (d.request.action !== "create_session") return
           const id = d.request.args.session_id
-          yield* env.hub.emit({ _tag: "Message", agentId: "a" as AgentId, message: { type: "session_status", id: "m0" as never, ts: "", payload: status(id, "running") } })
+          yield* env.hub.sessionStatus("a", status(id, "running"))
           yield* waitState(env, id, "running").pipe(Effect.orDie)
         })
       const s = yield* env.sessions.create(ann, { template: demo })
@@ -128,7 +128,7 @@ describe("Sessions", () => {
       assert.strictEqual(after.reason, "kubernetes_rejected")
       assert.strictEqual(after.message, "pods is forbidden")
       // A late report from the agent does not revive it.
-      yield* env.hub.emit({ _tag: "Message", agentId: "a" as AgentId, message: { type: "session_status", id: "m" as never, ts: "", payload: status(s.id, "running") } })
+      yield* env.hub.sessionStatus("a", status(s.id, "running"))
       yield* Effect.yieldNow
       assert.strictEqual(yield* stateOf(env, s.id), "failed")
     }))
@@ -357,18 +357,14 @@ describe("Sessions", () => {
       yield* waitState(env, kept.id, "running")
       env.dispatcher.responder = () => undefined
       const inFlight = yield* env.sessions.create(ann, { template: demo }) // create not yet delivered
-      yield* env.hub.emit({
-        _tag: "Connected",
-        agentId: "a" as AgentId,
-        hello: {
-          agent_id: "a" as AgentId,
-          platform: "kubernetes",
-          region: "eu",
-          version: "0.1.0",
-          protocol_versions: ["1"],
-          capacity: { cpu: "8", memory: "16Gi", max_sessions: 10 },
-          sessions: [status(kept.id, "failed", { reason: "CrashLoopBackOff" }), status("s-stranger", "running")]
-        }
+      yield* env.hub.connected("a", {
+        agent_id: "a" as AgentId,
+        platform: "kubernetes",
+        region: "eu",
+        version: "0.1.0",
+        protocol_versions: ["1"],
+        capacity: { cpu: "8", memory: "16Gi", max_sessions: 10 },
+        sessions: [status(kept.id, "failed", { reason: "CrashLoopBackOff" }), status("s-stranger", "running")]
       })
       yield* waitState(env, lost.id, "terminated")
       assert.strictEqual((yield* env.sessions.get(ann, lost.id)).reason, "lost_on_agent")
@@ -422,7 +418,7 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
       const hub = yield* makeFakeHub
       const dispatcher = yield* makeFakeDispatcher
       const store = yield* Store
-      yield* store.agents.register({ id: agentId, platform: "kubernetes", region: "eu", version: "0.1.0", capacity: { cpu: "8", memory: "16Gi", max_sessions: 10 } })
+      yield* store.agents.register({ id: agentId as AgentId, platform: "kubernetes", region: "eu", version: "0.1.0", capacity: { cpu: "8", memory: "16Gi", max_sessions: 10 } })
       hub.addAgent(agentId)
       const deps = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), Layer.succeed(Store, store))
       const build = Effect.map(Layer.build(Sessions.layer.pipe(Layer.provide(deps))), (ctx) => Context.get(ctx, Sessions))

@@ -4,14 +4,35 @@
 import { assert, layer, type Vitest } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
+import type { AgentId, Capacity, Command, CommandId, SessionId, SessionSpec, TemplateName, UserId } from "@streamspace/protocol"
 import * as Database from "../src/Database.ts"
-import { runMigrations } from "../src/internal/migrations.ts"
-import { type Capacity, Store, type StoreError } from "../src/Store.ts"
+import { runMigrations } from "../src/internal/store/migrations.ts"
+import { Store, type StoreError } from "../src/Store.ts"
 import { startPostgres } from "./support/postgres.ts"
 
 let counter = 0
-const uid = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${++counter}`
+/** A fresh id, typed as whichever branded id the call needs. */
+const uid = (prefix: string): never => `${prefix}-${Date.now().toString(36)}-${++counter}` as never
 const capacity: Capacity = { cpu: "8000m", memory: "16Gi", max_sessions: 10 }
+const spec = (f: { user: { id: UserId }; template: { name: TemplateName } }, extra: Partial<SessionSpec> = {}): SessionSpec => ({
+  user_id: f.user.id,
+  template: f.template.name,
+  image: "img:1",
+  env: { FOO_BAR: "x" },
+  persistent_home: false,
+  vnc_port: 5901,
+  ...extra
+})
+/** A `command` payload with a fresh id (or `id`), due at `deadline`. */
+const command = (action: "list_sessions" | "delete_session" | "create_session", deadline: Date, extra: { id?: string; sessionId?: SessionId; traceparent?: string } = {}): Command => {
+  const base = { command_id: (extra.id ?? uid("cmd")) as CommandId, deadline: deadline.toISOString(), ...(extra.traceparent === undefined ? {} : { traceparent: extra.traceparent }) }
+  const session_id = extra.sessionId ?? ("s-none" as SessionId)
+  return action === "list_sessions"
+    ? { ...base, action, args: {} }
+    : action === "delete_session"
+    ? { ...base, action, args: { session_id } }
+    : { ...base, action, args: { session_id, spec: { user_id: "u" as UserId, template: "t" as TemplateName, image: "img:1", persistent_home: false, vnc_port: 5900 } } }
+}
 
 const reasonOf = <A>(eff: Effect.Effect<A, StoreError>) =>
   Effect.map(Effect.flip(eff), (e) => e.reason._tag)
@@ -24,8 +45,7 @@ const fixture = Effect.gen(function*() {
     name: uid("t"),
     displayName: "T",
     image: "img:1",
-    cpu: "1",
-    memory: "1Gi",
+    resources: { cpu: "1", memory: "1Gi" },
     vncPort: 5901
   })
   const { agent } = yield* store.agents.register({
@@ -38,13 +58,13 @@ const fixture = Effect.gen(function*() {
   return { store, user, template, agent }
 })
 
-const newSession = (f: { user: { id: string }; template: { name: string }; agent: { id: string } }, id = uid("s")) => ({
+const newSession = (f: { user: { id: UserId }; template: { name: TemplateName }; agent: { id: AgentId } }, id: SessionId = uid("s")) => ({
   id,
   userId: f.user.id,
   template: f.template.name,
   agentId: f.agent.id,
-  spec: { image: "img:1", env: { FOO_BAR: "x" }, persistent_home: false },
-  region: "eu"
+  spec: spec(f),
+  region: "eu" as string | undefined
 })
 
 const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
@@ -69,8 +89,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
           name: "demo",
           displayName: "Demo desktop",
           image: "streamspace/demo-desktop:latest",
-          cpu: "500m",
-          memory: "512Mi",
+          resources: { cpu: "500m", memory: "512Mi" },
           env: {},
           vncPort: 5900,
           persistentHome: false,
@@ -108,8 +127,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
         name,
         displayName: "Firefox",
         image: "ff:1",
-        cpu: "2",
-        memory: "2Gi",
+        resources: { cpu: "2", memory: "2Gi" },
         env: { MOZ_X: "1", lower_case: "ok" },
         vncPort: 5900,
         persistentHome: true,
@@ -118,10 +136,10 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.deepStrictEqual(t.env, { MOZ_X: "1", lower_case: "ok" })
       assert.isTrue(t.persistentHome && t.sharedHome)
       assert.deepStrictEqual(yield* store.templates.get(name), t)
-      const names = (yield* store.templates.list()).map((x) => x.name)
+      const names: Array<string> = (yield* store.templates.list()).map((x) => x.name)
       assert.isTrue(names.includes(name) && names.includes("demo"))
       assert.strictEqual(
-        yield* reasonOf(store.templates.insert({ name, displayName: "X", image: "x", cpu: "1", memory: "1", vncPort: 1 })),
+        yield* reasonOf(store.templates.insert({ name, displayName: "X", image: "x", resources: { cpu: "1", memory: "1" }, vncPort: 1 })),
         "Conflict"
       )
       assert.strictEqual((yield* store.templates.get(name)).image, "ff:1")
@@ -136,10 +154,10 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.isTrue(first.created)
       assert.deepStrictEqual(
         [first.agent.enrollment, first.agent.status, first.agent.credentialHash, first.agent.draining, first.agent.activeSessions],
-        ["pending", "online", null, false, 0]
+        ["pending", "online", undefined, false, 0]
       )
       assert.deepStrictEqual(first.agent.capacity, capacity)
-      assert.isNotNull(first.agent.lastHeartbeat)
+      assert.isDefined(first.agent.lastHeartbeat)
       yield* store.agents.approve(id, "hash-1")
       const again = yield* store.agents.register({
         id,
@@ -187,14 +205,14 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
   it.effect("agents: enrolment moves approve/reject/revoke/rotate, with Conflict for the wrong state", () =>
     Effect.gen(function*() {
       const store = yield* Store
-      const reg = (id: string) => store.agents.register({ id, platform: "kubernetes", region: "eu", version: "1", capacity })
+      const reg = (id: AgentId) => store.agents.register({ id, platform: "kubernetes", region: "eu", version: "1", capacity })
 
       const a = uid("agent")
       yield* reg(a)
       assert.strictEqual(yield* reasonOf(store.agents.rotateCredential(a, "h2", new Date())), "Conflict")
       const approved = yield* store.agents.approve(a, "h1")
       assert.deepStrictEqual([approved.enrollment, approved.credentialHash], ["approved", "h1"])
-      assert.isNotNull(approved.enrollmentChangedAt)
+      assert.isDefined(approved.enrollmentChangedAt)
       const conflict = yield* Effect.flip(store.agents.approve(a, "hX"))
       assert.strictEqual(conflict.reason._tag, "Conflict")
       assert.include(conflict.message, "approved")
@@ -210,14 +228,14 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       const revoked = yield* store.agents.revoke(a)
       assert.deepStrictEqual(
         [revoked.enrollment, revoked.credentialHash, revoked.previousCredentialHash, revoked.previousCredentialExpiresAt],
-        ["revoked", null, null, null]
+        ["revoked", undefined, undefined, undefined]
       )
       assert.strictEqual(yield* reasonOf(store.agents.revoke(a)), "Conflict")
       const reapproved = yield* store.agents.approve(a, "h3")
       assert.deepStrictEqual([reapproved.enrollment, reapproved.credentialHash, reapproved.previousCredentialHash], [
         "approved",
         "h3",
-        null
+        undefined
       ])
 
       const b = uid("agent")
@@ -240,22 +258,22 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       const s = yield* store.sessions.insert(input)
       assert.deepStrictEqual(
         [s.state, s.userId, s.template, s.agentId, s.region, s.reason, s.message],
-        ["pending", f.user.id, f.template.name, f.agent.id, "eu", null, null]
+        ["pending", f.user.id, f.template.name, f.agent.id, "eu", undefined, undefined]
       )
       assert.deepStrictEqual(s.spec, input.spec)
       assert.deepStrictEqual(yield* store.sessions.get(s.id), s)
       const history = yield* store.sessions.history(s.id)
       assert.deepStrictEqual(history.map((h) => h.state), ["pending"])
 
-      assert.strictEqual(yield* reasonOf(store.sessions.insert({ ...input, spec: { other: true } })), "Conflict")
+      assert.strictEqual(yield* reasonOf(store.sessions.insert({ ...input, spec: spec(f, { image: "other:2" }) })), "Conflict")
       assert.deepStrictEqual((yield* store.sessions.get(s.id)).spec, input.spec)
       assert.strictEqual((yield* store.sessions.history(s.id)).length, 1)
 
       for (
         const [bad, entity] of [
-          [{ ...newSession(f), userId: "nobody" }, "user"],
-          [{ ...newSession(f), template: "no-such-template" }, "template"],
-          [{ ...newSession(f), agentId: "no-such-agent" }, "agent"]
+          [{ ...newSession(f), userId: "nobody" as UserId }, "user"],
+          [{ ...newSession(f), template: "no-such-template" as TemplateName }, "template"],
+          [{ ...newSession(f), agentId: "no-such-agent" as AgentId }, "agent"]
         ] as const
       ) {
         const e = yield* Effect.flip(store.sessions.insert(bad))
@@ -263,8 +281,8 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
         assert.strictEqual(e.reason._tag === "NotFound" && e.reason.entity, entity)
         assert.strictEqual(yield* reasonOf(store.sessions.get(bad.id)), "NotFound")
       }
-      const unplaced = yield* store.sessions.insert({ ...newSession(f), agentId: null, region: undefined })
-      assert.deepStrictEqual([unplaced.agentId, unplaced.region], [null, null])
+      const anywhere = yield* store.sessions.insert({ ...newSession(f), region: undefined })
+      assert.deepStrictEqual([anywhere.agentId, anywhere.region, anywhere.createCommandId, anywhere.deleteCommandId], [f.agent.id, undefined, undefined, undefined])
       assert.strictEqual(yield* reasonOf(store.sessions.get("missing")), "NotFound")
       assert.strictEqual(yield* reasonOf(store.sessions.history("missing")), "NotFound")
     }))
@@ -279,7 +297,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.strictEqual(t1.row.state, "creating")
       const again = yield* store.sessions.transition(s.id, "creating", { reason: "Dup" })
       assert.isFalse(again.changed)
-      assert.strictEqual(again.row.reason, null)
+      assert.strictEqual(again.row.reason, undefined)
       assert.isTrue((yield* store.sessions.transition(s.id, "running", { reason: "PodReady", message: "up" })).changed)
       const back = yield* store.sessions.transition(s.id, "creating")
       assert.deepStrictEqual([back.changed, back.row.state], [false, "running"])
@@ -293,11 +311,11 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.deepStrictEqual(
         history.map((h) => [h.sessionId, h.state, h.reason, h.message]),
         [
-          [s.id, "pending", null, null],
-          [s.id, "creating", null, null],
+          [s.id, "pending", undefined, undefined],
+          [s.id, "creating", undefined, undefined],
           [s.id, "running", "PodReady", "up"],
-          [s.id, "terminating", null, null],
-          [s.id, "terminated", "Deleted", null]
+          [s.id, "terminating", undefined, undefined],
+          [s.id, "terminated", "Deleted", undefined]
         ]
       )
       for (let i = 1; i < history.length; i++) assert.isTrue(history[i]!.at >= history[i - 1]!.at)
@@ -342,51 +360,46 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       const { store } = f
       const s = yield* store.sessions.insert(newSession(f))
       const deadline = new Date(Date.now() + 30_000)
-      const c = yield* store.commands.insert({
-        id: uid("cmd"),
-        agentId: f.agent.id,
-        sessionId: s.id,
-        action: "create_session",
-        payload: { session_id: s.id, spec: { image: "img:1" } },
-        traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        deadlineAt: deadline
-      })
+      const sent_ = command("create_session", deadline, { sessionId: s.id, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" })
+      const c = yield* store.commands.insert({ agentId: f.agent.id, sessionId: s.id, command: sent_ })
       assert.deepStrictEqual(
         [c.state, c.attempts, c.sentAt, c.ackedAt, c.completedAt, c.failedAt, c.result, c.error],
-        ["pending", 0, null, null, null, null, null, null]
+        ["pending", 0, undefined, undefined, undefined, undefined, undefined, undefined]
       )
-      assert.strictEqual(c.deadlineAt.getTime(), deadline.getTime())
-      assert.deepStrictEqual(c.payload, { session_id: s.id, spec: { image: "img:1" } })
+      assert.strictEqual(c.deadline.getTime(), deadline.getTime())
+      // read back exactly as it is sent (and re-sent) to the agent
+      assert.deepStrictEqual(c.command, sent_)
+      assert.deepStrictEqual([c.id, c.action, c.sessionId], [sent_.command_id, "create_session", s.id])
       assert.deepStrictEqual(yield* store.commands.get(c.id), c)
 
       assert.isFalse((yield* store.commands.resend(c.id)).changed) // never sent yet
       const sent = yield* store.commands.transition(c.id, "sent")
       assert.deepStrictEqual([sent.changed, sent.row.state, sent.row.attempts], [true, "sent", 1])
-      assert.isNotNull(sent.row.sentAt)
+      assert.isDefined(sent.row.sentAt)
       assert.isFalse((yield* store.commands.transition(c.id, "sent")).changed)
       const resent = yield* store.commands.resend(c.id)
       assert.deepStrictEqual([resent.changed, resent.row.state, resent.row.attempts], [true, "sent", 2])
       const ack = yield* store.commands.transition(c.id, "ack")
       assert.deepStrictEqual([ack.changed, ack.row.state], [true, "ack"])
-      assert.isNotNull(ack.row.ackedAt)
+      assert.isDefined(ack.row.ackedAt)
       assert.isFalse((yield* store.commands.transition(c.id, "sent")).changed)
-      const result = { action: "create_session", session: { session_id: s.id, phase: "running" } }
+      const result = { action: "create_session", session: { session_id: s.id, phase: "running", observed_at: "2026-01-01T00:00:00.000Z" } } as const
       const done = yield* store.commands.transition(c.id, "completed", { result })
-      assert.deepStrictEqual([done.changed, done.row.state, done.row.result, done.row.error], [true, "completed", result, null])
-      assert.isNotNull(done.row.completedAt)
-      const late = yield* store.commands.transition(c.id, "failed", { error: { code: "timeout", message: "late" } })
-      assert.deepStrictEqual([late.changed, late.row.state, late.row.error], [false, "completed", null])
+      assert.deepStrictEqual([done.changed, done.row.state, done.row.result, done.row.error], [true, "completed", result, undefined])
+      assert.isDefined(done.row.completedAt)
+      const late = yield* store.commands.transition(c.id, "failed", { error: { code: "timeout", message: "late", retryable: true } })
+      assert.deepStrictEqual([late.changed, late.row.state, late.row.error], [false, "completed", undefined])
       assert.isFalse((yield* store.commands.transition(c.id, "ack")).changed)
       assert.isFalse((yield* store.commands.resend(c.id)).changed)
 
       // pending -> failed directly (e.g. deadline passed before sending), error kept as given
-      const c2 = yield* store.commands.insert({ id: uid("cmd"), agentId: f.agent.id, action: "list_sessions", payload: {}, deadlineAt: deadline })
-      assert.deepStrictEqual([c2.sessionId, c2.traceparent], [null, null])
-      const error = { code: "timeout", message: "no answer in 30s", retryable: true }
+      const c2 = yield* store.commands.insert({ agentId: f.agent.id, command: command("list_sessions", deadline) })
+      assert.deepStrictEqual([c2.sessionId, c2.command.traceparent], [undefined, undefined])
+      const error = { code: "timeout", message: "no answer in 30s", retryable: true } as const
       const failed = yield* store.commands.transition(c2.id, "failed", { error })
       assert.deepStrictEqual([failed.changed, failed.row.state, failed.row.error, failed.row.attempts], [true, "failed", error, 0])
-      assert.isNotNull(failed.row.failedAt)
-      assert.isFalse((yield* store.commands.transition(c2.id, "completed", { result: {} })).changed)
+      assert.isDefined(failed.row.failedAt)
+      assert.isFalse((yield* store.commands.transition(c2.id, "completed", { result: { action: "list_sessions", sessions: [] } })).changed)
 
       assert.deepStrictEqual((yield* store.commands.listBySession(s.id)).map((x) => x.id), [c.id])
       assert.strictEqual(yield* reasonOf(store.commands.get("missing")), "NotFound")
@@ -399,18 +412,18 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       const f = yield* fixture
       const { store } = f
       const deadlineAt = new Date(Date.now() + 1000)
-      const c = yield* store.commands.insert({ id: uid("cmd"), agentId: f.agent.id, action: "list_sessions", payload: { a: 1 }, deadlineAt })
+      const c = yield* store.commands.insert({ agentId: f.agent.id, command: command("list_sessions", deadlineAt) })
       assert.strictEqual(
-        yield* reasonOf(store.commands.insert({ id: c.id, agentId: f.agent.id, action: "delete_session", payload: { b: 2 }, deadlineAt })),
+        yield* reasonOf(store.commands.insert({ agentId: f.agent.id, command: command("delete_session", deadlineAt, { id: c.id }) })),
         "Conflict"
       )
       assert.deepStrictEqual(yield* store.commands.get(c.id), c)
-      const noAgent = { id: uid("cmd"), agentId: "ghost", action: "list_sessions", payload: {}, deadlineAt }
+      const noAgent = { agentId: "ghost" as AgentId, command: command("list_sessions", deadlineAt) }
       assert.strictEqual(yield* reasonOf(store.commands.insert(noAgent)), "NotFound")
-      const noSession = { id: uid("cmd"), agentId: f.agent.id, sessionId: "ghost", action: "delete_session", payload: {}, deadlineAt }
+      const noSession = { agentId: f.agent.id, sessionId: "ghost" as SessionId, command: command("delete_session", deadlineAt) }
       assert.strictEqual(yield* reasonOf(store.commands.insert(noSession)), "NotFound")
-      assert.strictEqual(yield* reasonOf(store.commands.get(noAgent.id)), "NotFound")
-      assert.strictEqual(yield* reasonOf(store.commands.get(noSession.id)), "NotFound")
+      assert.strictEqual(yield* reasonOf(store.commands.get(noAgent.command.command_id)), "NotFound")
+      assert.strictEqual(yield* reasonOf(store.commands.get(noSession.command.command_id)), "NotFound")
     }))
 
   it.effect("commands: listUnfinished returns pending, sent and ack ones, per agent or all, oldest first", () =>
@@ -419,8 +432,8 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       const { store } = f
       const { agent: other } = yield* store.agents.register({ id: uid("a"), platform: "kubernetes", region: "us", version: "1", capacity })
       const deadlineAt = new Date(Date.now() + 1000)
-      const mk = (agentId: string) =>
-        store.commands.insert({ id: uid("cmd"), agentId, action: "list_sessions", payload: {}, deadlineAt }).pipe(
+      const mk = (agentId: AgentId) =>
+        store.commands.insert({ agentId, command: command("list_sessions", deadlineAt) }).pipe(
           Effect.tap(() => Effect.sleep("2 millis")) // distinct created_at
         )
       const pending = yield* mk(f.agent.id)
@@ -431,8 +444,8 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       const elsewhere = yield* mk(other.id)
       yield* store.commands.transition(sent.id, "sent")
       yield* store.commands.transition(acked.id, "ack")
-      yield* store.commands.transition(completed.id, "completed", { result: { ok: true } })
-      yield* store.commands.transition(failed.id, "failed", { error: { code: "internal", message: "x" } })
+      yield* store.commands.transition(completed.id, "completed", { result: { action: "list_sessions", sessions: [] } })
+      yield* store.commands.transition(failed.id, "failed", { error: { code: "internal", message: "x", retryable: false } })
 
       const mine = yield* store.commands.listUnfinished(f.agent.id)
       assert.deepStrictEqual(mine.map((c) => [c.id, c.state]), [[pending.id, "pending"], [sent.id, "sent"], [acked.id, "ack"]])
@@ -449,7 +462,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       const cmdId = uid("cmd")
       const failure = yield* store.withTransaction(Effect.gen(function*() {
         yield* store.sessions.insert(s)
-        yield* store.commands.insert({ id: cmdId, agentId: f.agent.id, sessionId: s.id, action: "create_session", payload: {}, deadlineAt: new Date() })
+        yield* store.commands.insert({ agentId: f.agent.id, sessionId: s.id, command: command("create_session", new Date(), { id: cmdId, sessionId: s.id }) })
         return yield* Effect.fail("placement changed its mind" as const)
       })).pipe(Effect.flip)
       assert.strictEqual(failure, "placement changed its mind")
@@ -460,7 +473,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
         const session = yield* store.sessions.insert(s)
         // a nested transaction (sessions.transition) inside the outer one
         yield* store.sessions.transition(s.id, "creating")
-        const cmd = yield* store.commands.insert({ id: cmdId, agentId: f.agent.id, sessionId: s.id, action: "create_session", payload: {}, deadlineAt: new Date() })
+        const cmd = yield* store.commands.insert({ agentId: f.agent.id, sessionId: s.id, command: command("create_session", new Date(), { id: cmdId, sessionId: s.id }) })
         return [session.id, cmd.id]
       }))
       assert.deepStrictEqual(ok, [s.id, cmdId])
@@ -495,7 +508,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
         (id, i) =>
           Effect.all([
             store.sessions.transition(id, i % 2 === 0 ? "running" : "failed"),
-            store.commands.insert({ id: `c-${id}`, agentId: f.agent.id, sessionId: id, action: "delete_session", payload: {}, deadlineAt: new Date() }),
+            store.commands.insert({ agentId: f.agent.id, sessionId: id, command: command("delete_session", new Date(), { id: `c-${id}`, sessionId: id }) }),
             store.agents.heartbeat(f.agent.id, { status: "online", activeSessions: i })
           ], { concurrency: "unbounded" }),
         { concurrency: "unbounded" }

@@ -6,8 +6,9 @@ import { SqlClient } from "effect/sql/SqlClient"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import type { AgentId, CommandId, SessionId, TemplateName, UserId } from "@streamspace/protocol"
 import * as Database from "../src/Database.ts"
-import { Store, StoreConfig } from "../src/Store.ts"
+import { Store } from "../src/Store.ts"
 
 const provider = (env: Record<string, string>) => ConfigProvider.layer(ConfigProvider.fromEnv({ env }))
 const withEnv = (env: Record<string, string>) => Store.layer.pipe(Layer.provide(provider(env)))
@@ -16,6 +17,13 @@ const withEnvAndSql = (env: Record<string, string>) =>
   Store.layerNoDeps.pipe(Layer.provideMerge(Database.layerFromEnv), Layer.provide(provider(env)))
 
 const capacity = { cpu: "4", memory: "8Gi", max_sessions: 5 }
+const spec = { user_id: "ada" as UserId, template: "firefox" as TemplateName, image: "ff:1", persistent_home: false, vnc_port: 5900 }
+const create = {
+  command_id: "c1" as CommandId,
+  deadline: new Date(Date.now() + 60_000).toISOString(),
+  action: "create_session" as const,
+  args: { session_id: "s1" as SessionId, spec }
+}
 
 describe("Store persistence (PGlite in DATA_DIR)", () => {
   it.live("keeps every table across close and reopen of the same DATA_DIR, and migrates only once", () =>
@@ -27,18 +35,18 @@ describe("Store persistence (PGlite in DATA_DIR)", () => {
 
       const written = yield* Effect.gen(function*() {
         const store = yield* Store
-        yield* store.users.insert({ id: "ada", name: "Ada", role: "admin" })
-        yield* store.templates.insert({ name: "firefox", displayName: "Firefox", image: "ff:1", cpu: "1", memory: "1Gi", env: { A: "1" }, vncPort: 5900 })
-        yield* store.agents.register({ id: "agent-1", platform: "kubernetes", region: "eu", version: "1", capacity })
+        yield* store.users.insert({ id: "ada" as UserId, name: "Ada", role: "admin" })
+        yield* store.templates.insert({ name: "firefox" as TemplateName, displayName: "Firefox", image: "ff:1", resources: { cpu: "1", memory: "1Gi" }, env: { A: "1" }, vncPort: 5900 })
+        yield* store.agents.register({ id: "agent-1" as AgentId, platform: "kubernetes", region: "eu", version: "1", capacity })
         yield* store.agents.approve("agent-1", "hash")
-        const session = yield* store.sessions.insert({ id: "s1", userId: "ada", template: "firefox", agentId: "agent-1", spec: { x: 1 } })
+        const session = yield* store.sessions.insert({ id: "s1" as SessionId, userId: "ada" as UserId, template: "firefox" as TemplateName, agentId: "agent-1" as AgentId, spec, region: undefined })
         yield* store.sessions.transition("s1", "running", { reason: "PodReady" })
-        const cmd = yield* store.commands.insert({ id: "c1", agentId: "agent-1", sessionId: "s1", action: "create_session", payload: { y: 2 }, deadlineAt: new Date(Date.now() + 60_000) })
+        const cmd = yield* store.commands.insert({ agentId: "agent-1" as AgentId, sessionId: "s1" as SessionId, command: create })
         yield* store.commands.transition("c1", "sent")
         // 50 concurrent writes on the file-backed database too
         yield* Effect.forEach(
           Array.from({ length: 50 }, (_, i) => i),
-          (i) => store.users.insert({ id: `u${i}`, name: `U${i}`, role: "user" }),
+          (i) => store.users.insert({ id: `u${i}` as UserId, name: `U${i}`, role: "user" }),
           { concurrency: "unbounded" }
         )
         return { session, cmd }
@@ -53,19 +61,19 @@ describe("Store persistence (PGlite in DATA_DIR)", () => {
         const agent = yield* store.agents.get("agent-1")
         assert.deepStrictEqual([agent.enrollment, agent.credentialHash, agent.capacity], ["approved", "hash", capacity])
         const session = yield* store.sessions.get("s1")
-        assert.deepStrictEqual([session.state, session.reason, session.spec], ["running", "PodReady", { x: 1 }])
+        assert.deepStrictEqual([session.state, session.reason, session.spec, session.createCommandId], ["running", "PodReady", spec, "c1"])
         assert.strictEqual(session.createdAt.getTime(), written.session.createdAt.getTime())
         assert.deepStrictEqual((yield* store.sessions.history("s1")).map((h) => h.state), ["pending", "running"])
         const unfinished = yield* store.commands.listUnfinished("agent-1")
         assert.deepStrictEqual(unfinished.map((c) => [c.id, c.state, c.attempts]), [["c1", "sent", 1]])
-        assert.deepStrictEqual(unfinished[0]!.payload, { y: 2 })
-        assert.strictEqual(unfinished[0]!.deadlineAt.getTime(), written.cmd.deadlineAt.getTime())
+        assert.deepStrictEqual(unfinished[0]!.command, create)
+        assert.strictEqual(unfinished[0]!.deadline.getTime(), written.cmd.deadline.getTime())
         const sql = yield* SqlClient
         const migrations = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
         assert.strictEqual(migrations[0]!.n, 2)
         assert.strictEqual((yield* store.templates.list()).filter((t) => t.name === "demo").length, 1)
         // and it still takes writes
-        assert.isTrue((yield* store.commands.transition("c1", "completed", { result: { ok: true } })).changed)
+        assert.isTrue((yield* store.commands.transition("c1", "completed", { result: { action: "create_session", session: { session_id: "s1" as SessionId, phase: "running", observed_at: "2026-01-01T00:00:00.000Z" } } })).changed)
       }).pipe(Effect.provide(withEnvAndSql({ DATA_DIR: dataDir })))
     }), 180_000)
 
@@ -74,7 +82,7 @@ describe("Store persistence (PGlite in DATA_DIR)", () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "streamspace-store-"))
       yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
       const layer = withEnv({ DATA_DIR: dir, DATABASE_IN_MEMORY: "true" })
-      yield* Store.use((s) => s.users.insert({ id: "ada", name: "Ada", role: "user" })).pipe(Effect.provide(layer))
+      yield* Store.use((s) => s.users.insert({ id: "ada" as UserId, name: "Ada", role: "user" })).pipe(Effect.provide(layer))
       assert.deepStrictEqual(fs.readdirSync(dir), [])
       const users = yield* Store.use((s) => s.users.list()).pipe(Effect.provide(layer))
       assert.deepStrictEqual(users, [])
@@ -93,8 +101,8 @@ describe("Store on an unreachable DATABASE_URL", () => {
     }), 60_000)
 })
 
-describe("StoreConfig", () => {
-  const parse = (env: Record<string, string>) => StoreConfig.parse(ConfigProvider.fromEnv({ env }))
+describe("Database settings", () => {
+  const parse = (env: Record<string, string>) => Database.readDatabaseSettings.pipe(Effect.provide(provider(env)))
 
   it.effect("defaults: ./data, not in memory, no DATABASE_URL", () =>
     Effect.gen(function*() {

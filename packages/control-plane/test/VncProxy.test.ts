@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import type { SessionId, TemplateName, TunnelId, UserId } from "@streamspace/protocol"
+import type { AgentId, TemplateName, TunnelId, UserId } from "@streamspace/protocol"
 import { BinaryKind, decodeBinary, MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
 import { Context, Effect, Layer, References, Result } from "effect"
 import { TestClock } from "effect/testing"
@@ -29,18 +29,11 @@ const setup = Effect.gen(function*() {
   const dispatcher: FakeDispatcher = yield* makeFakeDispatcher
   hub.addAgent("a")
   const agentWindow = { value: WINDOW }
-  dispatcher.responder = (d) => {
-    switch (d.request.action) {
-      case "create_session":
-        return { result: { action: "create_session", session: { session_id: d.request.args.session_id, phase: "running", observed_at: "2026-01-01T00:00:00Z" } } }
-      case "vnc_connect":
-        return { result: { action: "vnc_connect", tunnel_id: d.request.args.tunnel_id, window: agentWindow.value } }
-      case "vnc_disconnect":
-        return { result: { action: "vnc_disconnect", tunnel_id: d.request.args.tunnel_id } }
-      default:
-        return undefined
-    }
-  }
+  hub.tunnelResponder = () => ({ window: agentWindow.value })
+  dispatcher.responder = (d) =>
+    d.request.action === "create_session"
+      ? { result: { action: "create_session", session: { session_id: d.request.args.session_id, phase: "running", observed_at: "2026-01-01T00:00:00Z" } } }
+      : undefined
   const services = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), ControlPlaneConfig.layerFromRecord(env), Layer.succeed(References.MinimumLogLevel, "Warn"))
   const app = VncProxy.layer.pipe(
     Layer.provideMerge(Sessions.layerMemory(makeMemoryRepo())),
@@ -72,21 +65,18 @@ const windowFrames = (hub: FakeHub, tunnelId: number) =>
     const f = decodeBinary(b.frame)
     return Result.isSuccess(f) && f.success.kind === "window" && f.success.tunnelId === tunnelId ? [f.success.credit] : []
   })
-/** A viewer of Ann's running session, once its vnc_connect went out and its tunnel's sink is registered. */
+/** A viewer of Ann's running session, once its tunnel is open. */
 const relayed = (t: Effect.Success<typeof setup>) =>
   Effect.gen(function*() {
     const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
     yield* open(v)
-    yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
-    const tunnelId = lastTunnel(t.dispatcher) as TunnelId
+    yield* until("the tunnel", () => lastTunnel(t.hub) !== 0)
+    const tunnelId = lastTunnel(t.hub) as TunnelId
     yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
     return { v, tunnelId, sink: t.hub.tunnels.get(`a/${tunnelId}`)! }
   })
 
-const lastTunnel = (d: FakeDispatcher) => {
-  const c = [...d.commands].reverse().find((c) => c.request.action === "vnc_connect")
-  return c === undefined || c.request.action !== "vnc_connect" ? 0 : c.request.args.tunnel_id
-}
+const lastTunnel = (hub: FakeHub) => hub.opens.at(-1)?.tunnelId ?? 0
 
 describe("VncProxy", () => {
   it.live("relays bytes both ways with the user's JWT and the binary subprotocol", () =>
@@ -95,10 +85,9 @@ describe("VncProxy", () => {
       const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
       yield* open(v)
       assert.strictEqual(v.ws.protocol, "binary")
-      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
-      const tunnelId = lastTunnel(t.dispatcher)
-      const connect = t.dispatcher.commands.find((c) => c.request.action === "vnc_connect")!
-      assert.deepStrictEqual(connect.request.args, { session_id: t.running.id, tunnel_id: tunnelId as TunnelId, window: WINDOW })
+      yield* until("the tunnel", () => lastTunnel(t.hub) !== 0)
+      const tunnelId = lastTunnel(t.hub)
+      assert.deepStrictEqual(t.hub.opens[0], { agentId: "a" as AgentId, tunnelId, request: { sessionId: t.running.id, window: WINDOW } })
       yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
       // agent -> viewer
       yield* t.hub.tunnels.get(`a/${tunnelId}`)!.onFrame({ kind: "data", tunnelId: tunnelId as TunnelId, payload: new TextEncoder().encode("RFB 003.008\n") })
@@ -111,9 +100,8 @@ describe("VncProxy", () => {
       assert.strictEqual(new TextDecoder().decode(frame.frame.subarray(5)), "RFB 003.008\n")
       assert.strictEqual(yield* t.proxy.viewers, 1)
       v.ws.close()
-      yield* until("vnc_disconnect", () => t.dispatcher.commands.some((c) => c.request.action === "vnc_disconnect"))
-      const disc = t.dispatcher.commands.find((c) => c.request.action === "vnc_disconnect")!
-      assert.deepStrictEqual(disc.request.args, { tunnel_id: tunnelId as TunnelId })
+      yield* until("the tunnel closed on the agent", () => t.hub.closes.length > 0)
+      assert.deepStrictEqual(t.hub.closes, [{ agentId: "a", tunnelId }])
       yield* until("sink unregistered", () => !t.hub.tunnels.has(`a/${tunnelId}`))
       yield* until("viewer count back to 0", () => Effect.runSync(t.proxy.viewers) === 0)
     }))
@@ -180,28 +168,25 @@ describe("VncProxy", () => {
       const t = yield* setup
       const v1 = connectViewer(t.url(t.running.id), bearer(t.annToken))
       yield* open(v1)
-      yield* until("vnc_connect 1", () => lastTunnel(t.dispatcher) !== 0)
-      const t1 = lastTunnel(t.dispatcher) as TunnelId
+      yield* until("tunnel 1", () => lastTunnel(t.hub) !== 0)
+      const t1 = lastTunnel(t.hub) as TunnelId
       const v2 = connectViewer(t.url(t.running.id), bearer(t.annToken))
       yield* open(v2)
-      yield* until("vnc_connect 2", () => lastTunnel(t.dispatcher) !== t1)
-      const t2 = lastTunnel(t.dispatcher) as TunnelId
+      yield* until("tunnel 2", () => lastTunnel(t.hub) !== t1)
+      const t2 = lastTunnel(t.hub)
       assert.notStrictEqual(t1, t2)
       yield* until("sinks", () => t.hub.tunnels.has(`a/${t1}`) && t.hub.tunnels.has(`a/${t2}`))
-      yield* t.hub.emit({
-        _tag: "Message",
-        agentId: "a" as never,
-        message: { type: "vnc_closed", id: "m" as never, ts: "", payload: { tunnel_id: t1, session_id: t.running.id as SessionId, reason: "pod_gone" } }
-      })
+      yield* t.hub.agentClosed("a", t1, "pod_gone")
       const c1 = yield* closed(v1)
       assert.strictEqual(c1.code, 4410)
       assert.include(c1.reason, "pod_gone")
       assert.strictEqual(v2.ws.readyState, v2.ws.OPEN)
-      yield* t.hub.tunnels.get(`a/${t2}`)!.onAgentGone
+      yield* t.hub.agentGone("a")
       const c2 = yield* closed(v2)
       assert.strictEqual(c2.code, 4503)
-      // The agent closed its side: no vnc_disconnect for either tunnel.
-      assert.strictEqual(t.dispatcher.commands.filter((c) => c.request.action === "vnc_disconnect").length, 0)
+      // The agent closed its side: neither tunnel is closed on it again.
+      yield* until("both tunnels released", () => t.hub.tunnels.size === 0)
+      assert.deepStrictEqual(t.hub.closes, [])
     }))
 
   it.live("a viewer that stops answering pings is dropped and its tunnel closed on the agent", () =>
@@ -209,42 +194,54 @@ describe("VncProxy", () => {
       const t = yield* setup
       const { v, tunnelId } = yield* relayed(t)
       v.ws.pause() // reads nothing from now on, pongs included
-      yield* until("vnc_disconnect", () => t.dispatcher.commands.some((c) => c.request.action === "vnc_disconnect"))
+      yield* until("the tunnel closed on the agent", () => t.hub.closes.some((c) => c.tunnelId === tunnelId))
       yield* until("sink unregistered", () => !t.hub.tunnels.has(`a/${tunnelId}`))
       v.ws.terminate()
     }))
 
-  it.live("a viewer that leaves before vnc_connect completes gets its tunnel closed once it opens", () =>
+  it.live("a viewer that leaves while its tunnel is opening gives the tunnel up (AgentHub closes it once the agent opens it)", () =>
     Effect.gen(function*() {
       const t = yield* setup
-      const answer = t.dispatcher.responder
-      t.dispatcher.responder = (d) => (d.request.action === "vnc_connect" ? undefined : answer(d))
+      t.hub.tunnelResponder = () => undefined
       const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
       yield* open(v)
-      yield* until("vnc_connect", () => lastTunnel(t.dispatcher) !== 0)
-      const connect = t.dispatcher.commands.find((c) => c.request.action === "vnc_connect")!
+      yield* until("the tunnel asked for", () => lastTunnel(t.hub) !== 0)
       v.ws.close()
       yield* closed(v)
       yield* until("viewer gone", () => Effect.runSync(t.proxy.viewers) === 0)
-      assert.isFalse(t.dispatcher.commands.some((c) => c.request.action === "vnc_disconnect"))
-      yield* t.dispatcher.complete(connect.record.id, { action: "vnc_connect", tunnel_id: lastTunnel(t.dispatcher) as TunnelId, window: WINDOW })
-      yield* until("vnc_disconnect", () => t.dispatcher.commands.some((c) => c.request.action === "vnc_disconnect"))
+      yield* until("the tunnel given up", () => t.hub.tunnels.size === 0)
+      assert.deepStrictEqual(t.hub.closes, [])
     }))
 
-  it.live("a failed vnc_connect closes the viewer with the agent's reason", () =>
+  it.live("a refused tunnel closes the viewer with the agent's reason: 4409 when the session is not running, else 4502", () =>
     Effect.gen(function*() {
       const t = yield* setup
-      t.dispatcher.responder = (d) => d.request.action === "vnc_connect" ? { error: { code: "tunnel_failed", message: "port-forward refused", retryable: true } } : undefined
-      const v = connectViewer(t.url(t.running.id), bearer(t.annToken))
-      const c = yield* closed(v)
+      t.hub.tunnelResponder = () => ({ error: { code: "tunnel_failed", message: "port-forward refused" } })
+      const c = yield* closed(connectViewer(t.url(t.running.id), bearer(t.annToken)))
       assert.strictEqual(c.code, 4502)
       assert.include(c.reason, "port-forward refused")
+      t.hub.tunnelResponder = () => ({ error: { code: "session_not_running", message: "pod is not ready" } })
+      const c2 = yield* closed(connectViewer(t.url(t.running.id), bearer(t.annToken)))
+      assert.strictEqual(c2.code, 4409)
+      assert.include(c2.reason, "session_not_running")
+      // Refused tunnels are not open on the agent: nothing to close there.
+      assert.deepStrictEqual(t.hub.closes, [])
+    }))
+
+  it.live("an agent that is not connected closes the viewer with 4503", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.agents.set("a", { ...t.hub.agents.get("a")!, connected: false })
+      const c = yield* closed(connectViewer(t.url(t.running.id), bearer(t.annToken)))
+      assert.strictEqual(c.code, 4503)
+      assert.deepStrictEqual(t.hub.opens, [])
     }))
 
   it.live("not running -> 4409, unknown or someone else's session -> 4404, no token -> 401, plain GET -> 426", () =>
     Effect.gen(function*() {
       const t = yield* setup
       t.dispatcher.responder = () => undefined
+      t.hub.tunnelResponder = () => undefined
       const creating = yield* t.sessions.create(ann, { template: "demo" as TemplateName })
       const c1 = yield* closed(connectViewer(t.url(creating.id), bearer(t.annToken)))
       assert.deepStrictEqual(c1, { code: 4409, reason: "session is creating, not running" })
@@ -257,7 +254,7 @@ describe("VncProxy", () => {
       assert.strictEqual(yield* refusedStatus(connectViewer(t.url(t.running.id), bearer("garbage"))), 401)
       const plain = yield* Effect.promise(() => fetch(`${t.base}/api/v1/sessions/${t.running.id}/vnc`))
       assert.strictEqual(plain.status, 426)
-      assert.strictEqual(t.dispatcher.commands.filter((c) => c.request.action === "vnc_connect").length, 0)
+      assert.deepStrictEqual(t.hub.opens, [])
     }))
 
   it.live("tickets are single use and bound to one session and user", () =>

@@ -5,8 +5,7 @@ import { formatSchemaError } from "@streamspace/protocol"
 import { ByteSize, Effect, Schema } from "effect"
 import { HttpIncomingMessage, HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { AgentView } from "../AgentHub.ts"
-import type { CommandRecord } from "../CommandDispatcher.ts"
-import type { SessionRecord, TemplateRecord } from "./sessionRepo.ts"
+import type { CommandRecord, SessionRecord, TemplateRecord } from "../Store.ts"
 
 /** An answer other than success: `{"error": {"code", "message"}}` with `status`. */
 export class ApiError extends Schema.TaggedError<ApiError>()("ApiError", {
@@ -100,7 +99,7 @@ export const agentJson = (a: AgentView, unknownSessions: ReadonlyArray<string>) 
   connected: a.connected,
   draining: a.draining,
   last_heartbeat: iso(a.lastHeartbeat),
-  capacity: a.capacity ?? null,
+  capacity: a.capacity,
   active_sessions: a.activeSessions,
   active_tunnels: a.activeTunnels,
   /** Sessions the agent runs that the control plane has no record of (reported, never deleted). */
@@ -130,7 +129,7 @@ export const templateJson = (t: TemplateRecord) => ({
   name: t.name,
   display_name: t.displayName,
   image: t.image,
-  resources: t.resources ?? {},
+  resources: t.resources,
   env: t.env,
   vnc_port: t.vncPort,
   persistent_home: t.persistentHome,

@@ -1,9 +1,9 @@
 // A small fake agent for hub and dispatcher tests: a `ws` client that speaks the protocol package's frames,
 // buffers what it receives, and lets a test wait for a message, a binary frame or the close, event-driven
 // (no sleeps), with a real-time bound so that a missing frame fails the test instead of hanging it.
-import type { AgentId, AnyMessage, ControlPlaneMessage, MessageType, PayloadOf } from "@streamspace/protocol"
-import { AGENT_SUBPROTOCOL, decodeFromControlPlane, encodeText, makeMessage } from "@streamspace/protocol"
-import { Effect, Result } from "effect"
+import type { AgentId, AnyMessage, ControlPlaneMessage, MessageType, PayloadOf, SessionId } from "@streamspace/protocol"
+import { AGENT_SUBPROTOCOL, decodeFromControlPlane, DEFAULT_WINDOW_BYTES, encodeText, makeMessage } from "@streamspace/protocol"
+import { Effect, Fiber, Result } from "effect"
 import { randomUUID } from "node:crypto"
 import { WebSocket } from "ws"
 
@@ -194,18 +194,18 @@ import { Context, Layer, Logger, References, Stream } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { TestClock } from "effect/testing"
 import { createServer } from "node:http"
-import { AgentHub, type AgentHubShape, type HubEvent } from "../../src/AgentHub.ts"
+import { AgentHub, type AgentHubShape, type PresenceEvent, type TunnelSink } from "../../src/AgentHub.ts"
 import { ControlPlaneConfig } from "../../src/ControlPlaneConfig.ts"
 import { CommandDispatcher } from "../../src/CommandDispatcher.ts"
 import { Store, type StoreError, type StoreShape } from "../../src/Store.ts"
 
 export const BOOTSTRAP = "bootstrap-token-for-tests-0123456789"
 
-/** Every hub event from now on, in order. */
+/** Every presence event from now on, in order. */
 export const collectEvents = (hub: AgentHubShape) =>
   Effect.gen(function*() {
-    const seen: Array<HubEvent> = []
-    yield* Effect.forkScoped(Stream.runForEach(hub.events, (e) => Effect.sync(() => seen.push(e))), { startImmediately: true })
+    const seen: Array<PresenceEvent> = []
+    yield* Effect.forkScoped(Stream.runForEach(hub.presence, (e) => Effect.sync(() => seen.push(e))), { startImmediately: true })
     yield* Effect.yieldNow
     return seen
   })
@@ -279,3 +279,16 @@ export const connectApproved = (cp: { readonly hub: AgentHubShape; readonly url:
 
 /** Runs a test body on the TestClock (for suites whose shared Store layer is built without test services). */
 export const withTestClock = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provide(effect, TestClock.layer())
+
+/**
+ * Opens a tunnel through the hub to a connected fake agent, playing the agent's side: it takes the
+ * `vnc_connect` command and answers it with `window`. The tunnel belongs to the current scope.
+ */
+export const openTunnel = (hub: AgentHubShape, agent: FakeAgent, agentId: string, sink: TunnelSink, window = DEFAULT_WINDOW_BYTES) =>
+  Effect.gen(function*() {
+    const opening = yield* Effect.forkChild(hub.openTunnel(agentId as AgentId, { sessionId: "s-tunnel" as SessionId, window }, sink))
+    const command = (yield* agent.next("command")).payload
+    if (command.action !== "vnc_connect") return yield* Effect.die(new Error(`expected vnc_connect, got ${command.action}`))
+    yield* agent.send("command_completed", { command_id: command.command_id, result: { action: "vnc_connect", tunnel_id: command.args.tunnel_id, window } })
+    return yield* Fiber.join(opening)
+  })

@@ -1,6 +1,6 @@
 // An in-memory CommandDispatcher for unit tests: records every command, lets the test (or an automatic
 // responder playing the agent) complete or fail it, and lets callers await outcomes.
-import type { AgentId, CommandError, CommandId, CommandResult } from "@streamspace/protocol"
+import type { AgentId, Command, CommandError, CommandId, CommandResult } from "@streamspace/protocol"
 import { Deferred, Effect, Layer } from "effect"
 import {
   CommandDispatcher,
@@ -58,23 +58,27 @@ export const makeFakeDispatcher = Effect.gen(function*() {
     beforeReturn: () => Effect.void,
     complete: (id, result) => settle(id, { result }),
     fail: (id, error) => settle(id, { error }),
-    dispatch: (agentId, request) =>
+    dispatch: (agentId, request, options) =>
       Effect.gen(function*() {
         if (fake.failDispatch) return yield* new CommandDispatcherError({ reason: "Store", message: "store is down" })
         const id = `c-${++n}` as CommandId
+        const deadline = new Date(300_000)
         const record: CommandRecord = {
           id,
           agentId,
+          sessionId: options?.sessionId,
+          command: { command_id: id, deadline: deadline.toISOString(), ...request } as Command,
           action: request.action,
           state: "sent",
           result: undefined,
           error: undefined,
+          attempts: 1,
+          deadline,
           createdAt: new Date(0),
           sentAt: new Date(0),
           ackedAt: undefined,
           completedAt: undefined,
-          failedAt: undefined,
-          deadline: new Date(300_000)
+          failedAt: undefined
         }
         records.set(id, record)
         outcomes.set(id, yield* Deferred.make<CommandOutcome>())

@@ -7,7 +7,7 @@
 // on a throwaway PostgreSQL cluster started with pg_ctl, shared by the tests of one file). Nothing sleeps
 // for a fixed time: waits poll a condition with a real-time bound.
 import { Agent, AgentConfig, type AgentConfigShape, Connection, Kubernetes, type KubernetesOptions, readAgentConfig } from "@streamspace/agent"
-import { AgentHub, CommandDispatcher, ControlPlane, ControlPlaneConfig, type HubEvent, Sessions } from "@streamspace/control-plane"
+import { AgentHub, CommandDispatcher, ControlPlane, ControlPlaneConfig, type PresenceEvent, Sessions } from "@streamspace/control-plane"
 import { KubeTestServer, type KubeTestServerHandle } from "@streamspace/kube-testserver"
 import { VncTestServer } from "@streamspace/vnc-testserver"
 import { Clock, ConfigProvider, Context, Effect, Exit, Layer, Redacted, Scope, Stream } from "effect"
@@ -197,8 +197,8 @@ export interface ControlPlaneHandle {
   readonly hub: AgentHub["Service"]
   readonly dispatcher: CommandDispatcher["Service"]
   readonly sessions: Sessions["Service"]
-  /** Every hub event since start, in order. */
-  readonly events: () => ReadonlyArray<HubEvent>
+  /** Every presence event (connects, disconnects, status changes) since start, in order. */
+  readonly events: () => ReadonlyArray<PresenceEvent>
   /** Stops it gracefully (its scope closes); also done when the test's scope closes. */
   readonly stop: Effect.Effect<void>
 }
@@ -222,8 +222,8 @@ export const startControlPlane = (env: Record<string, string> = {}, options: { r
     const ctx = yield* Layer.buildWithScope(built, scope).pipe(Effect.orDie)
     const cp = Context.get(ctx, ControlPlane)
     const hub = Context.get(ctx, AgentHub)
-    const events: Array<HubEvent> = []
-    yield* Stream.runForEach(hub.events, (e) => Effect.sync(() => events.push(e))).pipe(Effect.forkIn(scope, { startImmediately: true }))
+    const events: Array<PresenceEvent> = []
+    yield* Stream.runForEach(hub.presence, (e) => Effect.sync(() => events.push(e))).pipe(Effect.forkIn(scope, { startImmediately: true }))
     const url = `http://127.0.0.1:${cp.port}`
     return {
       url,

@@ -1,0 +1,145 @@
+// The session records Sessions keeps in memory (every read is answered from here) and their state machine:
+//
+//   pending -> creating -> running -> terminating -> terminated      (any live state -> failed, with a reason)
+//
+// Every change goes through `transition`, which writes it through the repository first, under that session's
+// own lock (different sessions are written concurrently); `put` keeps the per-agent usage in step, so
+// placement reads an agent's usage without scanning. A placed session counts from its placement on
+// (`reserve`), before its record is written.
+import type { AgentId, SessionId, SessionPhase, SessionStatus, TemplateName, UserId } from "@streamspace/protocol"
+import { Clock, Effect, FiberSet, Metric, Schema, Semaphore } from "effect"
+import type { CommandDispatcherShape } from "../../CommandDispatcher.ts"
+import { sessionTransitionsTotal } from "../../Observability.ts"
+import type { SessionRecord, TemplateRecord } from "../../Store.ts"
+import { makeKeyedLock } from "../keyedLock.ts"
+import type { RepoError, SessionRepo } from "./repo.ts"
+import { makeUsageCounters } from "./usage.ts"
+
+export class SessionsError extends Schema.TaggedError<SessionsError>()("SessionsError", {
+  reason: Schema.Literals(["NotFound", "TemplateNotFound", "TemplateExists", "NoEligibleAgent", "InvalidRequest", "Store"]),
+  message: Schema.String,
+  /** The request field at fault (TemplateNotFound, InvalidRequest). */
+  field: Schema.optionalKey(Schema.String)
+}) {}
+
+export const fromRepo = (e: RepoError) => new SessionsError({ reason: "Store", message: `session store: ${e.message}` })
+
+export const SESSION_STATES: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating", "terminated", "failed"]
+
+export const ended = (s: SessionPhase) => s === "terminated" || s === "failed"
+
+/**
+ * The transitions the state machine allows: forward only (steps may be skipped), `failed` from any live
+ * state; `terminated` and `failed` are final (a failed session's delete still cleans up on the agent).
+ */
+export const allowed = (from: SessionPhase, to: SessionPhase): boolean => {
+  switch (from) {
+    case "pending":
+      return to !== "pending"
+    case "creating":
+      return to === "running" || to === "terminating" || to === "terminated" || to === "failed"
+    case "running":
+      return to === "terminating" || to === "terminated" || to === "failed"
+    case "terminating":
+      return to === "terminated" || to === "failed"
+    case "failed":
+    case "terminated":
+      return false
+  }
+}
+
+/** Where an agent's report moves a session (the agent's own pending/creating both mean "being created"). */
+const targetOf = (phase: SessionPhase): SessionPhase => (phase === "pending" ? "creating" : phase)
+
+export const makeBook = Effect.fnUntraced(function*(repo: SessionRepo, dispatcher: CommandDispatcherShape) {
+  const book = {
+    repo,
+    dispatcher,
+    /** Background followers of commands, owned by the service's scope. */
+    fibers: yield* FiberSet.make(),
+    /** Covers placement and the reservation it makes (microseconds, never a database write). */
+    placement: yield* Semaphore.make(1),
+    sessionLock: makeKeyedLock<SessionId>(),
+    sessions: new Map<string, SessionRecord>(),
+    reserved: new Map<string, SessionRecord>(),
+    usage: makeUsageCounters(),
+    /** Sessions each agent reported in its last hello that the control plane has no record of. */
+    unknownByAgent: new Map<AgentId, ReadonlyArray<SessionStatus>>(),
+    /** Templates never change once created: remembered after the first read. */
+    templates: new Map<TemplateName, TemplateRecord>(),
+    /** Users whose row is written with this role. */
+    usersWritten: new Map<UserId, string>()
+  }
+  for (const s of yield* repo.loadSessions.pipe(Effect.mapError(fromRepo), Effect.orDie)) put(book, s)
+  return book
+})
+
+export type Book = Effect.Success<ReturnType<typeof makeBook>>
+
+/** The only way a record enters or changes in the book. */
+export const put = (book: Book, next: SessionRecord) => {
+  book.usage.replace(book.sessions.get(next.id) ?? book.reserved.get(next.id), next)
+  book.reserved.delete(next.id)
+  book.sessions.set(next.id, next)
+}
+
+/** Counts a placed session against its agent before its record is written. */
+export const reserve = (book: Book, record: SessionRecord) => {
+  book.usage.replace(undefined, record)
+  book.reserved.set(record.id, record)
+}
+
+/** Gives back the reservation of a create whose record could not be written. */
+export const unreserve = (book: Book, record: SessionRecord) => {
+  if (book.reserved.delete(record.id)) book.usage.replace(record, { ...record, state: "failed" })
+}
+
+/** Moves a session to `to` if the machine allows it; returns the record as it is afterwards (undefined for an unknown id). */
+export const transition = Effect.fnUntraced(function*(
+  book: Book,
+  id: SessionId,
+  to: SessionPhase,
+  detail: { readonly reason?: string | undefined; readonly message?: string | undefined } = {},
+  patch: Partial<Pick<SessionRecord, "createCommandId" | "deleteCommandId">> = {}
+) {
+  const current = book.sessions.get(id)
+  if (current === undefined) return undefined
+  const same = current.state === to
+  if (!same && !allowed(current.state, to)) {
+    yield* Effect.logDebug("session transition ignored").pipe(Effect.annotateLogs({ session_id: id, from: current.state, to }))
+    // The agent's report can overtake the dispatch (running before creating is recorded): the command id
+    // is still the session's, even though the state stays. (Command ids live in the commands table.)
+    if (Object.keys(patch).length === 0) return current
+    const patched: SessionRecord = { ...current, ...patch }
+    put(book, patched)
+    return patched
+  }
+  if (same && Object.keys(patch).length === 0 && detail.reason === undefined) return current
+  const next: SessionRecord = {
+    ...current,
+    ...patch,
+    state: to,
+    reason: same ? detail.reason ?? current.reason : detail.reason,
+    message: same ? detail.message ?? current.message : detail.message,
+    updatedAt: new Date(yield* Clock.currentTimeMillis)
+  }
+  yield* book.repo.updateSession(next, current.state).pipe(Effect.mapError(fromRepo))
+  put(book, next)
+  if (!same) {
+    yield* Metric.update(Metric.withAttributes(sessionTransitionsTotal, { state: to }), 1)
+    yield* Effect.logInfo(`session ${current.state} -> ${to}${next.reason === undefined ? "" : ` (${next.reason})`}`).pipe(
+      Effect.annotateLogs({ session_id: id, agent_id: next.agentId, from: current.state, to, ...(next.reason === undefined ? {} : { reason: next.reason }) })
+    )
+  }
+  return next
+}, (effect, book, id) => book.sessionLock(id)(effect))
+
+/** Applies what an agent observed about one of its sessions. */
+export const applyStatus = Effect.fnUntraced(function*(book: Book, agentId: AgentId, status: SessionStatus) {
+  const s = book.sessions.get(status.session_id)
+  if (s === undefined || s.agentId !== agentId) return
+  const to = targetOf(status.phase)
+  // Whichever comes first, the delete's outcome or the agent's report, a deletion ends as `deleted`.
+  const reason = s.state === "terminating" && to === "terminated" ? "deleted" : status.reason
+  yield* transition(book, s.id, to, { reason, message: status.message })
+})

@@ -1,0 +1,85 @@
+// What moves a session on besides the API: the outcome of its create and delete commands (followed in the
+// background, also again after a restart) and, when its agent connects, the inventory in the agent's hello. A
+// running session the agent no longer has becomes `terminated` (reason `lost_on_agent`); a session the agent
+// has that the control plane does not know is reported (log, metric, `unknownSessions`), never deleted.
+import type { AgentId, PayloadOf, SessionId } from "@streamspace/protocol"
+import { Clock, Effect, FiberSet, Metric } from "effect"
+import type { CommandOutcome, CommandRecord } from "../../CommandDispatcher.ts"
+import { recordCommand, unknownSessionsTotal } from "../../Observability.ts"
+import type { SessionRecord } from "../../Store.ts"
+import { applyStatus, type Book, ended, transition } from "./book.ts"
+
+const awaitCommand = Effect.fnUntraced(function*(book: Book, record: CommandRecord) {
+  const started = yield* Clock.currentTimeMillis
+  const outcome = yield* book.dispatcher.await(record.id).pipe(
+    Effect.tapError(() => Effect.flatMap(Clock.currentTimeMillis, (t) => recordCommand(record.action, "error", started, t)))
+  )
+  yield* recordCommand(record.action, outcome._tag === "Completed" ? "completed" : outcome.error.code, started, yield* Clock.currentTimeMillis)
+  return outcome
+})
+
+const onCreateOutcome = (book: Book, id: SessionId, agentId: AgentId, outcome: CommandOutcome) =>
+  outcome._tag === "Completed"
+    ? outcome.result.action === "create_session"
+      ? applyStatus(book, agentId, outcome.result.session)
+      : Effect.void
+    : transition(book, id, "failed", { reason: outcome.error.code, message: outcome.error.message }).pipe(Effect.asVoid)
+
+const onDeleteOutcome = (book: Book, id: SessionId, outcome: CommandOutcome) =>
+  outcome._tag === "Completed" || outcome.error.code === "session_not_found"
+    ? transition(book, id, "terminated", { reason: "deleted" }).pipe(Effect.asVoid)
+    : transition(book, id, "failed", { reason: "delete_failed", message: `${outcome.error.code}: ${outcome.error.message}` }).pipe(Effect.asVoid)
+
+/** Follows a session's create or delete command to its outcome, in the background (owned by the service's scope). */
+export const follow = (book: Book, session: Pick<SessionRecord, "id" | "agentId">, record: CommandRecord) =>
+  FiberSet.run(
+    book.fibers,
+    awaitCommand(book, record).pipe(
+      Effect.flatMap((o) =>
+        record.action === "delete_session" ? onDeleteOutcome(book, session.id, o) : onCreateOutcome(book, session.id, session.agentId, o)
+      ),
+      Effect.catchCause((cause) => Effect.logWarning("following a command failed", cause).pipe(Effect.annotateLogs({ command_id: record.id, action: record.action })))
+    )
+  )
+
+/** After a restart: the open create and delete commands of live sessions are followed again. */
+export const followOpenCommands = (book: Book) =>
+  Effect.forEach(book.sessions.values(), (s) => {
+    const open = s.state === "terminating" ? s.deleteCommandId : s.state === "creating" ? s.createCommandId : undefined
+    if (open === undefined) return Effect.void
+    return book.dispatcher.get(open).pipe(
+      Effect.flatMap((command) => follow(book, s, command)),
+      Effect.catch((e) => Effect.logWarning(`cannot follow command ${open} of session ${s.id} after restart: ${e.message}`))
+    )
+  }, { discard: true })
+
+/** Reconciles the records of one agent with the inventory in its hello. */
+export const reconcile = Effect.fnUntraced(function*(book: Book, agentId: AgentId, hello: PayloadOf<"hello">) {
+  const inventory = new Map(hello.sessions.map((s) => [s.session_id as string, s]))
+  for (const id of book.usage.liveIds(agentId)) {
+    const s = book.sessions.get(id)
+    if (s === undefined || ended(s.state)) continue
+    const seen = inventory.get(s.id)
+    if (seen !== undefined) {
+      yield* applyStatus(book, agentId, seen)
+      continue
+    }
+    // A create still on its way to the agent is not lost; only what the agent had and no longer has is.
+    const createDone = s.state === "creating" && s.createCommandId !== undefined &&
+      (yield* book.dispatcher.get(s.createCommandId).pipe(Effect.map((c) => c.state === "completed"), Effect.orElseSucceed(() => false)))
+    if (s.state === "running" || createDone) {
+      yield* transition(book, s.id, "terminated", {
+        reason: "lost_on_agent",
+        message: `agent ${agentId} no longer runs this session (absent from its inventory on reconnect)`
+      })
+    }
+  }
+  const unknown = hello.sessions.filter((st) => book.sessions.get(st.session_id)?.agentId !== agentId)
+  book.unknownByAgent.set(agentId, unknown)
+  if (unknown.length > 0) {
+    yield* Metric.update(Metric.withAttributes(unknownSessionsTotal, { agent_id: agentId }), unknown.length)
+    yield* Effect.logWarning("agent runs sessions the control plane does not know; leaving them alone").pipe(
+      Effect.annotateLogs({ agent_id: agentId, session_ids: unknown.map((u) => u.session_id) })
+    )
+  }
+})

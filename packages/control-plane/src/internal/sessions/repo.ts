@@ -1,0 +1,105 @@
+// Where Sessions keeps its records: the Store (`onStore`), or memory (`makeMemoryRepo`: tests and throwaway
+// demos). Records are the Store's own types; Sessions owns every rule about them and keeps them in memory, so
+// the repository only writes through and loads them at start.
+import type { SessionPhase, TemplateName, UserId } from "@streamspace/protocol"
+import { Clock, Effect, Schema } from "effect"
+import type { Role } from "../../Auth.ts"
+import { type NewTemplate, type SessionRecord, type StoreError, type StoreShape, type TemplateRecord, templateRecord } from "../../Store.ts"
+
+export class RepoError extends Schema.TaggedError<RepoError>()("RepoError", {
+  reason: Schema.Literals(["Conflict", "Unavailable"]),
+  message: Schema.String
+}) {}
+
+export interface SessionRepo {
+  /** Makes sure the user row exists (sessions refer to it); keeps the role current. */
+  readonly ensureUser: (id: UserId, role: Role) => Effect.Effect<void, RepoError>
+  /** Every session record, for the in-memory view at start. */
+  readonly loadSessions: Effect.Effect<ReadonlyArray<SessionRecord>, RepoError>
+  readonly insertSession: (record: SessionRecord) => Effect.Effect<void, RepoError>
+  /** Writes a state change; `from` is the state it had, for the state history. */
+  readonly updateSession: (record: SessionRecord, from: SessionPhase) => Effect.Effect<void, RepoError>
+  readonly listTemplates: Effect.Effect<ReadonlyArray<TemplateRecord>, RepoError>
+  readonly getTemplate: (name: TemplateName) => Effect.Effect<TemplateRecord | undefined, RepoError>
+  /** The template as stored; Conflict when the name is taken. */
+  readonly insertTemplate: (template: NewTemplate) => Effect.Effect<TemplateRecord, RepoError>
+}
+
+const fromStore = (e: StoreError) => new RepoError({ reason: e.reason._tag === "Conflict" ? "Conflict" : "Unavailable", message: e.message })
+
+/**
+ * The repository on the Store. The Store's state machine (forward only, terminated/failed final) is the one
+ * Sessions enforces, so a transition Sessions makes is one the Store accepts; command ids are the Store's own
+ * (the latest create and delete command of each session).
+ */
+export const onStore = (store: StoreShape): SessionRepo => ({
+  ensureUser: (id, role) => store.users.upsert({ id, name: id, role }).pipe(Effect.asVoid, Effect.mapError(fromStore)),
+  loadSessions: store.sessions.list().pipe(Effect.mapError(fromStore)),
+  insertSession: (r) =>
+    store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region }).pipe(
+      Effect.asVoid,
+      Effect.mapError(fromStore)
+    ),
+  updateSession: (r, from) =>
+    r.state === from || r.state === "pending"
+      ? Effect.void
+      : store.sessions.transition(r.id, r.state, { reason: r.reason, message: r.message }).pipe(
+        Effect.mapError(fromStore),
+        Effect.flatMap((t) =>
+          t.changed
+            ? Effect.void
+            : Effect.fail(new RepoError({ reason: "Conflict", message: `session ${r.id} is ${t.row.state} in the store; cannot move it to ${r.state}` }))
+        )
+      ),
+  listTemplates: store.templates.list().pipe(Effect.mapError(fromStore)),
+  getTemplate: (name) =>
+    store.templates.get(name).pipe(
+      Effect.map((t): TemplateRecord | undefined => t),
+      Effect.catchIf((e) => e.reason._tag === "NotFound", () => Effect.succeed(undefined)),
+      Effect.mapError(fromStore)
+    ),
+  insertTemplate: (t) => store.templates.insert(t).pipe(Effect.mapError(fromStore))
+})
+
+/** The template every install starts with (the same one the Store's migration seeds). */
+export const demoTemplate = (at: Date): TemplateRecord =>
+  templateRecord({ name: "demo" as TemplateName, displayName: "Demo desktop", image: "streamspace/demo-desktop:latest", vncPort: 5900 }, at)
+
+export interface MemoryRepo extends SessionRepo {
+  /** State history per session, oldest first: [from, to]. */
+  readonly history: Map<string, Array<readonly [SessionPhase, SessionPhase]>>
+  readonly sessions: Map<string, SessionRecord>
+}
+
+export const makeMemoryRepo = (seed: ReadonlyArray<TemplateRecord> = [demoTemplate(new Date(0))]): MemoryRepo => {
+  const sessions = new Map<string, SessionRecord>()
+  const templates = new Map<string, TemplateRecord>(seed.map((t) => [t.name, t]))
+  const history = new Map<string, Array<readonly [SessionPhase, SessionPhase]>>()
+  return {
+    sessions,
+    history,
+    ensureUser: () => Effect.void,
+    loadSessions: Effect.sync(() => [...sessions.values()]),
+    insertSession: (r) =>
+      Effect.suspend(() => {
+        if (sessions.has(r.id)) return Effect.fail(new RepoError({ reason: "Conflict", message: `session ${r.id} exists` }))
+        sessions.set(r.id, r)
+        history.set(r.id, [])
+        return Effect.void
+      }),
+    updateSession: (r, from) =>
+      Effect.sync(() => {
+        sessions.set(r.id, r)
+        if (from !== r.state) history.get(r.id)?.push([from, r.state])
+      }),
+    listTemplates: Effect.sync(() => [...templates.values()].sort((a, b) => (a.name < b.name ? -1 : 1))),
+    getTemplate: (name) => Effect.sync(() => templates.get(name)),
+    insertTemplate: (t) =>
+      Effect.flatMap(Clock.currentTimeMillis, (ms) => {
+        if (templates.has(t.name)) return Effect.fail(new RepoError({ reason: "Conflict", message: `template ${t.name} exists` }))
+        const record = templateRecord(t, new Date(ms))
+        templates.set(t.name, record)
+        return Effect.succeed(record)
+      })
+  }
+}

@@ -1,0 +1,206 @@
+// The `sessions` table and its state history (`session_history`). Transitions move forward only:
+// pending -> creating -> running -> terminating -> terminated (steps may be skipped), or to failed from any
+// non-final state; a change and its history row land in one statement. A session's create and delete command
+// ids are not columns: they are the latest such commands of the session in the `commands` table.
+import type { AgentId, CommandId, SessionId, SessionPhase, SessionSpec, TemplateName, UserId } from "@streamspace/protocol"
+import { Effect } from "effect"
+import type { Fragment } from "effect/sql/Statement"
+import { date, type Db, type Row, strOrUndefined, type Transition } from "./db.ts"
+import type { StoreError } from "./error.ts"
+
+export interface SessionRecord {
+  readonly id: SessionId
+  readonly userId: UserId
+  readonly template: TemplateName
+  /** The agent the session was placed on. */
+  readonly agentId: AgentId
+  /** The region the user asked for, if any. */
+  readonly region: string | undefined
+  readonly state: SessionPhase
+  /** Short machine-readable cause of the current state, e.g. `ImagePullBackOff`, `lost_on_agent`. */
+  readonly reason: string | undefined
+  readonly message: string | undefined
+  /** The resolved spec as sent to the agent. */
+  readonly spec: SessionSpec
+  readonly createCommandId: CommandId | undefined
+  readonly deleteCommandId: CommandId | undefined
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+export type NewSession = Pick<SessionRecord, "id" | "userId" | "template" | "agentId" | "spec" | "region">
+
+/** One row of a session's state history (the first is `pending`, written by `insert`). */
+export interface SessionEvent {
+  readonly sessionId: SessionId
+  readonly state: SessionPhase
+  readonly reason: string | undefined
+  readonly message: string | undefined
+  readonly at: Date
+}
+
+export interface SessionFilter {
+  readonly userId?: string | undefined
+  readonly agentId?: string | undefined
+  readonly states?: ReadonlyArray<SessionPhase> | undefined
+}
+
+export interface SessionsTable {
+  /**
+   * Inserts in state `pending` with its first history row, in one statement. NotFound if the user, template
+   * or agent does not exist; Conflict if the id exists.
+   */
+  readonly insert: (session: NewSession) => Effect.Effect<SessionRecord, StoreError>
+  readonly get: (id: string) => Effect.Effect<SessionRecord, StoreError>
+  /** Oldest first. */
+  readonly list: (filter?: SessionFilter) => Effect.Effect<ReadonlyArray<SessionRecord>, StoreError>
+  /**
+   * Moves forward only (see above). When it moves, reason/message are set (cleared when absent) and a history
+   * row is appended in the same statement; otherwise nothing is written and `changed` is false. NotFound for
+   * an unknown id.
+   */
+  readonly transition: (
+    id: string,
+    to: Exclude<SessionPhase, "pending">,
+    detail?: { readonly reason?: string | undefined; readonly message?: string | undefined }
+  ) => Effect.Effect<Transition<SessionRecord>, StoreError>
+  /** The state history, oldest first. NotFound for an unknown id. */
+  readonly history: (id: string) => Effect.Effect<ReadonlyArray<SessionEvent>, StoreError>
+  /** Sessions not yet terminated or failed, per agent (agents with none are absent). */
+  readonly countActiveByAgent: () => Effect.Effect<ReadonlyMap<string, number>, StoreError>
+}
+
+export const toSession = (r: Row): SessionRecord => ({
+  id: r.id as SessionId,
+  userId: r.user_id as UserId,
+  template: r.template as TemplateName,
+  agentId: r.agent_id as AgentId,
+  region: strOrUndefined(r.region),
+  state: r.state as SessionPhase,
+  reason: strOrUndefined(r.reason),
+  message: strOrUndefined(r.message),
+  spec: r.spec as SessionSpec,
+  createCommandId: strOrUndefined(r.create_command_id) as CommandId | undefined,
+  deleteCommandId: strOrUndefined(r.delete_command_id) as CommandId | undefined,
+  createdAt: date(r.created_at),
+  updatedAt: date(r.updated_at)
+})
+
+const toSessionEvent = (r: Row): SessionEvent => ({
+  sessionId: r.session_id as SessionId,
+  state: r.state as SessionPhase,
+  reason: strOrUndefined(r.reason),
+  message: strOrUndefined(r.message),
+  at: date(r.at)
+})
+
+/** Where each target state may be reached from (forward only). */
+const sessionFrom: Record<Exclude<SessionPhase, "pending">, ReadonlyArray<SessionPhase>> = {
+  creating: ["pending"],
+  running: ["pending", "creating"],
+  terminating: ["pending", "creating", "running"],
+  terminated: ["pending", "creating", "running", "terminating"],
+  failed: ["pending", "creating", "running", "terminating"]
+}
+const ACTIVE_SESSION_STATES: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating"]
+
+export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }: Db): SessionsTable => {
+  /** The columns of a session row `t` plus its latest create and delete command ids. */
+  const withCommandIds = (t: string): Fragment =>
+    sql`${sql(t)}.*,
+      (SELECT c.id FROM commands c WHERE c.session_id = ${sql(t)}.id AND c.action = 'create_session' ORDER BY c.created_at DESC, c.id DESC LIMIT 1) AS create_command_id,
+      (SELECT c.id FROM commands c WHERE c.session_id = ${sql(t)}.id AND c.action = 'delete_session' ORDER BY c.created_at DESC, c.id DESC LIMIT 1) AS delete_command_id`
+
+  const get = (id: string) =>
+    q("session", id, sql<Row>`SELECT ${withCommandIds("s")} FROM sessions s WHERE s.id = ${id}`).pipe(
+      Effect.flatMap((rows) => one("session", id, rows, toSession))
+    )
+
+  return {
+    insert: Effect.fn("Store.sessions.insert")(function*(s: NewSession) {
+      const at = yield* now
+      // One statement (so atomic without a transaction): the session row and its first history row. A missing
+      // user, template or agent fails the foreign key; only then is each looked up, to name it in NotFound.
+      const rows = yield* refsChecked(
+        "session",
+        s.id,
+        sql<Row>`WITH s AS (
+            INSERT INTO sessions ${
+          sql.insert({
+            id: s.id,
+            user_id: s.userId,
+            template: s.template,
+            agent_id: s.agentId,
+            state: "pending",
+            reason: null,
+            message: null,
+            spec: json(s.spec),
+            region: s.region ?? null,
+            created_at: at,
+            updated_at: at
+          })
+        } RETURNING *
+          ), h AS (
+            INSERT INTO session_history (session_id, state, reason, message, at) SELECT id, state, reason, message, created_at FROM s
+          )
+          SELECT * FROM s`,
+        Effect.gen(function*() {
+          yield* mustExist("user", s.userId, "users", "id")
+          yield* mustExist("template", s.template, "templates", "name")
+          yield* mustExist("agent", s.agentId, "agents", "id")
+        })
+      )
+      return toSession(rows[0]!)
+    }),
+    get: Effect.fn("Store.sessions.get")(function*(id: string) {
+      return yield* get(id)
+    }),
+    list: Effect.fn("Store.sessions.list")(function*(filter?: SessionFilter) {
+      const clauses: Array<Fragment> = []
+      if (filter?.userId !== undefined) clauses.push(sql`s.user_id = ${filter.userId}`)
+      if (filter?.agentId !== undefined) clauses.push(sql`s.agent_id = ${filter.agentId}`)
+      if (filter?.states !== undefined) {
+        clauses.push(filter.states.length === 0 ? sql`false` : sql`s.state IN ${sql.in(filter.states)}`)
+      }
+      const where = clauses.length === 0 ? sql`` : sql`WHERE ${sql.and(clauses)}`
+      return (yield* q("session", "*", sql<Row>`SELECT ${withCommandIds("s")} FROM sessions s ${where} ORDER BY s.created_at, s.id`)).map(toSession)
+    }),
+    transition: Effect.fn("Store.sessions.transition")(function*(
+      id: string,
+      to: Exclude<SessionPhase, "pending">,
+      detail?: { readonly reason?: string | undefined; readonly message?: string | undefined }
+    ) {
+      const at = yield* now
+      const reason = detail?.reason ?? null
+      const message = detail?.message ?? null
+      // One statement: the guarded update and, only when it matched, the history row.
+      const rows = yield* q(
+        "session",
+        id,
+        sql<Row>`WITH u AS (
+            UPDATE sessions SET state = ${to}, reason = ${reason}, message = ${message}, updated_at = ${at}
+            WHERE id = ${id} AND state IN ${sql.in(sessionFrom[to])} RETURNING *
+          ), h AS (
+            INSERT INTO session_history (session_id, state, reason, message, at) SELECT id, state, reason, message, updated_at FROM u
+          )
+          SELECT ${withCommandIds("u")} FROM u`
+      )
+      if (rows.length === 0) return { changed: false, row: yield* get(id) }
+      return { changed: true, row: toSession(rows[0]!) }
+    }),
+    history: Effect.fn("Store.sessions.history")(function*(id: string) {
+      const rows = yield* q("session", id, sql<Row>`SELECT * FROM session_history WHERE session_id = ${id} ORDER BY seq`)
+      if (rows.length === 0) yield* get(id) // NotFound, or (impossibly) a session without history
+      return rows.map(toSessionEvent)
+    }),
+    countActiveByAgent: Effect.fn("Store.sessions.countActiveByAgent")(function*() {
+      const rows = yield* q(
+        "session",
+        "*",
+        sql<Row>`SELECT agent_id, count(*)::int AS n FROM sessions
+          WHERE agent_id IS NOT NULL AND state IN ${sql.in(ACTIVE_SESSION_STATES)} GROUP BY agent_id`
+      )
+      return new Map(rows.map((r) => [r.agent_id as string, Number(r.n)]))
+    })
+  }
+}

@@ -1,0 +1,100 @@
+// The `templates` table: what a session is made from. Templates are never changed or removed once created.
+import type { Resources, TemplateName } from "@streamspace/protocol"
+import { Effect } from "effect"
+import { date, type Db, type Row } from "./db.ts"
+import type { StoreError } from "./error.ts"
+
+export interface TemplateRecord {
+  readonly name: TemplateName
+  readonly displayName: string
+  readonly image: string
+  /** Default requests as Kubernetes quantities (`500m`, `512Mi`); both are always set once stored. */
+  readonly resources: Resources
+  readonly env: Readonly<Record<string, string>>
+  readonly vncPort: number
+  readonly persistentHome: boolean
+  readonly sharedHome: boolean
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+/** A new template; resources left out get DEFAULT_RESOURCES, flags default to false, env to none. */
+export interface NewTemplate {
+  readonly name: TemplateName
+  readonly displayName: string
+  readonly image: string
+  readonly resources?: Resources | undefined
+  readonly env?: Readonly<Record<string, string>> | undefined
+  readonly vncPort: number
+  readonly persistentHome?: boolean | undefined
+  readonly sharedHome?: boolean | undefined
+}
+
+/** The requests a template gets when it names none (the demo template's, which the migration seeds). */
+export const DEFAULT_RESOURCES = { cpu: "500m", memory: "512Mi" } as const
+
+export interface TemplatesTable {
+  /** Conflict if the name exists. */
+  readonly insert: (template: NewTemplate) => Effect.Effect<TemplateRecord, StoreError>
+  readonly get: (name: string) => Effect.Effect<TemplateRecord, StoreError>
+  readonly list: () => Effect.Effect<ReadonlyArray<TemplateRecord>, StoreError>
+}
+
+/** The record a new template becomes, at `at` (the Store writes exactly this; the in-memory repository keeps it). */
+export const templateRecord = (t: NewTemplate, at: Date): TemplateRecord => ({
+  name: t.name,
+  displayName: t.displayName,
+  image: t.image,
+  resources: { cpu: t.resources?.cpu ?? DEFAULT_RESOURCES.cpu, memory: t.resources?.memory ?? DEFAULT_RESOURCES.memory },
+  env: t.env ?? {},
+  vncPort: t.vncPort,
+  persistentHome: t.persistentHome ?? false,
+  sharedHome: t.sharedHome ?? false,
+  createdAt: at,
+  updatedAt: at
+})
+
+export const toTemplate = (r: Row): TemplateRecord => ({
+  name: r.name as TemplateName,
+  displayName: r.display_name as string,
+  image: r.image as string,
+  resources: { cpu: r.cpu as string, memory: r.memory as string },
+  env: (r.env ?? {}) as Record<string, string>,
+  vncPort: Number(r.vnc_port),
+  persistentHome: r.persistent_home as boolean,
+  sharedHome: r.shared_home as boolean,
+  createdAt: date(r.created_at),
+  updatedAt: date(r.updated_at)
+})
+
+export const makeTemplates = ({ json, now, one, q, sql }: Db): TemplatesTable => ({
+  insert: Effect.fn("Store.templates.insert")(function*(input: NewTemplate) {
+    const t = templateRecord(input, yield* now)
+    const rows = yield* q(
+      "template",
+      t.name,
+      sql<Row>`INSERT INTO templates ${
+        sql.insert({
+          name: t.name,
+          display_name: t.displayName,
+          image: t.image,
+          cpu: t.resources.cpu!,
+          memory: t.resources.memory!,
+          env: json(t.env),
+          vnc_port: t.vncPort,
+          persistent_home: t.persistentHome,
+          shared_home: t.sharedHome,
+          created_at: t.createdAt,
+          updated_at: t.updatedAt
+        })
+      } RETURNING *`
+    )
+    return toTemplate(rows[0]!)
+  }),
+  get: Effect.fn("Store.templates.get")(function*(name: string) {
+    return yield* one("template", name, yield* q("template", name, sql<Row>`SELECT * FROM templates WHERE name = ${name}`), toTemplate)
+  }),
+  list: Effect.fn("Store.templates.list")(function*() {
+    return (yield* q("template", "*", sql<Row>`SELECT * FROM templates ORDER BY name`)).map(toTemplate)
+  })
+})

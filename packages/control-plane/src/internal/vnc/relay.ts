@@ -1,0 +1,192 @@
+// One viewer relayed through a tunnel, until either end stops. The tunnel is opened through whatever path
+// `open` takes (the agent's link on this control plane today), racing the viewer's own end.
+//
+// Viewer -> agent spends the credit the agent granted and stops reading the viewer's socket at zero (still
+// reading an idle viewer keeps its close and pongs visible). Agent -> viewer bytes are credited back to the
+// agent only once the viewer's socket has taken them, so a viewer that never reads pins at most one window.
+// Transport pings find dead viewers; one paused for flow control is not judged (its pongs cannot be read).
+import { creditThreshold, encodeDataFrames, encodeWindow, type PayloadOf } from "@streamspace/protocol"
+import type { Duration, Scope } from "effect"
+import { Cause, Deferred, Effect, Exit, Latch, Metric, Queue } from "effect"
+import type { RawData, WebSocket } from "ws"
+import type { AgentHubError, Tunnel, TunnelSink } from "../../AgentHub.ts"
+import { vncBytesTotal } from "../../Observability.ts"
+import { keepAlive } from "../ws.ts"
+
+/** Close codes a viewer can see, with the reason text saying more. */
+export const ViewerClose = {
+  /** The VNC server ended the connection, or the agent was asked to disconnect. */
+  normal: 1000,
+  /** The control plane is shutting down. */
+  goingAway: 1001,
+  /** The viewer sent a text frame: RFB travels in binary frames. */
+  unsupportedData: 1003,
+  /** The session does not exist or is not the caller's. */
+  notFound: 4404,
+  /** The session exists but is not running. */
+  notRunning: 4409,
+  /** The agent closed the tunnel (pod gone, idle timeout, agent shutdown...). */
+  tunnelClosed: 4410,
+  /** The agent could not open the tunnel, or broke the flow-control contract. */
+  tunnelFailed: 4502,
+  /** The agent running the session disconnected. */
+  agentGone: 4503
+} as const
+
+/** How a relay ended: by the viewer (nothing to tell it), or with a code and reason for the viewer. */
+export type End =
+  | { readonly by: "viewer" }
+  | { readonly by: "agent"; readonly code: number; readonly reason: string }
+
+export interface RelayOptions {
+  /** Credit granted to the agent for bytes towards the viewer. */
+  readonly window: number
+  readonly pingInterval: Duration.Input
+  /** Called with a function giving the bytes this relay holds right now, for as long as it runs. */
+  readonly track: (held: () => number) => Effect.Effect<void, never, Scope.Scope>
+}
+
+const toBytes = (data: RawData): Uint8Array =>
+  Array.isArray(data) ? Buffer.concat(data) : data instanceof ArrayBuffer ? new Uint8Array(data) : data
+
+const closedByAgent = (closed: PayloadOf<"vnc_closed">): End => {
+  const normal = closed.reason === "upstream_closed" || closed.reason === "disconnect"
+  return {
+    by: "agent",
+    code: normal ? ViewerClose.normal : ViewerClose.tunnelClosed,
+    reason: `tunnel closed by the agent: ${closed.reason}${closed.message === undefined ? "" : ` (${closed.message})`}`
+  }
+}
+
+const refused = (e: AgentHubError): End => ({
+  by: "agent",
+  code: e.reason === "NotConnected" || e.reason === "NotFound"
+    ? ViewerClose.agentGone
+    : e.code === "session_not_running" || e.code === "session_not_found"
+    ? ViewerClose.notRunning
+    : ViewerClose.tunnelFailed,
+  reason: `could not open the tunnel: ${e.code === undefined ? "" : `${e.code}: `}${e.message}`
+})
+
+/** Relays `ws` through the tunnel `open` gives; returns how it ended. The tunnel closes with the scope. */
+export const relay = Effect.fnUntraced(function*(
+  ws: WebSocket,
+  open: (sink: TunnelSink) => Effect.Effect<Tunnel, AgentHubError, Scope.Scope>,
+  options: RelayOptions
+) {
+  const { window } = options
+  const threshold = creditThreshold(window)
+  const ended = yield* Deferred.make<End>()
+  const finish = (end: End) => void Deferred.doneUnsafe(ended, Exit.succeed(end))
+
+  // ---- viewer -> agent: spend the agent's credit; stop reading the viewer at zero.
+  let credit = 0
+  let queuedBytes = 0
+  let paused = false
+  const inbound = yield* Queue.unbounded<Uint8Array, Cause.Done>()
+  const creditLatch = yield* Latch.make(false)
+  const flow = () => {
+    const pause = (credit === 0 && queuedBytes > 0) || queuedBytes > window
+    if (pause && !paused) ws.pause()
+    else if (!pause && paused) ws.resume()
+    paused = pause
+  }
+  const grant = (n: number) => {
+    credit += n
+    creditLatch.openUnsafe()
+    flow()
+  }
+  ws.on("message", (data, isBinary) => {
+    if (!isBinary) {
+      finish({ by: "agent", code: ViewerClose.unsupportedData, reason: "RFB travels in binary frames; text frames are not accepted" })
+      return
+    }
+    const bytes = toBytes(data)
+    queuedBytes += bytes.length
+    Queue.offerUnsafe(inbound, bytes)
+    flow()
+  })
+  ws.on("close", () => finish({ by: "viewer" }))
+  ws.on("error", () => finish({ by: "viewer" }))
+  flow()
+
+  // ---- agent -> viewer: credit goes back once the viewer's socket has taken the bytes.
+  let inFlight = 0
+  let toReturn = 0
+  yield* options.track(() => inFlight + queuedBytes)
+  const returns = yield* Queue.unbounded<number>()
+  const sink: TunnelSink = {
+    onFrame: (frame) =>
+      Effect.suspend(() => {
+        if (frame.kind === "window") return Effect.sync(() => grant(frame.credit))
+        const n = frame.payload.length
+        if (inFlight + n > window) {
+          finish({ by: "agent", code: ViewerClose.tunnelFailed, reason: "the agent sent more than the credit window allows" })
+          return Effect.void
+        }
+        inFlight += n
+        ws.send(frame.payload, { binary: true }, (err) => {
+          inFlight -= n
+          if (err !== undefined && err !== null) return
+          toReturn += n
+          if (toReturn >= threshold) {
+            Queue.offerUnsafe(returns, toReturn)
+            toReturn = 0
+          }
+        })
+        return Metric.update(Metric.withAttributes(vncBytesTotal, { direction: "to_viewer" }), n)
+      }),
+    onClosed: (closed) => Effect.sync(() => finish(closedByAgent(closed))),
+    onAgentGone: Effect.sync(() => finish({ by: "agent", code: ViewerClose.agentGone, reason: "the agent running this session disconnected" }))
+  }
+
+  // ---- open the tunnel, unless the viewer leaves first
+  const opened = yield* Effect.raceFirst(
+    open(sink).pipe(Effect.result),
+    Deferred.await(ended).pipe(Effect.map((end) => ({ _tag: "Ended" as const, end })))
+  )
+  if (opened._tag === "Ended") return opened.end
+  if (opened._tag === "Failure") return refused(opened.failure)
+  const tunnel = opened.success
+  grant(tunnel.window)
+
+  const sendCredit = Effect.gen(function*() {
+    while (true) yield* tunnel.send(encodeWindow(tunnel.id, yield* Queue.take(returns)))
+  })
+  const pumpToAgent = Effect.gen(function*() {
+    while (true) {
+      const chunk = yield* Queue.take(inbound)
+      let off = 0
+      while (off < chunk.length) {
+        if (credit === 0) {
+          creditLatch.closeUnsafe()
+          flow()
+          yield* creditLatch.await
+          continue
+        }
+        const n = Math.min(credit, chunk.length - off)
+        credit -= n
+        for (const frame of encodeDataFrames(tunnel.id, chunk.subarray(off, off + n))) yield* tunnel.send(frame)
+        off += n
+        yield* Metric.update(Metric.withAttributes(vncBytesTotal, { direction: "to_agent" }), n)
+      }
+      queuedBytes -= chunk.length
+      flow()
+    }
+  })
+  yield* Effect.logInfo("VncProxy: viewer connected").pipe(Effect.annotateLogs({ tunnel_id: tunnel.id }))
+  yield* Effect.forkScoped(pumpToAgent.pipe(Effect.catchCause((cause) =>
+    Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.sync(() => finish({ by: "agent", code: ViewerClose.agentGone, reason: "the agent is not reachable" }))
+  )))
+  yield* Effect.forkScoped(sendCredit.pipe(Effect.ignore))
+  yield* Effect.forkScoped(keepAlive(ws, options.pingInterval, () => paused).pipe(
+    Effect.flatMap((dead) =>
+      Effect.sync(() => {
+        if (!dead) return
+        finish({ by: "viewer" })
+        ws.terminate()
+      })
+    )
+  ))
+  return yield* Deferred.await(ended)
+})
