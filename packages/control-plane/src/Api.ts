@@ -96,8 +96,8 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
 
   const p = "/api/v1"
 
-  // Requests the router turns away before any route runs (a path it cannot percent-decode, a parameter over
-  // its length limit) would get an empty 404: under /api/v1 they get the JSON error shape too.
+  // Requests the router turns away before any route runs (no route, a path it cannot percent-decode, a
+  // parameter over its length limit) would get an empty 404: they get the JSON error shape too.
   yield* router.addGlobalMiddleware((app) => HttpEffect.withPreResponseHandler(app, (request, response) => Effect.succeed(jsonRouterErrors(request, response))))
 
   yield* router.add("GET", `${p}/health`, answer("Api.health", Effect.gen(function*() {

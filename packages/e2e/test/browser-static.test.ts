@@ -78,12 +78,17 @@ describe("web UI and noVNC files", () => {
         "/vendor/novnc/core/..%2f..%2fpackage.json",
         "/vendor/novnc/docs/API.md",
         "/vendor/novnc/package.json",
-        "/vendor/novnc/core/rfb.js.map.txt"
+        "/vendor/novnc/core/rfb.js.map.txt",
+        "/health",
+        "/nope"
       ]) {
         const answer = yield* get(port, path)
         assert.strictEqual(answer.status, 404, `${path} answered ${answer.status}`)
         assert.notInclude(answer.body, "\"name\"", `${path} leaked a file`)
+        // Not an empty 404: the JSON error shape, as everywhere else.
+        assert.strictEqual(JSON.parse(answer.body).error.code, "not_found", `${path} answered ${answer.body}`)
       }
+      assert.include(JSON.parse((yield* get(port, "/health")).body).error.message, "/api/v1/health")
 
       // The API keeps its own JSON 404 under /api/v1.
       const api = yield* get(port, "/api/v1/nope")

@@ -38,15 +38,16 @@ const decodablePath = (path: string) => {
 }
 
 /**
- * The JSON error for a request under /api/v1 that the router itself turned away (no route matched): it
- * answers those with an empty 404. A path the router cannot decode (malformed percent-encoding such as
- * `%ff` or a lone `%`) is the client's mistake and gets 400; anything else is a JSON 404. Other responses
- * pass unchanged.
+ * The JSON error for a request the router itself turned away (no route matched, on any path): it answers those
+ * with an empty 404. Under /api/v1 a path the router cannot decode (malformed percent-encoding such as `%ff` or
+ * a lone `%`) is the client's mistake and gets 400; anything else is a JSON 404. Other responses pass unchanged.
  */
 export const jsonRouterErrors = (request: HttpServerRequest.HttpServerRequest, response: HttpServerResponse.HttpServerResponse) => {
   if (response.status !== 404 || response.body._tag !== "Empty") return response
   const path = rawPath(request.url)
-  if (path !== "/api/v1" && !path.startsWith("/api/v1/")) return response
+  if (path !== "/api/v1" && !path.startsWith("/api/v1/")) {
+    return errorResponse(404, "not_found", `no such page ${JSON.stringify(shorten(path))} (the API is under /api/v1; its health check is GET /api/v1/health)`)
+  }
   return decodablePath(path)
     ? errorResponse(404, "not_found", `no endpoint ${request.method} ${shorten(path)}`)
     : errorResponse(400, "invalid_request", `malformed percent-encoding in the path ${JSON.stringify(shorten(path))}: every % must start a valid %XX escape of UTF-8 bytes`)
