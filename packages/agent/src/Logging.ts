@@ -1,46 +1,19 @@
-// Logging: one line per event, JSON (LOG_FORMAT=json) or logfmt text (LOG_FORMAT=text), at LOG_LEVEL and
-// above. Every line carries the agent id, plus whatever the code annotated (session_id, command_id,
-// tunnel_id, trace_id). Secrets are Redacted values, which print as <redacted>.
-import { Cause, Effect, Layer, Logger, References } from "effect"
+// Logging: one line per event at LOG_LEVEL and above, in the format both halves share (@streamspace/protocol
+// Logs: logfmt `ts= level= msg= key=value` for LOG_FORMAT=text, one JSON object per line for json). Every line
+// carries the agent id, plus whatever the code annotated (session_id, command_id, tunnel_id) and the trace of
+// the current span. Secrets are Redacted values, which print as <redacted>.
+import { lineLogger } from "@streamspace/protocol"
+import { Effect, Layer, Logger, References } from "effect"
 import type { LogLevel } from "effect"
 import { AgentConfig } from "./AgentConfig.ts"
 
-const render = (value: unknown): unknown =>
-  typeof value === "string" || typeof value === "number" || typeof value === "boolean" || value === null
-    ? value
-    : value instanceof Error
-    ? value.message
-    : String(value)
-
-const fields = (agentId: string, options: Logger.Options<unknown>): Record<string, unknown> => {
-  const message = Array.isArray(options.message) ? options.message.map((m) => String(render(m))).join(" ") : String(render(options.message))
-  const out: Record<string, unknown> = {
-    ts: options.date.toISOString(),
-    level: options.logLevel.toLowerCase(),
-    msg: message,
-    agent_id: agentId
-  }
-  for (const [k, v] of Object.entries(options.fiber.getRef(References.CurrentLogAnnotations))) {
-    if (!(k in out)) out[k] = render(v)
-  }
-  if (options.cause.reasons.length > 0) out.cause = Cause.pretty(options.cause)
-  return out
-}
+const console = (line: string) => globalThis.console.log(line)
 
 /** One JSON object per line. */
-export const jsonLogger = (agentId: string, write: (line: string) => void = (l) => globalThis.console.log(l)) =>
-  Logger.make((options) => write(JSON.stringify(fields(agentId, options))))
-
-const logfmtValue = (v: unknown) => {
-  const s = String(v)
-  return /^[^\s"=]+$/.test(s) ? s : JSON.stringify(s)
-}
+export const jsonLogger = (agentId: string, write: (line: string) => void = console) => lineLogger("json", write, { agent_id: agentId })
 
 /** logfmt: `ts=... level=info msg="..." agent_id=... key=value`. */
-export const textLogger = (agentId: string, write: (line: string) => void = (l) => globalThis.console.log(l)) =>
-  Logger.make((options) =>
-    write(Object.entries(fields(agentId, options)).map(([k, v]) => `${k}=${logfmtValue(v)}`).join(" "))
-  )
+export const textLogger = (agentId: string, write: (line: string) => void = console) => lineLogger("text", write, { agent_id: agentId })
 
 export const layerWith = (format: "json" | "text", level: LogLevel.LogLevel, agentId: string, write?: (line: string) => void) =>
   Layer.mergeAll(

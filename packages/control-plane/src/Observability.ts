@@ -2,7 +2,8 @@
 // LOG_LEVEL), the Prometheus /metrics route, and OTLP export of traces, metrics and logs when
 // OTEL_EXPORTER_OTLP_ENDPOINT is set. Gauges that describe current state (agents by status, sessions by state)
 // are recomputed on each scrape from their owners instead of being kept in step by hand.
-import { Context, Effect, Layer, Logger, Metric, References, Tracer } from "effect"
+import { lineLogger } from "@streamspace/protocol"
+import { Effect, Layer, Logger, Metric, References } from "effect"
 import { FetchHttpClient, HttpServerResponse } from "effect/http"
 import { Otlp, PrometheusMetrics } from "effect/observability"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
@@ -44,22 +45,11 @@ export const recordCommand = (action: string, outcome: string, startedMs: number
 export const setGaugeFamily = (gauge: Metric.Gauge<number>, label: string, all: ReadonlyArray<string>, counts: ReadonlyMap<string, number>) =>
   Effect.forEach(all, (value) => Metric.update(Metric.withAttributes(gauge, { [label]: value }), counts.get(value) ?? 0), { discard: true })
 
-/** One JSON object per line, with the trace and span ids of the current span so logs join traces. */
-export const jsonLogger = Logger.make((options) => {
-  const line = Logger.formatStructured.log(options) as Record<string, unknown>
-  const span = Context.getOrUndefined(options.fiber.context, Tracer.ParentSpan)
-  if (span !== undefined) {
-    line.trace_id = span.traceId
-    line.span_id = span.spanId
-  }
-  globalThis.console.log(JSON.stringify(line))
-})
-
-/** Logger and minimum level from LOG_FORMAT and LOG_LEVEL. */
+/** Logger and minimum level from LOG_FORMAT and LOG_LEVEL, in the format the agent writes too (@streamspace/protocol Logs). */
 export const loggerLayer = Layer.unwrap(Effect.gen(function*() {
   const config = yield* ControlPlaneConfig
   return Layer.mergeAll(
-    Logger.layer([config.logFormat === "json" ? jsonLogger : Logger.consoleLogFmt]),
+    Logger.layer([lineLogger(config.logFormat, (line) => globalThis.console.log(line))]),
     Layer.succeed(References.MinimumLogLevel, config.logLevel === "None" ? "None" : config.logLevel)
   )
 }))

@@ -148,7 +148,8 @@ describe("slow clients", () => {
 })
 
 describe("logging", () => {
-  it.effect("LOG_FORMAT=json writes one object per line with annotations and the trace id of the current span", () =>
+  /** The lines the control plane's logger writes for one `session placed` event inside a span. */
+  const logged = (format: "json" | "text") =>
     Effect.gen(function*() {
       const lines: Array<string> = []
       const original = globalThis.console.log
@@ -163,14 +164,30 @@ describe("logging", () => {
       yield* Effect.logInfo("session placed").pipe(
         Effect.annotateLogs({ session_id: "s-1", agent_id: "a" }),
         Effect.withSpan("Sessions.create"),
-        Effect.provide(Observability.loggerLayer.pipe(Layer.provide(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: "s", LOG_FORMAT: "json", LOG_LEVEL: "debug" }))))
+        Effect.provide(Observability.loggerLayer.pipe(Layer.provide(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: "s", LOG_FORMAT: format, LOG_LEVEL: "debug" }))))
       )
-      const line = JSON.parse(lines.find((l) => l.includes("session placed"))!)
-      assert.strictEqual(line.message, "session placed")
-      assert.strictEqual(line.level, "INFO")
-      assert.deepStrictEqual(line.annotations, { session_id: "s-1", agent_id: "a" })
+      return lines.filter((l) => l.includes("session placed"))
+    })
+
+  it.effect("LOG_FORMAT=json writes one object per line (ts, level, msg, the annotations, the trace and span ids), as the agent does", () =>
+    Effect.gen(function*() {
+      const [only, ...more] = yield* logged("json")
+      assert.deepStrictEqual(more, [])
+      const line = JSON.parse(only!)
+      assert.deepStrictEqual(Object.keys(line), ["ts", "level", "msg", "session_id", "agent_id", "trace_id", "span_id"])
+      assert.match(line.ts, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/)
+      assert.strictEqual(line.level, "info")
+      assert.strictEqual(line.msg, "session placed")
+      assert.deepStrictEqual([line.session_id, line.agent_id], ["s-1", "a"])
       assert.match(line.trace_id, /^[0-9a-f]{32}$/)
       assert.match(line.span_id, /^[0-9a-f]{16}$/)
+    }))
+
+  it.effect("LOG_FORMAT=text writes logfmt with the same field names", () =>
+    Effect.gen(function*() {
+      const [only, ...more] = yield* logged("text")
+      assert.deepStrictEqual(more, [])
+      assert.match(only!, /^ts=\S+Z level=info msg="session placed" session_id=s-1 agent_id=a trace_id=[0-9a-f]{32} span_id=[0-9a-f]{16}$/)
     }))
 })
 

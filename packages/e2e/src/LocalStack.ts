@@ -6,6 +6,7 @@
 // in reverse: the agent shuts down gracefully first, then the control plane, then the cluster.
 import { Agent, AgentConfig, Kubernetes } from "@streamspace/agent"
 import { ControlPlane, ControlPlaneConfig } from "@streamspace/control-plane"
+import { lineLogger } from "@streamspace/protocol"
 import { Context, Duration, Effect, Layer, Logger, LogLevel, Option, References, Schedule, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
@@ -187,7 +188,7 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
       // The quick start's own lines (demo cluster, enrolment) in the control plane's format and level.
       const minimum = LogLevel.values.find((l) => l.toLowerCase() === logLevel.toLowerCase()) ?? "Warn"
       const logging = Layer.mergeAll(
-        Logger.layer([logFormat === "json" ? Logger.consoleJson : Logger.consoleLogFmt]),
+        Logger.layer([lineLogger(logFormat === "json" ? "json" : "text", (line) => globalThis.console.log(line))]),
         Layer.succeed(References.MinimumLogLevel, minimum)
       )
       return info.pipe(
