@@ -11,7 +11,7 @@ import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionJson, templateJson } from "./internal/api.ts"
-import { agentsGauge, metricsHandler, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
+import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
 import { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
 
@@ -194,6 +194,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   })))
 
   if (config.metricsEnabled) {
+    yield* registerMetrics
     yield* router.add("GET", "/metrics", metricsHandler(refreshGauges.pipe(
       Effect.provideService(AgentHub, hub),
       Effect.provideService(Sessions, sessions),

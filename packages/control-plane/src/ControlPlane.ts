@@ -162,7 +162,7 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
       return ControlPlane.of({ url: url.replace(/\/+$/, ""), port: address.port, devToken: auth.devToken })
     }))
     return Layer.provideMerge(info, served)
-  })).pipe(Layer.provide(Layer.mergeAll(Observability.layer, redactTickets)))
+  })).pipe(Layer.provide(Layer.mergeAll(Observability.layer, redactTickets)), Layer.provide(Observability.registryLayer))
 
   /** Everything, with settings from the environment (or the ConfigProvider in scope). */
   static readonly layer = ControlPlane.layerNoDeps.pipe(Layer.provideMerge(ControlPlaneConfig.layerFromEnv))

@@ -32,6 +32,26 @@ export const droppedTunnelFrames = Metric.counter(`${P}tunnel_frames_dropped_tot
 export const sessionTransitionsTotal = Metric.counter(`${P}session_transitions_total`, { description: "Session state transitions, by target state" })
 
 /**
+ * Puts every series whose labels are known in advance into the registry at zero, so the first scrape shows
+ * them and alerts written on them work before the first event. (Gauges of current state are set per scrape.)
+ */
+export const registerMetrics = Effect.gen(function*() {
+  const actions = ["create_session", "delete_session", "vnc_connect"]
+  const series: Array<Metric.Metric<any, any>> = [
+    vncViewers,
+    droppedTunnelFrames,
+    ...actions.map((action) => Metric.withAttributes(commandsTotal, { action, outcome: "completed" })),
+    ...actions.map((action) => Metric.withAttributes(commandDuration, { action })),
+    ...["to_agent", "to_viewer"].map((direction) => Metric.withAttributes(vncBytesTotal, { direction })),
+    ...["creating", "running", "terminating", "terminated", "failed"].map((state) => Metric.withAttributes(sessionTransitionsTotal, { state }))
+  ]
+  yield* Effect.forEach(series, (m) => Metric.value(m), { discard: true })
+})
+
+/** A metric registry of the control plane's own, so another program in the process (the quick start's agent) never shows its series. */
+export const registryLayer = Layer.effect(Metric.MetricRegistry, Effect.sync((): Metric.MetricRegistry => new Map()))
+
+/**
  * Records the outcome and latency of one awaited command: `completed`, the agent's error code, or `error` when
  * the control plane could not learn the outcome.
  */

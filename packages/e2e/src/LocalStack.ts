@@ -7,7 +7,7 @@
 import { Agent, AgentConfig, Kubernetes } from "@streamspace/agent"
 import { ControlPlane, ControlPlaneConfig } from "@streamspace/control-plane"
 import { lineLogger } from "@streamspace/protocol"
-import { Context, Duration, Effect, Layer, Logger, LogLevel, Option, References, Schedule, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Logger, LogLevel, Metric, Option, References, Schedule, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
@@ -49,6 +49,8 @@ export interface LocalStackShape {
   readonly agentOnline: boolean
   /** Whether this start enrolled and approved the agent (the first start on a data directory). */
   readonly agentApproved: boolean
+  /** The agent's health and metrics endpoint (`/health`, `/ready`, `/metrics`) on loopback. */
+  readonly agentUrl: string
 }
 
 export const AGENT_ID = "local"
@@ -163,7 +165,11 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
           LOG_LEVEL: logLevel
         })
         return Agent.layerKubernetes(Kubernetes.layer).pipe(Layer.provideMerge(config))
-      }))
+      })).pipe(
+        // Each half keeps its own metric registry: the agent's /metrics shows agent series only, the control
+        // plane's (which has its own too) control-plane series only, although both run in this process.
+        Layer.provide(Layer.effect(Metric.MetricRegistry, Effect.sync((): Metric.MetricRegistry => new Map())))
+      )
 
       const info = Layer.effect(LocalStack, Effect.gen(function*() {
         const cp = yield* ControlPlane
@@ -180,7 +186,8 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
           dataDir,
           restoredSessions: cluster.restoredSessions,
           agentOnline: agent.online,
-          agentApproved: agent.approved
+          agentApproved: agent.approved,
+          agentUrl: `http://127.0.0.1:${healthPort}`
         })
       }))
 

@@ -67,6 +67,7 @@ const banner = (q: LocalStack["Service"]) => {
     `  Agent:        ${q.agentId} ${
       q.agentOnline ? `(online${q.agentApproved ? "; enrolled and approved automatically, as this is a local install" : ""})` : "(NOT online yet: see the log lines above; it keeps retrying)"
     }`,
+    `                health and metrics: ${q.agentUrl}/health, ${q.agentUrl}/metrics (the control plane's: ${q.url}metrics)`,
     `  Data:         ${q.dataDir}${q.restoredSessions > 0 ? ` (the demo cluster kept ${q.restoredSessions} session(s) from the last run)` : ""}`,
     "",
     "  Press Ctrl-C to stop. Sessions and data are kept for the next start.",
