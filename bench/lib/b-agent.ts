@@ -4,12 +4,13 @@
 // (agent-launch.ts: the bundle with docker/agent/Dockerfile's node flags and ENV); RSS is split into what is
 // private to the process (anonymous memory) and what is the node binary's pages (file-backed, shared).
 import { readFileSync } from "node:fs"
+import { waitForPromise } from "@streamspace/testbed"
 import { agentLaunch } from "./agent-launch.ts"
 import { spawnWorker } from "./rpc.ts"
 import { getStack } from "./stack.ts"
 import { startAgent } from "./system.ts"
 import type { BenchResult } from "./util.ts"
-import { measureProc, median, round, sampleProc, sleep, waitUntil } from "./util.ts"
+import { measureProc, median, round, sampleProc, sleep } from "./util.ts"
 
 const MB = 1e6
 
@@ -30,7 +31,7 @@ export const agentFootprint = async (o: { long: boolean; reps: number; command: 
   const { url } = await fakecp.call<{ url: string }>("fakecp.start", {})
   const agent = await startAgent({ id: "bench-agent-c", controlPlaneUrl: url, kubeconfig: s.kubeInfo.kubeconfig })
   try {
-    await waitUntil("agent C connected", async () => (await fakecp.call("fakecp.connected")).connected, 60_000, 50)
+    await waitForPromise("agent C connected", async () => (await fakecp.call("fakecp.connected")).connected, { timeout: 60_000, interval: 50 })
     const pid = agent.proc.pid
     const window = o.long ? 15_000 : 5_000
     await sleep(2000)

@@ -1,10 +1,11 @@
 // Benchmarks 5-7: the control plane. Scale (many simulated agents, many sessions, a burst of creates),
 // session start overhead (real agent, kubelet delay 0), reconnect storm (restart with 500 agents connected).
+import { waitForPromise } from "@streamspace/testbed"
 import { spawnWorker, type Worker } from "./rpc.ts"
 import { getStack } from "./stack.ts"
 import { type ControlPlane, BOOTSTRAP_TOKEN, ensureTemplate, freePort, signJwt, startAgent, startControlPlane, tmp } from "./system.ts"
 import type { BenchResult } from "./util.ts"
-import { measureProc, median, now, percentile, round, sampleProc, sleep, waitUntil } from "./util.ts"
+import { measureProc, median, now, percentile, round, sampleProc, sleep } from "./util.ts"
 
 type O = { long: boolean; reps: number; command: string }
 
@@ -260,9 +261,9 @@ export const reconnectStorm = async (o: O): Promise<BenchResult> => {
     kube = spawnWorker("kube-storm")
     const kubeInfo = await kube.call("kube.start", { startDelayMs: 0, target: { host: "127.0.0.1", port: 9 } })
     real = await startAgent({ id: "storm-real", controlPlaneUrl: cp.wsBase, kubeconfig: kubeInfo.kubeconfig })
-    await waitUntil("real agent pending", async () => (await cp.api("GET", "/api/v1/agents/storm-real")).status === 200, 60_000, 100)
+    await waitForPromise("real agent pending", async () => (await cp.api("GET", "/api/v1/agents/storm-real")).status === 200, { timeout: 60_000, interval: 100 })
     await cp.api("POST", "/api/v1/agents/storm-real/approve")
-    await waitUntil("real agent online", async () => (await cp.api("GET", "/api/v1/agents/storm-real")).json.connected === true, 60_000, 100)
+    await waitForPromise("real agent online", async () => (await cp.api("GET", "/api/v1/agents/storm-real")).json.connected === true, { timeout: 60_000, interval: 100 })
     await sleep(6000)
     for (const w of workers) await w.call("agents.resetReconnect")
 

@@ -4,6 +4,7 @@
 //   simulated agent -> control plane 2 -> viewer                                               (control-plane hop alone)
 //   target <- websockify <- viewer                                                             (baseline)
 // Every process is separate: the numbers are per process and nothing shares an event loop.
+import { waitForPromise } from "@streamspace/testbed"
 import { spawnWorker, type Worker } from "./rpc.ts"
 import {
   type AgentProc,
@@ -19,7 +20,6 @@ import {
   startWebsockify,
   BOOTSTRAP_TOKEN
 } from "./system.ts"
-import { waitUntil } from "./util.ts"
 
 export interface Stack {
   readonly target: Worker
@@ -86,7 +86,7 @@ const buildStack = async (): Promise<Stack> => {
   const { url: fakeUrl } = await fakecp.call<{ url: string }>("fakecp.start", {})
   const agentA = await startAgent({ id: "bench-agent-a", controlPlaneUrl: fakeUrl, kubeconfig: kubeInfo.kubeconfig })
   stops.push(agentA.stop)
-  await waitUntil("agent A connected to the fake control plane", async () => (await fakecp.call("fakecp.connected")).connected, 60_000, 50)
+  await waitForPromise("agent A connected to the fake control plane", async () => (await fakecp.call("fakecp.connected")).connected, { timeout: 60_000, interval: 50 })
   step("agent A connected; creating its session")
   const fakeSessions = ["bench-a-0"]
   const created = await fakecp.call("fakecp.createSessions", { ids: fakeSessions })
@@ -124,10 +124,10 @@ const buildStack = async (): Promise<Stack> => {
     simAgents = spawnWorker("sim-agent")
     stops.push(simAgents.stop)
     await simAgents.call("agents.start", { url: cp2.wsBase, ids: ["bench-sim-0"], token: BOOTSTRAP_TOKEN })
-    await waitUntil("sim agent pending", async () => (await cp2!.api("GET", "/api/v1/agents/bench-sim-0")).status === 200, 30_000, 50)
+    await waitForPromise("sim agent pending", async () => (await cp2!.api("GET", "/api/v1/agents/bench-sim-0")).status === 200, { timeout: 30_000, interval: 50 })
     const a = await cp2.api("POST", "/api/v1/agents/bench-sim-0/approve")
     if (a.status !== 200) throw new Error(`approve sim agent: ${a.status} ${JSON.stringify(a.json)}`)
-    await waitUntil("sim agent connected", async () => (await simAgents!.call("agents.status")).connected === 1, 30_000, 50)
+    await waitForPromise("sim agent connected", async () => (await simAgents!.call("agents.status")).connected === 1, { timeout: 30_000, interval: 50 })
     simSession = await runningSession(cp2, userToken)
   } catch (e) {
     errors.push(`control-plane hop alone unavailable: ${(e as Error).message.slice(0, 2000)}`)

@@ -5,8 +5,9 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { spawn } from "node:child_process"
+import { waitForPromise } from "@streamspace/testbed"
 import { agentLaunch } from "./agent-launch.ts"
-import { BENCH_DIR, ROOT, type Proc, sleep, startProc, waitUntil } from "./util.ts"
+import { BENCH_DIR, ROOT, type Proc, sleep, startProc } from "./util.ts"
 
 export const JWT_SECRET = "bench-jwt-secret-bench-jwt-secret-0123456789"
 export const BOOTSTRAP_TOKEN = "bench-bootstrap-token-0123456789"
@@ -83,7 +84,7 @@ export const startControlPlane = async (options: { port?: number; dataDir?: stri
     }
     return { status: res.status, json }
   }
-  await waitUntil("control plane health", async () => {
+  await waitForPromise("control plane health", async () => {
     if (proc.child.exitCode !== null) throw new Error(`control plane exited ${proc.child.exitCode}:\n${proc.output().slice(-3000)}`)
     try {
       // A request that arrives while the server is still starting can hang: give each try 2 s.
@@ -91,7 +92,7 @@ export const startControlPlane = async (options: { port?: number; dataDir?: stri
     } catch {
       return false
     }
-  }, 90_000, 50)
+  }, { timeout: 90_000, interval: 50 })
   return { proc, port, base, wsBase: `ws://127.0.0.1:${port}`, dataDir, api, stop: () => proc.stop("SIGTERM", 15_000) }
 }
 
@@ -131,19 +132,19 @@ export const startAgent = async (options: { id: string; controlPlaneUrl: string;
 
 /** Connects a real agent to a real control plane and approves it (bootstrap token -> pending -> approved). */
 export const enrollAgent = async (cp: ControlPlane, agentId: string) => {
-  await waitUntil(`agent ${agentId} pending`, async () => {
+  await waitForPromise(`agent ${agentId} pending`, async () => {
     const r = await cp.api("GET", `/api/v1/agents/${agentId}`)
     return r.status === 200 && (r.json.enrollment === "pending" || r.json.enrollment === "approved")
-  }, 60_000, 50)
+  }, { timeout: 60_000, interval: 50 })
   const r = await cp.api("GET", `/api/v1/agents/${agentId}`)
   if (r.json.enrollment === "pending") {
     const a = await cp.api("POST", `/api/v1/agents/${agentId}/approve`)
     if (a.status !== 200) throw new Error(`approve ${agentId}: ${a.status} ${JSON.stringify(a.json)}`)
   }
-  await waitUntil(`agent ${agentId} online`, async () => {
+  await waitForPromise(`agent ${agentId} online`, async () => {
     const g = await cp.api("GET", `/api/v1/agents/${agentId}`)
     return g.status === 200 && g.json.connected === true && g.json.status === "online"
-  }, 60_000, 50)
+  }, { timeout: 60_000, interval: 50 })
 }
 
 export const ensureTemplate = async (cp: ControlPlane, name = "bench") => {
@@ -156,11 +157,11 @@ export const runningSession = async (cp: ControlPlane, token: string, template =
   const r = await cp.api("POST", "/api/v1/sessions", { template }, token)
   if (r.status !== 201) throw new Error(`create session: ${r.status} ${JSON.stringify(r.json)}`)
   const id = r.json.id as string
-  await waitUntil(`session ${id} running`, async () => {
+  await waitForPromise(`session ${id} running`, async () => {
     const g = await cp.api("GET", `/api/v1/sessions/${id}`, undefined, token)
     if (g.json.state === "failed") throw new Error(`session ${id} failed: ${g.json.reason} ${g.json.message}`)
     return g.json.state === "running"
-  }, ms, 20)
+  }, { timeout: ms, interval: 20 })
   return id
 }
 
@@ -191,7 +192,7 @@ export const startWebsockify = async (targetPort: number) => {
   let out = ""
   child.stdout.on("data", (d: Buffer) => (out += d))
   child.stderr.on("data", (d: Buffer) => (out += d))
-  await waitUntil("websockify listening", () => /Listen on|listening|proxying/i.test(out) || child.exitCode !== null, 15_000)
+  await waitForPromise("websockify listening", () => /Listen on|listening|proxying/i.test(out) || child.exitCode !== null, { timeout: 15_000 })
   if (child.exitCode !== null) throw new Error(`websockify exited: ${out}`)
   await sleep(200)
   return {

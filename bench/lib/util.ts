@@ -208,16 +208,6 @@ export const startProc = (name: string, args: ReadonlyArray<string>, env: Record
   }
 }
 
-/** Polls until `check` holds. */
-export const waitUntil = async (what: string, check: () => boolean | Promise<boolean>, ms = 30_000, every = 20) => {
-  const until = Date.now() + ms
-  while (Date.now() < until) {
-    if (await check()) return
-    await sleep(every)
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-}
-
 export const writeJson = (path: string, value: unknown) => {
   mkdirSync(dirname(path), { recursive: true })
   writeFileSync(path, JSON.stringify(value, null, 2) + "\n")

@@ -6,8 +6,9 @@ import type { AgentId } from "@streamspace/protocol"
 import { AGENT_MESSAGE_TYPES, decodeBinary, decodeFromAgent, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import { Effect, Option, Result } from "effect"
 import fc from "fast-check"
+import { waitFor } from "@streamspace/testbed"
 import { Store } from "../src/Store.ts"
-import { connectApproved, eventually, heartbeatPayload, startHub, withTestClock } from "./support/fakeAgent.ts"
+import { connectApproved, heartbeatPayload, startHub, withTestClock } from "./support/fakeAgent.ts"
 
 const messageLike = fc.record({
   type: fc.oneof(fc.constantFrom(...AGENT_MESSAGE_TYPES, "welcome", "command", "nope"), fc.string()),
@@ -43,16 +44,16 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
         yield* agent.sendRaw(frame)
       }
       assert.isAbove(expectedErrors, 100)
-      yield* eventually(
+      yield* waitFor(
         `${expectedErrors} error replies`,
         Effect.sync(() => agent.pending().filter((m) => m.type === "error").length === expectedErrors),
-        20_000
+        { timeout: 20_000 }
       )
       assert.strictEqual(yield* cp.hub.droppedFrames, expectedDrops)
       assert.isFalse(agent.isClosed())
       // Still a working link.
       yield* agent.send("heartbeat", heartbeatPayload({ status: "warning", active_sessions: 7 }))
-      yield* eventually("the heartbeat", Effect.map(cp.hub.get("fuzz-1" as AgentId), (v) => Option.getOrThrow(v).activeSessions === 7))
+      yield* waitFor("the heartbeat", Effect.map(cp.hub.get("fuzz-1" as AgentId), (v) => Option.getOrThrow(v).activeSessions === 7))
       yield* cp.hub.send("fuzz-1" as AgentId, "drain", { draining: false })
       yield* agent.next("drain")
     }).pipe(withTestClock), 60_000)

@@ -6,6 +6,7 @@ import type { AgentId } from "@streamspace/protocol"
 import { encodeData, MAX_FRAME_BYTES, utf8Length } from "@streamspace/protocol"
 import { Deferred, Effect, Option } from "effect"
 import { TestClock } from "effect/testing"
+import { waitFor } from "@streamspace/testbed"
 import type { AgentHubShape } from "../src/AgentHub.ts"
 import { Store } from "../src/Store.ts"
 import {
@@ -15,7 +16,6 @@ import {
   connectAndHello,
   connectApproved,
   enrol,
-  eventually,
   heartbeatPayload,
   helloPayload,
   openTunnel,
@@ -35,13 +35,13 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       const { agent } = yield* connectApproved(cp, "hb-1")
       const events = yield* collectEvents(cp.hub)
       yield* agent.send("heartbeat", heartbeatPayload({ status: "warning", active_sessions: 3, active_tunnels: 2, capacity: { cpu: "4", memory: "8Gi", max_sessions: 5 } }))
-      yield* eventually("the warning status", statusIs(cp.hub, "hb-1", "warning"))
+      yield* waitFor("the warning status", statusIs(cp.hub, "hb-1", "warning"))
       const v = yield* view(cp.hub, "hb-1")
       assert.strictEqual(v.activeSessions, 3)
       assert.strictEqual(v.activeTunnels, 2)
       assert.deepStrictEqual(v.capacity, { cpu: "4", memory: "8Gi", max_sessions: 5 })
       // The row is written after the record is updated, off the read loop.
-      yield* eventually("the row", Effect.map(agentRow("hb-1"), (r) => r.status === "warning"))
+      yield* waitFor("the row", Effect.map(agentRow("hb-1"), (r) => r.status === "warning"))
       const row = yield* agentRow("hb-1")
       assert.strictEqual(row.status, "warning")
       assert.strictEqual(row.activeSessions, 3)
@@ -51,12 +51,12 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       // One heartbeat within every 90 s keeps it up.
       yield* TestClock.adjust("80 seconds")
       yield* agent.send("heartbeat", heartbeatPayload())
-      yield* eventually("the online status", statusIs(cp.hub, "hb-1", "online"))
+      yield* waitFor("the online status", statusIs(cp.hub, "hb-1", "online"))
       yield* TestClock.adjust("80 seconds")
       assert.strictEqual((yield* view(cp.hub, "hb-1")).status, "online")
       // Then silence: offline at 90 s after the last one.
       yield* TestClock.adjust("11 seconds")
-      yield* eventually("the offline status", statusIs(cp.hub, "hb-1", "offline"))
+      yield* waitFor("the offline status", statusIs(cp.hub, "hb-1", "offline"))
       assert.strictEqual((yield* agent.closed()).code, 4005)
       assert.strictEqual((yield* agentRow("hb-1")).status, "offline")
       const tags = events.map((e) => e._tag === "StatusChanged" ? `status:${e.status}` : e._tag)
@@ -84,19 +84,19 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       yield* agent.send("heartbeat", heartbeatPayload({ active_sessions: 1 }))
       // The first write hangs; the socket is still read.
       yield* agent.sendRaw(encodeData(tunnel.id, new Uint8Array(3)))
-      yield* eventually("the data frame", Effect.sync(() => frames.length === 1))
-      yield* eventually("the record", Effect.map(view(cp.hub, "hb-slow"), (v) => v.activeSessions === 1))
+      yield* waitFor("the data frame", Effect.sync(() => frames.length === 1))
+      yield* waitFor("the record", Effect.map(view(cp.hub, "hb-slow"), (v) => v.activeSessions === 1))
       // Beats keep arriving every 80 s while no write finishes: the agent stays online well past 90 s.
       for (let i = 2; i <= 4; i++) {
         yield* TestClock.adjust("80 seconds")
         yield* agent.send("heartbeat", heartbeatPayload({ active_sessions: i }))
-        yield* eventually(`beat ${i}`, Effect.map(view(cp.hub, "hb-slow"), (v) => v.activeSessions === i))
+        yield* waitFor(`beat ${i}`, Effect.map(view(cp.hub, "hb-slow"), (v) => v.activeSessions === i))
       }
       assert.strictEqual((yield* view(cp.hub, "hb-slow")).status, "online")
       assert.strictEqual(writes, 0)
       // Once the store answers, the write it was doing and then one with the latest record.
       yield* Deferred.succeed(gate, undefined)
-      yield* eventually("the latest beat stored", Effect.map(agentRow("hb-slow"), (r) => r.activeSessions === 4))
+      yield* waitFor("the latest beat stored", Effect.map(agentRow("hb-slow"), (r) => r.activeSessions === 4))
       assert.isAtMost(writes, 2)
     }).pipe(withTestClock))
 
@@ -110,7 +110,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       const closed = yield* first.agent.closed()
       assert.strictEqual(closed.code, 4001)
       assert.match(closed.reason, /replaced/)
-      yield* eventually("the Connected event", Effect.sync(() => events.some((e) => e._tag === "Connected")))
+      yield* waitFor("the Connected event", Effect.sync(() => events.some((e) => e._tag === "Connected")))
       assert.deepStrictEqual(events.map((e) => e._tag), ["Connected"])
       assert.strictEqual((yield* view(cp.hub, "re-1")).status, "online")
       yield* cp.hub.send(id("re-1"), "drain", { draining: false })
@@ -146,7 +146,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       // Still up, and a good frame still works.
       assert.isFalse(agent.isClosed())
       yield* agent.send("heartbeat", heartbeatPayload({ status: "error" }))
-      yield* eventually("the error status", statusIs(cp.hub, "bad-1", "error"))
+      yield* waitFor("the error status", statusIs(cp.hub, "bad-1", "error"))
     }).pipe(withTestClock))
 
   it.effect("a frame of exactly MAX_FRAME_BYTES is read; one byte more closes the socket with 1009", () =>
@@ -161,11 +161,11 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       }
       yield* agent.sendRaw(frame(MAX_FRAME_BYTES))
       yield* agent.send("heartbeat", heartbeatPayload({ status: "warning" }))
-      yield* eventually("the heartbeat after the large frame", statusIs(cp.hub, "big-1", "warning"))
+      yield* waitFor("the heartbeat after the large frame", statusIs(cp.hub, "big-1", "warning"))
       assert.deepStrictEqual(agent.pending(), [])
       yield* agent.sendRaw(frame(MAX_FRAME_BYTES + 1))
       assert.strictEqual((yield* agent.closed()).code, 1009)
-      yield* eventually("the offline status", statusIs(cp.hub, "big-1", "offline"))
+      yield* waitFor("the offline status", statusIs(cp.hub, "big-1", "offline"))
     }).pipe(withTestClock))
 
   it.effect("no common protocol version: error NoCommonVersion, then close 4002", () =>
@@ -216,7 +216,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.deepStrictEqual(statuses, ["draining", "online"])
       // Draining an agent that is offline is remembered too.
       yield* again.agent.close()
-      yield* eventually("offline", statusIs(cp.hub, "dr-1", "offline"))
+      yield* waitFor("offline", statusIs(cp.hub, "dr-1", "offline"))
       assert.isTrue((yield* cp.hub.setDraining(id("dr-1"), true)).draining)
     }).pipe(withTestClock))
 
@@ -227,7 +227,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       yield* TestClock.adjust("20 seconds")
       assert.strictEqual((yield* view(cp.hub, "ping-1")).status, "online")
       yield* TestClock.adjust("20 seconds")
-      yield* eventually("offline", statusIs(cp.hub, "ping-1", "offline"))
+      yield* waitFor("offline", statusIs(cp.hub, "ping-1", "offline"))
       assert.strictEqual((yield* agent.closed()).code, 1006)
     }).pipe(withTestClock))
 })

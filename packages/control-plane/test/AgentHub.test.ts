@@ -5,8 +5,9 @@ import type { AgentId } from "@streamspace/protocol"
 import { Effect, Exit, Option, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { DEFAULT_LINK_WINDOW_BYTES } from "@streamspace/protocol"
+import { waitFor } from "@streamspace/testbed"
 import { Store } from "../src/Store.ts"
-import { agentRow, BOOTSTRAP, captureLogs, connect, connectAndHello, enrol, eventually, helloPayload, type Refused, startHub, withTestClock } from "./support/fakeAgent.ts"
+import { agentRow, BOOTSTRAP, captureLogs, connect, connectAndHello, enrol, helloPayload, type Refused, startHub, withTestClock } from "./support/fakeAgent.ts"
 
 const id = (s: string) => s as AgentId
 
@@ -196,7 +197,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-7")
       assert.strictEqual((yield* Effect.flip(cp.hub.rotate(id("edge-7")))).reason, "NotApproved")
       yield* agent.close()
-      yield* eventually("the pending agent to be offline", Effect.map(cp.hub.get(id("edge-7")), (v) => Option.getOrThrow(v).status === "offline"))
+      yield* waitFor("the pending agent to be offline", Effect.map(cp.hub.get(id("edge-7")), (v) => Option.getOrThrow(v).status === "offline"))
       assert.strictEqual((yield* Effect.flip(cp.hub.approve(id("edge-7")))).reason, "NotConnected")
     }).pipe(withTestClock))
 })

@@ -6,9 +6,10 @@ import { assert, layer } from "@effect/vitest"
 import type { AgentId, BinaryFrame, PayloadOf, SessionId, TunnelId } from "@streamspace/protocol"
 import { creditThreshold, decodeBinary, DEFAULT_LINK_WINDOW_BYTES, encodeData, encodeLinkWindow, encodeWindow, MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
 import { Effect, Exit, Fiber, Scope } from "effect"
+import { waitFor, within } from "@streamspace/testbed"
 import type { TunnelSink } from "../src/AgentHub.ts"
 import { Store } from "../src/Store.ts"
-import { BOOTSTRAP, connectAndHello, connectApproved, eventually, openTunnel, startHub, withTestClock, within } from "./support/fakeAgent.ts"
+import { BOOTSTRAP, connectAndHello, connectApproved, openTunnel, startHub, withTestClock } from "./support/fakeAgent.ts"
 
 const id = (s: string) => s as AgentId
 const tid = (n: number) => n as TunnelId
@@ -40,17 +41,17 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       yield* agent.sendRaw(encodeData(ta.id, new Uint8Array([1, 2, 3])))
       yield* agent.sendRaw(encodeWindow(tb.id, 4096))
       yield* agent.sendRaw(encodeData(unknown, new Uint8Array([9])))
-      yield* eventually("both frames", Effect.sync(() => a.frames.length === 1 && b.frames.length === 1))
+      yield* waitFor("both frames", Effect.sync(() => a.frames.length === 1 && b.frames.length === 1))
       assert.deepStrictEqual(a.frames[0], { kind: "data", tunnelId: ta.id, payload: new Uint8Array([1, 2, 3]) })
       assert.deepStrictEqual(b.frames[0], { kind: "window", tunnelId: tb.id, credit: 4096 })
-      yield* eventually("the dropped frame", Effect.map(cp.hub.droppedFrames, (n) => n === 1))
+      yield* waitFor("the dropped frame", Effect.map(cp.hub.droppedFrames, (n) => n === 1))
 
       // Once its scope closes the sink gets nothing more, and the agent is told to close the tunnel.
       yield* Scope.close(scopeA, Exit.void)
       const disconnect = (yield* agent.next("command")).payload
       assert.deepStrictEqual([disconnect.action, disconnect.args], ["vnc_disconnect", { tunnel_id: ta.id }])
       yield* agent.sendRaw(encodeData(ta.id, new Uint8Array([4])))
-      yield* eventually("the second dropped frame", Effect.map(cp.hub.droppedFrames, (n) => n === 2))
+      yield* waitFor("the second dropped frame", Effect.map(cp.hub.droppedFrames, (n) => n === 2))
       assert.strictEqual(a.frames.length, 1)
 
       // Frames the other way.
@@ -59,7 +60,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
 
       // The agent leaves: the remaining sink hears about it, a closed one does not.
       yield* agent.close()
-      yield* eventually("onAgentGone", Effect.sync(() => b.gone() === 1))
+      yield* waitFor("onAgentGone", Effect.sync(() => b.gone() === 1))
       assert.strictEqual(a.gone(), 0)
       assert.strictEqual((yield* Effect.flip(tb.send(encodeData(tb.id, new Uint8Array([1]))))).reason, "NotConnected")
     }).pipe(withTestClock))
@@ -94,7 +95,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       const t = recordingSink()
       const tunnel = yield* openTunnel(cp.hub, agent, "tun-close", t.sink).pipe(Scope.provide(scope))
       yield* agent.send("vnc_closed", { tunnel_id: tunnel.id, session_id: "s-tunnel" as SessionId, reason: "pod_gone" })
-      yield* eventually("onClosed", Effect.sync(() => t.closed.length === 1))
+      yield* waitFor("onClosed", Effect.sync(() => t.closed.length === 1))
       assert.strictEqual(t.closed[0]!.reason, "pod_gone")
       yield* Scope.close(scope, Exit.void)
 
@@ -168,7 +169,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       const refused = yield* Effect.flip(Effect.scoped(cp.hub.openTunnel(id("tun-2"), { sessionId: "s-x" as SessionId, window: 65536 }, s.sink)))
       assert.strictEqual(refused.reason, "NotApproved")
       yield* agent.sendRaw(encodeData(tid(1), new Uint8Array([1])))
-      yield* eventually("the dropped frame", Effect.map(cp.hub.droppedFrames, (n) => n === 1))
+      yield* waitFor("the dropped frame", Effect.map(cp.hub.droppedFrames, (n) => n === 1))
       assert.strictEqual(s.frames.length, 0)
       assert.deepStrictEqual(agent.pending().filter((m) => m.type === "command"), [])
     }).pipe(withTestClock))
@@ -194,14 +195,14 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       // Wait until the sender stalls: no progress over 20 consecutive polls.
       let last = -1
       let still = 0
-      yield* eventually(
+      yield* waitFor(
         "the sender to stall",
         Effect.sync(() => {
           still = sent === last ? still + 1 : 0
           last = sent
           return still >= 20
         }),
-        10_000
+        { timeout: 10_000 }
       )
       assert.isBelow(sent, total, "the tunnel's send did not wait for the reader")
       assert.isAbove(sent, 0)

@@ -9,17 +9,16 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { TestClock } from "effect/testing"
+import { waitFor, within } from "@streamspace/testbed"
 import type { CommandDispatcherShape } from "../src/CommandDispatcher.ts"
 import { Store } from "../src/Store.ts"
 import {
   connectAndHello,
   connectApproved,
   enrol,
-  eventually,
   type FakeAgent,
   startControlPlane,
-  withTestClock,
-  within
+  withTestClock
 } from "./support/fakeAgent.ts"
 
 const id = (s: string) => s as AgentId
@@ -66,7 +65,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
 
       const waiting = yield* Effect.forkChild(cp.dispatcher.await(record.id))
       yield* agent.send("command_ack", { command_id: record.id })
-      yield* eventually("ack", stateIs(cp.dispatcher, record.id, "ack"))
+      yield* waitFor("ack", stateIs(cp.dispatcher, record.id, "ack"))
       yield* agent.send("command_completed", completed(record.id, "s-1"))
       const outcome = yield* within(5000, "the outcome", Fiber.join(waiting))
       assert.strictEqual(outcome._tag, "Completed")
@@ -122,7 +121,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       yield* agent.next("command")
       yield* agent.next("command")
       yield* agent.send("command_ack", { command_id: short.id })
-      yield* eventually("ack", stateIs(cp.dispatcher, short.id, "ack"))
+      yield* waitFor("ack", stateIs(cp.dispatcher, short.id, "ack"))
       const waitShort = yield* Effect.forkChild(cp.dispatcher.await(short.id))
       yield* TestClock.adjust("29 seconds")
       assert.strictEqual((yield* cp.dispatcher.get(short.id)).state, "ack")
@@ -135,7 +134,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       }
       assert.strictEqual((yield* cp.dispatcher.get(long.id)).state, "sent")
       yield* TestClock.adjust("90 seconds")
-      yield* eventually("the default timeout", stateIs(cp.dispatcher, long.id, "failed"))
+      yield* waitFor("the default timeout", stateIs(cp.dispatcher, long.id, "failed"))
       // A completion after the deadline is too late.
       yield* agent.send("command_completed", completed(short.id, "s-5"))
       yield* agent.send("command_ack", { command_id: long.id })
@@ -153,7 +152,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.isUndefined(record.sentAt)
       const { agent } = yield* connectAndHello(cp.url, credential, "dx-6")
       assert.strictEqual((yield* agent.next("command")).payload.command_id, record.id)
-      yield* eventually("sent", stateIs(cp.dispatcher, record.id, "sent"))
+      yield* waitFor("sent", stateIs(cp.dispatcher, record.id, "sent"))
       // Unknown agents are refused outright.
       const err = yield* Effect.flip(cp.dispatcher.dispatch(id("nobody"), deleteSession("s-8")))
       assert.strictEqual(err.reason, "AgentUnavailable")
@@ -169,7 +168,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       yield* agent.next("command")
       yield* agent.next("command")
       yield* agent.send("command_ack", { command_id: acked.id })
-      yield* eventually("ack", stateIs(cp.dispatcher, acked.id, "ack"))
+      yield* waitFor("ack", stateIs(cp.dispatcher, acked.id, "ack"))
       // The link drops before any outcome; the agent comes back (a new socket replaces the old one).
       const again = yield* connectAndHello(cp.url, credential, "dx-7")
       const first = yield* again.agent.next("command")
@@ -180,7 +179,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.strictEqual(resent.deadline, sentOnly.deadline.toISOString())
       yield* again.agent.send("command_completed", completed(sentOnly.id, "s-9"))
       yield* again.agent.send("command_completed", completed(acked.id, "s-10"))
-      yield* eventually("both completed", Effect.map(Effect.all([cp.dispatcher.get(sentOnly.id), cp.dispatcher.get(acked.id)]), (rs) => rs.every((r) => r.state === "completed")))
+      yield* waitFor("both completed", Effect.map(Effect.all([cp.dispatcher.get(sentOnly.id), cp.dispatcher.get(acked.id)]), (rs) => rs.every((r) => r.state === "completed")))
       const at = (yield* cp.dispatcher.get(acked.id)).completedAt?.getTime()
       // The agent answers a duplicate delivery with its first result again: nothing changes.
       yield* again.agent.send("command_completed", completed(acked.id, "s-10"))
@@ -201,7 +200,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       yield* mine.agent.next("command")
       yield* other.agent.next("command")
       yield* mine.agent.send("command_completed", completed(done.id, "s-21"))
-      yield* eventually("completed", stateIs(cp.dispatcher, done.id, "completed"))
+      yield* waitFor("completed", stateIs(cp.dispatcher, done.id, "completed"))
       const again = yield* connectAndHello(cp.url, mine.credential, "dx-20")
       assert.strictEqual((yield* again.agent.next("command")).payload.command_id, open.id)
       // The next command it receives is the barrier's own: nothing else was re-sent to it.
@@ -221,9 +220,9 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       const acked = yield* cp1.dispatcher.dispatch(id("dx-8"), deleteSession("s-11"))
       yield* agent.next("command")
       yield* agent.send("command_ack", { command_id: acked.id })
-      yield* eventually("ack", stateIs(cp1.dispatcher, acked.id, "ack"))
+      yield* waitFor("ack", stateIs(cp1.dispatcher, acked.id, "ack"))
       yield* agent.close()
-      yield* eventually("offline", Effect.map(cp1.hub.get(id("dx-8")), (v) => !Option.getOrThrow(v).connected))
+      yield* waitFor("offline", Effect.map(cp1.hub.get(id("dx-8")), (v) => !Option.getOrThrow(v).connected))
       const pending = yield* cp1.dispatcher.dispatch(id("dx-8"), deleteSession("s-12"))
       assert.strictEqual(pending.state, "pending")
       yield* Scope.close(first, Exit.void)

@@ -7,10 +7,10 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { WebSocket } from "ws"
 import { type AddressInfo, connect } from "node:net"
+import { waitForPromise } from "@streamspace/testbed"
 import { ControlPlane } from "../src/ControlPlane.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
 import * as Observability from "../src/Observability.ts"
-import { waitFor } from "./support/http.ts"
 import { TEST_TLS_CERT, TEST_TLS_KEY } from "./support/httpTls.ts"
 
 const withEnv = (env: Record<string, string>) => ControlPlane.layer.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))
@@ -57,9 +57,11 @@ describe("ControlPlane.layer", () => {
         })
         socket.once("error", () => resolve(false))
       })
-      yield* Effect.promise(() => waitFor("the port accepts connections", accepts, 120_000))
+      yield* Effect.promise(() => waitForPromise("the port accepts connections", accepts, { timeout: 120_000 }))
+      // Held until the routes exist (a fresh on-disk database takes 10-20 s on a loaded machine), then answered:
+      // the bound is only there so a request that is never answered fails the test instead of hanging it.
       const answered = yield* Effect.promise(() =>
-        fetch(`http://127.0.0.1:${port}/api/v1/health`, { signal: AbortSignal.timeout(10_000) }).then((r) => r.status, (e: Error) => e.name)
+        fetch(`http://127.0.0.1:${port}/api/v1/health`, { signal: AbortSignal.timeout(90_000) }).then((r) => r.status, (e: Error) => e.name)
       )
       assert.strictEqual(answered, 200)
     }), { timeout: 150_000 })
@@ -122,7 +124,7 @@ describe("OpenTelemetry", () => {
         assert.strictEqual(r.status, 200)
       }))
       // Closing the layer flushed the exporter.
-      yield* Effect.promise(() => waitFor("spans at the collector", () => spans.includes("Api.listTemplates")))
+      yield* Effect.promise(() => waitForPromise("spans at the collector", () => spans.includes("Api.listTemplates")))
       assert.include(spans, "Auth.authenticate")
     }), { timeout: 120_000 })
 })

@@ -2,13 +2,13 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import type { AgentId, CommandResult, SessionId, SessionStatus, TemplateName, UserId } from "@streamspace/protocol"
 import { parseQuantity } from "@streamspace/protocol"
 import { Context, Effect, Layer } from "effect"
+import { waitFor } from "@streamspace/testbed"
 import type { User } from "../src/Auth.ts"
 import { type Counted, makeUsageCounters } from "../src/internal/sessions/usage.ts"
 import { makeMemoryRepo, type MemoryRepo, RepoError, Sessions } from "../src/Sessions.ts"
 import { Store } from "../src/Store.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
-import { eventually, waitFor } from "./support/http.ts"
 
 const ann: User = { id: "ann" as UserId, role: "user" }
 const bob: User = { id: "bob" as UserId, role: "user" }
@@ -40,7 +40,7 @@ const setup = Effect.gen(function*() {
 
 const stateOf = (env: Env, id: string) => Effect.map(env.sessions.get(root, id), (s) => s.state)
 const waitState = (env: Env, id: string, state: string) =>
-  eventually(`session ${id} ${state}`, Effect.map(stateOf(env, id), (s) => s === state))
+  waitFor(`session ${id} ${state}`, Effect.map(stateOf(env, id), (s) => s === state))
 const created = (id: string): CommandResult => ({ action: "create_session", session: status(id, "creating") })
 
 describe("Sessions", () => {
@@ -198,7 +198,7 @@ describe("Sessions", () => {
       assert.include(e.message, "not enough CPU (needs 1000m, 0m free of 2)")
       // ... and frees a share when one of them fails after the restart.
       yield* env.dispatcher.fail(commandOf(s3.id).record.id, { code: "timeout", message: "late", retryable: true })
-      yield* eventually("s3 failed after the restart", Effect.map(again.get(root, s3.id), (s) => s.state === "failed"))
+      yield* waitFor("s3 failed after the restart", Effect.map(again.get(root, s3.id), (s) => s.state === "failed"))
       assert.strictEqual((yield* again.create(ann, oneCpu)).agentId, "a")
     }))
 
@@ -433,7 +433,7 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
       assert.strictEqual(s.agentId, "store-a")
       assert.strictEqual(s.spec.image, "streamspace/demo-desktop:latest")
       yield* t.dispatcher.complete(t.dispatcher.commands[0]!.record.id, { action: "create_session", session: status(s.id, "running") })
-      yield* Effect.promise(() => waitFor("running in the store", async () => (await Effect.runPromise(t.store.sessions.get(s.id))).state === "running"))
+      yield* waitFor("running in the store", Effect.map(t.store.sessions.get(s.id), (x) => x.state === "running"))
       const history = yield* t.store.sessions.history(s.id)
       assert.deepStrictEqual(history.map((h) => h.state), ["pending", "creating", "running"])
       assert.strictEqual((yield* t.store.users.get("root")).role, "admin")
@@ -450,7 +450,7 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
       yield* again.remove(root, s.id)
       const del = t.dispatcher.commands.find((c) => c.request.action === "delete_session")!
       yield* t.dispatcher.complete(del.record.id, { action: "delete_session", session_id: s.id as SessionId })
-      yield* Effect.promise(() => waitFor("terminated in the store", async () => (await Effect.runPromise(t.store.sessions.get(s.id))).state === "terminated"))
+      yield* waitFor("terminated in the store", Effect.map(t.store.sessions.get(s.id), (x) => x.state === "terminated"))
       assert.deepStrictEqual((yield* t.store.sessions.history(s.id)).map((h) => h.state), ["pending", "creating", "running", "terminating", "terminated"])
       assert.strictEqual((yield* t.store.sessions.get(s.id)).reason, "deleted")
     }), { timeout: 120_000 })

@@ -3,16 +3,18 @@ import type { AgentId, TemplateName, TunnelId, UserId } from "@streamspace/proto
 import { BinaryKind, decodeBinary, MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
 import { Context, Effect, Layer, References, Result } from "effect"
 import { TestClock } from "effect/testing"
+import { waitFor } from "@streamspace/testbed"
 import { Auth, type User } from "../src/Auth.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
 import { makeMemoryRepo, Sessions } from "../src/Sessions.ts"
 import { VncProxy } from "../src/VncProxy.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
-import { connectViewer, serveApp, type Viewer, waitFor } from "./support/http.ts"
+import { connectViewer, serveApp, type Viewer } from "./support/http.ts"
 import { bearer, sign, TEST_JWT_SECRET } from "./support/jwt.ts"
 
 const WINDOW = 65536
+const PING = "20 seconds"
 const ann: User = { id: "ann" as UserId, role: "user" }
 const bob: User = { id: "bob" as UserId, role: "user" }
 
@@ -20,7 +22,7 @@ const env = {
   JWT_SECRET: TEST_JWT_SECRET,
   VNC_TUNNEL_WINDOW: String(WINDOW),
   VNC_TICKET_TTL: "60s",
-  PING_INTERVAL: "200ms",
+  PING_INTERVAL: "20s",
   LOG_LEVEL: "error"
 }
 
@@ -45,14 +47,14 @@ const setup = Effect.gen(function*() {
   const proxy = Context.get(served.ctx, VncProxy)
   const annToken = yield* Effect.promise(() => sign({ sub: "ann" }))
   const running = yield* sessions.create(ann, { template: "demo" as TemplateName })
-  yield* Effect.promise(() => waitFor("session running", async () => (await Effect.runPromise(sessions.get(ann, running.id))).state === "running"))
+  yield* waitFor("session running", Effect.map(sessions.get(ann, running.id), (s) => s.state === "running"))
   const url = (id: string, query = "") => `${served.wsBase}/api/v1/sessions/${id}/vnc${query}`
   return { hub, dispatcher, sessions, proxy, annToken, running, url, base: served.base, agentWindow }
 })
 
 const open = (v: Viewer) => Effect.promise(() => v.opened)
 const closed = (v: Viewer) => Effect.promise(() => v.closed)
-const until = (what: string, check: () => boolean) => Effect.promise(() => waitFor(what, check))
+const until = (what: string, check: () => boolean) => waitFor(what, Effect.sync(check))
 const refusedStatus = (v: Viewer) => Effect.promise(() => v.opened.then(() => 0, (e: { status?: number }) => e.status ?? -1))
 
 const dataBytesTo = (hub: FakeHub, tunnelId: number) =>
@@ -158,7 +160,7 @@ describe("VncProxy", () => {
       assert.isAtMost(most, WINDOW)
       v.ws.resume()
       yield* until("the viewer read everything", () => v.receivedBytes() === Math.floor(WINDOW / MAX_BINARY_PAYLOAD_BYTES) * MAX_BINARY_PAYLOAD_BYTES)
-      yield* Effect.promise(() => waitFor("nothing held", async () => (await Effect.runPromise(t.proxy.buffered)).total === 0))
+      yield* waitFor("nothing held", Effect.map(t.proxy.buffered, (b) => b.total === 0))
       v.ws.close()
       yield* closed(v)
     }))
@@ -189,11 +191,27 @@ describe("VncProxy", () => {
       assert.deepStrictEqual(t.hub.closes, [])
     }))
 
-  it.live("a viewer that stops answering pings is dropped and its tunnel closed on the agent", () =>
+  it.effect("a viewer that answers pings stays; one that stops is dropped after the next PING_INTERVAL and its tunnel closed on the agent", () =>
     Effect.gen(function*() {
       const t = yield* setup
       const { v, tunnelId } = yield* relayed(t)
+      let pings = 0
+      let lastPing = 0
+      v.ws.on("ping", () => {
+        pings++
+        lastPing = Date.now()
+      })
+      // Answering: each interval sends a ping the client answers at once (its pong is read long before the
+      // next interval is judged), and the viewer stays.
+      for (let i = 1; i <= 3; i++) {
+        yield* TestClock.adjust(PING)
+        yield* waitFor(`ping ${i} answered`, Effect.sync(() => pings >= i && Date.now() - lastPing >= 200))
+      }
+      assert.strictEqual(v.ws.readyState, v.ws.OPEN)
+      assert.deepStrictEqual(t.hub.closes, [])
       v.ws.pause() // reads nothing from now on, pongs included
+      yield* TestClock.adjust(PING)
+      yield* TestClock.adjust(PING)
       yield* until("the tunnel closed on the agent", () => t.hub.closes.some((c) => c.tunnelId === tunnelId))
       yield* until("sink unregistered", () => !t.hub.tunnels.has(`a/${tunnelId}`))
       v.ws.terminate()

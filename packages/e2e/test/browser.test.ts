@@ -10,6 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { type Browser, chromium, type Page } from "playwright-core"
+import { waitForPromise } from "@streamspace/testbed"
 import { decodePng, type Image } from "@streamspace/vnc-testserver"
 import { type QuickStartProcess, REPO, startQuickStart } from "./support/quickstartProcess.ts"
 
@@ -38,16 +39,12 @@ const count = (img: Image, colour: number, area = { x: 0, y: 0, w: img.width, h:
   return n
 }
 
-/** Retries `check` on fresh values until it holds, without fixed sleeps beyond the browser's own frames. */
-const until = async <A>(what: string, produce: () => Promise<A>, check: (a: A) => boolean, timeoutMs = WAIT): Promise<A> => {
-  const deadline = Date.now() + timeoutMs
-  let last: A = await produce()
-  while (!check(last)) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    last = await produce()
-  }
-  return last
-}
+/** Produces fresh values until `check` holds on one, and returns it (polled by the one polling helper). */
+const until = <A>(what: string, produce: () => Promise<A>, check: (a: A) => boolean, timeout = WAIT): Promise<A> =>
+  waitForPromise(what, async () => {
+    const a = await produce()
+    return check(a) ? { a } : undefined
+  }, { timeout }).then((r) => r.a)
 
 describe("the quick start in Chromium", () => {
   let dataDir: string

@@ -3,6 +3,7 @@
 // (no sleeps), with a real-time bound so that a missing frame fails the test instead of hanging it.
 import type { AgentId, AnyMessage, ControlPlaneMessage, MessageType, PayloadOf, SessionId } from "@streamspace/protocol"
 import { AGENT_SUBPROTOCOL, decodeFromControlPlane, DEFAULT_WINDOW_BYTES, encodeText, makeMessage } from "@streamspace/protocol"
+import { within } from "@streamspace/testbed"
 import { Effect, Fiber, Result } from "effect"
 import { randomUUID } from "node:crypto"
 import { WebSocket } from "ws"
@@ -22,31 +23,6 @@ export interface Closed {
   readonly code: number
   readonly reason: string
 }
-
-/** Fails with a defect when `effect` does not finish within `ms` of real time (works under TestClock too). */
-export const within = <A, E, R>(ms: number, what: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.raceFirst(
-    effect,
-    Effect.callback<never>((resume) => {
-      const t = setTimeout(() => resume(Effect.die(new Error(`timed out after ${ms} ms waiting for ${what}`))), ms)
-      return Effect.sync(() => clearTimeout(t))
-    })
-  )
-
-/** Waits (real time, bounded) until `check` holds; for state that changes without an event. */
-export const eventually = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, ms = 5000): Effect.Effect<void, E, R> =>
-  within(
-    ms,
-    what,
-    Effect.gen(function*() {
-      while (!(yield* check)) {
-        yield* Effect.callback<void>((resume) => {
-          const t = setTimeout(() => resume(Effect.void), 5)
-          return Effect.sync(() => clearTimeout(t))
-        })
-      }
-    })
-  )
 
 export interface FakeAgent {
   readonly ws: WebSocket
@@ -89,7 +65,8 @@ export const connect = (url: string, options: ConnectOptions = {}) =>
         wake = []
         for (const f of w) f()
       }
-      const waitFor = <A>(what: string, ms: number, poll: () => A | undefined) =>
+      /** The first value `poll` gives, checked again on every frame and the close: event-driven, bounded by `ms`. */
+      const nextMatching = <A>(what: string, ms: number, poll: () => A | undefined) =>
         within(
           ms,
           what,
@@ -132,18 +109,18 @@ export const connect = (url: string, options: ConnectOptions = {}) =>
             Effect.sync(() => ws.send(encodeText(makeMessage(type, payload, id ?? `m-${randomUUID()}`, isoNow()) as never))),
           sendRaw: (data) => Effect.sync(() => ws.send(data)),
           next: (type, ms = 5000) =>
-            waitFor(`a ${type} message`, ms, (): AnyMessage<typeof type> | undefined => {
+            nextMatching(`a ${type} message`, ms, (): AnyMessage<typeof type> | undefined => {
               const i = texts.findIndex((m) => m.type === type)
               return i < 0 ? undefined : (texts.splice(i, 1)[0] as AnyMessage<typeof type>)
             }),
           pending: () => [...texts],
-          nextBinary: (ms = 5000) => waitFor("a binary frame", ms, () => binaries.shift()),
-          closed: (ms = 5000) => waitFor("the socket to close", ms, () => closed),
+          nextBinary: (ms = 5000) => nextMatching("a binary frame", ms, () => binaries.shift()),
+          closed: (ms = 5000) => nextMatching("the socket to close", ms, () => closed),
           isClosed: () => closed !== undefined,
           close: (code = 1000) =>
             Effect.gen(function*() {
               if (closed === undefined) ws.close(code)
-              yield* waitFor("the socket to close", 5000, () => closed)
+              yield* nextMatching("the socket to close", 5000, () => closed)
             })
         }))
       })

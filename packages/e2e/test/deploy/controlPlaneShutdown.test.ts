@@ -69,7 +69,7 @@ describe("control plane SIGTERM", () => {
         for (const ws of sockets) ws.terminate()
       }))
       for (let i = 0; i < 30; i++) dial(i)
-      yield* S.waitFor("every agent welcomed", Effect.sync(() => welcomed >= 30), 60_000)
+      yield* S.waitFor("every agent welcomed", Effect.sync(() => welcomed >= 30), { timeout: 60_000 })
 
       const started = Date.now()
       const code = yield* cp.kill("SIGTERM")

@@ -7,6 +7,7 @@
 // agent (on a kube-testserver KUBECONFIG, enrolling at that control plane) GET /health on HEALTH_PORT, and
 // both must stop on SIGTERM, the image's STOPSIGNAL, by handling it (the agent with exit code 0).
 import { start as startKube, type KubeTestServerHandle } from "@streamspace/kube-testserver"
+import { waitForPromise } from "@streamspace/testbed"
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
@@ -51,10 +52,9 @@ const run = (image: ShippedImage, env: Record<string, string>, cwd = REPO): Runn
 }
 
 /** Polls a URL until it answers 200 with JSON; fails with the process output after `ms`. */
-const healthy = async (url: string, process: Running, ms = 60_000): Promise<Record<string, unknown>> => {
-  const deadline = Date.now() + ms
+const healthy = (url: string, process: Running, ms = 60_000): Promise<Record<string, unknown>> => {
   let last = "no answer"
-  while (Date.now() < deadline) {
+  return waitForPromise(`${url} to answer 200`, async () => {
     if (process.child.exitCode !== null) throw new Error(`exited with ${process.child.exitCode} before ${url} answered:\n${process.output()}`)
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(2000) })
@@ -63,9 +63,10 @@ const healthy = async (url: string, process: Running, ms = 60_000): Promise<Reco
     } catch (e) {
       last = (e as Error).message
     }
-    await new Promise((r) => setTimeout(r, 200))
-  }
-  throw new Error(`${url} did not answer 200 within ${ms} ms (${last}):\n${process.output()}`)
+    return undefined
+  }, { timeout: ms, interval: 200 }).catch((e: Error) => {
+    throw new Error(`${url} did not answer 200 within ${ms} ms (${last}): ${e.message}\n${process.output()}`)
+  })
 }
 
 describe("image entry commands", () => {

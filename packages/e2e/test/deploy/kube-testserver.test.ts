@@ -6,6 +6,7 @@
 // in the chart tests instead).
 import * as k8s from "@kubernetes/client-node"
 import { start, type KubeTestServerHandle } from "@streamspace/kube-testserver"
+import { waitForPromise } from "@streamspace/testbed"
 import { readFileSync } from "node:fs"
 import * as path from "node:path"
 import { afterEach, assert, describe, it } from "vitest"
@@ -63,16 +64,6 @@ const podOf = (deployment: K8sObject): K8sObject => ({
   spec: deployment.spec.template.spec
 })
 
-const waitFor = async <A>(what: string, check: () => Promise<A | undefined>, ms = 5_000): Promise<A> => {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const a = await check()
-    if (a !== undefined) return a
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
-
 /** Creates every served object (Deployments as their Pod) and returns the kinds left out. */
 const createAll = async (server: KubeTestServerHandle, rendered: ReadonlyArray<K8sObject>) => {
   const objects = rendered.flatMap((o) => (o.kind === "Deployment" ? [podOf(o)] : [o]))
@@ -82,7 +73,7 @@ const createAll = async (server: KubeTestServerHandle, rendered: ReadonlyArray<K
 }
 
 const podPhase = (server: KubeTestServerHandle, namespace: string, name: string) =>
-  waitFor(`pod ${namespace}/${name} Running`, async () => (server.get("pods", namespace, name)?.status?.phase === "Running" ? true : undefined))
+  waitForPromise(`pod ${namespace}/${name} Running`, () => server.get("pods", namespace, name)?.status?.phase === "Running")
 
 describe("rendered charts in kube-testserver", () => {
   it("creates the agent chart's objects (defaults) and runs the agent pod", async () => {
@@ -187,7 +178,7 @@ describe("rendered charts in kube-testserver", () => {
     const rendered = parseObjects(await template(controlPlaneChart, ["--set", "ingress.enabled=true"], "streamspace", "streamspace"))
     const { server } = await cluster(["default", "streamspace"])
     assert.deepStrictEqual(await createAll(server, rendered), ["Ingress"])
-    await waitFor("PVC Bound", async () => (server.get("persistentvolumeclaims", "streamspace", "streamspace-data")?.status?.phase === "Bound" ? true : undefined))
+    await waitForPromise("PVC Bound", () => server.get("persistentvolumeclaims", "streamspace", "streamspace-data")?.status?.phase === "Bound")
     await podPhase(server, "streamspace", podOf(find(rendered, "Deployment")).metadata.name)
   })
 })

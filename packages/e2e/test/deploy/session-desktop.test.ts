@@ -7,6 +7,7 @@ import { chown, mkdtemp, readFile, stat } from "node:fs/promises"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import { waitForPromise } from "@streamspace/testbed"
 import { RfbClient } from "@streamspace/vnc-testserver"
 import { afterEach, assert, describe, it } from "vitest"
 import { repoRoot } from "./helm.ts"
@@ -47,21 +48,6 @@ const freeDisplay = () => {
   throw new Error("no free X display number")
 }
 
-/** Polls `check` every 50 ms until it returns a value, failing after `ms`. */
-const waitFor = async <A>(what: string, ms: number, check: () => Promise<A | undefined> | A | undefined): Promise<A> => {
-  const deadline = Date.now() + ms
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const a = await check()
-      if (a !== undefined) return a
-    } catch (err) {
-      last = err
-    }
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`)
-}
 
 const connectTcp = (port: number) =>
   new Promise<net.Socket>((resolve, reject) => {
@@ -119,17 +105,18 @@ const startDesktop = async (env: Record<string, string>, uid?: number): Promise<
 }
 
 const connect = async (d: Desktop, password?: string) => {
-  const socket = await waitFor(`Xvnc on port ${d.port}\n${d.output()}`, 15_000, () => connectTcp(d.port))
+  // The port refuses connections until Xvnc listens.
+  const socket = await waitForPromise(`Xvnc on port ${d.port}\n${d.output()}`, () => connectTcp(d.port).catch(() => undefined), { timeout: 15_000 })
   return RfbClient.connect(socket, password === undefined ? {} : { password })
 }
 
 /** Requests full updates until the framebuffer shows the colour the desktop command painted. */
 const waitForPaint = (client: RfbClient) =>
-  waitFor("the painted root window", 10_000, async () => {
+  waitForPromise("the painted root window", async () => {
     await client.update(false)
     const [r, g, b] = client.pixel(client.width / 2, client.height / 2)
-    return r === 0x33 && g === 0x66 && b === 0x99 ? true : undefined
-  })
+    return r === 0x33 && g === 0x66 && b === 0x99
+  }, { timeout: 10_000 })
 
 afterEach(async () => {
   for (const d of running.splice(0)) {
@@ -202,7 +189,7 @@ describe("docker/session-desktop/entrypoint.sh", () => {
     ;(await connect(d)).close()
     d.proc.kill("SIGTERM")
     assert.strictEqual(await d.exited, 0)
-    await waitFor("the VNC port to close", 5_000, () => connectTcp(d.port).then((s) => (s.destroy(), undefined), () => true))
+    await waitForPromise("the VNC port to close", () => connectTcp(d.port).then((s) => (s.destroy(), false), () => true), { timeout: 5_000 })
   })
 
   it("ends the session when the desktop exits", async () => {

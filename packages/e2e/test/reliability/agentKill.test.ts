@@ -52,7 +52,7 @@ describe("agent killed and restarted", () => {
 
       yield* first.kill("SIGKILL")
       yield* Effect.promise(() => viewer.client.closed.then(() => undefined, () => undefined))
-      yield* S.waitFor("the control plane to see the agent gone", Effect.map(S.agentView(cp, AGENT), (a) => a.connected === false), 15_000)
+      yield* S.waitFor("the control plane to see the agent gone", Effect.map(S.agentView(cp, AGENT), (a) => a.connected === false), { timeout: 15_000 })
       cluster.kube.clearFaults()
       cluster.kube.configureKubelet({ terminationDelayMs: 10 })
       // the half-made s2 is deleted while its agent is away: queued
@@ -66,12 +66,12 @@ describe("agent killed and restarted", () => {
       yield* S.waitForSession(alice, s2.id, ["terminated"], 20_000)
       yield* S.waitForSession(alice, s3.id, ["terminated"], 20_000)
       for (const id of [s1.create_command_id, del3.body.delete_command_id, ...(del2.body.delete_command_id === null ? [] : [del2.body.delete_command_id])]) {
-        yield* S.waitFor(`command ${id} completed`, Effect.map(commandState(id), (s) => s === "completed"), 20_000)
+        yield* S.waitFor(`command ${id} completed`, Effect.map(commandState(id), (s) => s === "completed"), { timeout: 20_000 })
       }
       assert.include(["completed", "failed"], yield* commandState(s2.create_command_id), "the interrupted create has an outcome")
       // nothing of s2 or s3 is left; s1 is whole and was never re-created
       yield* S.waitFor("s2 and s3 objects gone", Effect.sync(() =>
-        [s2.id, s3.id].every((id) => objectsOf("pods", id).length === 0 && objectsOf("services", id).length === 0)), 20_000).pipe(
+        [s2.id, s3.id].every((id) => objectsOf("pods", id).length === 0 && objectsOf("services", id).length === 0)), { timeout: 20_000 }).pipe(
         Effect.tapError(() => Effect.sync(() => console.error("LEFT", JSON.stringify([s2.id, s3.id].map((id) => [id, objectsOf("pods", id).map((p: any) => [p.metadata.name, p.metadata.deletionTimestamp, p.status?.phase]), objectsOf("services", id).map((p: any) => p.metadata.name)])))))
       )
       assert.strictEqual(objectsOf("pods", s1.id).length, 1)

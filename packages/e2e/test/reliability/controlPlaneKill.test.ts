@@ -87,7 +87,7 @@ describe("control plane killed and restarted on the same database", () => {
 
       // every command completes, exactly once
       for (const id of [s1.create_command_id, s2.create_command_id, s3Delete, ...(s2Delete === null ? [] : [s2Delete])]) {
-        yield* S.waitFor(`command ${id} completed`, Effect.map(commandState(id), (s) => s === "completed"), 20_000)
+        yield* S.waitFor(`command ${id} completed`, Effect.map(commandState(id), (s) => s === "completed"), { timeout: 20_000 })
       }
       yield* S.waitForSession(alice, s1.id, ["running"])
       yield* S.waitForSession(alice, s2.id, ["terminated"])

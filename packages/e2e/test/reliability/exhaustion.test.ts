@@ -44,7 +44,7 @@ describe("resource exhaustion", () => {
       const viewers = yield* Effect.forEach(Array.from({ length: n }, (_, i) => (i % 2 === 0 ? a : b).body.id as string), (id) => S.openViewer(cp.wsUrl, id, token), { concurrency: 10 })
       yield* Effect.forEach(viewers, (v) => Effect.promise(() => v.client.update(false)), { concurrency: "unbounded" })
       for (const v of viewers) v.client.close()
-      yield* S.waitFor("every tunnel released on the agent", Effect.map(S.agentView(cp, AGENT), (v) => v.active_tunnels === 0), 15_000)
+      yield* S.waitFor("every tunnel released on the agent", Effect.map(S.agentView(cp, AGENT), (v) => v.active_tunnels === 0), { timeout: 15_000 })
       yield* S.waitFor("no viewer left on the control plane", Effect.map(S.request(cp.url, "GET", "/metrics"), (r) => /streamspace_control_plane_vnc_viewers(\{[^}]*\})? 0\b/.test(r.text)))
 
       // the limit frees up when a session ends
@@ -90,9 +90,8 @@ describe("resource exhaustion", () => {
         const now = yield* toViewerBytes(cp.url)
         const done = now === last
         last = now
-        if (!done) yield* Effect.promise(() => new Promise((r) => setTimeout(r, 300)))
         return done ? now : undefined
-      }), 20_000)
+      }), { timeout: 20_000, interval: 300 })
       const towardsStalled = settled - before
       assert.isBelow(towardsStalled, stalled.asked / 4, `sent ${towardsStalled} of ${stalled.asked} requested bytes`)
       // and the control plane says what it holds for it: within the window, whatever the kernel buffers took

@@ -24,10 +24,10 @@ const setup = Effect.gen(function*() {
       assert.strictEqual(r.status, 201, r.text)
       return r.body.id as string
     }),
-    15_000
+    { timeout: 15_000 }
   )
   const status = (...want: Array<string>) =>
-    S.waitFor(`agent status ${want.join("|")}`, Effect.map(S.agentView(cp, AGENT), (a) => want.includes(a?.status) ? a : undefined), 15_000)
+    S.waitFor(`agent status ${want.join("|")}`, Effect.map(S.agentView(cp, AGENT), (a) => want.includes(a?.status) ? a : undefined), { timeout: 15_000 })
   return { cluster, cp, alice, create, status }
 })
 

@@ -64,7 +64,7 @@ describe("agent authentication, credential storage and logs", () => {
       }))
       const withinGrace = yield* rawAgent(cp.wsUrl, cred1, AGENT)
       if (Date.now() - rotatedAt < GRACE_MS) assert.strictEqual(withinGrace.frames.at(-1)?.type, "welcome", JSON.stringify(withinGrace))
-      yield* S.waitFor("the old credential to stop working", Effect.map(rawAgent(cp.wsUrl, cred1, AGENT), (r) => r.status === 401 || r.code === 4003), 20_000)
+      yield* S.waitFor("the old credential to stop working", Effect.map(rawAgent(cp.wsUrl, cred1, AGENT), (r) => r.status === 401 || r.code === 4003), { timeout: 20_000 })
       assert.isAtLeast(Date.now() - rotatedAt, GRACE_MS - 50, "not before the grace period ended")
       yield* S.waitForOnline(cp, AGENT)
 

@@ -113,7 +113,7 @@ describe("user authentication and isolation", () => {
       const t4 = yield* alice.post(`/sessions/${id}/vnc-ticket`)
       const expiresAt = Date.parse(t4.body.expires_at)
       assert.isAtMost(expiresAt - Date.now(), 1600)
-      yield* S.waitFor("the ticket's expiry", Effect.sync(() => Date.now() > expiresAt + 100), 5000)
+      yield* S.waitFor("the ticket's expiry", Effect.sync(() => Date.now() > expiresAt + 100), { timeout: 5000 })
       assert.strictEqual(yield* viaTicket(id, t4.body.ticket), 401, "expired")
     }), 90_000)
 })

@@ -8,8 +8,8 @@ import { CloseCode, encodeData, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
 import { existsSync, readFileSync } from "node:fs"
-import { connect, connectAndHello, heartbeatPayload, Refused } from "../../../control-plane/test/support/fakeAgent.ts"
-import * as S from "../support/systemStack.ts"
+import { connect, connectAndHello, heartbeatPayload, Refused } from "@streamspace/control-plane/test-support"
+import * as S from "../support/stack.ts"
 
 const connectUrl = (cp: S.ControlPlaneHandle) => `${cp.wsUrl}/api/v1/agent/connect`
 
@@ -23,7 +23,7 @@ const refusal = (cp: S.ControlPlaneHandle, token: string | undefined) =>
 layer(S.SharedControlPlane.layer(), S.layerOptions)("agent link", (it) => {
   it.effect("enrolment: pending until approved, no placement on a pending agent, credential stored and reused, bootstrap refused afterwards", () =>
     Effect.gen(function*() {
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       const cp = yield* S.SharedControlPlane
       const alice = S.api(cp.url, S.userToken("alice"))
       const env = S.agentEnv(cluster, cp.wsUrl, "agent-enrol")
@@ -78,7 +78,7 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("agent link", (it) => {
 
   it.effect("rejection: a rejected agent is refused and cannot be approved later", () =>
     Effect.gen(function*() {
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       const cp = yield* S.SharedControlPlane
       const agent = yield* S.startAgent(S.agentEnv(cluster, cp.wsUrl, "agent-unwanted"))
       yield* S.waitForAgent(cp, "agent-unwanted", "pending", (a) => a.enrollment === "pending" && a.connected)
@@ -94,7 +94,7 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("agent link", (it) => {
 
   it.effect("wrong tokens are answered 401 with a JSON reason, and the hub keeps serving", () =>
     Effect.gen(function*() {
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       const cp = yield* S.SharedControlPlane
       yield* S.startApprovedAgent(cp, S.agentEnv(cluster, cp.wsUrl, "agent-good"))
 
@@ -144,7 +144,7 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("agent link", (it) => {
 
   it.effect("a reconnect with the same agent id replaces the old socket at once, without going offline or flapping", () =>
     Effect.gen(function*() {
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       const cp = yield* S.SharedControlPlane
       // The replaced agent waits MAX_RECONNECT_DELAY before redialling (so that two processes do not take turns).
       const env = S.agentEnv(cluster, cp.wsUrl, "agent-twin", { MAX_RECONNECT_DELAY: "10m" })
@@ -178,7 +178,7 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("agent link", (it) => {
 
   it.effect("bad frames from an agent get an error naming the problem; the link, its commands and other agents carry on", () =>
     Effect.gen(function*() {
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       const cp = yield* S.SharedControlPlane
       yield* S.startApprovedAgent(cp, S.agentEnv(cluster, cp.wsUrl, "agent-real"))
       const alice = S.api(cp.url, S.userToken("bea"))
@@ -291,11 +291,11 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("agent link", (it) => {
 describe("agent link on a TestClock", () => {
   it.live("heartbeat deadline: missed heartbeats take the agent offline (TestClock), and it comes back when it reconnects", () =>
     Effect.gen(function*() {
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       const clock = yield* TestClock.make()
       yield* clock.setTime(Date.now())
       // The control plane runs on the TestClock; transport pings are out of the way so only heartbeats count.
-      const cp = yield* S.startControlPlane({ HEARTBEAT_INTERVAL: "30s", HEARTBEAT_MISSED_LIMIT: "3", PING_INTERVAL: "1h" }, { clock })
+      const cp = yield* S.startControlPlane({ ...S.SYSTEM_ENV, HEARTBEAT_INTERVAL: "30s", HEARTBEAT_MISSED_LIMIT: "3", PING_INTERVAL: "1h" }, { clock })
       // The agent heartbeats once per connection (right after the handshake) and then not for an hour.
       yield* S.startApprovedAgent(cp, S.agentEnv(cluster, cp.wsUrl, "agent-quiet", { HEARTBEAT_INTERVAL: "1h" }))
       yield* S.waitForAgent(cp, "agent-quiet", "to have heartbeaten", (a) => a.last_heartbeat !== null)

@@ -3,7 +3,7 @@
 // own agents (the earlier tests' agents are stopped, hence offline and never chosen) and its own users.
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import * as S from "../support/systemStack.ts"
+import * as S from "../support/stack.ts"
 
 const podsOf = (cluster: S.Cluster) => S.sessionIdsIn(cluster)
 
@@ -11,8 +11,8 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("placement and API", (it) =>
   it.effect("placement across two agents in two regions: the requested region wins, then the least loaded agent", () =>
     Effect.gen(function*() {
       const cp = yield* S.SharedControlPlane
-      const eu = yield* S.makeCluster
-      const us = yield* S.makeCluster
+      const eu = yield* S.makeCluster()
+      const us = yield* S.makeCluster()
       yield* S.startApprovedAgent(cp, S.agentEnv(eu, cp.wsUrl, "agent-eu", { REGION: "eu-west-1" }))
       yield* S.startApprovedAgent(cp, S.agentEnv(us, cp.wsUrl, "agent-us", { REGION: "us-east-1" }))
       const pat = S.api(cp.url, S.userToken("pat"))
@@ -50,8 +50,8 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("placement and API", (it) =>
   it.effect("drain: no new sessions on a drained agent, its sessions keep running and can be deleted, undrain restores it", () =>
     Effect.gen(function*() {
       const cp = yield* S.SharedControlPlane
-      const one = yield* S.makeCluster
-      const two = yield* S.makeCluster
+      const one = yield* S.makeCluster()
+      const two = yield* S.makeCluster()
       yield* S.startApprovedAgent(cp, S.agentEnv(one, cp.wsUrl, "agent-d1", { REGION: "drain-1" }))
       yield* S.startApprovedAgent(cp, S.agentEnv(two, cp.wsUrl, "agent-d2", { REGION: "drain-2" }))
       const dana = S.api(cp.url, S.userToken("dana"))
@@ -109,7 +109,7 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("placement and API", (it) =>
   it.effect("bad API input is answered 4xx with a JSON error naming the field, and changes nothing", () =>
     Effect.gen(function*() {
       const cp = yield* S.SharedControlPlane
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       yield* S.startApprovedAgent(cp, S.agentEnv(cluster, cp.wsUrl, "agent-input"))
       const ivy = S.api(cp.url, S.userToken("ivy"))
       const good = yield* ivy.post("/sessions", { template: "demo" })

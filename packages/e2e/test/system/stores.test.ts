@@ -4,7 +4,7 @@
 // commands. Real control plane, real agent, kube-testserver.
 import { assert, describe, layer, type Vitest } from "@effect/vitest"
 import { Effect } from "effect"
-import * as S from "../support/systemStack.ts"
+import * as S from "../support/stack.ts"
 
 /** The delete's outcome and the agent's report of the pod's deletion race; either may name the reason. */
 const assertDeleted = (s: any) => assert.include(["deleted", "PodDeleted"], s.reason, JSON.stringify(s))
@@ -12,7 +12,7 @@ const assertDeleted = (s: any) => assert.include(["deleted", "PodDeleted"], s.re
 const suite = (it: Vitest.MethodsNonLive<S.SystemDb | S.SharedControlPlane>) => {
   it.effect("session lifecycle: POST -> creating -> running -> DELETE -> terminating -> terminated, with its commands recorded", () =>
     Effect.gen(function*() {
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       const cp = yield* S.SharedControlPlane
       yield* S.startApprovedAgent(cp, S.agentEnv(cluster, cp.wsUrl, "agent-life"))
       const alice = S.api(cp.url, S.userToken("alice"))
@@ -64,7 +64,7 @@ const suite = (it: Vitest.MethodsNonLive<S.SystemDb | S.SharedControlPlane>) => 
 
   it.effect("command redelivery after an agent reconnect: a DELETE while the agent is away runs when it is back", () =>
     Effect.gen(function*() {
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       const cp = yield* S.SharedControlPlane
       const env = S.agentEnv(cluster, cp.wsUrl, "agent-back")
       const first = yield* S.startApprovedAgent(cp, env)
@@ -95,7 +95,7 @@ const suite = (it: Vitest.MethodsNonLive<S.SystemDb | S.SharedControlPlane>) => 
   it.effect("control-plane restart on the same database: agents, sessions and a pending command survive", () =>
     Effect.gen(function*() {
       const db = yield* S.SystemDb
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       const port = yield* S.freePort
       const cpEnv = { ...(yield* db.fresh), PORT: String(port) }
       const alice = (cp: S.ControlPlaneHandle) => S.api(cp.url, S.userToken("alice"))

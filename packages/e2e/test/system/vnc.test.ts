@@ -4,7 +4,7 @@
 // are not running are answered clearly; closing a viewer closes its tunnel on the agent.
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import * as S from "../support/systemStack.ts"
+import * as S from "../support/stack.ts"
 import * as V from "../support/systemVnc.ts"
 
 const u16 = (b: Buffer, at: number) => b.readUInt16BE(at)
@@ -14,7 +14,7 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("VNC through the proxy", (it
   it.effect("a viewer reads the real RFB 3.8 handshake and framebuffer from vnc-testserver; typed keys arrive; closing frees the tunnel", () =>
     Effect.gen(function*() {
       const cp = yield* S.SharedControlPlane
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       yield* S.startApprovedAgent(cp, S.agentEnv(cluster, cp.wsUrl, "agent-vnc"))
       const token = S.userToken("vera")
       const vera = S.api(cp.url, token)
@@ -69,7 +69,7 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("VNC through the proxy", (it
   it.effect("several viewers, a single-use ticket, other users and sessions that are not running are answered clearly", () =>
     Effect.gen(function*() {
       const cp = yield* S.SharedControlPlane
-      const cluster = yield* S.makeCluster
+      const cluster = yield* S.makeCluster()
       yield* S.startApprovedAgent(cp, S.agentEnv(cluster, cp.wsUrl, "agent-vnc2"))
       const token = S.userToken("walt")
       const walt = S.api(cp.url, token)

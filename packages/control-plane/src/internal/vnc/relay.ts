@@ -109,6 +109,19 @@ export const relay = Effect.fnUntraced(function*(
   ws.on("close", () => finish({ by: "viewer" }))
   ws.on("error", () => finish({ by: "viewer" }))
   flow()
+  // A viewer that stops answering transport pings is gone, also while its tunnel is being opened.
+  yield* Effect.forkScoped(
+    keepAlive(ws, options.pingInterval, () => paused).pipe(
+      Effect.flatMap((dead) =>
+        Effect.sync(() => {
+          if (!dead) return
+          finish({ by: "viewer" })
+          ws.terminate()
+        })
+      )
+    ),
+    { startImmediately: true }
+  )
 
   // ---- agent -> viewer: credit goes back once the viewer's socket has taken the bytes.
   let inFlight = 0
@@ -179,14 +192,5 @@ export const relay = Effect.fnUntraced(function*(
     Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.sync(() => finish({ by: "agent", code: ViewerClose.agentGone, reason: "the agent is not reachable" }))
   )))
   yield* Effect.forkScoped(sendCredit.pipe(Effect.ignore))
-  yield* Effect.forkScoped(keepAlive(ws, options.pingInterval, () => paused).pipe(
-    Effect.flatMap((dead) =>
-      Effect.sync(() => {
-        if (!dead) return
-        finish({ by: "viewer" })
-        ws.terminate()
-      })
-    )
-  ))
   return yield* Deferred.await(ended)
 })
