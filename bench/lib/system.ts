@@ -36,11 +36,8 @@ export const signJwt = (sub: string, role: "admin" | "user", ttlSec = 24 * 3600)
 }
 export const ADMIN = () => signJwt("bench-admin", "admin")
 
-/** Which control-plane entry point: the package's own main.ts once it exists, else bench/lib/cp-main.ts. */
-export const cpEntry = (): string => {
-  const own = join(ROOT, "packages", "control-plane", "src", "main.ts")
-  return existsSync(own) && process.env.BENCH_CP_MAIN !== "bench" ? own : join(BENCH_DIR, "lib", "cp-main.ts")
-}
+/** The control plane as it ships: the package's own entry point, which composes the whole ControlPlane layer. */
+export const cpEntry = (): string => join(ROOT, "packages", "control-plane", "src", "main.ts")
 
 export interface ControlPlane {
   readonly proc: Proc

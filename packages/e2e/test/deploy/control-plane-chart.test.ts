@@ -170,8 +170,10 @@ describe("helm/streamspace-control-plane", () => {
     assert.deepStrictEqual(missing, [], "values added to values.yaml must be added to everyValue")
   })
 
-  it("sets every variable the control plane reads (packages/control-plane/src/ControlPlaneConfig.ts)", async () => {
-    const source = readFileSync(path.join(controlPlaneChart, "../../packages/control-plane/src/ControlPlaneConfig.ts"), "utf8")
+  it("sets every variable the control plane reads (packages/control-plane/src/ControlPlaneConfig.ts and the database settings it embeds)", async () => {
+    const source = ["ControlPlaneConfig.ts", "Database.ts"]
+      .map((file) => readFileSync(path.join(controlPlaneChart, "../../packages/control-plane/src", file), "utf8"))
+      .join("\n")
     const read = new Set([...source.matchAll(/"([A-Z][A-Z0-9_]{2,})"/g)].map((m) => m[1]!))
     // Development-only switches (set them with config.extraEnv if ever needed); OTEL_* pass through config.otel.
     for (const v of ["DATABASE_IN_MEMORY", "DEV_TOKEN_TTL"]) read.delete(v)
