@@ -7,7 +7,7 @@
 // Modules (internal/hub/): state (agents, lock, write-through), link (one socket: handshake, read loop,
 // watchdog), heartbeats, enrolment, tunnels (non-persisted vnc_connect / vnc_disconnect), model (the types).
 import type { AgentId, ControlPlaneMessage, MessageType, PayloadOf } from "@streamspace/protocol"
-import { AGENT_SUBPROTOCOL, MAX_FRAME_BYTES } from "@streamspace/protocol"
+import { AGENT_SUBPROTOCOL, CloseCode, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import type { Option, Scope } from "effect"
 import { Clock, Context, Effect, Layer, Option as O, Stream } from "effect"
 import { HttpRouter } from "effect/http"
@@ -30,7 +30,8 @@ import {
 import { type HubState, makeHubState, viewOf } from "./internal/hub/state.ts"
 import { openTunnel } from "./internal/hub/tunnels.ts"
 import { bearerToken } from "./internal/token.ts"
-import { isUpgrade, refuseUpgrade, remoteAddress, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
+import { errorResponse } from "./internal/httpError.ts"
+import { close, isUpgrade, remoteAddress, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
 import { Store } from "./Store.ts"
 
 export {
@@ -89,17 +90,17 @@ const loadAgents = (state: HubState) =>
 /** GET /api/v1/agent/connect: checks the upgrade before accepting it, then serves the link. */
 const connectRoute = (state: HubState, wss: Effect.Success<ReturnType<typeof scopedWsServer>>) => (request: HttpServerRequest) =>
   Effect.gen(function*() {
-    if (!isUpgrade(request)) return refuseUpgrade(426, "upgrade_required", `${AGENT_CONNECT_PATH} only accepts WebSocket upgrades`)
+    if (!isUpgrade(request)) return errorResponse(426, "upgrade_required", `${AGENT_CONNECT_PATH} only accepts WebSocket upgrades`)
     const token = bearerToken(request.headers["authorization"])
-    if (token === undefined) return refuseUpgrade(401, "unauthorized", "missing Authorization: Bearer <agent token>")
+    if (token === undefined) return errorResponse(401, "unauthorized", "missing Authorization: Bearer <agent token>")
     const credential = Enrolment.authenticate(state, token, yield* Clock.currentTimeMillis)
     if (credential === undefined) {
       yield* Effect.logWarning(`AgentHub: refused a connection from ${remoteAddress(request)}: invalid agent token`)
-      return refuseUpgrade(401, "unauthorized", "invalid agent token")
+      return errorResponse(401, "unauthorized", "invalid agent token")
     }
     const offered = (request.headers["sec-websocket-protocol"] ?? "").split(",").map((s) => s.trim())
     if (!offered.includes(AGENT_SUBPROTOCOL)) {
-      return refuseUpgrade(400, "unsupported_subprotocol", `the WebSocket subprotocol must be ${AGENT_SUBPROTOCOL}`)
+      return errorResponse(400, "unsupported_subprotocol", `the WebSocket subprotocol must be ${AGENT_SUBPROTOCOL}`)
     }
     return yield* serveUpgrade(wss, request, (ws) => serveLink(state, ws, credential))
   })
@@ -116,7 +117,7 @@ const closeAll = (state: HubState) =>
       if (live === undefined) continue
       live.ended = true
       entry.live = undefined
-      if (live.ws.readyState === live.ws.OPEN) live.ws.close(1001, "control plane shutting down")
+      close(live.ws, CloseCode.goingAway, "control plane shutting down")
       closed.push(entry.record.id)
     }
     yield* Effect.forEach(closed, (id) => state.persist(id, state.store.agents.setStatus(id, "offline")), { concurrency: 16, discard: true })

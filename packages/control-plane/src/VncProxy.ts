@@ -17,7 +17,8 @@ import { Auth, type AuthError, type User } from "./Auth.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { relay, ViewerClose } from "./internal/vnc/relay.ts"
 import { makeTickets, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
-import { closeAndWait, isUpgrade, refuseUpgrade, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
+import { errorResponse } from "./internal/httpError.ts"
+import { closeAndWait, isUpgrade, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
 import { recordCommand, vncViewers } from "./Observability.ts"
 import { Sessions } from "./Sessions.ts"
 
@@ -94,7 +95,7 @@ export const make = Effect.gen(function*() {
   const route = (request: HttpServerRequest) =>
     Effect.gen(function*() {
       const sessionId = (yield* HttpRouter.params).id ?? ""
-      if (!isUpgrade(request)) return refuseUpgrade(426, "upgrade_required", "this endpoint only accepts WebSocket upgrades (noVNC)")
+      if (!isUpgrade(request)) return errorResponse(426, "upgrade_required", "this endpoint only accepts WebSocket upgrades (noVNC)")
       const ticket = new URL(request.url, "http://localhost").searchParams.get("ticket")
       const authenticated: Effect.Effect<User, AuthError | VncProxyError> = ticket !== null
         ? tickets.redeem(ticket, sessionId)
@@ -102,7 +103,7 @@ export const make = Effect.gen(function*() {
       const user = yield* Effect.result(authenticated)
       if (user._tag === "Failure") {
         const e: AuthError | VncProxyError = user.failure
-        return e._tag === "AuthError" && e.reason === "Forbidden" ? refuseUpgrade(403, "forbidden", e.message) : refuseUpgrade(401, "unauthorized", e.message)
+        return e._tag === "AuthError" && e.reason === "Forbidden" ? errorResponse(403, "forbidden", e.message) : errorResponse(401, "unauthorized", e.message)
       }
       const session = yield* sessions.get(user.success, sessionId).pipe(Effect.option)
       return yield* serveUpgrade(wss, request, (ws) =>

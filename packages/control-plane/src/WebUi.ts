@@ -7,6 +7,7 @@ import { Effect } from "effect"
 import { HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse, HttpStaticServer } from "effect/http"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { errorResponse } from "./internal/httpError.ts"
 
 const WEB_ROOT = fileURLToPath(new URL("../web/", import.meta.url))
 /** The package root of @novnc/novnc (its only export is core/rfb.js). */
@@ -27,7 +28,7 @@ export const SECURITY_HEADERS = {
     "default-src 'self'; connect-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 }
 
-const notFound = HttpServerResponse.jsonUnsafe({ error: { code: "not_found", message: "no such file" } }, { status: 404 })
+const notFound = errorResponse(404, "not_found", "no such file")
 
 /** Whether a request path (below its root) names a file the UI serves: no dotfiles, no encoded separators, a known type. */
 export const servable = (requestPath: string): boolean => {

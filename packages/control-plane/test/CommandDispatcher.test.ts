@@ -30,7 +30,7 @@ const completed = (cmd: string, session: string): PayloadOf<"command_completed">
 })
 
 /**
- * Returns once the dispatcher has handled every report the agent sent before: it handles hub events in order,
+ * Returns once the dispatcher has handled every report the agent sent before: it gets one agent's reports in order,
  * so the outcome of a fresh command sent after them comes last.
  */
 const barrier = (d: CommandDispatcherShape, agent: FakeAgent, agentId: string) =>

@@ -6,6 +6,9 @@ import { ByteSize, Effect, Schema } from "effect"
 import { HttpIncomingMessage, HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { AgentView } from "../AgentHub.ts"
 import type { CommandRecord, SessionRecord, TemplateRecord } from "../Store.ts"
+import { errorResponse } from "./httpError.ts"
+
+export { errorResponse } from "./httpError.ts"
 
 /** An answer other than success: `{"error": {"code", "message"}}` with `status`. */
 export class ApiError extends Schema.TaggedError<ApiError>()("ApiError", {
@@ -13,9 +16,6 @@ export class ApiError extends Schema.TaggedError<ApiError>()("ApiError", {
   code: Schema.String,
   message: Schema.String
 }) {}
-
-export const errorResponse = (status: number, code: string, message: string) =>
-  HttpServerResponse.jsonUnsafe({ error: { code, message } }, { status })
 
 export const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
 

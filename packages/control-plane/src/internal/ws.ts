@@ -13,10 +13,7 @@ import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import { type WebSocket, WebSocketServer } from "ws"
-
-/** The `{"error": {"code", "message"}}` answer of an upgrade route that refuses a request. */
-export const refuseUpgrade = (status: number, code: string, message: string) =>
-  HttpServerResponse.jsonUnsafe({ error: { code, message } }, { status })
+import { errorResponse } from "./httpError.ts"
 
 /** A `ws` server for one route: it answers `subprotocol` when offered and refuses frames over `maxPayload`. */
 export const makeWsServer = (options: { readonly subprotocol: string; readonly maxPayload: number }): WebSocketServer =>
@@ -68,7 +65,7 @@ export const serveUpgrade = <E, R>(
 ): Effect.Effect<HttpServerResponse.HttpServerResponse, E, R> =>
   Effect.gen(function*() {
     const incoming = nodeRequestOf(request)
-    if (incoming === undefined) return refuseUpgrade(500, "internal", "WebSocket routes need the Node HTTP server")
+    if (incoming === undefined) return errorResponse(500, "internal", "WebSocket routes need the Node HTTP server")
     const ws = yield* Effect.option(upgrade(wss, incoming))
     if (ws._tag === "Some") yield* serve(ws.value)
     // Keep the HTTP layer from writing a response onto the finished WebSocket connection.

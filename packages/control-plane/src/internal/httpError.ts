@@ -1,0 +1,4 @@
+// The one shape of an HTTP error answer, for the API, the upgrade routes and the web UI: `{"error": {"code", "message"}}`.
+import { HttpServerResponse } from "effect/http"
+
+export const errorResponse = (status: number, code: string, message: string) => HttpServerResponse.jsonUnsafe({ error: { code, message } }, { status })
