@@ -19,6 +19,7 @@ export default defineConfig({
       project("vnc-testserver"),
       project("agent"),
       project("control-plane"),
+      project("testbed", 300_000),
       project("e2e", 120_000)
     ]
   }
