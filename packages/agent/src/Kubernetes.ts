@@ -7,7 +7,8 @@ import type { Capacity, SessionId, SessionSpec, UserId } from "@streamspace/prot
 import { parseQuantity } from "@streamspace/protocol"
 import { Cause, Clock, Context, Duration, Effect, Layer, Metric, Option, Queue, Schedule, Schema, Stream } from "effect"
 import type { Scope } from "effect"
-import { readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
+import * as path from "node:path"
 import { parse as parseYaml } from "yaml"
 import { AgentConfig } from "./AgentConfig.ts"
 import type { AgentConfigShape } from "./AgentConfig.ts"
@@ -23,6 +24,7 @@ import {
   type PodView,
   type SessionDefaults
 } from "./internal/kubeObjects.ts"
+import { inClusterServer, kubeconfigTokenFiles, tokenFileAuthenticator, tokenFileProvider } from "./internal/kubeAuth.ts"
 import { openPortForward, type PortForwardStream } from "./internal/portforward.ts"
 import { kubernetesApiErrors } from "./Metrics.ts"
 
@@ -207,14 +209,53 @@ export const capacityFromConfig = (config: Pick<AgentConfigShape, "maxSessions" 
   max_sessions: config.maxSessions
 })
 
-const loadKubeConfig = (config: AgentConfigShape): Effect.Effect<k8s.KubeConfig, KubernetesError> =>
+/**
+ * The client configuration: KUBECONFIG when set, else in-cluster (the API server from KUBERNETES_SERVICE_HOST
+ * and _PORT, the service account's files from SERVICE_ACCOUNT_DIR). Token files, the in-cluster one and
+ * kubeconfig users' `tokenFile:`, are read again whenever they change (the kubelet rotates the token).
+ */
+const loadKubeConfig = (config: AgentConfigShape): Effect.Effect<{ readonly kc: k8s.KubeConfig; readonly invalidateTokens: () => void }, KubernetesError> =>
   Effect.try({
     try: () => {
       const kc = new k8s.KubeConfig()
-      if (config.kubeconfig !== undefined) kc.loadFromFile(config.kubeconfig)
-      else kc.loadFromCluster()
+      const tokens = tokenFileAuthenticator()
+      kc.addAuthenticator(tokens)
+      if (config.kubeconfig !== undefined) {
+        kc.loadFromFile(config.kubeconfig)
+        const files = kubeconfigTokenFiles(parseYaml(readFileSync(config.kubeconfig, "utf8")), config.kubeconfig)
+        if (files.size > 0) {
+          kc.loadFromOptions({
+            clusters: kc.clusters,
+            contexts: kc.contexts,
+            currentContext: kc.currentContext,
+            users: kc.users.map((u) => {
+              const file = files.get(u.name)
+              return file === undefined ? u : { name: u.name, authProvider: tokenFileProvider(file) }
+            })
+          })
+        }
+      } else {
+        const { kubernetesServiceHost: host, kubernetesServicePort: port, serviceAccountDir: dir } = config
+        if (host === undefined || port === undefined) {
+          throw new Error("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set (not running in a pod?): set KUBECONFIG")
+        }
+        const token = path.join(dir, "token")
+        readFileSync(token) // fail now, naming the file, rather than on the first call
+        const namespaceFile = path.join(dir, "namespace")
+        kc.loadFromOptions({
+          clusters: [{ name: "in-cluster", server: inClusterServer(host, port), caFile: path.join(dir, "ca.crt"), skipTLSVerify: false }],
+          users: [{ name: "in-cluster", authProvider: tokenFileProvider(token) }],
+          contexts: [{
+            name: "in-cluster",
+            cluster: "in-cluster",
+            user: "in-cluster",
+            ...(existsSync(namespaceFile) ? { namespace: readFileSync(namespaceFile, "utf8").trim() } : {})
+          }],
+          currentContext: "in-cluster"
+        })
+      }
       if (kc.getCurrentCluster() === null) throw new Error("no current cluster")
-      return kc
+      return { kc, invalidateTokens: tokens.invalidate }
     },
     catch: (e) =>
       new KubernetesError({
@@ -238,7 +279,7 @@ const loadPodTemplate = (path: string | undefined): Effect.Effect<Json | undefin
 export const make = (options: KubernetesOptions = {}) =>
   Effect.gen(function*() {
     const config = yield* AgentConfig
-    const kc = yield* loadKubeConfig(config)
+    const { kc, invalidateTokens } = yield* loadKubeConfig(config)
     const template = yield* loadPodTemplate(config.sessionPodTemplate)
     const core = kc.makeApiClient(k8s.CoreV1Api)
     const watcher = new k8s.Watch(kc)
@@ -311,7 +352,9 @@ export const make = (options: KubernetesOptions = {}) =>
         }),
         Effect.tapError((e) => recordFailure(verb, resource, e)),
         Effect.tap(() => recordSuccess),
-        Effect.retry({ schedule: retrySchedule, times: opts.retryTimes, while: (e) => RETRYABLE.has(e.reason) })
+        Effect.retry({ schedule: retrySchedule, times: opts.retryTimes, while: (e) => RETRYABLE.has(e.reason) }),
+        // A token rotated between two stats of its file: read every token file again and try once more.
+        Effect.retry({ times: 1, while: (e) => e.reason === "Unauthorized" && (invalidateTokens(), true) })
       )
     const orNone = <A>(eff: Effect.Effect<A, KubernetesError>): Effect.Effect<Option.Option<A>, KubernetesError> =>
       eff.pipe(Effect.map(Option.some), Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeedNone))
