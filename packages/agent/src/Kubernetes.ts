@@ -34,7 +34,8 @@ export class KubernetesError extends Schema.TaggedError<KubernetesError>()("Kube
     "AlreadyExists", // 409 on create, and the object is not ours
     "Conflict", // 409 optimistic-lock conflict (retried)
     "Invalid", // 422 / 400: the API's validation message
-    "Forbidden", // 403 (RBAC)
+    "Forbidden", // 403 (RBAC, admission)
+    "QuotaExceeded", // 403 from ResourceQuota admission: the namespace is full
     "Unauthorized", // 401
     "TooManyRequests", // 429 (retried, honouring Retry-After)
     "Unavailable", // 5xx, network (retried)
@@ -135,8 +136,9 @@ const parseStatus = (body: unknown): StatusBody => {
   }
 }
 
-const reasonOfCode = (code: number, statusReason: string | undefined): KubernetesError["reason"] => {
+const reasonOfCode = (code: number, statusReason: string | undefined, message = ""): KubernetesError["reason"] => {
   if (code === 404) return "NotFound"
+  if (code === 403 && message.includes("exceeded quota")) return "QuotaExceeded"
   if (code === 409) return statusReason === "AlreadyExists" ? "AlreadyExists" : "Conflict"
   if (code === 400 || code === 422) return "Invalid"
   if (code === 403) return "Forbidden"
@@ -156,7 +158,7 @@ export const toKubernetesError = (what: string, e: unknown): KubernetesError => 
     const headerRetry = Number(ex.headers?.["retry-after"])
     const retryAfter = Number.isFinite(headerRetry) && headerRetry >= 0 ? headerRetry : status.details?.retryAfterSeconds
     return new KubernetesError({
-      reason: reasonOfCode(ex.code, status.reason),
+      reason: reasonOfCode(ex.code, status.reason, status.message),
       message: `${what}: ${status.message ?? (ex.code === 401 ? "Unauthorized" : `HTTP ${ex.code}`)}`,
       code: ex.code,
       ...(retryAfter !== undefined ? { retryAfterSeconds: retryAfter } : {})
