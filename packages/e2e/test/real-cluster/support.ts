@@ -72,8 +72,8 @@ export const serviceAccountToken = async (namespace: string, serviceAccount: str
     ...(boundSecret === undefined ? [] : ["--bound-object-kind=Secret", `--bound-object-name=${boundSecret}`])
   ])).trim()
 
-/** A kubeconfig file for `user` (a token, or a token file) against the shared cluster. */
-export const writeKubeconfig = (dir: string, user: { readonly token: string } | { readonly tokenFile: string }, namespace = "default") => {
+/** A kubeconfig file for `user` (its kubeconfig entry: token, tokenFile, exec...) against the shared cluster. */
+export const writeKubeconfig = (dir: string, user: Record<string, unknown>, namespace = "default") => {
   const file = path.join(dir, `kubeconfig-${randomBytes(3).toString("hex")}`)
   const c = cluster()
   writeFileSync(file, JSON.stringify({
