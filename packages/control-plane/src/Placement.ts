@@ -1,6 +1,8 @@
 // Placement: picks the agent for a new session. A pure function of the agents' view and the request:
 // eligible = approved, connected, online (not warning/error/offline) and not draining, with a free session
-// slot and enough free CPU and memory; among those the requested region wins, then the least loaded one.
+// slot and enough free CPU and memory; among those the requested region wins, then a healthy agent over one
+// in `warning` (near MAX_SESSIONS, or a recent Kubernetes API error: still able to run sessions), then the
+// least loaded one.
 import type { AgentId, Capacity } from "@streamspace/protocol"
 import { parseQuantity } from "@streamspace/protocol"
 import { Result, Schema } from "effect"
@@ -63,7 +65,7 @@ export const exclusionReason = (agent: Candidate, request: PlacementRequest): st
   if (agent.enrollment !== "approved") return `enrollment is ${agent.enrollment}`
   if (!agent.connected) return "not connected"
   if (agent.draining) return "draining"
-  if (agent.status !== "online") return `status is ${agent.status}`
+  if (agent.status !== "online" && agent.status !== "warning") return `status is ${agent.status}`
   const capacity = agent.capacity
   if (capacity === undefined) return "has not reported its capacity"
   if (agent.activeSessions >= capacity.max_sessions) {
@@ -81,8 +83,9 @@ export const exclusionReason = (agent: Candidate, request: PlacementRequest): st
 }
 
 /**
- * Chooses an agent: the requested region first (other regions only when none there is eligible), then the
- * lowest session load, then the most free CPU, then the agent id (so equal agents give a stable answer).
+ * Chooses an agent: the requested region first (other regions only when none there is eligible), then online
+ * over warning, then the lowest session load, then the most free CPU, then the agent id (so equal agents give
+ * a stable answer).
  */
 export const place = (agents: ReadonlyArray<Candidate>, request: PlacementRequest): Result.Result<Placed, PlacementError> => {
   const excluded: Array<{ agent_id: string; reason: string }> = []
@@ -109,6 +112,7 @@ export const place = (agents: ReadonlyArray<Candidate>, request: PlacementReques
   const freeCpu = (p: Placed) => quantity(p.agent.capacity!.cpu) - p.agent.used.cpu
   const before = (a: Placed, b: Placed) =>
     (Number(b.regionMatch) - Number(a.regionMatch) ||
+      Number(a.agent.status === "warning") - Number(b.agent.status === "warning") ||
       a.load - b.load ||
       freeCpu(b) - freeCpu(a) ||
       (a.agent.id < b.agent.id ? -1 : a.agent.id > b.agent.id ? 1 : 0)) < 0

@@ -47,10 +47,15 @@ export interface RealClusterShape {
   readonly kubectl: (args: ReadonlyArray<string>, input?: string) => Promise<CommandResult>
   /** `kubectl apply -f -` of YAML or JSON objects, which must succeed. */
   readonly apply: (manifest: string) => Promise<void>
-  /** Stops and starts the API server on the same port and data: its watches end, its caches restart. */
+  /** Stops the API server (its watches end); `startApiServer` brings it back on the same port and data. */
+  readonly stopApiServer: () => Promise<void>
+  readonly startApiServer: () => Promise<void>
+  /** Both of the above: the API server's watches end and its caches start again. */
   readonly restartApiServer: () => Promise<void>
   /** Compacts etcd at its current revision (after one throwaway write), so older resourceVersions are gone. */
   readonly compactEtcd: () => Promise<number>
+  /** Deletes an object behind the API server's back (`/registry/pods/NS/NAME`): a change no watch reports. */
+  readonly deleteFromEtcd: (key: string) => Promise<void>
   readonly stop: () => Promise<void>
 }
 
@@ -228,10 +233,24 @@ export const startRealCluster = async (options: RealClusterOptions = {}): Promis
       (await apiGet(server, caFile, adminToken, "/api/v1/namespaces/default/serviceaccounts/default")).status === 200, 60_000)
     log(`cluster ready in ${((Date.now() - started) / 1000).toFixed(1)}s (${dir})`)
 
-    const restartApiServer = async () => {
+    let apiRunning = true
+    const stopApiServer = async () => {
+      if (!apiRunning) return
+      apiRunning = false
       await apiServer.stop()
       procs.splice(procs.indexOf(apiServer), 1)
+    }
+    const restartedApiServer = async () => {
+      if (apiRunning) return
       apiServer = await startApiServer()
+      apiRunning = true
+    }
+    const restartApiServer = async () => {
+      await stopApiServer()
+      await restartedApiServer()
+    }
+    const deleteFromEtcd = async (key: string) => {
+      await etcdPost(etcdEndpoint, "kv/deleterange", { key: b64(key) })
     }
 
     const compactEtcd = async () => {
@@ -243,7 +262,22 @@ export const startRealCluster = async (options: RealClusterOptions = {}): Promis
     }
 
     const bin = (name: "kubectl" | "helm") => toolPath(name)
-    return { dir, server, caFile, adminKubeconfig, adminToken, bin, kubectl, apply, restartApiServer, compactEtcd, stop }
+    return {
+      dir,
+      server,
+      caFile,
+      adminKubeconfig,
+      adminToken,
+      bin,
+      kubectl,
+      apply,
+      stopApiServer,
+      startApiServer: restartedApiServer,
+      restartApiServer,
+      compactEtcd,
+      deleteFromEtcd,
+      stop
+    }
   } catch (e) {
     await stop()
     throw e

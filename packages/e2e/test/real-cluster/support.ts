@@ -12,10 +12,19 @@ import * as path from "node:path"
 import { inject } from "vitest"
 import { createWebSocketStream, WebSocket } from "ws"
 import { parse as parseYaml } from "yaml"
+import type { RealClusterInfo } from "./globalSetup.ts"
 
 export { repoRoot } from "@streamspace/testbed"
 
-export const cluster = () => inject("realCluster")
+let own: RealClusterInfo | undefined
+
+/** The cluster this file works on: the suite's shared one, unless the file started its own (`useCluster`). */
+export const cluster = (): RealClusterInfo => own ?? inject("realCluster")
+
+/** For a file that needs a cluster of its own (to restart its API server, say). */
+export const useCluster = (info: RealClusterInfo) => {
+  own = info
+}
 
 export interface CommandResult {
   readonly code: number
