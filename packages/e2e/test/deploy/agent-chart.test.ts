@@ -52,6 +52,9 @@ const guideDefaults: Record<string, string> = {
 }
 
 // Every value of values.yaml set to a non-default (leaf paths; see the coverage test below).
+/** What a cluster with the Prometheus Operator serves (helm template knows no cluster's APIs otherwise). */
+const withServiceMonitorApi = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]
+
 const everyValue = {
   agent: {
     id: "k8s-eu-west",
@@ -263,12 +266,14 @@ describe("helm/streamspace-agent", () => {
     const read = new Set([...source.matchAll(/"([A-Z][A-Z0-9_]{2,})"/g)].map((m) => m[1]!))
     // Only meaningful outside a cluster: in a pod the credential lives in AGENT_CREDENTIAL_SECRET.
     read.delete("AGENT_CREDENTIAL_FILE")
-    const rendered = envOf(find(parseObjects(await template(agentChart, ["--values", await writeValues(everyValue)], "eu", "agents")), "Deployment"))
+    // Set by the kubelet in every pod (the API server's address, the service account's mount).
+    for (const v of ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "SERVICE_ACCOUNT_DIR"]) read.delete(v)
+    const rendered = envOf(find(parseObjects(await template(agentChart, ["--values", await writeValues(everyValue), ...withServiceMonitorApi], "eu", "agents")), "Deployment"))
     assert.deepStrictEqual([...read].filter((v) => !rendered.has(v)).sort(), [], "agent variables without a chart value: add them to values.yaml and templates/deployment.yaml")
   })
 
   it("renders every documented value into valid objects", async () => {
-    const objects = parseObjects(await template(agentChart, ["--values", await writeValues(everyValue)], "eu", "agents"))
+    const objects = parseObjects(await template(agentChart, ["--values", await writeValues(everyValue), ...withServiceMonitorApi], "eu", "agents"))
     assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
       "ConfigMap/agent-eu-session-template",
       "Deployment/agent-eu",
@@ -421,6 +426,7 @@ describe("helm/streamspace-agent", () => {
       [[...required, "--set", "agent.replicaCount=2"], /agent\.replicaCount=2: an agent id runs in exactly one pod/],
       [[...required, "--set", "agent.controlPlaneCA.configMap=a", "--set", "agent.controlPlaneCA.secret=b"], /set either configMap or secret/],
       [[...required, "--set", "serviceMonitor.enabled=true", "--set", "agent.metrics.enabled=false"], /serviceMonitor\.enabled needs agent\.metrics\.enabled=true/],
+      [[...required, "--set", "serviceMonitor.enabled=true"], /needs the Prometheus Operator's ServiceMonitor CRD \(monitoring\.coreos\.com\/v1\), which this cluster does not serve/],
       [[...required, "--set", "agent.metrics.port=8080"], /agent\.healthPort and agent\.metrics\.port are both 8080/]
     ]
     const errors = await Promise.all(cases.map(([args]) => templateError(agentChart, args)))

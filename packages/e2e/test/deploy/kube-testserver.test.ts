@@ -99,7 +99,7 @@ describe("rendered charts in kube-testserver", () => {
     const rendered = parseObjects(await template(agentChart, [
       "--values", path.join(agentChart, "ci/required-values.yaml"),
       "--set", "agent.namespace=tenant-a", "--set", "namespace.create=true",
-      "--set", "serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true",
+      "--set", "serviceMonitor.enabled=true", "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--set", "networkPolicy.enabled=true",
       "--set", "agent.session.podTemplate.spec.nodeSelector.workload=streamspace",
       "--set", "agent.controlPlaneCA.configMap=corp-ca"
     ], "eu", "agents"))

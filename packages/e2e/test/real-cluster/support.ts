@@ -156,19 +156,20 @@ const logDir = () => {
   return dir
 }
 
-/** The control plane as its image runs it, on an in-memory database. */
+/** The control plane as its image runs it (by default on an in-memory database), on a free loopback port. */
 export const startControlPlane = async (name: string, env: Record<string, string> = {}): Promise<ControlPlane> => {
   const port = await freePort()
   const proc = startProcess(`control-plane-${name}`, path.join(repoRoot, "node_modules/.bin/node"), [path.join(repoRoot, "packages/control-plane/src/main.ts")], logDir(), {
     ...process.env,
-    HOST: "127.0.0.1",
-    PORT: String(port),
     DATABASE_IN_MEMORY: "true",
     JWT_SECRET,
     AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP_TOKEN,
     LOG_FORMAT: "json",
     LOG_LEVEL: "info",
-    ...env
+    ...env,
+    // The test's own address, whatever `env` says.
+    HOST: "127.0.0.1",
+    PORT: String(port)
   })
   const url = `http://127.0.0.1:${port}`
   await waitReady(proc, "/api/v1/health", async () => (await fetch(`${url}/api/v1/health`)).ok)
