@@ -14,10 +14,13 @@ export const cacheRoot = (): string =>
   process.env.STREAMSPACE_CACHE_DIR ??
     path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), ".cache"), "streamspace")
 
-/** A short content hash of files (and extra strings): a cache key that changes when any input does. */
+/**
+ * A short content hash of files (by name and content, not where the checkout is, so every clone and worktree
+ * shares the cache) and extra strings: a cache key that changes when any input does.
+ */
 export const hashInputs = (files: ReadonlyArray<string>, extra: ReadonlyArray<string> = []): string => {
   const h = createHash("sha256")
-  for (const f of files) h.update(f).update("\0").update(readFileSync(f)).update("\0")
+  for (const f of files) h.update(path.basename(f)).update("\0").update(readFileSync(f)).update("\0")
   for (const e of extra) h.update(e).update("\0")
   return h.digest("hex").slice(0, 12)
 }

@@ -131,6 +131,14 @@ const everyValue = {
     dns: true,
     extraEgress: [{ ports: [{ protocol: "TCP", port: 3128 }] }]
   },
+  sessionNetworkPolicy: {
+    enabled: true,
+    ingress: [{ from: [{ podSelector: { matchLabels: { app: "recorder" } } }], ports: [{ protocol: "TCP", port: 5900 }] }],
+    denyEgressTo: ["169.254.169.254/32", "fd00:ec2::254/128", "10.0.0.0/8"],
+    apiServerCidrs: ["192.0.2.10/32"],
+    dns: true,
+    extraEgress: [{ to: [{ ipBlock: { cidr: "10.1.2.3/32" } }], ports: [{ protocol: "TCP", port: 443 }] }]
+  },
   namespace: { create: true, podSecurity: { enforce: "restricted", audit: "restricted", warn: "restricted" } },
   extraVolumes: [{ name: "kubeconfig", secret: { secretName: "remote-kubeconfig" } }],
   extraVolumeMounts: [{ name: "kubeconfig", mountPath: "/etc/kube", readOnly: true }]
@@ -158,10 +166,11 @@ describe("helm/streamspace-agent", () => {
     }
   })
 
-  it("renders valid Kubernetes objects with the defaults: ServiceAccount, Role, RoleBinding, Service, Deployment", async () => {
+  it("renders valid Kubernetes objects with the defaults: ServiceAccount, Role, RoleBinding, Service, Deployment, sessions' NetworkPolicy", async () => {
     const objects = parseObjects(await template(agentChart, required))
     assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
       "Deployment/streamspace-k8s-agent",
+      "NetworkPolicy/streamspace-k8s-agent-sessions",
       "Role/streamspace-k8s-agent",
       "RoleBinding/streamspace-k8s-agent",
       "Service/streamspace-k8s-agent",
@@ -279,6 +288,7 @@ describe("helm/streamspace-agent", () => {
       "Deployment/agent-eu",
       "Namespace/tenant-a",
       "NetworkPolicy/agent-eu",
+      "NetworkPolicy/agent-eu-sessions",
       "Role/agent-eu",
       "RoleBinding/agent-eu",
       "Secret/agent-eu-token",
@@ -366,7 +376,7 @@ describe("helm/streamspace-agent", () => {
     assert.strictEqual(monitor.metadata.labels.release, "prometheus")
 
     // NetworkPolicy: ingress to health/metrics only; egress to DNS, the API server, the control plane (port from the URL).
-    const np = find(objects, "NetworkPolicy").spec
+    const np = find(objects, "NetworkPolicy", "agent-eu").spec
     assert.deepStrictEqual(np.policyTypes, ["Ingress", "Egress"])
     assert.deepStrictEqual(np.ingress, [{
       ports: [{ protocol: "TCP", port: 8181 }, { protocol: "TCP", port: 9191 }],
@@ -380,10 +390,31 @@ describe("helm/streamspace-agent", () => {
     ])
   })
 
+  it("ships a NetworkPolicy for the agent's session pods: no ingress, egress except metadata and the API server", async () => {
+    const defaults = find(parseObjects(await template(agentChart, required)), "NetworkPolicy", "streamspace-k8s-agent-sessions")
+    assert.strictEqual(defaults.metadata.namespace, "streamspace")
+    assert.deepStrictEqual(defaults.spec.podSelector, { matchLabels: { app: "session", agent: "k8s-prod-us-east-1" } })
+    assert.deepStrictEqual(defaults.spec.policyTypes, ["Ingress", "Egress"])
+    assert.deepStrictEqual(defaults.spec.ingress, [])
+    assert.deepStrictEqual(defaults.spec.egress, [
+      { ports: [{ protocol: "UDP", port: 53 }, { protocol: "TCP", port: 53 }] },
+      { to: [{ ipBlock: { cidr: "0.0.0.0/0", except: ["169.254.169.254/32"] } }, { ipBlock: { cidr: "::/0", except: ["fd00:ec2::254/128"] } }] }
+    ])
+    const every = find(parseObjects(await template(agentChart, ["--values", await writeValues(everyValue), ...withServiceMonitorApi], "eu", "agents")), "NetworkPolicy", "agent-eu-sessions")
+    assert.strictEqual(every.metadata.namespace, "tenant-a")
+    assert.deepStrictEqual(every.spec.ingress, everyValue.sessionNetworkPolicy.ingress)
+    assert.deepStrictEqual(every.spec.egress.slice(1), [
+      { to: [{ ipBlock: { cidr: "0.0.0.0/0", except: ["169.254.169.254/32", "10.0.0.0/8", "192.0.2.10/32"] } }, { ipBlock: { cidr: "::/0", except: ["fd00:ec2::254/128"] } }] },
+      ...everyValue.sessionNetworkPolicy.extraEgress
+    ])
+    const off = parseObjects(await template(agentChart, [...required, "--set", "sessionNetworkPolicy.enabled=false"]))
+    assert.isFalse(off.some((o) => o.metadata.name === "streamspace-k8s-agent-sessions"))
+  })
+
   it("derives the control-plane egress port from the URL scheme when none is given", async () => {
     const egressPort = async (url: string, extra: Array<string> = []) => {
       const objects = parseObjects(await template(agentChart, [...required, "--set", "networkPolicy.enabled=true", "--set-string", `agent.controlPlaneUrl=${url}`, ...extra]))
-      return find(objects, "NetworkPolicy").spec.egress[2].ports[0].port
+      return find(objects, "NetworkPolicy", "streamspace-k8s-agent").spec.egress[2].ports[0].port
     }
     const ports = await Promise.all([
       egressPort("wss://cp.example.com"),
@@ -441,7 +472,7 @@ describe("helm/streamspace-agent", () => {
     assert.deepStrictEqual(find(objects, "Service").spec.ports.map((p: any) => p.name), ["health"])
     const c = find(objects, "Deployment").spec.template.spec.containers[0]
     assert.deepStrictEqual(c.ports.map((p: any) => p.name), ["health"])
-    assert.deepStrictEqual(find(objects, "NetworkPolicy").spec.ingress[0].ports, [{ protocol: "TCP", port: 8080 }])
+    assert.deepStrictEqual(find(objects, "NetworkPolicy", "streamspace-k8s-agent").spec.ingress[0].ports, [{ protocol: "TCP", port: 8080 }])
     assert.strictEqual(envValues(find(objects, "Deployment")).METRICS_ENABLED, "false")
   })
 })
