@@ -1,6 +1,7 @@
 import * as k8s from "@kubernetes/client-node"
 import { describe, expect, it } from "vitest"
-import { apiError, setup, waitFor } from "./helpers.ts"
+import { apiError, setup } from "./helpers.ts"
+import { waitForPromise } from "@streamspace/testbed"
 
 describe("fault injection", () => {
   it("adds latency to a route", async () => {
@@ -43,16 +44,16 @@ describe("fault injection", () => {
     inf.on("connect", () => connects++)
     inf.on("add", (o) => added.push(o.metadata!.name!))
     await inf.start()
-    await waitFor(() => connects >= 2, 3000, "informer reconnect")
+    await waitForPromise("informer reconnect", () => connects >= 2, { timeout: 3000 })
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "after-drop" } } })
-    await waitFor(() => added.includes("after-drop"))
+    await waitForPromise("the informer to see after-drop", () => added.includes("after-drop"))
     await inf.stop()
 
     server.addFault({ watch: true, dropAfterMs: 20, reset: true, times: 1 })
     const errors: Array<unknown> = []
     const w = new k8s.Watch(kc)
     await w.watch("/api/v1/namespaces/default/configmaps", {}, () => {}, (e) => errors.push(e ?? "clean"))
-    await waitFor(() => errors.length > 0)
+    await waitForPromise("an error", () => errors.length > 0)
     expect(errors[0]).not.toBe("clean")
   })
 

@@ -1,6 +1,7 @@
 import * as k8s from "@kubernetes/client-node"
 import { describe, expect, it } from "vitest"
-import { pod, setup, waitFor } from "./helpers.ts"
+import { pod, setup } from "./helpers.ts"
+import { waitForPromise } from "@streamspace/testbed"
 
 interface Seen {
   type: string
@@ -27,13 +28,13 @@ describe("watch", () => {
     const t0 = Date.now()
     const w = await collect(kc, "/api/v1/namespaces/default/configmaps", {})
     expect(Date.now() - t0).toBeLessThan(1000)
-    await waitFor(() => w.seen.length === 1)
+    await waitForPromise("1 watch event(s)", () => w.seen.length === 1)
     expect(w.seen[0]).toMatchObject({ type: "ADDED", name: "a" })
     expect(w.seen[0]!.obj.kind).toBe("ConfigMap")
     expect(w.seen[0]!.obj.apiVersion).toBe("v1")
     await api.patchNamespacedConfigMap({ name: "a", namespace: "default", body: [{ op: "add", path: "/data", value: { x: "1" } }] })
     await api.deleteNamespacedConfigMap({ name: "a", namespace: "default" })
-    await waitFor(() => w.seen.length === 3)
+    await waitForPromise("3 watch event(s)", () => w.seen.length === 3)
     expect(w.seen.map((s) => s.type)).toEqual(["ADDED", "MODIFIED", "DELETED"])
     // DELETED carries the RV of the deletion.
     expect(Number(w.seen[2]!.rv)).toBe(server.resourceVersion)
@@ -46,7 +47,7 @@ describe("watch", () => {
     const list = await api.listNamespacedConfigMap({ namespace: "default" })
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b" } } })
     const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { resourceVersion: list.metadata!.resourceVersion })
-    await waitFor(() => w.seen.length >= 1)
+    await waitForPromise("1 watch event(s)", () => w.seen.length >= 1)
     await new Promise((r) => setTimeout(r, 30))
     expect(w.seen.map((s) => `${s.type} ${s.name}`)).toEqual(["ADDED b"])
     w.ctl.abort()
@@ -56,7 +57,7 @@ describe("watch", () => {
     const { api, kc } = await setup()
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
     const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { resourceVersion: "" })
-    await waitFor(() => w.seen.length === 1)
+    await waitForPromise("1 watch event(s)", () => w.seen.length === 1)
     expect(w.seen[0]).toMatchObject({ type: "ADDED", name: "a" })
     w.ctl.abort()
   })
@@ -68,7 +69,7 @@ describe("watch", () => {
     await api.patchNamespacedConfigMap({ name: "c", namespace: "default", body: { metadata: { labels: { tier: "a" } } } }, k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch))
     await api.patchNamespacedConfigMap({ name: "c", namespace: "default", body: { data: { k: "v" } } }, k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch))
     await api.patchNamespacedConfigMap({ name: "c", namespace: "default", body: { metadata: { labels: { skip: "1" } } } }, k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch))
-    await waitFor(() => w.seen.length === 3)
+    await waitForPromise("3 watch event(s)", () => w.seen.length === 3)
     expect(w.seen.map((s) => s.type)).toEqual(["ADDED", "MODIFIED", "DELETED"])
     w.ctl.abort()
   })
@@ -78,7 +79,7 @@ describe("watch", () => {
     const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { fieldSelector: "metadata.name=b" })
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b" } } })
-    await waitFor(() => w.seen.length === 1)
+    await waitForPromise("1 watch event(s)", () => w.seen.length === 1)
     await new Promise((r) => setTimeout(r, 20))
     expect(w.seen.map((s) => s.name)).toEqual(["b"])
     w.ctl.abort()
@@ -87,7 +88,7 @@ describe("watch", () => {
   it("sends BOOKMARK events when allowed", async () => {
     const { kc } = await setup({ bookmarkIntervalMs: 20 })
     const w = await collect(kc, "/api/v1/namespaces/default/pods", { allowWatchBookmarks: true })
-    await waitFor(() => w.seen.find((s) => s.type === "BOOKMARK"))
+    await waitForPromise("a BOOKMARK event", () => w.seen.find((s) => s.type === "BOOKMARK"))
     const bm = w.seen.find((s) => s.type === "BOOKMARK")!
     expect(bm.obj).toEqual({ kind: "Pod", apiVersion: "v1", metadata: { resourceVersion: bm.rv } })
     w.ctl.abort()
@@ -97,7 +98,7 @@ describe("watch", () => {
     const { api, kc } = await setup()
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
     const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { sendInitialEvents: true, resourceVersionMatch: "NotOlderThan", allowWatchBookmarks: true })
-    await waitFor(() => w.seen.length === 2)
+    await waitForPromise("2 watch event(s)", () => w.seen.length === 2)
     expect(w.seen[1]!.type).toBe("BOOKMARK")
     expect(w.seen[1]!.obj.metadata.annotations).toEqual({ "k8s.io/initial-events-end": "true" })
     w.ctl.abort()
@@ -109,7 +110,7 @@ describe("watch", () => {
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b" } } })
     server.compact()
     const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { resourceVersion: a.metadata!.resourceVersion })
-    await waitFor(() => w.done() !== "open")
+    await waitForPromise("the watch to end", () => w.done() !== "open")
     expect(w.done()).toBeNull()
     expect(w.seen).toHaveLength(1)
     expect(w.seen[0]!.type).toBe("ERROR")
@@ -129,24 +130,24 @@ describe("watch", () => {
     const a = await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
     for (const n of ["b", "c", "d", "e"]) await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: n } } })
     const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { resourceVersion: a.metadata!.resourceVersion })
-    await waitFor(() => w.done() !== "open")
+    await waitForPromise("the watch to end", () => w.done() !== "open")
     expect(w.seen[0]?.obj.code).toBe(410)
   })
 
   it("timeoutSeconds ends the watch cleanly and the server drops the watcher on client abort", async () => {
     const { kc } = await setup()
     const w = await collect(kc, "/api/v1/namespaces/default/pods", { timeoutSeconds: 1 })
-    await waitFor(() => w.done() !== "open", 3000)
+    await waitForPromise("the watch to end", () => w.done() !== "open", { timeout: 3000 })
     expect(w.done()).toBeNull()
   })
 
   it("graceful pod delete shows MODIFIED with deletionTimestamp before DELETED", async () => {
     const { api, kc, server } = await setup({ kubelet: { startDelayMs: 10, terminationDelayMs: 30 } })
     await api.createNamespacedPod({ namespace: "default", body: pod("vnc-1") })
-    await waitFor(() => server.get("pods", "default", "vnc-1")?.status.phase === "Running")
+    await waitForPromise("pod vnc-1 Running", () => server.get("pods", "default", "vnc-1")?.status.phase === "Running")
     const w = await collect(kc, "/api/v1/namespaces/default/pods", { resourceVersion: String(server.resourceVersion) })
     await api.deleteNamespacedPod({ name: "vnc-1", namespace: "default" })
-    await waitFor(() => w.seen.find((s) => s.type === "DELETED"))
+    await waitForPromise("a DELETED event", () => w.seen.find((s) => s.type === "DELETED"))
     expect(w.seen[0]!.type).toBe("MODIFIED")
     expect(w.seen[0]!.obj.metadata.deletionTimestamp).toMatch(/Z$/)
     expect(w.seen[w.seen.length - 1]!.type).toBe("DELETED")
@@ -167,20 +168,20 @@ describe("informer", () => {
     inf.on("connect", () => connects++)
     inf.on("error", (e) => log.push(`error ${String(e)}`))
     await inf.start()
-    await waitFor(() => log.includes("add a"))
+    await waitForPromise("informer: add a", () => log.includes("add a"))
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b", labels: { app: "vnc" } } } })
-    await waitFor(() => log.includes("add b"))
+    await waitForPromise("informer: add b", () => log.includes("add b"))
     // While the watch is down, "a" is deleted and history is compacted: the informer's resume RV is too old.
     server.delete("configmaps", "default", "a")
     server.compact()
     const c0 = connects
     server.dropWatches()
     // The informer reconnects with its last RV, gets ERROR 410, relists (delete a) and watches again.
-    await waitFor(() => log.includes("delete a"), 5000, "relist after 410")
+    await waitForPromise("relist after 410", () => log.includes("delete a"), { timeout: 5000 })
     expect(connects).toBeGreaterThan(c0)
     expect(inf.list("default").map((o) => o.metadata?.name)).toEqual(["b"])
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "c", labels: { app: "vnc" } } } })
-    await waitFor(() => log.includes("add c"), 5000)
+    await waitForPromise("informer: add c", () => log.includes("add c"), { timeout: 5000 })
     expect(log.filter((l) => l.startsWith("error"))).toEqual([])
     await inf.stop()
   })
@@ -196,7 +197,7 @@ describe("informer", () => {
     const errors: Array<any> = []
     inf.on("error", (e) => errors.push(e))
     await inf.start()
-    await waitFor(() => errors.length > 0)
+    await waitForPromise("an error", () => errors.length > 0)
     expect(errors[0].statusCode ?? errors[0].code).toBe(403)
   })
 })

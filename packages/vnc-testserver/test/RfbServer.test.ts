@@ -10,7 +10,8 @@ import {
   type RfbClient
 } from "../src/index.ts"
 import { vncAuthResponse } from "../src/internal/vncAuth.ts"
-import { connect, rawConnect, startServer, updateUntil, waitFor } from "./helpers.ts"
+import { connect, rawConnect, startServer, updateUntil } from "./helpers.ts"
+import { waitForPromise } from "@streamspace/testbed"
 
 const rgb = (c: number): [number, number, number] => [(c >> 16) & 0xff, (c >> 8) & 0xff, c & 0xff]
 
@@ -130,7 +131,7 @@ describe("VNC Authentication", () => {
       const err = await connect(server, { version, password: "wrong" }).then(() => undefined, (e: Error) => e)
       assert.instanceOf(err, Error)
       assert.match(err.message, version === "3.8" ? /security handshake failed: Authentication failed/ : /security handshake failed/)
-      await waitFor("the log line", () => server.logs.filter((l) => l.message === "authentication failed").length > before)
+      await waitForPromise("the log line", () => server.logs.filter((l) => l.message === "authentication failed").length > before)
     })
   }
 
@@ -193,7 +194,7 @@ describe("pixel formats", () => {
     msg[4] = 8 // bpp 8, trueColour 0
     raw.socket.write(msg)
     await raw.waitClosed()
-    await waitFor("the log line", () => server.logs.some((l) => /colour-map pixel formats are not supported/.test(l.message)))
+    await waitForPromise("the log line", () => server.logs.some((l) => /colour-map pixel formats are not supported/.test(l.message)))
     await reference.update(true)
   })
 })
@@ -267,7 +268,7 @@ describe("encodings and updates", () => {
       return u
     })
     const frame = server.state().frame
-    await waitFor("three more frames", () => server.state().frame >= frame + 3)
+    await waitForPromise("three more frames", () => server.state().frame >= frame + 3)
     assert.isFalse(got)
     c.click(200, 160)
     const u = await next
@@ -295,7 +296,7 @@ describe("input", () => {
     c.type("Hello, VNC")
     c.key(0xff08, true) // BackSpace
     c.key(0xff08, false)
-    await waitFor("typed text", () => server.state().typedText === "Hello, VN")
+    await waitForPromise("typed text", () => server.state().typedText === "Hello, VN")
     await updateUntil(c, "the keys line to show the text", () => countColour(c, TEXT, keysLine) > before + 50)
     assert.deepStrictEqual(server.state().keys.slice(0, 2), [{ keysym: 0x48, down: true }, { keysym: 0x48, down: false }])
     c.close()
@@ -309,7 +310,7 @@ describe("input", () => {
     c.pointer(250, 150, 4) // right button down
     c.pointer(251, 151, 4)
     c.pointer(251, 151, 0)
-    await waitFor("the click", () => server.state().clicks.some((k) => k.x === 250 && k.y === 150 && k.button === 3))
+    await waitForPromise("the click", () => server.state().clicks.some((k) => k.x === 250 && k.y === 150 && k.button === 3))
     assert.deepStrictEqual(server.state().pointer, { x: 251, y: 151, buttonMask: 0 })
     await updateUntil(c, "the mark", () => c.pixel(250, 150)[0] === 255)
     assert.deepStrictEqual(c.pixel(250, 150), rgb(MARK))
@@ -321,7 +322,7 @@ describe("input", () => {
   it("pointer positions are clamped to the framebuffer", async () => {
     const c = await connect(server)
     c.click(5000, 5000)
-    await waitFor("the click", () => server.state().clicks.some((k) => k.x === 319 && k.y === 199))
+    await waitForPromise("the click", () => server.state().clicks.some((k) => k.x === 319 && k.y === 199))
     c.close()
   })
 
@@ -329,8 +330,8 @@ describe("input", () => {
     const a = await connect(server)
     const b = await connect(server)
     a.cutText("copied from the viewer")
-    await waitFor("client cut text", () => server.state().clientCutText === "copied from the viewer")
-    await waitFor("both viewers", () => server.state().connections >= 2)
+    await waitForPromise("client cut text", () => server.state().clientCutText === "copied from the viewer")
+    await waitForPromise("both viewers", () => server.state().connections >= 2)
     server.setServerCutText("copied on the desktop")
     assert.strictEqual(await a.waitForCutText(), "copied on the desktop")
     assert.strictEqual(await b.waitForCutText(), "copied on the desktop")
@@ -367,7 +368,7 @@ describe("bad input closes only that connection", () => {
 
   const expectClosedAndLogged = async (raw: Awaited<ReturnType<typeof rawConnect>>, pattern: RegExp) => {
     await raw.waitClosed()
-    await waitFor(`a log line matching ${pattern}`, () => server.logs.some((l) => l.level === "warn" && pattern.test(l.message)))
+    await waitForPromise(`a log line matching ${pattern}`, () => server.logs.some((l) => l.level === "warn" && pattern.test(l.message)))
     // the other viewer keeps working
     const u = await bystander.update(false)
     assert.strictEqual(u.rects.length, 1)
@@ -433,7 +434,7 @@ describe("sizes", () => {
       await c.update(false)
       c.type("x")
       c.click(w - 1, h - 1)
-      await waitFor("the input", () => server.state().clicks.length === 1 && server.state().typedText === "x")
+      await waitForPromise("the input", () => server.state().clicks.length === 1 && server.state().typedText === "x")
       // the client rejects any rectangle outside its framebuffer
       await updateUntil(c, "the click mark", () => c.pixel(w - 1, h - 1)[0] === 255)
       assert.deepStrictEqual(c.pixel(w - 1, h - 1), rgb(MARK))
