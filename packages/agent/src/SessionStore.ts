@@ -1,21 +1,19 @@
 // SessionStore: the agent's live view of its sessions, fed by a watch on the objects labelled for this
 // agent and rebuilt from the cluster at start. Emits every phase change; answers list_sessions.
 import type { Capacity, SessionId, SessionSpec, SessionStatus } from "@streamspace/protocol"
-import { Clock, Context, DateTime, Duration, Effect, Layer, Metric, Option, PubSub, Schema, Stream } from "effect"
+import { Clock, Context, DateTime, Duration, Effect, Layer, Metric, Option, PubSub, Schedule, Schema, Stream } from "effect"
 import type { AgentConfig } from "./AgentConfig.ts"
-import { Kubernetes, type KubernetesError, type PodEvent } from "./Kubernetes.ts"
+import { type ClusterHealth, Kubernetes, type KubernetesError, type PodEvent } from "./Kubernetes.ts"
+import { exponentialFullJitter, makeStepper, resetWhen } from "./internal/backoff.ts"
 import { sessionIdOf, statusOfPod, type PodView } from "./internal/kubeObjects.ts"
 import { sessionsActive } from "./Metrics.ts"
+
+export type { ClusterHealth } from "./Kubernetes.ts"
 
 export class SessionStoreError extends Schema.TaggedError<SessionStoreError>()("SessionStoreError", {
   reason: Schema.Literals(["NotFound", "Rejected", "Forbidden", "Unavailable", "CapacityExceeded"]),
   message: Schema.String
 }) {}
-
-export interface ClusterHealth {
-  readonly status: "ok" | "degraded" | "failing"
-  readonly message?: string
-}
 
 export interface SessionStoreShape {
   /** Creates the session's objects, or adopts them when they exist; resolves once they exist (phase creating or later). */
@@ -33,9 +31,11 @@ export interface SessionStoreShape {
   readonly health: Effect.Effect<ClusterHealth>
 }
 
-/** Delay before re-watching after a watch that delivered nothing, and the cap of the error backoff. */
+/** Delay before re-watching after a watch that ended without delivering anything. */
 const QUIET_REWATCH = Duration.seconds(1)
-const MAX_WATCH_BACKOFF = Duration.seconds(30)
+
+/** Relisting after a failed watch: from 1 s up to 30 s, afresh once a watch delivered events again. */
+const watchBackoff = resetWhen(exponentialFullJitter(QUIET_REWATCH, "30 seconds").pipe(Schedule.setInputType<number>()), (events) => events > 0)
 
 export const toSessionStoreError = (e: KubernetesError): SessionStoreError => {
   switch (e.reason) {
@@ -110,34 +110,35 @@ export const make = Effect.gen(function*() {
   yield* Effect.logInfo(`adopted ${sessions.size} existing session(s) from the cluster`)
 
   // List + watch, like an informer: resume from the last resourceVersion when a watch ends, relist on
-  // 410 Expired or after an error (with capped exponential backoff), so out-of-band changes are never missed.
+  // 410 Expired or after an error (with the backoff), so out-of-band changes are never missed.
   const watchLoop = Effect.gen(function*() {
     let resourceVersion = Option.getOrUndefined(initial)
-    let failures = 0
+    const backoff = yield* makeStepper(watchBackoff)
+    /** Events since the last failure: any means the watch worked again, and the backoff starts afresh. */
+    let delivered = 0
     while (true) {
+      let events = 0
       const round = Effect.gen(function*() {
         if (resourceVersion === undefined) {
           const l = yield* kube.listSessionPods
           yield* reconcile(l.items, true)
           resourceVersion = l.resourceVersion
         }
-        let events = 0
         yield* kube.watchSessionPods(resourceVersion).pipe(
           Stream.runForEach((ev: PodEvent) =>
             Effect.gen(function*() {
               events++
-              failures = 0
+              delivered++
               const rv = ev.object.metadata?.resourceVersion
               if (rv !== undefined && rv !== "") resourceVersion = rv
               if (ev.type !== "BOOKMARK") yield* apply(ev.object, ev.type === "DELETED", true)
             })
           )
         )
-        return events
       })
       const result = yield* Effect.result(round)
       if (result._tag === "Success") {
-        if (result.success === 0) yield* Effect.sleep(QUIET_REWATCH)
+        if (events === 0) yield* Effect.sleep(QUIET_REWATCH)
         continue
       }
       const e = result.failure
@@ -146,8 +147,8 @@ export const make = Effect.gen(function*() {
         yield* Effect.logDebug(`watch expired, relisting: ${e.message}`)
         continue
       }
-      failures++
-      const delay = Duration.min(Duration.times(QUIET_REWATCH, 2 ** Math.min(failures - 1, 10)), MAX_WATCH_BACKOFF)
+      const delay = yield* backoff(delivered)
+      delivered = 0
       yield* Effect.logWarning(`session watch failed (${e.message}); relisting in ${Duration.format(delay)}`)
       yield* Effect.sleep(delay)
     }
