@@ -95,6 +95,12 @@ export const Router: Layer.Layer<never, never, AgentConfig | Connection | Comman
   })
 )
 
+/** What `hello` reports, from the cluster side: capacity and the sessions running now. */
+const helloFromSessions = Effect.gen(function*() {
+  const store = yield* SessionStore
+  return { capacity: yield* store.capacity, sessions: yield* store.list }
+})
+
 const compose = <ES, RS, ET, RT, EC, RC>(cluster: {
   readonly sessionStore: Layer.Layer<SessionStore, ES, RS>
   readonly tunnelPool: Layer.Layer<TunnelPool, ET, RT>
@@ -102,7 +108,7 @@ const compose = <ES, RS, ET, RT, EC, RC>(cluster: {
 }) => {
   const link = Layer.mergeAll(Heartbeat.layer, CommandQueue.layer).pipe(
     Layer.provideMerge(cluster.tunnelPool),
-    Layer.provideMerge(Connection.layer),
+    Layer.provideMerge(Connection.layerWith(helloFromSessions)),
     Layer.provideMerge(cluster.sessionStore),
     Layer.provideMerge(cluster.credentialStore)
   )

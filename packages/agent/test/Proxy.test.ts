@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url"
 import { Connection } from "../src/Connection.ts"
 import { bypassesProxy, proxyFor } from "../src/internal/proxy.ts"
 import * as ConnectProxy from "./support/ConnectProxy.ts"
-import { makeFakeSessionStore, makeMemoryCredentialStore } from "./support/Fakes.ts"
+import { fakeHello, makeMemoryCredentialStore } from "./support/Fakes.ts"
 import { waitFor } from "@streamspace/testbed"
 import { awaitStatus, baseEnv, configLayer } from "./support/harness.ts"
 import * as TestControlPlane from "./support/TestControlPlane.ts"
@@ -15,9 +15,8 @@ const tls = { cert: readFileSync(tlsFile("server.crt"), "utf8"), key: readFileSy
 
 const setup = (url: string, env: Record<string, string>) =>
   Effect.gen(function*() {
-    const sessions = yield* makeFakeSessionStore
     const creds = yield* makeMemoryCredentialStore()
-    const ctx = yield* Layer.build(Connection.layer.pipe(Layer.provide([configLayer(baseEnv(url, env)), sessions.layer, creds.layer])))
+    const ctx = yield* Layer.build(Connection.layerWith(fakeHello()).pipe(Layer.provide([configLayer(baseEnv(url, env)), creds.layer])))
     return Context.get(ctx, Connection)
   })
 
