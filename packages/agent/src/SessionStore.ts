@@ -3,7 +3,7 @@
 import type { Capacity, SessionId, SessionSpec, SessionStatus } from "@streamspace/protocol"
 import { Clock, Context, DateTime, Duration, Effect, Layer, Metric, Option, PubSub, Schedule, Schema, Stream } from "effect"
 import type { AgentConfig } from "./AgentConfig.ts"
-import { type ClusterHealth, Kubernetes, type KubernetesError, type PodEvent } from "./Kubernetes.ts"
+import { type ClusterHealth, Kubernetes, type KubernetesError, type KubernetesShape, type PodEvent } from "./Kubernetes.ts"
 import { exponentialFullJitter, makeStepper, resetWhen } from "./internal/backoff.ts"
 import { sessionIdOf, statusOfPod, type PodView } from "./internal/kubeObjects.ts"
 import { sessionsActive } from "./Metrics.ts"
@@ -56,63 +56,59 @@ const isActive = (s: SessionStatus) => s.phase !== "terminated" && s.phase !== "
 const sameState = (a: SessionStatus, b: SessionStatus) =>
   a.phase === b.phase && a.reason === b.reason && a.pod_ip === b.pod_ip && a.message === b.message
 
-export const make = Effect.gen(function*() {
-  const kube = yield* Kubernetes
-  const sessions = new Map<SessionId, SessionStatus>()
-  const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<SessionStatus>(), PubSub.shutdown)
-  const observedAt = Effect.map(Clock.currentTimeMillis, (ms) => DateTime.formatIso(DateTime.makeUnsafe(ms)))
+interface State {
+  readonly kube: KubernetesShape
+  readonly sessions: Map<SessionId, SessionStatus>
+  readonly changes: PubSub.PubSub<SessionStatus>
+}
 
-  const activeCount = Effect.sync(() => {
+const observedAt = Effect.map(Clock.currentTimeMillis, (ms) => DateTime.formatIso(DateTime.makeUnsafe(ms)))
+
+const activeCount = (s: State) =>
+  Effect.sync(() => {
     let n = 0
-    for (const s of sessions.values()) if (isActive(s)) n++
+    for (const status of s.sessions.values()) if (isActive(status)) n++
     return n
   })
 
-  /** Records what a pod says now; publishes when the phase, reason, message or address changed. */
-  const apply = Effect.fnUntraced(function*(pod: PodView, deleted: boolean, publish: boolean) {
-    const id = sessionIdOf(pod) ?? (pod.metadata?.name as SessionId | undefined)
-    if (id === undefined) return
-    const before = sessions.get(id)
-    if (deleted && before === undefined) return
-    const status = statusOfPod(pod, id, yield* observedAt, deleted)
-    if (before !== undefined && sameState(before, status)) return
-    if (deleted) sessions.delete(id)
-    else sessions.set(id, status)
-    yield* Metric.update(sessionsActive, yield* activeCount)
-    if (publish) {
-      yield* PubSub.publish(pubsub, status)
-      yield* Effect.logDebug(`session ${id} is ${status.phase}${status.reason !== undefined ? ` (${status.reason})` : ""}`)
-    }
-  })
+/** Records what a pod says now; publishes when the phase, reason, message or address changed. */
+const apply = Effect.fnUntraced(function*(s: State, pod: PodView, deleted: boolean, publish: boolean) {
+  const id = sessionIdOf(pod) ?? (pod.metadata?.name as SessionId | undefined)
+  if (id === undefined) return
+  const before = s.sessions.get(id)
+  if (deleted && before === undefined) return
+  const status = statusOfPod(pod, id, yield* observedAt, deleted)
+  if (before !== undefined && sameState(before, status)) return
+  if (deleted) s.sessions.delete(id)
+  else s.sessions.set(id, status)
+  yield* Metric.update(sessionsActive, yield* activeCount(s))
+  if (publish) {
+    yield* PubSub.publish(s.changes, status)
+    yield* Effect.logDebug(`session ${id} is ${status.phase}${status.reason !== undefined ? ` (${status.reason})` : ""}`)
+  }
+})
 
-  /** After a (re)list: apply every listed pod, and every known session missing from the list is gone. */
-  const reconcile = Effect.fnUntraced(function*(items: ReadonlyArray<PodView>, publish: boolean) {
-    const seen = new Set<string>()
-    for (const pod of items) {
-      const id = sessionIdOf(pod)
-      if (id === undefined) continue
-      seen.add(id)
-      yield* apply(pod, false, publish)
-    }
-    for (const [id] of [...sessions]) {
-      if (!seen.has(id)) yield* apply({ metadata: { name: id, labels: {} } }, true, publish)
-    }
-  })
+/** After a (re)list: apply every listed pod, and every known session missing from the list is gone. */
+const reconcile = Effect.fnUntraced(function*(s: State, items: ReadonlyArray<PodView>, publish: boolean) {
+  const seen = new Set<string>()
+  for (const pod of items) {
+    const id = sessionIdOf(pod)
+    if (id === undefined) continue
+    seen.add(id)
+    yield* apply(s, pod, false, publish)
+  }
+  for (const [id] of [...s.sessions]) {
+    if (!seen.has(id)) yield* apply(s, { metadata: { name: id, labels: {} } }, true, publish)
+  }
+})
 
-  // Rebuild from the cluster before anyone asks (hello carries this inventory). An unreachable API does
-  // not stop the agent: the watch loop below keeps trying and the health says why.
-  const initial = yield* kube.listSessionPods.pipe(
-    Effect.tap((l) => reconcile(l.items, false)),
-    Effect.map((l) => l.resourceVersion),
-    Effect.tapError((e) => Effect.logWarning(`cannot list sessions at start: ${e.message}`)),
-    Effect.option
-  )
-  yield* Effect.logInfo(`adopted ${sessions.size} existing session(s) from the cluster`)
-
-  // List + watch, like an informer: resume from the last resourceVersion when a watch ends, relist on
-  // 410 Expired or after an error (with the backoff), so out-of-band changes are never missed.
-  const watchLoop = Effect.gen(function*() {
-    let resourceVersion = Option.getOrUndefined(initial)
+/**
+ * List + watch, like an informer: resume from the last resourceVersion when a watch ends, relist on
+ * 410 Expired or after an error (with the backoff), so out-of-band changes are never missed.
+ */
+const watchSessions = (s: State, initialVersion: string | undefined) =>
+  Effect.gen(function*() {
+    let resourceVersion = initialVersion
     const backoff = yield* makeStepper(watchBackoff)
     /** Events since the last failure: any means the watch worked again, and the backoff starts afresh. */
     let delivered = 0
@@ -120,18 +116,18 @@ export const make = Effect.gen(function*() {
       let events = 0
       const round = Effect.gen(function*() {
         if (resourceVersion === undefined) {
-          const l = yield* kube.listSessionPods
-          yield* reconcile(l.items, true)
+          const l = yield* s.kube.listSessionPods
+          yield* reconcile(s, l.items, true)
           resourceVersion = l.resourceVersion
         }
-        yield* kube.watchSessionPods(resourceVersion).pipe(
+        yield* s.kube.watchSessionPods(resourceVersion).pipe(
           Stream.runForEach((ev: PodEvent) =>
             Effect.gen(function*() {
               events++
               delivered++
               const rv = ev.object.metadata?.resourceVersion
               if (rv !== undefined && rv !== "") resourceVersion = rv
-              if (ev.type !== "BOOKMARK") yield* apply(ev.object, ev.type === "DELETED", true)
+              if (ev.type !== "BOOKMARK") yield* apply(s, ev.object, ev.type === "DELETED", true)
             })
           )
         )
@@ -153,32 +149,48 @@ export const make = Effect.gen(function*() {
       yield* Effect.sleep(delay)
     }
   })
-  yield* Effect.forkScoped(watchLoop)
 
-  const create = Effect.fn("SessionStore.create")(function*(id: SessionId, spec: SessionSpec) {
-    const pod = yield* kube.createSession(id, spec).pipe(Effect.mapError(toSessionStoreError))
+const create = (s: State) =>
+  Effect.fn("SessionStore.create")(function*(id: SessionId, spec: SessionSpec) {
+    const pod = yield* s.kube.createSession(id, spec).pipe(Effect.mapError(toSessionStoreError))
     // The watch may already have seen a later state of this pod; only a first sighting is recorded here.
-    if (!sessions.has(id)) yield* apply(pod, false, true)
-    return sessions.get(id) ?? statusOfPod(pod, id, yield* observedAt)
+    if (!s.sessions.has(id)) yield* apply(s, pod, false, true)
+    return s.sessions.get(id) ?? statusOfPod(pod, id, yield* observedAt)
   })
 
-  const delete_ = Effect.fn("SessionStore.delete")(function*(id: SessionId) {
-    yield* kube.deleteSession(id).pipe(Effect.mapError(toSessionStoreError))
+const delete_ = (s: State) =>
+  Effect.fn("SessionStore.delete")(function*(id: SessionId) {
+    yield* s.kube.deleteSession(id).pipe(Effect.mapError(toSessionStoreError))
   })
 
-  const get = Effect.fn("SessionStore.get")(function*(id: SessionId) {
-    return Option.fromUndefinedOr(sessions.get(id))
-  })
+export const make = Effect.gen(function*() {
+  const s: State = {
+    kube: yield* Kubernetes,
+    sessions: new Map(),
+    changes: yield* Effect.acquireRelease(PubSub.unbounded<SessionStatus>(), PubSub.shutdown)
+  }
+  // Rebuild from the cluster before anyone asks (hello carries this inventory). An unreachable API does
+  // not stop the agent: the watch keeps trying and the health says why.
+  const initial = yield* s.kube.listSessionPods.pipe(
+    Effect.tap((l) => reconcile(s, l.items, false)),
+    Effect.map((l) => l.resourceVersion),
+    Effect.tapError((e) => Effect.logWarning(`cannot list sessions at start: ${e.message}`)),
+    Effect.option
+  )
+  yield* Effect.logInfo(`adopted ${s.sessions.size} existing session(s) from the cluster`)
+  yield* Effect.forkScoped(watchSessions(s, Option.getOrUndefined(initial)))
 
   return SessionStore.of({
-    create,
-    delete: delete_,
-    get,
-    list: Effect.sync(() => [...sessions.values()]),
-    activeCount,
-    changes: Stream.fromPubSub(pubsub),
-    capacity: kube.capacity,
-    health: kube.health
+    create: create(s),
+    delete: delete_(s),
+    get: Effect.fn("SessionStore.get")(function*(id: SessionId) {
+      return Option.fromUndefinedOr(s.sessions.get(id))
+    }),
+    list: Effect.sync(() => [...s.sessions.values()]),
+    activeCount: activeCount(s),
+    changes: Stream.fromPubSub(s.changes),
+    capacity: s.kube.capacity,
+    health: s.kube.health
   })
 })
 
