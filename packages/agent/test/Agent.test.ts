@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { encodeData } from "@streamspace/protocol"
 import type { SessionId, TunnelId } from "@streamspace/protocol"
-import { Context, Deferred, Effect, Exit, Fiber, Layer, Option, PubSub, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, PubSub, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { Agent } from "../src/Agent.ts"
 import { Health } from "../src/Health.ts"
@@ -91,6 +91,30 @@ describe("Agent", () => {
         ]
       ) assert.include(m.body, line)
       assert.strictEqual((yield* get(health.healthPort, "/nope")).status, 404)
+    }))
+
+  it.effect("every metric series exists before the first event, in the agent's own registry", () =>
+    Effect.gen(function*() {
+      // Something else in the process (the quick start's control plane) has metrics of its own.
+      yield* Metric.update(Metric.counter("embedding_program_requests_total"), 1)
+      const cp = yield* TestControlPlane.make({ approved: [] })
+      const { health, get } = yield* start(cp.url)
+      const m = yield* get(Option.getOrThrow(health.metricsPort), "/metrics")
+      for (
+        const line of [
+          "streamspace_agent_heartbeat_last_success_timestamp 0",
+          "streamspace_agent_control_plane_connected 0",
+          "streamspace_agent_sessions_active 0",
+          "streamspace_agent_vnc_tunnels_active 0",
+          "streamspace_agent_reconnects_total 0",
+          "streamspace_agent_vnc_tunnel_bytes_total{direction=\"to_viewer\"} 0",
+          "streamspace_agent_vnc_tunnel_bytes_total{direction=\"to_session\"} 0",
+          "streamspace_agent_commands_total{action=\"create_session\",outcome=\"completed\"} 0",
+          "streamspace_agent_commands_total{action=\"vnc_connect\",outcome=\"failed\"} 0",
+          "streamspace_agent_command_duration_seconds_count{action=\"delete_session\",outcome=\"completed\"} 0"
+        ]
+      ) assert.include(m.body, `${line}\n`)
+      assert.notInclude(m.body, "embedding_program_requests_total")
     }))
 
   it.effect("METRICS_PORT equal to HEALTH_PORT serves all three on one port", () =>
