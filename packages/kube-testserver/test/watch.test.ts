@@ -1,5 +1,9 @@
+import { it } from "@effect/vitest"
 import * as k8s from "@kubernetes/client-node"
-import { describe, expect, it } from "vitest"
+import { waitFor } from "@streamspace/testbed"
+import { Effect } from "effect"
+import { TestClock } from "effect/testing"
+import { describe, expect } from "vitest"
 import { pod, setup } from "./helpers.ts"
 import { waitForPromise } from "@streamspace/testbed"
 
@@ -21,13 +25,18 @@ const collect = async (kc: k8s.KubeConfig, path: string, params: Record<string, 
   return { seen, ctl, done: () => done }
 }
 
+/** Real time for an event sent too early to arrive (the server's timers run on the TestClock). */
+const realPause = Effect.promise(() => new Promise((r) => setTimeout(r, 50)))
+
 describe("watch", () => {
   it("resolves at once (headers flushed), replays existing objects as ADDED, then streams changes with kind/apiVersion", async () => {
     const { api, kc, server } = await setup({ kubelet: { paused: true } })
+    // Nothing to replay here: the client's watch() resolves only because the headers are flushed at once.
+    const empty = await collect(kc, "/api/v1/namespaces/streamspace/configmaps", {})
+    expect(empty.seen).toEqual([])
+    empty.ctl.abort()
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
-    const t0 = Date.now()
     const w = await collect(kc, "/api/v1/namespaces/default/configmaps", {})
-    expect(Date.now() - t0).toBeLessThan(1000)
     await waitForPromise("1 watch event(s)", () => w.seen.length === 1)
     expect(w.seen[0]).toMatchObject({ type: "ADDED", name: "a" })
     expect(w.seen[0]!.obj.kind).toBe("ConfigMap")
@@ -47,9 +56,10 @@ describe("watch", () => {
     const list = await api.listNamespacedConfigMap({ namespace: "default" })
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b" } } })
     const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { resourceVersion: list.metadata!.resourceVersion })
-    await waitForPromise("1 watch event(s)", () => w.seen.length >= 1)
-    await new Promise((r) => setTimeout(r, 30))
-    expect(w.seen.map((s) => `${s.type} ${s.name}`)).toEqual(["ADDED b"])
+    // Events come in order: anything replayed from before the list would arrive before c.
+    await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "c" } } })
+    await waitForPromise("2 watch event(s)", () => w.seen.length >= 2)
+    expect(w.seen.map((s) => `${s.type} ${s.name}`)).toEqual(["ADDED b", "ADDED c"])
     w.ctl.abort()
   })
 
@@ -79,20 +89,26 @@ describe("watch", () => {
     const w = await collect(kc, "/api/v1/namespaces/default/configmaps", { fieldSelector: "metadata.name=b" })
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "a" } } })
     await api.createNamespacedConfigMap({ namespace: "default", body: { metadata: { name: "b" } } })
-    await waitForPromise("1 watch event(s)", () => w.seen.length === 1)
-    await new Promise((r) => setTimeout(r, 20))
-    expect(w.seen.map((s) => s.name)).toEqual(["b"])
+    // Events come in order: one for a would arrive before b's MODIFIED.
+    await api.patchNamespacedConfigMap({ name: "b", namespace: "default", body: { data: { k: "v" } } }, k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch))
+    await waitForPromise("2 watch event(s)", () => w.seen.length === 2)
+    expect(w.seen.map((s) => `${s.type} ${s.name}`)).toEqual(["ADDED b", "MODIFIED b"])
     w.ctl.abort()
   })
 
-  it("sends BOOKMARK events when allowed", async () => {
-    const { kc } = await setup({ bookmarkIntervalMs: 20 })
-    const w = await collect(kc, "/api/v1/namespaces/default/pods", { allowWatchBookmarks: true })
-    await waitForPromise("a BOOKMARK event", () => w.seen.find((s) => s.type === "BOOKMARK"))
-    const bm = w.seen.find((s) => s.type === "BOOKMARK")!
-    expect(bm.obj).toEqual({ kind: "Pod", apiVersion: "v1", metadata: { resourceVersion: bm.rv } })
-    w.ctl.abort()
-  })
+  it.effect("sends BOOKMARK events when allowed, every bookmarkIntervalMs (default a minute)", () =>
+    Effect.gen(function*() {
+      const clock = yield* Effect.clockWith(Effect.succeed)
+      const { kc } = yield* Effect.promise(() => setup({ clock }))
+      const w = yield* Effect.promise(() => collect(kc, "/api/v1/namespaces/default/pods", { allowWatchBookmarks: true }))
+      yield* TestClock.adjust("59 seconds")
+      yield* realPause
+      expect(w.seen).toEqual([])
+      yield* TestClock.adjust("1 second")
+      const bm = yield* waitFor("a BOOKMARK event", Effect.sync(() => w.seen.find((s) => s.type === "BOOKMARK")))
+      expect(bm.obj).toEqual({ kind: "Pod", apiVersion: "v1", metadata: { resourceVersion: bm.rv } })
+      w.ctl.abort()
+    }))
 
   it("sendInitialEvents ends the initial state with an annotated BOOKMARK", async () => {
     const { api, kc } = await setup()
@@ -134,12 +150,18 @@ describe("watch", () => {
     expect(w.seen[0]?.obj.code).toBe(410)
   })
 
-  it("timeoutSeconds ends the watch cleanly and the server drops the watcher on client abort", async () => {
-    const { kc } = await setup()
-    const w = await collect(kc, "/api/v1/namespaces/default/pods", { timeoutSeconds: 1 })
-    await waitForPromise("the watch to end", () => w.done() !== "open", { timeout: 3000 })
-    expect(w.done()).toBeNull()
-  })
+  it.effect("timeoutSeconds ends the watch cleanly", () =>
+    Effect.gen(function*() {
+      const clock = yield* Effect.clockWith(Effect.succeed)
+      const { kc } = yield* Effect.promise(() => setup({ clock }))
+      const w = yield* Effect.promise(() => collect(kc, "/api/v1/namespaces/default/pods", { timeoutSeconds: 1 }))
+      yield* TestClock.adjust("999 millis")
+      yield* realPause
+      expect(w.done()).toBe("open")
+      yield* TestClock.adjust("1 millis")
+      yield* waitFor("the watch to end", Effect.sync(() => w.done() !== "open"))
+      expect(w.done()).toBeNull()
+    }))
 
   it("graceful pod delete shows MODIFIED with deletionTimestamp before DELETED", async () => {
     const { api, kc, server } = await setup({ kubelet: { startDelayMs: 10, terminationDelayMs: 30 } })
