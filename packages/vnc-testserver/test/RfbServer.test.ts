@@ -1,5 +1,7 @@
 // Protocol-level tests of the RFB server through the package's own RfbClient and raw sockets.
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { TestClock } from "effect/testing"
 import { BACKGROUND, MARK, TEXT } from "../src/internal/Desktop.ts"
 import {
   defaultPixelFormat,
@@ -445,18 +447,26 @@ describe("sizes", () => {
 })
 
 describe("frame rate", () => {
-  it("paces incremental updates: they come no faster than the frame rate", async () => {
-    const server = await startServer({ frameRate: 20 })
-    const c = await connect(server)
-    await c.update(false)
-    await c.update(true)
-    const t0 = Date.now()
-    for (let i = 0; i < 5; i++) await c.update(true)
-    // five more frames need at least four more 50 ms ticks (a loaded machine only makes it slower)
-    assert.isAtLeast(Date.now() - t0, 4 * 50 - 10)
-    c.close()
-    await server.close()
-  })
+  it.effect("paces incremental updates: one per frame tick, none in between", () =>
+    Effect.gen(function*() {
+      const clock = yield* Effect.clockWith(Effect.succeed)
+      const server = yield* Effect.promise(() => startServer({ frameRate: 20, clock }))
+      const c = yield* Effect.promise(() => connect(server))
+      yield* Effect.promise(() => c.update(false)) // a full update is answered at once
+      for (let i = 0; i < 5; i++) {
+        c.requestUpdate(true)
+        let answered = false
+        const next = c.nextUpdate().then(() => (answered = true))
+        yield* TestClock.adjust("49 millis")
+        yield* Effect.promise(() => new Promise((r) => setTimeout(r, 30))) // real time for an early answer to arrive
+        assert.isFalse(answered, `update ${i + 1} waits for the next 50 ms tick`)
+        yield* TestClock.adjust("1 millis")
+        yield* Effect.promise(() => next)
+      }
+      assert.strictEqual(server.state().frame, 1 + 5, "the first frame is drawn at start, then one per tick")
+      c.close()
+      yield* Effect.promise(() => server.close())
+    }))
 })
 
 describe("bandwidth mode", () => {
