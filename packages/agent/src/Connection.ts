@@ -3,7 +3,7 @@
 // exposes incoming frames and send, keeps the link alive with transport pings (internal/pinger.ts), and
 // reconnects with capped exponential backoff and full jitter (internal/backoff.ts). What `hello` reports
 // about the cluster side comes from a hello provider, so the link does not depend on the sessions.
-import type { AgentMessage, BinaryFrame, Capacity, ControlPlaneMessage, MessageType, PayloadOf, ProtocolErrorReason, SessionStatus } from "@streamspace/protocol"
+import type { AgentMessage, BinaryFrame, ControlPlaneMessage, MessageType, PayloadOf, ProtocolErrorReason } from "@streamspace/protocol"
 import {
   CloseCode,
   decodeBinary,
@@ -34,12 +34,8 @@ export { EXPRESS_FRAME_BYTES, SEND_HIGH_WATER_MARK } from "./internal/sendLanes.
 /** What arrives from the control plane after the handshake. */
 export type Incoming = ControlPlaneMessage | BinaryFrame
 
-/** What `hello` says about the cluster side, read at every handshake. */
-export interface HelloInventory {
-  readonly capacity: Capacity
-  /** The sessions this agent runs now (the first MAX_SESSIONS_PER_MESSAGE are sent). */
-  readonly sessions: ReadonlyArray<SessionStatus>
-}
+/** What `hello` says about the cluster side, read at every handshake (of `sessions`, the first MAX_SESSIONS_PER_MESSAGE are sent). */
+export type HelloInventory = Pick<PayloadOf<"hello">, "capacity" | "sessions">
 
 export interface ConnectionShape {
   /** Sends one text message (id and ts are filled in). Fails with NotConnected while the link is down. */

@@ -2,7 +2,7 @@
 // credit the control plane granted, send as data frames. Towards the session: write what the control plane
 // sent (never more than the window we granted) and return credit as the bytes reach the session. Whatever
 // ends first completes the tunnel's `closed` signal with a reason; TunnelPool.ts owns the rest.
-import type { SessionId, TunnelId } from "@streamspace/protocol"
+import type { SessionId, TunnelId, VncCloseReason } from "@streamspace/protocol"
 import {
   creditThreshold,
   encodeData,
@@ -16,7 +16,8 @@ import { Clock, Deferred, Duration, Effect, Fiber, Latch, Metric, Queue } from "
 import { tunnelBytes } from "../Metrics.ts"
 import type { PortForwardStream } from "./portforward.ts"
 
-export type TunnelCloseReason = "disconnect" | "idle_timeout" | "pod_gone" | "upstream_closed" | "shutdown" | "error"
+/** Why a tunnel closed: the protocol's `vnc_closed` reasons. */
+export type TunnelCloseReason = typeof VncCloseReason.Type
 
 export interface CloseInfo {
   readonly reason: TunnelCloseReason
