@@ -14,6 +14,7 @@ import {
   SettingError
 } from "@streamspace/protocol"
 import { ConfigProvider, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { SERVICE_ACCOUNT_DIR } from "./internal/kubeAuth.ts"
 
 const UrlString = (schemes: ReadonlyArray<string>) =>
   Schema.String.pipe(
@@ -40,6 +41,11 @@ export interface AgentConfigShape {
   readonly namespace: string
   /** Path of a kubeconfig; undefined means in-cluster config. */
   readonly kubeconfig: string | undefined
+  /** In-cluster: where the service-account token, CA and namespace files are (the kubelet mounts them there). */
+  readonly serviceAccountDir: string
+  /** In-cluster: the API server's address, as the kubelet gives it to every pod. */
+  readonly kubernetesServiceHost: string | undefined
+  readonly kubernetesServicePort: string | undefined
   readonly heartbeatInterval: Duration.Duration
   readonly reconnectDelay: Duration.Duration
   readonly maxReconnectDelay: Duration.Duration
@@ -120,6 +126,9 @@ export const readAgentConfig: Effect.Effect<AgentConfigShape, SettingError> = Ef
       expected: "a Kubernetes namespace name (DNS label)"
     }),
     kubeconfig: blankToUndefined(yield* text("KUBECONFIG", "")),
+    serviceAccountDir: yield* text("SERVICE_ACCOUNT_DIR", SERVICE_ACCOUNT_DIR),
+    kubernetesServiceHost: blankToUndefined(yield* text("KUBERNETES_SERVICE_HOST", "")),
+    kubernetesServicePort: blankToUndefined(yield* text("KUBERNETES_SERVICE_PORT", "")),
     heartbeatInterval: yield* duration("HEARTBEAT_INTERVAL", "30s"),
     reconnectDelay: yield* duration("RECONNECT_DELAY", "5s"),
     maxReconnectDelay: yield* duration("MAX_RECONNECT_DELAY", "5m"),

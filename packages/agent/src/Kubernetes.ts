@@ -1,7 +1,8 @@
 // Kubernetes: the agent's cluster backend and the only importer of @kubernetes/client-node. Owns the
-// client (in-cluster config, or KUBECONFIG) and the session objects (Pod, Service, per-user home PVC),
-// the pod list/watch, the credential Secret, port-forwards and capacity. How each call is timed out,
-// retried and recorded is internal/kubeCall.ts; how the API has been answering, internal/apiHealth.ts.
+// client (in-cluster config, or KUBECONFIG; token files re-read when rotated: internal/kubeAuth.ts), the
+// session objects (Pod, Service, per-user home PVC), the pod list/watch, the credential Secret,
+// port-forwards and capacity. How each call is timed out, retried and recorded is internal/kubeCall.ts;
+// how the API has been answering, internal/apiHealth.ts.
 import * as k8s from "@kubernetes/client-node"
 import type { Capacity, SessionId, SessionSpec, UserId } from "@streamspace/protocol"
 import { Context, Duration, Effect, Layer, Option, Stream } from "effect"
@@ -26,6 +27,7 @@ import {
   type PodView,
   type SessionDefaults
 } from "./internal/kubeObjects.ts"
+import { inClusterOptions, kubeconfigTokenFiles, tokenFileAuthenticator, withTokenFiles } from "./internal/kubeAuth.ts"
 import { type PodEvent, watchPods } from "./internal/podWatch.ts"
 import { openPortForward, type PortForwardStream } from "./internal/portforward.ts"
 
@@ -96,14 +98,28 @@ export const toKubernetesError = (what: string, e: unknown): KubernetesError =>
     ? fromStatus(what, e.code, (e as k8s.ApiException<unknown>).body, e.headers)
     : fromThrown(what, e)
 
-const loadKubeConfig = (config: AgentConfigShape): Effect.Effect<k8s.KubeConfig, KubernetesError> =>
+/**
+ * The client configuration: KUBECONFIG when set, else in-cluster (the API server from KUBERNETES_SERVICE_HOST
+ * and _PORT, the service account's files from SERVICE_ACCOUNT_DIR). Token files, the in-cluster one and
+ * kubeconfig users' `tokenFile:`, are read again whenever they change (the kubelet rotates the token).
+ */
+const loadKubeConfig = (config: AgentConfigShape): Effect.Effect<{ readonly kc: k8s.KubeConfig; readonly invalidateTokens: () => void }, KubernetesError> =>
   Effect.try({
     try: () => {
       const kc = new k8s.KubeConfig()
-      if (config.kubeconfig !== undefined) kc.loadFromFile(config.kubeconfig)
-      else kc.loadFromCluster()
+      const tokens = tokenFileAuthenticator()
+      kc.addAuthenticator(tokens)
+      if (config.kubeconfig !== undefined) {
+        kc.loadFromFile(config.kubeconfig)
+        const files = kubeconfigTokenFiles(parseYaml(readFileSync(config.kubeconfig, "utf8")), config.kubeconfig)
+        if (files.size > 0) {
+          kc.loadFromOptions({ clusters: kc.clusters, contexts: kc.contexts, currentContext: kc.currentContext, users: withTokenFiles(kc.users, files) })
+        }
+      } else {
+        kc.loadFromOptions(inClusterOptions(config.kubernetesServiceHost, config.kubernetesServicePort, config.serviceAccountDir))
+      }
       if (kc.getCurrentCluster() === null) throw new Error("no current cluster")
-      return kc
+      return { kc, invalidateTokens: tokens.invalidate }
     },
     catch: (e) =>
       new KubernetesError({
@@ -335,10 +351,11 @@ const portForward = (c: Client) =>
 export const make = (options: KubernetesOptions = {}) =>
   Effect.gen(function*() {
     const config = yield* AgentConfig
-    const kc = yield* loadKubeConfig(config)
+    const { kc, invalidateTokens } = yield* loadKubeConfig(config)
     const template = yield* loadPodTemplate(config.sessionPodTemplate)
     const opts = { ...DEFAULTS, ...options }
     const apiHealth = makeApiHealth(opts)
+    const call = makeCall(opts, apiHealth, toKubernetesError)
     const c: Client = {
       kc,
       core: kc.makeApiClient(k8s.CoreV1Api),
@@ -356,7 +373,9 @@ export const make = (options: KubernetesOptions = {}) =>
         serviceType: config.sessionServiceType
       },
       template,
-      call: makeCall(opts, apiHealth, toKubernetesError),
+      // A token rotated between two stats of its file: read every token file again and try once more.
+      call: (verb, resource, what, f) =>
+        call(verb, resource, what, f).pipe(Effect.retry({ times: 1, while: (e) => e.reason === "Unauthorized" && (invalidateTokens(), true) })),
       apiHealth,
       requestTimeout: Duration.fromInputUnsafe(opts.requestTimeout),
       portForwardHighWater: opts.portForwardHighWater

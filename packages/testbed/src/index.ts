@@ -1,1 +1,6 @@
 export * from "./poll.ts"
+export { cacheRoot, repoRoot } from "./cache.ts"
+export { goTools, toolPath } from "./goTools.ts"
+export { type CommandResult, defaultNodes, type NodeSpec, type NodeTaint, RealCluster, type RealClusterOptions, type RealClusterShape, startRealCluster } from "./RealCluster.ts"
+export { ClusterDesktops, type ClusterDesktopsOptions, type ClusterDesktopsShape, startClusterDesktops } from "./ClusterDesktops.ts"
+export { freePort, type Proc, startProcess, waitReady } from "./internal/process.ts"
