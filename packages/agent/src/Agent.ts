@@ -124,8 +124,8 @@ const compose = <ES, RS, ET, RT, EC, RC>(cluster: {
   return Router.pipe(Layer.provideMerge(Health.layer.pipe(Layer.provideMerge(link))))
 }
 
-/** Process-wide parts of one agent: its logger, tracer and metric registry. */
-const runtime = Layer.mergeAll(Logging.layer, Tracing.layer, Layer.sync(Metric.MetricRegistry, (): Metric.MetricRegistry => new Map()))
+/** Process-wide parts of one agent: its logger, tracer and metric registry (fresh: two agents in one layer never share it). */
+const runtime = Layer.mergeAll(Logging.layer, Tracing.layer, Layer.fresh(Layer.sync(Metric.MetricRegistry, (): Metric.MetricRegistry => new Map())))
 
 /**
  * The whole agent around any cluster side (tests pass in-memory ones). The TunnelPool layer may need
