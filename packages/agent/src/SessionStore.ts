@@ -47,6 +47,8 @@ export const toSessionStoreError = (e: KubernetesError): SessionStoreError => {
     case "Forbidden":
     case "Unauthorized":
       return new SessionStoreError({ reason: "Forbidden", message: e.message })
+    case "QuotaExceeded":
+      return new SessionStoreError({ reason: "CapacityExceeded", message: e.message })
     default:
       return new SessionStoreError({ reason: "Unavailable", message: e.message })
   }

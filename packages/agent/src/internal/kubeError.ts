@@ -9,7 +9,8 @@ export class KubernetesError extends Schema.TaggedError<KubernetesError>()("Kube
     "AlreadyExists", // 409 on create, and the object is not ours
     "Conflict", // 409 optimistic-lock conflict (retried)
     "Invalid", // 422 / 400: the API's validation message
-    "Forbidden", // 403 (RBAC)
+    "Forbidden", // 403 (RBAC, admission)
+    "QuotaExceeded", // 403 from ResourceQuota admission: the namespace is full
     "Unauthorized", // 401
     "TooManyRequests", // 429 (retried, honouring Retry-After)
     "Unavailable", // 5xx, network (retried)
@@ -41,8 +42,9 @@ const parseStatus = (body: unknown): StatusBody => {
   }
 }
 
-export const reasonOfCode = (code: number, statusReason: string | undefined): KubernetesErrorReason => {
+export const reasonOfCode = (code: number, statusReason: string | undefined, message = ""): KubernetesErrorReason => {
   if (code === 404) return "NotFound"
+  if (code === 403 && message.includes("exceeded quota")) return "QuotaExceeded"
   if (code === 409) return statusReason === "AlreadyExists" ? "AlreadyExists" : "Conflict"
   if (code === 400 || code === 422) return "Invalid"
   if (code === 403) return "Forbidden"
@@ -64,7 +66,7 @@ export const fromStatus = (
   const headerRetry = Number(headers?.["retry-after"])
   const retryAfter = Number.isFinite(headerRetry) && headerRetry >= 0 ? headerRetry : status.details?.retryAfterSeconds
   return new KubernetesError({
-    reason: reasonOfCode(code, status.reason),
+    reason: reasonOfCode(code, status.reason, status.message),
     message: `${what}: ${status.message ?? (code === 401 ? "Unauthorized" : `HTTP ${code}`)}`,
     code,
     ...(retryAfter !== undefined ? { retryAfterSeconds: retryAfter } : {})

@@ -72,8 +72,8 @@ export const serviceAccountToken = async (namespace: string, serviceAccount: str
     ...(boundSecret === undefined ? [] : ["--bound-object-kind=Secret", `--bound-object-name=${boundSecret}`])
   ])).trim()
 
-/** A kubeconfig file for `user` (a token, or a token file) against the shared cluster. */
-export const writeKubeconfig = (dir: string, user: { readonly token: string } | { readonly tokenFile: string }, namespace = "default") => {
+/** A kubeconfig file for `user` (its kubeconfig entry: token, tokenFile, exec...) against the shared cluster. */
+export const writeKubeconfig = (dir: string, user: Record<string, unknown>, namespace = "default") => {
   const file = path.join(dir, `kubeconfig-${randomBytes(3).toString("hex")}`)
   const c = cluster()
   writeFileSync(file, JSON.stringify({
@@ -88,6 +88,13 @@ export const writeKubeconfig = (dir: string, user: { readonly token: string } | 
 }
 
 export const tempDir = (prefix: string) => mkdtempSync(path.join(tmpdir(), prefix))
+
+/** `value` as JSON in a new temporary file (JSON is YAML, for helm --values). */
+const writeJson = (value: unknown) => {
+  const file = path.join(tempDir("values-"), "values.json")
+  writeFileSync(file, JSON.stringify(value))
+  return file
+}
 
 // ---------------------------------------------------------------------------------------------- the control plane
 
@@ -168,10 +175,14 @@ export const startControlPlane = async (name: string, env: Record<string, string
 
 // ---------------------------------------------------------------------------------------------- the agent
 
-/** The agent container's environment as the cluster would give it: env values, Secret and ConfigMap references resolved. */
-export const deployedEnv = async (namespace: string, deployment: string): Promise<Record<string, string>> => {
+/**
+ * The agent container's environment as the cluster would give it: env values, Secret and ConfigMap references
+ * resolved, and ConfigMap volumes written out under `root` (with variables that point into a mount moved there).
+ */
+export const deployedEnv = async (namespace: string, deployment: string, root = tempDir("agent-mounts-")): Promise<Record<string, string>> => {
   const d = await getJson(["-n", namespace, "deployment", deployment])
-  const container = d.spec.template.spec.containers[0]
+  const pod = d.spec.template.spec
+  const container = pod.containers[0]
   const env: Record<string, string> = {}
   for (const e of container.env ?? []) {
     if (e.value !== undefined) env[e.name] = e.value
@@ -181,6 +192,17 @@ export const deployedEnv = async (namespace: string, deployment: string): Promis
     } else if (e.valueFrom?.configMapKeyRef !== undefined) {
       const c = await getJson(["-n", namespace, "configmap", e.valueFrom.configMapKeyRef.name])
       env[e.name] = c.data[e.valueFrom.configMapKeyRef.key]
+    }
+  }
+  for (const mount of container.volumeMounts ?? []) {
+    const volume = (pod.volumes ?? []).find((v: any) => v.name === mount.name)
+    if (volume?.configMap === undefined) continue
+    const data = (await getJson(["-n", namespace, "configmap", volume.configMap.name])).data ?? {}
+    const dir = path.join(root, mount.mountPath)
+    mkdirSync(dir, { recursive: true })
+    for (const [key, value] of Object.entries(data)) writeFileSync(path.join(dir, key), value as string)
+    for (const [name, value] of Object.entries(env)) {
+      if (value.startsWith(`${mount.mountPath}/`)) env[name] = path.join(root, value)
     }
   }
   return env
@@ -298,7 +320,13 @@ export interface DeployedAgent {
 export const deployAgentWithChart = async (
   cp: ControlPlane,
   id: string,
-  options: { readonly values?: ReadonlyArray<string>; readonly extraEnv?: Record<string, string> } = {}
+  options: {
+    /** `--set` values. */
+    readonly values?: ReadonlyArray<string>
+    /** A values file's content (for structured values such as agent.session.podTemplate). */
+    readonly valuesFile?: object
+    readonly extraEnv?: Record<string, string>
+  } = {}
 ): Promise<DeployedAgent> => {
   const agentNamespace = await createNamespace(`${id}-agent`)
   const namespace = await createNamespace(`${id}-sessions`)
@@ -309,7 +337,8 @@ export const deployAgentWithChart = async (
     "--set", `agent.namespace=${namespace}`,
     "--set", "agent.allowInsecureTransport=true",
     "--set", `token.value=${BOOTSTRAP_TOKEN}`,
-    ...(options.values ?? []).flatMap((v) => ["--set", v])
+    ...(options.values ?? []).flatMap((v) => ["--set", v]),
+    ...(options.valuesFile === undefined ? [] : ["--values", writeJson(options.valuesFile)])
   ])
   if (installed.code !== 0) throw new Error(`helm install failed: ${installed.stderr}`)
   const env = await deployedEnv(agentNamespace, "agent")
