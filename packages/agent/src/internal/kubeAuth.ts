@@ -1,7 +1,7 @@
 // Bearer tokens read from files, re-read when the file changes: the in-cluster service-account token (the
 // kubelet rotates it about hourly) and kubeconfig users with `tokenFile:`, which @kubernetes/client-node
 // ignores (requests then go out without a token). Plain objects only: Kubernetes.ts hands them to the client.
-import { readFileSync, statSync } from "node:fs"
+import { existsSync, readFileSync, statSync } from "node:fs"
 import * as path from "node:path"
 
 /** The auth-provider name our authenticator answers to. */
@@ -70,5 +70,36 @@ export const kubeconfigTokenFiles = (kubeconfig: unknown, kubeconfigPath: string
   return out
 }
 
+/** `users`, with those that name a token file (`kubeconfigTokenFiles`) authenticating through it. */
+export const withTokenFiles = <U extends { readonly name: string }>(users: ReadonlyArray<U>, files: ReadonlyMap<string, string>) =>
+  users.map((u) => {
+    const file = files.get(u.name)
+    return file === undefined ? u : { name: u.name, authProvider: tokenFileProvider(file) }
+  })
+
 /** The API server's URL from the in-cluster environment (an IPv6 host in brackets). */
 export const inClusterServer = (host: string, port: string): string => `https://${host.includes(":") ? `[${host}]` : host}:${port}`
+
+/**
+ * The in-cluster client options (for KubeConfig.loadFromOptions): the API server from KUBERNETES_SERVICE_HOST
+ * and _PORT, the service account's token (re-read when it changes), CA and namespace from `dir`.
+ */
+export const inClusterOptions = (host: string | undefined, port: string | undefined, dir: string) => {
+  if (host === undefined || port === undefined) {
+    throw new Error("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set (not running in a pod?): set KUBECONFIG")
+  }
+  const token = path.join(dir, "token")
+  readFileSync(token) // fail now, naming the file, rather than on the first call
+  const namespaceFile = path.join(dir, "namespace")
+  return {
+    clusters: [{ name: "in-cluster", server: inClusterServer(host, port), caFile: path.join(dir, "ca.crt"), skipTLSVerify: false }],
+    users: [{ name: "in-cluster", authProvider: tokenFileProvider(token) }],
+    contexts: [{
+      name: "in-cluster",
+      cluster: "in-cluster",
+      user: "in-cluster",
+      ...(existsSync(namespaceFile) ? { namespace: readFileSync(namespaceFile, "utf8").trim() } : {})
+    }],
+    currentContext: "in-cluster"
+  }
+}

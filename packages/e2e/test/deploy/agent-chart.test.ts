@@ -17,7 +17,8 @@ const envOf = (deployment: K8sObject): Map<string, any> => {
 const envValues = (deployment: K8sObject): Record<string, string> =>
   Object.fromEntries([...envOf(deployment)].filter(([, e]) => "value" in e).map(([k, e]) => [k, e.value]))
 
-// The agent guide's Configuration Reference and issue 4's defaults: what a default install sets.
+// The agent guide's Configuration Reference and issue 4's defaults: what a default install sets (not
+// VNC_BUFFER_SIZE: the agent never used it, and the chart no longer sets it).
 const guideDefaults: Record<string, string> = {
   AGENT_ID: "k8s-prod-us-east-1",
   CONTROL_PLANE_URL: "wss://streamspace.example.com",
@@ -37,7 +38,6 @@ const guideDefaults: Record<string, string> = {
   SESSION_SERVICE_TYPE: "ClusterIP",
   VNC_PORT: "5900",
   VNC_TUNNEL_TIMEOUT: "1h",
-  VNC_BUFFER_SIZE: "8192",
   VNC_TUNNEL_WINDOW: "1048576",
   LOG_LEVEL: "info",
   LOG_FORMAT: "json",
@@ -83,7 +83,7 @@ const everyValue = {
       serviceType: "NodePort",
       podTemplate: { apiVersion: "v1", kind: "Pod", spec: { nodeSelector: { workload: "streamspace" } } }
     },
-    vnc: { port: 5901, tunnelTimeout: "2h", bufferSize: 16384, tunnelWindow: 2097152 },
+    vnc: { port: 5901, tunnelTimeout: "2h", tunnelWindow: 2097152 },
     logging: { level: "debug", format: "text" },
     metrics: { enabled: true, port: 9191 },
     healthPort: 8181,
@@ -323,7 +323,6 @@ describe("helm/streamspace-agent", () => {
       SESSION_POD_TEMPLATE: "/etc/streamspace/session/pod-template.yaml",
       VNC_PORT: "5901",
       VNC_TUNNEL_TIMEOUT: "2h",
-      VNC_BUFFER_SIZE: "16384",
       VNC_TUNNEL_WINDOW: "2097152",
       LOG_LEVEL: "debug",
       LOG_FORMAT: "text",
