@@ -1,1 +1,2 @@
 export * from "./poll.ts"
+export * from "./images.ts"
