@@ -60,9 +60,9 @@ const HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 // ---------------------------------------------------------------------------------------------- processes
 
 /** Runs a command; resolves with its stdout, rejects naming the command with the tail of its output. */
-const exec = (cmd: string, args: ReadonlyArray<string>, options: { readonly onLine?: (line: string) => void; readonly input?: string } = {}): Promise<string> =>
+const exec = (cmd: string, args: ReadonlyArray<string>, onLine?: (line: string) => void): Promise<string> =>
   new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"] })
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] })
     let out = ""
     let all = ""
     let partial = ""
@@ -70,14 +70,13 @@ const exec = (cmd: string, args: ReadonlyArray<string>, options: { readonly onLi
       const text = chunk.toString("utf8")
       if (isOut) out += text
       all = (all + text).slice(-8000)
-      if (options.onLine === undefined) return
+      if (onLine === undefined) return
       const lines = (partial + text).split("\n")
       partial = lines.pop()!
-      for (const l of lines) options.onLine(l)
+      for (const l of lines) onLine(l)
     }
     child.stdout!.on("data", (c: Buffer) => collect(c, true))
     child.stderr!.on("data", (c: Buffer) => collect(c, false))
-    if (options.input !== undefined) child.stdin!.end(options.input)
     child.once("error", (e) => reject(new Error(`${cmd}: ${e.message}`)))
     child.once("close", (code, signal) => {
       if (code === 0) resolve(out)
@@ -104,7 +103,7 @@ export const inspectImage = async (ref: string): Promise<any | undefined> => {
 const imageId = async (ref: string): Promise<string> => (await inspectImage(ref))?.FromImageID
 
 /** Human-readable size as `buildah images` reports it. */
-export const imageSize = async (ref: string): Promise<string> => JSON.parse(await exec("buildah", ["images", "--json", ref]))[0]?.size ?? "?"
+const imageSize = async (ref: string): Promise<string> => JSON.parse(await exec("buildah", ["images", "--json", ref]))[0]?.size ?? "?"
 
 /** A working container on `from`, removed when `use` ends (whatever happens). */
 const withContainer = async <A>(from: string, use: (c: string, mount: string) => Promise<A>): Promise<A> => {
@@ -120,7 +119,7 @@ const withContainer = async <A>(from: string, use: (c: string, mount: string) =>
 // ---------------------------------------------------------------------------------------------- base images
 
 /** The base images a Dockerfile's stages start from (ARG defaults substituted, stage names left out). */
-export const baseImages = (dockerfile: string): Array<string> => {
+const baseImages = (dockerfile: string): Array<string> => {
   const args: Record<string, string> = {}
   const stages = new Set<string>()
   const bases: Array<string> = []
@@ -157,15 +156,15 @@ const APT_CLEAN = `DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var
 APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
 Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";
 `
-const debianSources = (suite: string) => `Types: deb
+const DEBIAN_SOURCES = `Types: deb
 URIs: ${DEBIAN_MIRROR}
-Suites: ${suite} ${suite}-updates
+Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
 URIs: ${DEBIAN_SECURITY}
-Suites: ${suite}-security
+Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 `
@@ -189,7 +188,7 @@ const assembleDebian = (name: string) =>
     writeFileSync(path.join(root, "etc/dpkg/dpkg.cfg.d/docker"), SLIM_DPKG)
     writeFileSync(path.join(root, "etc/apt/apt.conf.d/docker-clean"), APT_CLEAN)
     rmSync(path.join(root, "etc/apt/sources.list"), { force: true })
-    writeFileSync(path.join(root, "etc/apt/sources.list.d/debian.sources"), debianSources("bookworm"))
+    writeFileSync(path.join(root, "etc/apt/sources.list.d/debian.sources"), DEBIAN_SOURCES)
     await slim(root)
     await exec("buildah", ["umount", c])
     await exec("buildah", ["config", "--env", PATH_ENV, "--cmd", "bash", c])
@@ -230,22 +229,22 @@ const assembleNode = (name: string, nodeVersion: string, debian: string) =>
 /** Assembles a base image a Dockerfile names when it is missing. */
 const ensureBase = async (name: string, log: (line: string) => void) => {
   if ((await inspectImage(dockerHub(name))) !== undefined) return
-  let started = Date.now()
-  const debian = /^debian:[\d.]+-slim$/.exec(name)
+  const debian = /^debian:[\d.]+-slim$/.test(name)
   const node = /^node:([\d.]+)-bookworm-slim$/.exec(name)
-  if (debian) {
+  if (!debian && node === null) throw new Error(`no recipe to assemble the base image ${name} locally (known: debian:<v>-slim, node:<v>-bookworm-slim)`)
+  if (node !== null) {
+    if (nodePackageVersion() !== node[1]) {
+      throw new Error(`${name}: the Dockerfiles want Node ${node[1]} but node_modules/node is ${nodePackageVersion()}; keep NODE_VERSION and the root "node" devDependency in step (npm install)`)
+    }
+    await ensureBase(DEBIAN_BASE, log)
+  }
+  const started = Date.now()
+  if (node === null) {
     log(`${name}: assembling with debootstrap (Debian bookworm, minbase, slimmed)`)
     await assembleDebian(name)
-  } else if (node) {
-    const wanted = node[1]!
-    const have = nodePackageVersion()
-    if (have !== wanted) throw new Error(`${name}: the Dockerfiles want Node ${wanted} but node_modules/node is ${have}; keep NODE_VERSION and the root "node" devDependency in step (npm install)`)
-    await ensureBase(DEBIAN_BASE, log)
-    started = Date.now()
-    log(`${name}: assembling from ${DEBIAN_BASE}, Node ${have} (node_modules/node) and npm ${NPM_VERSION}`)
-    await assembleNode(name, have, DEBIAN_BASE)
   } else {
-    throw new Error(`no recipe to assemble the base image ${name} locally (known: debian:<v>-slim, node:<v>-bookworm-slim)`)
+    log(`${name}: assembling from ${DEBIAN_BASE}, Node ${node[1]} (node_modules/node) and npm ${NPM_VERSION}`)
+    await assembleNode(name, node[1]!, DEBIAN_BASE)
   }
   log(`${name}: assembled in ${seconds(started)} (${await imageSize(dockerHub(name))})`)
 }
@@ -290,7 +289,7 @@ const ignoreFileOf = (spec: ImageSpec): string | undefined =>
   [path.join(repoRoot, `${spec.dockerfile}.dockerignore`), path.join(repoRoot, spec.context, ".dockerignore")].find(existsSync)
 
 /** The build-context files the image's ignore file lets through, relative to the context, sorted. */
-export const contextFiles = (spec: ImageSpec): Array<string> => {
+const contextFiles = (spec: ImageSpec): Array<string> => {
   const rules = ignoreRules(ignoreFileOf(spec))
   const excluded = (rel: string) => {
     const parts = rel.split("/")
@@ -366,7 +365,7 @@ const ensureImage = async (spec: ImageSpec, log: (line: string) => void): Promis
     "-f", path.join(repoRoot, spec.dockerfile),
     "-t", spec.ref,
     path.join(repoRoot, spec.context)
-  ], { onLine: (line) => /^(\[\d+\/\d+\] )?STEP /.test(line) && log(`  ${spec.name}: ${line.replace(/\s+/g, " ").slice(0, 110)}`) })
+  ], (line) => /^(\[\d+\/\d+\] )?STEP /.test(line) && log(`  ${spec.name}: ${line.replace(/\s+/g, " ").slice(0, 110)}`))
   // The replaced image is now nameless: drop it, unless the build reused it whole.
   if (existing !== undefined && existing.FromImageID !== (await imageId(spec.ref))) {
     await exec("buildah", ["rmi", existing.FromImageID]).catch(() => undefined)
@@ -376,7 +375,7 @@ const ensureImage = async (spec: ImageSpec, log: (line: string) => void): Promis
 }
 
 /** Why images cannot be built here, or undefined when they can. */
-export const imageBuildUnavailable = async (): Promise<string | undefined> => {
+const imageBuildUnavailable = async (): Promise<string | undefined> => {
   if (process.getuid?.() !== 0) return "building and running the images needs root (buildah with chroot isolation)"
   for (const tool of ["buildah", "debootstrap"]) {
     const found = await exec("sh", ["-c", `command -v ${tool}`]).then(() => true, () => false)

@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { images, within } from "@streamspace/testbed"
 import { Effect } from "effect"
 import * as S from "../support/systemStack.ts"
-import { CHART_USER, sessionFrame, startAgentContainer } from "./agentContainer.ts"
+import { CHART_USER, enrol, sessionFrame, startAgentContainer } from "./agentContainer.ts"
 import * as B from "./buildah.ts"
 
 /** Runs the image's HEALTHCHECK command in the container, as the runtime would; returns its exit code. */
@@ -36,7 +36,7 @@ describe("agent image", () => {
       assert.deepStrictEqual(agent.config.Entrypoint, ["node", "--max-semi-space-size=1", "packages/agent/dist/main.mjs"])
       assert.strictEqual(agent.config.User, CHART_USER)
 
-      yield* S.approveAgent(cp, "image-agent")
+      yield* enrol(cp, agent, "image-agent")
       const { rfb, session } = yield* sessionFrame(cp, "alice")
       assert.strictEqual(rfb.name, "system desktop")
       assert.strictEqual(rfb.framebuffer.length, 64 * 48 * 4)

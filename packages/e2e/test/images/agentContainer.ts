@@ -40,6 +40,13 @@ export const startAgentContainer = (cluster: S.Cluster, cpWsUrl: string, agentId
     return { config, container, proc, env, healthPort, metricsPort } satisfies AgentContainer
   })
 
+/** Approves the agent once it has enrolled (pending), then waits for it to be online; a loaded machine starts it slowly. */
+export const enrol = (cp: { readonly admin: S.Client }, agent: AgentContainer, agentId: string) =>
+  Effect.gen(function*() {
+    yield* S.waitForAgent(cp, agentId, "pending", (a) => a.enrollment === "pending" && a.connected, 60_000)
+    yield* S.approveAgent(cp, agentId)
+  }).pipe(Effect.catch((e) => Effect.die(new Error(`${e.message}\n${agent.proc.output()}`))))
+
 /** A session created by `user` on the agent, running; then one RFB frame read through the control plane's proxy. */
 export const sessionFrame = (cp: { readonly url: string; readonly wsUrl: string }, user: string) =>
   Effect.gen(function*() {

@@ -101,45 +101,45 @@ export const run = (c: Container, argv: ReadonlyArray<string>, options: RunOptio
     // A bind mount on a path the image declares as a VOLUME replaces it, as a pod's volume replaces the image's
     // anonymous one (buildah would otherwise mount either, in no fixed order).
     for (const v of options.volumes ?? []) yield* Effect.promise(() => buildah(["config", "--volume", `${v.split(":")[1]}-`, c.name]).catch(() => ""))
-    const exitCode = yield* Deferred.make<number>()
     const args = ["run", "--isolation", "chroot"]
     if (options.user !== undefined) args.push("--user", options.user)
     for (const [k, v] of Object.entries(options.env ?? {})) args.push("--env", `${k}=${v}`)
     for (const v of options.volumes ?? []) args.push("--volume", v)
+
+    const exitCode = yield* Deferred.make<number>()
+    let root: string | undefined
+    let pid: number | undefined
+    const under = () => (root === undefined ? [] : processTable().filter((p) => p.root === root))
     const child = yield* Effect.acquireRelease(
       Effect.sync(() => spawn("buildah", [...args, c.name, "--", ...argv], { stdio: ["ignore", "pipe", "pipe"] })),
-      (child) => Effect.promise(async () => stop(child.pid!, child.exitCode !== null || child.signalCode !== null))
+      (child) =>
+        Effect.gen(function*() {
+          for (const p of under()) kill(p.pid, "SIGKILL")
+          yield* Effect.ignore(waitFor("the killed processes to go", Effect.sync(() => under().length === 0), { timeout: 10_000 }))
+          const gone = yield* Effect.timeoutOption(Deferred.await(exitCode), "10 seconds")
+          if (gone._tag === "None") kill(child.pid!, "SIGKILL")
+        })
     )
     let out = ""
     child.stdout!.on("data", (b: Buffer) => (out += b.toString("utf8")))
     child.stderr!.on("data", (b: Buffer) => (out += b.toString("utf8")))
     child.once("close", (code) => Deferred.doneUnsafe(exitCode, Effect.succeed(code ?? 1)))
-    // buildah run -> buildah-chroot-runtime -> buildah-chroot-exec (the first process under the run's root) -> the command.
-    let root: string | undefined
-    const chrootExec = (table: Array<ProcInfo>) => descendants(table, child.pid!).find((p) => p.root !== undefined && p.root !== "/")
-    const pid = waitFor(`the process of \`${argv.join(" ")}\` in ${c.name}`, Effect.sync(() => {
-      const table = processTable()
-      const exec = chrootExec(table)
-      if (exec === undefined) return undefined
-      root = exec.root
-      return table.find((p) => p.ppid === exec.pid)?.pid
-    }), { timeout: 30_000, interval: 20 })
-    const stop = async (buildahPid: number, exited: boolean) => {
-      const under = root ?? chrootExec(processTable())?.root
-      if (under !== undefined) for (const p of processTable()) if (p.root === under) kill(p.pid, "SIGKILL")
-      if (!exited) {
-        const gone = await Effect.runPromise(Effect.timeoutOption(Deferred.await(exitCode), "10 seconds"))
-        if (gone._tag === "None") kill(buildahPid, "SIGKILL")
-      }
-    }
+
+    // buildah run -> (its re-executions while it sets up) -> buildah-chroot-exec, the first process in the run's
+    // root -> the command. Found now, so the scope's end finds what the command left even after it exited.
+    yield* waitFor(`\`buildah run\` to start \`${argv.join(" ")}\` in ${c.name}`, Effect.sync(() => {
+      if (child.exitCode !== null || child.signalCode !== null) return true
+      const table = descendants(processTable(), child.pid!)
+      const command = table.find((p) => p.root !== undefined && p.root !== "/" && table.some((q) => q.pid === p.ppid && q.root === p.root))
+      root = command?.root
+      pid = command?.pid
+      return command !== undefined
+    }), { timeout: 30_000, interval: 20 }).pipe(Effect.orDie)
     return {
       output: () => out,
       exited: Deferred.await(exitCode),
-      pid,
-      processes: () => {
-        const under = root ?? chrootExec(processTable())?.root
-        return under === undefined ? [] : processTable().filter((p) => p.root === under).map((p) => p.pid)
-      }
+      pid: pid === undefined ? Effect.fail(new Error(`\`${argv.join(" ")}\` had exited:\n${out}`)) : Effect.succeed(pid),
+      processes: () => under().map((p) => p.pid)
     } satisfies Proc
   })
 

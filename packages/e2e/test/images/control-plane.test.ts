@@ -9,7 +9,7 @@ import { chownSync, mkdtempSync, readdirSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import * as S from "../support/systemStack.ts"
-import { CHART_USER, sessionFrame, startAgentContainer } from "./agentContainer.ts"
+import { CHART_USER, enrol, sessionFrame, startAgentContainer } from "./agentContainer.ts"
 import * as B from "./buildah.ts"
 
 /** A fresh volume for DATA_DIR, owned by the chart's user as its fsGroup makes it. */
@@ -70,7 +70,7 @@ describe("control-plane image", () => {
       const cluster = yield* S.makeCluster
       const cp = { url, wsUrl: `ws://127.0.0.1:${port}`, admin: S.api(url, S.adminToken()) }
       const agent = yield* startAgentContainer(cluster, cp.wsUrl, "image-agent-cp")
-      yield* S.approveAgent(cp, "image-agent-cp").pipe(Effect.catch((e) => Effect.die(new Error(`${e}\n${agent.proc.output()}`))))
+      yield* enrol(cp, agent, "image-agent-cp")
       const { rfb } = yield* sessionFrame(cp, "bob")
       assert.strictEqual(rfb.width, 64)
       assert.isTrue(rfb.framebuffer.some((b) => b !== 0), "the desktop's frame came through both images")

@@ -27,7 +27,7 @@ const HOME = "/home/streamspace"
 const freshVolume = (fsGroup: number | undefined) =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const dir = mkdtempSync(path.join(tmpdir(), "session-home-"))
+      const dir = mkdtempSync(path.join(tmpdir(), "image-session-home-"))
       chownSync(dir, 0, 0)
       chmodSync(dir, 0o755)
       if (fsGroup !== undefined) {
