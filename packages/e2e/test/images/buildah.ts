@@ -15,7 +15,6 @@ export interface ImageConfig {
   readonly Entrypoint: ReadonlyArray<string>
   readonly Env: ReadonlyArray<string>
   readonly User: string
-  readonly WorkingDir: string
   readonly Healthcheck?: { readonly Test: ReadonlyArray<string> }
   readonly StopSignal?: string
 }
@@ -167,7 +166,10 @@ const kill = (pid: number, signal: NodeJS.Signals) => {
 }
 
 /** Sends `signal` to the command a run started (as a container runtime signals the container's main process). */
-export const signal = (proc: Proc, sig: NodeJS.Signals) => Effect.map(proc.pid, (pid) => kill(pid, sig))
+const signal = (proc: Proc, sig: NodeJS.Signals) => Effect.map(proc.pid, (pid) => kill(pid, sig))
+
+/** Stops the command as a container runtime stops the container: the image's STOPSIGNAL (default SIGTERM). */
+export const stop = (proc: Proc, config: ImageConfig) => signal(proc, (config.StopSignal ?? "SIGTERM") as NodeJS.Signals)
 
 /** The environment an image sets, as a record. */
 export const imageEnv = (config: ImageConfig): Record<string, string> =>

@@ -75,10 +75,10 @@ describe("control-plane image", () => {
       assert.strictEqual(rfb.width, 64)
       assert.isTrue(rfb.framebuffer.some((b) => b !== 0), "the desktop's frame came through both images")
 
-      // SIGTERM to the container's main process: both stop cleanly.
-      yield* B.signal(agent.proc, "SIGTERM")
+      // The images' STOPSIGNAL (SIGTERM) to the containers' main processes: both stop cleanly.
+      yield* B.stop(agent.proc, agent.config)
       assert.strictEqual(yield* agent.proc.exited, 0, agent.proc.output())
-      yield* B.signal(proc, "SIGTERM")
+      yield* B.stop(proc, config)
       assert.strictEqual(yield* proc.exited, 0, proc.output())
     }), 180_000)
 })

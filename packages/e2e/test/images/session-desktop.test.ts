@@ -123,7 +123,7 @@ describe("session-desktop image", () => {
       assert.isTrue(existsSync(path.join(home, ".config/xfce4")), "Xfce saved its settings in the home directory")
 
       // SIGTERM to the container's main process (tini): the entrypoint stops Xvnc and the desktop and exits 0.
-      yield* B.signal(proc, "SIGTERM")
+      yield* B.stop(proc, config)
       assert.strictEqual(yield* proc.exited, 0, proc.output())
       assert.property(yield* B.greeting("127.0.0.1", port), "error", "VNC stopped")
     }), 120_000)
