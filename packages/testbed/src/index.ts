@@ -5,3 +5,4 @@ export { type CommandResult, defaultNodes, type NodeSpec, type NodeTaint, RealCl
 export { ClusterDesktops, type ClusterDesktopsOptions, type ClusterDesktopsShape, startClusterDesktops } from "./ClusterDesktops.ts"
 export { freePort, type Proc, startProcess, waitReady } from "./internal/process.ts"
 export * from "./images.ts"
+export { type JaegerOptions, type JaegerSpan, type JaegerTrace, type RunningJaeger, startJaeger } from "./Jaeger.ts"
