@@ -2,7 +2,7 @@
 # StreamSpace session desktop: Xvnc (TigerVNC) serving RFB on $VNC_PORT plus a desktop session.
 #
 # Environment (injected by the agent into the session pod; all optional):
-#   VNC_PORT         RFB port                                   (default 5900)
+#   VNC_PORT         RFB port, on the loopback interface only   (default 5900)
 #   VNC_GEOMETRY     screen size WIDTHxHEIGHT                   (default 1280x800)
 #   VNC_DEPTH        colour depth 16|24|32                      (default 24)
 #   VNC_PASSWORD     VNC password; empty = no VNC auth (the agent tunnel is the only way in)
@@ -12,6 +12,10 @@
 #
 # Runs as any non-root uid; writes only to $HOME and /tmp. Exits when Xvnc or the desktop exits
 # (the session is over) and forwards SIGTERM/SIGINT to both.
+#
+# VNC listens on localhost only (127.0.0.1 and ::1): nothing outside the pod reaches it, whatever Service
+# or network policy exists. The agent's tunnel gets in through the API server's port-forward, which
+# connects from inside the pod's network namespace.
 set -eu
 
 VNC_PORT="${VNC_PORT:-5900}"
@@ -29,6 +33,11 @@ case "$VNC_DISPLAY" in ''|*[!0-9]*) log "VNC_DISPLAY must be a display number, g
 case "$VNC_GEOMETRY" in *[!0-9x]*|x*|*x|'') log "VNC_GEOMETRY must be WIDTHxHEIGHT, got '$VNC_GEOMETRY'"; exit 2 ;; esac
 case "$VNC_DEPTH" in 16|24|32) ;; *) log "VNC_DEPTH must be 16, 24 or 32, got '$VNC_DEPTH'"; exit 2 ;; esac
 
+# A fresh volume belongs to root: the pod's fsGroup makes the kubelet give it to the desktop's group.
+if [ ! -w "$HOME" ]; then
+  log "HOME $HOME is not writable by uid $(id -u) gid $(id -g) (it is $(stat -c '%U:%G, mode %a' "$HOME")): set the session pod's securityContext.fsGroup to $(id -g)"
+  exit 2
+fi
 mkdir -p "$HOME/.vnc"
 chmod 700 "$HOME/.vnc"
 
@@ -49,13 +58,14 @@ unset VNC_PASSWORD
 # A stale lock from a previous run on the same /tmp would stop Xvnc from starting.
 rm -f "/tmp/.X${VNC_DISPLAY}-lock" "/tmp/.X11-unix/X${VNC_DISPLAY}" 2>/dev/null || true
 
-log "starting Xvnc :$VNC_DISPLAY on port $VNC_PORT ($VNC_GEOMETRY x$VNC_DEPTH)"
+log "starting Xvnc :$VNC_DISPLAY on localhost port $VNC_PORT ($VNC_GEOMETRY x$VNC_DEPTH)"
 Xvnc ":$VNC_DISPLAY" \
   -rfbport "$VNC_PORT" \
   -geometry "$VNC_GEOMETRY" \
   -depth "$VNC_DEPTH" \
   -desktop StreamSpace \
   -AlwaysShared \
+  -localhost \
   -nolisten tcp \
   "$@" &
 xvnc_pid=$!

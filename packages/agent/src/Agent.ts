@@ -2,98 +2,113 @@
 // logging) to the cluster side (SessionStore, TunnelPool, CredentialStore), routes what the control plane
 // sends, and owns graceful shutdown: stop taking commands, let in-flight ones finish within
 // GRACEFUL_SHUTDOWN_TIMEOUT (then fail them), close tunnels, say goodbye. Sessions keep running.
-import type { Incoming } from "./Connection.ts"
-import { Effect, Layer, Stream } from "effect"
+// An agent has its own metric registry, so a program that embeds it (the quick start runs the control
+// plane in the same process) keeps its metrics out of the agent's /metrics, and the other way round.
+import type { Duration } from "effect"
+import { Effect, Layer, Metric, Stream } from "effect"
 import { AgentConfig } from "./AgentConfig.ts"
-import { CommandQueue } from "./CommandQueue.ts"
-import { Connection } from "./Connection.ts"
+import { CommandQueue, type CommandQueueShape } from "./CommandQueue.ts"
+import { Connection, type ConnectionShape, type Incoming } from "./Connection.ts"
 import { CredentialStore } from "./CredentialStore.ts"
-import { Health } from "./Health.ts"
-import { Kubernetes } from "./Kubernetes.ts"
+import { Health, type HealthShape } from "./Health.ts"
 import { Heartbeat } from "./Heartbeat.ts"
+import { Kubernetes } from "./Kubernetes.ts"
 import * as Logging from "./Logging.ts"
+import { SessionStore, type SessionStoreShape } from "./SessionStore.ts"
 import * as Tracing from "./Tracing.ts"
-import { SessionStore } from "./SessionStore.ts"
-import { TunnelPool } from "./TunnelPool.ts"
+import { TunnelPool, type TunnelPoolShape } from "./TunnelPool.ts"
+
+interface Services {
+  readonly connection: ConnectionShape
+  readonly queue: CommandQueueShape
+  readonly tunnels: TunnelPoolShape
+}
+
+/** Routes one frame: commands to the queue, tunnel bytes to the pool, ping to pong; drain and errors are logged. */
+const dispatch = (s: Services, drain: { draining: boolean }) =>
+  Effect.fnUntraced(function*(frame: Incoming) {
+    if ("kind" in frame) return yield* s.tunnels.receive(frame)
+    switch (frame.type) {
+      case "command":
+        return yield* s.queue.submit(frame)
+      case "ping":
+        return yield* s.connection.send("pong", { nonce: frame.payload.nonce }).pipe(Effect.ignore)
+      case "drain":
+        if (drain.draining !== frame.payload.draining) {
+          drain.draining = frame.payload.draining
+          yield* Effect.logInfo(drain.draining ? "drained by an operator: no new sessions will be placed here" : "no longer draining")
+        }
+        return
+      case "error":
+        return yield* Effect.logWarning(`control plane reported an error: ${frame.payload.code}: ${frame.payload.message}`).pipe(
+          Effect.annotateLogs(frame.payload.ref_id !== undefined ? { ref_id: frame.payload.ref_id } : {})
+        )
+      case "credential": // handled by Connection, which needs it for the next dial
+      case "welcome":
+        return
+    }
+  })
+
+/** A lost link takes its tunnels with it: the viewers reconnect through the control plane. */
+const closeTunnelsOnLinkLoss = (s: Services) => {
+  let wasUp = false
+  return s.connection.status.pipe(
+    Stream.runForEach((up) => {
+      const lost = wasUp && !up
+      wasUp = up
+      return lost ? s.tunnels.closeAll("error") : Effect.void
+    })
+  )
+}
+
+/** Every observed session change goes up while connected; the next hello's inventory covers the gaps. */
+const forwardSessionStatus = (s: Services, store: SessionStoreShape) =>
+  store.changes.pipe(
+    Stream.runForEach((status) =>
+      Effect.gen(function*() {
+        if (yield* s.connection.isConnected) yield* s.connection.send("session_status", status).pipe(Effect.ignore)
+      }).pipe(Effect.annotateLogs({ session_id: status.session_id }))
+    )
+  )
+
+/** Graceful shutdown: stop taking commands, let in-flight ones finish (then fail them), close tunnels, say goodbye. */
+const shutdown = (s: Services, health: HealthShape, timeout: Duration.Duration) =>
+  Effect.gen(function*() {
+    yield* Effect.logInfo("shutting down: no new commands; waiting for those in flight")
+    yield* health.markStopping
+    yield* s.queue.shutdown(timeout)
+    yield* s.tunnels.closeAll("shutdown")
+    yield* s.connection.close("agent shutting down")
+    yield* Effect.logInfo("shutdown complete; sessions keep running in the cluster")
+  })
 
 /**
- * Dispatches incoming frames (commands to the queue, tunnel bytes to the pool, ping to pong), forwards
- * session status changes while connected, closes tunnels when the link drops, and runs the shutdown
- * sequence when its scope closes (it is built last, so its finalizer runs first).
+ * Dispatches incoming frames, forwards session status changes while connected, closes tunnels when the
+ * link drops, and runs the shutdown sequence when its scope closes (it is built last, so its finalizer
+ * runs first).
  */
 export const Router: Layer.Layer<never, never, AgentConfig | Connection | CommandQueue | TunnelPool | SessionStore | Health> = Layer.effectDiscard(
   Effect.gen(function*() {
     const config = yield* AgentConfig
-    const connection = yield* Connection
-    const queue = yield* CommandQueue
-    const tunnels = yield* TunnelPool
+    const s: Services = { connection: yield* Connection, queue: yield* CommandQueue, tunnels: yield* TunnelPool }
     const store = yield* SessionStore
     const health = yield* Health
-    let draining = false
-
-    const dispatch = Effect.fnUntraced(function*(frame: Incoming) {
-      if ("kind" in frame) return yield* tunnels.receive(frame)
-      switch (frame.type) {
-        case "command":
-          return yield* queue.submit(frame)
-        case "ping":
-          return yield* connection.send("pong", { nonce: frame.payload.nonce }).pipe(Effect.ignore)
-        case "drain":
-          if (draining !== frame.payload.draining) {
-            draining = frame.payload.draining
-            yield* Effect.logInfo(draining ? "drained by an operator: no new sessions will be placed here" : "no longer draining")
-          }
-          return
-        case "error":
-          return yield* Effect.logWarning(`control plane reported an error: ${frame.payload.code}: ${frame.payload.message}`).pipe(
-            Effect.annotateLogs(frame.payload.ref_id !== undefined ? { ref_id: frame.payload.ref_id } : {})
-          )
-        case "credential": // handled by Connection, which needs it for the next dial
-        case "welcome":
-          return
-      }
-    })
-
-    yield* connection.incoming.pipe(
-      Stream.runForEach((frame) => dispatch(frame).pipe(Effect.catchCause((cause) => Effect.logError("could not handle a frame", cause)))),
+    const route = dispatch(s, { draining: false })
+    yield* s.connection.incoming.pipe(
+      Stream.runForEach((frame) => route(frame).pipe(Effect.catchCause((cause) => Effect.logError("could not handle a frame", cause)))),
       Effect.forkScoped
     )
-
-    // A lost link takes its tunnels with it: the viewers reconnect through the control plane.
-    let wasUp = false
-    yield* connection.status.pipe(
-      Stream.runForEach((up) => {
-        const lost = wasUp && !up
-        wasUp = up
-        return lost ? tunnels.closeAll("error") : Effect.void
-      }),
-      Effect.forkScoped
-    )
-
-    // Every observed session change goes up while connected; the next hello's inventory covers the gaps.
-    yield* store.changes.pipe(
-      Stream.runForEach((status) =>
-        Effect.gen(function*() {
-          if (yield* connection.isConnected) {
-            yield* connection.send("session_status", status).pipe(Effect.ignore)
-          }
-        }).pipe(Effect.annotateLogs({ session_id: status.session_id }))
-      ),
-      Effect.forkScoped
-    )
-
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function*() {
-        yield* Effect.logInfo("shutting down: no new commands; waiting for those in flight")
-        yield* health.markStopping
-        yield* queue.shutdown(config.gracefulShutdownTimeout)
-        yield* tunnels.closeAll("shutdown")
-        yield* connection.close("agent shutting down")
-        yield* Effect.logInfo("shutdown complete; sessions keep running in the cluster")
-      })
-    )
+    yield* Effect.forkScoped(closeTunnelsOnLinkLoss(s))
+    yield* Effect.forkScoped(forwardSessionStatus(s, store))
+    yield* Effect.addFinalizer(() => shutdown(s, health, config.gracefulShutdownTimeout))
   })
 )
+
+/** What `hello` reports, from the cluster side: capacity and the sessions running now. */
+const helloFromSessions = Effect.gen(function*() {
+  const store = yield* SessionStore
+  return { capacity: yield* store.capacity, sessions: yield* store.list }
+})
 
 const compose = <ES, RS, ET, RT, EC, RC>(cluster: {
   readonly sessionStore: Layer.Layer<SessionStore, ES, RS>
@@ -102,12 +117,15 @@ const compose = <ES, RS, ET, RT, EC, RC>(cluster: {
 }) => {
   const link = Layer.mergeAll(Heartbeat.layer, CommandQueue.layer).pipe(
     Layer.provideMerge(cluster.tunnelPool),
-    Layer.provideMerge(Connection.layer),
+    Layer.provideMerge(Connection.layerWith(helloFromSessions)),
     Layer.provideMerge(cluster.sessionStore),
     Layer.provideMerge(cluster.credentialStore)
   )
   return Router.pipe(Layer.provideMerge(Health.layer.pipe(Layer.provideMerge(link))))
 }
+
+/** Process-wide parts of one agent: its logger, tracer and metric registry (fresh: two agents in one layer never share it). */
+const runtime = Layer.mergeAll(Logging.layer, Tracing.layer, Layer.fresh(Layer.sync(Metric.MetricRegistry, (): Metric.MetricRegistry => new Map())))
 
 /**
  * The whole agent around any cluster side (tests pass in-memory ones). The TunnelPool layer may need
@@ -117,7 +135,7 @@ export const layerWith = <ES, RS, ET, RT, EC, RC>(cluster: {
   readonly sessionStore: Layer.Layer<SessionStore, ES, RS>
   readonly tunnelPool: Layer.Layer<TunnelPool, ET, RT>
   readonly credentialStore: Layer.Layer<CredentialStore, EC, RC>
-}) => compose(cluster).pipe(Layer.provide(Logging.layer), Layer.provide(Tracing.layer))
+}) => compose(cluster).pipe(Layer.provide(runtime))
 
 /** The credential lives in a Secret when running in a cluster (KUBECONFIG unset), else in a file. */
 const credentialStore = Layer.unwrap(
@@ -131,8 +149,7 @@ const credentialStore = Layer.unwrap(
 export const layerKubernetes = <E, R>(kubernetes: Layer.Layer<Kubernetes, E, R>) =>
   compose({ sessionStore: SessionStore.layerNoDeps, tunnelPool: TunnelPool.layer, credentialStore }).pipe(
     Layer.provide(kubernetes),
-    Layer.provide(Logging.layer),
-    Layer.provide(Tracing.layer)
+    Layer.provide(runtime)
   )
 
 /**

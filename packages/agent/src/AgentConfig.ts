@@ -14,6 +14,7 @@ import {
   SettingError
 } from "@streamspace/protocol"
 import { ConfigProvider, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { SERVICE_ACCOUNT_DIR } from "./internal/kubeAuth.ts"
 
 const UrlString = (schemes: ReadonlyArray<string>) =>
   Schema.String.pipe(
@@ -40,6 +41,11 @@ export interface AgentConfigShape {
   readonly namespace: string
   /** Path of a kubeconfig; undefined means in-cluster config. */
   readonly kubeconfig: string | undefined
+  /** In-cluster: where the service-account token, CA and namespace files are (the kubelet mounts them there). */
+  readonly serviceAccountDir: string
+  /** In-cluster: the API server's address, as the kubelet gives it to every pod. */
+  readonly kubernetesServiceHost: string | undefined
+  readonly kubernetesServicePort: string | undefined
   readonly heartbeatInterval: Duration.Duration
   readonly reconnectDelay: Duration.Duration
   readonly maxReconnectDelay: Duration.Duration
@@ -60,7 +66,6 @@ export interface AgentConfigShape {
   readonly sessionPodTemplate: string | undefined
   readonly vncPort: number
   readonly vncTunnelTimeout: Duration.Duration
-  readonly vncBufferSize: number
   /** Credit window this agent grants per tunnel (bytes towards the viewer are limited by the control plane's window). */
   readonly vncTunnelWindow: number
   readonly logLevel: "Trace" | "Debug" | "Info" | "Warn" | "Error" | "Fatal" | "None"
@@ -121,6 +126,9 @@ export const readAgentConfig: Effect.Effect<AgentConfigShape, SettingError> = Ef
       expected: "a Kubernetes namespace name (DNS label)"
     }),
     kubeconfig: blankToUndefined(yield* text("KUBECONFIG", "")),
+    serviceAccountDir: yield* text("SERVICE_ACCOUNT_DIR", SERVICE_ACCOUNT_DIR),
+    kubernetesServiceHost: blankToUndefined(yield* text("KUBERNETES_SERVICE_HOST", "")),
+    kubernetesServicePort: blankToUndefined(yield* text("KUBERNETES_SERVICE_PORT", "")),
     heartbeatInterval: yield* duration("HEARTBEAT_INTERVAL", "30s"),
     reconnectDelay: yield* duration("RECONNECT_DELAY", "5s"),
     maxReconnectDelay: yield* duration("MAX_RECONNECT_DELAY", "5m"),
@@ -143,7 +151,6 @@ export const readAgentConfig: Effect.Effect<AgentConfigShape, SettingError> = Ef
     sessionPodTemplate: blankToUndefined(yield* text("SESSION_POD_TEMPLATE", "")),
     vncPort: yield* port("VNC_PORT", "5900"),
     vncTunnelTimeout: yield* duration("VNC_TUNNEL_TIMEOUT", "1h"),
-    vncBufferSize: yield* int("VNC_BUFFER_SIZE", "8192", 1024, 1024 * 1024),
     vncTunnelWindow: yield* int("VNC_TUNNEL_WINDOW", String(1024 * 1024), 64 * 1024, 16 * 1024 * 1024),
     logLevel: yield* setting("LOG_LEVEL", LogLevelString, { default: "info", expected: "debug, info, warn or error" }),
     logFormat: yield* setting("LOG_FORMAT", LogFormatString, { default: "json", expected: "json or text" }),

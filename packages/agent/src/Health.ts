@@ -1,6 +1,6 @@
 // Health: the liveness and readiness endpoints (`/health`, `/ready` on HEALTH_PORT, JSON shapes of the agent
-// guide) and Prometheus `/metrics` on METRICS_PORT when METRICS_ENABLED. Exposes the bound ports, so a
-// test can ask for port 0.
+// guide) and Prometheus `/metrics` on METRICS_PORT when METRICS_ENABLED, every series present from the
+// start. Exposes the bound ports, so a test can ask for port 0.
 import { NodeHttpServer } from "@effect/platform-node"
 import { formatDuration } from "@streamspace/protocol"
 import { Clock, Context, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
@@ -39,6 +39,7 @@ export class Health extends Context.Service<Health, HealthShape>()("agent/Health
       const heartbeat = yield* Heartbeat
       const store = yield* SessionStore
       const tunnels = yield* TunnelPool
+      yield* Metrics.register
       const startedAt = yield* Clock.currentTimeMillis
       let stopping = false
 

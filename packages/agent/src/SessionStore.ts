@@ -1,21 +1,19 @@
 // SessionStore: the agent's live view of its sessions, fed by a watch on the objects labelled for this
 // agent and rebuilt from the cluster at start. Emits every phase change; answers list_sessions.
 import type { Capacity, SessionId, SessionSpec, SessionStatus } from "@streamspace/protocol"
-import { Clock, Context, DateTime, Duration, Effect, Layer, Metric, Option, PubSub, Schema, Stream } from "effect"
+import { Clock, Context, DateTime, Duration, Effect, Layer, Metric, Option, PubSub, Schedule, Schema, Stream } from "effect"
 import type { AgentConfig } from "./AgentConfig.ts"
-import { Kubernetes, type KubernetesError, type PodEvent } from "./Kubernetes.ts"
+import { type ClusterHealth, Kubernetes, type KubernetesError, type KubernetesShape, type PodEvent } from "./Kubernetes.ts"
+import { exponentialFullJitter, makeStepper, resetWhen } from "./internal/backoff.ts"
 import { sessionIdOf, statusOfPod, type PodView } from "./internal/kubeObjects.ts"
 import { sessionsActive } from "./Metrics.ts"
+
+export type { ClusterHealth } from "./Kubernetes.ts"
 
 export class SessionStoreError extends Schema.TaggedError<SessionStoreError>()("SessionStoreError", {
   reason: Schema.Literals(["NotFound", "Rejected", "Forbidden", "Unavailable", "CapacityExceeded"]),
   message: Schema.String
 }) {}
-
-export interface ClusterHealth {
-  readonly status: "ok" | "degraded" | "failing"
-  readonly message?: string
-}
 
 export interface SessionStoreShape {
   /** Creates the session's objects, or adopts them when they exist; resolves once they exist (phase creating or later). */
@@ -33,9 +31,11 @@ export interface SessionStoreShape {
   readonly health: Effect.Effect<ClusterHealth>
 }
 
-/** Delay before re-watching after a watch that delivered nothing, and the cap of the error backoff. */
+/** Delay before re-watching after a watch that ended without delivering anything. */
 const QUIET_REWATCH = Duration.seconds(1)
-const MAX_WATCH_BACKOFF = Duration.seconds(30)
+
+/** Relisting after a failed watch: from 1 s up to 30 s, afresh once a watch delivered events again. */
+const watchBackoff = resetWhen(exponentialFullJitter(QUIET_REWATCH, "30 seconds").pipe(Schedule.setInputType<number>()), (events) => events > 0)
 
 export const toSessionStoreError = (e: KubernetesError): SessionStoreError => {
   switch (e.reason) {
@@ -47,6 +47,8 @@ export const toSessionStoreError = (e: KubernetesError): SessionStoreError => {
     case "Forbidden":
     case "Unauthorized":
       return new SessionStoreError({ reason: "Forbidden", message: e.message })
+    case "QuotaExceeded":
+      return new SessionStoreError({ reason: "CapacityExceeded", message: e.message })
     default:
       return new SessionStoreError({ reason: "Unavailable", message: e.message })
   }
@@ -56,88 +58,85 @@ const isActive = (s: SessionStatus) => s.phase !== "terminated" && s.phase !== "
 const sameState = (a: SessionStatus, b: SessionStatus) =>
   a.phase === b.phase && a.reason === b.reason && a.pod_ip === b.pod_ip && a.message === b.message
 
-export const make = Effect.gen(function*() {
-  const kube = yield* Kubernetes
-  const sessions = new Map<SessionId, SessionStatus>()
-  const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<SessionStatus>(), PubSub.shutdown)
-  const observedAt = Effect.map(Clock.currentTimeMillis, (ms) => DateTime.formatIso(DateTime.makeUnsafe(ms)))
+interface State {
+  readonly kube: KubernetesShape
+  readonly sessions: Map<SessionId, SessionStatus>
+  readonly changes: PubSub.PubSub<SessionStatus>
+}
 
-  const activeCount = Effect.sync(() => {
+const observedAt = Effect.map(Clock.currentTimeMillis, (ms) => DateTime.formatIso(DateTime.makeUnsafe(ms)))
+
+const activeCount = (s: State) =>
+  Effect.sync(() => {
     let n = 0
-    for (const s of sessions.values()) if (isActive(s)) n++
+    for (const status of s.sessions.values()) if (isActive(status)) n++
     return n
   })
 
-  /** Records what a pod says now; publishes when the phase, reason, message or address changed. */
-  const apply = Effect.fnUntraced(function*(pod: PodView, deleted: boolean, publish: boolean) {
-    const id = sessionIdOf(pod) ?? (pod.metadata?.name as SessionId | undefined)
-    if (id === undefined) return
-    const before = sessions.get(id)
-    if (deleted && before === undefined) return
-    const status = statusOfPod(pod, id, yield* observedAt, deleted)
-    if (before !== undefined && sameState(before, status)) return
-    if (deleted) sessions.delete(id)
-    else sessions.set(id, status)
-    yield* Metric.update(sessionsActive, yield* activeCount)
-    if (publish) {
-      yield* PubSub.publish(pubsub, status)
-      yield* Effect.logDebug(`session ${id} is ${status.phase}${status.reason !== undefined ? ` (${status.reason})` : ""}`)
-    }
-  })
+/** Records what a pod says now; publishes when the phase, reason, message or address changed. */
+const apply = Effect.fnUntraced(function*(s: State, pod: PodView, deleted: boolean, publish: boolean) {
+  const id = sessionIdOf(pod) ?? (pod.metadata?.name as SessionId | undefined)
+  if (id === undefined) return
+  const before = s.sessions.get(id)
+  if (deleted && before === undefined) return
+  const status = statusOfPod(pod, id, yield* observedAt, deleted)
+  if (before !== undefined && sameState(before, status)) return
+  if (deleted) s.sessions.delete(id)
+  else s.sessions.set(id, status)
+  yield* Metric.update(sessionsActive, yield* activeCount(s))
+  if (publish) {
+    yield* PubSub.publish(s.changes, status)
+    yield* Effect.logDebug(`session ${id} is ${status.phase}${status.reason !== undefined ? ` (${status.reason})` : ""}`)
+  }
+})
 
-  /** After a (re)list: apply every listed pod, and every known session missing from the list is gone. */
-  const reconcile = Effect.fnUntraced(function*(items: ReadonlyArray<PodView>, publish: boolean) {
-    const seen = new Set<string>()
-    for (const pod of items) {
-      const id = sessionIdOf(pod)
-      if (id === undefined) continue
-      seen.add(id)
-      yield* apply(pod, false, publish)
-    }
-    for (const [id] of [...sessions]) {
-      if (!seen.has(id)) yield* apply({ metadata: { name: id, labels: {} } }, true, publish)
-    }
-  })
+/** After a (re)list: apply every listed pod, and every known session missing from the list is gone. */
+const reconcile = Effect.fnUntraced(function*(s: State, items: ReadonlyArray<PodView>, publish: boolean) {
+  const seen = new Set<string>()
+  for (const pod of items) {
+    const id = sessionIdOf(pod)
+    if (id === undefined) continue
+    seen.add(id)
+    yield* apply(s, pod, false, publish)
+  }
+  for (const [id] of [...s.sessions]) {
+    if (!seen.has(id)) yield* apply(s, { metadata: { name: id, labels: {} } }, true, publish)
+  }
+})
 
-  // Rebuild from the cluster before anyone asks (hello carries this inventory). An unreachable API does
-  // not stop the agent: the watch loop below keeps trying and the health says why.
-  const initial = yield* kube.listSessionPods.pipe(
-    Effect.tap((l) => reconcile(l.items, false)),
-    Effect.map((l) => l.resourceVersion),
-    Effect.tapError((e) => Effect.logWarning(`cannot list sessions at start: ${e.message}`)),
-    Effect.option
-  )
-  yield* Effect.logInfo(`adopted ${sessions.size} existing session(s) from the cluster`)
-
-  // List + watch, like an informer: resume from the last resourceVersion when a watch ends, relist on
-  // 410 Expired or after an error (with capped exponential backoff), so out-of-band changes are never missed.
-  const watchLoop = Effect.gen(function*() {
-    let resourceVersion = Option.getOrUndefined(initial)
-    let failures = 0
+/**
+ * List + watch, like an informer: resume from the last resourceVersion when a watch ends, relist on
+ * 410 Expired or after an error (with the backoff), so out-of-band changes are never missed.
+ */
+const watchSessions = (s: State, initialVersion: string | undefined) =>
+  Effect.gen(function*() {
+    let resourceVersion = initialVersion
+    const backoff = yield* makeStepper(watchBackoff)
+    /** Events since the last failure: any means the watch worked again, and the backoff starts afresh. */
+    let delivered = 0
     while (true) {
+      let events = 0
       const round = Effect.gen(function*() {
         if (resourceVersion === undefined) {
-          const l = yield* kube.listSessionPods
-          yield* reconcile(l.items, true)
+          const l = yield* s.kube.listSessionPods
+          yield* reconcile(s, l.items, true)
           resourceVersion = l.resourceVersion
         }
-        let events = 0
-        yield* kube.watchSessionPods(resourceVersion).pipe(
+        yield* s.kube.watchSessionPods(resourceVersion).pipe(
           Stream.runForEach((ev: PodEvent) =>
             Effect.gen(function*() {
               events++
-              failures = 0
+              delivered++
               const rv = ev.object.metadata?.resourceVersion
               if (rv !== undefined && rv !== "") resourceVersion = rv
-              if (ev.type !== "BOOKMARK") yield* apply(ev.object, ev.type === "DELETED", true)
+              if (ev.type !== "BOOKMARK") yield* apply(s, ev.object, ev.type === "DELETED", true)
             })
           )
         )
-        return events
       })
       const result = yield* Effect.result(round)
       if (result._tag === "Success") {
-        if (result.success === 0) yield* Effect.sleep(QUIET_REWATCH)
+        if (events === 0) yield* Effect.sleep(QUIET_REWATCH)
         continue
       }
       const e = result.failure
@@ -146,38 +145,54 @@ export const make = Effect.gen(function*() {
         yield* Effect.logDebug(`watch expired, relisting: ${e.message}`)
         continue
       }
-      failures++
-      const delay = Duration.min(Duration.times(QUIET_REWATCH, 2 ** Math.min(failures - 1, 10)), MAX_WATCH_BACKOFF)
+      const delay = yield* backoff(delivered)
+      delivered = 0
       yield* Effect.logWarning(`session watch failed (${e.message}); relisting in ${Duration.format(delay)}`)
       yield* Effect.sleep(delay)
     }
   })
-  yield* Effect.forkScoped(watchLoop)
 
-  const create = Effect.fn("SessionStore.create")(function*(id: SessionId, spec: SessionSpec) {
-    const pod = yield* kube.createSession(id, spec).pipe(Effect.mapError(toSessionStoreError))
+const create = (s: State) =>
+  Effect.fn("SessionStore.create")(function*(id: SessionId, spec: SessionSpec) {
+    const pod = yield* s.kube.createSession(id, spec).pipe(Effect.mapError(toSessionStoreError))
     // The watch may already have seen a later state of this pod; only a first sighting is recorded here.
-    if (!sessions.has(id)) yield* apply(pod, false, true)
-    return sessions.get(id) ?? statusOfPod(pod, id, yield* observedAt)
+    if (!s.sessions.has(id)) yield* apply(s, pod, false, true)
+    return s.sessions.get(id) ?? statusOfPod(pod, id, yield* observedAt)
   })
 
-  const delete_ = Effect.fn("SessionStore.delete")(function*(id: SessionId) {
-    yield* kube.deleteSession(id).pipe(Effect.mapError(toSessionStoreError))
+const delete_ = (s: State) =>
+  Effect.fn("SessionStore.delete")(function*(id: SessionId) {
+    yield* s.kube.deleteSession(id).pipe(Effect.mapError(toSessionStoreError))
   })
 
-  const get = Effect.fn("SessionStore.get")(function*(id: SessionId) {
-    return Option.fromUndefinedOr(sessions.get(id))
-  })
+export const make = Effect.gen(function*() {
+  const s: State = {
+    kube: yield* Kubernetes,
+    sessions: new Map(),
+    changes: yield* Effect.acquireRelease(PubSub.unbounded<SessionStatus>(), PubSub.shutdown)
+  }
+  // Rebuild from the cluster before anyone asks (hello carries this inventory). An unreachable API does
+  // not stop the agent: the watch keeps trying and the health says why.
+  const initial = yield* s.kube.listSessionPods.pipe(
+    Effect.tap((l) => reconcile(s, l.items, false)),
+    Effect.map((l) => l.resourceVersion),
+    Effect.tapError((e) => Effect.logWarning(`cannot list sessions at start: ${e.message}`)),
+    Effect.option
+  )
+  yield* Effect.logInfo(`adopted ${s.sessions.size} existing session(s) from the cluster`)
+  yield* Effect.forkScoped(watchSessions(s, Option.getOrUndefined(initial)))
 
   return SessionStore.of({
-    create,
-    delete: delete_,
-    get,
-    list: Effect.sync(() => [...sessions.values()]),
-    activeCount,
-    changes: Stream.fromPubSub(pubsub),
-    capacity: kube.capacity,
-    health: kube.health
+    create: create(s),
+    delete: delete_(s),
+    get: Effect.fn("SessionStore.get")(function*(id: SessionId) {
+      return Option.fromUndefinedOr(s.sessions.get(id))
+    }),
+    list: Effect.sync(() => [...s.sessions.values()]),
+    activeCount: activeCount(s),
+    changes: Stream.fromPubSub(s.changes),
+    capacity: s.kube.capacity,
+    health: s.kube.health
   })
 })
 

@@ -1,12 +1,13 @@
 import { assert, describe, it } from "@effect/vitest"
 import { encodeData } from "@streamspace/protocol"
 import type { SessionId, TunnelId } from "@streamspace/protocol"
-import { Context, Deferred, Effect, Exit, Fiber, Layer, Option, PubSub, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, PubSub, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { Agent } from "../src/Agent.ts"
 import { Health } from "../src/Health.ts"
 import { makeFakeSessionStore, makeFakeTunnelPool, makeMemoryCredentialStore, status } from "./support/Fakes.ts"
-import { baseEnv, configLayer, eventually, freePort } from "./support/harness.ts"
+import { waitFor } from "@streamspace/testbed"
+import { baseEnv, configLayer, freePort } from "./support/harness.ts"
 import * as TestControlPlane from "./support/TestControlPlane.ts"
 
 const FAR = "2099-01-01T00:00:00.000Z"
@@ -28,16 +29,6 @@ const start = (url: string, env: Record<string, string> = {}, ports: { healthPor
     return { sessions, tunnels, creds, scope, health, get }
   })
 
-/** Re-runs a check (with real-time pauses, bounded) until it holds. */
-const untilTrue = (check: Effect.Effect<boolean>, what: string) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < 500; i++) {
-      if (yield* check) return
-      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 5)))
-    }
-    return yield* Effect.die(new Error(`timed out waiting for ${what}`))
-  })
-
 describe("Agent", () => {
   it.effect("routes commands, pings, tunnel bytes and drain; forwards session status", () =>
     Effect.gen(function*() {
@@ -54,7 +45,7 @@ describe("Agent", () => {
       assert.strictEqual((yield* conn.next("pong")).payload.nonce, "abc")
 
       yield* conn.sendRaw(encodeData(5 as TunnelId, new Uint8Array([1, 2, 3])))
-      yield* eventually(() => tunnels.state.received.length === 1, "binary frame routed")
+      yield* waitFor("binary frame routed", Effect.sync(() => tunnels.state.received.length === 1))
       assert.strictEqual(tunnels.state.received[0]!.tunnelId, 5)
 
       yield* conn.send("drain", { draining: true })
@@ -102,6 +93,30 @@ describe("Agent", () => {
       assert.strictEqual((yield* get(health.healthPort, "/nope")).status, 404)
     }))
 
+  it.effect("every metric series exists before the first event, in the agent's own registry", () =>
+    Effect.gen(function*() {
+      // Something else in the process (the quick start's control plane) has metrics of its own.
+      yield* Metric.update(Metric.counter("embedding_program_requests_total"), 1)
+      const cp = yield* TestControlPlane.make({ approved: [] })
+      const { health, get } = yield* start(cp.url)
+      const m = yield* get(Option.getOrThrow(health.metricsPort), "/metrics")
+      for (
+        const line of [
+          "streamspace_agent_heartbeat_last_success_timestamp 0",
+          "streamspace_agent_control_plane_connected 0",
+          "streamspace_agent_sessions_active 0",
+          "streamspace_agent_vnc_tunnels_active 0",
+          "streamspace_agent_reconnects_total 0",
+          "streamspace_agent_vnc_tunnel_bytes_total{direction=\"to_viewer\"} 0",
+          "streamspace_agent_vnc_tunnel_bytes_total{direction=\"to_session\"} 0",
+          "streamspace_agent_commands_total{action=\"create_session\",outcome=\"completed\"} 0",
+          "streamspace_agent_commands_total{action=\"vnc_connect\",outcome=\"failed\"} 0",
+          "streamspace_agent_command_duration_seconds_count{action=\"delete_session\",outcome=\"completed\"} 0"
+        ]
+      ) assert.include(m.body, `${line}\n`)
+      assert.notInclude(m.body, "embedding_program_requests_total")
+    }))
+
   it.effect("METRICS_PORT equal to HEALTH_PORT serves all three on one port", () =>
     Effect.gen(function*() {
       const cp = yield* TestControlPlane.make()
@@ -117,7 +132,7 @@ describe("Agent", () => {
     Effect.gen(function*() {
       const cp = yield* TestControlPlane.make({ approved: [] })
       const { health, get } = yield* start(cp.url)
-      yield* eventually(() => cp.attempts.length === 1, "an attempt")
+      yield* waitFor("an attempt", Effect.sync(() => cp.attempts.length === 1))
       const r = yield* get(health.healthPort, "/ready")
       assert.strictEqual(r.status, 503)
       assert.deepStrictEqual(JSON.parse(r.body), { status: "not_ready", control_plane_connected: false, last_heartbeat: null })
@@ -134,7 +149,7 @@ describe("Agent", () => {
       yield* conn.next("command_completed")
       assert.strictEqual(tunnels.state.open.size, 1)
       yield* conn.terminate
-      yield* eventually(() => tunnels.state.closedAll.includes("error"), "tunnels closed on link loss")
+      yield* waitFor("tunnels closed on link loss", Effect.sync(() => tunnels.state.closedAll.includes("error")))
       assert.deepStrictEqual(tunnels.state.closed, [{ tunnelId: 4, reason: "error" }])
     }))
 
@@ -150,10 +165,10 @@ describe("Agent", () => {
       sessions.state.gates.set("s-a", gate)
       yield* conn.send("command", { command_id: "c-1", action: "create_session", deadline: FAR, args: { session_id: "s-a", spec } } as never)
       yield* conn.next("command_ack")
-      yield* eventually(() => sessions.state.running === 1, "create running")
+      yield* waitFor("create running", Effect.sync(() => sessions.state.running === 1))
 
       const stopping = yield* Effect.forkChild(Scope.close(scope, Exit.void))
-      yield* untilTrue(get(health.healthPort, "/ready").pipe(Effect.map((r) => r.status === 503)), "ready turns 503")
+      yield* waitFor("ready turns 503", get(health.healthPort, "/ready").pipe(Effect.map((r) => r.status === 503)))
       // a command arriving now is refused
       yield* conn.send("command", { command_id: "c-late", action: "list_sessions", deadline: FAR, args: {} } as never)
       const refused = yield* conn.next("command_failed")
@@ -181,7 +196,7 @@ describe("Agent", () => {
       sessions.state.gates.set("s-a", yield* Deferred.make<void>())
       yield* conn.send("command", { command_id: "c-1", action: "create_session", deadline: FAR, args: { session_id: "s-a", spec } } as never)
       yield* conn.next("command_ack")
-      yield* eventually(() => sessions.state.running === 1, "create running")
+      yield* waitFor("create running", Effect.sync(() => sessions.state.running === 1))
       const stopping = yield* Effect.forkChild(Scope.close(scope, Exit.void), { startImmediately: true })
       yield* Effect.yieldNow
       yield* TestClock.adjust("10 seconds")

@@ -73,6 +73,13 @@ describe("AgentConfig", () => {
       yield* read({ ...good, CONTROL_PLANE_URL: "ws://cp.example.com", ALLOW_INSECURE_TRANSPORT: "true" })
     }))
 
+  it.effect("variables the agent no longer reads are ignored: VNC_BUFFER_SIZE from an older deployment starts fine", () =>
+    Effect.gen(function*() {
+      const c = yield* read({ ...good, VNC_BUFFER_SIZE: "not even a number" })
+      assert.strictEqual(c.agentId, "k8s-test-1")
+      assert.notProperty(c, "vncBufferSize")
+    }))
+
   it.effect("a bad integer names the variable and the value", () =>
     Effect.gen(function*() {
       const e = yield* Effect.flip(read({ ...good, MAX_SESSIONS: "ten" }))

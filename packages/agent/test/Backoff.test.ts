@@ -1,80 +1,87 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Random } from "effect"
+import { Clock, Duration, Effect, Random, Schedule } from "effect"
 import { TestClock } from "effect/testing"
-import { ceiling, fullJitter, makeBackoff } from "../src/internal/backoff.ts"
+import { exponentialFullJitter, makeStepper, reconnectSchedule, resetWhen } from "../src/internal/backoff.ts"
 
 const options = { base: Duration.seconds(5), cap: Duration.minutes(5), resetAfter: Duration.minutes(1) }
-const ms = Duration.toMillis
+const seconds = (d: Duration.Duration) => Math.round(Duration.toMillis(d) / 1000)
+const failedDial = Duration.zero
 
 /** A Random whose every draw is `u`, so delays are exact. */
 const fixedRandom = (u: number) =>
   Random.Random.of({ nextDoubleUnsafe: () => u, nextIntUnsafe: () => Math.floor(u * Number.MAX_SAFE_INTEGER) })
+const maximalDraw = Effect.provideService(Random.Random, fixedRandom(0.9999999))
 
-describe("reconnect backoff", () => {
-  it("ceilings grow from RECONNECT_DELAY by doubling and stop at MAX_RECONNECT_DELAY", () => {
-    assert.deepStrictEqual(
-      Array.from({ length: 9 }, (_, i) => ms(ceiling(options, i)) / 1000),
-      [5, 10, 20, 40, 80, 160, 300, 300, 300]
-    )
-    assert.strictEqual(ms(ceiling(options, 5000)), 300_000)
-  })
-
-  it("full jitter spans [0, ceiling]", () => {
-    assert.strictEqual(ms(fullJitter(options, 0, 0)), 0)
-    assert.strictEqual(ms(fullJitter(options, 0, 0.5)), 2500)
-    assert.strictEqual(ms(fullJitter(options, 0, 0.999999)), 4999)
-    assert.strictEqual(ms(fullJitter(options, 20, 0.999999)), 299_999)
-  })
-
-  it.effect("first delay, growth and cap with the maximal draw", () =>
+describe("reconnect backoff (Schedule)", () => {
+  it.effect("ceilings grow from RECONNECT_DELAY by doubling and stop at MAX_RECONNECT_DELAY", () =>
     Effect.gen(function*() {
-      const backoff = yield* makeBackoff(options)
+      const next = yield* makeStepper(reconnectSchedule(options))
       const delays: Array<number> = []
-      for (let i = 0; i < 9; i++) delays.push(Math.round(ms(yield* backoff.nextDelay) / 1000))
+      for (let i = 0; i < 9; i++) delays.push(seconds(yield* next(failedDial)))
       assert.deepStrictEqual(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300])
-    }).pipe(Effect.provideService(Random.Random, fixedRandom(0.9999999))))
+      for (let i = 0; i < 2000; i++) yield* next(failedDial)
+      assert.strictEqual(seconds(yield* next(failedDial)), 300, "2^n overflowing stays at the cap")
+    }).pipe(maximalDraw))
+
+  it.effect("full jitter spans [0, ceiling]", () =>
+    Effect.gen(function*() {
+      const first = (u: number) =>
+        makeStepper(reconnectSchedule(options)).pipe(
+          Effect.flatMap((next) => next(failedDial)),
+          Effect.map(Duration.toMillis),
+          Effect.provideService(Random.Random, fixedRandom(u))
+        )
+      assert.strictEqual(yield* first(0), 0)
+      assert.strictEqual(yield* first(0.5), 2500)
+      assert.strictEqual(yield* first(0.999999), 4999)
+    }))
 
   it.effect("jittered delays stay within [0, ceiling] and are spread out", () =>
     Effect.gen(function*() {
-      const backoff = yield* makeBackoff(options)
-      const draws: Array<number> = []
-      for (let i = 0; i < 200; i++) {
-        const d = ms(yield* backoff.nextDelay)
-        const attempt = (yield* backoff.attempt) - 1
+      const next = yield* makeStepper(reconnectSchedule(options))
+      const capped: Array<number> = []
+      for (let attempt = 0; attempt < 200; attempt++) {
+        const d = Duration.toMillis(yield* next(failedDial))
+        const ceiling = Math.min(5000 * 2 ** attempt, 300_000)
         assert.isAtLeast(d, 0)
-        assert.isAtMost(d, ms(ceiling(options, attempt)))
-        if (attempt >= 6) draws.push(d)
+        assert.isAtMost(d, ceiling)
+        if (attempt >= 6) capped.push(d)
       }
       // full jitter, not "cap plus a little": capped delays use the whole range
-      assert.isBelow(Math.min(...draws), 60_000)
-      assert.isAbove(Math.max(...draws), 240_000)
+      assert.isBelow(Math.min(...capped), 60_000)
+      assert.isAbove(Math.max(...capped), 240_000)
     }).pipe(Random.withSeed("backoff")))
 
-  it.effect("resets after a connection stayed healthy for RECONNECT_RESET_AFTER, not before", () =>
+  it.effect("starts afresh after a link stayed up for RECONNECT_RESET_AFTER, not before", () =>
     Effect.gen(function*() {
-      const backoff = yield* makeBackoff(options)
-      for (let i = 0; i < 4; i++) yield* backoff.nextDelay // 5, 10, 20, 40
-      yield* backoff.connected
-      yield* TestClock.adjust("59 seconds")
-      assert.strictEqual(Math.round(ms(yield* backoff.nextDelay) / 1000), 80) // short-lived: keeps growing
-      yield* backoff.connected
-      yield* TestClock.adjust("1 minute")
-      assert.strictEqual(Math.round(ms(yield* backoff.nextDelay) / 1000), 5) // healthy: back to the start
-      assert.strictEqual(Math.round(ms(yield* backoff.nextDelay) / 1000), 10)
-    }).pipe(Effect.provideService(Random.Random, fixedRandom(0.9999999))))
+      const next = yield* makeStepper(reconnectSchedule(options))
+      for (let i = 0; i < 4; i++) yield* next(failedDial) // 5, 10, 20, 40
+      assert.strictEqual(seconds(yield* next(Duration.seconds(59))), 80, "short-lived: keeps growing")
+      assert.strictEqual(seconds(yield* next(Duration.minutes(1))), 5, "healthy: back to the start")
+      assert.strictEqual(seconds(yield* next(failedDial)), 10)
+    }).pipe(maximalDraw))
 
   it.effect("dials follow the schedule under TestClock", () =>
     Effect.gen(function*() {
-      const backoff = yield* makeBackoff(options)
       const dialsAt: Array<number> = []
-      const loop = Effect.gen(function*() {
-        while (true) {
-          dialsAt.push((yield* Effect.clockWith((c) => c.currentTimeMillis)) / 1000)
-          yield* Effect.sleep(yield* backoff.nextDelay)
-        }
+      const dial = Effect.map(Clock.currentTimeMillis, (now) => {
+        dialsAt.push(now / 1000)
+        return failedDial
       })
-      yield* Effect.forkChild(loop)
+      yield* Effect.forkChild(Effect.repeat(dial, reconnectSchedule(options)))
       yield* TestClock.adjust("20 minutes")
       assert.deepStrictEqual(dialsAt.slice(0, 9).map(Math.round), [0, 5, 15, 35, 75, 155, 315, 615, 915])
-    }).pipe(Effect.provideService(Random.Random, fixedRandom(0.9999999))))
+    }).pipe(maximalDraw))
+})
+
+describe("resetWhen", () => {
+  it.effect("restarts any schedule when the input says the last attempt went well", () =>
+    Effect.gen(function*() {
+      // The session watch: an attempt that delivered events starts the backoff afresh.
+      const watch = resetWhen(exponentialFullJitter("1 second", "30 seconds").pipe(Schedule.setInputType<number>()), (events) => events > 0)
+      const next = yield* makeStepper(watch)
+      const delays: Array<number> = []
+      for (const events of [0, 0, 0, 0, 0, 0, 0, 3, 0]) delays.push(seconds(yield* next(events)))
+      assert.deepStrictEqual(delays, [1, 2, 4, 8, 16, 30, 30, 1, 2])
+    }).pipe(maximalDraw))
 })

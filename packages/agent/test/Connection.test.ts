@@ -4,32 +4,38 @@ import { CloseCode, encodeData, encodeLinkWindow, encodeWindow, MAX_FRAME_BYTES 
 import type { TunnelId } from "@streamspace/protocol"
 import { Context, Deferred, Effect, Fiber, Layer, Logger, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import { createServer as createNetServer } from "node:net"
+import { type AddressInfo, createServer as createNetServer, type Server, type Socket } from "node:net"
 import { Connection } from "../src/Connection.ts"
-import { makeFakeSessionStore, makeMemoryCredentialStore, status } from "./support/Fakes.ts"
-import { awaitStatus, baseEnv, configLayer, eventually, TOKEN } from "./support/harness.ts"
+import { fakeHello, makeMemoryCredentialStore, status } from "./support/Fakes.ts"
+import { waitFor } from "@streamspace/testbed"
+import { awaitStatus, baseEnv, configLayer, TOKEN } from "./support/harness.ts"
 import * as TestControlPlane from "./support/TestControlPlane.ts"
 
 const setup = (url: string, env: Record<string, string> = {}, savedCredential?: string) =>
   Effect.gen(function*() {
-    const sessions = yield* makeFakeSessionStore
     const creds = yield* makeMemoryCredentialStore(savedCredential)
-    const ctx = yield* Layer.build(
-      Connection.layer.pipe(Layer.provide([configLayer(baseEnv(url, env)), sessions.layer, creds.layer]))
-    )
-    return { connection: Context.get(ctx, Connection), sessions, creds }
+    const ctx = yield* Layer.build(Connection.layerWith(fakeHello()).pipe(Layer.provide([configLayer(baseEnv(url, env)), creds.layer])))
+    return { connection: Context.get(ctx, Connection), creds }
   })
+
+/** Waits until `count()` stops changing across 25 polls 2 ms apart (a sender that stalled), and returns it. */
+const settled = (count: () => number) => {
+  let last = -1
+  let stable = 0
+  return waitFor("the sender to stall", Effect.sync(() => {
+    const n = count()
+    stable = n === last ? stable + 1 : 0
+    last = n
+    return stable >= 25
+  }), { interval: 2 }).pipe(Effect.map(() => count()))
+}
 
 describe("Connection", () => {
   it.effect("handshake: hello carries identity, capacity and inventory; welcome connects", () =>
     Effect.gen(function*() {
       const cp = yield* TestControlPlane.make()
-      const sessions = yield* makeFakeSessionStore
-      sessions.state.sessions.set("s-one", status("s-one"))
       const creds = yield* makeMemoryCredentialStore()
-      const ctx = yield* Layer.build(
-        Connection.layer.pipe(Layer.provide([configLayer(baseEnv(cp.url)), sessions.layer, creds.layer]))
-      )
+      const ctx = yield* Layer.build(Connection.layerWith(fakeHello([status("s-one")])).pipe(Layer.provide([configLayer(baseEnv(cp.url)), creds.layer])))
       const connection = Context.get(ctx, Connection)
       const conn = yield* cp.nextConnection
       assert.strictEqual(conn.authorization, `Bearer ${TOKEN}`)
@@ -130,7 +136,7 @@ describe("Connection", () => {
       const first = yield* cp.nextConnection
       yield* awaitStatus(connection.status, true)
       yield* first.send("credential", { token: rotated })
-      yield* eventually(() => creds.state.saved === rotated, "credential saved")
+      yield* waitFor("credential saved", Effect.sync(() => creds.state.saved === rotated))
       assert.strictEqual(first.ws.readyState, 1)
       assert.isTrue(yield* connection.isConnected)
       yield* first.terminate
@@ -159,10 +165,10 @@ describe("Connection", () => {
     Effect.gen(function*() {
       const cp = yield* TestControlPlane.make({ approved: [] })
       const { connection } = yield* setup(cp.url)
-      yield* eventually(() => cp.attempts.length === 1, "first attempt")
+      yield* waitFor("first attempt", Effect.sync(() => cp.attempts.length === 1))
       assert.strictEqual(cp.attempts[0]!.status, 401)
       yield* TestClock.adjust("5 seconds")
-      yield* eventually(() => cp.attempts.length === 2, "second attempt")
+      yield* waitFor("second attempt", Effect.sync(() => cp.attempts.length === 2))
       assert.strictEqual(cp.attempts[1]!.status, 401)
       cp.approve(TOKEN)
       yield* TestClock.adjust("10 seconds")
@@ -181,7 +187,7 @@ describe("Connection", () => {
         pinged = true
       })
       yield* TestClock.adjust("20 seconds")
-      yield* eventually(() => pinged, "ping")
+      yield* waitFor("ping", Effect.sync(() => pinged))
       assert.strictEqual(conn.ws.readyState, 1)
       yield* TestClock.adjust("10 seconds")
       yield* Deferred.await(conn.closed)
@@ -207,16 +213,16 @@ describe("Connection", () => {
       yield* again.next("hello")
     }))
 
-  it.live("an upgrade that is never answered is abandoned after PING_INTERVAL + PING_TIMEOUT and redialled", () =>
+  it.effect("an upgrade that is never answered is abandoned after PING_INTERVAL + PING_TIMEOUT and redialled", () =>
     Effect.gen(function*() {
       // A listener that accepts TCP and never answers: a blackholed link, or a control plane still starting.
-      let accepted = 0
-      const sockets: Array<import("node:net").Socket> = []
+      const sockets: Array<Socket> = []
+      let dropped = 0
       const server = yield* Effect.acquireRelease(
-        Effect.callback<import("node:net").Server>((resume) => {
+        Effect.callback<Server>((resume) => {
           const s = createNetServer((socket) => {
-            accepted++
             sockets.push(socket)
+            socket.on("close", () => dropped++).resume() // reading, so the client's FIN is seen
           })
           s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
         }),
@@ -225,12 +231,16 @@ describe("Connection", () => {
           s.close()
         })
       )
-      const port = (server.address() as import("node:net").AddressInfo).port
-      yield* setup(`ws://127.0.0.1:${port}`, { PING_INTERVAL: "300ms", PING_TIMEOUT: "200ms", RECONNECT_DELAY: "50ms", MAX_RECONNECT_DELAY: "100ms" })
-      yield* eventually(() => accepted >= 1, "first dial")
-      const first = Date.now()
-      yield* eventually(() => accepted >= 2, "second dial", 4000)
-      assert.isBelow(Date.now() - first, 3000, "the hung dial was given up after about 500ms")
+      const port = (server.address() as AddressInfo).port
+      yield* setup(`ws://127.0.0.1:${port}`, { PING_INTERVAL: "20s", PING_TIMEOUT: "10s", RECONNECT_DELAY: "1s", MAX_RECONNECT_DELAY: "1s" })
+      yield* waitFor("first dial", Effect.sync(() => sockets.length === 1))
+      yield* TestClock.adjust("29 seconds")
+      assert.strictEqual(dropped, 0, "still waiting for the upgrade before PING_INTERVAL + PING_TIMEOUT")
+      assert.strictEqual(sockets.length, 1)
+      yield* TestClock.adjust("1 second")
+      yield* waitFor("the hung dial dropped", Effect.sync(() => dropped === 1))
+      yield* TestClock.adjust("1 second") // the backoff waits at most RECONNECT_DELAY
+      yield* waitFor("second dial", Effect.sync(() => sockets.length === 2))
     }))
 
   it.effect("pongs keep the link up", () =>
@@ -245,7 +255,7 @@ describe("Connection", () => {
       })
       for (let i = 1; i <= 3; i++) {
         yield* TestClock.adjust("20 seconds")
-        yield* eventually(() => pings === i, `ping ${i}`)
+        yield* waitFor(`ping ${i}`, Effect.sync(() => pings === i))
         yield* TestClock.adjust("10 seconds")
       }
       assert.strictEqual(conn.ws.readyState, 1)
@@ -288,14 +298,7 @@ describe("Connection", () => {
         }
       }))
       // wait until the sender stalls (no progress across several polls) well before the end
-      let last = -1
-      let stable = 0
-      yield* eventually(() => {
-        stable = sent === last ? stable + 1 : 0
-        last = sent
-        return stable >= 25
-      }, "the sender to stall")
-      assert.isBelow(sent, total)
+      assert.isBelow(yield* settled(() => sent), total)
       raw.resume()
       yield* Fiber.join(sender)
       for (let i = 0; i < total; i++) {
@@ -304,17 +307,6 @@ describe("Connection", () => {
       }
     }))
 
-  /** Waits until `count()` stops changing across several polls (a sender that stalled), and returns it. */
-  const settled = (count: () => number) => {
-    let last = -1
-    let stable = 0
-    return eventually(() => {
-      const n = count()
-      stable = n === last ? stable + 1 : 0
-      last = n
-      return stable >= 25
-    }, "the sender to stall").pipe(Effect.map(() => count()))
-  }
   const tid = (n: number) => n as TunnelId
   const data = (tunnel: number, size: number, tag: number) => {
     const payload = new Uint8Array(size)
@@ -401,10 +393,10 @@ describe("Connection", () => {
       const cp = yield* TestControlPlane.make({ approved: [] })
       yield* Effect.gen(function*() {
         yield* setup(cp.url)
-        yield* eventually(() => cp.attempts.length === 1, "first attempt")
+        yield* waitFor("first attempt", Effect.sync(() => cp.attempts.length === 1))
         yield* TestClock.adjust("5 seconds")
-        yield* eventually(() => cp.attempts.length === 2, "second attempt")
-        yield* eventually(() => lines.some((l) => l.includes("401")), "401 logged")
+        yield* waitFor("second attempt", Effect.sync(() => cp.attempts.length === 2))
+        yield* waitFor("401 logged", Effect.sync(() => lines.some((l) => l.includes("401"))))
       }).pipe(Effect.provide(Logger.layer([capture])))
       assert.isTrue(lines.length > 0)
       assert.isFalse(lines.some((l) => l.includes(TOKEN)))

@@ -5,8 +5,9 @@ import { fileURLToPath } from "node:url"
 import { Connection } from "../src/Connection.ts"
 import { bypassesProxy, proxyFor } from "../src/internal/proxy.ts"
 import * as ConnectProxy from "./support/ConnectProxy.ts"
-import { makeFakeSessionStore, makeMemoryCredentialStore } from "./support/Fakes.ts"
-import { awaitStatus, baseEnv, configLayer, eventually } from "./support/harness.ts"
+import { fakeHello, makeMemoryCredentialStore } from "./support/Fakes.ts"
+import { waitFor } from "@streamspace/testbed"
+import { awaitStatus, baseEnv, configLayer } from "./support/harness.ts"
 import * as TestControlPlane from "./support/TestControlPlane.ts"
 
 const tlsFile = (name: string) => fileURLToPath(new URL(`./support/tls/${name}`, import.meta.url))
@@ -14,9 +15,8 @@ const tls = { cert: readFileSync(tlsFile("server.crt"), "utf8"), key: readFileSy
 
 const setup = (url: string, env: Record<string, string>) =>
   Effect.gen(function*() {
-    const sessions = yield* makeFakeSessionStore
     const creds = yield* makeMemoryCredentialStore()
-    const ctx = yield* Layer.build(Connection.layer.pipe(Layer.provide([configLayer(baseEnv(url, env)), sessions.layer, creds.layer])))
+    const ctx = yield* Layer.build(Connection.layerWith(fakeHello()).pipe(Layer.provide([configLayer(baseEnv(url, env)), creds.layer])))
     return Context.get(ctx, Connection)
   })
 
@@ -78,7 +78,7 @@ describe("Connection through a proxy and with a private CA", () => {
       const lines: Array<string> = []
       const cp = yield* TestControlPlane.make({ tls })
       const connection = yield* setup(cp.url, {}).pipe(Effect.provide(Logger.layer([Logger.make((o) => void lines.push(String(o.message)))])))
-      yield* eventually(() => lines.some((l) => l.includes("could not connect")), "a refused dial")
+      yield* waitFor("a refused dial", Effect.sync(() => lines.some((l) => l.includes("could not connect"))))
       assert.isTrue(lines.some((l) => /certificate/i.test(l)))
       assert.isFalse(yield* connection.isConnected)
       assert.strictEqual(cp.attempts.length, 0)

@@ -5,7 +5,8 @@ import type { SessionStatus } from "@streamspace/protocol"
 import { Context, Effect, Layer, Option, Stream } from "effect"
 import { Kubernetes } from "../src/Kubernetes.ts"
 import { SessionStore } from "../src/SessionStore.ts"
-import { type Cluster, makeCluster, NAMESPACE, sessionSpec, sid, waitFor } from "./support/cluster.ts"
+import { type Cluster, makeCluster, NAMESPACE, sessionSpec, sid } from "./support/cluster.ts"
+import { waitFor } from "@streamspace/testbed"
 
 const build = (cluster: Cluster, extra: Record<string, string> = {}) =>
   Effect.gen(function*() {
@@ -19,7 +20,6 @@ const build = (cluster: Cluster, extra: Record<string, string> = {}) =>
     return { store, kube, seen, phases }
   })
 
-const until = (what: string, f: () => boolean) => waitFor(what, Effect.sync(f))
 
 describe("SessionStore", () => {
   it.live("emits creating then running for a new session; get/list/activeCount follow", () =>
@@ -28,7 +28,7 @@ describe("SessionStore", () => {
       const { phases, store } = yield* build(cluster)
       const created = yield* store.create(sid("s-1"), sessionSpec())
       assert.include(["creating", "pending", "running"], created.phase)
-      yield* until("running", () => phases("s-1").includes("running"))
+      yield* waitFor("running", Effect.sync(() => phases("s-1").includes("running")))
       assert.strictEqual(phases("s-1")[0], "creating")
       const got = yield* store.get(sid("s-1"))
       assert.strictEqual(Option.getOrThrow(got).phase, "running")
@@ -46,7 +46,7 @@ describe("SessionStore", () => {
         const { phases, store } = yield* build(cluster)
         yield* store.create(sid("s-1"), sessionSpec())
         yield* store.create(sid("s-2"), sessionSpec({ user_id: "bob" as never }))
-        yield* until("both running", () => phases("s-1").includes("running") && phases("s-2").includes("running"))
+        yield* waitFor("both running", Effect.sync(() => phases("s-1").includes("running") && phases("s-2").includes("running")))
       }))
       cluster.server.put("pods", {
         metadata: { name: "foreign", namespace: NAMESPACE, labels: { app: "session", agent: "other-agent", "streamspace.io/session-id": "foreign" } },
@@ -79,7 +79,7 @@ describe("SessionStore", () => {
       const cluster = yield* makeCluster()
       const { phases, seen, store } = yield* build(cluster)
       yield* store.create(sid("s-1"), sessionSpec())
-      yield* until("running", () => phases("s-1").includes("running"))
+      yield* waitFor("running", Effect.sync(() => phases("s-1").includes("running")))
       const pod = cluster.server.get("pods", NAMESPACE, "s-1")!
       cluster.server.put("pods", { ...pod, status: { ...pod.status, phase: "Failed", reason: "Evicted", message: "The node was low on resource: memory." } })
       const failed = yield* waitFor("failed", Effect.sync(() => seen.find((s) => s.session_id === "s-1" && s.phase === "failed")))
@@ -92,22 +92,22 @@ describe("SessionStore", () => {
       const cluster = yield* makeCluster()
       const { phases, seen, store } = yield* build(cluster)
       yield* store.create(sid("s-1"), sessionSpec())
-      yield* until("running", () => phases("s-1").includes("running"))
+      yield* waitFor("running", Effect.sync(() => phases("s-1").includes("running")))
       yield* Effect.promise(async () => {
         const { CoreV1Api, KubeConfig } = await import("@kubernetes/client-node")
         const kc = new KubeConfig()
         kc.loadFromString(cluster.server.kubeconfig)
         await kc.makeApiClient(CoreV1Api).deleteNamespacedPod({ name: "s-1", namespace: NAMESPACE })
       })
-      yield* until("terminated", () => phases("s-1").includes("terminated"))
+      yield* waitFor("terminated", Effect.sync(() => phases("s-1").includes("terminated")))
       assert.deepStrictEqual(phases("s-1").slice(-2), ["terminating", "terminated"])
       assert.strictEqual(seen.at(-1)!.reason, "PodDeleted")
       assert.isTrue(Option.isNone(yield* store.get(sid("s-1"))))
       // A crash that removes the pod at once (no grace) is seen too.
       yield* store.create(sid("s-2"), sessionSpec())
-      yield* until("s-2 running", () => phases("s-2").includes("running"))
+      yield* waitFor("s-2 running", Effect.sync(() => phases("s-2").includes("running")))
       cluster.server.delete("pods", NAMESPACE, "s-2")
-      yield* until("s-2 terminated", () => phases("s-2").includes("terminated"))
+      yield* waitFor("s-2 terminated", Effect.sync(() => phases("s-2").includes("terminated")))
     }))
 
   it.live("delete through the store: terminating, terminated, the home PVC stays", () =>
@@ -115,9 +115,9 @@ describe("SessionStore", () => {
       const cluster = yield* makeCluster()
       const { phases, store } = yield* build(cluster)
       yield* store.create(sid("s-1"), sessionSpec({ persistent_home: true }))
-      yield* until("running", () => phases("s-1").includes("running"))
+      yield* waitFor("running", Effect.sync(() => phases("s-1").includes("running")))
       yield* store.delete(sid("s-1"))
-      yield* until("terminated", () => phases("s-1").includes("terminated"))
+      yield* waitFor("terminated", Effect.sync(() => phases("s-1").includes("terminated")))
       assert.isDefined(cluster.server.get("persistentvolumeclaims", NAMESPACE, "home-alice"))
       yield* store.delete(sid("s-1"))
     }))
@@ -127,10 +127,10 @@ describe("SessionStore", () => {
       const cluster = yield* makeCluster()
       const { phases, store } = yield* build(cluster)
       yield* store.create(sid("s-1"), sessionSpec())
-      yield* until("running", () => phases("s-1").includes("running"))
+      yield* waitFor("running", Effect.sync(() => phases("s-1").includes("running")))
       cluster.server.dropWatches()
       yield* store.create(sid("s-2"), sessionSpec())
-      yield* until("s-2 running after a dropped watch", () => phases("s-2").includes("running"))
+      yield* waitFor("s-2 running after a dropped watch", Effect.sync(() => phases("s-2").includes("running")))
       // Expire the history and drop the watch while the pod disappears: only a relist can notice.
       // The next watch is held back while the pod goes and the history is compacted: it resumes from an
       // expired resourceVersion (410), and only the relist can notice the deletion.
@@ -138,9 +138,9 @@ describe("SessionStore", () => {
       cluster.server.dropWatches()
       cluster.server.delete("pods", NAMESPACE, "s-1")
       cluster.server.compact()
-      yield* until("s-1 terminated after relist", () => phases("s-1").includes("terminated"))
+      yield* waitFor("s-1 terminated after relist", Effect.sync(() => phases("s-1").includes("terminated")))
       yield* store.create(sid("s-3"), sessionSpec())
-      yield* until("s-3 running", () => phases("s-3").includes("running"))
+      yield* waitFor("s-3 running", Effect.sync(() => phases("s-3").includes("running")))
     }))
 
   it.live("a watch refused by the API (403) degrades the health; the store recovers when the API does", () =>
@@ -160,6 +160,6 @@ describe("SessionStore", () => {
         },
         spec: { containers: [{ name: "session", image: "x:1" }] }
       })
-      yield* until("s-9 seen after recovery", () => phases("s-9").length > 0)
+      yield* waitFor("s-9 seen after recovery", Effect.sync(() => phases("s-9").length > 0))
     }))
 })

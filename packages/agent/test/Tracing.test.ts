@@ -4,7 +4,8 @@ import { Effect, Exit, Layer, Scope } from "effect"
 import { createServer } from "node:http"
 import { Agent } from "../src/Agent.ts"
 import { makeFakeSessionStore, makeFakeTunnelPool, makeMemoryCredentialStore } from "./support/Fakes.ts"
-import { baseEnv, configLayer, eventually } from "./support/harness.ts"
+import { waitFor } from "@streamspace/testbed"
+import { baseEnv, configLayer } from "./support/harness.ts"
 import * as TestControlPlane from "./support/TestControlPlane.ts"
 
 const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -56,7 +57,7 @@ describe("Tracing", () => {
       } as never)
       yield* conn.next("command_completed")
       yield* Scope.close(scope, Exit.void) // shutting down flushes the exporter
-      yield* eventually(() => otel.spans.some((s) => s.traceId === TRACE_ID), "a span in the control plane's trace")
+      yield* waitFor("a span in the control plane's trace", Effect.sync(() => otel.spans.some((s) => s.traceId === TRACE_ID)))
       const root = otel.spans.find((s) => s.traceId === TRACE_ID && s.parentSpanId === PARENT_SPAN)
       assert.isDefined(root, `a span whose parent is the command's traceparent span; got ${JSON.stringify(otel.spans.map((s) => s.name))}`)
     }))

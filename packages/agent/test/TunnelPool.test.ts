@@ -10,7 +10,8 @@ import * as net from "node:net"
 import { tunnelBytes, vncTunnelsActive } from "../src/Metrics.ts"
 import { SessionStore } from "../src/SessionStore.ts"
 import { TunnelPool } from "../src/TunnelPool.ts"
-import { type Cluster, makeCluster, NAMESPACE, sessionSpec, sid, waitFor } from "./support/cluster.ts"
+import { type Cluster, makeCluster, NAMESPACE, sessionSpec, sid } from "./support/cluster.ts"
+import { waitFor } from "@streamspace/testbed"
 import { makeFakeLink, viewer } from "./support/clusterConnection.ts"
 
 const tid = (n: number) => n as TunnelId

@@ -1,6 +1,8 @@
 // Placement: picks the agent for a new session. A pure function of the agents' view and the request:
-// eligible = approved, connected, online (not warning/error/offline) and not draining, with a free session
-// slot and enough free CPU and memory; among those the requested region wins, then the least loaded one.
+// eligible = approved, connected, online or warning (not error/offline) and not draining, with a free session
+// slot and enough free CPU and memory; among those the requested region wins, then a healthy agent over one
+// in `warning` (near MAX_SESSIONS, or a recent Kubernetes API error: still able to run sessions), then the
+// least loaded one.
 import { parseQuantity } from "@streamspace/protocol"
 import { Result, Schema } from "effect"
 import type { AgentView } from "./AgentHub.ts"
@@ -54,7 +56,7 @@ export const exclusionReason = (agent: AgentView, used: AgentUsage, request: Pla
   if (agent.enrollment !== "approved") return `enrollment is ${agent.enrollment}`
   if (!agent.connected) return "not connected"
   if (agent.draining) return "draining"
-  if (agent.status !== "online") return `status is ${agent.status}`
+  if (agent.status !== "online" && agent.status !== "warning") return `status is ${agent.status}`
   const capacity = agent.capacity
   const sessions = sessionsOn(agent, used)
   if (sessions >= capacity.max_sessions) return `at max_sessions (${sessions}/${capacity.max_sessions})`
@@ -70,8 +72,9 @@ export const exclusionReason = (agent: AgentView, used: AgentUsage, request: Pla
 }
 
 /**
- * Chooses an agent: the requested region first (other regions only when none there is eligible), then the
- * lowest session load, then the most free CPU, then the agent id (so equal agents give a stable answer).
+ * Chooses an agent: the requested region first (other regions only when none there is eligible), then online
+ * over warning, then the lowest session load, then the most free CPU, then the agent id (so equal agents give
+ * a stable answer).
  */
 export const place = (agents: ReadonlyArray<AgentView>, usage: Usage, request: PlacementRequest): Result.Result<Placed, PlacementError> => {
   const excluded: Array<{ agent_id: string; reason: string }> = []
@@ -100,6 +103,7 @@ export const place = (agents: ReadonlyArray<AgentView>, usage: Usage, request: P
   const freeCpu = (p: (typeof eligible)[number]) => quantity(p.agent.capacity.cpu) - p.usedCpu
   const before = (a: (typeof eligible)[number], b: (typeof eligible)[number]) =>
     (Number(b.regionMatch) - Number(a.regionMatch) ||
+      Number(a.agent.status === "warning") - Number(b.agent.status === "warning") ||
       a.load - b.load ||
       freeCpu(b) - freeCpu(a) ||
       (a.agent.id < b.agent.id ? -1 : a.agent.id > b.agent.id ? 1 : 0)) < 0

@@ -2,6 +2,7 @@ export { KubeTestServer, KubeTestServerError } from "./KubeTestServer.ts"
 export { start } from "./internal/server.ts"
 export type {
   Fault,
+  FaultRule,
   KubeconfigOptions,
   KubeletOptions,
   KubeTestServerHandle,

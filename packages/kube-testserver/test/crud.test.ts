@@ -1,7 +1,8 @@
 // `as any` here reads raw Status/List JSON from fetch, which has no type: the point is the exact wire shape.
 import * as k8s from "@kubernetes/client-node"
 import { describe, expect, it } from "vitest"
-import { apiError, pod, setup, waitFor } from "./helpers.ts"
+import { apiError, pod, setup } from "./helpers.ts"
+import { waitForPromise } from "@streamspace/testbed"
 
 describe("CRUD through CoreV1Api", () => {
   it("creates a pod with server-set metadata and defaults, reads and lists it", async () => {
@@ -117,14 +118,14 @@ describe("CRUD through CoreV1Api", () => {
     expect(server.get("pods", "default", "raw")).toBeUndefined()
     server.configureKubelet({ paused: false })
     await api.createNamespacedPod({ namespace: "default", body: pod("vnc-1") })
-    await waitFor(() => server.get("pods", "default", "vnc-1")?.spec.nodeName, 3000, "scheduling")
+    await waitForPromise("scheduling", () => server.get("pods", "default", "vnc-1")?.spec.nodeName, { timeout: 3000 })
     const types: Array<string> = []
     server.onChange((t, r, o) => { if (r === "pods" && o.metadata.name === "vnc-1") types.push(t) })
     const deleting = await api.deleteNamespacedPod({ name: "vnc-1", namespace: "default" })
     expect(deleting.metadata?.deletionTimestamp).toBeInstanceOf(Date)
     expect(deleting.metadata?.deletionGracePeriodSeconds).toBe(30)
     expect(server.get("pods", "default", "vnc-1")).toBeDefined()
-    await waitFor(() => server.get("pods", "default", "vnc-1") === undefined, 3000, "pod removal")
+    await waitForPromise("pod removal", () => server.get("pods", "default", "vnc-1") === undefined, { timeout: 3000 })
     expect(types[0]).toBe("MODIFIED")
     expect(types[types.length - 1]).toBe("DELETED")
   })
@@ -132,7 +133,7 @@ describe("CRUD through CoreV1Api", () => {
   it("delete with gracePeriodSeconds=0 removes at once; preconditions give Conflict", async () => {
     const { api, server } = await setup()
     const p = await api.createNamespacedPod({ namespace: "default", body: pod("vnc-1") })
-    await waitFor(() => server.get("pods", "default", "vnc-1")?.spec.nodeName)
+    await waitForPromise("pod vnc-1 scheduled", () => server.get("pods", "default", "vnc-1")?.spec.nodeName)
     const pre = await apiError(api.deleteNamespacedPod({ name: "vnc-1", namespace: "default", body: { preconditions: { uid: "u1" } } }))
     expect(pre.code).toBe(409)
     expect(pre.status.message).toBe(`Operation cannot be fulfilled on pods "vnc-1": Precondition failed: UID in precondition: u1, UID in object meta: ${p.metadata?.uid}`)
@@ -183,7 +184,7 @@ describe("CRUD through CoreV1Api", () => {
     const ns = await api.deleteNamespace({ name: "streamspace" })
     // The real server answers the Namespace (now Terminating); client-node types it as V1Status.
     expect((ns as any).status?.phase).toBe("Terminating")
-    await waitFor(() => server.get("namespaces", "", "streamspace") === undefined)
+    await waitForPromise("namespace streamspace gone", () => server.get("namespaces", "", "streamspace") === undefined)
     expect(server.list("configmaps", "streamspace")).toEqual([])
   })
 

@@ -1,4 +1,4 @@
-// Test helpers: a server per test, the real client-node pointed at it, and bounded polling.
+// Test helpers: a server per test and the real client-node pointed at it.
 import * as k8s from "@kubernetes/client-node"
 import { afterEach } from "vitest"
 import { type KubeTestServerHandle, type ServerOptions, start } from "../src/index.ts"
@@ -26,17 +26,6 @@ export const setup = async (options: ServerOptions = {}): Promise<Setup> => {
   open.push(server)
   const { kc, api } = clientFor(server.kubeconfig)
   return { server, kc, api }
-}
-
-/** Polls `f` until it returns a non-undefined value, failing after `timeoutMs`. */
-export const waitFor = async <A>(f: () => A | undefined | Promise<A | undefined>, timeoutMs = 3000, what = "condition"): Promise<A> => {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await f()
-    if (v !== undefined && v !== false) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
 }
 
 /** Awaits a rejected client call and returns the ApiException with its parsed Status body. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest"
-import { apiError, pod, setup, waitFor } from "./helpers.ts"
+import { apiError, pod, setup } from "./helpers.ts"
+import { waitForPromise } from "@streamspace/testbed"
 
 // The securityContext an agent sets for Pod Security "restricted".
 const restricted = {
@@ -19,7 +20,7 @@ describe("simulated kubelet", () => {
     await api.createNamespacedPod({ namespace: "streamspace", body: { metadata: { name: "vnc-1" }, spec: restricted } })
     const phases: Array<string> = []
     server.onChange((_t, r, o) => { if (r === "pods") phases.push(o.status.phase) })
-    const running = await waitFor(async () => {
+    const running = await waitForPromise("pod vnc-1 Running", async () => {
       const p = await api.readNamespacedPod({ name: "vnc-1", namespace: "streamspace" })
       return p.status?.phase === "Running" ? p : undefined
     })
@@ -43,7 +44,7 @@ describe("simulated kubelet", () => {
   it("status.phase field selector finds running pods", async () => {
     const { api, server } = await setup({ kubelet: { startDelayMs: 0 } })
     await api.createNamespacedPod({ namespace: "default", body: pod("a") })
-    await waitFor(() => server.get("pods", "default", "a")?.status.phase === "Running")
+    await waitForPromise("pod a Running", () => server.get("pods", "default", "a")?.status.phase === "Running")
     server.configureKubelet({ paused: true })
     await api.createNamespacedPod({ namespace: "default", body: pod("b") })
     const running = await api.listNamespacedPod({ namespace: "default", fieldSelector: "status.phase=Running" })
@@ -55,7 +56,7 @@ describe("simulated kubelet", () => {
   it("an image that cannot be pulled leaves the pod Pending with ImagePullBackOff", async () => {
     const { api, server } = await setup({ kubelet: { startDelayMs: 10, cannotPull: ["nope/missing:1"] } })
     await api.createNamespacedPod({ namespace: "default", body: { metadata: { name: "p" }, spec: { containers: [{ name: "c", image: "nope/missing:1" }] } } })
-    const p = await waitFor(() => {
+    const p = await waitForPromise("pod p in ImagePullBackOff", () => {
       const o = server.get("pods", "default", "p")
       return o?.status.containerStatuses?.[0]?.state?.waiting?.reason === "ImagePullBackOff" ? o : undefined
     })
@@ -68,7 +69,7 @@ describe("simulated kubelet", () => {
   it("a crashing pod shows CrashLoopBackOff and is not Ready", async () => {
     const { api, server } = await setup({ kubelet: { startDelayMs: 10, crashPods: ["bad"] } })
     await api.createNamespacedPod({ namespace: "default", body: pod("bad") })
-    const p = await waitFor(() => {
+    const p = await waitForPromise("pod bad in CrashLoopBackOff", () => {
       const o = server.get("pods", "default", "bad")
       return o?.status.containerStatuses?.[0]?.state?.waiting?.reason === "CrashLoopBackOff" ? o : undefined
     })
@@ -87,7 +88,7 @@ describe("simulated kubelet", () => {
     expect(pvc.status?.phase).toBe("Pending")
     expect(pvc.metadata?.finalizers).toEqual(["kubernetes.io/pvc-protection"])
     expect(pvc.spec?.storageClassName).toBe("standard")
-    const bound = await waitFor(async () => {
+    const bound = await waitForPromise("claim home Bound", async () => {
       const c = await api.readNamespacedPersistentVolumeClaim({ name: "home", namespace: "default" })
       return c.status?.phase === "Bound" ? c : undefined
     })
@@ -96,25 +97,25 @@ describe("simulated kubelet", () => {
     expect(bound.metadata?.annotations?.["pv.kubernetes.io/bind-completed"]).toBe("yes")
     // A pod uses it: deleting the claim leaves it Terminating until the pod is gone.
     await api.createNamespacedPod({ namespace: "default", body: pod("user", { spec: { volumes: [{ name: "home", persistentVolumeClaim: { claimName: "home" } }] } }) })
-    await waitFor(() => server.get("pods", "default", "user")?.status.phase === "Running")
+    await waitForPromise("pod user Running", () => server.get("pods", "default", "user")?.status.phase === "Running")
     const deleting = await api.deleteNamespacedPersistentVolumeClaim({ name: "home", namespace: "default" })
     expect(deleting.metadata?.deletionTimestamp).toBeInstanceOf(Date)
     await new Promise((r) => setTimeout(r, 30))
     expect(server.get("persistentvolumeclaims", "default", "home")).toBeDefined()
     await api.deleteNamespacedPod({ name: "user", namespace: "default", gracePeriodSeconds: 0 })
-    await waitFor(() => server.get("persistentvolumeclaims", "default", "home") === undefined)
+    await waitForPromise("claim home gone", () => server.get("persistentvolumeclaims", "default", "home") === undefined)
   })
 
   it("a pod whose claim is missing is Unschedulable until the claim exists", async () => {
     const { api, server } = await setup({ kubelet: { startDelayMs: 10 } })
     await api.createNamespacedPod({ namespace: "default", body: pod("p", { spec: { volumes: [{ name: "home", persistentVolumeClaim: { claimName: "home" } }] } }) })
-    const p = await waitFor(() => {
+    const p = await waitForPromise("pod p Unschedulable", () => {
       const o = server.get("pods", "default", "p")
       return o?.status.conditions?.[0]?.reason === "Unschedulable" ? o : undefined
     })
     expect(p.status.conditions[0].message).toBe("persistentvolumeclaim \"home\" not found")
     await api.createNamespacedPersistentVolumeClaim({ namespace: "default", body: { metadata: { name: "home" }, spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } } } })
-    await waitFor(() => server.get("pods", "default", "p")?.status.phase === "Running")
+    await waitForPromise("pod p Running", () => server.get("pods", "default", "p")?.status.phase === "Running")
   })
 
   it("services get a unique clusterIP and defaults; headless stays None", async () => {
@@ -143,19 +144,19 @@ describe("simulated kubelet", () => {
     expect(server.get("pods", "default", "p")?.spec.nodeName).toBeUndefined()
     expect(server.get("persistentvolumeclaims", "default", "c")?.status.phase).toBe("Pending")
     server.configureKubelet({ paused: false })
-    await waitFor(() => server.get("pods", "default", "p")?.status.phase === "Running")
-    await waitFor(() => server.get("persistentvolumeclaims", "default", "c")?.status.phase === "Bound")
+    await waitForPromise("pod p Running", () => server.get("pods", "default", "p")?.status.phase === "Running")
+    await waitForPromise("claim c Bound", () => server.get("persistentvolumeclaims", "default", "c")?.status.phase === "Bound")
   })
 
   it("serves pod logs (text/plain), and 400 while the container is waiting to start", async () => {
     const { api, server } = await setup({ kubelet: { startDelayMs: 10, cannotPull: ["bad:1"] } })
     await api.createNamespacedPod({ namespace: "default", body: pod("p") })
-    await waitFor(() => server.get("pods", "default", "p")?.status.phase === "Running")
+    await waitForPromise("pod p Running", () => server.get("pods", "default", "p")?.status.phase === "Running")
     server.setPodLog("default", "p", "line 1\nline 2\nline 3\n")
     expect(await api.readNamespacedPodLog({ name: "p", namespace: "default" })).toBe("line 1\nline 2\nline 3\n")
     expect(await api.readNamespacedPodLog({ name: "p", namespace: "default", container: "vnc", tailLines: 1 })).toBe("line 3\n")
     await api.createNamespacedPod({ namespace: "default", body: { metadata: { name: "q" }, spec: { containers: [{ name: "c", image: "bad:1" }] } } })
-    await waitFor(() => server.get("pods", "default", "q")?.status.containerStatuses?.[0]?.state?.waiting?.reason === "ImagePullBackOff")
+    await waitForPromise("pod q in ImagePullBackOff", () => server.get("pods", "default", "q")?.status.containerStatuses?.[0]?.state?.waiting?.reason === "ImagePullBackOff")
     const e = await apiError(api.readNamespacedPodLog({ name: "q", namespace: "default" }))
     expect(e.code).toBe(400)
     expect(e.status.message).toBe("container \"c\" in pod \"q\" is waiting to start: ImagePullBackOff")
@@ -164,6 +165,6 @@ describe("simulated kubelet", () => {
   it("a pod created with spec.nodeName skips the scheduler and still runs", async () => {
     const { api, server } = await setup({ kubelet: { startDelayMs: 10 } })
     await api.createNamespacedPod({ namespace: "default", body: pod("pinned", { spec: { nodeName: "node-1" } }) })
-    await waitFor(() => server.get("pods", "default", "pinned")?.status.phase === "Running")
+    await waitForPromise("pod pinned Running", () => server.get("pods", "default", "pinned")?.status.phase === "Running")
   })
 })

@@ -5,7 +5,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
-import { apiError, waitFor } from "./helpers.ts"
+import { apiError } from "./helpers.ts"
+import { waitForPromise } from "@streamspace/testbed"
 
 const mainTs = fileURLToPath(new URL("../src/main.ts", import.meta.url))
 
@@ -20,11 +21,11 @@ describe("CLI", () => {
     child.stderr.on("data", (d) => { stderr += d.toString() })
     try {
       // Cold start of a second Node process (effect + client-node imports) is slow on a loaded machine.
-      await waitFor(() => existsSync(out), 80_000, `kubeconfig (stderr: ${stderr})`)
+      await waitForPromise(`kubeconfig (stderr: ${stderr})`, () => existsSync(out), { timeout: 80_000 })
       const kc = new k8s.KubeConfig()
       kc.loadFromString(readFileSync(out, "utf8"))
       const api = kc.makeApiClient(k8s.CoreV1Api)
-      const names = await waitFor(async () => (await api.listNamespace()).items.map((n) => n.metadata?.name))
+      const names = await waitForPromise("the namespace list", async () => (await api.listNamespace()).items.map((n) => n.metadata?.name))
       expect(names).toContain("streamspace")
       const sa = new k8s.KubeConfig()
       sa.loadFromFile(`${out}.agent`)

@@ -3,7 +3,8 @@ import * as k8s from "@kubernetes/client-node"
 import * as net from "node:net"
 import { PassThrough } from "node:stream"
 import { afterEach, describe, expect, it } from "vitest"
-import { clientFor, pod, setup, waitFor } from "./helpers.ts"
+import { clientFor, pod, setup } from "./helpers.ts"
+import { waitForPromise } from "@streamspace/testbed"
 
 const targets: Array<net.Server> = []
 afterEach(async () => {
@@ -28,7 +29,7 @@ const rfbLike = async () => {
 const running = async (name = "vnc-1", opts: Parameters<typeof setup>[0] = {}) => {
   const s = await setup({ kubelet: { startDelayMs: 0 }, ...opts })
   await s.api.createNamespacedPod({ namespace: "streamspace", body: pod(name) })
-  await waitFor(() => s.server.get("pods", "streamspace", name)?.status.phase === "Running")
+  await waitForPromise(`pod ${name} Running`, () => s.server.get("pods", "streamspace", name)?.status.phase === "Running")
   return s
 }
 
@@ -59,9 +60,9 @@ describe("port-forward (v4.channel.k8s.io)", () => {
     const s = streams()
     const ws = await new k8s.PortForward(kc).portForward("streamspace", "vnc-1", [5900], s.out, s.err, s.input) as any
     expect(ws.protocol).toBe("v4.channel.k8s.io")
-    await waitFor(() => s.text() === "RFB 003.008\n")
+    await waitForPromise("the greeting", () => s.text() === "RFB 003.008\n")
     s.input.write("hello")
-    await waitFor(() => s.text() === "RFB 003.008\nHELLO")
+    await waitForPromise("the echo", () => s.text() === "RFB 003.008\nHELLO")
     expect(s.errors()).toBe("")
     ws.close()
   })
@@ -73,7 +74,7 @@ describe("port-forward (v4.channel.k8s.io)", () => {
     const ws = new WebSocket(`${server.url.replace("http", "ws")}/api/v1/namespaces/streamspace/pods/vnc-1/portforward?ports=5900`, ["v5.channel.k8s.io", "v4.channel.k8s.io"], { headers: { authorization: `Bearer ${server.adminToken}` } })
     const frames: Array<Buffer> = []
     ws.on("message", (d: Buffer) => frames.push(d))
-    await waitFor(() => frames.length >= 3)
+    await waitForPromise("three frames", () => frames.length >= 3)
     expect(ws.protocol).toBe("v4.channel.k8s.io")
     expect([...frames[0]!]).toEqual([0, 0x0c, 0x17])
     expect([...frames[1]!]).toEqual([1, 0x0c, 0x17])
@@ -89,9 +90,9 @@ describe("port-forward (v4.channel.k8s.io)", () => {
     const ws = await new k8s.PortForward(kc).portForward("streamspace", "vnc-1", [5900], s.out, s.err, s.input) as any
     let closed: number | undefined
     ws.on("close", (code: number) => { closed = code })
-    await waitFor(() => s.text().length > 0)
+    await waitForPromise("an error text", () => s.text().length > 0)
     s.input.write("quit")
-    await waitFor(() => closed)
+    await waitForPromise("closed", () => closed)
     expect(closed).toBe(1000)
   })
 
@@ -101,7 +102,7 @@ describe("port-forward (v4.channel.k8s.io)", () => {
     const ws = await new k8s.PortForward(kc).portForward("streamspace", "vnc-1", [5900], s.out, s.err, s.input) as any
     let closed: number | undefined
     ws.on("close", (code: number) => { closed = code })
-    await waitFor(() => closed)
+    await waitForPromise("closed", () => closed)
     expect(closed).toBe(1000)
     const uid = server.get("pods", "streamspace", "vnc-1")!.metadata.uid
     expect(s.errors()).toBe(`error forwarding port 5900 to pod ${uid}, uid : dial tcp4 127.0.0.1:5900: connect: connection refused`)
@@ -115,7 +116,7 @@ describe("port-forward (v4.channel.k8s.io)", () => {
     server.registerPortForward("streamspace", "vnc-1", 5900, t)
     const s = streams()
     const ws = await new k8s.PortForward(kc).portForward("streamspace", "vnc-1", [5900], s.out, s.err, s.input) as any
-    await waitFor(() => ws.readyState === 3)
+    await waitForPromise("the WebSocket to close", () => ws.readyState === 3)
     expect(s.errors()).toMatch(/^error forwarding port 5900 to pod [0-9a-f-]+, uid : dial tcp4 127\.0\.0\.1:\d+: connect: connection refused$/)
   })
 
@@ -165,9 +166,9 @@ describe("port-forward (v4.channel.k8s.io)", () => {
       const c = net.connect(port, "127.0.0.1")
       let got = ""
       c.on("data", (d) => { got += d.toString() })
-      await waitFor(() => got.startsWith("RFB 003.008\n"))
+      await waitForPromise("the greeting", () => got.startsWith("RFB 003.008\n"))
       c.write(word)
-      await waitFor(() => got.endsWith(word.toUpperCase()))
+      await waitForPromise("the echo", () => got.endsWith(word.toUpperCase()))
       c.destroy()
       return got
     }
@@ -183,9 +184,9 @@ describe("port-forward (v4.channel.k8s.io)", () => {
     const ws = await new k8s.PortForward(kc).portForward("streamspace", "vnc-1", [5900], s.out, s.err, s.input) as any
     let closed: number | undefined
     ws.on("close", (code: number) => { closed = code })
-    await waitFor(() => s.text().length > 0)
+    await waitForPromise("an error text", () => s.text().length > 0)
     await api.deleteNamespacedPod({ name: "vnc-1", namespace: "streamspace", gracePeriodSeconds: 0 })
-    await waitFor(() => closed)
+    await waitForPromise("closed", () => closed)
     expect(closed).toBe(1000)
   })
 })

@@ -1,1 +1,8 @@
 export * from "./poll.ts"
+export { cacheRoot, repoRoot } from "./cache.ts"
+export { goTools, toolPath } from "./goTools.ts"
+export { type CommandResult, defaultNodes, type NodeSpec, type NodeTaint, RealCluster, type RealClusterOptions, type RealClusterShape, startRealCluster } from "./RealCluster.ts"
+export { ClusterDesktops, type ClusterDesktopsOptions, type ClusterDesktopsShape, startClusterDesktops } from "./ClusterDesktops.ts"
+export { freePort, type Proc, startProcess, waitReady } from "./internal/process.ts"
+export * from "./images.ts"
+export { type JaegerOptions, type JaegerSpan, type JaegerTrace, type RunningJaeger, startJaeger } from "./Jaeger.ts"

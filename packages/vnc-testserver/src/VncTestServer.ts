@@ -1,6 +1,7 @@
 // VncTestServer: a small RFB server drawing a synthetic desktop (session name, clock, typed keys,
 // click marks) on 127.0.0.1, for tests, the demo and benchmarks. Owns the listening socket and every
 // viewer connection; the layer closes them all when its scope ends.
+import type { Clock } from "effect"
 import { Context, Effect, Layer, Queue, Schema } from "effect"
 import { type Engine, type EngineOptions, type LogFn, type ServerState, startEngine } from "./internal/RfbServer.ts"
 
@@ -23,6 +24,8 @@ export interface VncTestServerOptions {
   readonly password?: string
   /** Answer every FramebufferUpdateRequest, incremental or not, with the whole requested area at once. */
   readonly bandwidthMode?: boolean
+  /** The clock the desktop's time and frames follow; default real time. A test passes its TestClock to tick by hand. */
+  readonly clock?: Clock.Clock
 }
 
 export interface StartOptions extends VncTestServerOptions {
@@ -53,7 +56,8 @@ const resolveOptions = (options: VncTestServerOptions, log: LogFn): EngineOption
     name: options.name ?? "StreamSpace test desktop",
     password: options.password,
     bandwidthMode: options.bandwidthMode ?? false,
-    log
+    log,
+    clock: options.clock
   }
   const isInt = (n: number, lo: number, hi: number) => Number.isInteger(n) && n >= lo && n <= hi
   if (!isInt(o.width, 1, 65535) || !isInt(o.height, 1, 65535)) return `size ${o.width}x${o.height} must be 1..65535 in each direction`

@@ -1,5 +1,7 @@
 // Protocol-level tests of the RFB server through the package's own RfbClient and raw sockets.
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { TestClock } from "effect/testing"
 import { BACKGROUND, MARK, TEXT } from "../src/internal/Desktop.ts"
 import {
   defaultPixelFormat,
@@ -10,7 +12,8 @@ import {
   type RfbClient
 } from "../src/index.ts"
 import { vncAuthResponse } from "../src/internal/vncAuth.ts"
-import { connect, rawConnect, startServer, updateUntil, waitFor } from "./helpers.ts"
+import { connect, rawConnect, startServer, updateUntil } from "./helpers.ts"
+import { waitForPromise } from "@streamspace/testbed"
 
 const rgb = (c: number): [number, number, number] => [(c >> 16) & 0xff, (c >> 8) & 0xff, c & 0xff]
 
@@ -130,7 +133,7 @@ describe("VNC Authentication", () => {
       const err = await connect(server, { version, password: "wrong" }).then(() => undefined, (e: Error) => e)
       assert.instanceOf(err, Error)
       assert.match(err.message, version === "3.8" ? /security handshake failed: Authentication failed/ : /security handshake failed/)
-      await waitFor("the log line", () => server.logs.filter((l) => l.message === "authentication failed").length > before)
+      await waitForPromise("the log line", () => server.logs.filter((l) => l.message === "authentication failed").length > before)
     })
   }
 
@@ -193,7 +196,7 @@ describe("pixel formats", () => {
     msg[4] = 8 // bpp 8, trueColour 0
     raw.socket.write(msg)
     await raw.waitClosed()
-    await waitFor("the log line", () => server.logs.some((l) => /colour-map pixel formats are not supported/.test(l.message)))
+    await waitForPromise("the log line", () => server.logs.some((l) => /colour-map pixel formats are not supported/.test(l.message)))
     await reference.update(true)
   })
 })
@@ -267,7 +270,7 @@ describe("encodings and updates", () => {
       return u
     })
     const frame = server.state().frame
-    await waitFor("three more frames", () => server.state().frame >= frame + 3)
+    await waitForPromise("three more frames", () => server.state().frame >= frame + 3)
     assert.isFalse(got)
     c.click(200, 160)
     const u = await next
@@ -295,7 +298,7 @@ describe("input", () => {
     c.type("Hello, VNC")
     c.key(0xff08, true) // BackSpace
     c.key(0xff08, false)
-    await waitFor("typed text", () => server.state().typedText === "Hello, VN")
+    await waitForPromise("typed text", () => server.state().typedText === "Hello, VN")
     await updateUntil(c, "the keys line to show the text", () => countColour(c, TEXT, keysLine) > before + 50)
     assert.deepStrictEqual(server.state().keys.slice(0, 2), [{ keysym: 0x48, down: true }, { keysym: 0x48, down: false }])
     c.close()
@@ -309,7 +312,7 @@ describe("input", () => {
     c.pointer(250, 150, 4) // right button down
     c.pointer(251, 151, 4)
     c.pointer(251, 151, 0)
-    await waitFor("the click", () => server.state().clicks.some((k) => k.x === 250 && k.y === 150 && k.button === 3))
+    await waitForPromise("the click", () => server.state().clicks.some((k) => k.x === 250 && k.y === 150 && k.button === 3))
     assert.deepStrictEqual(server.state().pointer, { x: 251, y: 151, buttonMask: 0 })
     await updateUntil(c, "the mark", () => c.pixel(250, 150)[0] === 255)
     assert.deepStrictEqual(c.pixel(250, 150), rgb(MARK))
@@ -321,7 +324,7 @@ describe("input", () => {
   it("pointer positions are clamped to the framebuffer", async () => {
     const c = await connect(server)
     c.click(5000, 5000)
-    await waitFor("the click", () => server.state().clicks.some((k) => k.x === 319 && k.y === 199))
+    await waitForPromise("the click", () => server.state().clicks.some((k) => k.x === 319 && k.y === 199))
     c.close()
   })
 
@@ -329,8 +332,8 @@ describe("input", () => {
     const a = await connect(server)
     const b = await connect(server)
     a.cutText("copied from the viewer")
-    await waitFor("client cut text", () => server.state().clientCutText === "copied from the viewer")
-    await waitFor("both viewers", () => server.state().connections >= 2)
+    await waitForPromise("client cut text", () => server.state().clientCutText === "copied from the viewer")
+    await waitForPromise("both viewers", () => server.state().connections >= 2)
     server.setServerCutText("copied on the desktop")
     assert.strictEqual(await a.waitForCutText(), "copied on the desktop")
     assert.strictEqual(await b.waitForCutText(), "copied on the desktop")
@@ -367,7 +370,7 @@ describe("bad input closes only that connection", () => {
 
   const expectClosedAndLogged = async (raw: Awaited<ReturnType<typeof rawConnect>>, pattern: RegExp) => {
     await raw.waitClosed()
-    await waitFor(`a log line matching ${pattern}`, () => server.logs.some((l) => l.level === "warn" && pattern.test(l.message)))
+    await waitForPromise(`a log line matching ${pattern}`, () => server.logs.some((l) => l.level === "warn" && pattern.test(l.message)))
     // the other viewer keeps working
     const u = await bystander.update(false)
     assert.strictEqual(u.rects.length, 1)
@@ -433,7 +436,7 @@ describe("sizes", () => {
       await c.update(false)
       c.type("x")
       c.click(w - 1, h - 1)
-      await waitFor("the input", () => server.state().clicks.length === 1 && server.state().typedText === "x")
+      await waitForPromise("the input", () => server.state().clicks.length === 1 && server.state().typedText === "x")
       // the client rejects any rectangle outside its framebuffer
       await updateUntil(c, "the click mark", () => c.pixel(w - 1, h - 1)[0] === 255)
       assert.deepStrictEqual(c.pixel(w - 1, h - 1), rgb(MARK))
@@ -444,18 +447,26 @@ describe("sizes", () => {
 })
 
 describe("frame rate", () => {
-  it("paces incremental updates: they come no faster than the frame rate", async () => {
-    const server = await startServer({ frameRate: 20 })
-    const c = await connect(server)
-    await c.update(false)
-    await c.update(true)
-    const t0 = Date.now()
-    for (let i = 0; i < 5; i++) await c.update(true)
-    // five more frames need at least four more 50 ms ticks (a loaded machine only makes it slower)
-    assert.isAtLeast(Date.now() - t0, 4 * 50 - 10)
-    c.close()
-    await server.close()
-  })
+  it.effect("paces incremental updates: one per frame tick, none in between", () =>
+    Effect.gen(function*() {
+      const clock = yield* Effect.clockWith(Effect.succeed)
+      const server = yield* Effect.promise(() => startServer({ frameRate: 20, clock }))
+      const c = yield* Effect.promise(() => connect(server))
+      yield* Effect.promise(() => c.update(false)) // a full update is answered at once
+      for (let i = 0; i < 5; i++) {
+        c.requestUpdate(true)
+        let answered = false
+        const next = c.nextUpdate().then(() => (answered = true))
+        yield* TestClock.adjust("49 millis")
+        yield* Effect.promise(() => new Promise((r) => setTimeout(r, 30))) // real time for an early answer to arrive
+        assert.isFalse(answered, `update ${i + 1} waits for the next 50 ms tick`)
+        yield* TestClock.adjust("1 millis")
+        yield* Effect.promise(() => next)
+      }
+      assert.strictEqual(server.state().frame, 1 + 5, "the first frame is drawn at start, then one per tick")
+      c.close()
+      yield* Effect.promise(() => server.close())
+    }))
 })
 
 describe("bandwidth mode", () => {

@@ -7,7 +7,8 @@ import { createWebSocketStream, WebSocket } from "ws"
 import { BACKGROUND } from "../src/internal/Desktop.ts"
 import { RfbClient, VncTestServer } from "../src/index.ts"
 import { startBridge } from "./bridge.ts"
-import { connect, rawConnect, startServer, waitFor } from "./helpers.ts"
+import { connect, rawConnect, startServer } from "./helpers.ts"
+import { waitFor, waitForPromise } from "@streamspace/testbed"
 
 const captureLogs = () => {
   const lines: Array<{ level: string; message: string }> = []
@@ -43,10 +44,7 @@ describe("VncTestServer.layer", () => {
         assert.deepStrictEqual([client.width, client.height], [200, 120])
         client.type("abc")
         client.click(50, 60)
-        const state = yield* Effect.promise(() =>
-          waitFor("input on the server", () =>
-            Effect.runPromise(server.state).then((s) => s.typedText === "abc" && s.clicks.length === 1 && s))
-        )
+        const state = yield* waitFor("input on the server", Effect.map(server.state, (s) => s.typedText === "abc" && s.clicks.length === 1 && s))
         assert.deepStrictEqual(state.clicks, [{ x: 50, y: 60, button: 1 }])
         assert.strictEqual(state.connections, 1)
         yield* server.setServerCutText("hi")
@@ -55,7 +53,7 @@ describe("VncTestServer.layer", () => {
         const raw = yield* Effect.promise(() => rawConnect(server))
         raw.socket.write("NOT RFB AT ALL")
         yield* Effect.promise(() => raw.waitClosed())
-        yield* Effect.promise(() => waitFor("the warning", () => logs.lines.some((l) => l.level === "Warn" && /bad protocol version/.test(l.message))))
+        yield* waitFor("the warning", Effect.sync(() => logs.lines.some((l) => l.level === "Warn" && /bad protocol version/.test(l.message))))
         return server.port
       }).pipe(Effect.provide(VncTestServer.layer({ width: 200, height: 120, name: "layer desktop" })), Effect.scoped)
       assert.isTrue(logs.lines.some((l) => l.level === "Info" && l.message === `listening on 127.0.0.1:${port}`))
@@ -87,7 +85,7 @@ describe("RfbClient over a WebSocket", () => {
       await client.update(false)
       assert.deepStrictEqual(client.pixel(319, 199), [(BACKGROUND >> 16) & 255, (BACKGROUND >> 8) & 255, BACKGROUND & 255])
       client.type("ws")
-      await waitFor("typed text", () => server.state().typedText === "ws")
+      await waitForPromise("typed text", () => server.state().typedText === "ws")
       client.close()
       assert.isUndefined(await client.closed)
     } finally {

@@ -1,4 +1,5 @@
-// Shared test helpers: connecting RFB clients, bounded polling, and capturing server log lines.
+// Shared test helpers: connecting RFB clients, reading raw bytes, and capturing server log lines.
+import { waitForPromise } from "@streamspace/testbed"
 import * as net from "node:net"
 import { defaultPixelFormat, writePixelFormat } from "../src/internal/PixelFormat.ts"
 import { RfbClient, type RfbClientOptions, type RunningVncTestServer, start, type StartOptions } from "../src/index.ts"
@@ -18,17 +19,6 @@ export const startServer = async (options: StartOptions = {}): Promise<RunningVn
 export const connect = (server: { host: string; port: number }, options: RfbClientOptions = {}): Promise<RfbClient> =>
   RfbClient.connect(net.connect(server.port, server.host), options)
 
-/** Polls `check` every 10 ms until it returns a value other than undefined/false, or fails after `timeout` ms. */
-export const waitFor = async <A>(what: string, check: () => A | undefined | false | Promise<A | undefined | false>, timeout = 5000): Promise<A> => {
-  const deadline = Date.now() + timeout
-  while (true) {
-    const v = await check()
-    if (v !== undefined && v !== false) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
-
 /** A raw TCP connection with helpers to read exact byte counts and to see the close. */
 export const rawConnect = async (server: { host: string; port: number }) => {
   const socket = net.connect(server.port, server.host)
@@ -46,12 +36,12 @@ export const rawConnect = async (server: { host: string; port: number }) => {
     socket,
     /** Waits until at least n bytes have arrived since the last take, returns them. */
     take: async (n: number): Promise<Buffer> => {
-      await waitFor(`${n} bytes`, () => data.length >= n || (closed ? Promise.reject(new Error("closed")) : false))
+      await waitForPromise(`${n} bytes`, () => data.length >= n || (closed ? Promise.reject(new Error("closed")) : false))
       const out = data.subarray(0, n)
       data = data.subarray(n)
       return out
     },
-    waitClosed: () => waitFor("the server to close the connection", () => closed),
+    waitClosed: () => waitForPromise("the server to close the connection", () => closed),
     get closed() {
       return closed
     }
@@ -59,13 +49,8 @@ export const rawConnect = async (server: { host: string; port: number }) => {
 }
 
 /** Requests incremental updates until `check` passes on the client's framebuffer. */
-export const updateUntil = async (client: RfbClient, what: string, check: () => boolean, timeout = 5000): Promise<void> => {
-  const deadline = Date.now() + timeout
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await client.update(true)
-  }
-}
+export const updateUntil = (client: RfbClient, what: string, check: () => boolean): Promise<true> =>
+  waitForPromise(what, async () => check() || (await client.update(true), false), { interval: 0 })
 
 /** A one-connection server that runs `script` with a function reading exact byte counts. */
 export const scripted = async (script: (socket: net.Socket, read: (n: number) => Promise<Buffer>) => Promise<void>) => {

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process"
 import * as net from "node:net"
 import * as path from "node:path"
 import { RfbClient } from "../src/index.ts"
-import { waitFor } from "./helpers.ts"
+import { waitForPromise } from "@streamspace/testbed"
 
 const main = path.join(import.meta.dirname, "..", "src", "main.ts")
 
@@ -19,7 +19,7 @@ describe("main.ts", () => {
     child.stderr.on("data", (d) => (output += d))
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
     try {
-      const port = Number(await waitFor("the listening line", () => /listening on 127\.0\.0\.1:(\d+)/.exec(output)?.[1], 15_000))
+      const port = Number(await waitForPromise("the listening line", () => /listening on 127\.0\.0\.1:(\d+)/.exec(output)?.[1], { timeout: 15_000 }))
       const client = await RfbClient.connect(net.connect(port, "127.0.0.1"))
       assert.strictEqual(client.name, "cli desktop")
       assert.deepStrictEqual([client.width, client.height], [300, 120])

@@ -8,7 +8,8 @@ import * as path from "node:path"
 import { type Browser, chromium, type Page } from "playwright-core"
 import { BACKGROUND, MARK, TEXT, TITLE_BAR } from "../src/internal/Desktop.ts"
 import { startBridge, type Bridge } from "./bridge.ts"
-import { startServer, waitFor } from "./helpers.ts"
+import { startServer } from "./helpers.ts"
+import { waitForPromise } from "@streamspace/testbed"
 import { decodePng, type Image } from "../src/png.ts"
 
 const WIDTH = 640
@@ -85,7 +86,7 @@ describe("noVNC in headless Chromium", () => {
 
   it("passes VNC Authentication and shows the desktop", async () => {
     assert.strictEqual(await page.evaluate(() => (window as any).vnc.desktopName), "noVNC session")
-    await waitFor("the first frame on the canvas", async () => (await canvasPixel(WIDTH - 2, HEIGHT - 2)).join() === rgb(BACKGROUND).join(), WAIT)
+    await waitForPromise("the first frame on the canvas", async () => (await canvasPixel(WIDTH - 2, HEIGHT - 2)).join() === rgb(BACKGROUND).join(), { timeout: WAIT })
     const img = await screenshot("novnc-desktop.png")
     assert.deepStrictEqual([img.width, img.height], [WIDTH, HEIGHT])
     assert.deepStrictEqual(at(img, WIDTH - 2, HEIGHT - 2), rgb(BACKGROUND))
@@ -100,13 +101,13 @@ describe("noVNC in headless Chromium", () => {
     const keysLine = { x: 0, y: 56, w: WIDTH, h: 16 }
     const canvas = page.locator("#screen canvas")
     await canvas.click({ position: { x: 400, y: 300 } })
-    await waitFor("the click on the server", () => server.state().clicks.some((c) => c.x === 400 && c.y === 300 && c.button === 1), WAIT)
+    await waitForPromise("the click on the server", () => server.state().clicks.some((c) => c.x === 400 && c.y === 300 && c.button === 1), { timeout: WAIT })
     await page.keyboard.type("hello noVNC")
-    await waitFor("the typed text on the server", () => server.state().typedText === "hello noVNC", WAIT)
-    await waitFor("the mark on the canvas", async () => (await canvasPixel(400, 300)).join() === rgb(MARK).join(), WAIT)
+    await waitForPromise("the typed text on the server", () => server.state().typedText === "hello noVNC", { timeout: WAIT })
+    await waitForPromise("the mark on the canvas", async () => (await canvasPixel(400, 300)).join() === rgb(MARK).join(), { timeout: WAIT })
     // poll the canvas itself (cheap), then take one screenshot
     const textBefore = count(before, TEXT, keysLine)
-    await waitFor("the text on the canvas", async () => (await canvasCount(TEXT, keysLine)) > textBefore + 100, WAIT)
+    await waitForPromise("the text on the canvas", async () => (await canvasCount(TEXT, keysLine)) > textBefore + 100, { timeout: WAIT })
     const after = await screenshot("novnc-after-input.png")
     assert.deepStrictEqual(at(after, 400, 300), rgb(MARK))
     assert.notDeepEqual(at(before, 400, 300), rgb(MARK))
@@ -116,7 +117,7 @@ describe("noVNC in headless Chromium", () => {
     server.setServerCutText("from the desktop")
     await page.waitForFunction(() => (window as any).vnc.clipboard === "from the desktop", null, { timeout: WAIT })
     await page.evaluate(() => (window as any).vnc.rfb.clipboardPasteFrom("from the browser"))
-    await waitFor("ClientCutText on the server", () => server.state().clientCutText === "from the browser", WAIT)
+    await waitForPromise("ClientCutText on the server", () => server.state().clientCutText === "from the browser", { timeout: WAIT })
   }, 30_000)
 
   it("a second viewer with the wrong password is refused without disturbing the first", async () => {
@@ -131,9 +132,9 @@ describe("noVNC in headless Chromium", () => {
       })
     )
     assert.match(reason, /Authentication failed/)
-    await waitFor("the failure in the log", () => server.logs.some((l) => l.message === "authentication failed"), WAIT)
+    await waitForPromise("the failure in the log", () => server.logs.some((l) => l.message === "authentication failed"), { timeout: WAIT })
     await page.keyboard.type("!")
-    await waitFor("more typed text", () => server.state().typedText === "hello noVNC!", WAIT)
+    await waitForPromise("more typed text", () => server.state().typedText === "hello noVNC!", { timeout: WAIT })
     assert.isTrue(await page.evaluate(() => (window as any).vnc.disconnected === false))
   }, 30_000)
 })

@@ -142,6 +142,10 @@ export const makeMemoryCredentialStore = (initial?: string) =>
     return { store, state, layer: Layer.succeed(CredentialStore, store) }
   })
 
+/** A hello provider for Connection tests: the fake store's capacity and these sessions. */
+export const fakeHello = (sessions: ReadonlyArray<SessionStatus> = []) =>
+  Effect.succeed({ capacity: { cpu: "8000m", memory: "16Gi", max_sessions: 100 }, sessions })
+
 /** A Connection that records what is sent, for testing the services above it without a socket. */
 export const makeFakeConnection = Effect.gen(function*() {
   const statusRef = yield* SubscriptionRef.make(false)

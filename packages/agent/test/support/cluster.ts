@@ -1,5 +1,5 @@
 // Cluster-side test support: a kube-testserver per test, the agent's config pointed at it through a real
-// kubeconfig file, the agent's Role from the Helm chart, bounded polling, and session specs.
+// kubeconfig file, the agent's Role from the Helm chart, and session specs.
 import { KubeTestServer, type KubeTestServerHandle, type ServerOptions } from "@streamspace/kube-testserver"
 import type { SessionId, SessionSpec, TemplateName, UserId } from "@streamspace/protocol"
 import { Effect, Layer } from "effect"
@@ -88,21 +88,6 @@ export const makeCluster = (options: ClusterOptions = {}): Effect.Effect<Cluster
         Layer.provideMerge(config(extra))
       )
     return { server, env, dir, audit, config, store }
-  })
-
-/**
- * Polls `check` every 10 ms of real time until it returns a value other than undefined/false; fails after
- * `timeoutMs`. Real time on purpose: it also works under TestClock, where Clock-based sleeps never fire.
- */
-export const waitFor = <A, E, R>(what: string, check: Effect.Effect<A | undefined | false, E, R>, timeoutMs = 5000): Effect.Effect<A, E | Error, R> =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + timeoutMs
-    while (true) {
-      const a = yield* check
-      if (a !== undefined && a !== false) return a as A
-      if (Date.now() > deadline) return yield* Effect.fail(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
-      yield* Effect.promise(() => new Promise<void>((r) => setTimeout(r, 10)))
-    }
   })
 
 export const sid = (s: string) => s as SessionId

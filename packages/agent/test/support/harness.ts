@@ -30,16 +30,6 @@ export const configLayer = (env: Record<string, string>, overrides: Partial<Agen
 export const awaitStatus = (status: Stream.Stream<boolean>, value: boolean) =>
   status.pipe(Stream.filter((b) => b === value), Stream.runHead, Effect.asVoid)
 
-/** Polls a condition with real-time yields (bounded), for state changed by socket callbacks. */
-export const eventually = (condition: () => boolean, what = "condition", attempts = 2000) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < attempts; i++) {
-      if (condition()) return
-      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 2)))
-    }
-    return yield* Effect.die(new Error(`timed out waiting for ${what}`))
-  })
-
 /** A TCP port that was free a moment ago (for a child process, whose ports cannot be read back). */
 export const freePort = Effect.callback<number>((resume) => {
   const server = createServer()

@@ -17,7 +17,8 @@ const envOf = (deployment: K8sObject): Map<string, any> => {
 const envValues = (deployment: K8sObject): Record<string, string> =>
   Object.fromEntries([...envOf(deployment)].filter(([, e]) => "value" in e).map(([k, e]) => [k, e.value]))
 
-// The agent guide's Configuration Reference and issue 4's defaults: what a default install sets.
+// The agent guide's Configuration Reference and issue 4's defaults: what a default install sets (not
+// VNC_BUFFER_SIZE: the agent never used it, and the chart no longer sets it).
 const guideDefaults: Record<string, string> = {
   AGENT_ID: "k8s-prod-us-east-1",
   CONTROL_PLANE_URL: "wss://streamspace.example.com",
@@ -37,7 +38,6 @@ const guideDefaults: Record<string, string> = {
   SESSION_SERVICE_TYPE: "ClusterIP",
   VNC_PORT: "5900",
   VNC_TUNNEL_TIMEOUT: "1h",
-  VNC_BUFFER_SIZE: "8192",
   VNC_TUNNEL_WINDOW: "1048576",
   LOG_LEVEL: "info",
   LOG_FORMAT: "json",
@@ -52,6 +52,9 @@ const guideDefaults: Record<string, string> = {
 }
 
 // Every value of values.yaml set to a non-default (leaf paths; see the coverage test below).
+/** What a cluster with the Prometheus Operator serves (helm template knows no cluster's APIs otherwise). */
+const withServiceMonitorApi = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]
+
 const everyValue = {
   agent: {
     id: "k8s-eu-west",
@@ -80,7 +83,7 @@ const everyValue = {
       serviceType: "NodePort",
       podTemplate: { apiVersion: "v1", kind: "Pod", spec: { nodeSelector: { workload: "streamspace" } } }
     },
-    vnc: { port: 5901, tunnelTimeout: "2h", bufferSize: 16384, tunnelWindow: 2097152 },
+    vnc: { port: 5901, tunnelTimeout: "2h", tunnelWindow: 2097152 },
     logging: { level: "debug", format: "text" },
     metrics: { enabled: true, port: 9191 },
     healthPort: 8181,
@@ -128,6 +131,14 @@ const everyValue = {
     dns: true,
     extraEgress: [{ ports: [{ protocol: "TCP", port: 3128 }] }]
   },
+  sessionNetworkPolicy: {
+    enabled: true,
+    ingress: [{ from: [{ podSelector: { matchLabels: { app: "recorder" } } }], ports: [{ protocol: "TCP", port: 5900 }] }],
+    denyEgressTo: ["169.254.169.254/32", "fd00:ec2::254/128", "10.0.0.0/8"],
+    apiServerCidrs: ["192.0.2.10/32"],
+    dns: true,
+    extraEgress: [{ to: [{ ipBlock: { cidr: "10.1.2.3/32" } }], ports: [{ protocol: "TCP", port: 443 }] }]
+  },
   namespace: { create: true, podSecurity: { enforce: "restricted", audit: "restricted", warn: "restricted" } },
   extraVolumes: [{ name: "kubeconfig", secret: { secretName: "remote-kubeconfig" } }],
   extraVolumeMounts: [{ name: "kubeconfig", mountPath: "/etc/kube", readOnly: true }]
@@ -155,10 +166,11 @@ describe("helm/streamspace-agent", () => {
     }
   })
 
-  it("renders valid Kubernetes objects with the defaults: ServiceAccount, Role, RoleBinding, Service, Deployment", async () => {
+  it("renders valid Kubernetes objects with the defaults: ServiceAccount, Role, RoleBinding, Service, Deployment, sessions' NetworkPolicy", async () => {
     const objects = parseObjects(await template(agentChart, required))
     assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
       "Deployment/streamspace-k8s-agent",
+      "NetworkPolicy/streamspace-k8s-agent-sessions",
       "Role/streamspace-k8s-agent",
       "RoleBinding/streamspace-k8s-agent",
       "Service/streamspace-k8s-agent",
@@ -263,17 +275,20 @@ describe("helm/streamspace-agent", () => {
     const read = new Set([...source.matchAll(/"([A-Z][A-Z0-9_]{2,})"/g)].map((m) => m[1]!))
     // Only meaningful outside a cluster: in a pod the credential lives in AGENT_CREDENTIAL_SECRET.
     read.delete("AGENT_CREDENTIAL_FILE")
-    const rendered = envOf(find(parseObjects(await template(agentChart, ["--values", await writeValues(everyValue)], "eu", "agents")), "Deployment"))
+    // Set by the kubelet in every pod (the API server's address, the service account's mount).
+    for (const v of ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "SERVICE_ACCOUNT_DIR"]) read.delete(v)
+    const rendered = envOf(find(parseObjects(await template(agentChart, ["--values", await writeValues(everyValue), ...withServiceMonitorApi], "eu", "agents")), "Deployment"))
     assert.deepStrictEqual([...read].filter((v) => !rendered.has(v)).sort(), [], "agent variables without a chart value: add them to values.yaml and templates/deployment.yaml")
   })
 
   it("renders every documented value into valid objects", async () => {
-    const objects = parseObjects(await template(agentChart, ["--values", await writeValues(everyValue)], "eu", "agents"))
+    const objects = parseObjects(await template(agentChart, ["--values", await writeValues(everyValue), ...withServiceMonitorApi], "eu", "agents"))
     assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
       "ConfigMap/agent-eu-session-template",
       "Deployment/agent-eu",
       "Namespace/tenant-a",
       "NetworkPolicy/agent-eu",
+      "NetworkPolicy/agent-eu-sessions",
       "Role/agent-eu",
       "RoleBinding/agent-eu",
       "Secret/agent-eu-token",
@@ -308,7 +323,6 @@ describe("helm/streamspace-agent", () => {
       SESSION_POD_TEMPLATE: "/etc/streamspace/session/pod-template.yaml",
       VNC_PORT: "5901",
       VNC_TUNNEL_TIMEOUT: "2h",
-      VNC_BUFFER_SIZE: "16384",
       VNC_TUNNEL_WINDOW: "2097152",
       LOG_LEVEL: "debug",
       LOG_FORMAT: "text",
@@ -361,7 +375,7 @@ describe("helm/streamspace-agent", () => {
     assert.strictEqual(monitor.metadata.labels.release, "prometheus")
 
     // NetworkPolicy: ingress to health/metrics only; egress to DNS, the API server, the control plane (port from the URL).
-    const np = find(objects, "NetworkPolicy").spec
+    const np = find(objects, "NetworkPolicy", "agent-eu").spec
     assert.deepStrictEqual(np.policyTypes, ["Ingress", "Egress"])
     assert.deepStrictEqual(np.ingress, [{
       ports: [{ protocol: "TCP", port: 8181 }, { protocol: "TCP", port: 9191 }],
@@ -375,10 +389,31 @@ describe("helm/streamspace-agent", () => {
     ])
   })
 
+  it("ships a NetworkPolicy for the agent's session pods: no ingress, egress except metadata and the API server", async () => {
+    const defaults = find(parseObjects(await template(agentChart, required)), "NetworkPolicy", "streamspace-k8s-agent-sessions")
+    assert.strictEqual(defaults.metadata.namespace, "streamspace")
+    assert.deepStrictEqual(defaults.spec.podSelector, { matchLabels: { app: "session", agent: "k8s-prod-us-east-1" } })
+    assert.deepStrictEqual(defaults.spec.policyTypes, ["Ingress", "Egress"])
+    assert.deepStrictEqual(defaults.spec.ingress, [])
+    assert.deepStrictEqual(defaults.spec.egress, [
+      { ports: [{ protocol: "UDP", port: 53 }, { protocol: "TCP", port: 53 }] },
+      { to: [{ ipBlock: { cidr: "0.0.0.0/0", except: ["169.254.169.254/32"] } }, { ipBlock: { cidr: "::/0", except: ["fd00:ec2::254/128"] } }] }
+    ])
+    const every = find(parseObjects(await template(agentChart, ["--values", await writeValues(everyValue), ...withServiceMonitorApi], "eu", "agents")), "NetworkPolicy", "agent-eu-sessions")
+    assert.strictEqual(every.metadata.namespace, "tenant-a")
+    assert.deepStrictEqual(every.spec.ingress, everyValue.sessionNetworkPolicy.ingress)
+    assert.deepStrictEqual(every.spec.egress.slice(1), [
+      { to: [{ ipBlock: { cidr: "0.0.0.0/0", except: ["169.254.169.254/32", "10.0.0.0/8", "192.0.2.10/32"] } }, { ipBlock: { cidr: "::/0", except: ["fd00:ec2::254/128"] } }] },
+      ...everyValue.sessionNetworkPolicy.extraEgress
+    ])
+    const off = parseObjects(await template(agentChart, [...required, "--set", "sessionNetworkPolicy.enabled=false"]))
+    assert.isFalse(off.some((o) => o.metadata.name === "streamspace-k8s-agent-sessions"))
+  })
+
   it("derives the control-plane egress port from the URL scheme when none is given", async () => {
     const egressPort = async (url: string, extra: Array<string> = []) => {
       const objects = parseObjects(await template(agentChart, [...required, "--set", "networkPolicy.enabled=true", "--set-string", `agent.controlPlaneUrl=${url}`, ...extra]))
-      return find(objects, "NetworkPolicy").spec.egress[2].ports[0].port
+      return find(objects, "NetworkPolicy", "streamspace-k8s-agent").spec.egress[2].ports[0].port
     }
     const ports = await Promise.all([
       egressPort("wss://cp.example.com"),
@@ -421,6 +456,7 @@ describe("helm/streamspace-agent", () => {
       [[...required, "--set", "agent.replicaCount=2"], /agent\.replicaCount=2: an agent id runs in exactly one pod/],
       [[...required, "--set", "agent.controlPlaneCA.configMap=a", "--set", "agent.controlPlaneCA.secret=b"], /set either configMap or secret/],
       [[...required, "--set", "serviceMonitor.enabled=true", "--set", "agent.metrics.enabled=false"], /serviceMonitor\.enabled needs agent\.metrics\.enabled=true/],
+      [[...required, "--set", "serviceMonitor.enabled=true"], /needs the Prometheus Operator's ServiceMonitor CRD \(monitoring\.coreos\.com\/v1\), which this cluster does not serve/],
       [[...required, "--set", "agent.metrics.port=8080"], /agent\.healthPort and agent\.metrics\.port are both 8080/]
     ]
     const errors = await Promise.all(cases.map(([args]) => templateError(agentChart, args)))
@@ -435,7 +471,7 @@ describe("helm/streamspace-agent", () => {
     assert.deepStrictEqual(find(objects, "Service").spec.ports.map((p: any) => p.name), ["health"])
     const c = find(objects, "Deployment").spec.template.spec.containers[0]
     assert.deepStrictEqual(c.ports.map((p: any) => p.name), ["health"])
-    assert.deepStrictEqual(find(objects, "NetworkPolicy").spec.ingress[0].ports, [{ protocol: "TCP", port: 8080 }])
+    assert.deepStrictEqual(find(objects, "NetworkPolicy", "streamspace-k8s-agent").spec.ingress[0].ports, [{ protocol: "TCP", port: 8080 }])
     assert.strictEqual(envValues(find(objects, "Deployment")).METRICS_ENABLED, "false")
   })
 })

@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process"
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import * as path from "node:path"
 import { assert, describe, it } from "vitest"
+import { images } from "@streamspace/testbed"
 import { finalStage, type Instruction, instructions } from "../../src/dockerfile.ts"
 import { repoRoot } from "./helm.ts"
 
@@ -106,6 +107,13 @@ describe("docker/ Node images", () => {
     assert.isTrue(final.some((i) => i.op === "RUN" && i.args.includes("chown 10001:10001 /data")))
     assert.isTrue(final.some((i) => i.op === "VOLUME" && i.args.includes("/data")))
     assert.isTrue(final.some((i) => i.op === "EXPOSE" && i.args === "8000"))
+  })
+})
+
+describe("docker/ images built and run in npm test", () => {
+  it("npm run images:build builds every Dockerfile under docker/ (test/images runs each image)", () => {
+    const dockerfiles = readdirSync(path.join(repoRoot, "docker")).filter((d) => existsSync(path.join(repoRoot, "docker", d, "Dockerfile"))).map((d) => `docker/${d}/Dockerfile`)
+    assert.sameMembers(Object.values(images).map((i) => i.dockerfile), dockerfiles)
   })
 })
 

@@ -1,18 +1,15 @@
 // Helpers for the deployment tests: find and run the real `helm`, parse its output, and validate
 // rendered objects against the Kubernetes OpenAPI schemas (kubernetes-models).
 import { execFile } from "node:child_process"
-import { existsSync } from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { toolPath } from "@streamspace/testbed"
 import { parseAllDocuments } from "yaml"
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..")
 export const agentChart = path.join(repoRoot, "helm/streamspace-agent")
 export const controlPlaneChart = path.join(repoRoot, "helm/streamspace-control-plane")
 export const manifestsDir = path.join(repoRoot, "helm/manifests")
-
-const HELM_INSTALL = "go install helm.sh/helm/v3/cmd/helm@v3.22.0"
 
 const run = (file: string, args: ReadonlyArray<string>, env?: NodeJS.ProcessEnv) =>
   new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
@@ -22,21 +19,8 @@ const run = (file: string, args: ReadonlyArray<string>, env?: NodeJS.ProcessEnv)
     })
   })
 
-let helmPath: Promise<string> | undefined
-
-/** The helm binary: on PATH, or in `$(go env GOPATH)/bin` where `go install` puts it. Never skips. */
-export const helmBinary = (): Promise<string> =>
-  (helmPath ??= (async () => {
-    const dirs = (process.env.PATH ?? "").split(path.delimiter).filter((d) => d !== "")
-    const gopath = await run("go", ["env", "GOPATH"])
-    if (gopath.code === 0 && gopath.stdout.trim() !== "") dirs.push(path.join(gopath.stdout.trim(), "bin"))
-    dirs.push(path.join(os.homedir(), "go", "bin"))
-    for (const dir of dirs) {
-      const candidate = path.join(dir, "helm")
-      if (existsSync(candidate)) return candidate
-    }
-    throw new Error(`helm is not installed (looked on PATH and in $(go env GOPATH)/bin). Install it with: ${HELM_INSTALL}`)
-  })())
+/** The helm the test bed builds (pinned in packages/testbed/go/helm); fails naming what to run when missing. Never skips. */
+export const helmBinary = async (): Promise<string> => toolPath("helm")
 
 export const helm = async (...args: ReadonlyArray<string>) => run(await helmBinary(), args)
 

@@ -79,7 +79,7 @@ describe("rendered charts in kube-testserver", () => {
   it("creates the agent chart's objects (defaults) and runs the agent pod", async () => {
     const rendered = parseObjects(await template(agentChart, ["--values", path.join(agentChart, "ci/required-values.yaml"), "--set", "networkPolicy.enabled=true", "--set-string", "token.existingSecret=", "--set", "token.value=bootstrap-token"]))
     const { server } = await cluster(["default", "streamspace"])
-    assert.deepStrictEqual(await createAll(server, rendered), ["NetworkPolicy"])
+    assert.deepStrictEqual(await createAll(server, rendered), ["NetworkPolicy", "NetworkPolicy"])
     const pod = podOf(find(rendered, "Deployment"))
     await podPhase(server, "streamspace", pod.metadata.name)
     assert.isDefined(server.get("services", "streamspace", "streamspace-k8s-agent")?.spec?.clusterIP)
@@ -90,12 +90,12 @@ describe("rendered charts in kube-testserver", () => {
     const rendered = parseObjects(await template(agentChart, [
       "--values", path.join(agentChart, "ci/required-values.yaml"),
       "--set", "agent.namespace=tenant-a", "--set", "namespace.create=true",
-      "--set", "serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true",
+      "--set", "serviceMonitor.enabled=true", "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--set", "networkPolicy.enabled=true",
       "--set", "agent.session.podTemplate.spec.nodeSelector.workload=streamspace",
       "--set", "agent.controlPlaneCA.configMap=corp-ca"
     ], "eu", "agents"))
     const { server } = await cluster(["default", "agents"])
-    assert.deepStrictEqual(await createAll(server, rendered), ["NetworkPolicy", "ServiceMonitor"])
+    assert.deepStrictEqual(await createAll(server, rendered), ["NetworkPolicy", "NetworkPolicy", "ServiceMonitor"])
     assert.strictEqual(server.get("namespaces", "", "tenant-a")?.metadata.labels["pod-security.kubernetes.io/enforce"], "baseline")
     assert.isDefined(server.get("roles", "tenant-a", "eu"))
     assert.isDefined(server.get("configmaps", "agents", "eu-session-template"))

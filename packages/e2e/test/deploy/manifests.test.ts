@@ -51,7 +51,8 @@ describe("helm/manifests", () => {
     assert.deepStrictEqual(rbac.map((o) => `${o.kind}/${o.metadata.name}`), [
       "ServiceAccount/streamspace-k8s-agent",
       "Role/streamspace-k8s-agent",
-      "RoleBinding/streamspace-k8s-agent"
+      "RoleBinding/streamspace-k8s-agent",
+      "NetworkPolicy/streamspace-k8s-agent-sessions"
     ])
     const deployment = load("deployment.yaml")
     assert.deepStrictEqual(deployment.map((o) => o.kind), ["Service", "Deployment"])

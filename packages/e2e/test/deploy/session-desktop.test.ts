@@ -3,7 +3,7 @@
 // command is a light stand-in (xsetroot paints the root window, then a long-running process).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { existsSync } from "node:fs"
-import { chown, mkdtemp, readFile, stat } from "node:fs/promises"
+import { chown, mkdtemp, readFile, rm, stat } from "node:fs/promises"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
@@ -128,6 +128,7 @@ afterEach(async () => {
       }
       await d.exited
     }
+    await rm(d.home, { recursive: true, force: true })
   }
 })
 

@@ -5,6 +5,7 @@ import { randomUUID } from "node:crypto"
 import { generateSuffix, nowRfc3339, type Registry } from "./registry.ts"
 import { byResource } from "./resources.ts"
 import type { Obj, StoreEvent } from "./store.ts"
+import type { Timers } from "./timers.ts"
 
 export interface KubeletOptions {
   /** Time from pod creation to Running (or to its failure state). Default 100 ms. */
@@ -35,14 +36,17 @@ const protection = "kubernetes.io/pvc-protection"
 export class Kubelet {
   private readonly registry: Registry
   private options: KubeletOptions
-  private readonly timers = new Set<ReturnType<typeof setTimeout>>()
+  private readonly timers: Timers
+  /** Cancels of the steps not yet run. */
+  private readonly pending = new Set<() => void>()
   private nextIp = 10
   private readonly unsubscribe: () => void
   private closed = false
 
-  constructor(registry: Registry, options: KubeletOptions) {
+  constructor(registry: Registry, options: KubeletOptions, timers: Timers) {
     this.registry = registry
     this.options = options
+    this.timers = timers
     this.unsubscribe = registry.store.subscribe((ev) => this.onEvent(ev))
   }
 
@@ -78,8 +82,8 @@ export class Kubelet {
   close() {
     this.closed = true
     this.unsubscribe()
-    for (const t of this.timers) clearTimeout(t)
-    this.timers.clear()
+    for (const cancel of this.pending) cancel()
+    this.pending.clear()
   }
 
   private get startDelay() {
@@ -87,8 +91,8 @@ export class Kubelet {
   }
 
   private later(ms: number, f: () => void, evenIfPaused = false) {
-    const t = setTimeout(() => {
-      this.timers.delete(t)
+    const cancel = this.timers.after(ms, () => {
+      this.pending.delete(cancel)
       if (this.closed || (this.options.paused === true && !evenIfPaused)) return
       try {
         f()
@@ -96,8 +100,8 @@ export class Kubelet {
         // The object changed under us (deleted, conflict); the next event re-drives it.
         if (!(e instanceof Error && "status" in e)) console.error("kube-testserver kubelet:", e)
       }
-    }, Math.max(0, ms))
-    this.timers.add(t)
+    })
+    this.pending.add(cancel)
   }
 
   private onEvent(ev: StoreEvent) {

@@ -3,6 +3,7 @@
 // errors as text on the error channel followed by a close, one TCP connection per port.
 import * as net from "node:net"
 import type { WebSocket } from "ws"
+import type { Timers } from "./timers.ts"
 
 export interface PortForwardTarget {
   readonly host: string
@@ -29,6 +30,7 @@ export interface ForwardContext {
   /** Why the pod cannot be reached at all (not running), or undefined. */
   readonly unavailable: string | undefined
   readonly target: (port: number) => PortForwardTarget | undefined
+  readonly timers: Timers
 }
 
 const MAX_PENDING_SENDS = 64
@@ -77,7 +79,7 @@ export const runPortForward = (ws: WebSocket, ctx: ForwardContext): () => void =
     // The kubelet closes the stream (and so the WebSocket) when the pod side ends.
     sock.on("close", () => {
       if (pending === 0) closeAll()
-      else setTimeout(closeAll, 20)
+      else ctx.timers.after(20, closeAll)
     })
   })
   ws.on("message", (data: Buffer, isBinary: boolean) => {

@@ -1,7 +1,8 @@
 // Authentication (bearer tokens -> users) and RBAC authorization from stored Role/RoleBinding/ClusterRole/
 // ClusterRoleBinding objects, following k8s.io/kubernetes pkg/apis/rbac/v1/evaluation_helpers.go.
+import { byResource, type ResourceInfo } from "./resources.ts"
+import { forbidden, unauthorized } from "./status.ts"
 import type { Obj, Store } from "./store.ts"
-import { byResource } from "./resources.ts"
 
 export interface UserInfo {
   readonly username: string
@@ -67,4 +68,34 @@ export const authorize = (store: Store, user: UserInfo, a: Attributes): boolean 
     if (rulesOf(b.roleRef, ns).some((r) => ruleAllows(r, a))) return true
   }
   return false
+}
+
+/** Bearer tokens and the users they authenticate as, and the RBAC check that answers 403 as the API does. */
+export class Auth {
+  private readonly store: Store
+  private readonly tokens: Map<string, UserInfo>
+
+  constructor(store: Store, users: Readonly<Record<string, UserInfo>>) {
+    this.store = store
+    this.tokens = new Map(Object.entries(users))
+  }
+
+  addToken(token: string, user: UserInfo): void {
+    this.tokens.set(token, user)
+  }
+
+  /** The user of an `Authorization: Bearer` header; 401 otherwise. */
+  authenticate(header: string | undefined): UserInfo {
+    const m = /^Bearer\s+(.+)$/i.exec(header ?? "")
+    const user = m === null ? undefined : this.tokens.get(m[1]!.trim())
+    if (user === undefined) throw unauthorized()
+    return user
+  }
+
+  /** Returns when RBAC allows `a`; throws the API's 403 otherwise. */
+  authorize(user: UserInfo, a: Attributes, info: ResourceInfo): void {
+    if (authorize(this.store, user, a)) return
+    const res = a.subresource === "" ? a.resource : `${a.resource}/${a.subresource}`
+    throw forbidden(info, a.name, user.username, a.verb, res, info.namespaced || info.resource === "namespaces" ? a.namespace : undefined)
+  }
 }
