@@ -3,11 +3,12 @@
 // unless a kubeconfig is given, the simulated DemoCluster. The agent enrols with a bootstrap token and is
 // approved through the API with the admin token, as an operator would; its credential is kept in the data
 // directory, so later starts connect at once. Layers are built cluster, control plane, agent, and torn down
-// in reverse: the agent shuts down gracefully first, then the control plane, then the cluster.
+// in reverse: the agent shuts down gracefully first, then the control plane, then the cluster. Both halves run in
+// this process, each with the metric registry its own layer provides, so each /metrics shows only its series.
 import { Agent, AgentConfig, Kubernetes } from "@streamspace/agent"
 import { ControlPlane, ControlPlaneConfig } from "@streamspace/control-plane"
 import { lineLogger } from "@streamspace/protocol"
-import { Context, Duration, Effect, Layer, Logger, LogLevel, Metric, Option, References, Schedule, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Logger, LogLevel, Option, References, Schedule, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
@@ -165,11 +166,7 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
           LOG_LEVEL: logLevel
         })
         return Agent.layerKubernetes(Kubernetes.layer).pipe(Layer.provideMerge(config))
-      })).pipe(
-        // Each half keeps its own metric registry: the agent's /metrics shows agent series only, the control
-        // plane's (which has its own too) control-plane series only, although both run in this process.
-        Layer.provide(Layer.effect(Metric.MetricRegistry, Effect.sync((): Metric.MetricRegistry => new Map())))
-      )
+      }))
 
       const info = Layer.effect(LocalStack, Effect.gen(function*() {
         const cp = yield* ControlPlane
