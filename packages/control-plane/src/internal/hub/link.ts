@@ -5,14 +5,14 @@
 // consumer), binary frames to their tunnel with link credit returned as they are read. A watchdog marks the
 // agent offline after HEARTBEAT_MISSED_LIMIT silent intervals; transport pings find dead links sooner.
 import type { AgentId, PayloadOf } from "@streamspace/protocol"
-import { CloseCode, decodeBinary, decodeFromAgent, encodeLinkWindow, negotiateVersion, creditThreshold } from "@streamspace/protocol"
+import { CloseCode, creditThreshold, decodeBinary, decodeFromAgent, encodeLinkWindow, negotiateVersion } from "@streamspace/protocol"
 import type { Cause } from "effect"
 import { Clock, Duration, Effect, FiberSet, Option, Queue, Result } from "effect"
 import { Socket } from "effect/socket"
 import type { WebSocket } from "ws"
 import { close, keepAlive, makeSendQueue, type SendQueue } from "../ws.ts"
-import type { AgentReports } from "./model.ts"
 import { onHeartbeat } from "./heartbeats.ts"
+import type { AgentReports } from "./model.ts"
 import type { Entry, HubState, Live, Report } from "./state.ts"
 import { deliverFrame, onTunnelClosed, onTunnelReply, tunnelsGone } from "./tunnels.ts"
 
