@@ -172,11 +172,16 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     const s = yield* get(user, id)
     if (s.state === "terminated" || s.state === "terminating" || s.deleteCommandId !== undefined) return s
     yield* Effect.annotateCurrentSpan({ session_id: s.id, agent_id: s.agentId })
-    const command = yield* dispatcher.dispatch(s.agentId, { action: "delete_session", args: { session_id: s.id } }, { sessionId: s.id }).pipe(
-      Effect.mapError((e) => new SessionsError({ reason: "Store", message: `could not dispatch delete_session: ${e.message}` }))
-    )
-    // A failed session stays failed (final); its delete still removes what is left on the agent.
-    const next = yield* transition(book, s.id, s.state === "failed" ? "failed" : "terminating", {}, { deleteCommandId: command.id })
+    // The agent's report of the deleted pod can come back before `terminating` is recorded below.
+    book.deleting.add(s.id)
+    const { command, next } = yield* Effect.gen(function*() {
+      const command = yield* dispatcher.dispatch(s.agentId, { action: "delete_session", args: { session_id: s.id } }, { sessionId: s.id }).pipe(
+        Effect.mapError((e) => new SessionsError({ reason: "Store", message: `could not dispatch delete_session: ${e.message}` }))
+      )
+      // A failed session stays failed (final); its delete still removes what is left on the agent.
+      const next = yield* transition(book, s.id, s.state === "failed" ? "failed" : "terminating", {}, { deleteCommandId: command.id })
+      return { command, next }
+    }).pipe(Effect.ensuring(Effect.sync(() => book.deleting.delete(s.id))))
     yield* follow(book, s, command)
     return next ?? s
   })

@@ -117,6 +117,26 @@ describe("Sessions", () => {
       assert.strictEqual(after.createCommandId, env.dispatcher.commands[0]!.record.id)
     }))
 
+  it.effect("a create's outcome, older than a report already applied, does not overwrite it (Unschedulable stays)", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      const s = yield* env.sessions.create(ann, { template: demo })
+      // The watch saw the scheduler's verdict before the create call's answer (the pod as created) arrived.
+      yield* env.hub.sessionStatus("a", status(s.id, "pending", { reason: "Unschedulable", message: "0/3 nodes are available", observed_at: "2026-01-01T00:00:02.000Z" }))
+      yield* waitFor("the verdict", Effect.map(env.sessions.get(root, s.id), (r) => r.reason === "Unschedulable"))
+      const stale: CommandResult = { action: "create_session", session: status(s.id, "creating", { reason: "ContainerCreating", observed_at: "2026-01-01T00:00:01.000Z" }) }
+      yield* env.dispatcher.complete(env.dispatcher.commands[0]!.record.id, stale)
+      yield* Effect.yieldNow
+      const after = yield* env.sessions.get(root, s.id)
+      assert.strictEqual(after.state, "creating")
+      assert.strictEqual(after.reason, "Unschedulable")
+      assert.strictEqual(after.message, "0/3 nodes are available")
+      // A newer report still moves it on.
+      yield* env.hub.sessionStatus("a", status(s.id, "running", { observed_at: "2026-01-01T00:00:03.000Z" }))
+      yield* waitState(env, s.id, "running")
+    }))
+
   it.effect("a failed create_session fails the session with the agent's code and message", () =>
     Effect.gen(function*() {
       const env = yield* setup
@@ -319,6 +339,22 @@ describe("Sessions", () => {
       yield* env.dispatcher.complete(del.record.id, { action: "delete_session", session_id: s.id })
       yield* waitState(env, s.id, "terminated")
       assert.deepStrictEqual(env.repo.history.get(s.id), [["pending", "creating"], ["creating", "running"], ["running", "terminating"], ["terminating", "terminated"]])
+    }))
+
+  it.effect("delete: the agent's report of the deleted pod, overtaking the dispatch, still ends the session as deleted", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      env.dispatcher.responder = (d) => d.request.action === "create_session" ? { result: { action: "create_session", session: status(d.request.args.session_id, "running") } } : undefined
+      const s = yield* env.sessions.create(ann, { template: demo })
+      yield* waitState(env, s.id, "running")
+      env.dispatcher.beforeReturn = (d) =>
+        d.request.action === "delete_session"
+          ? env.hub.sessionStatus("a", status(s.id, "terminated", { reason: "PodDeleted", observed_at: "2026-01-01T00:00:05.000Z" }))
+          : Effect.void
+      yield* env.sessions.remove(ann, s.id)
+      yield* waitState(env, s.id, "terminated")
+      assert.strictEqual((yield* env.sessions.get(root, s.id)).reason, "deleted")
     }))
 
   it.effect("delete of a session the agent no longer has still ends terminated", () =>

@@ -63,6 +63,10 @@ export const makeBook = Effect.fnUntraced(function*(repo: SessionRepo, dispatche
     sessions: new Map<string, SessionRecord>(),
     reserved: new Map<string, SessionRecord>(),
     usage: makeUsageCounters(),
+    /** When the newest applied agent report about each session was observed (reports can arrive out of order). */
+    observed: new Map<SessionId, string>(),
+    /** Sessions whose delete is being dispatched (before `terminating` is recorded). */
+    deleting: new Set<SessionId>(),
     /** Sessions each agent reported in its last hello that the control plane has no record of. */
     unknownByAgent: new Map<AgentId, ReadonlyArray<SessionStatus>>(),
     /** Templates never change once created: remembered after the first read. */
@@ -134,12 +138,20 @@ export const transition = Effect.fnUntraced(function*(
   return next
 }, (effect, book, id) => book.sessionLock(id)(effect))
 
-/** Applies what an agent observed about one of its sessions. */
+/**
+ * Applies what an agent observed about one of its sessions, unless a later observation was applied already:
+ * a create's outcome carries the pod as it was when created, and may arrive after the watch's newer report
+ * (an Unschedulable verdict, say) that it must not overwrite.
+ */
 export const applyStatus = Effect.fnUntraced(function*(book: Book, agentId: AgentId, status: SessionStatus) {
   const s = book.sessions.get(status.session_id)
   if (s === undefined || s.agentId !== agentId) return
+  const newest = book.observed.get(s.id)
+  if (newest !== undefined && Date.parse(status.observed_at) < Date.parse(newest)) return
+  book.observed.set(s.id, status.observed_at)
   const to = targetOf(status.phase)
   // Whichever comes first, the delete's outcome or the agent's report, a deletion ends as `deleted`.
-  const reason = s.state === "terminating" && to === "terminated" ? "deleted" : status.reason
-  yield* transition(book, s.id, to, { reason, message: status.message })
+  const reason = (s.state === "terminating" || book.deleting.has(s.id)) && to === "terminated" ? "deleted" : status.reason
+  const next = yield* transition(book, s.id, to, { reason, message: status.message })
+  if (next !== undefined && ended(next.state)) book.observed.delete(s.id)
 })
