@@ -48,7 +48,7 @@ export const throughput = async (o: Opts): Promise<BenchResult> => {
   const s = await getStack()
   const seconds = o.long ? 10 : 3
   const specs = paths(s)
-  const order = ["raw_tcp", "websockify", "port_forward", "agent_hop", "control_plane", "full_path"]
+  const order = ["raw_tcp", "websockify", "port_forward", "agent_hop", "control_plane", "full_path", "real_port_forward", "kubectl_port_forward", "real_full_path"]
   const runs = new Map<string, Array<number>>()
   for (let rep = 0; rep < o.reps; rep++) {
     for (const name of order) {
@@ -67,7 +67,10 @@ export const throughput = async (o: Opts): Promise<BenchResult> => {
     port_forward: "kube-testserver port-forward alone",
     agent_hop: "port-forward -> agent -> WS (agent hop)",
     control_plane: "simulated agent -> control plane -> viewer WS",
-    full_path: "full path: port-forward -> agent -> CP -> viewer"
+    full_path: "full path: port-forward -> agent -> CP -> viewer",
+    real_port_forward: "real API server port-forward alone (kube-apiserver -> kwok)",
+    kubectl_port_forward: "kubectl port-forward alone (real API server)",
+    real_full_path: "full path through the real API server's port-forward"
   }
   const table = order.filter((n) => runs.has(n)).map((n) => ({
     path: labels[n]!,
@@ -77,7 +80,15 @@ export const throughput = async (o: Opts): Promise<BenchResult> => {
     "x websockify": round(med(n) / wsf, 2)
   }))
   const full = med("full_path")
+  const realFull = med("real_full_path")
+  const kubectl = med("kubectl_port_forward")
   const targets: Array<Target> = [
+    {
+      name: "full path through the real API server >= kubectl port-forward alone",
+      target: ">= 1.0 x kubectl port-forward",
+      figure: Number.isNaN(realFull) ? "not measured" : `${round(realFull / kubectl, 2)} x (${round(realFull / MB, 1)} vs ${round(kubectl / MB, 1)} MB/s)`,
+      met: Number.isNaN(realFull) || Number.isNaN(kubectl) ? undefined : realFull >= kubectl
+    },
     {
       name: "full path >= websockify",
       target: ">= 1.0 x websockify",
@@ -114,10 +125,13 @@ export const latency = async (o: Opts): Promise<BenchResult> => {
   const direct = specs.raw_tcp
   const full = specs.full_path
   const loadSpec = full ?? specs.port_forward
-  const results: Record<string, Array<Array<number>>> = { direct_idle: [], full_idle: [], direct_load: [], full_load: [] }
+  const results: Record<string, Array<Array<number>>> = { direct_idle: [], full_idle: [], direct_load: [], full_load: [], kubectl_idle: [], real_idle: [] }
   for (let rep = 0; rep < o.reps; rep++) {
     results.direct_idle!.push(await s.viewer.call("viewer.echo", { spec: direct, count }))
     if (full !== undefined) results.full_idle!.push(await s.viewer.call("viewer.echo", { spec: full, count }))
+    // Through the real API server's port-forward: kubectl's alone, and ours end to end.
+    if (specs.kubectl_port_forward !== undefined) results.kubectl_idle!.push(await s.viewer.call("viewer.echo", { spec: specs.kubectl_port_forward, count }))
+    if (specs.real_full_path !== undefined) results.real_idle!.push(await s.viewer.call("viewer.echo", { spec: specs.real_full_path, count }))
   }
   // Under load: 20 other tunnels on the same agent stream at full speed (from another process).
   let loadRate = NaN
@@ -144,7 +158,9 @@ export const latency = async (o: Opts): Promise<BenchResult> => {
     row("direct TCP, idle", "direct_idle"),
     row("full path, idle", "full_idle"),
     row("direct TCP, 20 tunnels streaming", "direct_load"),
-    row("full path, 20 tunnels streaming", "full_load")
+    row("full path, 20 tunnels streaming", "full_load"),
+    row("kubectl port-forward (real API server), idle", "kubectl_idle"),
+    row("full path through the real API server, idle", "real_idle")
   ].filter((r) => r !== undefined)
   const addedIdle50 = stat("full_idle", 50) - stat("direct_idle", 50)
   const addedIdle99 = stat("full_idle", 99) - stat("direct_idle", 99)
@@ -152,6 +168,14 @@ export const latency = async (o: Opts): Promise<BenchResult> => {
   const addedLoad99 = stat("full_load", 99) - stat("direct_load", 99)
   table.push({ case: "added by the full path, idle", "p50 ms": round(addedIdle50, 3), "p99 ms": round(addedIdle99, 3), "max ms": "" as never })
   table.push({ case: "added by the full path, under load", "p50 ms": round(addedLoad50, 3), "p99 ms": round(addedLoad99, 3), "max ms": "" as never })
+  if (results.real_idle!.length > 0 && results.kubectl_idle!.length > 0) {
+    table.push({
+      case: "added by our two hops over kubectl port-forward, idle",
+      "p50 ms": round(stat("real_idle", 50) - stat("kubectl_idle", 50), 3),
+      "p99 ms": round(stat("real_idle", 99) - stat("kubectl_idle", 99), 3),
+      "max ms": "" as never
+    })
+  }
   return {
     name: "latency",
     title: "2. Added latency (32-byte echo round trips)",

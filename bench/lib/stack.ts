@@ -3,8 +3,10 @@
 //   target <- kube-testserver port-forward <- agent B -> control plane 1 -> viewer             (full path)
 //   simulated agent -> control plane 2 -> viewer                                               (control-plane hop alone)
 //   target <- websockify <- viewer                                                             (baseline)
+//   target <- real kube-apiserver port-forward (kwok) <- agent C -> control plane 3 -> viewer   (production-like; realkube.ts)
 // Every process is separate: the numbers are per process and nothing shares an event loop.
 import { waitForPromise } from "@streamspace/testbed"
+import { type RealPaths, realPathSpecs, startRealPaths } from "./realkube.ts"
 import { spawnWorker, type Worker } from "./rpc.ts"
 import {
   type AgentProc,
@@ -42,6 +44,8 @@ export interface Stack {
   readonly cp2: ControlPlane | undefined
   readonly simAgents: Worker | undefined
   readonly simSession: string | undefined
+  /** The paths through a real Kubernetes API server, when the test bed is built. */
+  readonly real: RealPaths | undefined
   readonly errors: Array<string>
   readonly stop: () => Promise<void>
 }
@@ -133,6 +137,12 @@ const buildStack = async (): Promise<Stack> => {
     errors.push(`control-plane hop alone unavailable: ${(e as Error).message.slice(0, 2000)}`)
   }
 
+  step("starting a real Kubernetes control plane and agent C")
+  const realOrWhy = await startRealPaths(targetPort)
+  const real = typeof realOrWhy === "string" ? undefined : realOrWhy
+  if (typeof realOrWhy === "string") errors.push(realOrWhy)
+  else stops.push(realOrWhy.stop)
+
   step(`test bed ready${errors.length > 0 ? ` (with ${errors.length} problems)` : ""}`)
   return {
     target,
@@ -152,6 +162,7 @@ const buildStack = async (): Promise<Stack> => {
     cp2,
     simAgents,
     simSession,
+    real,
     errors,
     stop: async () => {
       for (const s of stops.reverse()) await s().catch(() => undefined)
@@ -176,6 +187,7 @@ export const paths = (s: Stack) => {
   if (s.cp !== undefined && s.session !== undefined) {
     out.full_path = { kind: "ws", url: `${s.cp.wsBase}/api/v1/sessions/${s.session}/vnc`, headers: { authorization: `Bearer ${s.userToken}` } }
   }
+  if (s.real !== undefined) Object.assign(out, realPathSpecs(s.real, s.userToken))
   return out
 }
 

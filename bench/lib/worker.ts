@@ -75,7 +75,7 @@ const serveTarget = (sock: Socket) => {
 type ViewerSpec =
   | { kind: "tcp"; host: string; port: number }
   | { kind: "ws"; url: string; protocols?: Array<string>; headers?: Record<string, string> }
-  | { kind: "pf"; url: string; token: string }
+  | { kind: "pf"; url: string; token: string; ca?: string }
 
 interface Conn {
   readonly send: (b: Buffer) => void
@@ -106,7 +106,7 @@ const openConn = (spec: ViewerSpec): Promise<Conn> =>
     }
     const pf = spec.kind === "pf"
     const ws = pf
-      ? new WebSocket(spec.url, ["v4.channel.k8s.io"], { headers: { authorization: `Bearer ${spec.token}` }, perMessageDeflate: false })
+      ? new WebSocket(spec.url, ["v4.channel.k8s.io"], { headers: { authorization: `Bearer ${spec.token}` }, perMessageDeflate: false, ...(spec.ca === undefined ? {} : { ca: spec.ca }) })
       : new WebSocket(spec.url, spec.protocols ?? ["binary"], { headers: spec.headers ?? {}, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 })
     ws.binaryType = "nodebuffer"
     const closed = new Promise<string>((r) => ws.once("close", (code, reason) => r(`${code} ${reason}`)))
