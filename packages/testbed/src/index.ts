@@ -6,3 +6,4 @@ export { ClusterDesktops, type ClusterDesktopsOptions, type ClusterDesktopsShape
 export { freePort, type Proc, startProcess, waitReady } from "./internal/process.ts"
 export * from "./images.ts"
 export { type JaegerOptions, type JaegerSpan, type JaegerTrace, type RunningJaeger, startJaeger } from "./Jaeger.ts"
+export { type Backend, type RunningBalancer, startBalancer } from "./Balancer.ts"
