@@ -56,7 +56,8 @@ interface State {
 
 /** The session a command touches, if any. */
 const sessionOf = (command: Command): SessionId | undefined =>
-  command.action === "create_session" || command.action === "delete_session" || command.action === "vnc_connect"
+  command.action === "create_session" || command.action === "delete_session" || command.action === "vnc_connect" ||
+    command.action === "hibernate_session" || command.action === "resume_session"
     ? command.args.session_id
     : undefined
 
@@ -123,6 +124,28 @@ const createSession = (s: State, id: SessionId, command: Extract<Command, { acti
     return completed({ action: "create_session", session })
   })
 
+const resumeSession = (s: State, id: SessionId, command: Extract<Command, { action: "resume_session" }>) =>
+  Effect.gen(function*() {
+    const admitted = yield* admitCreate(s, id)
+    if (Option.isNone(admitted)) {
+      return failure("capacity_exceeded", `this agent runs its maximum of ${s.config.maxSessions} sessions (MAX_SESSIONS)`, true)
+    }
+    const session = yield* s.store.resume(id, command.args.spec).pipe(
+      Effect.ensuring(Effect.sync(() => {
+        if (admitted.value) s.reservedCreates--
+      }))
+    )
+    return completed({ action: "resume_session", session })
+  })
+
+/** The session's tunnels close as its pod goes (`pod_gone`). */
+const hibernateSession = (s: State, id: SessionId) =>
+  s.store.hibernate(id).pipe(
+    Effect.map((claim) =>
+      completed({ action: "hibernate_session", session_id: id, ...(Option.isSome(claim) ? { home_claim: claim.value } : {}) })
+    )
+  )
+
 /** What each action does, in the service that does it. */
 const perform = (s: State, command: Command): Effect.Effect<Outcome, SessionStoreError | TunnelPoolError> => {
   switch (command.action) {
@@ -138,6 +161,10 @@ const perform = (s: State, command: Command): Effect.Effect<Outcome, SessionStor
       )
     case "vnc_disconnect":
       return s.tunnels.close(command.args.tunnel_id, "disconnect").pipe(Effect.as(completed({ action: "vnc_disconnect", tunnel_id: command.args.tunnel_id })))
+    case "hibernate_session":
+      return hibernateSession(s, command.args.session_id)
+    case "resume_session":
+      return resumeSession(s, command.args.session_id, command)
   }
 }
 

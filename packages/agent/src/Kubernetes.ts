@@ -21,6 +21,7 @@ import {
   buildPod,
   buildService,
   homeClaimName,
+  homeClaimOf,
   isOurs,
   isUsersHome,
   type Json,
@@ -48,6 +49,16 @@ export interface KubernetesShape {
   readonly createSession: (id: SessionId, spec: SessionSpec) => Effect.Effect<PodView, KubernetesError>
   /** Deletes the session's Pod and Service (the home PVC stays); missing objects are fine. */
   readonly deleteSession: (id: SessionId) => Effect.Effect<void, KubernetesError>
+  /**
+   * Hibernates a session: deletes its Pod and Service, keeps the home PVC, and waits until the pod is gone (so
+   * it holds no CPU or memory on a node any more). Returns the name of the home PVC the pod mounted, if any.
+   */
+  readonly hibernateSession: (id: SessionId) => Effect.Effect<Option.Option<string>, KubernetesError>
+  /**
+   * Starts a hibernated session again with a new Pod and Service. A persistent home must still exist and be the
+   * user's (NotFound otherwise: never an empty home in its place). Returns the pod.
+   */
+  readonly resumeSession: (id: SessionId, spec: SessionSpec) => Effect.Effect<PodView, KubernetesError>
   readonly readPod: (name: string) => Effect.Effect<Option.Option<PodView>, KubernetesError>
   /** Every pod labelled for this agent, and the list's resourceVersion to watch from. */
   readonly listSessionPods: Effect.Effect<PodList, KubernetesError>
@@ -245,6 +256,38 @@ const deleteSession = (c: Client) =>
     yield* Effect.all([deletePod(c, id), deleteService(c, id)], { concurrency: 2, discard: true })
   })
 
+/** How often a hibernate checks whether the deleted pod is gone. */
+const GONE_POLL = Duration.millis(250)
+
+const hibernateSession = (c: Client) =>
+  Effect.fn("Kubernetes.hibernateSession")(function*(id: SessionId) {
+    yield* Effect.annotateCurrentSpan({ "session.id": id })
+    const before = yield* readPod(c)(id)
+    const claim = Option.flatMap(before, (p) => Option.fromUndefinedOr(homeClaimOf(p)))
+    yield* Effect.all([deletePod(c, id), deleteService(c, id)], { concurrency: 2, discard: true })
+    // The pod terminates gracefully; hibernated means it is gone. The command's deadline bounds the wait.
+    while (Option.isSome(yield* readPod(c)(id))) yield* Effect.sleep(GONE_POLL)
+    return claim
+  })
+
+const resumeSession = (c: Client) =>
+  Effect.fn("Kubernetes.resumeSession")(function*(id: SessionId, spec: SessionSpec) {
+    yield* Effect.annotateCurrentSpan({ "session.id": id })
+    if (spec.persistent_home) {
+      const name = homeClaimName(spec.user_id)
+      const claim = yield* orNone(c.call("get", "persistentvolumeclaims", `read persistentvolumeclaim ${name}`, () =>
+        c.core.readNamespacedPersistentVolumeClaim({ name, namespace: c.namespace })))
+      if (Option.isNone(claim) || claim.value.metadata?.deletionTimestamp != null || !isUsersHome(claim.value.metadata, spec.user_id)) {
+        return yield* new KubernetesError({
+          reason: "NotFound",
+          message: `the home volume ${name} of session ${id} no longer exists; the session cannot be resumed`,
+          code: 404
+        })
+      }
+    }
+    return yield* createSession(c)(id, spec)
+  })
+
 const readPod = (c: Client) =>
   Effect.fn("Kubernetes.readPod")(function*(name: string) {
     return (yield* orNone(c.call("get", "pods", `read pod ${name}`, () => c.core.readNamespacedPod({ name, namespace: c.namespace })))) as Option.Option<PodView>
@@ -384,6 +427,8 @@ export const make = (options: KubernetesOptions = {}) =>
       namespace: c.namespace,
       createSession: createSession(c),
       deleteSession: deleteSession(c),
+      hibernateSession: hibernateSession(c),
+      resumeSession: resumeSession(c),
       readPod: readPod(c),
       listSessionPods: listSessionPods(c),
       watchSessionPods: (resourceVersion) => watchSessionPods(c, resourceVersion),

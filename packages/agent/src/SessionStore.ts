@@ -20,6 +20,10 @@ export interface SessionStoreShape {
   readonly create: (id: SessionId, spec: SessionSpec) => Effect.Effect<SessionStatus, SessionStoreError>
   /** Deletes pod and service (the home PVC stays); succeeds when the session is already gone. */
   readonly delete: (id: SessionId) => Effect.Effect<void, SessionStoreError>
+  /** Deletes pod and service, keeps the home PVC, resolves once the pod is gone; the home claim's name, if any. */
+  readonly hibernate: (id: SessionId) => Effect.Effect<Option.Option<string>, SessionStoreError>
+  /** A new pod for a hibernated session on its existing home (NotFound when the home is gone). */
+  readonly resume: (id: SessionId, spec: SessionSpec) => Effect.Effect<SessionStatus, SessionStoreError>
   readonly get: (id: SessionId) => Effect.Effect<Option.Option<SessionStatus>>
   readonly list: Effect.Effect<ReadonlyArray<SessionStatus>>
   /** Sessions not terminated or failed. */
@@ -160,6 +164,20 @@ const create = (s: State) =>
     return s.sessions.get(id) ?? statusOfPod(pod, id, yield* observedAt)
   })
 
+const hibernate = (s: State) =>
+  Effect.fn("SessionStore.hibernate")(function*(id: SessionId) {
+    return yield* s.kube.hibernateSession(id).pipe(Effect.mapError(toSessionStoreError))
+  })
+
+const resume = (s: State) =>
+  Effect.fn("SessionStore.resume")(function*(id: SessionId, spec: SessionSpec) {
+    const pod = yield* s.kube.resumeSession(id, spec).pipe(
+      Effect.mapError((e) => (e.reason === "NotFound" ? new SessionStoreError({ reason: "NotFound", message: e.message }) : toSessionStoreError(e)))
+    )
+    if (!s.sessions.has(id)) yield* apply(s, pod, false, true)
+    return s.sessions.get(id) ?? statusOfPod(pod, id, yield* observedAt)
+  })
+
 const delete_ = (s: State) =>
   Effect.fn("SessionStore.delete")(function*(id: SessionId) {
     yield* s.kube.deleteSession(id).pipe(Effect.mapError(toSessionStoreError))
@@ -185,6 +203,8 @@ export const make = Effect.gen(function*() {
   return SessionStore.of({
     create: create(s),
     delete: delete_(s),
+    hibernate: hibernate(s),
+    resume: resume(s),
     get: Effect.fn("SessionStore.get")(function*(id: SessionId) {
       return Option.fromUndefinedOr(s.sessions.get(id))
     }),

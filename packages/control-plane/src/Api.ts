@@ -42,6 +42,7 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
         case "InvalidRequest":
           return errorResponse(400, "invalid_request", e.message)
         case "TemplateExists":
+        case "Conflict":
           return errorResponse(409, "conflict", e.message)
         case "NoEligibleAgent":
           return errorResponse(503, "no_eligible_agent", e.message)
@@ -170,6 +171,18 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const s = yield* sessions.remove(u, id)
     return json(sessionJson(s), s.state === "terminated" ? 200 : 202)
   })))
+  yield* router.add("POST", `${p}/sessions/:id/hibernate`, answer("Api.hibernateSession", Effect.gen(function*() {
+    const u = yield* user
+    const { id } = yield* path(IdPath)
+    const s = yield* sessions.hibernate(u, id)
+    return json(sessionJson(s), s.state === "hibernated" ? 200 : 202)
+  })))
+  yield* router.add("POST", `${p}/sessions/:id/resume`, answer("Api.resumeSession", Effect.gen(function*() {
+    const u = yield* user
+    const { id } = yield* path(IdPath)
+    const s = yield* sessions.resume(u, id)
+    return json(sessionJson(s), s.state === "running" ? 200 : 202)
+  })))
   yield* router.add("POST", `${p}/sessions/:id/vnc-ticket`, answer("Api.vncTicket", Effect.gen(function*() {
     const u = yield* user
     const { id } = yield* path(IdPath)
@@ -187,7 +200,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const u = yield* user
     const { id } = yield* path(CommandPath)
     if (u.role !== "admin") {
-      const mine = (yield* sessions.list(u)).some((s) => s.createCommandId === id || s.deleteCommandId === id)
+      const mine = (yield* sessions.list(u)).some((s) => s.createCommandId === id || s.deleteCommandId === id || s.hibernateCommandId === id)
       if (!mine) return yield* new ApiError({ status: 404, code: "not_found", message: `no command "${id}"` })
     }
     return json(commandJson(yield* dispatcher.get(id)))

@@ -15,6 +15,7 @@ import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
 import { applyStatus, type Book, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve } from "./internal/sessions/book.ts"
+import { hibernate, resume } from "./internal/sessions/hibernation.ts"
 import { follow, followOpenCommands, reconcile } from "./internal/sessions/lifecycle.ts"
 import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./internal/sessions/repo.ts"
 import { place } from "./Placement.ts"
@@ -56,6 +57,10 @@ export interface SessionsShape {
   /** NotFound also when the session belongs to someone else (no existence leak). */
   readonly get: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
   readonly remove: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
+  /** Deletes the pod, keeps the home: `hibernating`, then `hibernated`. Conflict unless running with a persistent home. */
+  readonly hibernate: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
+  /** A new pod on the same home and agent: `creating`, then `running`. Conflict unless hibernated. */
+  readonly resume: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
   readonly listTemplates: Effect.Effect<ReadonlyArray<TemplateRecord>, SessionsError>
   readonly getTemplate: (name: string) => Effect.Effect<TemplateRecord, SessionsError>
   readonly createTemplate: (request: CreateTemplateRequest) => Effect.Effect<TemplateRecord, SessionsError>
@@ -227,6 +232,12 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     list,
     get,
     remove,
+    hibernate: Effect.fn("Sessions.hibernate")(function*(user: User, id: string) {
+      return yield* hibernate(book, yield* get(user, id))
+    }),
+    resume: Effect.fn("Sessions.resume")(function*(user: User, id: string) {
+      return yield* resume(book, hub, yield* get(user, id))
+    }),
     listTemplates: repo.listTemplates.pipe(Effect.mapError(fromRepo), Effect.withSpan("Sessions.listTemplates")),
     getTemplate,
     createTemplate,

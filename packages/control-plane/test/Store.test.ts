@@ -76,7 +76,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.strictEqual(templates.filter((t) => t.name === "demo").length, 1)
       const sql = yield* SqlClient
       const recorded = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
-      assert.strictEqual(recorded[0]!.n, 2)
+      assert.strictEqual(recorded[0]!.n, 3)
     }))
 
   it.effect("seeds the demo template", () =>
@@ -328,6 +328,33 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.isFalse((yield* store.sessions.transition(s2.id, "terminated")).changed)
       assert.deepStrictEqual((yield* store.sessions.history(s2.id)).map((h) => h.state), ["pending", "running", "failed"])
       assert.strictEqual(yield* reasonOf(store.sessions.transition("missing", "running")), "NotFound")
+    }))
+
+  it.effect("sessions: hibernation is the one loop back: running -> hibernating -> hibernated -> creating", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const s = yield* store.sessions.insert(newSession(f))
+      yield* store.sessions.transition(s.id, "running")
+      const active = (yield* store.sessions.countActiveByAgent()).get(f.agent.id) ?? 0
+      // not from hibernated straight back to running, nor hibernated without hibernating
+      assert.isFalse((yield* store.sessions.transition(s.id, "hibernated")).changed)
+      assert.isTrue((yield* store.sessions.transition(s.id, "hibernating", { reason: "idle_timeout" })).changed)
+      assert.isTrue((yield* store.sessions.transition(s.id, "hibernated", { reason: "idle_timeout" })).changed)
+      assert.isFalse((yield* store.sessions.transition(s.id, "running")).changed)
+      assert.strictEqual((yield* store.sessions.countActiveByAgent()).get(f.agent.id) ?? 0, active - 1, "a hibernated session is not active")
+      assert.isTrue((yield* store.sessions.transition(s.id, "creating", { reason: "resuming" })).changed)
+      assert.isTrue((yield* store.sessions.transition(s.id, "running")).changed)
+      // a failed hibernate goes back to running; a hibernated session can be deleted
+      assert.isTrue((yield* store.sessions.transition(s.id, "hibernating")).changed)
+      assert.isTrue((yield* store.sessions.transition(s.id, "running", { reason: "hibernate_failed" })).changed)
+      assert.isTrue((yield* store.sessions.transition(s.id, "hibernating")).changed)
+      assert.isTrue((yield* store.sessions.transition(s.id, "hibernated")).changed)
+      assert.isTrue((yield* store.sessions.transition(s.id, "terminated", { reason: "deleted" })).changed)
+      assert.deepStrictEqual(
+        (yield* store.sessions.history(s.id)).map((h) => h.state),
+        ["pending", "running", "hibernating", "hibernated", "creating", "running", "hibernating", "running", "hibernating", "hibernated", "terminated"]
+      )
     }))
 
   it.effect("sessions: list filters by user, agent and states; countActiveByAgent ignores finished ones", () =>

@@ -8,7 +8,15 @@ import { SessionSpec, SessionStatus } from "./Session.ts"
 export const CommandState = Schema.Literals(["pending", "sent", "ack", "completed", "failed"])
 export type CommandState = typeof CommandState.Type
 
-export const CommandAction = Schema.Literals(["create_session", "delete_session", "list_sessions", "vnc_connect", "vnc_disconnect"])
+export const CommandAction = Schema.Literals([
+  "create_session",
+  "delete_session",
+  "list_sessions",
+  "vnc_connect",
+  "vnc_disconnect",
+  "hibernate_session",
+  "resume_session"
+])
 export type CommandAction = typeof CommandAction.Type
 export const isCommandAction = Schema.is(CommandAction)
 
@@ -59,8 +67,25 @@ export const VncDisconnect = Schema.Struct({
   args: Schema.Struct({ tunnel_id: TunnelId })
 })
 
+/** Deletes the session's pod and service and keeps its home volume, so `resume_session` can start it again. */
+export const HibernateSession = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("hibernate_session"),
+  args: Schema.Struct({ session_id: SessionId })
+})
+/**
+ * Starts a hibernated session again: a new pod (and service) for the same session id on the same home volume.
+ * Unlike `create_session`, it fails with `session_not_found` when the spec asks for a persistent home that no
+ * longer exists, instead of starting on an empty one.
+ */
+export const ResumeSession = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("resume_session"),
+  args: Schema.Struct({ session_id: SessionId, spec: SessionSpec })
+})
+
 /** The payload of a `command` frame. */
-export const Command = Schema.Union([CreateSession, DeleteSession, ListSessions, VncConnect, VncDisconnect]).pipe(
+export const Command = Schema.Union([CreateSession, DeleteSession, ListSessions, VncConnect, VncDisconnect, HibernateSession, ResumeSession]).pipe(
   Schema.toTaggedUnion("action")
 )
 export type Command = typeof Command.Type
@@ -76,7 +101,14 @@ export const CommandResult = Schema.Union([
     /** Credit window the agent grants the control plane for bytes towards the session. */
     window: Window
   }),
-  Schema.Struct({ action: Schema.Literal("vnc_disconnect"), tunnel_id: TunnelId })
+  Schema.Struct({ action: Schema.Literal("vnc_disconnect"), tunnel_id: TunnelId }),
+  Schema.Struct({
+    action: Schema.Literal("hibernate_session"),
+    session_id: SessionId,
+    /** The home volume (PVC name) kept for the resume; absent when the session had none. */
+    home_claim: Schema.optionalKey(Schema.String)
+  }),
+  Schema.Struct({ action: Schema.Literal("resume_session"), session: SessionStatus })
 ]).pipe(Schema.toTaggedUnion("action"))
 export type CommandResult = typeof CommandResult.Type
 

@@ -39,6 +39,15 @@ export const Welcome = Schema.Struct({
   /** True when an operator drained this agent: it keeps its sessions but gets no new ones. */
   draining: Schema.Boolean,
   /**
+   * The heartbeat interval the control plane expects (ms): it declares an agent offline after a few missed
+   * intervals of this length, so an agent configured with a longer HEARTBEAT_INTERVAL beats at this one instead.
+   * Absent (older control planes): the agent keeps its own.
+   */
+  heartbeat_interval_ms: Schema.optionalKey(Schema.Number.pipe(Schema.check(
+    Schema.isInt({ message: "heartbeat_interval_ms must be an integer" }),
+    Schema.isGreaterThanOrEqualTo(100, { message: "heartbeat_interval_ms must be at least 100" })
+  ))),
+  /**
    * Link credit: the agent keeps at most this many tunnel data bytes sent and not yet credited back by `link_window`
    * frames (window frames naming tunnel 0), across all tunnels. Absent: no link credit, per-tunnel windows only.
    */

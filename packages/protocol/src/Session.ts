@@ -4,7 +4,11 @@ import { Schema } from "effect"
 import { SessionId, TemplateName, UserId } from "./Ids.ts"
 import { Quantity } from "./Quantity.ts"
 
-export const SessionPhase = Schema.Literals(["pending", "creating", "running", "terminating", "terminated", "failed"])
+/**
+ * `hibernating` and `hibernated` are the control plane's states of a session whose pod is being removed or
+ * is gone while its home volume stays (resume starts a new pod on it); agents never report them.
+ */
+export const SessionPhase = Schema.Literals(["pending", "creating", "running", "terminating", "terminated", "failed", "hibernating", "hibernated"])
 export type SessionPhase = typeof SessionPhase.Type
 
 export const Resources = Schema.Struct({

@@ -37,7 +37,7 @@ export const samples: Record<string, AnyMessage> = {
     capacity,
     sessions: [status]
   }),
-  welcome: m("welcome", { protocol_version: "v1", enrollment: "approved", draining: false, link_window: 1048576 }),
+  welcome: m("welcome", { protocol_version: "v1", enrollment: "approved", draining: false, heartbeat_interval_ms: 30000, link_window: 1048576 }),
   credential: m("credential", { token: "q1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6" }),
   heartbeat: m("heartbeat", { status: "warning", capacity, active_sessions: 5, active_tunnels: 2, message: "Kubernetes API answered 503 twice in the last minute" }),
   command_create_session: m("command", { ...command, action: "create_session", args: { session_id: "s-4f2a9c", spec } }),
@@ -45,12 +45,19 @@ export const samples: Record<string, AnyMessage> = {
   command_list_sessions: m("command", { ...command, action: "list_sessions", args: {} }),
   command_vnc_connect: m("command", { ...command, action: "vnc_connect", args: { session_id: "s-4f2a9c", tunnel_id: 17, window: 1048576 } }),
   command_vnc_disconnect: m("command", { ...command, action: "vnc_disconnect", args: { tunnel_id: 17 } }),
+  command_hibernate_session: m("command", { ...command, action: "hibernate_session", args: { session_id: "s-4f2a9c" } }),
+  command_resume_session: m("command", { ...command, action: "resume_session", args: { session_id: "s-4f2a9c", spec } }),
   command_ack: m("command_ack", { command_id: "cmd-0001" }),
   command_completed_create_session: m("command_completed", { command_id: "cmd-0001", result: { action: "create_session", session: { ...status, phase: "creating" } } }),
   command_completed_delete_session: m("command_completed", { command_id: "cmd-0001", result: { action: "delete_session", session_id: "s-4f2a9c" } }),
   command_completed_list_sessions: m("command_completed", { command_id: "cmd-0001", result: { action: "list_sessions", sessions: [status] } }),
   command_completed_vnc_connect: m("command_completed", { command_id: "cmd-0001", result: { action: "vnc_connect", tunnel_id: 17, window: 1048576 } }),
   command_completed_vnc_disconnect: m("command_completed", { command_id: "cmd-0001", result: { action: "vnc_disconnect", tunnel_id: 17 } }),
+  command_completed_hibernate_session: m("command_completed", {
+    command_id: "cmd-0001",
+    result: { action: "hibernate_session", session_id: "s-4f2a9c", home_claim: "home-alice" }
+  }),
+  command_completed_resume_session: m("command_completed", { command_id: "cmd-0001", result: { action: "resume_session", session: { ...status, phase: "creating" } } }),
   command_failed: m("command_failed", {
     command_id: "cmd-0001",
     action: "create_session",

@@ -20,7 +20,10 @@ export interface ObjectMeta {
 /** The parts of a Pod the agent reads (typed list items and raw watch JSON both fit). */
 export interface PodView {
   readonly metadata?: ObjectMeta
-  readonly spec?: { readonly nodeName?: string }
+  readonly spec?: {
+    readonly nodeName?: string
+    readonly volumes?: ReadonlyArray<{ readonly name?: string; readonly persistentVolumeClaim?: { readonly claimName?: string } }>
+  }
   readonly status?: {
     readonly phase?: string
     readonly reason?: string
@@ -233,6 +236,10 @@ export const buildHomeClaim = (defaults: SessionDefaults, user: UserId, shared: 
     ...(defaults.storageClass !== undefined ? { storageClassName: defaults.storageClass } : {})
   }
 })
+
+/** The home PVC a session pod mounts (its `home` volume), if any. */
+export const homeClaimOf = (pod: PodView): string | undefined =>
+  pod.spec?.volumes?.find((v) => v.name === HOME_VOLUME)?.persistentVolumeClaim?.claimName
 
 /** A home claim may be reused when it is managed by a StreamSpace agent for the same user. */
 export const isUsersHome = (meta: ObjectMeta | undefined, user: UserId): boolean =>

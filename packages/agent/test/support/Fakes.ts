@@ -78,6 +78,17 @@ export const makeFakeSessionStore = Effect.gen(function*() {
       op("delete", id, Effect.sync(() => {
         state.sessions.delete(id)
       })),
+    hibernate: (id: SessionId) =>
+      op("hibernate", id, Effect.sync(() => {
+        state.sessions.delete(id)
+        return Option.none<string>()
+      })),
+    resume: (id: SessionId, spec: SessionSpec) =>
+      op("resume", id, Effect.sync(() => {
+        const s: SessionStatus = { session_id: id, phase: "creating", user_id: spec.user_id, template: spec.template, observed_at: ts }
+        state.sessions.set(id, s)
+        return s
+      })),
     get: (id) => Effect.sync(() => Option.fromUndefinedOr(state.sessions.get(id))),
     list: Effect.sync(() => [...state.sessions.values()]),
     activeCount: Effect.sync(() => [...state.sessions.values()].filter((s) => s.phase !== "terminated" && s.phase !== "failed").length),

@@ -122,6 +122,7 @@ export const sessionJson = (s: SessionRecord) => ({
   persistent_home: s.spec.persistent_home,
   create_command_id: s.createCommandId ?? null,
   delete_command_id: s.deleteCommandId ?? null,
+  hibernate_command_id: s.hibernateCommandId ?? null,
   created_at: s.createdAt.toISOString(),
   updated_at: s.updatedAt.toISOString()
 })

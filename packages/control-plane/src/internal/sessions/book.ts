@@ -1,6 +1,7 @@
 // The session records Sessions keeps in memory (every read is answered from here) and their state machine:
 //
 //   pending -> creating -> running -> terminating -> terminated      (any live state -> failed, with a reason)
+//                            running -> hibernating -> hibernated -> creating (resume) -> running ...
 //
 // Every change goes through `transition`, which writes it through the repository first, under that session's
 // own lock (different sessions are written concurrently); `put` keeps the per-agent usage in step, so
@@ -16,7 +17,7 @@ import type { RepoError, SessionRepo } from "./repo.ts"
 import { makeUsageCounters } from "./usage.ts"
 
 export class SessionsError extends Schema.TaggedError<SessionsError>()("SessionsError", {
-  reason: Schema.Literals(["NotFound", "TemplateNotFound", "TemplateExists", "NoEligibleAgent", "InvalidRequest", "Store"]),
+  reason: Schema.Literals(["NotFound", "TemplateNotFound", "TemplateExists", "NoEligibleAgent", "InvalidRequest", "Store", "Conflict"]),
   message: Schema.String,
   /** The request field at fault (TemplateNotFound, InvalidRequest). */
   field: Schema.optionalKey(Schema.String)
@@ -24,13 +25,15 @@ export class SessionsError extends Schema.TaggedError<SessionsError>()("Sessions
 
 export const fromRepo = (e: RepoError) => new SessionsError({ reason: "Store", message: `session store: ${e.message}` })
 
-export const SESSION_STATES: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating", "terminated", "failed"]
+export const SESSION_STATES: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating", "terminated", "failed", "hibernating", "hibernated"]
 
 export const ended = (s: SessionPhase) => s === "terminated" || s === "failed"
 
 /**
  * The transitions the state machine allows: forward only (steps may be skipped), `failed` from any live
  * state; `terminated` and `failed` are final (a failed session's delete still cleans up on the agent).
+ * Hibernation is the one way back: running -> hibernating -> hibernated -> creating (resume); a hibernate that
+ * fails leaves the session running.
  */
 export const allowed = (from: SessionPhase, to: SessionPhase): boolean => {
   switch (from) {
@@ -39,7 +42,11 @@ export const allowed = (from: SessionPhase, to: SessionPhase): boolean => {
     case "creating":
       return to === "running" || to === "terminating" || to === "terminated" || to === "failed"
     case "running":
-      return to === "terminating" || to === "terminated" || to === "failed"
+      return to === "terminating" || to === "terminated" || to === "failed" || to === "hibernating"
+    case "hibernating":
+      return to === "hibernated" || to === "running" || to === "terminating" || to === "terminated" || to === "failed"
+    case "hibernated":
+      return to === "creating" || to === "terminating" || to === "terminated" || to === "failed"
     case "terminating":
       return to === "terminated" || to === "failed"
     case "failed":
@@ -104,7 +111,7 @@ export const transition = Effect.fnUntraced(function*(
   id: SessionId,
   to: SessionPhase,
   detail: { readonly reason?: string | undefined; readonly message?: string | undefined } = {},
-  patch: Partial<Pick<SessionRecord, "createCommandId" | "deleteCommandId">> = {}
+  patch: Partial<Pick<SessionRecord, "createCommandId" | "deleteCommandId" | "hibernateCommandId">> = {}
 ) {
   const current = book.sessions.get(id)
   if (current === undefined) return undefined
@@ -146,6 +153,13 @@ export const transition = Effect.fnUntraced(function*(
 export const applyStatus = Effect.fnUntraced(function*(book: Book, agentId: AgentId, status: SessionStatus) {
   const s = book.sessions.get(status.session_id)
   if (s === undefined || s.agentId !== agentId) return
+  // While hibernating, the pod going away is what was asked for; a hibernated session has no pod to report on
+  // (its resume moves it to `creating` before the agent hears of it).
+  if (s.state === "hibernated" || (s.state === "hibernating" && status.phase !== "terminated")) return
+  if (s.state === "hibernating") {
+    yield* transition(book, s.id, "hibernated", { reason: s.reason, message: s.message })
+    return
+  }
   const newest = book.observed.get(s.id)
   if (newest !== undefined && Date.parse(status.observed_at) < Date.parse(newest)) return
   book.observed.set(s.id, status.observed_at)

@@ -20,7 +20,7 @@ const awaitCommand = Effect.fnUntraced(function*(book: Book, record: CommandReco
 
 const onCreateOutcome = (book: Book, id: SessionId, agentId: AgentId, outcome: CommandOutcome) =>
   outcome._tag === "Completed"
-    ? outcome.result.action === "create_session"
+    ? outcome.result.action === "create_session" || outcome.result.action === "resume_session"
       ? applyStatus(book, agentId, outcome.result.session)
       : Effect.void
     : transition(book, id, "failed", { reason: outcome.error.code, message: outcome.error.message }).pipe(Effect.asVoid)
@@ -30,22 +30,38 @@ const onDeleteOutcome = (book: Book, id: SessionId, outcome: CommandOutcome) =>
     ? transition(book, id, "terminated", { reason: "deleted" }).pipe(Effect.asVoid)
     : transition(book, id, "failed", { reason: "delete_failed", message: `${outcome.error.code}: ${outcome.error.message}` }).pipe(Effect.asVoid)
 
+/** A hibernate ends hibernated, or (the pod may still run) back in running with the failure. */
+const onHibernateOutcome = (book: Book, id: SessionId, outcome: CommandOutcome) =>
+  outcome._tag === "Completed"
+    ? Effect.suspend(() => transition(book, id, "hibernated", { reason: book.sessions.get(id)?.reason })).pipe(Effect.asVoid)
+    : transition(book, id, "running", { reason: "hibernate_failed", message: `${outcome.error.code}: ${outcome.error.message}` }).pipe(Effect.asVoid)
+
 /** Follows a session's create or delete command to its outcome, in the background (owned by the service's scope). */
 export const follow = (book: Book, session: Pick<SessionRecord, "id" | "agentId">, record: CommandRecord) =>
   FiberSet.run(
     book.fibers,
     awaitCommand(book, record).pipe(
       Effect.flatMap((o) =>
-        record.action === "delete_session" ? onDeleteOutcome(book, session.id, o) : onCreateOutcome(book, session.id, session.agentId, o)
+        record.action === "delete_session"
+          ? onDeleteOutcome(book, session.id, o)
+          : record.action === "hibernate_session"
+          ? onHibernateOutcome(book, session.id, o)
+          : onCreateOutcome(book, session.id, session.agentId, o)
       ),
       Effect.catchCause((cause) => Effect.logWarning("following a command failed", cause).pipe(Effect.annotateLogs({ command_id: record.id, action: record.action })))
     )
   )
 
-/** After a restart: the open create and delete commands of live sessions are followed again. */
+/** After a restart: the open create, resume, hibernate and delete commands of live sessions are followed again. */
 export const followOpenCommands = (book: Book) =>
   Effect.forEach(book.sessions.values(), (s) => {
-    const open = s.state === "terminating" ? s.deleteCommandId : s.state === "creating" ? s.createCommandId : undefined
+    const open = s.state === "terminating"
+      ? s.deleteCommandId
+      : s.state === "creating"
+      ? s.createCommandId
+      : s.state === "hibernating"
+      ? s.hibernateCommandId
+      : undefined
     if (open === undefined) return Effect.void
     return book.dispatcher.get(open).pipe(
       Effect.flatMap((command) => follow(book, s, command)),

@@ -1,4 +1,4 @@
-// Per-agent usage of the control plane's live session records (not yet terminated or failed): how many, and the
+// Per-agent usage of the control plane's live session records (not yet terminated or failed, not hibernated): how many, and the
 // CPU and memory they request. Sessions updates it on every change of a record (create, each transition, the
 // records loaded at start), so placement reads an agent's usage in O(1) instead of scanning every session.
 // CPU is counted in whole millicores and memory in bytes, so adding and removing the same session always
@@ -24,7 +24,8 @@ export interface Counted {
 
 const ZERO: AgentUsage = { sessions: 0, cpu: 0, memory: 0 }
 
-const isLive = (state: SessionPhase) => state !== "terminated" && state !== "failed"
+/** A hibernated session holds no pod, so no CPU, memory or session slot on its agent. */
+const isLive = (state: SessionPhase) => state !== "terminated" && state !== "failed" && state !== "hibernated"
 
 const millicores = (q: string | undefined) => Math.round((parseQuantity(q ?? "0") ?? 0) * 1000)
 const bytes = (q: string | undefined) => Math.round(parseQuantity(q ?? "0") ?? 0)

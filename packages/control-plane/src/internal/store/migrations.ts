@@ -106,9 +106,25 @@ const seedDemoTemplate = statements(
    ON CONFLICT (name) DO NOTHING`
 )
 
+/**
+ * Session lifecycle (issue 16): the hibernation states, each template's idle and lifetime policy (null: the
+ * control plane's default) and the policy a session was created with.
+ */
+const sessionLifecycle = statements(
+  `ALTER TABLE sessions DROP CONSTRAINT sessions_state_check`,
+  `ALTER TABLE sessions ADD CONSTRAINT sessions_state_check
+    CHECK (state IN ('pending', 'creating', 'running', 'terminating', 'terminated', 'failed', 'hibernating', 'hibernated'))`,
+  `ALTER TABLE templates ADD COLUMN idle_timeout text`,
+  `ALTER TABLE templates ADD COLUMN max_lifetime text`,
+  `ALTER TABLE templates ADD COLUMN idle_action text CHECK (idle_action IN ('hibernate', 'delete'))`,
+  `ALTER TABLE templates ADD COLUMN warn_before text`,
+  `ALTER TABLE sessions ADD COLUMN policy jsonb`
+)
+
 export const migrations = Migrator.fromRecord({
   "0001_initial": initial,
-  "0002_seed_demo_template": seedDemoTemplate
+  "0002_seed_demo_template": seedDemoTemplate,
+  "0003_session_lifecycle": sessionLifecycle
 })
 
 /** Runs the pending migrations; returns the ones it ran as `[id, name]`. */

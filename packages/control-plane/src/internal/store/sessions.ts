@@ -1,6 +1,6 @@
 // The `sessions` table and its state history (`session_history`). Transitions move forward only:
 // pending -> creating -> running -> terminating -> terminated (steps may be skipped), or to failed from any
-// non-final state; a change and its history row land in one statement. A session's create and delete command
+// non-final state, and the hibernation loop running -> hibernating -> hibernated -> creating; a change and its history row land in one statement. A session's create and delete command
 // ids are not columns: they are the latest such commands of the session in the `commands` table.
 import type { AgentId, CommandId, SessionId, SessionPhase, SessionSpec, TemplateName, UserId } from "@streamspace/protocol"
 import { Effect } from "effect"
@@ -24,6 +24,8 @@ export interface SessionRecord {
   readonly spec: SessionSpec
   readonly createCommandId: CommandId | undefined
   readonly deleteCommandId: CommandId | undefined
+  /** The latest hibernate_session command (a resume's resume_session counts as the create command). */
+  readonly hibernateCommandId?: CommandId | undefined
   readonly createdAt: Date
   readonly updatedAt: Date
 }
@@ -82,6 +84,7 @@ export const toSession = (r: Row): SessionRecord => ({
   spec: r.spec as SessionSpec,
   createCommandId: strOrUndefined(r.create_command_id) as CommandId | undefined,
   deleteCommandId: strOrUndefined(r.delete_command_id) as CommandId | undefined,
+  hibernateCommandId: strOrUndefined(r.hibernate_command_id) as CommandId | undefined,
   createdAt: date(r.created_at),
   updatedAt: date(r.updated_at)
 })
@@ -96,20 +99,23 @@ const toSessionEvent = (r: Row): SessionEvent => ({
 
 /** Where each target state may be reached from (forward only). */
 const sessionFrom: Record<Exclude<SessionPhase, "pending">, ReadonlyArray<SessionPhase>> = {
-  creating: ["pending"],
-  running: ["pending", "creating"],
-  terminating: ["pending", "creating", "running"],
-  terminated: ["pending", "creating", "running", "terminating"],
-  failed: ["pending", "creating", "running", "terminating"]
+  creating: ["pending", "hibernated"],
+  running: ["pending", "creating", "hibernating"],
+  terminating: ["pending", "creating", "running", "hibernating", "hibernated"],
+  terminated: ["pending", "creating", "running", "terminating", "hibernating", "hibernated"],
+  failed: ["pending", "creating", "running", "terminating", "hibernating", "hibernated"],
+  hibernating: ["running"],
+  hibernated: ["hibernating"]
 }
-const ACTIVE_SESSION_STATES: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating"]
+const ACTIVE_SESSION_STATES: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating", "hibernating"]
 
 export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }: Db): SessionsTable => {
   /** The columns of a session row `t` plus its latest create and delete command ids. */
   const withCommandIds = (t: string): Fragment =>
     sql`${sql(t)}.*,
-      (SELECT c.id FROM commands c WHERE c.session_id = ${sql(t)}.id AND c.action = 'create_session' ORDER BY c.created_at DESC, c.id DESC LIMIT 1) AS create_command_id,
-      (SELECT c.id FROM commands c WHERE c.session_id = ${sql(t)}.id AND c.action = 'delete_session' ORDER BY c.created_at DESC, c.id DESC LIMIT 1) AS delete_command_id`
+      (SELECT c.id FROM commands c WHERE c.session_id = ${sql(t)}.id AND c.action IN ('create_session', 'resume_session') ORDER BY c.created_at DESC, c.id DESC LIMIT 1) AS create_command_id,
+      (SELECT c.id FROM commands c WHERE c.session_id = ${sql(t)}.id AND c.action = 'delete_session' ORDER BY c.created_at DESC, c.id DESC LIMIT 1) AS delete_command_id,
+      (SELECT c.id FROM commands c WHERE c.session_id = ${sql(t)}.id AND c.action = 'hibernate_session' ORDER BY c.created_at DESC, c.id DESC LIMIT 1) AS hibernate_command_id`
 
   const get = (id: string) =>
     q("session", id, sql<Row>`SELECT ${withCommandIds("s")} FROM sessions s WHERE s.id = ${id}`).pipe(
