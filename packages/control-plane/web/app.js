@@ -3,7 +3,7 @@
 // session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
-const MOVING = new Set(["pending", "creating", "terminating"])
+const MOVING = new Set(["pending", "creating", "terminating", "hibernating"])
 const FAST_POLL_MS = 500
 const SLOW_POLL_MS = 2000
 const REQUEST_TIMEOUT_MS = 10000
@@ -220,6 +220,16 @@ const sessionsPage = {
       refreshSoon(0)
     }
     $("#sessions").onclick = async (e) => {
+      const hib = e.target.closest("button[data-act=hibernate]")
+      if (hib) {
+        const id = hib.closest("[data-session]").dataset.session
+        hib.disabled = true
+        try {
+          await api("POST", `/sessions/${encodeURIComponent(id)}/hibernate`)
+          showBanner(`Session ${id} is hibernating: its desktop stops, its home folder is kept.`, "info")
+        } catch (err) { showBanner(err.message) }
+        return refreshSoon(0)
+      }
       const btn = e.target.closest("button[data-act=delete]")
       if (!btn) return
       const id = btn.closest("[data-session]").dataset.session
@@ -251,7 +261,8 @@ const sessionsPage = {
         <td data-label="Agent">${esc(s.agent_id ?? "—")}</td>
         <td data-label="Created">${timeAgo(s.created_at)}</td>
         <td class="actions"><div>
-          ${s.state === "running" ? `<a class="button" href="#/sessions/${encodeURIComponent(s.id)}/view" data-testid="view-session">View</a>` : ""}
+          ${s.state === "running" || s.state === "hibernated" ? `<a class="button" href="#/sessions/${encodeURIComponent(s.id)}/view" data-testid="view-session">${s.state === "hibernated" ? "Resume" : "View"}</a>` : ""}
+          ${s.state === "running" && s.persistent_home ? `<button data-act="hibernate" data-testid="hibernate-session" title="Stop the desktop and keep its home folder">Hibernate</button>` : ""}
           ${s.state !== "terminated" && s.state !== "terminating" ? `<button class="danger" data-act="delete" data-testid="delete-session">Delete</button>` : ""}
         </div></td>
       </tr>`).join("")}
@@ -306,6 +317,34 @@ const templatesPage = {
   }
 }
 
+/** A hibernated session's viewer offers to resume it; resolves with the session once it runs (or stops moving). */
+function offerResume(id, status) {
+  status("This session is hibernated: its desktop was stopped and its home folder kept.", "reason")
+  const bar = $(".viewer-bar")
+  const button = document.createElement("button")
+  button.textContent = "Resume session"
+  button.dataset.testid = "resume-session"
+  bar.append(button)
+  return new Promise((resolve, reject) => {
+    button.onclick = async () => {
+      button.disabled = true
+      status("Resuming: starting the desktop again…", "muted")
+      try {
+        let s = await api("POST", `/sessions/${encodeURIComponent(id)}/resume`)
+        while (s.state === "creating" || s.state === "pending") {
+          await new Promise((r) => setTimeout(r, FAST_POLL_MS))
+          s = await api("GET", `/sessions/${encodeURIComponent(id)}`)
+        }
+        button.remove()
+        resolve(s)
+      } catch (err) {
+        button.disabled = false
+        reject(err)
+      }
+    }
+  })
+}
+
 function viewerPage(id) {
   const status = (text, kind = "muted") => {
     const s = $("#vstatus")
@@ -321,7 +360,8 @@ function viewerPage(id) {
         </div>
         <div id="screen" data-testid="screen"></div>`
       try {
-        const session = await api("GET", `/sessions/${encodeURIComponent(id)}`)
+        let session = await api("GET", `/sessions/${encodeURIComponent(id)}`)
+        if (session.state === "hibernated") session = await offerResume(id, status)
         if (session.state !== "running") {
           status(`This session is ${session.state}, not running: there is nothing to view yet.`, "reason")
           return
