@@ -12,7 +12,7 @@ import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatc
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionJson, templateJson } from "./internal/api.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
-import { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
+import { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, type SessionRecord, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
 
 export const PatchAgentBody = Schema.Struct({ status: Schema.Literals(["online", "offline"]) })
@@ -88,6 +88,8 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const path = <S extends Schema.Decoder<unknown>>(schema: S) => Effect.flatMap(HttpRouter.params, (p) => decodeStrict(schema, p, "path"))
   const body = <S extends Schema.Decoder<unknown>>(schema: S) => readBody(schema, config.maxBodyBytes)
 
+  /** A session as the API shows it: the record plus its lifecycle (limits, warning, activity). */
+  const view = (s: SessionRecord) => ({ ...sessionJson(s), ...sessions.lifecycle(s) })
   const agentView = (a: AgentView) => agentJson(a, sessions.unknownSessions(a.id).map((s) => s.session_id))
   const getAgent = (id: AgentId) =>
     Effect.flatMap(hub.get(id), Option.match({
@@ -154,34 +156,39 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   yield* router.add("POST", `${p}/sessions`, answer("Api.createSession", Effect.gen(function*() {
     const u = yield* user
     const request = yield* body(CreateSessionRequest)
-    return json(sessionJson(yield* sessions.create(u, request)), 201)
+    return json(view(yield* sessions.create(u, request)), 201)
   })))
   yield* router.add("GET", `${p}/sessions`, answer("Api.listSessions", Effect.gen(function*() {
     const u = yield* user
-    return json({ sessions: (yield* sessions.list(u)).map(sessionJson) })
+    return json({ sessions: (yield* sessions.list(u)).map(view) })
   })))
   yield* router.add("GET", `${p}/sessions/:id`, answer("Api.getSession", Effect.gen(function*() {
     const u = yield* user
     const { id } = yield* path(IdPath)
-    return json(sessionJson(yield* sessions.get(u, id)))
+    return json(view(yield* sessions.get(u, id)))
   })))
   yield* router.add("DELETE", `${p}/sessions/:id`, answer("Api.deleteSession", Effect.gen(function*() {
     const u = yield* user
     const { id } = yield* path(IdPath)
     const s = yield* sessions.remove(u, id)
-    return json(sessionJson(s), s.state === "terminated" ? 200 : 202)
+    return json(view(s), s.state === "terminated" ? 200 : 202)
   })))
   yield* router.add("POST", `${p}/sessions/:id/hibernate`, answer("Api.hibernateSession", Effect.gen(function*() {
     const u = yield* user
     const { id } = yield* path(IdPath)
     const s = yield* sessions.hibernate(u, id)
-    return json(sessionJson(s), s.state === "hibernated" ? 200 : 202)
+    return json(view(s), s.state === "hibernated" ? 200 : 202)
   })))
   yield* router.add("POST", `${p}/sessions/:id/resume`, answer("Api.resumeSession", Effect.gen(function*() {
     const u = yield* user
     const { id } = yield* path(IdPath)
     const s = yield* sessions.resume(u, id)
-    return json(sessionJson(s), s.state === "running" ? 200 : 202)
+    return json(view(s), s.state === "running" ? 200 : 202)
+  })))
+  yield* router.add("POST", `${p}/sessions/:id/keepalive`, answer("Api.keepaliveSession", Effect.gen(function*() {
+    const u = yield* user
+    const { id } = yield* path(IdPath)
+    return json(view(yield* sessions.keepalive(u, id)))
   })))
   yield* router.add("POST", `${p}/sessions/:id/vnc-ticket`, answer("Api.vncTicket", Effect.gen(function*() {
     const u = yield* user

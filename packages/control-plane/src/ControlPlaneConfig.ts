@@ -68,6 +68,14 @@ export interface ControlPlaneConfigShape {
   readonly httpRequestTimeout: Duration.Duration
   /** Most open connections from one client address; 0 = no limit (behind a proxy every client shares one address). */
   readonly maxConnectionsPerAddress: number
+  /** Default idle limit of sessions (templates may set their own); 0 = none. */
+  readonly sessionIdleTimeout: Duration.Duration
+  /** Default hard lifetime limit of sessions from creation; 0 = none. */
+  readonly sessionMaxLifetime: Duration.Duration
+  /** Default action at the idle limit; undefined: hibernate with a persistent home, else delete. */
+  readonly sessionIdleAction: "hibernate" | "delete" | undefined
+  /** Default warning time before any automatic action. */
+  readonly sessionWarnBefore: Duration.Duration
 }
 
 const blankToUndefined = (s: string): string | undefined => (s.trim() === "" ? undefined : s)
@@ -124,7 +132,14 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     maxConnectionsPerAddress: yield* setting("MAX_CONNECTIONS_PER_ADDRESS", IntString(0, 1_000_000), {
       default: "512",
       expected: "a whole number (0 = no limit)"
-    })
+    }),
+    sessionIdleTimeout: yield* duration("SESSION_IDLE_TIMEOUT", "0s"),
+    sessionMaxLifetime: yield* duration("SESSION_MAX_LIFETIME", "0s"),
+    sessionIdleAction: yield* setting("SESSION_IDLE_ACTION", Schema.Literals(["", "hibernate", "delete"]), {
+      default: "",
+      expected: "hibernate or delete (empty: hibernate where the session has a persistent home, else delete)"
+    }).pipe(Effect.map((a) => (a === "" ? undefined : a))),
+    sessionWarnBefore: yield* duration("SESSION_WARN_BEFORE", "5m")
   }
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     return yield* new SettingError({ variable: "TLS_CERT_FILE", message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together" })

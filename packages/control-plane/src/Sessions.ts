@@ -8,14 +8,27 @@
 // Modules (internal/sessions/): book (the records in memory and the state machine), lifecycle (command
 // outcomes, reconcile on connect), repo (the Store or memory), usage (per-agent usage for placement).
 import type { AgentId, SessionId, SessionSpec, SessionStatus, TemplateName } from "@streamspace/protocol"
-import { EnvVars, parseQuantity, Port, Resources, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
-import { Clock, Context, Effect, Layer, Result, Schema } from "effect"
+import { EnvVars, parseDuration, parseQuantity, Port, Resources, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
+import { Clock, Context, Effect, FiberSet, Layer, Option, Result, Schedule, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
 import { applyStatus, type Book, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve } from "./internal/sessions/book.ts"
+import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { hibernate, resume } from "./internal/sessions/hibernation.ts"
+import {
+  DEFAULT_POLICY,
+  due,
+  lifecycleJson,
+  type LifecycleJson,
+  logExpiry,
+  makePolicyBook,
+  noteInput,
+  noteKeepalive,
+  type PolicyDefaults,
+  resolvePolicy
+} from "./internal/sessions/policy.ts"
 import { follow, followOpenCommands, reconcile } from "./internal/sessions/lifecycle.ts"
 import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./internal/sessions/repo.ts"
 import { place } from "./Placement.ts"
@@ -38,6 +51,12 @@ export const CreateSessionRequest = Schema.Struct({
 })
 export type CreateSessionRequest = typeof CreateSessionRequest.Type
 
+/** A duration as written everywhere in the project (`30s`, `5m`, `1h30m`), kept as written. */
+const DurationText = (what: string) =>
+  Schema.String.pipe(Schema.check(Schema.makeFilter((s: string) =>
+    parseDuration(s) !== undefined ? undefined : `${what}: invalid duration "${s.slice(0, 40)}": use forms like 30s, 5m, 1h or 1h30m (0s: no limit)`
+  )))
+
 /** A new template (POST /api/v1/templates). */
 export const CreateTemplateRequest = Schema.Struct({
   name: TemplateNameSchema,
@@ -46,7 +65,15 @@ export const CreateTemplateRequest = Schema.Struct({
   resources: Schema.optionalKey(Resources),
   env: Schema.optionalKey(EnvVars),
   vnc_port: Schema.optionalKey(Port),
-  persistent_home: Schema.optionalKey(Schema.Boolean)
+  persistent_home: Schema.optionalKey(Schema.Boolean),
+  /** No user input for this long -> idle_action (absent: the control plane's SESSION_IDLE_TIMEOUT; `0s`: none). */
+  idle_timeout: Schema.optionalKey(DurationText("idle_timeout")),
+  /** Hard limit from creation -> delete (absent: SESSION_MAX_LIFETIME; `0s`: none). */
+  max_lifetime: Schema.optionalKey(DurationText("max_lifetime")),
+  /** `hibernate` (only with a persistent home) or `delete` (absent: SESSION_IDLE_ACTION). */
+  idle_action: Schema.optionalKey(Schema.Literals(["hibernate", "delete"])),
+  /** Warning time before an automatic action (absent: SESSION_WARN_BEFORE). */
+  warn_before: Schema.optionalKey(DurationText("warn_before"))
 })
 export type CreateTemplateRequest = typeof CreateTemplateRequest.Type
 
@@ -64,6 +91,12 @@ export interface SessionsShape {
   readonly listTemplates: Effect.Effect<ReadonlyArray<TemplateRecord>, SessionsError>
   readonly getTemplate: (name: string) => Effect.Effect<TemplateRecord, SessionsError>
   readonly createTemplate: (request: CreateTemplateRequest) => Effect.Effect<TemplateRecord, SessionsError>
+  /** Counts as activity for the idle limit (capped by max_lifetime); Conflict unless running. */
+  readonly keepalive: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
+  /** User input (key, pointer, clipboard) a viewer sent to a session: activity for the idle limit. */
+  readonly noteInput: (sessionId: string, viewer: string) => Effect.Effect<void>
+  /** The session's limits, warning and activity, as the API shows them. */
+  readonly lifecycle: (session: SessionRecord) => LifecycleJson
   /** Sessions the agent reported in its last hello that the control plane has no record of. */
   readonly unknownSessions: (agentId: AgentId) => ReadonlyArray<SessionStatus>
   /** Session records by state. */
@@ -109,10 +142,19 @@ const specOf = (user: User, template: TemplateRecord, request: CreateSessionRequ
   }
 }
 
+/** How often the lifecycle policy looks at the running sessions. */
+export const POLICY_TICK = "1 second"
+
 export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   const hub = yield* AgentHub
   const dispatcher = yield* CommandDispatcher
   const book = yield* makeBook(repo, dispatcher)
+  const policyBook = makePolicyBook()
+  const config = yield* Effect.serviceOption(ControlPlaneConfig)
+  const defaults: PolicyDefaults = Option.match(config, {
+    onNone: () => DEFAULT_POLICY,
+    onSome: (c) => ({ idleTimeout: c.sessionIdleTimeout, maxLifetime: c.sessionMaxLifetime, idleAction: c.sessionIdleAction, warnBefore: c.sessionWarnBefore })
+  })
 
   const create = Effect.fn("Sessions.create")(function*(user: User, request: CreateSessionRequest) {
     yield* ensureUser(book, user)
@@ -141,6 +183,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
         reason: undefined,
         message: undefined,
         spec,
+        policy: resolvePolicy(template, defaults, spec.persistent_home, parseDuration),
         createCommandId: undefined,
         deleteCommandId: undefined,
         createdAt: at,
@@ -174,7 +217,11 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   })
 
   const remove = Effect.fn("Sessions.remove")(function*(user: User, id: string) {
-    const s = yield* get(user, id)
+    return yield* removeRecord(yield* get(user, id))
+  })
+
+  /** Deletes a session; `reason` says why when the control plane decided it (idle_timeout, max_lifetime). */
+  const removeRecord = Effect.fnUntraced(function*(s: SessionRecord, reason?: string) {
     if (s.state === "terminated" || s.state === "terminating" || s.deleteCommandId !== undefined) return s
     yield* Effect.annotateCurrentSpan({ session_id: s.id, agent_id: s.agentId })
     // The agent's report of the deleted pod can come back before `terminating` is recorded below.
@@ -184,7 +231,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
         Effect.mapError((e) => new SessionsError({ reason: "Store", message: `could not dispatch delete_session: ${e.message}` }))
       )
       // A failed session stays failed (final); its delete still removes what is left on the agent.
-      const next = yield* transition(book, s.id, s.state === "failed" ? "failed" : "terminating", {}, { deleteCommandId: command.id })
+      const next = yield* transition(book, s.id, s.state === "failed" ? "failed" : "terminating", { reason }, { deleteCommandId: command.id })
       return { command, next }
     }).pipe(Effect.ensuring(Effect.sync(() => book.deleting.delete(s.id))))
     yield* follow(book, s, command)
@@ -204,7 +251,18 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   })
 
   const createTemplate = Effect.fn("Sessions.createTemplate")(function*(request: CreateTemplateRequest) {
+    if (request.idle_action === "hibernate" && request.persistent_home !== true) {
+      return yield* new SessionsError({
+        reason: "InvalidRequest",
+        field: "idle_action",
+        message: "idle_action: hibernate needs persistent_home (a session without a home cannot be resumed)"
+      })
+    }
     return yield* repo.insertTemplate({
+      ...(request.idle_timeout !== undefined ? { idleTimeout: request.idle_timeout } : {}),
+      ...(request.max_lifetime !== undefined ? { maxLifetime: request.max_lifetime } : {}),
+      ...(request.idle_action !== undefined ? { idleAction: request.idle_action } : {}),
+      ...(request.warn_before !== undefined ? { warnBefore: request.warn_before } : {}),
       name: request.name,
       displayName: request.display_name ?? request.name,
       image: request.image,
@@ -220,6 +278,34 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       )
     )
   })
+
+  const keepalive = Effect.fn("Sessions.keepalive")(function*(user: User, id: string) {
+    const s = yield* get(user, id)
+    if (s.state !== "running") {
+      return yield* new SessionsError({ reason: "Conflict", message: `session ${s.id} is ${s.state}; only a running session can be kept alive` })
+    }
+    noteKeepalive(policyBook, s, user.id, yield* Clock.currentTimeMillis)
+    return s
+  })
+
+  /** Runs what the policy says is due: the idle action, or a delete at max_lifetime. */
+  const enforce = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    for (const [s, deadline] of due(policyBook, book.sessions.values(), now)) {
+      yield* logExpiry(s, deadline)
+      yield* (deadline.action === "hibernate" ? hibernate(book, s, deadline.reason) : removeRecord(s, deadline.reason)).pipe(
+        Effect.catch((e) =>
+          Effect.sync(() => policyBook.activity.delete(s.id)).pipe(
+            Effect.andThen(Effect.logWarning(`session ${s.id}: ${deadline.action} at ${deadline.reason} failed: ${e.message}`))
+          )
+        )
+      )
+    }
+  })
+  yield* FiberSet.run(book.fibers, enforce.pipe(
+    Effect.catchCause((cause) => Effect.logError("Sessions: the lifecycle policy pass failed", cause)),
+    Effect.repeat(Schedule.spaced(POLICY_TICK))
+  ))
 
   yield* followOpenCommands(book)
   yield* hub.subscribe({
@@ -238,6 +324,10 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     resume: Effect.fn("Sessions.resume")(function*(user: User, id: string) {
       return yield* resume(book, hub, yield* get(user, id))
     }),
+    keepalive,
+    noteInput: (sessionId, viewer) =>
+      Effect.map(Clock.currentTimeMillis, (now) => noteInput(policyBook, book.sessions.get(sessionId), viewer, now)),
+    lifecycle: (s) => lifecycleJson(s, policyBook.activity.get(s.id)),
     listTemplates: repo.listTemplates.pipe(Effect.mapError(fromRepo), Effect.withSpan("Sessions.listTemplates")),
     getTemplate,
     createTemplate,

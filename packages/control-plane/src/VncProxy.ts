@@ -16,6 +16,7 @@ import { AgentHub, type TunnelSink } from "./AgentHub.ts"
 import { Auth, type AuthError, type User } from "./Auth.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { relay, ViewerClose } from "./internal/vnc/relay.ts"
+import { isUserInput, makeRfbClientParser } from "./internal/vnc/rfbClientMessages.ts"
 import { makeTickets, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
 import { errorResponse } from "./internal/httpError.ts"
 import { closeAndWait, isUpgrade, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
@@ -53,6 +54,8 @@ export const make = Effect.gen(function*() {
   const wss = yield* scopedWsServer({ subprotocol: VIEWER_SUBPROTOCOL, maxPayload: MAX_VIEWER_MESSAGE_BYTES })
   const tickets = makeTickets(config.vncTicketTtl)
   let viewerCount = 0
+  /** Numbers viewers, so the API can say which one sent a session's last input. */
+  let viewerSerial = 0
   /** What each open relay holds in memory (see `buffered`). */
   const held = new Set<() => number>()
 
@@ -74,8 +77,21 @@ export const make = Effect.gen(function*() {
       )
     })
 
+  /**
+   * Watches what a viewer sends for user input (keys, pointer, clipboard: RFB client messages), which is activity
+   * for the session's idle limit. Screen updates, update requests and encodings are not.
+   */
+  const inputWatcher = (sessionId: SessionId, viewer: string) =>
+    Effect.map(Effect.context<never>(), (context) => {
+      const parser = makeRfbClientParser()
+      const note = Effect.runSyncWith(context)
+      return (bytes: Uint8Array) => {
+        if (parser.push(bytes).some(isUserInput)) note(sessions.noteInput(sessionId, viewer))
+      }
+    })
+
   /** Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended. */
-  const serveViewer = (ws: WebSocket, agentId: AgentId, sessionId: SessionId) =>
+  const serveViewer = (ws: WebSocket, agentId: AgentId, sessionId: SessionId, viewer: string) =>
     Effect.scoped(Effect.gen(function*() {
       viewerCount++
       yield* Metric.modify(vncViewers, 1)
@@ -83,7 +99,8 @@ export const make = Effect.gen(function*() {
       const end = yield* relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,
-        track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes)))
+        track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes))),
+        onViewerData: yield* inputWatcher(sessionId, viewer)
       }).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
@@ -111,7 +128,7 @@ export const make = Effect.gen(function*() {
           ? closeAndWait(ws, ViewerClose.notFound, `no session "${sessionId.slice(0, 60)}"`)
           : session.value.state !== "running"
           ? closeAndWait(ws, ViewerClose.notRunning, `session is ${session.value.state}, not running`)
-          : serveViewer(ws, session.value.agentId, session.value.id))
+          : serveViewer(ws, session.value.agentId, session.value.id, `${user.success.id} (viewer ${++viewerSerial})`))
     }).pipe(Effect.withSpan("VncProxy.viewer"))
 
   yield* router.add("GET", VNC_PATH, route)

@@ -135,6 +135,11 @@ export const templateJson = (t: TemplateRecord) => ({
   env: t.env,
   vnc_port: t.vncPort,
   persistent_home: t.persistentHome,
+  /** Lifecycle policy as written; null takes the control plane's default. */
+  idle_timeout: t.idleTimeout ?? null,
+  max_lifetime: t.maxLifetime ?? null,
+  idle_action: t.idleAction ?? null,
+  warn_before: t.warnBefore ?? null,
   created_at: t.createdAt.toISOString()
 })
 

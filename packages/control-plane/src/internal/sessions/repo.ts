@@ -36,7 +36,7 @@ export const onStore = (store: StoreShape): SessionRepo => ({
   ensureUser: (id, role) => store.users.upsert({ id, name: id, role }).pipe(Effect.asVoid, Effect.mapError(fromStore)),
   loadSessions: store.sessions.list().pipe(Effect.mapError(fromStore)),
   insertSession: (r) =>
-    store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region }).pipe(
+    store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region, policy: r.policy }).pipe(
       Effect.asVoid,
       Effect.mapError(fromStore)
     ),

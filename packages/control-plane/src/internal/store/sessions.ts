@@ -8,6 +8,16 @@ import type { Fragment } from "effect/sql/Statement"
 import { date, type Db, type Row, strOrUndefined, type Transition } from "./db.ts"
 import type { StoreError } from "./error.ts"
 
+export type IdleAction = "hibernate" | "delete"
+
+/** The lifecycle policy a session was created with (ms; 0 = no limit): see internal/sessions/policy.ts. */
+export interface SessionPolicy {
+  readonly idle_timeout_ms: number
+  readonly max_lifetime_ms: number
+  readonly idle_action: IdleAction
+  readonly warn_before_ms: number
+}
+
 export interface SessionRecord {
   readonly id: SessionId
   readonly userId: UserId
@@ -26,11 +36,13 @@ export interface SessionRecord {
   readonly deleteCommandId: CommandId | undefined
   /** The latest hibernate_session command (a resume's resume_session counts as the create command). */
   readonly hibernateCommandId?: CommandId | undefined
+  /** Idle and lifetime limits; absent for sessions created before policies existed (no limits). */
+  readonly policy?: SessionPolicy | undefined
   readonly createdAt: Date
   readonly updatedAt: Date
 }
 
-export type NewSession = Pick<SessionRecord, "id" | "userId" | "template" | "agentId" | "spec" | "region">
+export type NewSession = Pick<SessionRecord, "id" | "userId" | "template" | "agentId" | "spec" | "region" | "policy">
 
 /** One row of a session's state history (the first is `pending`, written by `insert`). */
 export interface SessionEvent {
@@ -85,6 +97,7 @@ export const toSession = (r: Row): SessionRecord => ({
   createCommandId: strOrUndefined(r.create_command_id) as CommandId | undefined,
   deleteCommandId: strOrUndefined(r.delete_command_id) as CommandId | undefined,
   hibernateCommandId: strOrUndefined(r.hibernate_command_id) as CommandId | undefined,
+  policy: (r.policy ?? undefined) as SessionPolicy | undefined,
   createdAt: date(r.created_at),
   updatedAt: date(r.updated_at)
 })
@@ -142,6 +155,7 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
             message: null,
             spec: json(s.spec),
             region: s.region ?? null,
+            policy: s.policy === undefined ? null : json(s.policy),
             created_at: at,
             updated_at: at
           })

@@ -14,6 +14,11 @@ export interface TemplateRecord {
   readonly vncPort: number
   readonly persistentHome: boolean
   readonly sharedHome: boolean
+  /** Lifecycle policy as written (`30m`); undefined takes the control plane's default. */
+  readonly idleTimeout?: string | undefined
+  readonly maxLifetime?: string | undefined
+  readonly idleAction?: "hibernate" | "delete" | undefined
+  readonly warnBefore?: string | undefined
   readonly createdAt: Date
   readonly updatedAt: Date
 }
@@ -28,6 +33,10 @@ export interface NewTemplate {
   readonly vncPort: number
   readonly persistentHome?: boolean | undefined
   readonly sharedHome?: boolean | undefined
+  readonly idleTimeout?: string | undefined
+  readonly maxLifetime?: string | undefined
+  readonly idleAction?: "hibernate" | "delete" | undefined
+  readonly warnBefore?: string | undefined
 }
 
 /** The requests a template gets when it names none (the demo template's, which the migration seeds). */
@@ -50,6 +59,10 @@ export const templateRecord = (t: NewTemplate, at: Date): TemplateRecord => ({
   vncPort: t.vncPort,
   persistentHome: t.persistentHome ?? false,
   sharedHome: t.sharedHome ?? false,
+  ...(t.idleTimeout !== undefined ? { idleTimeout: t.idleTimeout } : {}),
+  ...(t.maxLifetime !== undefined ? { maxLifetime: t.maxLifetime } : {}),
+  ...(t.idleAction !== undefined ? { idleAction: t.idleAction } : {}),
+  ...(t.warnBefore !== undefined ? { warnBefore: t.warnBefore } : {}),
   createdAt: at,
   updatedAt: at
 })
@@ -63,6 +76,10 @@ export const toTemplate = (r: Row): TemplateRecord => ({
   vncPort: Number(r.vnc_port),
   persistentHome: r.persistent_home as boolean,
   sharedHome: r.shared_home as boolean,
+  ...(r.idle_timeout != null ? { idleTimeout: r.idle_timeout as string } : {}),
+  ...(r.max_lifetime != null ? { maxLifetime: r.max_lifetime as string } : {}),
+  ...(r.idle_action != null ? { idleAction: r.idle_action as "hibernate" | "delete" } : {}),
+  ...(r.warn_before != null ? { warnBefore: r.warn_before as string } : {}),
   createdAt: date(r.created_at),
   updatedAt: date(r.updated_at)
 })
@@ -84,6 +101,10 @@ export const makeTemplates = ({ json, now, one, q, sql }: Db): TemplatesTable =>
           vnc_port: t.vncPort,
           persistent_home: t.persistentHome,
           shared_home: t.sharedHome,
+          idle_timeout: t.idleTimeout ?? null,
+          max_lifetime: t.maxLifetime ?? null,
+          idle_action: t.idleAction ?? null,
+          warn_before: t.warnBefore ?? null,
           created_at: t.createdAt,
           updated_at: t.updatedAt
         })

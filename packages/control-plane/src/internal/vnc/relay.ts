@@ -44,6 +44,8 @@ export interface RelayOptions {
   readonly pingInterval: Duration.Input
   /** Called with a function giving the bytes this relay holds right now, for as long as it runs. */
   readonly track: (held: () => number) => Effect.Effect<void, never, Scope.Scope>
+  /** Sees every chunk the viewer sends, in order, as it arrives (the proxy looks for user input in it). */
+  readonly onViewerData?: (bytes: Uint8Array) => void
 }
 
 const toBytes = (data: RawData): Uint8Array =>
@@ -102,6 +104,7 @@ export const relay = Effect.fnUntraced(function*(
       return
     }
     const bytes = toBytes(data)
+    options.onViewerData?.(bytes)
     queuedBytes += bytes.length
     Queue.offerUnsafe(inbound, bytes)
     flow()
