@@ -358,7 +358,15 @@ function viewerPage(id) {
           <strong>${esc(id)}</strong>
           <span id="vstatus" class="muted" data-testid="viewer-status" role="status">Connecting…</span>
         </div>
+        <div id="expiry" data-testid="expiry-banner" role="alert" hidden></div>
         <div id="screen" data-testid="screen"></div>`
+      $("#expiry").onclick = async (e) => {
+        const btn = e.target.closest("button[data-act=keep]")
+        if (!btn) return
+        btn.disabled = true
+        try { showExpiry(await api("POST", `/sessions/${encodeURIComponent(id)}/keepalive`)) } catch (err) { showBanner(err.message) }
+        btn.disabled = false
+      }
       try {
         let session = await api("GET", `/sessions/${encodeURIComponent(id)}`)
         if (session.state === "hibernated") session = await offerResume(id, status)
@@ -384,8 +392,37 @@ function viewerPage(id) {
       viewer.addEventListener("securityfailure", (e) => status(`The session refused the connection: ${e.detail.reason ?? "security failure"}.`, "reason"))
       viewer.addEventListener("credentialsrequired", () => status("The session asks for a VNC password, which this viewer does not have.", "reason"))
     },
-    async refresh() { return undefined }
+    async refresh() {
+      showExpiry(await api("GET", `/sessions/${encodeURIComponent(id)}`))
+      return EXPIRY_POLL_MS
+    }
   }
+}
+
+/** How often an open viewer looks at its session's expiry (the banner's countdown moves with it). */
+const EXPIRY_POLL_MS = 1000
+
+/** The banner every open viewer shows while the session is warned: what happens, when, and "Keep working". */
+function showExpiry(s) {
+  const el = $("#expiry")
+  if (!el) return
+  if (!s.expiry_warning || !s.expires_at) {
+    el.hidden = true
+    el.innerHTML = ""
+    return
+  }
+  const left = Math.max(0, Math.round((Date.parse(s.expires_at) - Date.now()) / 1000))
+  const clock = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`
+  const action = s.activity?.next_action === "hibernate" ? "hibernate (its home folder is kept; resume it later)" : "be deleted"
+  const why = s.expiry_reason === "max_lifetime" ? "it reached its maximum lifetime" : "nobody has used it for a while"
+  const text = `This session will ${action} in <strong data-testid="expiry-countdown">${clock}</strong>: ${why}.`
+  const keep = s.expiry_reason === "idle_timeout" ? ` <button data-act="keep" data-testid="keep-working">Keep working</button>` : ""
+  const html = `<span>${text}</span>${keep}`
+  if (el.dataset.html !== html) {
+    el.dataset.html = html
+    el.innerHTML = html
+  }
+  el.hidden = false
 }
 
 // ---- router ------------------------------------------------------------------------------------
