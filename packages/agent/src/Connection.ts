@@ -51,6 +51,11 @@ export interface ConnectionShape {
   /** Emits true on each successful handshake and false on each loss of the link. */
   readonly status: StreamT.Stream<boolean>
   readonly isConnected: Effect.Effect<boolean>
+  /**
+   * The heartbeat interval the control plane announced in its last `welcome` (it declares an agent offline after
+   * a few missed intervals of that length); none from older control planes.
+   */
+  readonly announcedHeartbeatInterval: Effect.Effect<Option.Option<Duration.Duration>>
   /** Sends `goodbye` and closes the socket with 1001; no reconnect afterwards. */
   readonly close: (reason: string) => Effect.Effect<void>
 }
@@ -76,6 +81,7 @@ interface Ctx {
   link: LinkSocket | undefined
   approved: boolean
   closing: boolean
+  announcedHeartbeat: Option.Option<Duration.Duration>
 }
 
 const wsUrl = (base: string): string => {
@@ -205,6 +211,20 @@ const setConnected = (ctx: Ctx, up: boolean) =>
     yield* SubscriptionRef.set(ctx.status, up)
   })
 
+/** Remembers the control plane's heartbeat interval; says so when HEARTBEAT_INTERVAL is longer and gives way. */
+const noteHeartbeatBound = (ctx: Ctx, announcedMs: number | undefined) =>
+  Effect.gen(function*() {
+    const announced = announcedMs === undefined ? Option.none<Duration.Duration>() : Option.some(Duration.millis(announcedMs))
+    const changed = !Option.makeEquivalence(Duration.Equivalence)(announced, ctx.announcedHeartbeat)
+    ctx.announcedHeartbeat = announced
+    if (changed && Option.isSome(announced) && Duration.isGreaterThan(ctx.config.heartbeatInterval, announced.value)) {
+      yield* Effect.logWarning(
+        `HEARTBEAT_INTERVAL=${Duration.format(ctx.config.heartbeatInterval)} is longer than the control plane expects ` +
+          `(${Duration.format(announced.value)}): heartbeating every ${Duration.format(announced.value)} instead`
+      )
+    }
+  })
+
 /** One link: dial, handshake, serve until it ends. */
 const runLink = (ctx: Ctx): Effect.Effect<Ended, ConnectionError> =>
   Effect.scoped(Effect.gen(function*() {
@@ -214,6 +234,7 @@ const runLink = (ctx: Ctx): Effect.Effect<Ended, ConnectionError> =>
     const l = yield* dialLink(ctx.endpoint, token)
     const welcome = yield* handshake(ctx, l)
     ctx.link = l
+    yield* noteHeartbeatBound(ctx, welcome.heartbeat_interval_ms)
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         ctx.link = undefined
@@ -310,7 +331,8 @@ export const make = <R>(hello: Effect.Effect<HelloInventory, never, R>) =>
       nextId: () => `${config.agentId}-${idPrefix}-${(++messageCounter).toString(36)}`,
       link: undefined,
       approved: false,
-      closing: false
+      closing: false,
+      announcedHeartbeat: Option.none()
     }
 
     const fiber = yield* Effect.forkScoped(supervise(ctx))
@@ -337,6 +359,7 @@ export const make = <R>(hello: Effect.Effect<HelloInventory, never, R>) =>
       incoming: Stream.fromQueue(ctx.incoming),
       status: SubscriptionRef.changes(ctx.status),
       isConnected: Effect.sync(() => ctx.approved && ctx.link !== undefined),
+      announcedHeartbeatInterval: Effect.sync(() => ctx.announcedHeartbeat),
       close
     })
   })

@@ -1,8 +1,9 @@
-// Heartbeat: while connected, tells the control plane every HEARTBEAT_INTERVAL how this agent is doing:
+// Heartbeat: while connected, tells the control plane every HEARTBEAT_INTERVAL (at most the interval the control
+// plane announced in welcome) how this agent is doing:
 // status (online / warning / error), capacity, active sessions and tunnels. Remembers the last success
 // for /ready and the heartbeat metric.
 import type { AgentStatus } from "@streamspace/protocol"
-import { Clock, Context, Effect, FiberHandle, Layer, Metric, Option, Schedule, Stream } from "effect"
+import { Clock, Context, Duration, Effect, FiberHandle, Layer, Metric, Option, Stream } from "effect"
 import { AgentConfig } from "./AgentConfig.ts"
 import { Connection } from "./Connection.ts"
 import type { ConnectionError } from "./Connection.ts"
@@ -61,11 +62,14 @@ export class Heartbeat extends Context.Service<Heartbeat, HeartbeatShape>()("age
         yield* Metric.update(Metrics.vncTunnelsActive, activeTunnels)
       })
 
-      // One heartbeat right after each handshake, then every HEARTBEAT_INTERVAL, only while connected.
-      const loop = beat().pipe(
-        Effect.catch((e) => Effect.logDebug(`heartbeat not sent: ${e.message}`)),
-        Effect.repeat(Schedule.spaced(config.heartbeatInterval))
-      )
+      // One heartbeat right after each handshake, then every HEARTBEAT_INTERVAL (or the shorter interval the
+      // control plane announced in welcome, so it does not declare this agent offline), only while connected.
+      const interval = Effect.map(connection.announcedHeartbeatInterval, (announced) =>
+        Option.match(announced, { onNone: () => config.heartbeatInterval, onSome: (d) => Duration.min(config.heartbeatInterval, d) }))
+      const loop = Effect.forever(Effect.gen(function*() {
+        yield* beat().pipe(Effect.catch((e) => Effect.logDebug(`heartbeat not sent: ${e.message}`)))
+        yield* Effect.sleep(yield* interval)
+      }))
       const handle = yield* FiberHandle.make()
       yield* connection.status.pipe(
         Stream.runForEach((up) => (up ? FiberHandle.run(handle, loop) : FiberHandle.clear(handle))),

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option } from "effect"
+import { Context, Duration, Effect, Layer, Option } from "effect"
 import { TestClock } from "effect/testing"
 import type { AgentConfigShape } from "../src/AgentConfig.ts"
 import { Heartbeat } from "../src/Heartbeat.ts"
@@ -50,6 +50,27 @@ describe("Heartbeat", () => {
       yield* connection.setConnected(true)
       yield* settle
       assert.strictEqual(beats().length, 5)
+    }))
+
+  it.effect("beats at the control plane's announced interval when HEARTBEAT_INTERVAL is longer, never slower", () =>
+    Effect.gen(function*() {
+      const { connection, beats } = yield* setup({})
+      connection.announced.interval = Option.some(Duration.seconds(10))
+      yield* connection.setConnected(true)
+      yield* settle
+      assert.strictEqual(beats().length, 1)
+      yield* TestClock.adjust("10 seconds")
+      assert.strictEqual(beats().length, 2)
+      yield* TestClock.adjust("20 seconds")
+      assert.strictEqual(beats().length, 4)
+      // A longer announced interval does not slow this agent down: its own 30 s stands.
+      connection.announced.interval = Option.some(Duration.minutes(2))
+      yield* TestClock.adjust("10 seconds")
+      assert.strictEqual(beats().length, 5)
+      yield* TestClock.adjust("29 seconds")
+      assert.strictEqual(beats().length, 5)
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(beats().length, 6)
     }))
 
   it.effect("content: online with capacity, sessions and tunnels", () =>

@@ -22,7 +22,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
     Effect.gen(function*() {
       const cp = yield* startHub({})
       const { agent, welcome } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-1")
-      assert.deepStrictEqual(welcome, { protocol_version: "v1", enrollment: "pending", draining: false, link_window: DEFAULT_LINK_WINDOW_BYTES })
+      assert.deepStrictEqual(welcome, { protocol_version: "v1", enrollment: "pending", draining: false, heartbeat_interval_ms: 30_000, link_window: DEFAULT_LINK_WINDOW_BYTES })
       const pending = Option.getOrThrow(yield* cp.hub.get(id("edge-1")))
       assert.strictEqual(pending.enrollment, "pending")
       assert.isTrue(pending.connected)
@@ -42,7 +42,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.match(row.credentialHash!, /^[0-9a-f]{64}$/)
 
       const again = yield* connectAndHello(cp.url, credential.payload.token, "edge-1")
-      assert.deepStrictEqual(again.welcome, { protocol_version: "v1", enrollment: "approved", draining: false, link_window: DEFAULT_LINK_WINDOW_BYTES })
+      assert.deepStrictEqual(again.welcome, { protocol_version: "v1", enrollment: "approved", draining: false, heartbeat_interval_ms: 30_000, link_window: DEFAULT_LINK_WINDOW_BYTES })
       yield* cp.hub.send(id("edge-1"), "drain", { draining: false })
       assert.deepStrictEqual((yield* again.agent.next("drain")).payload, { draining: false })
     }).pipe(withTestClock))
@@ -183,7 +183,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.deepInclude(before, { status: "offline", connected: false, enrollment: "approved", draining: true })
       assert.strictEqual((yield* agentRow("rs-1")).status, "offline")
       const back = yield* connectAndHello(cp2.url, credential, "rs-1")
-      assert.deepStrictEqual(back.welcome, { protocol_version: "v1", enrollment: "approved", draining: true, link_window: DEFAULT_LINK_WINDOW_BYTES })
+      assert.deepStrictEqual(back.welcome, { protocol_version: "v1", enrollment: "approved", draining: true, heartbeat_interval_ms: 30_000, link_window: DEFAULT_LINK_WINDOW_BYTES })
       assert.strictEqual(Option.getOrThrow(yield* cp2.hub.get(id("rs-1"))).status, "draining")
       // The pending agent is still pending: it may reconnect with the bootstrap token and wait.
       const again = yield* connectAndHello(cp2.url, BOOTSTRAP, "rs-2")

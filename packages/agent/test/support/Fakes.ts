@@ -166,7 +166,10 @@ export const makeFakeConnection = Effect.gen(function*() {
   const binary: Array<Uint8Array> = []
   let connected = false
   const closes: Array<string> = []
+  /** What the fake control plane announced as its heartbeat interval. */
+  const announced: { interval: Option.Option<import("effect").Duration.Duration> } = { interval: Option.none() }
   const connection: ConnectionShape = {
+    announcedHeartbeatInterval: Effect.sync(() => announced.interval),
     send: (type, payload) =>
       Effect.suspend(() => {
         if (!connected) return Effect.fail(new ConnectionError({ reason: "NotConnected", message: "not connected" }))
@@ -202,5 +205,5 @@ export const makeFakeConnection = Effect.gen(function*() {
         if (m.type === type) return m
       }
     })
-  return { connection, layer: Layer.succeed(Connection, connection), sent, binary, incoming, setConnected, next, closes }
+  return { connection, layer: Layer.succeed(Connection, connection), sent, binary, incoming, setConnected, next, closes, announced }
 })

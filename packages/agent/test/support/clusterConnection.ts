@@ -4,7 +4,7 @@
 // frames, returning credit as they are consumed (or never, for a slow viewer).
 import type { AgentMessage, BinaryFrame, TunnelId } from "@streamspace/protocol"
 import { creditThreshold, decodeBinary, MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
-import { Effect, Layer, Result, Stream } from "effect"
+import { Effect, Layer, Option, Result, Stream } from "effect"
 import { Duplex } from "node:stream"
 import { Connection, ConnectionError } from "../../src/Connection.ts"
 import type { TunnelPoolShape } from "../../src/TunnelPool.ts"
@@ -81,6 +81,7 @@ export const makeFakeLink = (): { readonly link: FakeLink; readonly layer: Layer
     incoming: Stream.never,
     status: Stream.make(true),
     isConnected: Effect.sync(() => link.connected),
+    announcedHeartbeatInterval: Effect.succeed(Option.none()),
     close: () => Effect.void
   }))
   return { link, layer }

@@ -156,6 +156,7 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
       protocol_version: version.success,
       enrollment: live.approved ? "approved" : "pending",
       draining: record.draining,
+      heartbeat_interval_ms: Math.max(100, Math.round(Duration.toMillis(state.config.heartbeatInterval))),
       link_window: state.config.agentLinkWindow
     })
     yield* FiberSet.run(state.background, runReports(state, id, live.inbox))
