@@ -92,6 +92,32 @@ describe("Kubernetes session objects", () => {
       yield* kube.deleteSession(sid("never-existed"))
     }))
 
+  it.live("hibernate waits until the pod is gone and names the home it keeps; resume needs that home to exist", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const kube = yield* kubeFor(cluster)
+      yield* kube.createSession(sid("s-1"), sessionSpec({ persistent_home: true }))
+      const home = cluster.server.get("persistentvolumeclaims", NAMESPACE, "home-alice")!
+      const claim = yield* kube.hibernateSession(sid("s-1"))
+      assert.deepStrictEqual(claim, Option.some("home-alice"))
+      assert.isUndefined(cluster.server.get("pods", NAMESPACE, "s-1"), "the pod is gone, not only terminating")
+      assert.isUndefined(cluster.server.get("services", NAMESPACE, "s-1"))
+      assert.strictEqual(cluster.server.get("persistentvolumeclaims", NAMESPACE, "home-alice")?.metadata.uid, home.metadata.uid)
+      // Already hibernated: nothing to do, no claim to name.
+      assert.deepStrictEqual(yield* kube.hibernateSession(sid("s-1")), Option.none())
+
+      const pod = yield* kube.resumeSession(sid("s-1"), sessionSpec({ persistent_home: true }))
+      assert.strictEqual(pod.metadata?.name, "s-1")
+      assert.strictEqual(cluster.server.get("persistentvolumeclaims", NAMESPACE, "home-alice")?.metadata.uid, home.metadata.uid)
+
+      // A home that is gone is not silently replaced by an empty one.
+      const e = yield* failure(kube.resumeSession(sid("s-2"), sessionSpec({ user_id: "carol" as never, persistent_home: true })))
+      assert.strictEqual(e.reason, "NotFound")
+      assert.include(e.message, "home-carol")
+      assert.isUndefined(cluster.server.get("pods", NAMESPACE, "s-2"))
+      assert.isUndefined(cluster.server.get("persistentvolumeclaims", NAMESPACE, "home-carol"))
+    }))
+
   it.live("a pod the API rejects fails with the API's message and rolls back the service", () =>
     Effect.gen(function*() {
       const cluster = yield* makeCluster()
