@@ -201,6 +201,30 @@ describe("CommandQueue", () => {
       assert.isFalse(sessions.state.calls.includes("create:s-over"))
     }))
 
+  it.effect("hibernate_session frees the slot; resume_session takes one under MAX_SESSIONS, in order with the session's other commands", () =>
+    Effect.gen(function*() {
+      const { queue, connection, sessions } = yield* setup({ maxSessions: 1 })
+      yield* queue.submit(create("s-h", "c-create"))
+      assert.strictEqual((yield* connection.next("command_completed")).payload.command_id, "c-create")
+      yield* queue.submit(command({ action: "hibernate_session", args: { session_id: "s-h" } }, "c-hib"))
+      const hib = yield* connection.next("command_completed")
+      assert.deepStrictEqual(hib.payload.result, { action: "hibernate_session", session_id: "s-h" })
+      assert.isFalse(sessions.state.sessions.has("s-h"))
+      // The freed slot goes to another session; the resume is refused until it is free again.
+      yield* queue.submit(create("s-other", "c-other"))
+      assert.strictEqual((yield* connection.next("command_completed")).payload.command_id, "c-other")
+      yield* queue.submit(command({ action: "resume_session", args: { session_id: "s-h", spec } }, "c-res1"))
+      const full = yield* connection.next("command_failed")
+      assert.deepStrictEqual([full.payload.action, full.payload.error.code], ["resume_session", "capacity_exceeded"])
+      yield* queue.submit(del("s-other", "c-del"))
+      yield* connection.next("command_completed")
+      yield* queue.submit(command({ action: "resume_session", args: { session_id: "s-h", spec } }, "c-res2"))
+      const resumed = yield* connection.next("command_completed")
+      assert.strictEqual(resumed.payload.result.action, "resume_session")
+      assert.strictEqual(resumed.payload.result.session.session_id, "s-h")
+      assert.deepStrictEqual(sessions.state.calls, ["create:s-h", "hibernate:s-h", "create:s-other", "delete:s-other", "resume:s-h"])
+    }))
+
   it.effect("maps SessionStore and TunnelPool errors to command error codes", () =>
     Effect.gen(function*() {
       const { queue, connection, sessions, tunnels } = yield* setup()
