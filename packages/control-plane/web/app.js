@@ -186,6 +186,14 @@ function progress(state) {
   return `<span class="progress" data-testid="session-progress" role="progressbar" aria-valuemin="1" aria-valuemax="3" aria-valuenow="${at + 1}" aria-label="${esc(state)}">${steps}</span>`
 }
 
+/** When a running session expires under its policy, for the sessions list. */
+function expiryDetail(s) {
+  if (s.state !== "running" || !s.expires_at) return ""
+  const when = new Date(s.expires_at).toLocaleTimeString()
+  const what = s.activity?.next_action === "hibernate" ? "hibernates" : "ends"
+  return `<div class="${s.expiry_warning ? "reason" : "muted"} small" data-testid="session-expiry">${what} at ${esc(when)} (${esc(s.expiry_reason)})</div>`
+}
+
 function stateDetail(s) {
   if (s.state === "failed") return `<div class="reason">${esc(s.reason ?? "failed")}${s.message ? `: ${esc(s.message)}` : ""}</div>`
   if (MOVING.has(s.state) && (s.reason || s.message)) return `<div class="muted small">${esc(s.reason ?? "")}${s.message ? `: ${esc(s.message)}` : ""}</div>`
@@ -256,7 +264,7 @@ const sessionsPage = {
       <tbody>${sessions.length === 0 ? `<tr><td colspan="6" class="muted">No sessions yet. Pick a template above and press New session.</td></tr>` : ""}
       ${sessions.map((s) => `<tr data-session="${esc(s.id)}" data-state="${esc(s.state)}">
         <td data-label="Session"><strong>${esc(s.id)}</strong>${isAdmin() ? `<div class="muted small">${esc(s.user_id)}</div>` : ""}</td>
-        <td data-label="State"><span class="badge ${esc(s.state)}" data-testid="session-state">${esc(s.state)}</span>${progress(s.state)}${stateDetail(s)}</td>
+        <td data-label="State"><span class="badge ${esc(s.state)}" data-testid="session-state">${esc(s.state)}</span>${progress(s.state)}${stateDetail(s)}${expiryDetail(s)}</td>
         <td data-label="Template">${esc(s.template)}</td>
         <td data-label="Agent">${esc(s.agent_id ?? "—")}</td>
         <td data-label="Created">${timeAgo(s.created_at)}</td>
@@ -283,6 +291,10 @@ const templatesPage = {
         <label>Memory <input name="memory" value="2Gi" size="6"></label>
         <label>VNC port <input name="vnc_port" value="5900" size="5" inputmode="numeric"></label>
         <label>Home <select name="persistent_home"><option value="false">ephemeral</option><option value="true">persistent</option></select></label>
+        <label title="No user input for this long: the idle action (empty: the control plane's default; 0s: none)">Idle timeout <input name="idle_timeout" placeholder="default" size="6"></label>
+        <label title="Hard limit from creation (empty: default; 0s: none)">Max lifetime <input name="max_lifetime" placeholder="default" size="6"></label>
+        <label>When idle <select name="idle_action"><option value="">default</option><option value="hibernate">hibernate</option><option value="delete">delete</option></select></label>
+        <label title="Warning shown before any automatic action">Warn before <input name="warn_before" placeholder="default" size="6"></label>
         <button>Add template</button></form></div>` : ""}
       <div id="templates" class="table-wrap"></div>`
     const form = $("#tpl")
@@ -295,6 +307,7 @@ const templatesPage = {
         vnc_port: Number(f.get("vnc_port")), persistent_home: f.get("persistent_home") === "true"
       }
       if (f.get("display_name")) body.display_name = f.get("display_name")
+      for (const k of ["idle_timeout", "max_lifetime", "idle_action", "warn_before"]) if (f.get(k)) body[k] = f.get(k)
       try {
         await api("POST", "/templates", body)
         showBanner(`Template ${body.name} added.`, "info")
@@ -306,13 +319,14 @@ const templatesPage = {
   async refresh() {
     const { templates } = await api("GET", "/templates")
     patch($("#templates"), `<table data-testid="templates">
-      <thead><tr><th>Name</th><th>Display name</th><th>Image</th><th>Resources</th><th>VNC port</th><th>Home</th></tr></thead>
+      <thead><tr><th>Name</th><th>Display name</th><th>Image</th><th>Resources</th><th>VNC port</th><th>Home</th><th>Lifecycle</th></tr></thead>
       <tbody>${templates.map((t) => `<tr>
         <td data-label="Name"><strong>${esc(t.name)}</strong></td><td data-label="Display name">${esc(t.display_name)}</td>
         <td data-label="Image"><code>${esc(t.image)}</code></td>
         <td data-label="Resources">${esc(cpuText(t.resources?.cpu ?? "default"))} CPU / ${esc(t.resources?.memory ?? "default")}</td>
         <td data-label="VNC port">${esc(t.vnc_port)}</td>
-        <td data-label="Home">${t.persistent_home ? "persistent" : "ephemeral"}</td></tr>`).join("")}</tbody></table>`)
+        <td data-label="Home">${t.persistent_home ? "persistent" : "ephemeral"}</td>
+        <td data-label="Lifecycle" class="small">idle ${esc(t.idle_timeout ?? "default")} → ${esc(t.idle_action ?? "default")} · lifetime ${esc(t.max_lifetime ?? "default")} · warn ${esc(t.warn_before ?? "default")}</td></tr>`).join("")}</tbody></table>`)
     return undefined
   }
 }
