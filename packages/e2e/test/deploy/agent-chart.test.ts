@@ -291,6 +291,7 @@ describe("helm/streamspace-agent", () => {
       "NetworkPolicy/agent-eu-sessions",
       "Role/agent-eu",
       "RoleBinding/agent-eu",
+      "Secret/agent-eu-credential",
       "Secret/agent-eu-token",
       "Service/agent-eu",
       "ServiceAccount/agent-eu-sa",
@@ -363,7 +364,15 @@ describe("helm/streamspace-agent", () => {
       "pod-security.kubernetes.io/warn": "restricted"
     })
     assert.deepStrictEqual(parse(find(objects, "ConfigMap").data["pod-template.yaml"]), everyValue.agent.session.podTemplate)
-    assert.strictEqual(Buffer.from(find(objects, "Secret").data.bootstrap, "base64").toString(), "s3cret-bootstrap-token")
+    assert.strictEqual(Buffer.from(find(objects, "Secret", "agent-eu-token").data.bootstrap, "base64").toString(), "s3cret-bootstrap-token")
+    // The credential Secret: created empty (upgrades keep what the agent wrote) in the sessions namespace, and the
+    // only Secret the Role reaches.
+    const credential = find(objects, "Secret", "agent-eu-credential")
+    assert.strictEqual(credential.metadata.namespace, "tenant-a")
+    assert.isUndefined(credential.data)
+    assert.deepStrictEqual(find(objects, "Role").rules.filter((r: { resources: Array<string> }) => r.resources.includes("secrets")), [
+      { apiGroups: [""], resources: ["secrets"], resourceNames: ["agent-eu-credential"], verbs: ["get", "update"] }
+    ])
 
     // ServiceMonitor scrapes the Service's metrics port.
     const service = find(objects, "Service")
