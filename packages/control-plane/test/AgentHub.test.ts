@@ -92,6 +92,23 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.strictEqual(real.welcome.enrollment, "approved")
     }).pipe(withTestClock))
 
+  it.effect("a second bootstrap socket for a pending id is refused while the first answers pings; approval goes to the first", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({})
+      const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-p")
+      const attacker = yield* connect(cp.url, { token: BOOTSTRAP })
+      yield* attacker.send("hello", helloPayload("edge-p"))
+      const error = yield* attacker.next("error")
+      assert.strictEqual(error.payload.code, "AlreadyConnected")
+      assert.include(error.payload.message, "pending approval")
+      assert.strictEqual((yield* attacker.closed()).code, 4007)
+      assert.isTrue(Option.getOrThrow(yield* cp.hub.get(id("edge-p"))).connected)
+      yield* cp.hub.approve(id("edge-p"))
+      // The credential reaches the socket that came first, never the attacker's.
+      assert.isAtLeast((yield* agent.next("credential")).payload.token.length, 40)
+      assert.isFalse(attacker.pending().some((m) => m.type === "credential"))
+    }).pipe(withTestClock))
+
   it.effect("reject closes the pending socket and keeps the id out", () =>
     Effect.gen(function*() {
       const cp = yield* startHub({})

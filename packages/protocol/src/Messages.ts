@@ -90,7 +90,7 @@ export const Drain = Schema.Struct({ draining: Schema.Boolean })
 /** agent -> control plane, last frame before a graceful close. */
 export const Goodbye = Schema.Struct({ reason: Schema.String })
 
-export const ErrorCode = Schema.Union([ProtocolErrorReason, Schema.Literals(["Unauthorized", "Internal"])])
+export const ErrorCode = Schema.Union([ProtocolErrorReason, Schema.Literals(["Unauthorized", "Internal", "AlreadyConnected"])])
 /** Either direction: the answer to a frame that could not be used. The connection stays up. */
 export const ErrorPayload = Schema.Struct({
   code: ErrorCode,

@@ -1,6 +1,7 @@
 // One agent link, from the upgraded socket to its end: the hello handshake with version negotiation and the
 // admission rules (bootstrap token -> pending; a credential only for its own, approved agent), replacing an
-// older socket of the same agent at once, then the read loop: text frames decoded and routed (heartbeats to
+// older socket of the same agent only when it fails a liveness check (a newcomer is refused with 4007 while
+// the older one answers pings), then the read loop: text frames decoded and routed (heartbeats to
 // the hub itself, tunnel answers and `vnc_closed` to the tunnel's sink, other reports queued for their
 // consumer), binary frames to their tunnel with link credit returned as they are read. A watchdog marks the
 // agent offline after HEARTBEAT_MISSED_LIMIT silent intervals; transport pings find dead links sooner.
@@ -18,6 +19,11 @@ import { deliverFrame, onTunnelClosed, onTunnelReply, tunnelsGone } from "./tunn
 
 /** How long a new socket has to send `hello`. */
 export const HELLO_TIMEOUT = Duration.seconds(10)
+/**
+ * A newcomer with an agent's id displaces the socket already connected for it only when that socket fails a
+ * liveness check: a ping without a pong within this bound.
+ */
+export const HOLDER_PROBE_TIMEOUT = Duration.seconds(3)
 /** Stop a sender once this many bytes are queued on one agent socket and not yet handed to the kernel. */
 export const SEND_HIGH_WATER_BYTES = 1024 * 1024
 /** Reports of one connection waiting for their consumers; a full queue holds back that agent's reads. */
@@ -84,8 +90,42 @@ const runReports = (state: HubState, agentId: AgentId, inbox: Queue.Queue<Report
     }
   }).pipe(Effect.catchTag("Done", () => Effect.void), Effect.annotateLogs({ agent_id: agentId }))
 
+/** The socket connected for an agent id when a newcomer said hello, and whether it answered a ping. */
+export interface Probe {
+  readonly holder: Live
+  readonly alive: boolean
+}
+
+/**
+ * Pings the socket that holds `id`, if any, and waits up to HOLDER_PROBE_TIMEOUT for a pong (any pong in that
+ * window counts; a socket that closes or is detached first is dead). Runs outside the hub lock.
+ */
+export const probeHolder = (state: HubState, id: AgentId): Effect.Effect<Probe | undefined> =>
+  Effect.gen(function*() {
+    const holder = state.agents.get(id)?.live
+    if (holder === undefined) return undefined
+    const ws = holder.ws
+    if (holder.ended || ws.readyState !== ws.OPEN) return { holder, alive: false }
+    const answered = yield* Effect.callback<boolean>((resume) => {
+      const onPong = () => resume(Effect.succeed(true))
+      const onClose = () => resume(Effect.succeed(false))
+      ws.once("pong", onPong)
+      ws.once("close", onClose)
+      try {
+        ws.ping()
+      } catch {
+        resume(Effect.succeed(false))
+      }
+      return Effect.sync(() => {
+        ws.off("pong", onPong)
+        ws.off("close", onClose)
+      })
+    }).pipe(Effect.timeoutOption(HOLDER_PROBE_TIMEOUT), Effect.map(Option.getOrElse(() => false)))
+    return { holder, alive: answered && !holder.ended }
+  })
+
 /** Registers a handshaken socket; None when the agent may not connect (the socket is closed then). */
-const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Credential, hello: PayloadOf<"hello">, helloId: string) =>
+const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Credential, hello: PayloadOf<"hello">, helloId: string, probe: Probe | undefined) =>
   state.locked(Effect.gen(function*() {
     const id = hello.agent_id
     const version = negotiateVersion(hello.protocol_versions)
@@ -105,6 +145,21 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
       return Option.none()
     } else if (enrollment === "rejected" || enrollment === "revoked") {
       yield* refuse(state, out, ws, CloseCode.forbidden, `agent ${id} was ${enrollment} by an administrator`, "Unauthorized", helloId)
+      return Option.none()
+    }
+    // A connected socket of this id keeps it unless it just failed the liveness check: a second process with
+    // the same credential (or the bootstrap token, while the id is pending) must not take over a healthy link.
+    const holder = entry?.live
+    if (holder !== undefined && !(probe !== undefined && probe.holder === holder && !probe.alive)) {
+      yield* refuse(
+        state,
+        out,
+        ws,
+        CloseCode.alreadyConnected,
+        `agent ${id} is already connected${enrollment === "pending" ? " (pending approval)" : ""} from another socket that answers pings; this connection is refused`,
+        "AlreadyConnected",
+        helloId
+      )
       return Option.none()
     }
     const saved = yield* Effect.exit(state.store.agents.register({
@@ -148,9 +203,9 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
       // No Disconnected and no offline status: the agent never stopped being reachable.
       old.ended = true
       yield* Queue.end(old.inbox)
-      close(old.ws, CloseCode.replaced, "replaced by a newer connection of the same agent")
+      close(old.ws, CloseCode.replaced, "replaced by a newer connection of the same agent (the older one did not answer a ping)")
       yield* tunnelsGone(state, id)
-      yield* Effect.logInfo("AgentHub: agent reconnected; the older socket was replaced")
+      yield* Effect.logInfo("AgentHub: agent reconnected; the older socket did not answer a ping and was replaced")
     }
     yield* state.sendText(live.out, "welcome", {
       protocol_version: version.success,
@@ -291,7 +346,8 @@ export const serveLink = (state: HubState, ws: WebSocket, credential: Credential
       close(ws, CloseCode.helloTimeout, "no hello")
       return
     }
-    const admitted = yield* admit(state, ws, out, credential, first.value.hello, first.value.id)
+    const probe = yield* probeHolder(state, first.value.hello.agent_id)
+    const admitted = yield* admit(state, ws, out, credential, first.value.hello, first.value.id, probe)
     if (Option.isNone(admitted)) return
     const [entry, live] = admitted.value
     current = admitted.value
