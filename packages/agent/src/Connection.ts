@@ -120,7 +120,10 @@ const awaitWelcome = (ctx: Ctx, l: LinkSocket) =>
       const msg = decoded.success
       if (msg.type === "welcome") return msg.payload
       if (msg.type === "error") {
-        return yield* new ConnectionError({ reason: "Rejected", message: `control plane refused the hello: ${msg.payload.code}: ${msg.payload.message}` })
+        return yield* new ConnectionError({
+          reason: msg.payload.code === "AlreadyConnected" ? "AlreadyConnected" : "Rejected",
+          message: `control plane refused the hello: ${msg.payload.code}: ${msg.payload.message}`
+        })
       }
       yield* replyError(ctx, l, { reason: "UnexpectedType", message: `expected welcome, got ${msg.type}`, frameId: msg.id })
     }
@@ -246,6 +249,9 @@ const logEnd = (ctx: Ctx, exit: Exit.Exit<Ended, ConnectionError>) => {
   return Effect.logWarning(`could not connect to the control plane: ${error.value.message}`)
 }
 
+/** A short jittered delay, uniform in [0.5, 1.5] x RECONNECT_DELAY: a retry after 4001 or 4007 (see `supervise`). */
+const soon = (base: Duration.Duration) => Effect.map(Random.next, (u) => Duration.millis(Math.round(Duration.toMillis(base) * (0.5 + u))))
+
 /** Keeps a link up until `close`: reconnects after each loss, waiting as the backoff says. */
 const supervise = (ctx: Ctx) =>
   Effect.gen(function*() {
@@ -264,13 +270,18 @@ const supervise = (ctx: Ctx) =>
       }
       yield* logEnd(ctx, exit)
       const lost = Exit.isSuccess(exit) && exit.value._tag === "Lost" ? exit.value : undefined
-      // Replaced by a newer connection with our id: another process probably runs with this AGENT_ID.
-      // Redialling at once would make the two take turns; wait the longest delay instead.
+      // Replaced by a newer connection with our id (the control plane saw this link miss a ping), or refused
+      // because another connection with our id is alive: another process may run with this AGENT_ID. The
+      // control plane never lets a newcomer displace a link that answers pings, so redialling cannot make two
+      // processes take turns: come back soon (jittered), to take over as soon as the other one is gone.
       const replaced = lost?.code === CloseCode.replaced
-      if (replaced) {
-        yield* Effect.logError(`another connection with AGENT_ID ${config.agentId} replaced this one: is a second agent running with the same id?`)
+      const refused = Exit.isFailure(exit) && Option.exists(Cause.findErrorOption(exit.cause), (e) => e.reason === "AlreadyConnected")
+      if (replaced || refused) {
+        yield* Effect.logError(
+          `another connection with AGENT_ID ${config.agentId} ${replaced ? "replaced this one" : "is connected and alive"}: is a second agent running with the same id?`
+        )
       }
-      const delay = replaced ? config.maxReconnectDelay : yield* backoff(lost?.upFor ?? Duration.zero)
+      const delay = replaced || refused ? yield* soon(config.reconnectDelay) : yield* backoff(lost?.upFor ?? Duration.zero)
       yield* Effect.logInfo(`reconnecting in ${Duration.format(Duration.millis(Math.round(Duration.toMillis(delay))))}`)
       yield* Effect.sleep(delay)
     }
