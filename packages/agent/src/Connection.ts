@@ -5,6 +5,7 @@
 // about the cluster side comes from a hello provider, so the link does not depend on the sessions.
 import type { AgentMessage, BinaryFrame, ControlPlaneMessage, MessageType, PayloadOf, ProtocolErrorReason } from "@streamspace/protocol"
 import {
+  helloFingerprint,
   CloseCode,
   decodeBinary,
   decodeFromControlPlane,
@@ -15,6 +16,7 @@ import {
 } from "@streamspace/protocol"
 import type { Stream as StreamT } from "effect"
 import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Metric, Option, Queue, Random, Result, Stream, SubscriptionRef } from "effect"
+import { randomUUID } from "node:crypto"
 import { readFile } from "node:fs/promises"
 import WebSocket from "ws"
 import { AgentConfig } from "./AgentConfig.ts"
@@ -89,9 +91,9 @@ const notConnected = new ConnectionError({ reason: "NotConnected", message: "not
 const isOpen = (l: LinkSocket | undefined): l is LinkSocket => l !== undefined && l.ws.readyState === WebSocket.OPEN
 
 /** Encodes one message and writes it on `l`. */
-const sendOn = Effect.fnUntraced(function*<T extends MessageType>(ctx: Ctx, l: LinkSocket, type: T, payload: PayloadOf<T>) {
+const sendOn = Effect.fnUntraced(function*<T extends MessageType>(ctx: Ctx, l: LinkSocket, type: T, payload: PayloadOf<T>, id?: string) {
   const ts = new Date(yield* Clock.currentTimeMillis).toISOString()
-  l.lanes.sendText(encodeText(makeMessage(type, payload, ctx.nextId(), ts) as AgentMessage))
+  l.lanes.sendText(encodeText(makeMessage(type, payload, id ?? ctx.nextId(), ts) as AgentMessage))
 })
 
 /** Answers a frame that could not be used with an `error` naming the problem; the link stays up. */
@@ -137,6 +139,8 @@ const awaitWelcome = (ctx: Ctx, l: LinkSocket) =>
 /** Sends `hello`, waits for `welcome`, and checks the protocol version it chose. */
 const handshake = Effect.fnUntraced(function*(ctx: Ctx, l: LinkSocket) {
   const { capacity, sessions } = yield* ctx.hello
+  // A random id: its fingerprint (helloFingerprint) is what an administrator compares before approving.
+  const helloId = randomUUID()
   yield* sendOn(ctx, l, "hello", {
     agent_id: ctx.config.agentId,
     platform: ctx.config.platform,
@@ -145,14 +149,14 @@ const handshake = Effect.fnUntraced(function*(ctx: Ctx, l: LinkSocket) {
     protocol_versions: [...PROTOCOL_VERSIONS],
     capacity,
     sessions: sessions.slice(0, MAX_SESSIONS_PER_MESSAGE)
-  })
+  }, helloId)
   const welcome = yield* awaitWelcome(ctx, l)
   if (!(PROTOCOL_VERSIONS as ReadonlyArray<string>).includes(welcome.protocol_version)) {
     l.ws.close(1002, "unsupported protocol version")
     return yield* new ConnectionError({ reason: "Rejected", message: `control plane chose protocol ${welcome.protocol_version}, which this agent does not speak` })
   }
   if (welcome.link_window !== undefined) l.lanes.setWindow(welcome.link_window)
-  return welcome
+  return { welcome, fingerprint: helloFingerprint(helloId) }
 })
 
 /**
@@ -215,7 +219,7 @@ const runLink = (ctx: Ctx): Effect.Effect<Ended, ConnectionError> =>
     const token = yield* ctx.enrolment.token
     if (Option.isNone(token)) yield* Effect.logWarning("no AGENT_TOKEN and no saved credential: connecting without authorization")
     const l = yield* dialLink(ctx.endpoint, token)
-    const welcome = yield* handshake(ctx, l)
+    const { welcome, fingerprint } = yield* handshake(ctx, l)
     ctx.link = l
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
@@ -226,7 +230,9 @@ const runLink = (ctx: Ctx): Effect.Effect<Ended, ConnectionError> =>
     yield* Effect.forkScoped(keepAlive(l.ws, config.pingInterval, config.pingTimeout))
     let approvedAt: number | undefined
     if (welcome.enrollment === "pending") {
-      yield* Effect.logWarning(`enrolment pending: waiting for an administrator to approve agent ${config.agentId}`)
+      yield* Effect.logWarning(
+        `enrolment pending: waiting for an administrator to approve agent ${config.agentId}; connection fingerprint ${fingerprint} (the control plane shows it with the pending agent: approve only if they match)`
+      )
     } else {
       approvedAt = yield* Clock.currentTimeMillis
       yield* Effect.logInfo(`connected to the control plane (protocol ${welcome.protocol_version}${welcome.draining ? ", draining" : ""})`)

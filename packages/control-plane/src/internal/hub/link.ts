@@ -6,7 +6,7 @@
 // consumer), binary frames to their tunnel with link credit returned as they are read. A watchdog marks the
 // agent offline after HEARTBEAT_MISSED_LIMIT silent intervals; transport pings find dead links sooner.
 import type { AgentId, PayloadOf } from "@streamspace/protocol"
-import { CloseCode, creditThreshold, decodeBinary, decodeFromAgent, encodeLinkWindow, negotiateVersion } from "@streamspace/protocol"
+import { CloseCode, creditThreshold, decodeBinary, decodeFromAgent, encodeLinkWindow, helloFingerprint, negotiateVersion } from "@streamspace/protocol"
 import type { Cause } from "effect"
 import { Clock, Duration, Effect, FiberSet, Option, Queue, Result } from "effect"
 import { Socket } from "effect/socket"
@@ -30,7 +30,17 @@ export const SEND_HIGH_WATER_BYTES = 1024 * 1024
 const REPORT_QUEUE = 256
 
 /** What the upgrade request authenticated as. */
-export type Credential = { readonly kind: "bootstrap" } | { readonly kind: "agent"; readonly agentId: AgentId }
+export type Credential =
+  | { readonly kind: "bootstrap" }
+  | { readonly kind: "agent"; readonly agentId: AgentId }
+  /** A one-time enrolment token an administrator issued for this agent id (POST /agents/:id/enrollment-token). */
+  | { readonly kind: "enrollment"; readonly agentId: AgentId }
+
+/** About the socket, from its upgrade request; and what runs once an agent is admitted, outside the hub lock. */
+export interface LinkOptions {
+  readonly remoteAddress: string
+  readonly afterAdmit?: (id: AgentId) => Effect.Effect<void>
+}
 
 type ErrorCode = PayloadOf<"error">["code"]
 
@@ -125,7 +135,16 @@ export const probeHolder = (state: HubState, id: AgentId): Effect.Effect<Probe |
   })
 
 /** Registers a handshaken socket; None when the agent may not connect (the socket is closed then). */
-const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Credential, hello: PayloadOf<"hello">, helloId: string, probe: Probe | undefined) =>
+const admit = (
+  state: HubState,
+  ws: WebSocket,
+  out: SendQueue,
+  credential: Credential,
+  hello: PayloadOf<"hello">,
+  helloId: string,
+  probe: Probe | undefined,
+  options: LinkOptions
+) =>
   state.locked(Effect.gen(function*() {
     const id = hello.agent_id
     const version = negotiateVersion(hello.protocol_versions)
@@ -135,7 +154,19 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
     }
     const entry = state.agents.get(id)
     const enrollment = entry?.record.enrollment
-    if (credential.kind === "agent") {
+    if (credential.kind === "enrollment") {
+      if (credential.agentId !== id) {
+        yield* refuse(state, out, ws, CloseCode.forbidden, `this enrolment token was issued for another agent id, not ${id}`, "Unauthorized", helloId)
+        return Option.none()
+      }
+      if (enrollment === "approved") {
+        yield* refuse(state, out, ws, CloseCode.forbidden, `agent ${id} is enrolled: connect with its credential`, "Unauthorized", helloId)
+        return Option.none()
+      }
+      // One time only: used up by this admission, whatever follows.
+      state.enrollmentTokens.delete(id)
+      yield* state.persist(id, state.store.agents.deleteEnrollmentToken(id))
+    } else if (credential.kind === "agent") {
       if (credential.agentId !== id || enrollment !== "approved") {
         yield* refuse(state, out, ws, CloseCode.forbidden, `this credential does not belong to agent ${id}`, "Unauthorized", helloId)
         return Option.none()
@@ -182,6 +213,8 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
     const live: Live = {
       ws,
       out,
+      remoteAddress: options.remoteAddress,
+      fingerprint: helloFingerprint(helloId),
       approved: record.enrollment === "approved",
       ended: false,
       lastBeatMs: yield* Clock.currentTimeMillis,
@@ -218,7 +251,7 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
       yield* Queue.offer(live.inbox, { _tag: "Connected", hello })
       yield* state.publish({ _tag: "Connected", agentId: id })
     }
-    yield* Effect.logInfo(`AgentHub: agent connected (${record.enrollment})`)
+    yield* Effect.logInfo(`AgentHub: agent connected (${record.enrollment}) from ${live.remoteAddress}, fingerprint ${live.fingerprint}`)
     return Option.some([target, live] as const)
   }).pipe(Effect.annotateLogs({ agent_id: hello.agent_id })))
 
@@ -324,7 +357,7 @@ const watchdog = (state: HubState, entry: Entry, live: Live) =>
   })
 
 /** Serves one upgraded agent socket until it closes. */
-export const serveLink = (state: HubState, ws: WebSocket, credential: Credential) =>
+export const serveLink = (state: HubState, ws: WebSocket, credential: Credential, options: LinkOptions) =>
   Effect.scoped(Effect.gen(function*() {
     const out = makeSendQueue(ws, SEND_HIGH_WATER_BYTES)
     yield* Effect.addFinalizer(() => Effect.sync(() => close(ws, CloseCode.goingAway, "control plane shutting down")))
@@ -347,10 +380,11 @@ export const serveLink = (state: HubState, ws: WebSocket, credential: Credential
       return
     }
     const probe = yield* probeHolder(state, first.value.hello.agent_id)
-    const admitted = yield* admit(state, ws, out, credential, first.value.hello, first.value.id, probe)
+    const admitted = yield* admit(state, ws, out, credential, first.value.hello, first.value.id, probe, options)
     if (Option.isNone(admitted)) return
     const [entry, live] = admitted.value
     current = admitted.value
+    if (options.afterAdmit !== undefined) yield* options.afterAdmit(entry.record.id)
     yield* Effect.addFinalizer(() => state.locked(detach(state, entry, live, true)))
     yield* Effect.gen(function*() {
       yield* Effect.forkScoped(watchdog(state, entry, live))

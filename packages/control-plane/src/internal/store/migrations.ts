@@ -106,9 +106,20 @@ const seedDemoTemplate = statements(
    ON CONFLICT (name) DO NOTHING`
 )
 
+/** One-time enrolment tokens, bound to an agent id (which may not have said hello yet), hashed, with an expiry. */
+const enrollmentTokens = statements(
+  `CREATE TABLE agent_enrollment_tokens (
+    agent_id text PRIMARY KEY,
+    token_hash text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL
+  )`
+)
+
 export const migrations = Migrator.fromRecord({
   "0001_initial": initial,
-  "0002_seed_demo_template": seedDemoTemplate
+  "0002_seed_demo_template": seedDemoTemplate,
+  "0003_agent_enrollment_tokens": enrollmentTokens
 })
 
 /** Runs the pending migrations; returns the ones it ran as `[id, name]`. */
