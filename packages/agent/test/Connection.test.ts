@@ -1,6 +1,6 @@
 // `as any` here reads a Result/Option value a test already asserted to be present.
 import { assert, describe, it } from "@effect/vitest"
-import { CloseCode, encodeData, encodeLinkWindow, encodeWindow, MAX_FRAME_BYTES } from "@streamspace/protocol"
+import { CloseCode, encodeData, encodeLinkWindow, encodeWindow, helloFingerprint, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import type { TunnelId } from "@streamspace/protocol"
 import { Context, Deferred, Effect, Fiber, Layer, Logger, Option, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
@@ -405,6 +405,25 @@ describe("Connection", () => {
       yield* conn.terminate
       const e = yield* Fiber.join(waiting)
       assert.strictEqual(e.reason, "NotConnected")
+    }))
+
+  it.effect("a pending agent logs the fingerprint of its random hello id, the one the control plane shows the admin", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const capture = Logger.make((o) => {
+        lines.push(JSON.stringify(o.message))
+      })
+      const cp = yield* TestControlPlane.make({ approved: [], bootstrap: [TOKEN] })
+      const hellos: Array<string> = []
+      yield* Effect.gen(function*() {
+        yield* setup(cp.url)
+        const conn = yield* cp.nextConnection
+        hellos.push((yield* conn.next("hello")).id)
+        yield* waitFor("the pending line", Effect.sync(() => lines.some((l) => l.includes("enrolment pending"))))
+      }).pipe(Effect.provide(Logger.layer([capture])))
+      const fingerprint = helloFingerprint(hellos[0]!)
+      assert.match(fingerprint, /^[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}$/)
+      assert.isTrue(lines.some((l) => l.includes("enrolment pending") && l.includes(`fingerprint ${fingerprint}`)))
     }))
 
   it.effect("the token never appears in logs", () =>

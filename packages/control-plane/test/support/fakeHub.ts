@@ -176,7 +176,11 @@ export const makeFakeHub = Effect.gen(function*() {
     revoke: (id) => update(id, (a) => ({ ...a, enrollment: "revoked", connected: false, status: "offline" })),
     droppedFrames: Effect.succeed(0),
     issueEnrollmentToken: (_id, ttl) => Effect.succeed({ token: "fake-enrollment-token", expiresAt: new Date(Date.now() + Duration.toMillis(ttl)) }),
-    remove: (id) => Effect.map(need(id), () => void agents.delete(id))
+    remove: (id) =>
+      Effect.flatMap(need(id), (a) =>
+        a.enrollment === "rejected"
+          ? Effect.sync(() => void agents.delete(id))
+          : Effect.fail(new AgentHubError({ reason: "InvalidTransition", message: `agent ${id} is ${a.enrollment}: only rejected agents are deleted` })))
   }
   return hub
 })
