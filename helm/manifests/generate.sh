@@ -28,5 +28,5 @@ render() { # render FILE TEMPLATE...
 }
 
 render namespace.yaml namespace.yaml
-render rbac.yaml serviceaccount.yaml rbac.yaml session-networkpolicy.yaml
+render rbac.yaml serviceaccount.yaml credential-secret.yaml rbac.yaml session-networkpolicy.yaml
 render deployment.yaml service.yaml deployment.yaml

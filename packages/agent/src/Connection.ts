@@ -5,6 +5,7 @@
 // about the cluster side comes from a hello provider, so the link does not depend on the sessions.
 import type { AgentMessage, BinaryFrame, ControlPlaneMessage, MessageType, PayloadOf, ProtocolErrorReason } from "@streamspace/protocol"
 import {
+  helloFingerprint,
   CloseCode,
   decodeBinary,
   decodeFromControlPlane,
@@ -15,6 +16,7 @@ import {
 } from "@streamspace/protocol"
 import type { Stream as StreamT } from "effect"
 import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Metric, Option, Queue, Random, Result, Stream, SubscriptionRef } from "effect"
+import { randomUUID } from "node:crypto"
 import { readFile } from "node:fs/promises"
 import WebSocket from "ws"
 import { AgentConfig } from "./AgentConfig.ts"
@@ -95,9 +97,9 @@ const notConnected = new ConnectionError({ reason: "NotConnected", message: "not
 const isOpen = (l: LinkSocket | undefined): l is LinkSocket => l !== undefined && l.ws.readyState === WebSocket.OPEN
 
 /** Encodes one message and writes it on `l`. */
-const sendOn = Effect.fnUntraced(function*<T extends MessageType>(ctx: Ctx, l: LinkSocket, type: T, payload: PayloadOf<T>) {
+const sendOn = Effect.fnUntraced(function*<T extends MessageType>(ctx: Ctx, l: LinkSocket, type: T, payload: PayloadOf<T>, id?: string) {
   const ts = new Date(yield* Clock.currentTimeMillis).toISOString()
-  l.lanes.sendText(encodeText(makeMessage(type, payload, ctx.nextId(), ts) as AgentMessage))
+  l.lanes.sendText(encodeText(makeMessage(type, payload, id ?? ctx.nextId(), ts) as AgentMessage))
 })
 
 /** Answers a frame that could not be used with an `error` naming the problem; the link stays up. */
@@ -126,7 +128,10 @@ const awaitWelcome = (ctx: Ctx, l: LinkSocket) =>
       const msg = decoded.success
       if (msg.type === "welcome") return msg.payload
       if (msg.type === "error") {
-        return yield* new ConnectionError({ reason: "Rejected", message: `control plane refused the hello: ${msg.payload.code}: ${msg.payload.message}` })
+        return yield* new ConnectionError({
+          reason: msg.payload.code === "AlreadyConnected" ? "AlreadyConnected" : "Rejected",
+          message: `control plane refused the hello: ${msg.payload.code}: ${msg.payload.message}`
+        })
       }
       yield* replyError(ctx, l, { reason: "UnexpectedType", message: `expected welcome, got ${msg.type}`, frameId: msg.id })
     }
@@ -140,6 +145,8 @@ const awaitWelcome = (ctx: Ctx, l: LinkSocket) =>
 /** Sends `hello`, waits for `welcome`, and checks the protocol version it chose. */
 const handshake = Effect.fnUntraced(function*(ctx: Ctx, l: LinkSocket) {
   const { capacity, sessions } = yield* ctx.hello
+  // A random id: its fingerprint (helloFingerprint) is what an administrator compares before approving.
+  const helloId = randomUUID()
   yield* sendOn(ctx, l, "hello", {
     agent_id: ctx.config.agentId,
     platform: ctx.config.platform,
@@ -148,14 +155,14 @@ const handshake = Effect.fnUntraced(function*(ctx: Ctx, l: LinkSocket) {
     protocol_versions: [...PROTOCOL_VERSIONS],
     capacity,
     sessions: sessions.slice(0, MAX_SESSIONS_PER_MESSAGE)
-  })
+  }, helloId)
   const welcome = yield* awaitWelcome(ctx, l)
   if (!(PROTOCOL_VERSIONS as ReadonlyArray<string>).includes(welcome.protocol_version)) {
     l.ws.close(1002, "unsupported protocol version")
     return yield* new ConnectionError({ reason: "Rejected", message: `control plane chose protocol ${welcome.protocol_version}, which this agent does not speak` })
   }
   if (welcome.link_window !== undefined) l.lanes.setWindow(welcome.link_window)
-  return welcome
+  return { welcome, fingerprint: helloFingerprint(helloId) }
 })
 
 /**
@@ -232,7 +239,7 @@ const runLink = (ctx: Ctx): Effect.Effect<Ended, ConnectionError> =>
     const token = yield* ctx.enrolment.token
     if (Option.isNone(token)) yield* Effect.logWarning("no AGENT_TOKEN and no saved credential: connecting without authorization")
     const l = yield* dialLink(ctx.endpoint, token)
-    const welcome = yield* handshake(ctx, l)
+    const { welcome, fingerprint } = yield* handshake(ctx, l)
     ctx.link = l
     yield* noteHeartbeatBound(ctx, welcome.heartbeat_interval_ms)
     yield* Effect.addFinalizer(() =>
@@ -244,7 +251,9 @@ const runLink = (ctx: Ctx): Effect.Effect<Ended, ConnectionError> =>
     yield* Effect.forkScoped(keepAlive(l.ws, config.pingInterval, config.pingTimeout))
     let approvedAt: number | undefined
     if (welcome.enrollment === "pending") {
-      yield* Effect.logWarning(`enrolment pending: waiting for an administrator to approve agent ${config.agentId}`)
+      yield* Effect.logWarning(
+        `enrolment pending: waiting for an administrator to approve agent ${config.agentId}; connection fingerprint ${fingerprint} (the control plane shows it with the pending agent: approve only if they match)`
+      )
     } else {
       approvedAt = yield* Clock.currentTimeMillis
       yield* Effect.logInfo(`connected to the control plane (protocol ${welcome.protocol_version}${welcome.draining ? ", draining" : ""})`)
@@ -267,6 +276,9 @@ const logEnd = (ctx: Ctx, exit: Exit.Exit<Ended, ConnectionError>) => {
   return Effect.logWarning(`could not connect to the control plane: ${error.value.message}`)
 }
 
+/** A short jittered delay, uniform in [0.5, 1.5] x RECONNECT_DELAY: a retry after 4001 or 4007 (see `supervise`). */
+const soon = (base: Duration.Duration) => Effect.map(Random.next, (u) => Duration.millis(Math.round(Duration.toMillis(base) * (0.5 + u))))
+
 /** Keeps a link up until `close`: reconnects after each loss, waiting as the backoff says. */
 const supervise = (ctx: Ctx) =>
   Effect.gen(function*() {
@@ -285,13 +297,18 @@ const supervise = (ctx: Ctx) =>
       }
       yield* logEnd(ctx, exit)
       const lost = Exit.isSuccess(exit) && exit.value._tag === "Lost" ? exit.value : undefined
-      // Replaced by a newer connection with our id: another process probably runs with this AGENT_ID.
-      // Redialling at once would make the two take turns; wait the longest delay instead.
+      // Replaced by a newer connection with our id (the control plane saw this link miss a ping), or refused
+      // because another connection with our id is alive: another process may run with this AGENT_ID. The
+      // control plane never lets a newcomer displace a link that answers pings, so redialling cannot make two
+      // processes take turns: come back soon (jittered), to take over as soon as the other one is gone.
       const replaced = lost?.code === CloseCode.replaced
-      if (replaced) {
-        yield* Effect.logError(`another connection with AGENT_ID ${config.agentId} replaced this one: is a second agent running with the same id?`)
+      const refused = Exit.isFailure(exit) && Option.exists(Cause.findErrorOption(exit.cause), (e) => e.reason === "AlreadyConnected")
+      if (replaced || refused) {
+        yield* Effect.logError(
+          `another connection with AGENT_ID ${config.agentId} ${replaced ? "replaced this one" : "is connected and alive"}: is a second agent running with the same id?`
+        )
       }
-      const delay = replaced ? config.maxReconnectDelay : yield* backoff(lost?.upFor ?? Duration.zero)
+      const delay = replaced || refused ? yield* soon(config.reconnectDelay) : yield* backoff(lost?.upFor ?? Duration.zero)
       yield* Effect.logInfo(`reconnecting in ${Duration.format(Duration.millis(Math.round(Duration.toMillis(delay))))}`)
       yield* Effect.sleep(delay)
     }

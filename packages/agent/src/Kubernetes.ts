@@ -342,15 +342,18 @@ const readSecret = (c: Client) =>
 const writeSecret = (c: Client) =>
   Effect.fn("Kubernetes.writeSecret")(function*(name: string, data: Record<string, string>) {
     const { core, namespace } = c
-    const body = (resourceVersion?: string): k8s.V1Secret => ({
+    // Replacing keeps the labels and annotations already there (the chart creates this Secret: Helm's ownership
+    // labels and annotations must survive, or the next `helm upgrade` refuses to adopt it).
+    const body = (existing?: k8s.V1Secret): k8s.V1Secret => ({
       apiVersion: "v1",
       kind: "Secret",
       type: "Opaque",
       metadata: {
         name,
         namespace,
-        labels: { "app.kubernetes.io/managed-by": "streamspace-agent", agent: c.agentId },
-        ...(resourceVersion !== undefined ? { resourceVersion } : {})
+        labels: { "app.kubernetes.io/managed-by": "streamspace-agent", ...existing?.metadata?.labels, agent: c.agentId },
+        ...(existing?.metadata?.annotations !== undefined ? { annotations: existing.metadata.annotations } : {}),
+        ...(existing?.metadata?.resourceVersion !== undefined ? { resourceVersion: existing.metadata.resourceVersion } : {})
       },
       data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, "utf8").toString("base64")]))
     })
@@ -359,7 +362,7 @@ const writeSecret = (c: Client) =>
       const existing = yield* readSecretObject(c, name)
       if (Option.isSome(existing)) {
         yield* c.call("update", "secrets", `replace secret ${name}`, () =>
-          core.replaceNamespacedSecret({ name, namespace, body: body(existing.value.metadata?.resourceVersion) }))
+          core.replaceNamespacedSecret({ name, namespace, body: body(existing.value) }))
       } else {
         yield* c.call("create", "secrets", `create secret ${name}`, () => core.createNamespacedSecret({ namespace, body: body() }))
       }

@@ -1,8 +1,8 @@
 // `as any` here reads a Result/Option value a test already asserted to be present.
 import { assert, describe, it } from "@effect/vitest"
-import { CloseCode, encodeData, encodeLinkWindow, encodeWindow, MAX_FRAME_BYTES } from "@streamspace/protocol"
+import { CloseCode, encodeData, encodeLinkWindow, encodeWindow, helloFingerprint, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import type { TunnelId } from "@streamspace/protocol"
-import { Context, Deferred, Effect, Fiber, Layer, Logger, Queue, Stream } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Logger, Option, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { type AddressInfo, createServer as createNetServer, type Server, type Socket } from "node:net"
 import { Connection } from "../src/Connection.ts"
@@ -197,20 +197,43 @@ describe("Connection", () => {
       yield* again.next("hello")
     }))
 
-  it.effect("replaced by another connection with the same id (4001): waits MAX_RECONNECT_DELAY instead of fighting back", () =>
+  it.effect("replaced by another connection with the same id (4001): redials soon (jittered 0.5-1.5 x RECONNECT_DELAY), not after MAX_RECONNECT_DELAY", () =>
     Effect.gen(function*() {
       const cp = yield* TestControlPlane.make()
-      const { connection } = yield* setup(cp.url, { RECONNECT_DELAY: "1s", MAX_RECONNECT_DELAY: "2m" })
+      const { connection } = yield* setup(cp.url, { RECONNECT_DELAY: "2s", MAX_RECONNECT_DELAY: "5m" })
       const conn = yield* cp.nextConnection
       yield* awaitStatus(connection.status, true)
       yield* conn.close(CloseCode.replaced, "replaced by a newer connection of the same agent")
       yield* awaitStatus(connection.status, false)
       const attempts = cp.attempts.length
-      yield* TestClock.adjust("119 seconds")
-      assert.strictEqual(cp.attempts.length, attempts, "no redial before MAX_RECONNECT_DELAY")
-      yield* TestClock.adjust("1 second")
+      yield* TestClock.adjust("999 millis")
+      assert.strictEqual(cp.attempts.length, attempts, "no redial before 0.5 x RECONNECT_DELAY")
+      yield* TestClock.adjust("2001 millis")
       const again = yield* cp.nextConnection
       yield* again.next("hello")
+    }))
+
+  it.effect("refused because another connection with the same id is alive (AlreadyConnected, 4007): retries soon, again and again", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make({ autoWelcome: false })
+      yield* setup(cp.url, { RECONNECT_DELAY: "2s", MAX_RECONNECT_DELAY: "5m" })
+      let conn = yield* cp.nextConnection
+      for (let i = 0; i < 6; i++) {
+        const hello = yield* conn.next("hello")
+        yield* conn.send("error", { code: "AlreadyConnected", message: "agent is already connected from another socket", ref_id: hello.id })
+        yield* conn.close(CloseCode.alreadyConnected, "already connected")
+        // Each retry within 1.5 x RECONNECT_DELAY (3 s), however many came before (no growth towards MAX_RECONNECT_DELAY).
+        let advanced = 0
+        conn = yield* waitFor(`retry ${i + 1}`, Effect.gen(function*() {
+          const next = yield* Queue.poll(cp.connections)
+          if (Option.isSome(next)) return next.value
+          yield* TestClock.adjust("100 millis")
+          advanced += 100
+          return undefined
+        }))
+        assert.isAtMost(advanced, 3100)
+      }
+      yield* conn.next("hello")
     }))
 
   it.effect("an upgrade that is never answered is abandoned after PING_INTERVAL + PING_TIMEOUT and redialled", () =>
@@ -382,6 +405,25 @@ describe("Connection", () => {
       yield* conn.terminate
       const e = yield* Fiber.join(waiting)
       assert.strictEqual(e.reason, "NotConnected")
+    }))
+
+  it.effect("a pending agent logs the fingerprint of its random hello id, the one the control plane shows the admin", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const capture = Logger.make((o) => {
+        lines.push(JSON.stringify(o.message))
+      })
+      const cp = yield* TestControlPlane.make({ approved: [], bootstrap: [TOKEN] })
+      const hellos: Array<string> = []
+      yield* Effect.gen(function*() {
+        yield* setup(cp.url)
+        const conn = yield* cp.nextConnection
+        hellos.push((yield* conn.next("hello")).id)
+        yield* waitFor("the pending line", Effect.sync(() => lines.some((l) => l.includes("enrolment pending"))))
+      }).pipe(Effect.provide(Logger.layer([capture])))
+      const fingerprint = helloFingerprint(hellos[0]!)
+      assert.match(fingerprint, /^[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}$/)
+      assert.isTrue(lines.some((l) => l.includes("enrolment pending") && l.includes(`fingerprint ${fingerprint}`)))
     }))
 
   it.effect("the token never appears in logs", () =>

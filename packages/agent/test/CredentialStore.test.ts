@@ -39,6 +39,24 @@ describe("CredentialStore", () => {
       assert.strictEqual(secret.metadata.labels.agent, AGENT_ID)
     }))
 
+  it.live("Kubernetes: saving into the Secret the chart created keeps Helm's labels and annotations", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const helm = {
+        labels: { "app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/instance": "edge" },
+        annotations: { "meta.helm.sh/release-name": "edge", "meta.helm.sh/release-namespace": NAMESPACE }
+      }
+      cluster.server.put("secrets", { metadata: { name: "agent-cred", namespace: NAMESPACE, ...helm }, type: "Opaque" })
+      const creds = yield* storeOf(
+        CredentialStore.layerKubernetes.pipe(Layer.provide(Kubernetes.layerWith(fastKube)), Layer.provideMerge(cluster.config({ AGENT_CREDENTIAL_SECRET: "agent-cred" })))
+      )
+      yield* creds.save(Redacted.make("per-agent-token-0123456789"))
+      const secret = cluster.server.get("secrets", NAMESPACE, "agent-cred")!
+      assert.strictEqual(Buffer.from(secret.data[SECRET_KEY], "base64").toString(), "per-agent-token-0123456789")
+      assert.deepInclude(secret.metadata.labels, { ...helm.labels, agent: AGENT_ID })
+      assert.deepInclude(secret.metadata.annotations, helm.annotations)
+    }))
+
   it.live("Kubernetes: API failures are Read/Write errors naming the Secret", () =>
     Effect.gen(function*() {
       const cluster = yield* makeCluster()

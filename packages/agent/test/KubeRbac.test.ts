@@ -9,7 +9,8 @@ import { parse, stringify } from "yaml"
 import { CredentialStore } from "../src/CredentialStore.ts"
 import { SessionStore } from "../src/SessionStore.ts"
 import { TunnelPool } from "../src/TunnelPool.ts"
-import { type Cluster, makeCluster, ROLE_RULES_PATH, sessionSpec, sid } from "./support/cluster.ts"
+import { type Cluster, CREDENTIAL_SECRET_PLACEHOLDER, fastKube, makeCluster, NAMESPACE, ROLE_RULES_PATH, sessionSpec, sid } from "./support/cluster.ts"
+import { Kubernetes } from "../src/Kubernetes.ts"
 import { waitFor } from "@streamspace/testbed"
 import { makeFakeLink, viewer } from "./support/clusterConnection.ts"
 import type { TunnelId } from "@streamspace/protocol"
@@ -18,6 +19,7 @@ interface Rule {
   readonly apiGroups: Array<string>
   readonly resources: Array<string>
   readonly verbs: Array<string>
+  readonly resourceNames?: Array<string>
 }
 const rules = (): Array<Rule> => parse(readFileSync(ROLE_RULES_PATH, "utf8")) as Array<Rule>
 
@@ -50,7 +52,7 @@ describe("RBAC: the chart's Role", () => {
       const client = yield* Effect.promise(() => RfbClient.connect(viewer(pool, link, 1 as TunnelId, { window: 1024 * 1024 })))
       yield* Effect.promise(() => client.update(false))
       yield* pool.close(1 as TunnelId, "disconnect")
-      // The credential Secret: create, replace, read.
+      // The credential Secret (the chart creates it empty): replace, replace again, read.
       yield* creds.save(Redacted.make("first-credential-token"))
       yield* creds.save(Redacted.make("second-credential-token"))
       assert.strictEqual(Redacted.value(Option.getOrThrow(yield* creds.load)), "second-credential-token")
@@ -92,5 +94,37 @@ describe("RBAC: the chart's Role", () => {
       assert.include(h.message, "Forbidden")
     }))
 })
+
+describe("RBAC: the credential Secret", () => {
+  it.live("the agent reads and replaces its own credential Secret and no other Secret of its namespace", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster({ rbac: true })
+      // Another agent's credential in the same namespace.
+      cluster.server.put("secrets", {
+        metadata: { name: "other-agent-credential", namespace: NAMESPACE },
+        type: "Opaque",
+        data: { token: Buffer.from("other-agents-secret-token").toString("base64") }
+      })
+      const own = yield* credentialStore(cluster, {})
+      yield* own.save(Redacted.make("own-credential-token"))
+      assert.strictEqual(Redacted.value(Option.getOrThrow(yield* own.load)), "own-credential-token")
+      const other = yield* credentialStore(cluster, { AGENT_CREDENTIAL_SECRET: "other-agent-credential" })
+      const read = yield* Effect.flip(other.load)
+      assert.strictEqual(read.reason, "Read")
+      assert.include(read.message, "forbidden")
+      const write = yield* Effect.flip(other.save(Redacted.make("overwritten")))
+      assert.strictEqual(write.reason, "Write")
+      const rule = rules().find((r) => r.resources.includes("secrets"))!
+      assert.deepStrictEqual(rule.resourceNames, [CREDENTIAL_SECRET_PLACEHOLDER])
+      assert.notInclude(rule.verbs, "list")
+      assert.notInclude(rule.verbs, "create")
+    }))
+})
+
+const credentialStore = (cluster: Cluster, extra: Record<string, string>) =>
+  Effect.map(
+    Layer.build(CredentialStore.layerKubernetes.pipe(Layer.provide(Kubernetes.layerWith(fastKube)), Layer.provide(cluster.config(extra)))),
+    (ctx) => Context.get(ctx, CredentialStore)
+  )
 
 const health = (h: { readonly status: string }) => h.status === "ok" || h.status === "degraded"

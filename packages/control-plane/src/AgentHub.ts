@@ -8,7 +8,7 @@
 // watchdog), heartbeats, enrolment, tunnels (non-persisted vnc_connect / vnc_disconnect), model (the types).
 import type { AgentId, ControlPlaneMessage, MessageType, PayloadOf } from "@streamspace/protocol"
 import { AGENT_SUBPROTOCOL, CloseCode, MAX_FRAME_BYTES } from "@streamspace/protocol"
-import type { Option, Scope } from "effect"
+import type { Duration, Option, Scope } from "effect"
 import { Clock, Context, Effect, Layer, Option as O, Stream } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
@@ -71,6 +71,10 @@ export interface AgentHubShape {
   readonly revoke: (id: AgentId) => Effect.Effect<AgentView, AgentHubError>
   /** Binary frames dropped because no sink was registered for their tunnel. */
   readonly droppedFrames: Effect.Effect<number>
+  /** A one-time enrolment token for `id`, valid for `ttl`: shown once, only its hash is kept. */
+  readonly issueEnrollmentToken: (id: AgentId, ttl: Duration.Duration) => Effect.Effect<{ readonly token: string; readonly expiresAt: Date }, AgentHubError>
+  /** Deletes a rejected agent's record. */
+  readonly remove: (id: AgentId) => Effect.Effect<void, AgentHubError>
 }
 
 /** The route the hub registers. */
@@ -85,6 +89,7 @@ const loadAgents = (state: HubState) =>
       state.agents.set(record.id, { record: { ...record, status: "offline" }, live: undefined, activeTunnels: 0 })
     }
     yield* Effect.forEach(stale, (id) => state.persist(id, state.store.agents.setStatus(id, "offline")), { concurrency: 16, discard: true })
+    for (const t of yield* Effect.orDie(state.store.agents.listEnrollmentTokens())) state.enrollmentTokens.set(t.agentId, { hash: t.tokenHash, expiresAt: t.expiresAt })
   })
 
 /** GET /api/v1/agent/connect: checks the upgrade before accepting it, then serves the link. */
@@ -102,7 +107,14 @@ const connectRoute = (state: HubState, wss: Effect.Success<ReturnType<typeof sco
     if (!offered.includes(AGENT_SUBPROTOCOL)) {
       return errorResponse(400, "unsupported_subprotocol", `the WebSocket subprotocol must be ${AGENT_SUBPROTOCOL}`)
     }
-    return yield* serveUpgrade(wss, request, (ws) => serveLink(state, ws, credential))
+    return yield* serveUpgrade(wss, request, (ws) =>
+      serveLink(state, ws, credential, {
+        remoteAddress: remoteAddress(request),
+        // A one-time enrolment token is the administrator's approval in advance: issue the credential at once.
+        ...(credential.kind === "enrollment"
+          ? { afterAdmit: (id: AgentId) => Effect.asVoid(Enrolment.approve(state, id)).pipe(Effect.catch((e) => Effect.logWarning(`AgentHub: enrolment by token failed: ${e.message}`))) }
+          : {})
+      }))
   })
 
 /**
@@ -161,7 +173,9 @@ export const make = Effect.gen(function*() {
     reject: Effect.fn("AgentHub.reject")((id: AgentId) => Enrolment.reject(state, id)),
     rotate: Effect.fn("AgentHub.rotate")((id: AgentId) => Enrolment.rotate(state, id)),
     revoke: Effect.fn("AgentHub.revoke")((id: AgentId) => Enrolment.revoke(state, id)),
-    droppedFrames: Effect.sync(() => state.dropped)
+    droppedFrames: Effect.sync(() => state.dropped),
+    issueEnrollmentToken: Effect.fn("AgentHub.issueEnrollmentToken")((id: AgentId, ttl: Duration.Duration) => Enrolment.issueEnrollmentToken(state, id, ttl)),
+    remove: Effect.fn("AgentHub.remove")((id: AgentId) => Enrolment.remove(state, id))
   })
 })
 

@@ -4,8 +4,8 @@
 // decoded strictly (unknown fields are errors); every error is `{"error": {"code", "message"}}` with the
 // status that fits, and bad input names the field.
 import { AgentId, CommandId, TemplateName } from "@streamspace/protocol"
-import { Cause, Effect, Metric, Option, Schema } from "effect"
-import { HttpEffect, HttpRouter, HttpServerRequest, type HttpServerResponse } from "effect/http"
+import { Cause, Duration, Effect, Metric, Option, Schema } from "effect"
+import { HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
@@ -18,6 +18,13 @@ import { VncProxy, type VncProxyError } from "./VncProxy.ts"
 export const PatchAgentBody = Schema.Struct({ status: Schema.Literals(["online", "offline"]) })
 
 const AgentPath = Schema.Struct({ id: AgentId })
+/** POST /agents/:id/enrollment-token: how long the token is valid, 1 minute to 7 days (default 1 hour). */
+export const EnrollmentTokenBody = Schema.Struct({
+  ttl_seconds: Schema.optionalKey(Schema.Int.pipe(Schema.check(
+    Schema.isGreaterThanOrEqualTo(60, { message: "ttl_seconds must be at least 60" }),
+    Schema.isLessThanOrEqualTo(604800, { message: "ttl_seconds must be at most 604800 (7 days)" })
+  )))
+})
 const NamePath = Schema.Struct({ name: TemplateName })
 const IdPath = Schema.Struct({ id: Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: "id must not be empty" }), Schema.isMaxLength(128, { message: "id must be at most 128 characters" }))) })
 const CommandPath = Schema.Struct({ id: CommandId })
@@ -135,6 +142,26 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
       return json(agentView(yield* hub[action](id)))
     })))
   }
+
+  yield* router.add("DELETE", `${p}/agents/:id`, answer("Api.deleteAgent", Effect.gen(function*() {
+    yield* admin
+    const { id } = yield* path(AgentPath)
+    yield* hub.remove(id)
+    return json({ id, deleted: true })
+  })))
+  yield* router.add("POST", `${p}/agents/:id/enrollment-token`, answer("Api.enrollmentToken", Effect.gen(function*() {
+    yield* admin
+    const { id } = yield* path(AgentPath)
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const { ttl_seconds } = Number(request.headers["content-length"] ?? "0") > 0 ? yield* body(EnrollmentTokenBody) : {}
+    const issued = yield* hub.issueEnrollmentToken(id, Duration.seconds(ttl_seconds ?? 3600))
+    // Shown once: never cached, never stored in the clear.
+    return HttpServerResponse.setHeader(
+      json({ agent_id: id, token: issued.token, expires_at: issued.expiresAt.toISOString() }, 201),
+      "cache-control",
+      "no-store"
+    )
+  })))
 
   // ---- templates
   yield* router.add("GET", `${p}/templates`, answer("Api.listTemplates", Effect.gen(function*() {

@@ -14,7 +14,7 @@ import { randomBytes } from "node:crypto"
 import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
-import { applyStatus, type Book, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve } from "./internal/sessions/book.ts"
+import { applyStatus, type Book, ended, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve } from "./internal/sessions/book.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { hibernate, resume } from "./internal/sessions/hibernation.ts"
 import {
@@ -222,7 +222,9 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
 
   /** Deletes a session; `reason` says why when the control plane decided it (idle_timeout, max_lifetime). */
   const removeRecord = Effect.fnUntraced(function*(s: SessionRecord, reason?: string) {
-    if (s.state === "terminated" || s.state === "terminating" || s.deleteCommandId !== undefined) return s
+    // Already deleted, or on its way: nothing to send. Any other end (`lost_on_agent`, a pod that stopped) may
+    // still leave a pod on the agent, so the delete goes to the agent all the same (it is idempotent there).
+    if (s.state === "terminating" || s.deleteCommandId !== undefined || (s.state === "terminated" && s.reason === "deleted")) return s
     yield* Effect.annotateCurrentSpan({ session_id: s.id, agent_id: s.agentId })
     // The agent's report of the deleted pod can come back before `terminating` is recorded below.
     book.deleting.add(s.id)
@@ -230,8 +232,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       const command = yield* dispatcher.dispatch(s.agentId, { action: "delete_session", args: { session_id: s.id } }, { sessionId: s.id }).pipe(
         Effect.mapError((e) => new SessionsError({ reason: "Store", message: `could not dispatch delete_session: ${e.message}` }))
       )
-      // A failed session stays failed (final); its delete still removes what is left on the agent.
-      const next = yield* transition(book, s.id, s.state === "failed" ? "failed" : "terminating", { reason }, { deleteCommandId: command.id })
+      // A failed or terminated session stays so (final); its delete still removes what is left on the agent.
+      const next = yield* transition(book, s.id, ended(s.state) ? s.state : "terminating", { reason }, { deleteCommandId: command.id })
       return { command, next }
     }).pipe(Effect.ensuring(Effect.sync(() => book.deleting.delete(s.id))))
     yield* follow(book, s, command)

@@ -100,21 +100,51 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.isAtMost(writes, 2)
     }).pipe(withTestClock))
 
-  it.effect("a new connection for the same agent replaces the old one at once, without an offline flap", () =>
+  it.effect("a second process with the agent's credential cannot displace a connection that answers pings: 4007, the old link stays", () =>
     Effect.gen(function*() {
       const cp = yield* startHub({})
       const credential = yield* enrol(cp, "re-1")
       const first = yield* connectAndHello(cp.url, credential, "re-1")
       const events = yield* collectEvents(cp.hub)
-      const second = yield* connectAndHello(cp.url, credential, "re-1")
+      const second = yield* connect(cp.url, { token: credential })
+      yield* second.send("hello", helloPayload("re-1"))
+      const error = yield* second.next("error")
+      assert.strictEqual(error.payload.code, "AlreadyConnected")
+      const closed = yield* second.closed()
+      assert.strictEqual(closed.code, 4007)
+      assert.match(closed.reason, /already connected/)
+      assert.isFalse(first.agent.isClosed())
+      // The first link still carries commands, and nothing flapped.
+      yield* cp.hub.send(id("re-1"), "drain", { draining: false })
+      yield* first.agent.next("drain")
+      assert.strictEqual((yield* view(cp.hub, "re-1")).status, "online")
+      assert.deepStrictEqual(events.map((e) => e._tag), [])
+    }).pipe(withTestClock))
+
+  it.effect("a new connection replaces an old one that fails the liveness check (no pong within 3 s), without an offline flap", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({ PING_INTERVAL: "1h", HEARTBEAT_INTERVAL: "1h" })
+      const credential = yield* enrol(cp, "re-2")
+      const first = yield* connectAndHello(cp.url, credential, "re-2", {}, { autoPong: false })
+      const pinged = yield* Deferred.make<void>()
+      first.agent.ws.once("ping", () => Deferred.doneUnsafe(pinged, Effect.void))
+      const events = yield* collectEvents(cp.hub)
+      const second = yield* connect(cp.url, { token: credential })
+      yield* second.send("hello", helloPayload("re-2"))
+      yield* Deferred.await(pinged)
+      // Within the bound the newcomer waits; after it, the silent link loses.
+      yield* TestClock.adjust("2 seconds")
+      assert.isFalse(first.agent.isClosed())
+      yield* TestClock.adjust("1 second")
+      yield* second.next("welcome")
       const closed = yield* first.agent.closed()
       assert.strictEqual(closed.code, 4001)
       assert.match(closed.reason, /replaced/)
       yield* waitFor("the Connected event", Effect.sync(() => events.some((e) => e._tag === "Connected")))
       assert.deepStrictEqual(events.map((e) => e._tag), ["Connected"])
-      assert.strictEqual((yield* view(cp.hub, "re-1")).status, "online")
-      yield* cp.hub.send(id("re-1"), "drain", { draining: false })
-      yield* second.agent.next("drain")
+      assert.strictEqual((yield* view(cp.hub, "re-2")).status, "online")
+      yield* cp.hub.send(id("re-2"), "drain", { draining: false })
+      yield* second.next("drain")
       // Frames still in flight on the replaced socket are not taken as the agent's.
       assert.isFalse(events.some((e) => e._tag === "Disconnected" || (e._tag === "StatusChanged" && e.status === "offline")))
     }).pipe(withTestClock))
@@ -208,12 +238,15 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.isTrue(drained.draining)
       assert.deepStrictEqual((yield* agent.next("drain")).payload, { draining: true })
       assert.isTrue((yield* agentRow("dr-1")).draining)
+      // The agent loses its link and comes back.
+      yield* agent.close()
+      yield* waitFor("offline", statusIs(cp.hub, "dr-1", "offline"))
       const again = yield* connectAndHello(cp.url, credential, "dr-1")
       assert.isTrue(again.welcome.draining)
       assert.strictEqual((yield* cp.hub.setDraining(id("dr-1"), false)).status, "online")
       assert.deepStrictEqual((yield* again.agent.next("drain")).payload, { draining: false })
       const statuses = events.flatMap((e) => (e._tag === "StatusChanged" ? [e.status] : []))
-      assert.deepStrictEqual(statuses, ["draining", "online"])
+      assert.deepStrictEqual(statuses, ["draining", "offline", "draining", "online"])
       // Draining an agent that is offline is remembered too.
       yield* again.agent.close()
       yield* waitFor("offline", statusIs(cp.hub, "dr-1", "offline"))

@@ -2,7 +2,7 @@
 // reconnect with it; refusals before the upgrade (401) and after hello (4003); reject, rotate with grace, revoke.
 import { assert, layer } from "@effect/vitest"
 import type { AgentId } from "@streamspace/protocol"
-import { Effect, Exit, Option, Scope } from "effect"
+import { Duration, Effect, Exit, Option, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { DEFAULT_LINK_WINDOW_BYTES } from "@streamspace/protocol"
 import { waitFor } from "@streamspace/testbed"
@@ -90,6 +90,85 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       // The real agent still gets in.
       const real = yield* connectAndHello(cp.url, credential, "edge-2")
       assert.strictEqual(real.welcome.enrollment, "approved")
+    }).pipe(withTestClock))
+
+  it.effect("a second bootstrap socket for a pending id is refused while the first answers pings; approval goes to the first", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({})
+      const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-p")
+      const attacker = yield* connect(cp.url, { token: BOOTSTRAP })
+      yield* attacker.send("hello", helloPayload("edge-p"))
+      const error = yield* attacker.next("error")
+      assert.strictEqual(error.payload.code, "AlreadyConnected")
+      assert.include(error.payload.message, "pending approval")
+      assert.strictEqual((yield* attacker.closed()).code, 4007)
+      assert.isTrue(Option.getOrThrow(yield* cp.hub.get(id("edge-p"))).connected)
+      yield* cp.hub.approve(id("edge-p"))
+      // The credential reaches the socket that came first, never the attacker's.
+      assert.isAtLeast((yield* agent.next("credential")).payload.token.length, 40)
+      assert.isFalse(attacker.pending().some((m) => m.type === "credential"))
+    }).pipe(withTestClock))
+
+  it.effect("the admin sees a pending agent's remote address and the fingerprint of its hello", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({})
+      const agent = yield* connect(cp.url, { token: BOOTSTRAP })
+      yield* agent.send("hello", helloPayload("edge-f"), "3f2a9c1e-77b0-4d2e-9a51-0c6e2b8d4f10")
+      yield* agent.next("welcome")
+      const view = Option.getOrThrow(yield* cp.hub.get(id("edge-f")))
+      assert.strictEqual(view.fingerprint, "3f2a-9c1e-77b0")
+      assert.strictEqual(view.remoteAddress, "127.0.0.1")
+      yield* agent.close()
+      yield* waitFor("disconnected", Effect.map(cp.hub.get(id("edge-f")), (v) => !Option.getOrThrow(v).connected))
+      assert.isUndefined(Option.getOrThrow(yield* cp.hub.get(id("edge-f"))).fingerprint)
+    }).pipe(withTestClock))
+
+  it.effect("one-time enrolment tokens: bound to one agent id, approved at once, used once, expire; no bootstrap token needed", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({ AGENT_BOOTSTRAP_TOKEN: "" })
+      const issued = yield* cp.hub.issueEnrollmentToken(id("edge-t"), Duration.hours(1))
+      assert.isAtLeast(issued.token.length, 40)
+      // Only the hash is stored.
+      const rows = yield* Effect.flatMap(Store.use(Effect.succeed), (store) => store.agents.listEnrollmentTokens())
+      assert.deepStrictEqual(rows.map((r) => r.agentId), ["edge-t"])
+      assert.notInclude(JSON.stringify(rows), issued.token)
+      // For another agent id: refused.
+      const wrongId = yield* connect(cp.url, { token: issued.token })
+      yield* wrongId.send("hello", helloPayload("edge-other"))
+      assert.strictEqual((yield* wrongId.next("error")).payload.code, "Unauthorized")
+      assert.strictEqual((yield* wrongId.closed()).code, 4003)
+      // For its id: welcomed, then the credential at once (the token was the approval).
+      const { agent, welcome } = yield* connectAndHello(cp.url, issued.token, "edge-t")
+      assert.strictEqual(welcome.enrollment, "pending")
+      const credential = (yield* agent.next("credential")).payload.token
+      assert.strictEqual((yield* agent.closed()).code, 4000)
+      assert.strictEqual(Option.getOrThrow(yield* cp.hub.get(id("edge-t"))).enrollment, "approved")
+      const again = yield* connectAndHello(cp.url, credential, "edge-t")
+      assert.strictEqual(again.welcome.enrollment, "approved")
+      // Used once: the same token is refused now, and gone from the store.
+      assert.strictEqual((yield* refused(connect(cp.url, { token: issued.token }))).status, 401)
+      assert.deepStrictEqual(yield* Effect.flatMap(Store.use(Effect.succeed), (store) => store.agents.listEnrollmentTokens()), [])
+      // Expired: refused.
+      const late = yield* cp.hub.issueEnrollmentToken(id("edge-late"), Duration.minutes(5))
+      yield* TestClock.adjust("5 minutes")
+      assert.strictEqual((yield* refused(connect(cp.url, { token: late.token }))).status, 401)
+      // Not for an approved agent.
+      assert.strictEqual((yield* Effect.flip(cp.hub.issueEnrollmentToken(id("edge-t"), Duration.hours(1)))).reason, "InvalidTransition")
+    }).pipe(withTestClock))
+
+  it.effect("an admin deletes a rejected agent record; only rejected ones; the id may enrol afresh", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({})
+      const { agent } = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-d")
+      assert.strictEqual((yield* Effect.flip(cp.hub.remove(id("edge-d")))).reason, "InvalidTransition")
+      yield* cp.hub.reject(id("edge-d"))
+      yield* agent.closed()
+      yield* cp.hub.remove(id("edge-d"))
+      assert.isTrue(Option.isNone(yield* cp.hub.get(id("edge-d"))))
+      assert.strictEqual((yield* Effect.flip(agentRow("edge-d"))).reason._tag, "NotFound")
+      assert.strictEqual((yield* Effect.flip(cp.hub.remove(id("edge-d")))).reason, "NotFound")
+      const fresh = yield* connectAndHello(cp.url, BOOTSTRAP, "edge-d")
+      assert.strictEqual(fresh.welcome.enrollment, "pending")
     }).pipe(withTestClock))
 
   it.effect("reject closes the pending socket and keeps the id out", () =>

@@ -48,7 +48,7 @@ const setup = Effect.gen(function*() {
       } catch {}
       return { status: res.status, json, text }
     })
-  return { hub, dispatcher, repo, call, tokens, sessions: Context.get(served.ctx, Sessions) }
+  return { hub, dispatcher, repo, call, tokens, base: served.base, sessions: Context.get(served.ctx, Sessions) }
 })
 
 const errorOf = (r: { status: number; json: any }) => ({ status: r.status, code: r.json?.error?.code as string, message: r.json?.error?.message as string })
@@ -100,6 +100,8 @@ describe("API auth", () => {
         ["PATCH", "/api/v1/agents/a", { status: "offline" }],
         ["POST", "/api/v1/agents/a/approve", undefined],
         ["POST", "/api/v1/agents/a/revoke", undefined],
+        ["POST", "/api/v1/agents/a/enrollment-token", undefined],
+        ["DELETE", "/api/v1/agents/a", undefined],
         ["POST", "/api/v1/templates", { name: "x", image: "y" }]
       ] as const) {
         const r = errorOf(yield* t.call(m, p, { token: t.tokens.ann, body }))
@@ -164,6 +166,35 @@ describe("API agents", () => {
       t.hub.addAgent("q", { enrollment: "pending" })
       assert.strictEqual((yield* t.call("POST", "/api/v1/agents/q/reject", { token: t.tokens.admin })).json.enrollment, "rejected")
       assert.strictEqual((yield* t.call("POST", "/api/v1/agents/p/rotate", { token: t.tokens.admin })).status, 200)
+    }))
+
+  it.live("DELETE removes a rejected agent only; enrollment-token answers the token once, never cached, and checks its ttl", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      t.hub.addAgent("r", { enrollment: "rejected" })
+      const refused = errorOf(yield* t.call("DELETE", "/api/v1/agents/a", { token: t.tokens.admin }))
+      assert.deepStrictEqual([refused.status, refused.code], [409, "conflict"])
+      assert.include(refused.message, "only rejected agents")
+      const deleted = yield* t.call("DELETE", "/api/v1/agents/r", { token: t.tokens.admin })
+      assert.strictEqual(deleted.status, 200)
+      assert.deepStrictEqual(deleted.json, { id: "r", deleted: true })
+      assert.strictEqual((yield* t.call("GET", "/api/v1/agents/r", { token: t.tokens.admin })).status, 404)
+
+      const issued = yield* Effect.promise(() =>
+        fetch(`${t.base}/api/v1/agents/edge-new/enrollment-token`, { method: "POST", headers: { authorization: `Bearer ${t.tokens.admin}` } })
+      )
+      assert.strictEqual(issued.status, 201)
+      assert.strictEqual(issued.headers.get("cache-control"), "no-store")
+      const body = yield* Effect.promise(() => issued.json() as Promise<any>)
+      assert.strictEqual(body.agent_id, "edge-new")
+      assert.isString(body.token)
+      assert.isAbove(Date.parse(body.expires_at), Date.now() + 3500_000)
+      const withTtl = yield* t.call("POST", "/api/v1/agents/edge-new/enrollment-token", { token: t.tokens.admin, body: { ttl_seconds: 600 } })
+      assert.isBelow(Date.parse(withTtl.json.expires_at), Date.now() + 700_000)
+      const tooShort = errorOf(yield* t.call("POST", "/api/v1/agents/edge-new/enrollment-token", { token: t.tokens.admin, body: { ttl_seconds: 5 } }))
+      assert.deepStrictEqual([tooShort.status, tooShort.code], [400, "invalid_request"])
+      assert.include(tooShort.message, "ttl_seconds")
     }))
 })
 

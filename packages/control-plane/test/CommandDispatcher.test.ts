@@ -169,7 +169,8 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       yield* agent.next("command")
       yield* agent.send("command_ack", { command_id: acked.id })
       yield* waitFor("ack", stateIs(cp.dispatcher, acked.id, "ack"))
-      // The link drops before any outcome; the agent comes back (a new socket replaces the old one).
+      // The link drops before any outcome; the agent comes back.
+      yield* agent.close()
       const again = yield* connectAndHello(cp.url, credential, "dx-7")
       const first = yield* again.agent.next("command")
       const second = yield* again.agent.next("command")
@@ -201,6 +202,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       yield* other.agent.next("command")
       yield* mine.agent.send("command_completed", completed(done.id, "s-21"))
       yield* waitFor("completed", stateIs(cp.dispatcher, done.id, "completed"))
+      yield* mine.agent.close()
       const again = yield* connectAndHello(cp.url, mine.credential, "dx-20")
       assert.strictEqual((yield* again.agent.next("command")).payload.command_id, open.id)
       // The next command it receives is the barrier's own: nothing else was re-sent to it.

@@ -411,6 +411,70 @@ describe("Sessions", () => {
       assert.strictEqual(env.dispatcher.commands.filter((c) => c.request.action === "delete_session").length, 0)
     }))
 
+  it.effect("a session one hello left out (lost_on_agent) is re-adopted when its agent reports it again", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      env.dispatcher.responder = (d) => d.request.action === "create_session" ? { result: { action: "create_session", session: status(d.request.args.session_id, "running") } } : undefined
+      const byHello = yield* env.sessions.create(ann, { template: demo })
+      const byReport = yield* env.sessions.create(ann, { template: demo })
+      yield* waitState(env, byHello.id, "running")
+      yield* waitState(env, byReport.id, "running")
+      const hello = (sessions: Array<SessionStatus>) => ({
+        agent_id: "a" as AgentId,
+        platform: "kubernetes" as const,
+        region: "eu",
+        version: "0.1.0",
+        protocol_versions: ["1"],
+        capacity: { cpu: "8", memory: "16Gi", max_sessions: 10 },
+        sessions
+      })
+      // One hello (from a second process with the agent's credential, say) lists nothing.
+      yield* env.hub.connected("a", hello([]))
+      yield* waitState(env, byHello.id, "terminated")
+      yield* waitState(env, byReport.id, "terminated")
+      assert.strictEqual((yield* env.sessions.get(ann, byHello.id)).reason, "lost_on_agent")
+      // The real agent comes back with its inventory; a status report alone also brings one back.
+      yield* env.hub.connected("a", hello([status(byHello.id, "running", { observed_at: "2026-01-01T00:00:05.000Z" })]))
+      yield* waitState(env, byHello.id, "running")
+      assert.isUndefined((yield* env.sessions.get(ann, byHello.id)).reason)
+      yield* env.hub.sessionStatus("a", status(byReport.id, "running", { observed_at: "2026-01-01T00:00:06.000Z" }))
+      yield* waitState(env, byReport.id, "running")
+      assert.deepStrictEqual(env.sessions.unknownSessions("a" as AgentId), [])
+    }))
+
+  it.effect("DELETE of a session recorded lost_on_agent still sends delete_session to its agent (the pod may be there)", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      env.dispatcher.responder = (d) => d.request.action === "create_session" ? { result: { action: "create_session", session: status(d.request.args.session_id, "running") } } : undefined
+      const s = yield* env.sessions.create(ann, { template: demo })
+      yield* waitState(env, s.id, "running")
+      env.dispatcher.responder = () => undefined
+      yield* env.hub.connected("a", {
+        agent_id: "a" as AgentId,
+        platform: "kubernetes",
+        region: "eu",
+        version: "0.1.0",
+        protocol_versions: ["1"],
+        capacity: { cpu: "8", memory: "16Gi", max_sessions: 10 },
+        sessions: []
+      })
+      yield* waitState(env, s.id, "terminated")
+      const removed = yield* env.sessions.remove(ann, s.id)
+      assert.strictEqual(removed.state, "terminated")
+      const deletes = env.dispatcher.commands.filter((c) => c.request.action === "delete_session")
+      assert.strictEqual(deletes.length, 1)
+      assert.strictEqual(deletes[0]!.agentId, "a")
+      yield* env.dispatcher.complete(deletes[0]!.record.id, { action: "delete_session", session_id: s.id as SessionId })
+      yield* waitFor("reason deleted", Effect.map(env.sessions.get(ann, s.id), (r) => r.reason === "deleted"))
+      // Deleted for good: a second DELETE sends nothing more, and a late report does not bring it back.
+      yield* env.sessions.remove(ann, s.id)
+      assert.strictEqual(env.dispatcher.commands.filter((c) => c.request.action === "delete_session").length, 1)
+      yield* env.hub.sessionStatus("a", status(s.id, "running", { observed_at: "2026-01-01T00:00:09.000Z" }))
+      assert.strictEqual(yield* stateOf(env, s.id), "terminated")
+    }))
+
   it.effect("after a restart, open create and delete commands are followed again", () =>
     Effect.gen(function*() {
       const first = yield* setup

@@ -143,6 +143,7 @@ const agentsPage = {
       btn.disabled = true
       try {
         if (act === "drain" || act === "undrain") await api("PATCH", `/agents/${encodeURIComponent(id)}`, { status: act === "drain" ? "offline" : "online" })
+        else if (act === "delete") await api("DELETE", `/agents/${encodeURIComponent(id)}`)
         else await api("POST", `/agents/${encodeURIComponent(id)}/${act}`)
         showBanner("")
       } catch (err) { showBanner(err.message) }
@@ -162,9 +163,10 @@ const agentsPage = {
         <td data-label="Capacity">${a.capacity ? `${esc(cpuText(a.capacity.cpu))} CPU, ${esc(a.capacity.memory)}, ${esc(a.capacity.max_sessions)} sessions` : "—"}</td>
         <td data-label="Sessions">${esc(a.active_sessions)}${a.unknown_sessions?.length ? ` <span class="muted small" title="${esc(a.unknown_sessions.join(", "))}">(+${a.unknown_sessions.length} unknown)</span>` : ""}</td>
         <td data-label="Last heartbeat">${a.last_heartbeat ? timeAgo(a.last_heartbeat) : "never"}</td>
-        <td data-label="Enrolment"><span class="badge ${esc(a.enrollment)}" data-testid="agent-enrollment">${esc(a.enrollment)}</span></td>
+        <td data-label="Enrolment"><span class="badge ${esc(a.enrollment)}" data-testid="agent-enrollment">${esc(a.enrollment)}</span>${a.enrollment === "pending" && a.fingerprint ? `<div class="muted small" data-testid="agent-fingerprint" title="Approve only if the agent's log shows the same fingerprint">from ${esc(a.remote_address ?? "?")} · fingerprint <code>${esc(a.fingerprint)}</code></div>` : ""}</td>
         ${admin ? `<td class="actions"><div>
           ${a.enrollment === "pending" ? `<button data-act="approve">Approve</button><button class="danger" data-act="reject">Reject</button>` : ""}
+          ${a.enrollment === "rejected" ? `<button class="danger" data-act="delete">Delete</button>` : ""}
           ${a.enrollment === "approved" ? (a.draining ? `<button class="secondary" data-act="undrain">Undrain</button>` : `<button class="secondary" data-act="drain">Drain</button>`) : ""}
         </div></td>` : ""}
       </tr>`).join("")}

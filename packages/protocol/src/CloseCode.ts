@@ -11,7 +11,10 @@ export const CloseCode = {
   internal: 1011,
   /** Approval issued a credential: reconnect at once with it. */
   credentialIssued: 4000,
-  /** A newer connection with the same agent id took over: another process may be running with this AGENT_ID. */
+  /**
+   * A newer connection with the same agent id took over after this one failed a liveness check (no pong within
+   * a few seconds): redial soon, with a short jittered delay (if the newcomer is alive, that dial gets 4007).
+   */
   replaced: 4001,
   /** Handshake failed: no common protocol version. */
   protocol: 4002,
@@ -22,5 +25,10 @@ export const CloseCode = {
   /** No heartbeat for HEARTBEAT_MISSED_LIMIT x HEARTBEAT_INTERVAL. */
   heartbeatTimeout: 4005,
   /** No pong to the previous transport ping (dead or blackholed link). */
-  pingTimeout: 4006
+  pingTimeout: 4006,
+  /**
+   * Refused: another socket of this agent id is connected and answered a ping (for a pending id: the socket
+   * that presented the bootstrap token first). Another process may be running with this AGENT_ID; retry soon.
+   */
+  alreadyConnected: 4007
 } as const

@@ -99,7 +99,7 @@ export const Drain = Schema.Struct({ draining: Schema.Boolean })
 /** agent -> control plane, last frame before a graceful close. */
 export const Goodbye = Schema.Struct({ reason: Schema.String })
 
-export const ErrorCode = Schema.Union([ProtocolErrorReason, Schema.Literals(["Unauthorized", "Internal"])])
+export const ErrorCode = Schema.Union([ProtocolErrorReason, Schema.Literals(["Unauthorized", "Internal", "AlreadyConnected"])])
 /** Either direction: the answer to a frame that could not be used. The connection stays up. */
 export const ErrorPayload = Schema.Struct({
   code: ErrorCode,
@@ -271,4 +271,14 @@ export const validatePayload = <T extends MessageType>(type: T, payload: unknown
   return Result.isFailure(r)
     ? fail("InvalidPayload", `invalid ${type}: ${formatSchemaError(r.failure, "payload")}`, { type })
     : Result.succeed(r.success as PayloadOf<T>)
+}
+
+/**
+ * The short fingerprint of one enrolling connection: the first 12 hex digits of its `hello` frame id, in
+ * groups of four. The agent sends its hello with a random id and logs this; the control plane shows it with
+ * the pending agent, so an administrator can tell the real agent's socket from another one before approving.
+ */
+export const helloFingerprint = (helloId: string): string => {
+  const hex = helloId.toLowerCase().replace(/[^0-9a-f]/g, "").slice(0, 12)
+  return (hex.match(/.{1,4}/g) ?? []).join("-")
 }

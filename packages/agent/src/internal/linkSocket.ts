@@ -9,7 +9,7 @@ import { ConnectProxyAgent } from "./proxy.ts"
 import { SendLanes } from "./sendLanes.ts"
 
 export class ConnectionError extends Schema.TaggedError<ConnectionError>()("ConnectionError", {
-  reason: Schema.Literals(["NotConnected", "Closed", "Unauthorized", "Rejected", "Transport"]),
+  reason: Schema.Literals(["NotConnected", "Closed", "Unauthorized", "Rejected", "AlreadyConnected", "Transport"]),
   message: Schema.String
 }) {}
 

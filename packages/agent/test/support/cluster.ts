@@ -16,6 +16,10 @@ import { type AuditProxy, makeAuditProxy } from "./clusterAudit.ts"
 export const AGENT_ID = "agent-test"
 export const NAMESPACE = "streamspace"
 
+/** The name files/role-rules.yaml puts in the Secret rule's resourceNames; the chart replaces it with the credential Secret's. */
+export const CREDENTIAL_SECRET_PLACEHOLDER = "AGENT_CREDENTIAL_SECRET"
+/** AGENT_CREDENTIAL_SECRET's default, the Secret the test clusters' Role names. */
+export const CREDENTIAL_SECRET = "streamspace-agent-credential"
 export const ROLE_RULES_PATH = fileURLToPath(new URL("../../../../helm/streamspace-agent/files/role-rules.yaml", import.meta.url))
 
 /** Short retries and timeouts, so fault tests finish quickly. */
@@ -57,7 +61,10 @@ export const makeCluster = (options: ClusterOptions = {}): Effect.Effect<Cluster
     )
     let kubeconfig = server.kubeconfigFor(server.adminToken, { namespace: NAMESPACE, user: "admin" })
     if (options.rbac !== undefined && options.rbac !== false) {
-      const rules = typeof options.rbac === "string" ? options.rbac : readFileSync(ROLE_RULES_PATH, "utf8")
+      // As templates/rbac.yaml does: the Secret rule names the agent's credential Secret, which the chart creates empty.
+      const rules = (typeof options.rbac === "string" ? options.rbac : readFileSync(ROLE_RULES_PATH, "utf8"))
+        .replaceAll(CREDENTIAL_SECRET_PLACEHOLDER, CREDENTIAL_SECRET)
+      server.put("secrets", { metadata: { name: CREDENTIAL_SECRET, namespace: NAMESPACE }, type: "Opaque" })
       const token = server.addServiceAccount(NAMESPACE, "streamspace-agent")
       server.loadRbac(rules, {
         namespace: NAMESPACE,

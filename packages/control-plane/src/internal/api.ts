@@ -103,6 +103,9 @@ export const agentJson = (a: AgentView, unknownSessions: ReadonlyArray<string>) 
   capacity: a.capacity,
   active_sessions: a.activeSessions,
   active_tunnels: a.activeTunnels,
+  /** While connected: the socket's peer address and the fingerprint the agent logs (compare before approving). */
+  remote_address: a.remoteAddress ?? null,
+  fingerprint: a.fingerprint ?? null,
   /** Sessions the agent runs that the control plane has no record of (reported, never deleted). */
   unknown_sessions: unknownSessions
 })

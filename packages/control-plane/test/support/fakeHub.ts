@@ -2,7 +2,7 @@
 // consumers get the reports the test plays as an agent, and tunnels are opened, answered and closed the way
 // the real hub does it, with every open and close recorded.
 import type { AgentId, Capacity, CommandErrorCode, PayloadOf, SessionStatus, TunnelId } from "@streamspace/protocol"
-import { Deferred, Effect, Layer, Option, PubSub, Stream } from "effect"
+import { Deferred, Duration, Effect, Layer, Option, PubSub, Stream } from "effect"
 import {
   AgentHub,
   AgentHubError,
@@ -174,7 +174,13 @@ export const makeFakeHub = Effect.gen(function*() {
     reject: (id) => update(id, (a) => ({ ...a, enrollment: "rejected" })),
     rotate: (id) => need(id),
     revoke: (id) => update(id, (a) => ({ ...a, enrollment: "revoked", connected: false, status: "offline" })),
-    droppedFrames: Effect.succeed(0)
+    droppedFrames: Effect.succeed(0),
+    issueEnrollmentToken: (_id, ttl) => Effect.succeed({ token: "fake-enrollment-token", expiresAt: new Date(Date.now() + Duration.toMillis(ttl)) }),
+    remove: (id) =>
+      Effect.flatMap(need(id), (a) =>
+        a.enrollment === "rejected"
+          ? Effect.sync(() => void agents.delete(id))
+          : Effect.fail(new AgentHubError({ reason: "InvalidTransition", message: `agent ${id} is ${a.enrollment}: only rejected agents are deleted` })))
   }
   return hub
 })

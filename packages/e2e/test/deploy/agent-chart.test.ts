@@ -166,13 +166,14 @@ describe("helm/streamspace-agent", () => {
     }
   })
 
-  it("renders valid Kubernetes objects with the defaults: ServiceAccount, Role, RoleBinding, Service, Deployment, sessions' NetworkPolicy", async () => {
+  it("renders valid Kubernetes objects with the defaults: ServiceAccount, Role, RoleBinding, credential Secret, Service, Deployment, sessions' NetworkPolicy", async () => {
     const objects = parseObjects(await template(agentChart, required))
     assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
       "Deployment/streamspace-k8s-agent",
       "NetworkPolicy/streamspace-k8s-agent-sessions",
       "Role/streamspace-k8s-agent",
       "RoleBinding/streamspace-k8s-agent",
+      "Secret/streamspace-k8s-agent-credential",
       "Service/streamspace-k8s-agent",
       "ServiceAccount/streamspace-k8s-agent"
     ])
@@ -242,7 +243,11 @@ describe("helm/streamspace-agent", () => {
     const fileRules = parse(readFileSync(path.join(agentChart, "files/role-rules.yaml"), "utf8"))
     const objects = parseObjects(await template(agentChart, required))
     const role = find(objects, "Role")
-    assert.deepStrictEqual(role.rules, fileRules)
+    // The file, with the credential Secret's name in place of the resourceNames placeholder.
+    assert.deepStrictEqual(
+      role.rules,
+      fileRules.map((r: any) => (r.resourceNames === undefined ? r : { ...r, resourceNames: ["streamspace-k8s-agent-credential"] }))
+    )
     assert.isAbove(role.rules.length, 0)
     const clusterScoped = ["namespaces", "nodes", "persistentvolumes", "clusterroles", "clusterrolebindings", "storageclasses"]
     for (const r of role.rules) {
@@ -253,6 +258,7 @@ describe("helm/streamspace-agent", () => {
       if (r.resources.includes("secrets")) {
         assert.notInclude(r.verbs, "list", "listing Secrets would expose every Secret of the namespace")
         assert.notInclude(r.verbs, "watch", "watching Secrets would expose every Secret of the namespace")
+        assert.deepStrictEqual(r.resourceNames, ["streamspace-k8s-agent-credential"], "only the agent's own credential Secret")
       }
       assert.isUndefined(r.nonResourceURLs, where)
     }
@@ -291,6 +297,7 @@ describe("helm/streamspace-agent", () => {
       "NetworkPolicy/agent-eu-sessions",
       "Role/agent-eu",
       "RoleBinding/agent-eu",
+      "Secret/agent-eu-credential",
       "Secret/agent-eu-token",
       "Service/agent-eu",
       "ServiceAccount/agent-eu-sa",
@@ -363,7 +370,15 @@ describe("helm/streamspace-agent", () => {
       "pod-security.kubernetes.io/warn": "restricted"
     })
     assert.deepStrictEqual(parse(find(objects, "ConfigMap").data["pod-template.yaml"]), everyValue.agent.session.podTemplate)
-    assert.strictEqual(Buffer.from(find(objects, "Secret").data.bootstrap, "base64").toString(), "s3cret-bootstrap-token")
+    assert.strictEqual(Buffer.from(find(objects, "Secret", "agent-eu-token").data.bootstrap, "base64").toString(), "s3cret-bootstrap-token")
+    // The credential Secret: created empty (upgrades keep what the agent wrote) in the sessions namespace, and the
+    // only Secret the Role reaches.
+    const credential = find(objects, "Secret", "agent-eu-credential")
+    assert.strictEqual(credential.metadata.namespace, "tenant-a")
+    assert.isUndefined(credential.data)
+    assert.deepStrictEqual(find(objects, "Role").rules.filter((r: { resources: Array<string> }) => r.resources.includes("secrets")), [
+      { apiGroups: [""], resources: ["secrets"], resourceNames: ["agent-eu-credential"], verbs: ["get", "update"] }
+    ])
 
     // ServiceMonitor scrapes the Service's metrics port.
     const service = find(objects, "Service")

@@ -50,6 +50,7 @@ describe("helm/manifests", () => {
     const rbac = load("rbac.yaml")
     assert.deepStrictEqual(rbac.map((o) => `${o.kind}/${o.metadata.name}`), [
       "ServiceAccount/streamspace-k8s-agent",
+      "Secret/streamspace-k8s-agent-credential",
       "Role/streamspace-k8s-agent",
       "RoleBinding/streamspace-k8s-agent",
       "NetworkPolicy/streamspace-k8s-agent-sessions"

@@ -3,7 +3,8 @@
 // ServiceAccount, so the chart's Role (and nothing else) authorises every call. A session's whole life
 // through it: Pod Security "restricted" admission, scheduling, a home PVC provisioned and bound, delete,
 // and adoption by a restarted agent.
-import { waitForPromise } from "@streamspace/testbed"
+import { repoRoot, waitForPromise } from "@streamspace/testbed"
+import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as R from "./support.ts"
 
@@ -62,6 +63,24 @@ describe("the agent chart on a real API server", () => {
   it("keeps its credential in the Secret the chart names", async () => {
     const secret = await R.getJson(["-n", agent.namespace, "secret", agent.env.AGENT_CREDENTIAL_SECRET!])
     expect(Object.keys(secret.data)).not.toHaveLength(0)
+  })
+
+  it("reads and writes that one Secret only, and a helm upgrade keeps the credential in it", async () => {
+    const name = agent.env.AGENT_CREDENTIAL_SECRET!
+    const before = (await R.getJson(["-n", agent.namespace, "secret", name])).data
+    // The chart's ServiceAccount, asked of the real authorizer.
+    const sa = `system:serviceaccount:${agent.agentNamespace}:agent`
+    const canI = async (verb: string, what: string) =>
+      (await R.kubectl(["auth", "can-i", verb, what, "-n", agent.namespace, "--as", sa])).stdout.trim()
+    expect(await canI("get", `secret/${name}`)).toBe("yes")
+    expect(await canI("update", `secret/${name}`)).toBe("yes")
+    expect(await canI("get", "secret/another-agents-credential")).toBe("no")
+    expect(await canI("list", "secrets")).toBe("no")
+    const upgraded = await R.helm(["upgrade", "agent", path.join(repoRoot, "helm/streamspace-agent"), "--namespace", agent.agentNamespace, "--reuse-values"])
+    expect(upgraded.code, upgraded.stderr).toBe(0)
+    const after = await R.getJson(["-n", agent.namespace, "secret", name])
+    expect(after.data).toEqual(before)
+    expect(after.metadata.labels["app.kubernetes.io/managed-by"]).toBe("Helm")
   })
 
   it("a restarted agent adopts the session it left running", async () => {

@@ -63,7 +63,12 @@ describe("agent authentication, credential storage and logs", () => {
         return c !== cred1 && c
       }))
       const withinGrace = yield* rawAgent(cp.wsUrl, cred1, AGENT)
-      if (Date.now() - rotatedAt < GRACE_MS) assert.strictEqual(withinGrace.frames.at(-1)?.type, "welcome", JSON.stringify(withinGrace))
+      // Within the grace the old credential still authenticates; the real agent holds the id and answers pings, so the
+      // dial is refused as AlreadyConnected (4007), never as Unauthorized, and the agent keeps its link.
+      if (Date.now() - rotatedAt < GRACE_MS) {
+        assert.strictEqual(withinGrace.code, 4007, JSON.stringify(withinGrace))
+        assert.strictEqual(withinGrace.frames.at(-1)?.type, "error", JSON.stringify(withinGrace))
+      }
       yield* S.waitFor("the old credential to stop working", Effect.map(rawAgent(cp.wsUrl, cred1, AGENT), (r) => r.status === 401 || r.code === 4003), { timeout: 20_000 })
       assert.isAtLeast(Date.now() - rotatedAt, GRACE_MS - 50, "not before the grace period ended")
       yield* S.waitForOnline(cp, AGENT)

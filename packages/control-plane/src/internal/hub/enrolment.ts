@@ -21,6 +21,9 @@ export const authenticate = (state: HubState, token: string, nowMs: number): Cre
   const h = hashToken(token)
   let found: Credential | undefined
   if (bootstrap !== undefined && hashesEqual(h, bootstrap)) found = { kind: "bootstrap" }
+  for (const [agentId, t] of state.enrollmentTokens) {
+    if (nowMs < t.expiresAt.getTime() && hashesEqual(h, t.hash) && found === undefined) found = { kind: "enrollment", agentId }
+  }
   for (const { record: r } of state.agents.values()) {
     if (r.enrollment !== "approved") continue
     const current = r.credentialHash !== undefined && hashesEqual(h, r.credentialHash)
@@ -130,3 +133,39 @@ export const revoke = (state: HubState, id: AgentId) =>
       yield* shutOut(state, entry, `the credential of agent ${id} was revoked`)
       yield* Effect.logInfo("AgentHub: agent revoked")
     }))
+
+/**
+ * Issues a one-time enrolment token bound to `id`, valid for `ttl` (it replaces an earlier one). The agent that
+ * dials with it enrols as `id` only and is approved at once (no bootstrap token, no pending step). Only its
+ * hash is kept. Refused for an approved agent (it has a credential) and a rejected one (delete it first).
+ */
+export const issueEnrollmentToken = (state: HubState, id: AgentId, ttl: Duration.Duration) =>
+  state.locked(Effect.gen(function*() {
+    const enrollment = state.agents.get(id)?.record.enrollment
+    if (enrollment === "approved" || enrollment === "rejected" || enrollment === "revoked") {
+      return yield* new AgentHubError({
+        reason: "InvalidTransition",
+        message: enrollment === "approved"
+          ? `agent ${id} is approved: it has a credential (rotate or revoke it instead)`
+          : enrollment === "rejected"
+          ? `agent ${id} was rejected: delete it first (DELETE /api/v1/agents/${id})`
+          : `agent ${id} was revoked: enrol the agent under a new id`
+      })
+    }
+    const token = newCredential()
+    const expiresAt = new Date((yield* Clock.currentTimeMillis) + Duration.toMillis(ttl))
+    yield* state.store.agents.putEnrollmentToken(id, hashToken(token), expiresAt).pipe(Effect.mapError(storeFailed(id)))
+    state.enrollmentTokens.set(id, { hash: hashToken(token), expiresAt })
+    yield* Effect.logInfo("AgentHub: one-time enrolment token issued").pipe(Effect.annotateLogs({ agent_id: id }))
+    return { token, expiresAt }
+  }))
+
+/** Deletes a rejected agent's record: the id is forgotten and may enrol again. */
+export const remove = (state: HubState, id: AgentId) =>
+  state.locked(Effect.gen(function*() {
+    const entry = yield* lookup(state, id)
+    if (entry.record.enrollment !== "rejected") return yield* invalid(entry, "delete (only rejected agents are deleted)")
+    yield* state.store.agents.remove(id).pipe(Effect.mapError(storeFailed(id)))
+    state.agents.delete(id)
+    yield* Effect.logInfo("AgentHub: rejected agent deleted").pipe(Effect.annotateLogs({ agent_id: id }))
+  }))

@@ -1,11 +1,12 @@
 // One agent link, from the upgraded socket to its end: the hello handshake with version negotiation and the
 // admission rules (bootstrap token -> pending; a credential only for its own, approved agent), replacing an
-// older socket of the same agent at once, then the read loop: text frames decoded and routed (heartbeats to
+// older socket of the same agent only when it fails a liveness check (a newcomer is refused with 4007 while
+// the older one answers pings), then the read loop: text frames decoded and routed (heartbeats to
 // the hub itself, tunnel answers and `vnc_closed` to the tunnel's sink, other reports queued for their
 // consumer), binary frames to their tunnel with link credit returned as they are read. A watchdog marks the
 // agent offline after HEARTBEAT_MISSED_LIMIT silent intervals; transport pings find dead links sooner.
 import type { AgentId, PayloadOf } from "@streamspace/protocol"
-import { CloseCode, creditThreshold, decodeBinary, decodeFromAgent, encodeLinkWindow, negotiateVersion } from "@streamspace/protocol"
+import { CloseCode, creditThreshold, decodeBinary, decodeFromAgent, encodeLinkWindow, helloFingerprint, negotiateVersion } from "@streamspace/protocol"
 import type { Cause } from "effect"
 import { Clock, Duration, Effect, FiberSet, Option, Queue, Result } from "effect"
 import { Socket } from "effect/socket"
@@ -18,13 +19,28 @@ import { deliverFrame, onTunnelClosed, onTunnelReply, tunnelsGone } from "./tunn
 
 /** How long a new socket has to send `hello`. */
 export const HELLO_TIMEOUT = Duration.seconds(10)
+/**
+ * A newcomer with an agent's id displaces the socket already connected for it only when that socket fails a
+ * liveness check: a ping without a pong within this bound.
+ */
+export const HOLDER_PROBE_TIMEOUT = Duration.seconds(3)
 /** Stop a sender once this many bytes are queued on one agent socket and not yet handed to the kernel. */
 export const SEND_HIGH_WATER_BYTES = 1024 * 1024
 /** Reports of one connection waiting for their consumers; a full queue holds back that agent's reads. */
 const REPORT_QUEUE = 256
 
 /** What the upgrade request authenticated as. */
-export type Credential = { readonly kind: "bootstrap" } | { readonly kind: "agent"; readonly agentId: AgentId }
+export type Credential =
+  | { readonly kind: "bootstrap" }
+  | { readonly kind: "agent"; readonly agentId: AgentId }
+  /** A one-time enrolment token an administrator issued for this agent id (POST /agents/:id/enrollment-token). */
+  | { readonly kind: "enrollment"; readonly agentId: AgentId }
+
+/** About the socket, from its upgrade request; and what runs once an agent is admitted, outside the hub lock. */
+export interface LinkOptions {
+  readonly remoteAddress: string
+  readonly afterAdmit?: (id: AgentId) => Effect.Effect<void>
+}
 
 type ErrorCode = PayloadOf<"error">["code"]
 
@@ -84,8 +100,51 @@ const runReports = (state: HubState, agentId: AgentId, inbox: Queue.Queue<Report
     }
   }).pipe(Effect.catchTag("Done", () => Effect.void), Effect.annotateLogs({ agent_id: agentId }))
 
+/** The socket connected for an agent id when a newcomer said hello, and whether it answered a ping. */
+export interface Probe {
+  readonly holder: Live
+  readonly alive: boolean
+}
+
+/**
+ * Pings the socket that holds `id`, if any, and waits up to HOLDER_PROBE_TIMEOUT for a pong (any pong in that
+ * window counts; a socket that closes or is detached first is dead). Runs outside the hub lock.
+ */
+export const probeHolder = (state: HubState, id: AgentId): Effect.Effect<Probe | undefined> =>
+  Effect.gen(function*() {
+    const holder = state.agents.get(id)?.live
+    if (holder === undefined) return undefined
+    const ws = holder.ws
+    if (holder.ended || ws.readyState !== ws.OPEN) return { holder, alive: false }
+    const answered = yield* Effect.callback<boolean>((resume) => {
+      const onPong = () => resume(Effect.succeed(true))
+      const onClose = () => resume(Effect.succeed(false))
+      ws.once("pong", onPong)
+      ws.once("close", onClose)
+      try {
+        ws.ping()
+      } catch {
+        resume(Effect.succeed(false))
+      }
+      return Effect.sync(() => {
+        ws.off("pong", onPong)
+        ws.off("close", onClose)
+      })
+    }).pipe(Effect.timeoutOption(HOLDER_PROBE_TIMEOUT), Effect.map(Option.getOrElse(() => false)))
+    return { holder, alive: answered && !holder.ended }
+  })
+
 /** Registers a handshaken socket; None when the agent may not connect (the socket is closed then). */
-const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Credential, hello: PayloadOf<"hello">, helloId: string) =>
+const admit = (
+  state: HubState,
+  ws: WebSocket,
+  out: SendQueue,
+  credential: Credential,
+  hello: PayloadOf<"hello">,
+  helloId: string,
+  probe: Probe | undefined,
+  options: LinkOptions
+) =>
   state.locked(Effect.gen(function*() {
     const id = hello.agent_id
     const version = negotiateVersion(hello.protocol_versions)
@@ -95,7 +154,19 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
     }
     const entry = state.agents.get(id)
     const enrollment = entry?.record.enrollment
-    if (credential.kind === "agent") {
+    if (credential.kind === "enrollment") {
+      if (credential.agentId !== id) {
+        yield* refuse(state, out, ws, CloseCode.forbidden, `this enrolment token was issued for another agent id, not ${id}`, "Unauthorized", helloId)
+        return Option.none()
+      }
+      if (enrollment === "approved") {
+        yield* refuse(state, out, ws, CloseCode.forbidden, `agent ${id} is enrolled: connect with its credential`, "Unauthorized", helloId)
+        return Option.none()
+      }
+      // One time only: used up by this admission, whatever follows.
+      state.enrollmentTokens.delete(id)
+      yield* state.persist(id, state.store.agents.deleteEnrollmentToken(id))
+    } else if (credential.kind === "agent") {
       if (credential.agentId !== id || enrollment !== "approved") {
         yield* refuse(state, out, ws, CloseCode.forbidden, `this credential does not belong to agent ${id}`, "Unauthorized", helloId)
         return Option.none()
@@ -105,6 +176,21 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
       return Option.none()
     } else if (enrollment === "rejected" || enrollment === "revoked") {
       yield* refuse(state, out, ws, CloseCode.forbidden, `agent ${id} was ${enrollment} by an administrator`, "Unauthorized", helloId)
+      return Option.none()
+    }
+    // A connected socket of this id keeps it unless it just failed the liveness check: a second process with
+    // the same credential (or the bootstrap token, while the id is pending) must not take over a healthy link.
+    const holder = entry?.live
+    if (holder !== undefined && !(probe !== undefined && probe.holder === holder && !probe.alive)) {
+      yield* refuse(
+        state,
+        out,
+        ws,
+        CloseCode.alreadyConnected,
+        `agent ${id} is already connected${enrollment === "pending" ? " (pending approval)" : ""} from another socket that answers pings; this connection is refused`,
+        "AlreadyConnected",
+        helloId
+      )
       return Option.none()
     }
     const saved = yield* Effect.exit(state.store.agents.register({
@@ -127,6 +213,8 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
     const live: Live = {
       ws,
       out,
+      remoteAddress: options.remoteAddress,
+      fingerprint: helloFingerprint(helloId),
       approved: record.enrollment === "approved",
       ended: false,
       lastBeatMs: yield* Clock.currentTimeMillis,
@@ -148,9 +236,9 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
       // No Disconnected and no offline status: the agent never stopped being reachable.
       old.ended = true
       yield* Queue.end(old.inbox)
-      close(old.ws, CloseCode.replaced, "replaced by a newer connection of the same agent")
+      close(old.ws, CloseCode.replaced, "replaced by a newer connection of the same agent (the older one did not answer a ping)")
       yield* tunnelsGone(state, id)
-      yield* Effect.logInfo("AgentHub: agent reconnected; the older socket was replaced")
+      yield* Effect.logInfo("AgentHub: agent reconnected; the older socket did not answer a ping and was replaced")
     }
     yield* state.sendText(live.out, "welcome", {
       protocol_version: version.success,
@@ -164,7 +252,7 @@ const admit = (state: HubState, ws: WebSocket, out: SendQueue, credential: Crede
       yield* Queue.offer(live.inbox, { _tag: "Connected", hello })
       yield* state.publish({ _tag: "Connected", agentId: id })
     }
-    yield* Effect.logInfo(`AgentHub: agent connected (${record.enrollment})`)
+    yield* Effect.logInfo(`AgentHub: agent connected (${record.enrollment}) from ${live.remoteAddress}, fingerprint ${live.fingerprint}`)
     return Option.some([target, live] as const)
   }).pipe(Effect.annotateLogs({ agent_id: hello.agent_id })))
 
@@ -270,7 +358,7 @@ const watchdog = (state: HubState, entry: Entry, live: Live) =>
   })
 
 /** Serves one upgraded agent socket until it closes. */
-export const serveLink = (state: HubState, ws: WebSocket, credential: Credential) =>
+export const serveLink = (state: HubState, ws: WebSocket, credential: Credential, options: LinkOptions) =>
   Effect.scoped(Effect.gen(function*() {
     const out = makeSendQueue(ws, SEND_HIGH_WATER_BYTES)
     yield* Effect.addFinalizer(() => Effect.sync(() => close(ws, CloseCode.goingAway, "control plane shutting down")))
@@ -292,10 +380,12 @@ export const serveLink = (state: HubState, ws: WebSocket, credential: Credential
       close(ws, CloseCode.helloTimeout, "no hello")
       return
     }
-    const admitted = yield* admit(state, ws, out, credential, first.value.hello, first.value.id)
+    const probe = yield* probeHolder(state, first.value.hello.agent_id)
+    const admitted = yield* admit(state, ws, out, credential, first.value.hello, first.value.id, probe, options)
     if (Option.isNone(admitted)) return
     const [entry, live] = admitted.value
     current = admitted.value
+    if (options.afterAdmit !== undefined) yield* options.afterAdmit(entry.record.id)
     yield* Effect.addFinalizer(() => state.locked(detach(state, entry, live, true)))
     yield* Effect.gen(function*() {
       yield* Effect.forkScoped(watchdog(state, entry, live))

@@ -23,6 +23,9 @@ export interface AgentView extends Omit<AgentRecord, "status" | "credentialHash"
   readonly connected: boolean
   /** Tunnels the agent reported in its last heartbeat. */
   readonly activeTunnels: number
+  /** While connected: the socket's peer address and its hello's fingerprint (the agent logs it while pending). */
+  readonly remoteAddress?: string | undefined
+  readonly fingerprint?: string | undefined
 }
 
 /** Which agents are reachable: every connect, disconnect and change of API status. */

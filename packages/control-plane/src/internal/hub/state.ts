@@ -11,6 +11,7 @@ import type { ControlPlaneConfigShape } from "../../ControlPlaneConfig.ts"
 import type { StoreShape } from "../../Store.ts"
 import { makeKeyedLock } from "../keyedLock.ts"
 import type { AgentRecord } from "../store/agents.ts"
+import type { TokenHash } from "../token.ts"
 import type { SendQueue } from "../ws.ts"
 import type { AgentHubError, AgentReports, AgentView, CommandReport, PresenceEvent, TunnelSink } from "./model.ts"
 
@@ -23,6 +24,9 @@ export type Report =
 /** One accepted, handshaken socket. `ended` once it is replaced, revoked, timed out or closed: its frames are ignored. */
 export interface Live {
   readonly ws: WebSocket
+  /** The peer address of the socket, and the fingerprint of its hello (helloFingerprint), shown to administrators. */
+  readonly remoteAddress: string
+  readonly fingerprint: string
   readonly out: SendQueue
   readonly approved: boolean
   ended: boolean
@@ -66,7 +70,14 @@ export const viewOf = (entry: Entry): AgentView => {
   const { credentialHash: _c, previousCredentialExpiresAt: _e, previousCredentialHash: _p, ...r } = entry.record
   const connected = entry.live !== undefined
   const status = !connected ? "offline" : r.draining ? "draining" : r.status === "offline" ? "online" : r.status
-  return { ...r, status, connected, activeTunnels: entry.activeTunnels }
+  return {
+    ...r,
+    status,
+    connected,
+    activeTunnels: entry.activeTunnels,
+    remoteAddress: entry.live?.remoteAddress,
+    fingerprint: entry.live?.fingerprint
+  }
 }
 
 export const tunnelKey = (agentId: AgentId, tunnelId: number) => `${agentId}/${tunnelId}`
@@ -81,6 +92,8 @@ export const makeHubState = Effect.fnUntraced(function*(config: ControlPlaneConf
     config,
     store,
     agents: new Map<AgentId, Entry>(),
+    /** One-time enrolment tokens by agent id (hashes only), written through to the Store. */
+    enrollmentTokens: new Map<AgentId, { readonly hash: TokenHash; readonly expiresAt: Date }>(),
     background,
     presence,
     reports: [] as Array<AgentReports>,

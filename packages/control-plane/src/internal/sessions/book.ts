@@ -3,6 +3,8 @@
 //   pending -> creating -> running -> terminating -> terminated      (any live state -> failed, with a reason)
 //                            running -> hibernating -> hibernated -> creating (resume) -> running ...
 //
+// (terminated/lost_on_agent -> creating or running when the agent reports the session again: `readoptable`.)
+//
 // Every change goes through `transition`, which writes it through the repository first, under that session's
 // own lock (different sessions are written concurrently); `put` keeps the per-agent usage in step, so
 // placement reads an agent's usage without scanning. A placed session counts from its placement on
@@ -54,6 +56,15 @@ export const allowed = (from: SessionPhase, to: SessionPhase): boolean => {
       return false
   }
 }
+
+/**
+ * A session recorded `terminated` because its agent's hello left it out (`lost_on_agent`) is taken back when
+ * that agent reports it live again: the inventory of one hello is not proof that the pod is gone.
+ */
+export const readoptable = (current: SessionRecord, to: SessionPhase): boolean =>
+  current.state === "terminated" && current.reason === LOST_ON_AGENT && current.deleteCommandId === undefined && (to === "creating" || to === "running")
+
+export const LOST_ON_AGENT = "lost_on_agent"
 
 /** Where an agent's report moves a session (the agent's own pending/creating both mean "being created"). */
 const targetOf = (phase: SessionPhase): SessionPhase => (phase === "pending" ? "creating" : phase)
@@ -116,7 +127,7 @@ export const transition = Effect.fnUntraced(function*(
   const current = book.sessions.get(id)
   if (current === undefined) return undefined
   const same = current.state === to
-  if (!same && !allowed(current.state, to)) {
+  if (!same && !allowed(current.state, to) && !readoptable(current, to)) {
     yield* Effect.logDebug("session transition ignored").pipe(Effect.annotateLogs({ session_id: id, from: current.state, to }))
     // The agent's report can overtake the dispatch (running before creating is recorded): the command id
     // is still the session's, even though the state stays. (Command ids live in the commands table.)

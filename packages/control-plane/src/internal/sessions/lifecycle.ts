@@ -1,13 +1,14 @@
 // What moves a session on besides the API: the outcome of its create and delete commands (followed in the
 // background, also again after a restart) and, when its agent connects, the inventory in the agent's hello. A
-// running session the agent no longer has becomes `terminated` (reason `lost_on_agent`); a session the agent
-// has that the control plane does not know is reported (log, metric, `unknownSessions`), never deleted.
+// running session the agent no longer has becomes `terminated` (reason `lost_on_agent`), and is taken back
+// (re-adopted) when the agent reports it live again; a session the agent has that the control plane does not
+// know, or knows as ended, is reported (log, metric, `unknownSessions`), never deleted.
 import type { AgentId, PayloadOf, SessionId } from "@streamspace/protocol"
 import { Clock, Effect, FiberSet, Metric } from "effect"
 import type { CommandOutcome, CommandRecord } from "../../CommandDispatcher.ts"
 import { recordCommand, unknownSessionsTotal } from "../../Observability.ts"
 import type { SessionRecord } from "../../Store.ts"
-import { applyStatus, type Book, ended, transition } from "./book.ts"
+import { applyStatus, type Book, ended, LOST_ON_AGENT, readoptable, transition } from "./book.ts"
 
 const awaitCommand = Effect.fnUntraced(function*(book: Book, record: CommandRecord) {
   const started = yield* Clock.currentTimeMillis
@@ -85,12 +86,24 @@ export const reconcile = Effect.fnUntraced(function*(book: Book, agentId: AgentI
       (yield* book.dispatcher.get(s.createCommandId).pipe(Effect.map((c) => c.state === "completed"), Effect.orElseSucceed(() => false)))
     if (s.state === "running" || createDone) {
       yield* transition(book, s.id, "terminated", {
-        reason: "lost_on_agent",
+        reason: LOST_ON_AGENT,
         message: `agent ${agentId} no longer runs this session (absent from its inventory on reconnect)`
       })
     }
   }
-  const unknown = hello.sessions.filter((st) => book.sessions.get(st.session_id)?.agentId !== agentId)
+  // Sessions an earlier hello of this agent left out, reported live again: re-adopted.
+  for (const seen of inventory.values()) {
+    const s = book.sessions.get(seen.session_id)
+    if (s !== undefined && s.agentId === agentId && readoptable(s, seen.phase === "pending" ? "creating" : seen.phase)) {
+      yield* applyStatus(book, agentId, seen)
+      yield* Effect.logInfo("agent reports a session it was thought to have lost; re-adopted").pipe(Effect.annotateLogs({ agent_id: agentId, session_id: s.id }))
+    }
+  }
+  // Unknown: no record, another agent's, or one that ended here while the agent still runs its pod.
+  const unknown = hello.sessions.filter((st) => {
+    const s = book.sessions.get(st.session_id)
+    return s === undefined || s.agentId !== agentId || (ended(s.state) && (st.phase === "pending" || st.phase === "creating" || st.phase === "running"))
+  })
   book.unknownByAgent.set(agentId, unknown)
   if (unknown.length > 0) {
     yield* Metric.update(Metric.withAttributes(unknownSessionsTotal, { agent_id: agentId }), unknown.length)

@@ -77,6 +77,19 @@ export interface AgentsTable {
    * `previousValidUntil`; `credentialHash` becomes current.
    */
   readonly rotateCredential: (id: string, credentialHash: TokenHash, previousValidUntil: Date) => Effect.Effect<AgentRecord, StoreError>
+  /** Deletes a rejected agent's row (NotFound, or Conflict naming its enrolment otherwise): the id may enrol afresh. */
+  readonly remove: (id: string) => Effect.Effect<void, StoreError>
+  /** Stores the hash of a one-time enrolment token for `agentId`, replacing an earlier one. */
+  readonly putEnrollmentToken: (agentId: string, tokenHash: TokenHash, expiresAt: Date) => Effect.Effect<void, StoreError>
+  readonly listEnrollmentTokens: () => Effect.Effect<ReadonlyArray<EnrollmentToken>, StoreError>
+  /** Deletes the enrolment token of `agentId` (used, or replaced); nothing when there is none. */
+  readonly deleteEnrollmentToken: (agentId: string) => Effect.Effect<void, StoreError>
+}
+
+export interface EnrollmentToken {
+  readonly agentId: AgentId
+  readonly tokenHash: TokenHash
+  readonly expiresAt: Date
 }
 
 export const toAgent = (r: Row): AgentRecord => ({
@@ -125,6 +138,28 @@ export const makeAgents = ({ json, now, one, q, sql }: Db): AgentsTable => {
     })
 
   return {
+    remove: Effect.fn("Store.agents.remove")(function*(id: string) {
+      const rows = yield* q("agent", id, sql<Row>`DELETE FROM agents WHERE id = ${id} AND enrollment = 'rejected' RETURNING id`)
+      if (rows.length > 0) return
+      const current = yield* get(id)
+      return yield* Effect.fail(StoreError.conflict("agent", id, `cannot delete agent ${JSON.stringify(id)}: it is ${current.enrollment} (only rejected agents are deleted)`))
+    }),
+    putEnrollmentToken: Effect.fn("Store.agents.putEnrollmentToken")(function*(agentId: string, tokenHash: TokenHash, expiresAt: Date) {
+      const at = yield* now
+      yield* q(
+        "agent",
+        agentId,
+        sql<Row>`INSERT INTO agent_enrollment_tokens ${sql.insert({ agent_id: agentId, token_hash: tokenHash, expires_at: expiresAt, created_at: at })}
+        ON CONFLICT (agent_id) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at, created_at = EXCLUDED.created_at`
+      )
+    }),
+    listEnrollmentTokens: Effect.fn("Store.agents.listEnrollmentTokens")(function*() {
+      const rows = yield* q("agent", "*", sql<Row>`SELECT * FROM agent_enrollment_tokens ORDER BY agent_id`)
+      return rows.map((r): EnrollmentToken => ({ agentId: r.agent_id as AgentId, tokenHash: r.token_hash as TokenHash, expiresAt: date(r.expires_at) }))
+    }),
+    deleteEnrollmentToken: Effect.fn("Store.agents.deleteEnrollmentToken")(function*(agentId: string) {
+      yield* q("agent", agentId, sql<Row>`DELETE FROM agent_enrollment_tokens WHERE agent_id = ${agentId}`)
+    }),
     register: Effect.fn("Store.agents.register")(function*(h: AgentRegistration) {
       const at = yield* now
       const rows = yield* q(

@@ -121,11 +121,25 @@ const sessionLifecycle = statements(
   `ALTER TABLE sessions ADD COLUMN policy jsonb`
 )
 
-export const migrations = Migrator.fromRecord({
+/** One-time enrolment tokens, bound to an agent id (which may not have said hello yet), hashed, with an expiry. */
+const enrollmentTokens = statements(
+  `CREATE TABLE agent_enrollment_tokens (
+    agent_id text PRIMARY KEY,
+    token_hash text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL
+  )`
+)
+
+/** The migrations by name, in order (tests count them). */
+export const migrationSteps = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
-  "0003_session_lifecycle": sessionLifecycle
-})
+  "0003_session_lifecycle": sessionLifecycle,
+  "0004_agent_enrollment_tokens": enrollmentTokens
+}
+
+export const migrations = Migrator.fromRecord(migrationSteps)
 
 /** Runs the pending migrations; returns the ones it ran as `[id, name]`. */
 export const runMigrations = Migrator.make({})({ loader: migrations })
