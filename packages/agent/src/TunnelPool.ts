@@ -49,6 +49,8 @@ export interface TunnelPoolShape {
   /** Handles one binary frame from the control plane (data towards the session, or credit). */
   readonly receive: (frame: BinaryFrame) => Effect.Effect<void>
   readonly active: Effect.Effect<number>
+  /** The ids of the open tunnels (heartbeats carry them, so the control plane can reconcile). */
+  readonly ids: Effect.Effect<ReadonlyArray<TunnelId>>
   /**
    * Bytes the agent holds for its tunnels: read from port-forwards and not yet sent, plus bytes from the
    * control plane not yet written to the session. Per tunnel this stays within the port-forward read
@@ -236,6 +238,7 @@ export const make = Effect.gen(function*() {
     close: close(s),
     receive: receive(s),
     active: Effect.sync(() => s.tunnels.size),
+    ids: Effect.sync(() => [...s.tunnels.keys()]),
     buffered: buffered(s),
     closeAll: closeAll(s)
   })

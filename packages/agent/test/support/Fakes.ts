@@ -115,6 +115,7 @@ export const makeFakeTunnelPool = Effect.sync(() => {
     receive: (frame) => Effect.sync(() => void state.received.push(frame)),
     buffered: Effect.succeed({ total: 0, max: 0 }),
     active: Effect.sync(() => state.open.size),
+    ids: Effect.sync(() => [...state.open.keys()] as Array<TunnelId>),
     closeAll: (reason) =>
       Effect.sync(() => {
         state.closedAll.push(reason)
