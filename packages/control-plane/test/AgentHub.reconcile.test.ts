@@ -8,7 +8,7 @@ import { Effect, Exit, Fiber, Scope } from "effect"
 import { waitFor } from "@streamspace/testbed"
 import type { TunnelSink } from "../src/AgentHub.ts"
 import { Store } from "../src/Store.ts"
-import { connectApproved, heartbeatPayload, openTunnel, startHub, withTestClock } from "./support/fakeAgent.ts"
+import { connectAndHello, connectApproved, heartbeatPayload, openTunnel, startHub, withTestClock } from "./support/fakeAgent.ts"
 
 const recordingSink = () => {
   const frames: Array<BinaryFrame> = []
@@ -95,5 +95,21 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       assert.deepStrictEqual(commands(agent), [])
       assert.deepStrictEqual(t.closed, [])
       yield* Fiber.interrupt(opening)
+    }).pipe(Effect.scoped, withTestClock))
+
+  it.effect("on reconnect: the first beat of the new link lists a tunnel of the old one, and it is closed on the agent", () =>
+    Effect.gen(function*() {
+      const cp = yield* startHub({})
+      const { agent, credential } = yield* connectApproved(cp, "rec-again")
+      const t = recordingSink()
+      const scope = yield* Scope.make()
+      const tunnel = yield* openTunnel(cp.hub, agent, "rec-again", t.sink).pipe(Scope.provide(scope))
+      // The link drops (the viewer is told the agent went away); the agent comes back still holding the tunnel.
+      yield* agent.close(4000)
+      yield* Scope.close(scope, Exit.void)
+      const again = yield* connectAndHello(cp.url, credential, "rec-again")
+      yield* again.agent.send("heartbeat", heartbeatPayload({ active_tunnels: 1, tunnel_ids: [tunnel.id] }))
+      const disconnect = (yield* again.agent.next("command")).payload
+      assert.deepStrictEqual([disconnect.action, disconnect.args], ["vnc_disconnect", { tunnel_id: tunnel.id }])
     }).pipe(Effect.scoped, withTestClock))
 })
