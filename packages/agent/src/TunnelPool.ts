@@ -243,6 +243,19 @@ export const make = Effect.gen(function*() {
     ),
     { startImmediately: true }
   )
+  // A desktop container that restarted took its VNC connections with it, even if the pod is Ready again by now.
+  yield* Effect.forkScoped(
+    s.store.restarts.pipe(
+      Stream.runForEach((sessionId) =>
+        Effect.forEach(
+          [...s.tunnels.values()].filter((t) => t.sessionId === sessionId),
+          (t) => signal(t, { reason: "upstream_closed", message: "the session's desktop restarted" }),
+          { discard: true }
+        )
+      )
+    ),
+    { startImmediately: true }
+  )
   // Runs before the FiberMap is torn down: every open tunnel says goodbye.
   yield* Effect.addFinalizer(() => closeAll(s)("shutdown"))
 

@@ -123,7 +123,7 @@ describe("TunnelPool", () => {
       assert.strictEqual(yield* t.pool.active, 0)
     }))
 
-  it.live("a pod that is no longer Ready (desktop restarting) closes its session's tunnels at once, with the reason for the viewer", () =>
+  it.live("a pod that is no longer Ready (desktop not answering its probe) closes its session's tunnels at once, with the reason for the viewer", () =>
     Effect.gen(function*() {
       const t = yield* setup()
       yield* t.running("s-1")
@@ -131,15 +131,15 @@ describe("TunnelPool", () => {
       yield* t.pool.open(sid("s-1"), tid(1), WINDOW)
       yield* t.pool.open(sid("s-2"), tid(2), WINDOW)
       yield* t.connect(1)
-      // The kubelet reports the session container restarting: Running, but not Ready. The forward itself stays
-      // open (through the real API server nothing arrives until the viewer writes).
+      // The kubelet reports the desktop not Ready (its readiness probe fails): Running, but not Ready. The forward
+      // itself stays open (through the real API server nothing arrives until the viewer writes).
       const pod = t.cluster.server.get("pods", NAMESPACE, "s-1")!
       t.cluster.server.put("pods", {
         ...pod,
         status: {
           ...pod.status,
           conditions: (pod.status.conditions ?? []).map((c: any) => c.type === "Ready" || c.type === "ContainersReady" ? { ...c, status: "False" } : c),
-          containerStatuses: (pod.status.containerStatuses ?? []).map((c: any) => ({ ...c, ready: false, restartCount: 1 }))
+          containerStatuses: (pod.status.containerStatuses ?? []).map((c: any) => ({ ...c, ready: false }))
         }
       })
       const closed = yield* t.closedWith(1)
@@ -147,6 +147,25 @@ describe("TunnelPool", () => {
       assert.include(closed.message, "not ready")
       assert.strictEqual(yield* t.pool.active, 1, "the other session's tunnel stays")
       assert.deepStrictEqual(yield* t.pool.ids, [tid(2)])
+    }))
+
+  it.live("a desktop container that restarted closes the session's tunnels, also when the pod is reported Ready again in the same update", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      yield* t.running("s-1")
+      yield* t.pool.open(sid("s-1"), tid(1), WINDOW)
+      yield* t.connect(1)
+      const pod = t.cluster.server.get("pods", NAMESPACE, "s-1")!
+      t.cluster.server.put("pods", {
+        ...pod,
+        status: { ...pod.status, containerStatuses: (pod.status.containerStatuses ?? []).map((c: any) => ({ ...c, restartCount: (c.restartCount ?? 0) + 1 })) }
+      })
+      const closed = yield* t.closedWith(1)
+      assert.strictEqual(closed.reason, "upstream_closed")
+      assert.include(closed.message, "restarted")
+      // The session is still running: a new viewer gets a tunnel.
+      yield* t.pool.open(sid("s-1"), tid(2), WINDOW)
+      yield* t.connect(2)
     }))
 
   it.live("through a forward that behaves like the real API server (pod side closed: silent until a write), the viewer's next write ends the tunnel, also when it is out of credit", () =>

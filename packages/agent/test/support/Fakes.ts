@@ -82,6 +82,7 @@ export const makeFakeSessionStore = Effect.gen(function*() {
     list: Effect.sync(() => [...state.sessions.values()]),
     activeCount: Effect.sync(() => [...state.sessions.values()].filter((s) => s.phase !== "terminated" && s.phase !== "failed").length),
     changes: Stream.fromPubSub(changes),
+    restarts: Stream.never,
     capacity: Effect.sync(() => state.capacity),
     health: Effect.sync(() => state.health)
   })

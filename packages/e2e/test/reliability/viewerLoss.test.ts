@@ -115,7 +115,7 @@ describe("a viewer that goes away releases its tunnel on both sides", () => {
         status: {
           ...pod.status,
           conditions: (pod.status.conditions ?? []).map((c: any) => c.type === "Ready" || c.type === "ContainersReady" ? { ...c, status: "False" } : c),
-          containerStatuses: (pod.status.containerStatuses ?? []).map((c: any) => ({ ...c, ready: false, restartCount: 1 }))
+          containerStatuses: (pod.status.containerStatuses ?? []).map((c: any) => ({ ...c, ready: false }))
         }
       })
       yield* S.waitFor("the viewer closed", Effect.sync(() => closed), { timeout: 5_000 })
