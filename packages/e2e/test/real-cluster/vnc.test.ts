@@ -81,15 +81,21 @@ describe("VNC through the real API server's port-forward", () => {
     for (const v of viewers) v.ws.on("error", () => {})
     await Promise.all(viewers.map((v) => v.rfb.update(false)))
     await waitForPromise("three more tunnels on the agent", async () => (await tunnels()) === before + 3, { timeout: 10_000 })
-    // Each asks for many full screens and stops reading: the agent ends up out of credit, its forward paused.
-    for (const v of viewers) {
-      for (let i = 0; i < 20; i++) v.rfb.requestUpdate(false)
-      ;(v.ws as any)._socket.pause()
-    }
+    // The first asks for many full screens and stops reading: the agent ends up out of credit, its forward
+    // paused. The other two keep streaming (a full screen asked for as each arrives) until they are killed.
+    for (let i = 0; i < 20; i++) viewers[0]!.rfb.requestUpdate(false)
+    ;(viewers[0]!.ws as any)._socket.pause()
+    let streaming = true
+    const stream = (v: (typeof viewers)[number]) => (async () => {
+      while (streaming) await v.rfb.update(false).catch(() => (streaming = false))
+    })()
+    const pumps = [stream(viewers[1]!), stream(viewers[2]!)]
     await new Promise((r) => setTimeout(r, 1_000))
     ;(viewers[0]!.ws as any)._socket.destroy()
     ;(viewers[1]!.ws as any)._socket.resetAndDestroy()
-    ;(viewers[2]!.ws as any)._socket.resetAndDestroy()
+    ;(viewers[2]!.ws as any)._socket.destroy()
+    streaming = false
+    void Promise.allSettled(pumps)
     await waitForPromise("the three tunnels closed on the agent", async () => (await tunnels()) === before, { timeout: 10_000 })
   })
 
