@@ -1,6 +1,7 @@
 // Heartbeat: while connected, tells the control plane every HEARTBEAT_INTERVAL (at most the interval the control
 // plane announced in welcome) how this agent is doing:
-// status (online / warning / error), capacity, active sessions and tunnels. Remembers the last success
+// status (online / warning / error), capacity, active sessions and tunnels, with the ids of the open tunnels
+// (the control plane closes those it does not know and ends viewers whose tunnel is gone). Remembers the last success
 // for /ready and the heartbeat metric.
 import type { AgentStatus } from "@streamspace/protocol"
 import { Clock, Context, Duration, Effect, FiberHandle, Layer, Metric, Option, Stream } from "effect"
@@ -35,7 +36,8 @@ export class Heartbeat extends Context.Service<Heartbeat, HeartbeatShape>()("age
         const health = yield* store.health
         const capacity = yield* store.capacity
         const sessions = yield* store.activeCount
-        const activeTunnels = yield* tunnels.active
+        const tunnelIds = yield* tunnels.ids
+        const activeTunnels = tunnelIds.length
         let status: AgentStatus = "online"
         let message: string | undefined
         if (health.status === "failing") {
@@ -53,7 +55,8 @@ export class Heartbeat extends Context.Service<Heartbeat, HeartbeatShape>()("age
           capacity,
           active_sessions: sessions,
           active_tunnels: activeTunnels,
-          ...(message !== undefined ? { message } : {})
+          ...(message !== undefined ? { message } : {}),
+          tunnel_ids: tunnelIds
         })
         const now = yield* Clock.currentTimeMillis
         last = Option.some(now)

@@ -5,7 +5,7 @@ import { Clock, Context, DateTime, Duration, Effect, Layer, Metric, Option, PubS
 import type { AgentConfig } from "./AgentConfig.ts"
 import { type ClusterHealth, Kubernetes, type KubernetesError, type KubernetesShape, type PodEvent } from "./Kubernetes.ts"
 import { exponentialFullJitter, makeStepper, resetWhen } from "./internal/backoff.ts"
-import { sessionIdOf, statusOfPod, type PodView } from "./internal/kubeObjects.ts"
+import { restartsOf, sessionIdOf, statusOfPod, type PodView } from "./internal/kubeObjects.ts"
 import { sessionsActive } from "./Metrics.ts"
 
 export type { ClusterHealth } from "./Kubernetes.ts"
@@ -30,6 +30,11 @@ export interface SessionStoreShape {
   readonly activeCount: Effect.Effect<number>
   /** Every observed phase change, including pods that die or are deleted out of band. */
   readonly changes: Stream.Stream<SessionStatus>
+  /**
+   * Sessions whose desktop container restarted (its restart count went up), also when the kubelet reported the
+   * restart in one update with the pod Ready again, so no phase change shows it.
+   */
+  readonly restarts: Stream.Stream<SessionId>
   readonly capacity: Effect.Effect<Capacity>
   /** How the Kubernetes API has been answering lately, for the heartbeat status. */
   readonly health: Effect.Effect<ClusterHealth>
@@ -66,6 +71,8 @@ interface State {
   readonly kube: KubernetesShape
   readonly sessions: Map<SessionId, SessionStatus>
   readonly changes: PubSub.PubSub<SessionStatus>
+  readonly restartCounts: Map<SessionId, number>
+  readonly restarted: PubSub.PubSub<SessionId>
 }
 
 const observedAt = Effect.map(Clock.currentTimeMillis, (ms) => DateTime.formatIso(DateTime.makeUnsafe(ms)))
@@ -83,6 +90,11 @@ const apply = Effect.fnUntraced(function*(s: State, pod: PodView, deleted: boole
   if (id === undefined) return
   const before = s.sessions.get(id)
   if (deleted && before === undefined) return
+  const restarts = restartsOf(pod)
+  const restartsBefore = s.restartCounts.get(id)
+  if (deleted) s.restartCounts.delete(id)
+  else s.restartCounts.set(id, restarts)
+  if (publish && restartsBefore !== undefined && restarts > restartsBefore) yield* PubSub.publish(s.restarted, id)
   const status = statusOfPod(pod, id, yield* observedAt, deleted)
   if (before !== undefined && sameState(before, status)) return
   if (deleted) s.sessions.delete(id)
@@ -187,7 +199,9 @@ export const make = Effect.gen(function*() {
   const s: State = {
     kube: yield* Kubernetes,
     sessions: new Map(),
-    changes: yield* Effect.acquireRelease(PubSub.unbounded<SessionStatus>(), PubSub.shutdown)
+    changes: yield* Effect.acquireRelease(PubSub.unbounded<SessionStatus>(), PubSub.shutdown),
+    restartCounts: new Map(),
+    restarted: yield* Effect.acquireRelease(PubSub.unbounded<SessionId>(), PubSub.shutdown)
   }
   // Rebuild from the cluster before anyone asks (hello carries this inventory). An unreachable API does
   // not stop the agent: the watch keeps trying and the health says why.
@@ -211,6 +225,7 @@ export const make = Effect.gen(function*() {
     list: Effect.sync(() => [...s.sessions.values()]),
     activeCount: activeCount(s),
     changes: Stream.fromPubSub(s.changes),
+    restarts: Stream.fromPubSub(s.restarted),
     capacity: s.kube.capacity,
     health: s.kube.health
   })

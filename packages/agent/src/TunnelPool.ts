@@ -6,7 +6,7 @@
 // Each tunnel is one fiber in a FiberMap keyed by tunnel id; its scope owns the port-forward socket and
 // its three pumps (towards the viewer, towards the session, idle watch). Whatever ends first completes the
 // tunnel's close signal with a reason; the scope then closes the socket and vnc_closed is sent once.
-import type { BinaryFrame, SessionId, TunnelId } from "@streamspace/protocol"
+import type { BinaryFrame, SessionId, SessionStatus, TunnelId } from "@streamspace/protocol"
 import { DEFAULT_WINDOW_BYTES, MAX_TUNNELS_PER_CONNECTION } from "@streamspace/protocol"
 import { Clock, Context, Deferred, Effect, Fiber, FiberMap, Layer, Metric, Option, Queue, Schema, Stream } from "effect"
 import { AgentConfig } from "./AgentConfig.ts"
@@ -18,6 +18,7 @@ import {
   acceptData,
   addCredit,
   type CloseInfo,
+  failureWatch,
   heldBytes,
   idleWatch,
   makeTunnel,
@@ -49,6 +50,8 @@ export interface TunnelPoolShape {
   /** Handles one binary frame from the control plane (data towards the session, or credit). */
   readonly receive: (frame: BinaryFrame) => Effect.Effect<void>
   readonly active: Effect.Effect<number>
+  /** The ids of the open tunnels (heartbeats carry them, so the control plane can reconcile). */
+  readonly ids: Effect.Effect<ReadonlyArray<TunnelId>>
   /**
    * Bytes the agent holds for its tunnels: read from port-forwards and not yet sent, plus bytes from the
    * control plane not yet written to the session. Per tunnel this stays within the port-forward read
@@ -68,6 +71,13 @@ interface State {
   readonly connection: ConnectionShape
   readonly tunnels: Map<TunnelId, Tunnel>
   readonly fibers: FiberMap.FiberMap<TunnelId, void>
+}
+
+/** Why a session's tunnels close when its status changes to this one; undefined while it runs. */
+export const closeForPhase = (status: SessionStatus): CloseInfo | undefined => {
+  if (status.phase === "running") return undefined
+  if (GONE.has(status.phase)) return { reason: "pod_gone", ...(status.reason !== undefined ? { message: status.reason } : {}) }
+  return { reason: "upstream_closed", message: `the session's desktop is not ready${status.reason !== undefined ? ` (${status.reason})` : ""}` }
 }
 
 /** The forward ended: did the pod go? The watch may not have seen it yet, so ask the API when the store still says running. */
@@ -111,6 +121,7 @@ const runTunnel = (s: State, t: Tunnel, port: number, opened: Deferred.Deferred<
         Effect.catchIf((e) => e._tag === "PortForwardClosed", () => signal(t, { reason: "upstream_closed" }))
       )))
       yield* Effect.forkScoped(idleWatch(t, s.config.vncTunnelTimeout))
+      yield* Effect.forkScoped(guard(failureWatch(t, pf.success, podGone(s, t))))
       yield* Deferred.succeed(opened, undefined)
       return yield* Deferred.await(t.closed)
     }))
@@ -217,13 +228,30 @@ export const make = Effect.gen(function*() {
     tunnels: new Map(),
     fibers: yield* FiberMap.make<TunnelId, void>()
   }
-  // A session that stops running takes its tunnels with it, whoever stopped it.
+  // A session that stops running takes its tunnels with it, whoever stopped it. The pod watch is what the agent
+  // can see: through the API server's port-forward a VNC server that exits is noticed only on the next write,
+  // so a pod that is deleted, fails, or is no longer Ready (its container restarted, its probe fails) closes
+  // the session's tunnels at once, and the viewer is told why.
   yield* Effect.forkScoped(
     s.store.changes.pipe(
-      Stream.runForEach((status) =>
-        GONE.has(status.phase)
-          ? Effect.forEach([...s.tunnels.values()].filter((t) => t.sessionId === status.session_id), (t) => signal(t, { reason: "pod_gone" }), { discard: true })
-          : Effect.void
+      Stream.runForEach((status) => {
+        const info = closeForPhase(status)
+        return info === undefined
+          ? Effect.void
+          : Effect.forEach([...s.tunnels.values()].filter((t) => t.sessionId === status.session_id), (t) => signal(t, info), { discard: true })
+      })
+    ),
+    { startImmediately: true }
+  )
+  // A desktop container that restarted took its VNC connections with it, even if the pod is Ready again by now.
+  yield* Effect.forkScoped(
+    s.store.restarts.pipe(
+      Stream.runForEach((sessionId) =>
+        Effect.forEach(
+          [...s.tunnels.values()].filter((t) => t.sessionId === sessionId),
+          (t) => signal(t, { reason: "upstream_closed", message: "the session's desktop restarted" }),
+          { discard: true }
+        )
       )
     ),
     { startImmediately: true }
@@ -236,6 +264,7 @@ export const make = Effect.gen(function*() {
     close: close(s),
     receive: receive(s),
     active: Effect.sync(() => s.tunnels.size),
+    ids: Effect.sync(() => [...s.tunnels.keys()]),
     buffered: buffered(s),
     closeAll: closeAll(s)
   })

@@ -85,8 +85,28 @@ describe("Heartbeat", () => {
         status: "online",
         capacity: { cpu: "8000m", memory: "16Gi", max_sessions: 100 },
         active_sessions: 1,
-        active_tunnels: 1
+        active_tunnels: 1,
+        tunnel_ids: [3]
       })
+    }))
+
+  it.effect("each beat lists the tunnels open at that moment (reconciliation on the control plane's side), also the first after a reconnect", () =>
+    Effect.gen(function*() {
+      const { connection, tunnels, beats } = yield* setup()
+      tunnels.state.open.set(3, "s-1")
+      tunnels.state.open.set(9, "s-2")
+      yield* connection.setConnected(true)
+      yield* settle
+      assert.deepStrictEqual(beats().map((b) => b.payload.tunnel_ids), [[3, 9]])
+      tunnels.state.open.delete(3)
+      yield* TestClock.adjust("30 seconds")
+      assert.deepStrictEqual(beats().map((b) => b.payload.tunnel_ids), [[3, 9], [9]])
+      yield* connection.setConnected(false)
+      yield* settle
+      tunnels.state.open.clear()
+      yield* connection.setConnected(true)
+      yield* settle
+      assert.deepStrictEqual(beats().map((b) => b.payload.tunnel_ids), [[3, 9], [9], []])
     }))
 
   it.effect("warning when the cluster is degraded or capacity is at least 90% used; error when failing", () =>

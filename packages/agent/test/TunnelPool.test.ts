@@ -123,6 +123,82 @@ describe("TunnelPool", () => {
       assert.strictEqual(yield* t.pool.active, 0)
     }))
 
+  it.live("a pod that is no longer Ready (desktop not answering its probe) closes its session's tunnels at once, with the reason for the viewer", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      yield* t.running("s-1")
+      yield* t.running("s-2")
+      yield* t.pool.open(sid("s-1"), tid(1), WINDOW)
+      yield* t.pool.open(sid("s-2"), tid(2), WINDOW)
+      yield* t.connect(1)
+      // The kubelet reports the desktop not Ready (its readiness probe fails): Running, but not Ready. The forward
+      // itself stays open (through the real API server nothing arrives until the viewer writes).
+      const pod = t.cluster.server.get("pods", NAMESPACE, "s-1")!
+      t.cluster.server.put("pods", {
+        ...pod,
+        status: {
+          ...pod.status,
+          conditions: (pod.status.conditions ?? []).map((c: any) => c.type === "Ready" || c.type === "ContainersReady" ? { ...c, status: "False" } : c),
+          containerStatuses: (pod.status.containerStatuses ?? []).map((c: any) => ({ ...c, ready: false }))
+        }
+      })
+      const closed = yield* t.closedWith(1)
+      assert.strictEqual(closed.reason, "upstream_closed")
+      assert.include(closed.message, "not ready")
+      assert.strictEqual(yield* t.pool.active, 1, "the other session's tunnel stays")
+      assert.deepStrictEqual(yield* t.pool.ids, [tid(2)])
+    }))
+
+  it.live("a desktop container that restarted closes the session's tunnels, also when the pod is reported Ready again in the same update", () =>
+    Effect.gen(function*() {
+      const t = yield* setup()
+      yield* t.running("s-1")
+      yield* t.pool.open(sid("s-1"), tid(1), WINDOW)
+      yield* t.connect(1)
+      const pod = t.cluster.server.get("pods", NAMESPACE, "s-1")!
+      t.cluster.server.put("pods", {
+        ...pod,
+        status: { ...pod.status, containerStatuses: (pod.status.containerStatuses ?? []).map((c: any) => ({ ...c, restartCount: (c.restartCount ?? 0) + 1 })) }
+      })
+      const closed = yield* t.closedWith(1)
+      assert.strictEqual(closed.reason, "upstream_closed")
+      assert.include(closed.message, "restarted")
+      // The session is still running: a new viewer gets a tunnel.
+      yield* t.pool.open(sid("s-1"), tid(2), WINDOW)
+      yield* t.connect(2)
+    }))
+
+  it.live("through a forward that behaves like the real API server (pod side closed: silent until a write), the viewer's next write ends the tunnel, also when it is out of credit", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster({ portForwardUpstreamClose: "onWrite" })
+      const t = yield* setup({}, cluster)
+      yield* t.running("s-1")
+      // A desktop that sends more than the window, then exits.
+      const sockets: Array<net.Socket> = []
+      const desktop = net.createServer((sock) => {
+        sockets.push(sock)
+        sock.on("error", () => {})
+        sock.write(Buffer.alloc(3 * MIN_WINDOW_BYTES, 7))
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((r) => desktop.listen(0, "127.0.0.1", () => r()))),
+        () => Effect.promise(() => new Promise<void>((r) => desktop.close(() => r())))
+      )
+      t.cluster.server.registerPortForward(NAMESPACE, "s-1", 5900, { host: "127.0.0.1", port: (desktop.address() as net.AddressInfo).port })
+      // The viewer never returns credit: the pump towards it stalls at the window.
+      yield* t.pool.open(sid("s-1"), tid(1), MIN_WINDOW_BYTES)
+      yield* waitFor("the window spent", Effect.sync(() => (t.link.stats.get(1)?.received ?? 0) === MIN_WINDOW_BYTES))
+      for (const sock of sockets) sock.destroy()
+      yield* waitFor("the desktop's socket closed", Effect.sync(() => sockets.length === 1 && sockets[0]!.destroyed))
+      assert.deepStrictEqual(t.link.closedMessages(), [], "nothing tells the agent yet")
+      // A key press from the viewer: the API server answers broken pipe, and the tunnel closes at once.
+      yield* t.pool.receive({ kind: "data", tunnelId: tid(1), payload: Uint8Array.of(4, 1, 0, 0, 0, 0, 0, 0x61) })
+      const closed = yield* t.closedWith(1)
+      assert.strictEqual(closed.reason, "upstream_closed")
+      assert.include(closed.message, "broken pipe")
+      yield* waitFor("no tunnel left", Effect.map(t.pool.active, (n) => n === 0))
+    }))
+
   it.live("upstream close and a failed forward are reported; refusals for unknown, not running, duplicate", () =>
     Effect.gen(function*() {
       const t = yield* setup()

@@ -5,7 +5,8 @@
 // the tunnel's sink. Presence (connects, disconnects, status changes) is a stream for whoever watches.
 //
 // Modules (internal/hub/): state (agents, lock, write-through), link (one socket: handshake, read loop,
-// watchdog), heartbeats, enrolment, tunnels (non-persisted vnc_connect / vnc_disconnect), model (the types).
+// watchdog), heartbeats, enrolment, tunnels (non-persisted vnc_connect / vnc_disconnect), reconcile (the tunnel
+// ids each heartbeat lists against the hub's), model (the types).
 import type { AgentId, ControlPlaneMessage, MessageType, PayloadOf } from "@streamspace/protocol"
 import { AGENT_SUBPROTOCOL, CloseCode, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import type { Duration, Option, Scope } from "effect"

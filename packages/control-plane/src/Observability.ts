@@ -29,6 +29,9 @@ export const unknownSessionsTotal = Metric.counter(`${P}unknown_sessions_total`,
 export const droppedTunnelFrames = Metric.counter(`${P}tunnel_frames_dropped_total`, {
   description: "Binary frames from agents for tunnels nobody is registered for"
 })
+export const tunnelsReconciledTotal = Metric.counter(`${P}tunnels_reconciled_total`, {
+  description: "Tunnels the control plane and an agent disagreed on, by outcome: closed_on_agent (the agent had one nobody views), viewer_closed (the agent no longer had a viewer's tunnel)"
+})
 export const sessionTransitionsTotal = Metric.counter(`${P}session_transitions_total`, { description: "Session state transitions, by target state" })
 
 /**
@@ -40,6 +43,7 @@ export const registerMetrics = Effect.gen(function*() {
   const series: Array<Metric.Metric<any, any>> = [
     vncViewers,
     droppedTunnelFrames,
+    ...["closed_on_agent", "viewer_closed"].map((outcome) => Metric.withAttributes(tunnelsReconciledTotal, { outcome })),
     ...actions.map((action) => Metric.withAttributes(commandsTotal, { action, outcome: "completed" })),
     ...actions.map((action) => Metric.withAttributes(commandDuration, { action })),
     ...["to_agent", "to_viewer"].map((direction) => Metric.withAttributes(vncBytesTotal, { direction })),

@@ -96,6 +96,26 @@ describe("port-forward (v4.channel.k8s.io)", () => {
     expect(closed).toBe(1000)
   })
 
+  it("portForwardUpstreamClose \"onWrite\": a pod side that ends is silent until the client writes, then broken pipe and close 1000 (the real API server)", async () => {
+    const { server, kc } = await running("vnc-1", { portForwardUpstreamClose: "onWrite" })
+    server.registerPortForward("streamspace", "vnc-1", 5900, await rfbLike())
+    const s = streams()
+    const ws = await new k8s.PortForward(kc).portForward("streamspace", "vnc-1", [5900], s.out, s.err, s.input) as any
+    let closed: number | undefined
+    ws.on("close", (code: number) => { closed = code })
+    await waitForPromise("the greeting", () => s.text() === "RFB 003.008\n")
+    s.input.write("quit")
+    // The target has hung up; the stream stays open and says nothing...
+    await new Promise((r) => setTimeout(r, 300))
+    expect(closed).toBeUndefined()
+    expect(s.errors()).toBe("")
+    // ...until the next write.
+    s.input.write("anyone?")
+    await waitForPromise("closed", () => closed)
+    expect(closed).toBe(1000)
+    expect(s.errors()).toMatch(/^error forwarding port 5900 to pod [0-9a-f-]+, uid : write tcp4 .*: write: broken pipe$/)
+  })
+
   it("with nothing listening, writes the kubelet's error on the error channel and closes", async () => {
     const { server, kc } = await running()
     const s = streams()

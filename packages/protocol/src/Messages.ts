@@ -4,7 +4,7 @@
 import { Result, Schema } from "effect"
 import { Command, CommandAction, CommandError, CommandResult, isCommandAction } from "./Command.ts"
 import { AgentId, CommandId, MessageId, SessionId, Timestamp, TunnelId } from "./Ids.ts"
-import { MAX_LINK_WINDOW_BYTES, MAX_SESSIONS_PER_MESSAGE, MAX_TEXT_FRAME_BYTES, MIN_LINK_WINDOW_BYTES } from "./Limits.ts"
+import { MAX_LINK_WINDOW_BYTES, MAX_SESSIONS_PER_MESSAGE, MAX_TEXT_FRAME_BYTES, MAX_TUNNELS_PER_CONNECTION, MIN_LINK_WINDOW_BYTES } from "./Limits.ts"
 import { ProtocolError, ProtocolErrorReason } from "./ProtocolError.ts"
 import { AgentStatus, Capacity, Platform, SessionStatus } from "./Session.ts"
 
@@ -71,7 +71,15 @@ export const Heartbeat = Schema.Struct({
   active_sessions: Schema.Number.pipe(Schema.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))),
   active_tunnels: Schema.Number.pipe(Schema.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))),
   /** Why the status is not `online`, in words. */
-  message: Schema.optionalKey(Schema.String)
+  message: Schema.optionalKey(Schema.String),
+  /**
+   * The ids of the tunnels open on the agent when it sent the beat. The control plane reconciles with it: it
+   * closes (`vnc_disconnect`) an id it does not know, and ends a viewer whose tunnel the agent no longer has.
+   * Absent (older agents): no reconciliation.
+   */
+  tunnel_ids: Schema.optionalKey(Schema.Array(TunnelId).pipe(
+    Schema.check(Schema.isMaxLength(MAX_TUNNELS_PER_CONNECTION, { message: `at most ${MAX_TUNNELS_PER_CONNECTION} tunnel ids` }))
+  ))
 })
 
 export const CommandAck = Schema.Struct({ command_id: CommandId })

@@ -10,6 +10,7 @@ import {
   encodeText,
   MAX_SESSIONS_PER_MESSAGE,
   MAX_TEXT_FRAME_BYTES,
+  MAX_TUNNELS_PER_CONNECTION,
   MAX_LINK_WINDOW_BYTES,
   MAX_WINDOW_BYTES,
   MIN_LINK_WINDOW_BYTES,
@@ -169,5 +170,15 @@ describe("other limits", () => {
     expect(Result.isSuccess(decodeFromControlPlane(withLink(undefined)))).toBe(true)
     expect(failure(decodeFromControlPlane(withLink(MIN_LINK_WINDOW_BYTES - 1))).message).toMatch(/link_window must be between/)
     expect(failure(decodeFromControlPlane(withLink(MAX_LINK_WINDOW_BYTES + 1))).message).toMatch(/link_window must be between/)
+  })
+  it("heartbeat tunnel_ids: absent (an older agent) passes, up to MAX_TUNNELS_PER_CONNECTION ids pass, more or a bad id fail", () => {
+    const beat = JSON.parse(encodeText(samples.heartbeat!))
+    const withIds = (ids: unknown) => JSON.stringify({ ...beat, payload: { ...beat.payload, tunnel_ids: ids } })
+    const { tunnel_ids: _ids, ...older } = beat.payload
+    expect(Result.isSuccess(decodeFromAgent(JSON.stringify({ ...beat, payload: older })))).toBe(true)
+    expect(Result.isSuccess(decodeFromAgent(withIds([])))).toBe(true)
+    expect(Result.isSuccess(decodeFromAgent(withIds(Array.from({ length: MAX_TUNNELS_PER_CONNECTION }, (_, i) => i + 1))))).toBe(true)
+    expect(failure(decodeFromAgent(withIds(Array.from({ length: MAX_TUNNELS_PER_CONNECTION + 1 }, (_, i) => i + 1)))).message).toMatch(/at most 256 tunnel ids/)
+    expect(failure(decodeFromAgent(withIds([0]))).message).toMatch(/tunnel_ids/)
   })
 })

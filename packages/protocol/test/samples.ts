@@ -39,7 +39,7 @@ export const samples: Record<string, AnyMessage> = {
   }),
   welcome: m("welcome", { protocol_version: "v1", enrollment: "approved", draining: false, heartbeat_interval_ms: 30000, link_window: 1048576 }),
   credential: m("credential", { token: "q1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6" }),
-  heartbeat: m("heartbeat", { status: "warning", capacity, active_sessions: 5, active_tunnels: 2, message: "Kubernetes API answered 503 twice in the last minute" }),
+  heartbeat: m("heartbeat", { status: "warning", capacity, active_sessions: 5, active_tunnels: 2, message: "Kubernetes API answered 503 twice in the last minute", tunnel_ids: [17, 18] }),
   command_create_session: m("command", { ...command, action: "create_session", args: { session_id: "s-4f2a9c", spec } }),
   command_delete_session: m("command", { ...command, action: "delete_session", args: { session_id: "s-4f2a9c" } }),
   command_list_sessions: m("command", { ...command, action: "list_sessions", args: {} }),

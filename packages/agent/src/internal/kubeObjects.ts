@@ -37,6 +37,7 @@ export interface PodView {
 interface ContainerStatusView {
   readonly name?: string
   readonly ready?: boolean
+  readonly restartCount?: number
   readonly state?: {
     readonly waiting?: { readonly reason?: string; readonly message?: string }
     readonly terminated?: { readonly reason?: string; readonly message?: string; readonly exitCode?: number }
@@ -286,6 +287,10 @@ export const derivePhase = (pod: PodView): DerivedPhase => {
   const waiting = status.containerStatuses?.find((c) => c.state?.waiting?.reason !== undefined)?.state?.waiting
   return withText("creating", waiting?.reason ?? (status.phase === "Running" ? "ContainersNotReady" : "ContainerCreating"), waiting?.message)
 }
+
+/** How many times the pod's containers have restarted (a desktop that restarted dropped its viewers' connections). */
+export const restartsOf = (pod: PodView): number =>
+  (pod.status?.containerStatuses ?? []).reduce((n, c) => n + (c.restartCount ?? 0), 0)
 
 export const sessionIdOf = (pod: PodView): SessionId | undefined => pod.metadata?.labels?.[LABEL_SESSION] as SessionId | undefined
 

@@ -22,6 +22,11 @@ export interface PortForwardStream {
   readonly write: (bytes: Uint8Array) => Effect.Effect<void, PortForwardClosed>
   /** Bytes received and not yet read. */
   readonly buffered: () => number
+  /**
+   * Completes with the error-channel text once there is some (the forward failed; the pod side may be gone),
+   * at once, whatever is still buffered or however long the reader waits for credit.
+   */
+  readonly failure: Effect.Effect<string>
 }
 
 export class PortForwardClosed {
@@ -102,6 +107,7 @@ const attach = (ws: WebSocket, highWater: number): PortForwardStream => {
   let error: string | undefined
   const sawPreamble = [false, false]
   let waiter: (() => void) | undefined
+  let failureWaiters: Array<(text: string) => void> = []
   const wake = () => {
     const w = waiter
     waiter = undefined
@@ -120,7 +126,15 @@ const attach = (ws: WebSocket, highWater: number): PortForwardStream => {
     }
     if (body.length === 0) return
     if (channel === 1) {
+      // Text on the error channel means the forward failed (nothing listens, or the pod side is gone: the API
+      // server only notices that on a write, "broken pipe"). The stream is over now, whether or not the close
+      // follows promptly: the reader gets End once it has drained the bytes before it.
       error = (error ?? "") + body.toString("utf8")
+      ended = true
+      wake()
+      const told = failureWaiters
+      failureWaiters = []
+      for (const f of told) f(error)
       return
     }
     chunks.push(body)
@@ -190,5 +204,14 @@ const attach = (ws: WebSocket, highWater: number): PortForwardStream => {
         resume(e === undefined || e === null ? Effect.void : Effect.fail(new PortForwardClosed(e.message))))
     })
 
-  return { read, write, buffered: () => size }
+  const failure: Effect.Effect<string> = Effect.callback<string>((resume) => {
+    if (error !== undefined && ended) return resume(Effect.succeed(error))
+    const f = (text: string) => resume(Effect.succeed(text))
+    failureWaiters.push(f)
+    return Effect.sync(() => {
+      failureWaiters = failureWaiters.filter((w) => w !== f)
+    })
+  })
+
+  return { read, write, buffered: () => size, failure }
 }

@@ -87,6 +87,28 @@ export const signal = (t: Tunnel, info: CloseInfo) => Deferred.succeed(t.closed,
 /** Bytes held for the tunnel: read from the port-forward and not yet sent, plus received and not yet written. */
 export const heldBytes = (t: Tunnel) => (t.pf?.buffered() ?? 0) + t.inflight
 
+/**
+ * Error-channel text that means the VNC server's end of the connection went away (the API server's forward
+ * notices a closed pod side only when it writes to it): the desktop closed, not a failure of the forward.
+ */
+export const upstreamGone = (error: string) => /broken pipe|connection reset by peer|use of closed network connection/i.test(error)
+
+/** Why a forward that ended (with the error-channel text, if any) closes its tunnel. */
+export const endOf = (error: string | undefined, podGone: Effect.Effect<boolean>): Effect.Effect<CloseInfo> =>
+  Effect.map(podGone, (gone): CloseInfo =>
+    gone
+      ? { reason: "pod_gone" }
+      : error !== undefined
+      ? { reason: upstreamGone(error) ? "upstream_closed" : "error", message: error }
+      : { reason: "upstream_closed" })
+
+/**
+ * Ends the tunnel as soon as the forward reports an error, even while the pump towards the viewer waits for
+ * credit (a stalled or dead viewer) and never reads to the end of the stream.
+ */
+export const failureWatch = (t: Tunnel, pf: PortForwardStream, podGone: Effect.Effect<boolean>) =>
+  Effect.flatMap(pf.failure, (error) => Effect.flatMap(endOf(error, podGone), (info) => signal(t, info)))
+
 /** Pumps session bytes to the viewer within the credit; `podGone` tells a dead pod from a closed forward at the end. */
 export const pumpToViewer = Effect.fnUntraced(function*<E>(t: Tunnel, pf: PortForwardStream, send: SendFrame<E>, podGone: Effect.Effect<boolean>) {
   while (true) {
@@ -95,11 +117,7 @@ export const pumpToViewer = Effect.fnUntraced(function*<E>(t: Tunnel, pf: PortFo
     const r = yield* pf.read(Math.min(t.credit, MAX_BINARY_PAYLOAD_BYTES))
     if (r._tag === "End") {
       // Error text from the kubelet means the forward itself failed (e.g. nothing listens on the port).
-      return yield* signal(t, (yield* podGone)
-        ? { reason: "pod_gone" }
-        : r.error !== undefined
-        ? { reason: "error", message: r.error }
-        : { reason: "upstream_closed" })
+      return yield* signal(t, yield* endOf(r.error, podGone))
     }
     t.credit -= r.bytes.length
     if (t.credit <= 0) Latch.closeUnsafe(t.hasCredit)

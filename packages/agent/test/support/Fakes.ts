@@ -93,6 +93,7 @@ export const makeFakeSessionStore = Effect.gen(function*() {
     list: Effect.sync(() => [...state.sessions.values()]),
     activeCount: Effect.sync(() => [...state.sessions.values()].filter((s) => s.phase !== "terminated" && s.phase !== "failed").length),
     changes: Stream.fromPubSub(changes),
+    restarts: Stream.never,
     capacity: Effect.sync(() => state.capacity),
     health: Effect.sync(() => state.health)
   })
@@ -126,6 +127,7 @@ export const makeFakeTunnelPool = Effect.sync(() => {
     receive: (frame) => Effect.sync(() => void state.received.push(frame)),
     buffered: Effect.succeed({ total: 0, max: 0 }),
     active: Effect.sync(() => state.open.size),
+    ids: Effect.sync(() => [...state.open.keys()] as Array<TunnelId>),
     closeAll: (reason) =>
       Effect.sync(() => {
         state.closedAll.push(reason)

@@ -6,7 +6,7 @@
 // kind: `memory` (PGlite in memory), `pglite` (a fresh DATA_DIR) and `postgres` (a fresh database on a
 // throwaway PostgreSQL cluster started with pg_ctl). Nothing sleeps for a fixed time: waits poll a condition
 // with a real-time bound (@streamspace/testbed's waitFor).
-import { Agent, AgentConfig, type AgentConfigShape, Connection, Kubernetes, type KubernetesOptions, readAgentConfig } from "@streamspace/agent"
+import { Agent, AgentConfig, type AgentConfigShape, Connection, Kubernetes, type KubernetesOptions, readAgentConfig, TunnelPool } from "@streamspace/agent"
 import { AgentHub, CommandDispatcher, ControlPlane, ControlPlaneConfig, type PresenceEvent, Sessions } from "@streamspace/control-plane"
 import { startPostgres } from "@streamspace/control-plane/test-support"
 import { KubeTestServer, type KubeTestServerHandle, type ServerOptions } from "@streamspace/kube-testserver"
@@ -324,6 +324,8 @@ export const agentEnv = (cluster: Cluster, cpWsUrl: string, agentId: string, ext
 
 export interface AgentHandle {
   readonly connection: Connection["Service"]
+  /** The agent's own tunnels (what it has open, whatever the control plane thinks). */
+  readonly tunnels: TunnelPool["Service"]
   /** Graceful shutdown (the agent's scope closes); also done when the test's scope closes. */
   readonly stop: Effect.Effect<void>
 }
@@ -343,7 +345,7 @@ export const startAgent = (env: Record<string, string>, overrides: Partial<Agent
       )
     )
     const ctx = yield* Layer.buildWithScope(Agent.layerKubernetes(Kubernetes.layerWith(kube)).pipe(Layer.provideMerge(config)), scope).pipe(Effect.orDie)
-    return { connection: Context.get(ctx, Connection), stop } satisfies AgentHandle
+    return { connection: Context.get(ctx, Connection), tunnels: Context.get(ctx, TunnelPool), stop } satisfies AgentHandle
   })
 
 /** The agent as the API shows it, or undefined while the control plane does not know it. */

@@ -54,7 +54,7 @@ export class Forwards {
   }
 
   /** Answers one upgrade request: a port-forward, or the error the API server would give. */
-  upgrade(c: { readonly auth: Auth; readonly faults: FaultTable; readonly createCheck: boolean }, req: http.IncomingMessage, socket: Socket, head: Buffer): void {
+  upgrade(c: { readonly auth: Auth; readonly faults: FaultTable; readonly createCheck: boolean; readonly upstreamClose: "close" | "onWrite" }, req: http.IncomingMessage, socket: Socket, head: Buffer): void {
     const url = new URL(req.url ?? "/", "http://localhost")
     const fail = (e: unknown) => {
       const st = e instanceof ApiError ? e.status : failure(500, "InternalError", String(e))
@@ -93,7 +93,8 @@ export class Forwards {
           podId: pod.metadata.uid,
           unavailable: pod.status?.phase === "Running" ? undefined : `failed to find sandbox "${pod.metadata.uid}" in store: not found`,
           target: (port) => this.targets.get(`${ns}/${podName}/${port}`) ?? this.defaultTarget?.(ns, podName, port),
-          timers: this.timers
+          timers: this.timers,
+          upstreamClose: c.upstreamClose
         })
         set.add(stop)
         ws.on("close", () => {

@@ -31,6 +31,8 @@ export interface ForwardContext {
   readonly unavailable: string | undefined
   readonly target: (port: number) => PortForwardTarget | undefined
   readonly timers: Timers
+  /** `"onWrite"`: a closed pod side is only noticed on the client's next write (broken pipe), as the real API server does. */
+  readonly upstreamClose?: "close" | "onWrite"
 }
 
 const MAX_PENDING_SENDS = 64
@@ -71,13 +73,15 @@ export const runPortForward = (ws: WebSocket, ctx: ForwardContext): () => void =
       })
     })
     sock.on("error", (e: NodeJS.ErrnoException) => {
-      if (!sock.connecting && e.code !== "ECONNREFUSED") return closeAll()
+      if (!sock.connecting && e.code !== "ECONNREFUSED") return ctx.upstreamClose === "onWrite" ? undefined : closeAll()
       const what = e.code === "ECONNREFUSED" ? "connect: connection refused" : e.message
       fail(i, port, `dial tcp4 ${target.host}:${target.port}: ${what}`)
     })
     sock.on("drain", () => ws.resume())
-    // The kubelet closes the stream (and so the WebSocket) when the pod side ends.
+    // The kubelet closes the stream (and so the WebSocket) when the pod side ends; the real API server's
+    // stream only notices on the next write (below).
     sock.on("close", () => {
+      if (ctx.upstreamClose === "onWrite") return
       if (pending === 0) closeAll()
       else ctx.timers.after(20, closeAll)
     })
@@ -88,7 +92,14 @@ export const runPortForward = (ws: WebSocket, ctx: ForwardContext): () => void =
     // Odd channels (error) are write-only for the server; out-of-range channels are ignored.
     if (ch % 2 !== 0 || ch / 2 >= ctx.ports.length) return
     const sock = sockets[ch / 2]
-    if (sock === undefined || sock.destroyed) return
+    if (sock === undefined) return
+    if (sock.destroyed) {
+      if (ctx.upstreamClose === "onWrite" && data.length > 1) {
+        const port = ctx.ports[ch / 2]!
+        fail(ch / 2, port, `write tcp4 127.0.0.1:${40000 + (ch / 2)}->127.0.0.1:${port}: write: broken pipe`)
+      }
+      return
+    }
     if (!sock.write(data.subarray(1))) ws.pause()
   })
   ws.on("close", () => {

@@ -41,6 +41,13 @@ export interface ServerOptions {
   readonly kubelet?: KubeletOptions
   /** Check `create` on pods/portforward as well as `get` (Kubernetes >= 1.35). Default true. */
   readonly portForwardCreateCheck?: boolean
+  /**
+   * What a port-forward does when the pod side of the connection closes (the VNC server exits). `"close"`
+   * (default): the stream closes at once. `"onWrite"`: as the real API server does (measured on kube-apiserver
+   * 1.36 with kwok): nothing at all until the client writes on the data channel, then `... write: broken pipe`
+   * on the error channel and a close 1000.
+   */
+  readonly portForwardUpstreamClose?: "close" | "onWrite"
   /** Watch events kept for resuming watches; older resourceVersions get 410 Expired. Default 10000. */
   readonly watchHistory?: number
   /** Interval of BOOKMARK events on watches that allow them. Default 60000 ms. */
@@ -109,7 +116,7 @@ export const start = async (options: ServerOptions = {}): Promise<KubeTestServer
     sockets.add(s)
     s.on("close", () => sockets.delete(s))
   })
-  const upgradeContext = { auth, faults, createCheck: options.portForwardCreateCheck ?? true }
+  const upgradeContext = { auth, faults, createCheck: options.portForwardCreateCheck ?? true, upstreamClose: options.portForwardUpstreamClose ?? "close" }
   server.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
     log("UPGRADE", req.url)
     forwards.upgrade(upgradeContext, req, socket, head)

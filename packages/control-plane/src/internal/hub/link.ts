@@ -13,6 +13,7 @@ import { Socket } from "effect/socket"
 import type { WebSocket } from "ws"
 import { close, keepAlive, makeSendQueue, type SendQueue } from "../ws.ts"
 import { onHeartbeat } from "./heartbeats.ts"
+import { reconcileTunnels } from "./reconcile.ts"
 import type { AgentReports } from "./model.ts"
 import type { Entry, HubState, Live, Report } from "./state.ts"
 import { deliverFrame, onTunnelClosed, onTunnelReply, tunnelsGone } from "./tunnels.ts"
@@ -269,7 +270,9 @@ const handleText = Effect.fnUntraced(function*(state: HubState, entry: Entry, li
       yield* state.sendText(live.out, "error", { code: "UnexpectedType", message: "hello was already received on this connection", ref_id: msg.id })
       return
     case "heartbeat":
-      return yield* onHeartbeat(state, entry, live, msg.payload)
+      yield* onHeartbeat(state, entry, live, msg.payload)
+      if (msg.payload.tunnel_ids !== undefined) yield* reconcileTunnels(state, entry.record.id, live, msg.payload.tunnel_ids)
+      return
     case "goodbye":
       return yield* Effect.logInfo(`AgentHub: agent says goodbye: ${msg.payload.reason.slice(0, 200)}`)
     case "pong":

@@ -1,7 +1,7 @@
 // The hub's state and the primitives every hub module uses: the agents by id (each with its record and, while
 // connected, its live link), the one hub lock, writes through to the Store one at a time per agent, presence
 // events, the report consumers, and the tables of open tunnels and pending tunnel requests.
-import type { AgentId, CommandError, CommandId, CommandResult, MessageType, PayloadOf, SessionStatus, TunnelId } from "@streamspace/protocol"
+import type { AgentId, CommandError, CommandId, CommandResult, MessageType, PayloadOf, SessionId, SessionStatus, TunnelId } from "@streamspace/protocol"
 import { encodeText, makeMessage } from "@streamspace/protocol"
 import type { Cause, Deferred, Queue, Result } from "effect"
 import { Clock, Effect, FiberSet, PubSub, Semaphore } from "effect"
@@ -55,8 +55,11 @@ export interface Entry {
 export interface TunnelEntry {
   readonly agentId: AgentId
   readonly tunnelId: TunnelId
+  readonly sessionId: SessionId
   readonly sink: TunnelSink
   phase: "connecting" | "open" | "closed"
+  /** Heartbeats in a row whose tunnel list lacked this open tunnel (see hub/reconcile.ts). */
+  missedBeats: number
 }
 
 /** A tunnel request sent to an agent, waiting for its outcome. */

@@ -50,7 +50,7 @@ const answer = (state: HubState, request: Effect.Success<ReturnType<typeof send>
   })
 
 /** `vnc_disconnect` for a tunnel the agent has open, in the background (its answer only confirms it). */
-const disconnect = (state: HubState, agentId: AgentId, live: Live, tunnelId: TunnelId) =>
+export const disconnect = (state: HubState, agentId: AgentId, live: Live, tunnelId: TunnelId) =>
   FiberSet.run(
     state.background,
     send(state, agentId, live, (command_id, deadline) => ({ command_id, deadline, action: "vnc_disconnect", args: { tunnel_id: tunnelId } })).pipe(
@@ -91,7 +91,7 @@ export const openTunnel = (state: HubState, agentId: AgentId, request: TunnelReq
     const live = entry.live
     if (live === undefined || live.ended) return yield* notConnected(agentId)
     if (!live.approved) return yield* notApproved(agentId)
-    const t: TunnelEntry = { agentId, tunnelId: allocate(state, agentId), sink, phase: "connecting" }
+    const t: TunnelEntry = { agentId, tunnelId: allocate(state, agentId), sessionId: request.sessionId, sink, phase: "connecting", missedBeats: 0 }
     let connect: Effect.Success<ReturnType<typeof send>> | undefined
     yield* Effect.acquireRelease(
       Effect.sync(() => state.tunnels.set(tunnelKey(agentId, t.tunnelId), t)),
