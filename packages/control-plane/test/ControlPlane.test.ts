@@ -12,6 +12,7 @@ import { ControlPlane } from "../src/ControlPlane.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
 import * as Observability from "../src/Observability.ts"
 import { TEST_TLS_CERT, TEST_TLS_KEY } from "./support/httpTls.ts"
+import { TEST_JWT_SECRET } from "./support/jwt.ts"
 
 const withEnv = (env: Record<string, string>) => ControlPlane.layer.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))
 
@@ -93,7 +94,7 @@ describe("ControlPlane.layer", () => {
 
   it.effect("a bad setting fails the layer with an error naming the variable", () =>
     Effect.gen(function*() {
-      const e = yield* Effect.flip(Layer.build(withEnv({ JWT_SECRET: "s", PORT: "99999" })))
+      const e = yield* Effect.flip(Layer.build(withEnv({ JWT_SECRET: TEST_JWT_SECRET, PORT: "99999" })))
       assert.strictEqual(e._tag, "SettingError")
       assert.include(e.message, "PORT")
     }))
@@ -166,7 +167,7 @@ describe("logging", () => {
       yield* Effect.logInfo("session placed").pipe(
         Effect.annotateLogs({ session_id: "s-1", agent_id: "a" }),
         Effect.withSpan("Sessions.create"),
-        Effect.provide(Observability.loggerLayer.pipe(Layer.provide(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: "s", LOG_FORMAT: format, LOG_LEVEL: "debug" }))))
+        Effect.provide(Observability.loggerLayer.pipe(Layer.provide(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, LOG_FORMAT: format, LOG_LEVEL: "debug" }))))
       )
       return lines.filter((l) => l.includes("session placed"))
     })
