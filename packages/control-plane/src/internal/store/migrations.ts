@@ -106,9 +106,24 @@ const seedDemoTemplate = statements(
    ON CONFLICT (name) DO NOTHING`
 )
 
+// Numbered 0014 (the issue that asked for it) so migrations added in parallel keep distinct ids.
+const auditLog = statements(
+  `CREATE TABLE audit_log (
+    seq bigserial PRIMARY KEY,
+    at timestamptz NOT NULL,
+    actor text NOT NULL,
+    actor_role text NOT NULL,
+    action text NOT NULL,
+    target_type text NOT NULL,
+    target_id text NOT NULL,
+    details jsonb NOT NULL DEFAULT '{}'::jsonb
+  )`
+)
+
 export const migrations = Migrator.fromRecord({
   "0001_initial": initial,
-  "0002_seed_demo_template": seedDemoTemplate
+  "0002_seed_demo_template": seedDemoTemplate,
+  "0014_audit_log": auditLog
 })
 
 /** Runs the pending migrations; returns the ones it ran as `[id, name]`. */
