@@ -73,6 +73,8 @@ export interface AgentConfigShape {
   readonly metricsEnabled: boolean
   readonly metricsPort: number
   readonly healthPort: number
+  /** Address the health and metrics endpoints listen on; undefined = every interface (what kubelet probes need). */
+  readonly healthHost: string | undefined
   readonly commandTimeout: Duration.Duration
   readonly gracefulShutdownTimeout: Duration.Duration
   readonly maxConcurrentOperations: number
@@ -157,6 +159,7 @@ export const readAgentConfig: Effect.Effect<AgentConfigShape, SettingError> = Ef
     metricsEnabled: yield* setting("METRICS_ENABLED", BooleanString, { default: "true", expected: "true or false" }),
     metricsPort: yield* port("METRICS_PORT", "9090"),
     healthPort: yield* port("HEALTH_PORT", "8080"),
+    healthHost: blankToUndefined(yield* text("HEALTH_HOST", "")),
     commandTimeout: yield* duration("COMMAND_TIMEOUT", "5m"),
     gracefulShutdownTimeout: yield* duration("GRACEFUL_SHUTDOWN_TIMEOUT", "30s"),
     maxConcurrentOperations: yield* int("MAX_CONCURRENT_OPERATIONS", "10", 1, 1000),
