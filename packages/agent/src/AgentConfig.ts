@@ -70,6 +70,8 @@ export interface AgentConfigShape {
   readonly vncTunnelWindow: number
   readonly logLevel: "Trace" | "Debug" | "Info" | "Warn" | "Error" | "Fatal" | "None"
   readonly logFormat: "json" | "text"
+  /** Similar log lines written per minute before the rest are counted and summarised; 0 = no limit. */
+  readonly logRepeatLimit: number
   readonly metricsEnabled: boolean
   readonly metricsPort: number
   readonly healthPort: number
@@ -156,6 +158,7 @@ export const readAgentConfig: Effect.Effect<AgentConfigShape, SettingError> = Ef
     vncTunnelWindow: yield* int("VNC_TUNNEL_WINDOW", String(1024 * 1024), 64 * 1024, 16 * 1024 * 1024),
     logLevel: yield* setting("LOG_LEVEL", LogLevelString, { default: "info", expected: "debug, info, warn or error" }),
     logFormat: yield* setting("LOG_FORMAT", LogFormatString, { default: "json", expected: "json or text" }),
+    logRepeatLimit: yield* int("LOG_REPEAT_LIMIT", "60", 0, 1_000_000),
     metricsEnabled: yield* setting("METRICS_ENABLED", BooleanString, { default: "true", expected: "true or false" }),
     metricsPort: yield* port("METRICS_PORT", "9090"),
     healthPort: yield* port("HEALTH_PORT", "8080"),

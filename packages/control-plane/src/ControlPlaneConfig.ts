@@ -52,6 +52,8 @@ export interface ControlPlaneConfigShape {
   readonly pingInterval: Duration.Duration
   readonly logLevel: "Trace" | "Debug" | "Info" | "Warn" | "Error" | "Fatal" | "None"
   readonly logFormat: "json" | "text"
+  /** Similar log lines (same text but for numbers, addresses, ids) written per minute before the rest are counted and summarised; 0 = no limit. */
+  readonly logRepeatLimit: number
   readonly metricsEnabled: boolean
   /** Allowed clock skew when checking a user JWT's exp and nbf. */
   readonly jwtClockTolerance: Duration.Duration
@@ -132,6 +134,7 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     pingInterval: yield* duration("PING_INTERVAL", "20s"),
     logLevel: yield* setting("LOG_LEVEL", LogLevelString, { default: "info", expected: "debug, info, warn or error" }),
     logFormat: yield* setting("LOG_FORMAT", LogFormatString, { default: "json", expected: "json or text" }),
+    logRepeatLimit: yield* setting("LOG_REPEAT_LIMIT", IntString(0, 1_000_000), { default: "60", expected: "lines per minute (0 = no limit)" }),
     metricsEnabled: yield* bool("METRICS_ENABLED", "true"),
     jwtClockTolerance: yield* duration("JWT_CLOCK_TOLERANCE", "30s"),
     devTokenTtl: yield* duration("DEV_TOKEN_TTL", "8h"),

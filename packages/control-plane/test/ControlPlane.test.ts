@@ -5,6 +5,7 @@ import { createServer } from "node:http"
 import { get as httpsGet } from "node:https"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { TestClock } from "effect/testing"
 import { WebSocket } from "ws"
 import { type AddressInfo, connect } from "node:net"
 import { waitForPromise } from "@streamspace/testbed"
@@ -184,6 +185,27 @@ describe("logging", () => {
       assert.deepStrictEqual([line.session_id, line.agent_id], ["s-1", "a"])
       assert.match(line.trace_id, /^[0-9a-f]{32}$/)
       assert.match(line.span_id, /^[0-9a-f]{16}$/)
+    }))
+
+  it.effect("LOG_REPEAT_LIMIT: a storm of similar lines is cut to the limit, then summarised", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const original = globalThis.console.log
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          globalThis.console.log = (line: string) => void lines.push(line)
+        }),
+        () => Effect.sync(() => {
+          globalThis.console.log = original
+        })
+      )
+      yield* Effect.gen(function*() {
+        for (let i = 0; i < 1700; i++) yield* Effect.logWarning(`AgentHub: refused a connection from 10.0.${i >> 8}.${i & 255}: invalid agent token`)
+        assert.strictEqual(lines.length, 5)
+        yield* TestClock.adjust("1 minute")
+        assert.strictEqual(lines.length, 6)
+        assert.include(lines[5]!, "suppressed 1695 similar lines")
+      }).pipe(Effect.provide(Observability.loggerLayer.pipe(Layer.provide(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, LOG_REPEAT_LIMIT: "5" })))))
     }))
 
   it.effect("LOG_FORMAT=text writes logfmt with the same field names", () =>
