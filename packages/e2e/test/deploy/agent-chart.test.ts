@@ -84,9 +84,10 @@ const everyValue = {
       podTemplate: { apiVersion: "v1", kind: "Pod", spec: { nodeSelector: { workload: "streamspace" } } }
     },
     vnc: { port: 5901, tunnelTimeout: "2h", tunnelWindow: 2097152 },
-    logging: { level: "debug", format: "text" },
+    logging: { level: "debug", format: "text", repeatLimit: 30 },
     metrics: { enabled: true, port: 9191 },
     healthPort: 8181,
+    healthHost: "0.0.0.0",
     commandTimeout: "3m",
     gracefulShutdownTimeout: "1m",
     maxConcurrentOperations: 5,
