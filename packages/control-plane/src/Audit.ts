@@ -41,9 +41,11 @@ export const make = (table: AuditTable): AuditShape => {
     yield* Effect.logInfo(`audit: ${action} ${target.type} ${target.id}`).pipe(
       Effect.annotateLogs({ actor: event.actor, actor_role: event.actorRole, audit_action: action, target_type: target.type, target_id: target.id })
     )
+    // Uninterruptible: a client hanging up right after the action must not lose its record.
     yield* table.insert(event).pipe(
       Effect.catch((e) => Effect.logError(`audit: could not record ${action} by ${event.actor}: ${e.message}`)),
-      Effect.asVoid
+      Effect.asVoid,
+      Effect.uninterruptible
     )
   })
   const list = Effect.fn("Audit.list")(function*(options: { readonly limit: number; readonly before?: number | undefined }) {
