@@ -54,6 +54,7 @@ const everyValue = {
   jwt: { existingSecret: "", key: "jwt", secret: "0123456789abcdef0123456789abcdef", jwksUrl: "https://idp.example.com/.well-known/jwks.json", issuer: "https://idp.example.com", audience: "streamspace" },
   bootstrapToken: { existingSecret: "", key: "bootstrap", value: "bootstrap-token-0123456789abcdef0123" },
   metricsToken: { existingSecret: "", key: "metrics", value: "metrics-token-0123456789abcdef0123456789" },
+  serviceMonitor: { enabled: false, interval: "15s", scrapeTimeout: "5s", labels: { release: "prom" } },
   persistence: { enabled: true, existingClaim: "", storageClass: "fast", size: "20Gi", accessModes: ["ReadWriteOnce"] },
   service: { type: "LoadBalancer", port: 443, annotations: { "example.com/lb": "external" } },
   ingress: {
@@ -296,5 +297,21 @@ describe("helm/streamspace-control-plane", () => {
     const objects = await render(["--set", "metricsToken.existingSecret=prom-scrape"])
     assert.deepStrictEqual(secretRef(objects, "METRICS_TOKEN"), { name: "prom-scrape", key: "metrics-token" })
     assert.notProperty(find(objects, "Secret", "streamspace-secrets").data, "metrics-token")
+  })
+
+  it("serviceMonitor.enabled adds a ServiceMonitor on the http port that scrapes with the METRICS_TOKEN Secret", async () => {
+    const api = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]
+    const open = find(await render(["--set", "serviceMonitor.enabled=true", ...api]), "ServiceMonitor")
+    assert.deepStrictEqual(open.spec.endpoints, [{ port: "http", path: "/metrics", scheme: "http", interval: "30s", scrapeTimeout: "10s" }])
+    const withToken = await render(["--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.labels.release=prom", "--set", "metricsToken.existingSecret=prom-scrape", "--set", "config.tlsSecret=tls", ...api])
+    const monitor = find(withToken, "ServiceMonitor")
+    assert.strictEqual(monitor.metadata.labels.release, "prom")
+    assert.deepStrictEqual(monitor.spec.endpoints[0].bearerTokenSecret, { name: "prom-scrape", key: "metrics-token" })
+    assert.strictEqual(monitor.spec.endpoints[0].scheme, "https")
+    // It selects the Service whose port is named http.
+    const service = find(withToken, "Service")
+    assert.deepInclude(service.spec.selector, monitor.spec.selector.matchLabels)
+    assert.strictEqual(service.spec.ports[0].name, "http")
+    assert.match(await templateError(controlPlaneChart, ["--set", "serviceMonitor.enabled=true"]), /needs the Prometheus Operator's ServiceMonitor CRD/)
   })
 })
