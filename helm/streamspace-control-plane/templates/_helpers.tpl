@@ -69,6 +69,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if and .Values.jwt.secret .Values.jwt.existingSecret -}}
 {{- fail "jwt: set either jwt.secret or jwt.existingSecret, not both" -}}
 {{- end -}}
+{{- if and .Values.metricsToken.value .Values.metricsToken.existingSecret -}}
+{{- fail "metricsToken: set either metricsToken.value or metricsToken.existingSecret, not both" -}}
+{{- end -}}
 {{- if and .Values.bootstrapToken.value .Values.bootstrapToken.existingSecret -}}
 {{- fail "bootstrapToken: set either bootstrapToken.value or bootstrapToken.existingSecret, not both" -}}
 {{- end -}}

@@ -70,9 +70,13 @@ export interface AgentConfigShape {
   readonly vncTunnelWindow: number
   readonly logLevel: "Trace" | "Debug" | "Info" | "Warn" | "Error" | "Fatal" | "None"
   readonly logFormat: "json" | "text"
+  /** Similar log lines written per minute before the rest are counted and summarised; 0 = no limit. */
+  readonly logRepeatLimit: number
   readonly metricsEnabled: boolean
   readonly metricsPort: number
   readonly healthPort: number
+  /** Address the health and metrics endpoints listen on; undefined = every interface (what kubelet probes need). */
+  readonly healthHost: string | undefined
   readonly commandTimeout: Duration.Duration
   readonly gracefulShutdownTimeout: Duration.Duration
   readonly maxConcurrentOperations: number
@@ -154,9 +158,11 @@ export const readAgentConfig: Effect.Effect<AgentConfigShape, SettingError> = Ef
     vncTunnelWindow: yield* int("VNC_TUNNEL_WINDOW", String(1024 * 1024), 64 * 1024, 16 * 1024 * 1024),
     logLevel: yield* setting("LOG_LEVEL", LogLevelString, { default: "info", expected: "debug, info, warn or error" }),
     logFormat: yield* setting("LOG_FORMAT", LogFormatString, { default: "json", expected: "json or text" }),
+    logRepeatLimit: yield* int("LOG_REPEAT_LIMIT", "60", 0, 1_000_000),
     metricsEnabled: yield* setting("METRICS_ENABLED", BooleanString, { default: "true", expected: "true or false" }),
     metricsPort: yield* port("METRICS_PORT", "9090"),
     healthPort: yield* port("HEALTH_PORT", "8080"),
+    healthHost: blankToUndefined(yield* text("HEALTH_HOST", "")),
     commandTimeout: yield* duration("COMMAND_TIMEOUT", "5m"),
     gracefulShutdownTimeout: yield* duration("GRACEFUL_SHUTDOWN_TIMEOUT", "30s"),
     maxConcurrentOperations: yield* int("MAX_CONCURRENT_OPERATIONS", "10", 1, 1000),

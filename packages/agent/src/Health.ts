@@ -85,7 +85,7 @@ export class Health extends Context.Service<Health, HealthShape>()("agent/Health
       })
 
       const listen = (port: number, what: string) =>
-        NodeHttpServer.make(() => createServer(), { port, gracefulShutdownTimeout: Duration.seconds(1) }).pipe(
+        NodeHttpServer.make(() => createServer(), { port, ...(config.healthHost === undefined ? {} : { host: config.healthHost }), gracefulShutdownTimeout: Duration.seconds(1) }).pipe(
           Effect.mapError((e) => new HealthError({ reason: "Listen", message: `${what} could not listen on port ${port}: ${e.message}` }))
         )
 

@@ -2,7 +2,7 @@
 // Logs: logfmt `ts= level= msg= key=value` for LOG_FORMAT=text, one JSON object per line for json). Every line
 // carries the agent id, plus whatever the code annotated (session_id, command_id, tunnel_id) and the trace of
 // the current span. Secrets are Redacted values, which print as <redacted>.
-import { lineLogger } from "@streamspace/protocol"
+import { lineLogger, throttledLineLogger } from "@streamspace/protocol"
 import { Effect, Layer, Logger, References } from "effect"
 import type { LogLevel } from "effect"
 import { AgentConfig } from "./AgentConfig.ts"
@@ -21,7 +21,11 @@ export const layerWith = (format: "json" | "text", level: LogLevel.LogLevel, age
     Layer.succeed(References.MinimumLogLevel, level)
   )
 
-/** The agent's logger, from LOG_FORMAT and LOG_LEVEL. */
+/** The agent's logger, from LOG_FORMAT, LOG_LEVEL and LOG_REPEAT_LIMIT (repeated lines are summarised). */
 export const layer: Layer.Layer<never, never, AgentConfig> = Layer.unwrap(
-  Effect.map(Effect.service(AgentConfig), (config) => layerWith(config.logFormat, config.logLevel, config.agentId))
+  Effect.map(Effect.service(AgentConfig), (config) =>
+    Layer.mergeAll(
+      Logger.layer([throttledLineLogger(config.logFormat, console, { agent_id: config.agentId }, { perMinute: config.logRepeatLimit })]),
+      Layer.succeed(References.MinimumLogLevel, config.logLevel)
+    ))
 )

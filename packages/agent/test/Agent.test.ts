@@ -128,6 +128,21 @@ describe("Agent", () => {
       assert.include((yield* get(port, "/metrics")).body, "streamspace_agent_uptime_seconds")
     }))
 
+  it.effect("HEALTH_HOST=127.0.0.1 keeps health and metrics on loopback; by default every interface answers", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      // 127.0.0.2 reaches this machine too, but not a socket bound to 127.0.0.1 only.
+      const reachable = (host: string, port: number) =>
+        Effect.promise(() => fetch(`http://${host}:${port}/health`).then((r) => r.status === 200, () => false))
+      const open = yield* start(cp.url)
+      assert.isTrue(yield* reachable("127.0.0.2", open.health.healthPort))
+      const local = yield* start(cp.url, { HEALTH_HOST: "127.0.0.1" })
+      assert.isTrue(yield* reachable("127.0.0.1", local.health.healthPort))
+      assert.isFalse(yield* reachable("127.0.0.2", local.health.healthPort))
+      assert.isTrue(Option.isSome(local.health.metricsPort))
+      assert.isFalse(yield* reachable("127.0.0.2", Option.getOrThrow(local.health.metricsPort)))
+    }))
+
   it.effect("ready is 503 while the control plane is unreachable", () =>
     Effect.gen(function*() {
       const cp = yield* TestControlPlane.make({ approved: [] })

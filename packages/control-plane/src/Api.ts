@@ -2,15 +2,18 @@
 // GET /metrics. Every route but health and metrics needs a user JWT (Auth); changing agents and templates
 // needs the admin role; users see and touch only their own sessions. Bodies are read within MAX_BODY_BYTES and
 // decoded strictly (unknown fields are errors); every error is `{"error": {"code", "message"}}` with the
-// status that fits, and bad input names the field.
+// status that fits, and bad input names the field. Admin actions and session creates/deletes are recorded in
+// the audit log (Audit) with the acting user's sub; GET /api/v1/audit reads it (admins).
 import { AgentId, CommandId, TemplateName } from "@streamspace/protocol"
 import { Cause, Duration, Effect, Metric, Option, Schema } from "effect"
 import { HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
+import { Audit, type AuditError } from "./Audit.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionJson, templateJson } from "./internal/api.ts"
+import { AuditQuery, auditJson, hardeningHeaders, metricsAuthorized, noStore } from "./internal/hardening.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
 import { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, type SessionRecord, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
@@ -29,7 +32,7 @@ const NamePath = Schema.Struct({ name: TemplateName })
 const IdPath = Schema.Struct({ id: Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: "id must not be empty" }), Schema.isMaxLength(128, { message: "id must be at most 128 characters" }))) })
 const CommandPath = Schema.Struct({ id: CommandId })
 
-type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError
+type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError | AuditError
 
 const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
   switch (e._tag) {
@@ -63,6 +66,8 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
       return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(503, "unavailable", e.message)
     case "VncProxyError":
       return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(401, "unauthorized", e.message)
+    case "AuditError":
+      return errorResponse(503, "unavailable", e.message)
   }
   return errorResponse(500, "internal", "unexpected error")
 }
@@ -86,6 +91,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const sessions = yield* Sessions
   const dispatcher = yield* CommandDispatcher
   const proxy = yield* VncProxy
+  const audit = yield* Audit
 
   const user: Effect.Effect<User, AuthError, HttpServerRequest.HttpServerRequest> = Effect.flatMap(
     HttpServerRequest.HttpServerRequest,
@@ -109,6 +115,9 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   // Requests the router turns away before any route runs (no route, a path it cannot percent-decode, a
   // parameter over its length limit) would get an empty 404: they get the JSON error shape too.
   yield* router.addGlobalMiddleware((app) => HttpEffect.withPreResponseHandler(app, (request, response) => Effect.succeed(jsonRouterErrors(request, response))))
+  // HSTS when serving TLS; nosniff on every answer (JSON included).
+  const hardening = hardeningHeaders(config.tlsCertFile !== undefined)
+  yield* router.addGlobalMiddleware((app) => HttpEffect.withPreResponseHandler(app, (_request, response) => Effect.succeed(hardening(response))))
 
   yield* router.add("GET", `${p}/health`, answer("Api.health", Effect.gen(function*() {
     const agents = yield* hub.list
@@ -127,19 +136,21 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     return json(agentView(yield* getAgent(id)))
   })))
   yield* router.add("PATCH", `${p}/agents/:id`, answer("Api.patchAgent", Effect.gen(function*() {
-    yield* admin
+    const actor = yield* admin
     const { id } = yield* path(AgentPath)
     const { status } = yield* body(PatchAgentBody)
     yield* getAgent(id)
     const view = yield* hub.setDraining(id, status === "offline")
-    yield* Effect.logInfo(status === "offline" ? "agent drained" : "agent undrained").pipe(Effect.annotateLogs({ agent_id: id }))
+    yield* audit.record(actor, status === "offline" ? "agent.drain" : "agent.undrain", { type: "agent", id })
     return json(agentView(view))
   })))
   for (const action of ["approve", "reject", "rotate", "revoke"] as const) {
     yield* router.add("POST", `${p}/agents/:id/${action}`, answer(`Api.${action}Agent`, Effect.gen(function*() {
-      yield* admin
+      const actor = yield* admin
       const { id } = yield* path(AgentPath)
-      return json(agentView(yield* hub[action](id)))
+      const view = yield* hub[action](id)
+      yield* audit.record(actor, `agent.${action}`, { type: "agent", id })
+      return json(agentView(view))
     })))
   }
 
@@ -174,16 +185,20 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     return json(templateJson(yield* sessions.getTemplate(name)))
   })))
   yield* router.add("POST", `${p}/templates`, answer("Api.createTemplate", Effect.gen(function*() {
-    yield* admin
+    const actor = yield* admin
     const t = yield* body(CreateTemplateRequest)
-    return json(templateJson(yield* sessions.createTemplate(t)), 201)
+    const created = yield* sessions.createTemplate(t)
+    yield* audit.record(actor, "template.create", { type: "template", id: created.name }, { image: created.image })
+    return json(templateJson(created), 201)
   })))
 
   // ---- sessions
   yield* router.add("POST", `${p}/sessions`, answer("Api.createSession", Effect.gen(function*() {
     const u = yield* user
     const request = yield* body(CreateSessionRequest)
-    return json(view(yield* sessions.create(u, request)), 201)
+    const created = yield* sessions.create(u, request)
+    yield* audit.record(u, "session.create", { type: "session", id: created.id }, { template: created.template, agent_id: created.agentId ?? null, owner: created.userId })
+    return json(view(created), 201)
   })))
   yield* router.add("GET", `${p}/sessions`, answer("Api.listSessions", Effect.gen(function*() {
     const u = yield* user
@@ -198,6 +213,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const u = yield* user
     const { id } = yield* path(IdPath)
     const s = yield* sessions.remove(u, id)
+    yield* audit.record(u, "session.delete", { type: "session", id: s.id }, { owner: s.userId })
     return json(view(s), s.state === "terminated" ? 200 : 202)
   })))
   yield* router.add("POST", `${p}/sessions/:id/hibernate`, answer("Api.hibernateSession", Effect.gen(function*() {
@@ -221,12 +237,20 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const u = yield* user
     const { id } = yield* path(IdPath)
     const t = yield* proxy.issueTicket(u, id)
-    return json({
+    return noStore(json({
       ticket: t.ticket,
       session_id: t.sessionId,
       expires_at: t.expiresAt.toISOString(),
       url: `${p}/sessions/${t.sessionId}/vnc?ticket=${t.ticket}`
-    }, 201)
+    }, 201))
+  })))
+
+  // ---- audit log (admins): newest first, `limit` (1..500, default 100) and `cursor` (the previous page's next_cursor)
+  yield* router.add("GET", `${p}/audit`, answer("Api.audit", Effect.gen(function*() {
+    yield* admin
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const query = yield* decodeStrict(AuditQuery, Object.fromEntries(new URL(request.url, "http://x").searchParams), "query")
+    return json(auditJson(yield* audit.list({ limit: query.limit ?? 100, before: query.cursor })))
   })))
 
   // ---- commands: admins see all; a user sees the commands of their own sessions
@@ -242,11 +266,16 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
 
   if (config.metricsEnabled) {
     yield* registerMetrics
-    yield* router.add("GET", "/metrics", metricsHandler(refreshGauges.pipe(
+    const scrape = metricsHandler(refreshGauges.pipe(
       Effect.provideService(AgentHub, hub),
       Effect.provideService(Sessions, sessions),
       Effect.provideService(VncProxy, proxy)
-    )))
+    ))
+    // With METRICS_TOKEN, a scrape must present it as a bearer token (a ServiceMonitor's bearerTokenSecret).
+    yield* router.add("GET", "/metrics", Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+      metricsAuthorized(config.metricsToken, request.headers["authorization"])
+        ? scrape
+        : Effect.succeed(errorResponse(401, "unauthorized", "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"))))
   }
 
   yield* router.add("*", `${p}/*`, answer("Api.notFound", Effect.gen(function*() {

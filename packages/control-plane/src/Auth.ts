@@ -3,6 +3,8 @@
 // source, so `alg: none` and algorithm confusion are refused), exp/nbf checked against the Effect clock,
 // issuer/audience when configured. The `sub` claim is the user id, the `role` claim `admin` or `user`.
 // DEV_MODE mints a local admin token at start (with JWT_SECRET, or a random key that lives as long as the process).
+// Every token must carry `exp`, and may live at most JWT_MAX_TTL (exp - iat, and exp - now): a stolen token
+// stops working within that bound, whoever minted it.
 import type { UserId } from "@streamspace/protocol"
 import { UserId as UserIdSchema } from "@streamspace/protocol"
 import { Clock, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
@@ -71,6 +73,19 @@ export const make = Effect.gen(function*() {
     ? new Uint8Array(randomBytes(32))
     : undefined
   const jwks = config.jwtJwksUrl === undefined ? undefined : createRemoteJWKSet(new URL(config.jwtJwksUrl))
+  const maxTtlSec = Duration.toSeconds(config.jwtMaxTtl)
+  const toleranceSec = Duration.toSeconds(config.jwtClockTolerance)
+  const maxTtlText = Duration.format(config.jwtMaxTtl)
+  /** `exp` is required, and neither exp - iat nor exp - now may exceed JWT_MAX_TTL (now with the clock tolerance). */
+  const checkLifetime = (payload: JWTPayload, nowSec: number): Effect.Effect<void, AuthError> => {
+    const exp = payload.exp
+    if (typeof exp !== "number") return Effect.fail(new AuthError({ reason: "InvalidToken", message: "token has no exp claim: every token must expire" }))
+    const declared = typeof payload.iat === "number" ? exp - payload.iat : exp - nowSec
+    if (declared > maxTtlSec || exp - nowSec > maxTtlSec + toleranceSec) {
+      return Effect.fail(new AuthError({ reason: "InvalidToken", message: `token lifetime is longer than JWT_MAX_TTL (${maxTtlText}): ask for a shorter-lived token` }))
+    }
+    return Effect.void
+  }
   const claimOptions = {
     clockTolerance: Duration.toSeconds(config.jwtClockTolerance),
     ...(config.jwtIssuer === undefined ? {} : { issuer: config.jwtIssuer }),
@@ -98,6 +113,7 @@ export const make = Effect.gen(function*() {
       },
       catch: fromJoseError
     })
+    yield* checkLifetime(result.payload, now.getTime() / 1000)
     return yield* userFromClaims(result.payload)
   })
 

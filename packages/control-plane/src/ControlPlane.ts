@@ -11,6 +11,7 @@ import type { Socket } from "node:net"
 import { createServer as createTlsServer } from "node:https"
 import type { AddressInfo } from "node:net"
 import { AgentHub } from "./AgentHub.ts"
+import { Audit } from "./Audit.ts"
 import * as Api from "./Api.ts"
 import { Auth } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
@@ -140,6 +141,7 @@ const services = VncProxy.layer.pipe(
   Layer.provideMerge(CommandDispatcher.layer),
   Layer.provideMerge(AgentHub.layer),
   Layer.provideMerge(Auth.layer),
+  Layer.provideMerge(Audit.layer),
   Layer.provideMerge(storeLayer)
 )
 

@@ -52,11 +52,17 @@ export interface ControlPlaneConfigShape {
   readonly pingInterval: Duration.Duration
   readonly logLevel: "Trace" | "Debug" | "Info" | "Warn" | "Error" | "Fatal" | "None"
   readonly logFormat: "json" | "text"
+  /** Similar log lines (same text but for numbers, addresses, ids) written per minute before the rest are counted and summarised; 0 = no limit. */
+  readonly logRepeatLimit: number
   readonly metricsEnabled: boolean
   /** Allowed clock skew when checking a user JWT's exp and nbf. */
   readonly jwtClockTolerance: Duration.Duration
   /** Lifetime of the admin token DEV_MODE mints at start. */
   readonly devTokenTtl: Duration.Duration
+  /** Longest lifetime a user JWT may have (exp - iat, or exp - now without iat); longer ones are refused. */
+  readonly jwtMaxTtl: Duration.Duration
+  /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`; unset, /metrics is open. */
+  readonly metricsToken: Option.Option<Redacted.Redacted<string>>
   /** Largest API request body accepted, in bytes. */
   readonly maxBodyBytes: number
   /** OTLP/HTTP base URL (e.g. http://collector:4318); traces, metrics and logs go there when set. */
@@ -76,6 +82,21 @@ export interface ControlPlaneConfigShape {
   readonly sessionIdleAction: "hibernate" | "delete" | undefined
   /** Default warning time before any automatic action. */
   readonly sessionWarnBefore: Duration.Duration
+}
+
+/** Shared secrets shorter than this are refused at start: a short HS256 key or bootstrap token can be guessed offline. */
+export const MIN_SECRET_BYTES = 32
+
+/** Fails, naming the variable (never the value), when a set secret is under MIN_SECRET_BYTES bytes. */
+const strongSecret = (name: string, secret: Option.Option<Redacted.Redacted<string>>): Effect.Effect<void, SettingError> => {
+  if (Option.isNone(secret)) return Effect.void
+  const bytes = Buffer.byteLength(Redacted.value(secret.value), "utf8")
+  return bytes >= MIN_SECRET_BYTES
+    ? Effect.void
+    : Effect.fail(new SettingError({
+      variable: name,
+      message: `${name} is too short (${bytes} bytes): a shared secret needs at least ${MIN_SECRET_BYTES} bytes; generate one with: openssl rand -base64 32`
+    }))
 }
 
 const blankToUndefined = (s: string): string | undefined => (s.trim() === "" ? undefined : s)
@@ -121,9 +142,12 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     pingInterval: yield* duration("PING_INTERVAL", "20s"),
     logLevel: yield* setting("LOG_LEVEL", LogLevelString, { default: "info", expected: "debug, info, warn or error" }),
     logFormat: yield* setting("LOG_FORMAT", LogFormatString, { default: "json", expected: "json or text" }),
+    logRepeatLimit: yield* setting("LOG_REPEAT_LIMIT", IntString(0, 1_000_000), { default: "60", expected: "lines per minute (0 = no limit)" }),
     metricsEnabled: yield* bool("METRICS_ENABLED", "true"),
     jwtClockTolerance: yield* duration("JWT_CLOCK_TOLERANCE", "30s"),
-    devTokenTtl: yield* duration("DEV_TOKEN_TTL", "24h"),
+    devTokenTtl: yield* duration("DEV_TOKEN_TTL", "8h"),
+    jwtMaxTtl: yield* duration("JWT_MAX_TTL", "24h"),
+    metricsToken: yield* secretSetting("METRICS_TOKEN"),
     maxBodyBytes: yield* setting("MAX_BODY_BYTES", IntString(1024, 64 * 1024 * 1024), { default: String(1024 * 1024), expected: "bytes from 1024 to 67108864" }),
     otelEndpoint: yield* url("OTEL_EXPORTER_OTLP_ENDPOINT"),
     otelServiceName: yield* text("OTEL_SERVICE_NAME", "streamspace-control-plane"),
@@ -143,6 +167,15 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
   }
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     return yield* new SettingError({ variable: "TLS_CERT_FILE", message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together" })
+  }
+  for (const [name, secret] of [["JWT_SECRET", config.jwtSecret], ["AGENT_BOOTSTRAP_TOKEN", config.agentBootstrapToken], ["METRICS_TOKEN", config.metricsToken]] as const) {
+    yield* strongSecret(name, secret)
+  }
+  if (Duration.isGreaterThan(config.devTokenTtl, config.jwtMaxTtl)) {
+    return yield* new SettingError({
+      variable: "DEV_TOKEN_TTL",
+      message: `DEV_TOKEN_TTL (${Duration.format(config.devTokenTtl)}) is longer than JWT_MAX_TTL (${Duration.format(config.jwtMaxTtl)}): the dev token would be refused`
+    })
   }
   if (Option.isNone(config.jwtSecret) && config.jwtJwksUrl === undefined && !config.devMode) {
     return yield* new SettingError({ variable: "JWT_SECRET", message: "JWT_SECRET or JWT_JWKS_URL is required (or DEV_MODE=true for a local install)" })

@@ -18,6 +18,7 @@ import type { SqlClient } from "effect/sql"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { secureDataDir, tightenFiles } from "./internal/dataDir.ts"
 import { startPgliteThread } from "./internal/pglite.ts"
 import { StoreError } from "./internal/store/error.ts"
 
@@ -84,21 +85,24 @@ export const layerPostgres = (options: {
 const startPglite = (dataDir: string | undefined) =>
   Effect.acquireRelease(
     mapSqlError(
-      Effect.tryPromise(async () => {
-        if (dataDir !== undefined) fs.mkdirSync(dataDir, { recursive: true })
+      Effect.andThen(dataDir === undefined ? Effect.void : secureDataDir(dataDir), Effect.tryPromise(async () => {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), "streamspace-pg-")) // mode 0700
         try {
-          return { dir, thread: await startPgliteThread(dataDir, path.join(dir, ".s.PGSQL.5432")) }
+          const thread = await startPgliteThread(dataDir, path.join(dir, ".s.PGSQL.5432"))
+          if (dataDir !== undefined) tightenFiles(dataDir)
+          return { dir, thread }
         } catch (e) {
           fs.rmSync(dir, { recursive: true, force: true })
           throw e
         }
-      }),
+      })),
       dataDir === undefined ? "cannot start the in-memory PGlite" : `cannot open the PGlite database in ${dataDir}`
     ),
     ({ dir, thread }) =>
       Effect.tryPromise(() => thread.close()).pipe(
         Effect.catch((e) => Effect.logWarning("PGlite close failed", e)),
+        // What PGlite wrote while open and at close gets 0600 too.
+        Effect.andThen(dataDir === undefined ? Effect.void : Effect.try(() => tightenFiles(dataDir)).pipe(Effect.catch((e) => Effect.logWarning(`could not make the files in ${dataDir} private`, e)))),
         Effect.ensuring(Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
       )
   )

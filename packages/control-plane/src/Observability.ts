@@ -2,7 +2,7 @@
 // LOG_LEVEL), the Prometheus /metrics route, and OTLP export of traces, metrics and logs when
 // OTEL_EXPORTER_OTLP_ENDPOINT is set. Gauges that describe current state (agents by status, sessions by state)
 // are recomputed on each scrape from their owners instead of being kept in step by hand.
-import { lineLogger } from "@streamspace/protocol"
+import { throttledLineLogger } from "@streamspace/protocol"
 import { Effect, Layer, Logger, Metric, References } from "effect"
 import { FetchHttpClient, HttpServerResponse } from "effect/http"
 import { Otlp, PrometheusMetrics } from "effect/observability"
@@ -69,11 +69,11 @@ export const recordCommand = (action: string, outcome: string, startedMs: number
 export const setGaugeFamily = (gauge: Metric.Gauge<number>, label: string, all: ReadonlyArray<string>, counts: ReadonlyMap<string, number>) =>
   Effect.forEach(all, (value) => Metric.update(Metric.withAttributes(gauge, { [label]: value }), counts.get(value) ?? 0), { discard: true })
 
-/** Logger and minimum level from LOG_FORMAT and LOG_LEVEL, in the format the agent writes too (@streamspace/protocol Logs). */
+/** Logger and minimum level from LOG_FORMAT, LOG_LEVEL and LOG_REPEAT_LIMIT, in the format the agent writes too (@streamspace/protocol Logs). */
 export const loggerLayer = Layer.unwrap(Effect.gen(function*() {
   const config = yield* ControlPlaneConfig
   return Layer.mergeAll(
-    Logger.layer([lineLogger(config.logFormat, (line) => globalThis.console.log(line))]),
+    Logger.layer([throttledLineLogger(config.logFormat, (line) => globalThis.console.log(line), {}, { perMinute: config.logRepeatLimit })]),
     Layer.succeed(References.MinimumLogLevel, config.logLevel === "None" ? "None" : config.logLevel)
   )
 }))

@@ -12,6 +12,7 @@ import { Context, Effect, Layer } from "effect"
 import { isSqlError } from "effect/sql/SqlError"
 import * as Database from "./Database.ts"
 import { type AgentsTable, makeAgents } from "./internal/store/agents.ts"
+import { type AuditTable, makeAudit } from "./internal/store/audit.ts"
 import { type CommandsTable, makeCommands } from "./internal/store/commands.ts"
 import { makeDb } from "./internal/store/db.ts"
 import { StoreError } from "./internal/store/error.ts"
@@ -21,6 +22,7 @@ import { makeTemplates, type TemplatesTable } from "./internal/store/templates.t
 import { makeUsers, type UsersTable } from "./internal/store/users.ts"
 
 export type { AgentBeat, AgentRecord, AgentRegistration, EnrollmentState } from "./internal/store/agents.ts"
+export { type AuditEvent, type AuditPage, auditPage, type AuditTable, type NewAuditEvent } from "./internal/store/audit.ts"
 export type { CommandRecord, NewCommand } from "./internal/store/commands.ts"
 export type { Transition } from "./internal/store/db.ts"
 export { Conflict, DatabaseFailure, type Entity, NotFound, StoreError } from "./internal/store/error.ts"
@@ -34,6 +36,7 @@ export interface StoreShape {
   readonly agents: AgentsTable
   readonly sessions: SessionsTable
   readonly commands: CommandsTable
+  readonly audit: AuditTable
   /**
    * Runs `effect` in one database transaction: store calls inside it commit or roll back together. Nested
    * calls use savepoints. On PGlite the one connection is held for the whole transaction, so keep it short
@@ -52,6 +55,7 @@ export const make = Effect.gen(function*() {
     agents: makeAgents(db),
     sessions: makeSessions(db),
     commands: makeCommands(db),
+    audit: makeAudit(db),
     withTransaction: (effect) =>
       db.sql.withTransaction(effect).pipe(
         Effect.mapError((e) => (isSqlError(e) ? StoreError.database(e, "transaction failed") : e))

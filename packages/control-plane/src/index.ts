@@ -13,6 +13,7 @@ export {
   type TunnelSink
 } from "./AgentHub.ts"
 export * as Api from "./Api.ts"
+export { type Actor, Audit, AuditError, type AuditShape, type AuditTarget } from "./Audit.ts"
 export { Auth, AuthError, type AuthShape, requireAdmin, type Role, type User } from "./Auth.ts"
 export { CommandDispatcher, CommandDispatcherError, type CommandOutcome, type CommandRecord, type CommandRequest } from "./CommandDispatcher.ts"
 export { ControlPlane, type ControlPlaneShape } from "./ControlPlane.ts"

@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, References } from "effect"
 import fc from "fast-check"
 import * as Api from "../src/Api.ts"
+import { Audit } from "../src/Audit.ts"
 import { Auth } from "../src/Auth.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
 import { makeMemoryRepo, Sessions } from "../src/Sessions.ts"
@@ -22,6 +23,7 @@ const setup = Effect.gen(function*() {
     Layer.provideMerge(VncProxy.layer),
     Layer.provideMerge(Sessions.layerMemory(repo)),
     Layer.provideMerge(Auth.layer),
+    Layer.provideMerge(Audit.layerMemory),
     Layer.provideMerge(services)
   )
   const served = yield* serveApp(app)

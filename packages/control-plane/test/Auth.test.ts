@@ -85,3 +85,71 @@ describe("Auth with JWT_JWKS_URL", () => {
       assert.strictEqual(yield* reasonOf(auth.mint({ id: "x" as never, role: "user" }, "1 hour")), "Misconfigured")
     }))
 })
+
+describe("secrets and token lifetime (issue 14)", () => {
+  const readConfig = (env: Record<string, string>) =>
+    Effect.flip(Layer.build(ControlPlaneConfig.layerFromRecord(env)))
+
+  it.effect("shared secrets under 32 bytes are refused at start, naming the variable and never the value", () =>
+    Effect.gen(function*() {
+      for (const [name, env] of [
+        ["JWT_SECRET", { JWT_SECRET: "abc" }],
+        ["AGENT_BOOTSTRAP_TOKEN", { JWT_SECRET: TEST_JWT_SECRET, AGENT_BOOTSTRAP_TOKEN: "x" }],
+        ["METRICS_TOKEN", { JWT_SECRET: TEST_JWT_SECRET, METRICS_TOKEN: "m".repeat(31) }]
+      ] as const) {
+        const e = yield* readConfig(env)
+        assert.strictEqual(e._tag, "SettingError")
+        assert.strictEqual((e as { variable: string }).variable, name)
+        assert.include(e.message, `${name} is too short`)
+        assert.include(e.message, "at least 32 bytes")
+        assert.notInclude(e.message, "abc")
+      }
+      // 32 bytes is enough.
+      yield* Layer.build(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: "s".repeat(32), AGENT_BOOTSTRAP_TOKEN: "b".repeat(32), METRICS_TOKEN: "m".repeat(32) }))
+    }))
+
+  it.effect("a token without exp is refused", () =>
+    Effect.gen(function*() {
+      const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET })
+      yield* TestClock.setTime(Date.now())
+      const noExp = yield* Effect.promise(() =>
+        new SignJWT({ role: "admin" }).setProtectedHeader({ alg: "HS256" }).setSubject("ann").setIssuedAt().sign(new TextEncoder().encode(TEST_JWT_SECRET))
+      )
+      const e = yield* Effect.flip(auth.verify(noExp))
+      assert.strictEqual(e.reason, "InvalidToken")
+      assert.include(e.message, "no exp claim")
+    }))
+
+  it.effect("a token living longer than JWT_MAX_TTL is refused, by exp - iat and by exp - now", () =>
+    Effect.gen(function*() {
+      const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET, JWT_MAX_TTL: "24h" })
+      const now = 1_800_000_000
+      yield* TestClock.setTime(now * 1000)
+      const hundredYears = yield* Effect.promise(() => sign({ sub: "ann" }, { nowSec: now, expiresIn: 100 * 365 * 86400 }))
+      const e = yield* Effect.flip(auth.verify(hundredYears))
+      assert.strictEqual(e.reason, "InvalidToken")
+      assert.include(e.message, "JWT_MAX_TTL (1d)")
+      // Exactly the maximum is fine; one second more is not.
+      assert.strictEqual((yield* auth.verify(yield* Effect.promise(() => sign({ sub: "ann" }, { nowSec: now, expiresIn: 86400 })))).id, "ann")
+      assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann" }, { nowSec: now, expiresIn: 86401 })))), "InvalidToken")
+      // A forged-looking iat in the future does not stretch the window: exp - now is capped too.
+      const lateIat = yield* Effect.promise(() => sign({ sub: "ann", exp: now + 30 * 86400 }, { nowSec: now + 29 * 86400 }))
+      assert.strictEqual(yield* reasonOf(auth.verify(lateIat)), "InvalidToken")
+      // Without iat, exp - now counts.
+      const noIat = yield* Effect.promise(() =>
+        new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject("ann").setExpirationTime(now + 2 * 86400).sign(new TextEncoder().encode(TEST_JWT_SECRET))
+      )
+      assert.strictEqual(yield* reasonOf(auth.verify(noIat)), "InvalidToken")
+    }))
+
+  it.effect("the DEV_MODE token is short-lived by default (8h) and DEV_TOKEN_TTL may not exceed JWT_MAX_TTL", () =>
+    Effect.gen(function*() {
+      const auth = yield* authWith({ DEV_MODE: "true" })
+      assert.strictEqual((yield* auth.verify(auth.devToken!)).id, "admin")
+      yield* TestClock.adjust("8 hours")
+      yield* TestClock.adjust("31 seconds")
+      assert.strictEqual(yield* reasonOf(auth.verify(auth.devToken!)), "Expired")
+      const e = yield* readConfig({ DEV_MODE: "true", DEV_TOKEN_TTL: "48h" })
+      assert.strictEqual((e as { variable: string }).variable, "DEV_TOKEN_TTL")
+    }))
+})

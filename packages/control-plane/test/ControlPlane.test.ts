@@ -5,6 +5,7 @@ import { createServer } from "node:http"
 import { get as httpsGet } from "node:https"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { TestClock } from "effect/testing"
 import { WebSocket } from "ws"
 import { type AddressInfo, connect } from "node:net"
 import { waitForPromise } from "@streamspace/testbed"
@@ -12,6 +13,7 @@ import { ControlPlane } from "../src/ControlPlane.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
 import * as Observability from "../src/Observability.ts"
 import { TEST_TLS_CERT, TEST_TLS_KEY } from "./support/httpTls.ts"
+import { TEST_JWT_SECRET } from "./support/jwt.ts"
 
 const withEnv = (env: Record<string, string>) => ControlPlane.layer.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))
 
@@ -93,7 +95,7 @@ describe("ControlPlane.layer", () => {
 
   it.effect("a bad setting fails the layer with an error naming the variable", () =>
     Effect.gen(function*() {
-      const e = yield* Effect.flip(Layer.build(withEnv({ JWT_SECRET: "s", PORT: "99999" })))
+      const e = yield* Effect.flip(Layer.build(withEnv({ JWT_SECRET: TEST_JWT_SECRET, PORT: "99999" })))
       assert.strictEqual(e._tag, "SettingError")
       assert.include(e.message, "PORT")
     }))
@@ -166,7 +168,7 @@ describe("logging", () => {
       yield* Effect.logInfo("session placed").pipe(
         Effect.annotateLogs({ session_id: "s-1", agent_id: "a" }),
         Effect.withSpan("Sessions.create"),
-        Effect.provide(Observability.loggerLayer.pipe(Layer.provide(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: "s", LOG_FORMAT: format, LOG_LEVEL: "debug" }))))
+        Effect.provide(Observability.loggerLayer.pipe(Layer.provide(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, LOG_FORMAT: format, LOG_LEVEL: "debug" }))))
       )
       return lines.filter((l) => l.includes("session placed"))
     })
@@ -183,6 +185,27 @@ describe("logging", () => {
       assert.deepStrictEqual([line.session_id, line.agent_id], ["s-1", "a"])
       assert.match(line.trace_id, /^[0-9a-f]{32}$/)
       assert.match(line.span_id, /^[0-9a-f]{16}$/)
+    }))
+
+  it.effect("LOG_REPEAT_LIMIT: a storm of similar lines is cut to the limit, then summarised", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const original = globalThis.console.log
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          globalThis.console.log = (line: string) => void lines.push(line)
+        }),
+        () => Effect.sync(() => {
+          globalThis.console.log = original
+        })
+      )
+      yield* Effect.gen(function*() {
+        for (let i = 0; i < 1700; i++) yield* Effect.logWarning(`AgentHub: refused a connection from 10.0.${i >> 8}.${i & 255}: invalid agent token`)
+        assert.strictEqual(lines.length, 5)
+        yield* TestClock.adjust("1 minute")
+        assert.strictEqual(lines.length, 6)
+        assert.include(lines[5]!, "suppressed 1695 similar lines")
+      }).pipe(Effect.provide(Observability.loggerLayer.pipe(Layer.provide(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, LOG_REPEAT_LIMIT: "5" })))))
     }))
 
   it.effect("LOG_FORMAT=text writes logfmt with the same field names", () =>

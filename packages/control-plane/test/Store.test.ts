@@ -6,7 +6,7 @@ import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { AgentId, Capacity, Command, CommandId, SessionId, SessionSpec, TemplateName, UserId } from "@streamspace/protocol"
 import * as Database from "../src/Database.ts"
-import { migrationSteps, runMigrations } from "../src/internal/store/migrations.ts"
+import { migrations, runMigrations } from "../src/internal/store/migrations.ts"
 import { Store, type StoreError } from "../src/Store.ts"
 import { startPostgres } from "./support/postgres.ts"
 
@@ -76,7 +76,21 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.strictEqual(templates.filter((t) => t.name === "demo").length, 1)
       const sql = yield* SqlClient
       const recorded = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
-      assert.strictEqual(recorded[0]!.n, Object.keys(migrationSteps).length)
+      assert.strictEqual(recorded[0]!.n, (yield* migrations).length)
+    }))
+
+  it.effect("audit_log: appends events with their actor and pages them newest first by cursor", () =>
+    Effect.gen(function*() {
+      const store = yield* Store
+      for (const id of ["a", "b", "c"]) {
+        yield* store.audit.insert({ actor: "root", actorRole: "admin", action: "agent.approve", targetType: "agent", targetId: id, details: { n: id } })
+      }
+      const first = yield* store.audit.page({ limit: 2 })
+      assert.deepStrictEqual(first.events.map((e) => [e.targetId, e.actor, e.details]), [["c", "root", { n: "c" }], ["b", "root", { n: "b" }]])
+      assert.isDefined(first.nextCursor)
+      const second = yield* store.audit.page({ limit: 2, before: first.nextCursor })
+      assert.deepStrictEqual(second.events.map((e) => e.targetId), ["a"])
+      assert.isUndefined(second.nextCursor)
     }))
 
   it.effect("seeds the demo template", () =>

@@ -8,7 +8,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import type { AgentId, CommandId, SessionId, TemplateName, UserId } from "@streamspace/protocol"
 import * as Database from "../src/Database.ts"
-import { migrationSteps } from "../src/internal/store/migrations.ts"
+import { migrations } from "../src/internal/store/migrations.ts"
 import { Store } from "../src/Store.ts"
 
 const provider = (env: Record<string, string>) => ConfigProvider.layer(ConfigProvider.fromEnv({ env }))
@@ -25,6 +25,53 @@ const create = {
   action: "create_session" as const,
   args: { session_id: "s1" as SessionId, spec }
 }
+
+/** Every path under `dir` whose mode lets anyone but the owner in, with its mode. */
+const looseModes = (dir: string): Array<string> => {
+  const out: Array<string> = []
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name)
+      const mode = fs.lstatSync(p).mode & 0o777
+      if (e.isDirectory()) {
+        if (mode !== 0o700) out.push(`${p} ${mode.toString(8)}`)
+        walk(p)
+      } else if (e.isFile() && mode !== 0o600) out.push(`${p} ${mode.toString(8)}`)
+    }
+  }
+  walk(dir)
+  return out
+}
+
+describe("DATA_DIR permissions", () => {
+  it.live("a new DATA_DIR is 0700 and the database files in it 0600, even under a permissive umask; an existing open one is tightened", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "streamspace-perm-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      const previous = process.umask(0) // what a container often runs with: PGlite would write 0666 files
+      yield* Effect.addFinalizer(() => Effect.sync(() => process.umask(previous)))
+      const dataDir = path.join(dir, "data")
+      yield* Effect.gen(function*() {
+        const store = yield* Store
+        yield* store.users.insert({ id: "ada" as UserId, name: "Ada", role: "admin" })
+        // While open the directory already keeps everyone else out.
+        assert.strictEqual(fs.statSync(dataDir).mode & 0o777, 0o700)
+      }).pipe(Effect.provide(withEnv({ DATA_DIR: dataDir })))
+      assert.strictEqual(fs.statSync(dataDir).mode & 0o777, 0o700)
+      assert.isTrue(fs.existsSync(path.join(dataDir, "PG_VERSION")))
+      assert.deepStrictEqual(looseModes(dataDir), [])
+
+      // An existing directory that others can read is tightened when the control plane opens it.
+      fs.chmodSync(dataDir, 0o755)
+      fs.chmodSync(path.join(dataDir, "PG_VERSION"), 0o666)
+      yield* Effect.gen(function*() {
+        assert.strictEqual(fs.statSync(dataDir).mode & 0o777, 0o700)
+        assert.strictEqual(fs.statSync(path.join(dataDir, "PG_VERSION")).mode & 0o777, 0o600)
+        assert.strictEqual((yield* (yield* Store).users.get("ada")).name, "Ada")
+      }).pipe(Effect.provide(withEnv({ DATA_DIR: dataDir })))
+      assert.deepStrictEqual(looseModes(dataDir), [])
+    }), { timeout: 120_000 })
+})
 
 describe("Store persistence (PGlite in DATA_DIR)", () => {
   it.live("keeps every table across close and reopen of the same DATA_DIR, and migrates only once", () =>
@@ -70,8 +117,8 @@ describe("Store persistence (PGlite in DATA_DIR)", () => {
         assert.deepStrictEqual(unfinished[0]!.command, create)
         assert.strictEqual(unfinished[0]!.deadline.getTime(), written.cmd.deadline.getTime())
         const sql = yield* SqlClient
-        const migrations = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
-        assert.strictEqual(migrations[0]!.n, Object.keys(migrationSteps).length)
+        const recorded = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
+        assert.strictEqual(recorded[0]!.n, (yield* migrations).length)
         assert.strictEqual((yield* store.templates.list()).filter((t) => t.name === "demo").length, 1)
         // and it still takes writes
         assert.isTrue((yield* store.commands.transition("c1", "completed", { result: { action: "create_session", session: { session_id: "s1" as SessionId, phase: "running", observed_at: "2026-01-01T00:00:00.000Z" } } })).changed)

@@ -193,6 +193,8 @@ describe("VncProxy", () => {
 
   it.effect("a viewer that answers pings stays; one that stops is dropped after the next PING_INTERVAL and its tunnel closed on the agent", () =>
     Effect.gen(function*() {
+      // The test clock at the real time: a token issued "in the future" would be refused (JWT_MAX_TTL counts exp - now).
+      yield* TestClock.setTime(Date.now())
       const t = yield* setup
       const { v, tunnelId } = yield* relayed(t)
       let pings = 0

@@ -1,6 +1,6 @@
 // StreamSpace web UI: plain ES modules, no build step. Talks to /api/v1 with the user's bearer token
-// (kept in localStorage; a `#token=...` link logs in at once). Lists refresh by polling, faster while a
-// session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
+// (kept in localStorage; a `#token=...` link logs in at once, or asks first when another token is stored).
+// Lists refresh by polling, faster while a session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
 const MOVING = new Set(["pending", "creating", "terminating", "hibernating"])
@@ -65,9 +65,11 @@ async function api(method, path, body) {
 
 // ---- login state and banner --------------------------------------------------------------------
 
-function claims() {
-  try { return JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))) } catch { return {} }
+function claimsOf(jwt) {
+  try { return JSON.parse(atob(jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))) } catch { return {} }
 }
+const claims = () => claimsOf(token)
+const describeToken = (c) => `${c.sub ?? "an unknown user"} (${c.role === "admin" ? "admin" : "user"})`
 const isAdmin = () => claims().role === "admin"
 
 function logout(message) {
@@ -108,6 +110,40 @@ function patch(el, html) {
 }
 
 // ---- pages -------------------------------------------------------------------------------------
+
+// A `#token=` link while another token is stored: say who each one is and let the user choose, so a link
+// sent by someone else cannot silently swap a logged-in admin for another account.
+let offeredToken = null
+
+const switchPage = {
+  mount() {
+    $("#nav").hidden = true
+    const next = claimsOf(offeredToken)
+    const current = claims()
+    const expires = typeof next.exp === "number" ? ` It expires ${esc(new Date(next.exp * 1000).toLocaleString())}.` : ""
+    $("#main").innerHTML = `
+      <div class="card narrow-card" data-testid="switch-account">
+        <h1>Switch account?</h1>
+        <p>The link you opened logs in as <strong data-testid="offered-who">${esc(describeToken(next))}</strong>.${expires}</p>
+        <p>You are logged in as <strong data-testid="current-who">${esc(describeToken(current))}</strong>.</p>
+        <p class="muted">Only switch if you expected this link. Someone else's link would make you act as them.</p>
+        <div class="inline">
+          <button data-testid="switch-accept">Log in as ${esc(next.sub ?? "that user")}</button>
+          <button class="secondary" data-testid="switch-keep">Stay ${esc(current.sub ?? "logged in")}</button>
+        </div>
+      </div>`
+    const done = (accept) => {
+      if (accept) {
+        token = offeredToken
+        localStorage.setItem(TOKEN_KEY, token)
+      }
+      offeredToken = null
+      location.hash = "#/sessions"
+    }
+    $("[data-testid=switch-accept]").onclick = () => done(true)
+    $("[data-testid=switch-keep]").onclick = () => done(false)
+  }
+}
 
 const loginPage = {
   mount() {
@@ -470,8 +506,22 @@ async function render() {
   const hash = location.hash || "#/sessions"
   const fromLink = /[#&?]token=([^&]+)/.exec(hash)
   if (fromLink) {
-    token = decodeURIComponent(fromLink[1])
+    const offered = decodeURIComponent(fromLink[1])
+    if (token && token !== offered) {
+      offeredToken = offered
+      history.replaceState(null, "", `${location.pathname}#/switch`) // the token leaves the address bar either way
+      return render()
+    }
+    token = offered
     localStorage.setItem(TOKEN_KEY, token)
+    history.replaceState(null, "", `${location.pathname}#/sessions`)
+    return render()
+  }
+  if (hash.startsWith("#/switch")) {
+    if (offeredToken && token) {
+      page = switchPage
+      return switchPage.mount()
+    }
     history.replaceState(null, "", `${location.pathname}#/sessions`)
     return render()
   }

@@ -161,6 +161,8 @@ export class LocalStack extends Context.Service<LocalStack, LocalStackShape>()("
           KUBECONFIG: info.kubeconfig,
           NAMESPACE: env["NAMESPACE"] ?? "streamspace",
           HEALTH_PORT: String(healthPort),
+          // A laptop's health and metrics stay on the laptop.
+          HEALTH_HOST: "127.0.0.1",
           METRICS_PORT: String(healthPort),
           LOG_FORMAT: logFormat,
           LOG_LEVEL: logLevel

@@ -55,7 +55,7 @@ const banner = (q: LocalStack["Service"]) => {
     "",
     `  Web UI:       ${q.url}`,
     `  Log in:       ${q.loginUrl}`,
-    "                (opens the web UI logged in as admin; the link and token are valid for 24 hours)",
+    `                (opens the web UI logged in as admin; the link and token are valid for ${process.env["DEV_TOKEN_TTL"] || "8h"})`,
     `  Admin token:  ${q.adminToken}`,
     `                curl -H "Authorization: Bearer <token>" ${q.url}api/v1/sessions`,
     "",

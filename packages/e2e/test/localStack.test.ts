@@ -29,5 +29,10 @@ describe("LocalStack", () => {
       const agent = yield* text(`${q.agentUrl}/metrics`)
       assert.include(agent, "streamspace_agent_")
       assert.notInclude(agent, "streamspace_control_plane_")
+
+      // The agent's health and metrics port answers on loopback only (127.0.0.2 is this machine, not 127.0.0.1).
+      const port = new URL(q.agentUrl).port
+      const fromElsewhere = yield* Effect.promise(() => fetch(`http://127.0.0.2:${port}/health`).then(() => "answered", (e: Error) => String((e.cause as { code?: string } | undefined)?.code ?? e.message)))
+      assert.strictEqual(fromElsewhere, "ECONNREFUSED")
     }), 180_000)
 })

@@ -36,12 +36,15 @@ const everyValue = {
     agentLinkWindow: 4194304,
     pingInterval: "15s",
     jwtClockTolerance: "10s",
+    jwtMaxTtl: "12h",
+    devTokenTtl: "1h",
     maxBodyBytes: 2097152,
     httpHeadersTimeout: "5s",
     httpRequestTimeout: "20s",
     maxConnectionsPerAddress: 100,
     logLevel: "debug",
     logFormat: "text",
+    logRepeatLimit: 30,
     metricsEnabled: false,
     tlsSecret: "streamspace-tls",
     otel: { OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel-collector:4318", OTEL_SERVICE_NAME: "streamspace-control-plane" },
@@ -49,7 +52,9 @@ const everyValue = {
   },
   database: { url: "postgres://streamspace:pw@postgres:5432/streamspace", existingSecret: "", key: "url" },
   jwt: { existingSecret: "", key: "jwt", secret: "0123456789abcdef0123456789abcdef", jwksUrl: "https://idp.example.com/.well-known/jwks.json", issuer: "https://idp.example.com", audience: "streamspace" },
-  bootstrapToken: { existingSecret: "", key: "bootstrap", value: "bootstrap-token-0123456789" },
+  bootstrapToken: { existingSecret: "", key: "bootstrap", value: "bootstrap-token-0123456789abcdef0123" },
+  metricsToken: { existingSecret: "", key: "metrics", value: "metrics-token-0123456789abcdef0123456789" },
+  serviceMonitor: { enabled: false, interval: "15s", scrapeTimeout: "5s", labels: { release: "prom" } },
   persistence: { enabled: true, existingClaim: "", storageClass: "fast", size: "20Gi", accessModes: ["ReadWriteOnce"] },
   service: { type: "LoadBalancer", port: 443, annotations: { "example.com/lb": "external" } },
   ingress: {
@@ -114,12 +119,15 @@ describe("helm/streamspace-control-plane", () => {
       AGENT_LINK_WINDOW: "1048576",
       PING_INTERVAL: "20s",
       JWT_CLOCK_TOLERANCE: "30s",
+      JWT_MAX_TTL: "24h",
+      DEV_TOKEN_TTL: "8h",
       MAX_BODY_BYTES: "1048576",
       HTTP_HEADERS_TIMEOUT: "10s",
       HTTP_REQUEST_TIMEOUT: "30s",
       MAX_CONNECTIONS_PER_ADDRESS: "512",
       LOG_LEVEL: "info",
       LOG_FORMAT: "json",
+      LOG_REPEAT_LIMIT: "60",
       METRICS_ENABLED: "true"
     })
     assert.isFalse(env(objects).has("DATABASE_URL"))
@@ -216,12 +224,15 @@ describe("helm/streamspace-control-plane", () => {
       AGENT_LINK_WINDOW: "4194304",
       PING_INTERVAL: "15s",
       JWT_CLOCK_TOLERANCE: "10s",
+      JWT_MAX_TTL: "12h",
+      DEV_TOKEN_TTL: "1h",
       MAX_BODY_BYTES: "2097152",
       HTTP_HEADERS_TIMEOUT: "5s",
       HTTP_REQUEST_TIMEOUT: "20s",
       MAX_CONNECTIONS_PER_ADDRESS: "100",
       LOG_LEVEL: "debug",
       LOG_FORMAT: "text",
+      LOG_REPEAT_LIMIT: "30",
       METRICS_ENABLED: "false",
       OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel-collector:4318",
       OTEL_SERVICE_NAME: "streamspace-control-plane",
@@ -230,7 +241,9 @@ describe("helm/streamspace-control-plane", () => {
     assert.deepStrictEqual(secretRef(objects, "DATABASE_URL"), { name: "ss-database", key: "url" })
     assert.deepStrictEqual(secretRef(objects, "JWT_SECRET"), { name: "ss-secrets", key: "jwt" })
     assert.deepStrictEqual(secretRef(objects, "AGENT_BOOTSTRAP_TOKEN"), { name: "ss-secrets", key: "bootstrap" })
+    assert.deepStrictEqual(secretRef(objects, "METRICS_TOKEN"), { name: "ss-secrets", key: "metrics" })
     const secrets = find(objects, "Secret", "ss-secrets").data
+    assert.strictEqual(Buffer.from(secrets.metrics, "base64").toString(), everyValue.metricsToken.value)
     assert.strictEqual(Buffer.from(secrets.jwt, "base64").toString(), everyValue.jwt.secret)
     assert.strictEqual(Buffer.from(secrets.bootstrap, "base64").toString(), everyValue.bootstrapToken.value)
     assert.strictEqual(Buffer.from(find(objects, "Secret", "ss-database").data.url, "base64").toString(), everyValue.database.url)
@@ -264,6 +277,9 @@ describe("helm/streamspace-control-plane", () => {
       [{ "config.otel.JAEGER_ENDPOINT": "x" }, /'JAEGER_ENDPOINT' does not match pattern '\^OTEL_/],
       [{ "database.url": "mysql://db/x" }, /at '\/database\/url'/],
       [{ "jwt.secret": "short" }, /at '\/jwt\/secret'/],
+      [{ "bootstrapToken.value": "b".repeat(31) }, /at '\/bootstrapToken\/value'/],
+      [{ "metricsToken.value": "m".repeat(31) }, /at '\/metricsToken\/value'/],
+      [{ "config.jwtMaxTtl": "forever" }, /at '\/config\/jwtMaxTtl'/],
       [{ "persistence.size": "big" }, /at '\/persistence\/size'/],
       [{ replicaCount: -1 }, /at '\/replicaCount': minimum: got -1, want 0/],
       [{ "config.prot": 1 }, /at '\/config': additional properties 'prot' not allowed/]
@@ -273,5 +289,29 @@ describe("helm/streamspace-control-plane", () => {
     assert.match(stderr, /values don't meet the specifications of the schema/)
     for (const [values, expected] of cases) assert.match(stderr, expected, `${JSON.stringify(values)} not reported in:\n${stderr}`)
     assert.match(await templateError(controlPlaneChart, ["--set-string", "database.url=postgres://a/b", "--set", "database.existingSecret=x"]), /set either database\.url or database\.existingSecret/)
+    assert.match(await templateError(controlPlaneChart, ["--set-string", `metricsToken.value=${"m".repeat(40)}`, "--set", "metricsToken.existingSecret=x"]), /set either metricsToken\.value or metricsToken\.existingSecret/)
+  })
+
+  it("METRICS_TOKEN: unset by default (/metrics open); from an existing Secret for a ServiceMonitor's bearerTokenSecret", async () => {
+    assert.isFalse(env(await render()).has("METRICS_TOKEN"))
+    const objects = await render(["--set", "metricsToken.existingSecret=prom-scrape"])
+    assert.deepStrictEqual(secretRef(objects, "METRICS_TOKEN"), { name: "prom-scrape", key: "metrics-token" })
+    assert.notProperty(find(objects, "Secret", "streamspace-secrets").data, "metrics-token")
+  })
+
+  it("serviceMonitor.enabled adds a ServiceMonitor on the http port that scrapes with the METRICS_TOKEN Secret", async () => {
+    const api = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]
+    const open = find(await render(["--set", "serviceMonitor.enabled=true", ...api]), "ServiceMonitor")
+    assert.deepStrictEqual(open.spec.endpoints, [{ port: "http", path: "/metrics", scheme: "http", interval: "30s", scrapeTimeout: "10s" }])
+    const withToken = await render(["--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.labels.release=prom", "--set", "metricsToken.existingSecret=prom-scrape", "--set", "config.tlsSecret=tls", ...api])
+    const monitor = find(withToken, "ServiceMonitor")
+    assert.strictEqual(monitor.metadata.labels.release, "prom")
+    assert.deepStrictEqual(monitor.spec.endpoints[0].bearerTokenSecret, { name: "prom-scrape", key: "metrics-token" })
+    assert.strictEqual(monitor.spec.endpoints[0].scheme, "https")
+    // It selects the Service whose port is named http.
+    const service = find(withToken, "Service")
+    assert.deepInclude(service.spec.selector, monitor.spec.selector.matchLabels)
+    assert.strictEqual(service.spec.ports[0].name, "http")
+    assert.match(await templateError(controlPlaneChart, ["--set", "serviceMonitor.enabled=true"]), /needs the Prometheus Operator's ServiceMonitor CRD/)
   })
 })

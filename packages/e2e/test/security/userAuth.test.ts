@@ -52,6 +52,8 @@ describe("user authentication and isolation", () => {
         missing: undefined,
         garbage: "not.a.jwt",
         expired: S.signJwt({ ...claims, exp: now() - 120 }),
+        noExp: S.signJwt({ ...claims, exp: undefined }),
+        hundredYears: S.signJwt(claims, { ttlSec: 100 * 365 * 86400 }),
         notYetValid: S.signJwt({ ...claims, nbf: now() + 600 }),
         wrongSignature: S.signJwt(claims, { secret: "another-secret-of-sufficient-length-123" }),
         algNone: `${b64({ alg: "none", typ: "JWT" })}.${b64({ ...claims, exp: now() + 600 })}.`,

@@ -131,15 +131,27 @@ const enrollmentTokens = statements(
   )`
 )
 
-/** The migrations by name, in order (tests count them). */
-export const migrationSteps = {
+/** Who did what (issue 14): admin actions and session creates/deletes, with the acting user. */
+const auditLog = statements(
+  `CREATE TABLE audit_log (
+    seq bigserial PRIMARY KEY,
+    at timestamptz NOT NULL,
+    actor text NOT NULL,
+    actor_role text NOT NULL,
+    action text NOT NULL,
+    target_type text NOT NULL,
+    target_id text NOT NULL,
+    details jsonb NOT NULL DEFAULT '{}'::jsonb
+  )`
+)
+
+export const migrations = Migrator.fromRecord({
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
   "0003_session_lifecycle": sessionLifecycle,
-  "0004_agent_enrollment_tokens": enrollmentTokens
-}
-
-export const migrations = Migrator.fromRecord(migrationSteps)
+  "0004_agent_enrollment_tokens": enrollmentTokens,
+  "0005_audit_log": auditLog
+})
 
 /** Runs the pending migrations; returns the ones it ran as `[id, name]`. */
 export const runMigrations = Migrator.make({})({ loader: migrations })
