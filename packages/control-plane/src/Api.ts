@@ -155,23 +155,21 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   }
 
   yield* router.add("DELETE", `${p}/agents/:id`, answer("Api.deleteAgent", Effect.gen(function*() {
-    yield* admin
+    const actor = yield* admin
     const { id } = yield* path(AgentPath)
     yield* hub.remove(id)
+    yield* audit.record(actor, "agent.delete", { type: "agent", id })
     return json({ id, deleted: true })
   })))
   yield* router.add("POST", `${p}/agents/:id/enrollment-token`, answer("Api.enrollmentToken", Effect.gen(function*() {
-    yield* admin
+    const actor = yield* admin
     const { id } = yield* path(AgentPath)
     const request = yield* HttpServerRequest.HttpServerRequest
     const { ttl_seconds } = Number(request.headers["content-length"] ?? "0") > 0 ? yield* body(EnrollmentTokenBody) : {}
     const issued = yield* hub.issueEnrollmentToken(id, Duration.seconds(ttl_seconds ?? 3600))
+    yield* audit.record(actor, "agent.enrollment_token", { type: "agent", id }, { expires_at: issued.expiresAt.toISOString() })
     // Shown once: never cached, never stored in the clear.
-    return HttpServerResponse.setHeader(
-      json({ agent_id: id, token: issued.token, expires_at: issued.expiresAt.toISOString() }, 201),
-      "cache-control",
-      "no-store"
-    )
+    return noStore(json({ agent_id: id, token: issued.token, expires_at: issued.expiresAt.toISOString() }, 201))
   })))
 
   // ---- templates
@@ -220,12 +218,14 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const u = yield* user
     const { id } = yield* path(IdPath)
     const s = yield* sessions.hibernate(u, id)
+    yield* audit.record(u, "session.hibernate", { type: "session", id: s.id }, { owner: s.userId })
     return json(view(s), s.state === "hibernated" ? 200 : 202)
   })))
   yield* router.add("POST", `${p}/sessions/:id/resume`, answer("Api.resumeSession", Effect.gen(function*() {
     const u = yield* user
     const { id } = yield* path(IdPath)
     const s = yield* sessions.resume(u, id)
+    yield* audit.record(u, "session.resume", { type: "session", id: s.id }, { owner: s.userId })
     return json(view(s), s.state === "running" ? 200 : 202)
   })))
   yield* router.add("POST", `${p}/sessions/:id/keepalive`, answer("Api.keepaliveSession", Effect.gen(function*() {
