@@ -10,7 +10,7 @@ import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
-import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionJson, templateJson } from "./internal/api.ts"
+import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, limitResponse, readBody, sessionJson, templateJson } from "./internal/api.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
 import { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
@@ -45,6 +45,8 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
           return errorResponse(409, "conflict", e.message)
         case "NoEligibleAgent":
           return errorResponse(503, "no_eligible_agent", e.message)
+        case "LimitExceeded":
+          return limitResponse(e.message, e.retryAfterSeconds)
         case "Store":
           return errorResponse(503, "unavailable", e.message)
       }
@@ -54,7 +56,11 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
     case "CommandDispatcherError":
       return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(503, "unavailable", e.message)
     case "VncProxyError":
-      return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(401, "unauthorized", e.message)
+      return e.reason === "NotFound"
+        ? errorResponse(404, "not_found", e.message)
+        : e.reason === "LimitExceeded"
+        ? limitResponse(e.message, undefined)
+        : errorResponse(401, "unauthorized", e.message)
   }
   return errorResponse(500, "internal", "unexpected error")
 }

@@ -8,17 +8,20 @@
 // Modules (internal/sessions/): book (the records in memory and the state machine), lifecycle (command
 // outcomes, reconcile on connect), repo (the Store or memory), usage (per-agent usage for placement).
 import type { AgentId, SessionId, SessionSpec, SessionStatus, TemplateName } from "@streamspace/protocol"
-import { EnvVars, parseQuantity, Port, Resources, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
-import { Clock, Context, Effect, Layer, Result, Schema } from "effect"
+import { parseQuantity, Port, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
+import { Clock, Context, Effect, Layer, Option, Result, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
-import { applyStatus, type Book, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve } from "./internal/sessions/book.ts"
+import { ControlPlaneConfig, type ControlPlaneConfigShape, DEFAULT_SESSION_RESOURCE_BOUNDS, DEFAULT_USER_LIMITS } from "./ControlPlaneConfig.ts"
+import { applyStatus, type Book, ended, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve } from "./internal/sessions/book.ts"
 import { follow, followOpenCommands, reconcile } from "./internal/sessions/lifecycle.ts"
 import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./internal/sessions/repo.ts"
+import { RequestResources, ResourceBounds, TemplateEnv, UserEnv } from "./internal/sessions/requestRules.ts"
+import { type LimitRefusal, makeCreateRate, resourcesIssue, sessionsRefusal } from "./internal/sessions/userLimits.ts"
 import { place } from "./Placement.ts"
-import { type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
+import { DEFAULT_RESOURCES, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
 
 export { SESSION_STATES, SessionsError } from "./internal/sessions/book.ts"
 export { makeMemoryRepo, type MemoryRepo, RepoError, type SessionRepo } from "./internal/sessions/repo.ts"
@@ -31,8 +34,8 @@ const Name = (what: string, max: number) =>
 export const CreateSessionRequest = Schema.Struct({
   template: TemplateNameSchema,
   region: Schema.optionalKey(Name("region", 63)),
-  resources: Schema.optionalKey(Resources),
-  env: Schema.optionalKey(EnvVars),
+  resources: Schema.optionalKey(RequestResources),
+  env: Schema.optionalKey(UserEnv),
   persistent_home: Schema.optionalKey(Schema.Boolean)
 })
 export type CreateSessionRequest = typeof CreateSessionRequest.Type
@@ -42,8 +45,10 @@ export const CreateTemplateRequest = Schema.Struct({
   name: TemplateNameSchema,
   display_name: Schema.optionalKey(Name("display_name", 200)),
   image: Name("image", 512),
-  resources: Schema.optionalKey(Resources),
-  env: Schema.optionalKey(EnvVars),
+  resources: Schema.optionalKey(RequestResources),
+  /** Bounds on what a session made from this template may request; left out: SESSION_MIN_/MAX_ settings. */
+  resource_bounds: Schema.optionalKey(ResourceBounds),
+  env: Schema.optionalKey(TemplateEnv),
   vnc_port: Schema.optionalKey(Port),
   persistent_home: Schema.optionalKey(Schema.Boolean)
 })
@@ -104,21 +109,50 @@ const specOf = (user: User, template: TemplateRecord, request: CreateSessionRequ
   }
 }
 
-export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
+/** What Sessions enforces on requests: the per-user limits and the default resource bounds. */
+export type SessionRules = Pick<ControlPlaneConfigShape, "userLimits" | "sessionResourceBounds">
+
+export const DEFAULT_SESSION_RULES: SessionRules = { userLimits: DEFAULT_USER_LIMITS, sessionResourceBounds: DEFAULT_SESSION_RESOURCE_BOUNDS }
+
+/** The rules from ControlPlaneConfig when it is provided (it always is in the control plane), else the defaults. */
+const rulesFromConfig = Effect.map(Effect.serviceOption(ControlPlaneConfig), Option.match({ onNone: () => DEFAULT_SESSION_RULES, onSome: (c): SessionRules => c }))
+
+const refused = (r: LimitRefusal) =>
+  new SessionsError({ reason: "LimitExceeded", message: r.message, limit: r.limit, ...(r.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: r.retryAfterSeconds }) })
+
+/** Live sessions of one user, placed or written. */
+const liveCount = (book: Book, userId: string) => {
+  let n = 0
+  for (const s of book.sessions.values()) if (s.userId === userId && !ended(s.state)) n++
+  for (const s of book.reserved.values()) if (s.userId === userId) n++
+  return n
+}
+
+export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: SessionRules = DEFAULT_SESSION_RULES) {
   const hub = yield* AgentHub
   const dispatcher = yield* CommandDispatcher
   const book = yield* makeBook(repo, dispatcher)
+  const createRate = makeCreateRate(rules.userLimits.createsPerMinute)
 
   const create = Effect.fn("Sessions.create")(function*(user: User, request: CreateSessionRequest) {
+    const limited = user.role !== "admin"
+    if (limited) {
+      const rate = createRate.admit(user.id, yield* Clock.currentTimeMillis)
+      if (rate !== undefined) return yield* refused(rate)
+    }
     yield* ensureUser(book, user)
     const template = yield* findTemplate(book, request.template)
     if (template === undefined) {
       return yield* new SessionsError({ reason: "TemplateNotFound", field: "template", message: `template: no template named "${request.template}"` })
     }
     const spec = specOf(user, template, request)
+    const bad = resourcesIssue(spec.resources ?? {}, template, rules.sessionResourceBounds)
+    if (bad !== undefined) return yield* new SessionsError({ reason: "InvalidRequest", field: bad.field, message: bad.message })
     // Placement and the reservation under one lock, so two creates cannot both take the last slot. The
     // record is written outside it (many creates write at once); a failed write gives the slot back.
     const record = yield* book.placement.withPermits(1)(Effect.gen(function*() {
+      const tooMany = limited ? sessionsRefusal(liveCount(book, user.id), rules.userLimits.sessionsPerUser) : undefined
+      if (tooMany !== undefined) return yield* refused(tooMany)
       const placed = place(yield* hub.list, book.usage.get, {
         region: request.region,
         cpu: parseQuantity(spec.resources?.cpu ?? "0") ?? 0,
@@ -199,6 +233,10 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   })
 
   const createTemplate = Effect.fn("Sessions.createTemplate")(function*(request: CreateTemplateRequest) {
+    // The template's own defaults must be requests its sessions may make.
+    const defaults = { ...DEFAULT_RESOURCES, ...request.resources }
+    const bad = resourcesIssue(defaults, { name: request.name, resourceBounds: request.resource_bounds }, rules.sessionResourceBounds)
+    if (bad !== undefined) return yield* new SessionsError({ reason: "InvalidRequest", field: bad.field, message: `${bad.message}: the template's own default is out of bounds` })
     return yield* repo.insertTemplate({
       name: request.name,
       displayName: request.display_name ?? request.name,
@@ -206,7 +244,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       resources: request.resources,
       env: request.env,
       vncPort: request.vnc_port ?? 5900,
-      persistentHome: request.persistent_home ?? false
+      persistentHome: request.persistent_home ?? false,
+      resourceBounds: request.resource_bounds
     }).pipe(
       Effect.mapError((e) =>
         e.reason === "Conflict"
@@ -241,7 +280,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
 
 export class Sessions extends Context.Service<Sessions, SessionsShape>()("control-plane/Sessions") {
   /** Sessions persisted through the Store. Needs Store, AgentHub and CommandDispatcher. */
-  static readonly layer = Layer.effect(Sessions, Effect.flatMap(Store, (store) => makeWith(onStore(store))))
+  static readonly layer = Layer.effect(Sessions, Effect.flatMap(Effect.zip(Store, rulesFromConfig), ([store, rules]) => makeWith(onStore(store), rules)))
   /** Sessions over the in-memory repository (tests, throwaway demos). Needs AgentHub and CommandDispatcher. */
-  static readonly layerMemory = (repo: MemoryRepo = makeMemoryRepo()) => Layer.effect(Sessions, makeWith(repo))
+  static readonly layerMemory = (repo: MemoryRepo = makeMemoryRepo()) => Layer.effect(Sessions, Effect.flatMap(rulesFromConfig, (rules) => makeWith(repo, rules)))
 }

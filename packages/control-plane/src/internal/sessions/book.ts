@@ -16,10 +16,14 @@ import type { RepoError, SessionRepo } from "./repo.ts"
 import { makeUsageCounters } from "./usage.ts"
 
 export class SessionsError extends Schema.TaggedError<SessionsError>()("SessionsError", {
-  reason: Schema.Literals(["NotFound", "TemplateNotFound", "TemplateExists", "NoEligibleAgent", "InvalidRequest", "Store"]),
+  reason: Schema.Literals(["NotFound", "TemplateNotFound", "TemplateExists", "NoEligibleAgent", "InvalidRequest", "LimitExceeded", "Store"]),
   message: Schema.String,
   /** The request field at fault (TemplateNotFound, InvalidRequest). */
-  field: Schema.optionalKey(Schema.String)
+  field: Schema.optionalKey(Schema.String),
+  /** The setting that refused the request (LimitExceeded). */
+  limit: Schema.optionalKey(Schema.String),
+  /** When the client may retry, in seconds (LimitExceeded by a rate). */
+  retryAfterSeconds: Schema.optionalKey(Schema.Number)
 }) {}
 
 export const fromRepo = (e: RepoError) => new SessionsError({ reason: "Store", message: `session store: ${e.message}` })

@@ -106,9 +106,13 @@ const seedDemoTemplate = statements(
    ON CONFLICT (name) DO NOTHING`
 )
 
+// Per-template bounds on the resources a session may request (NULL: the control plane's settings apply).
+const templateResourceBounds = statements(`ALTER TABLE templates ADD COLUMN resource_bounds jsonb`)
+
 export const migrations = Migrator.fromRecord({
   "0001_initial": initial,
-  "0002_seed_demo_template": seedDemoTemplate
+  "0002_seed_demo_template": seedDemoTemplate,
+  "0003_template_resource_bounds": templateResourceBounds
 })
 
 /** Runs the pending migrations; returns the ones it ran as `[id, name]`. */

@@ -14,6 +14,8 @@ export interface TemplateRecord {
   readonly vncPort: number
   readonly persistentHome: boolean
   readonly sharedHome: boolean
+  /** Bounds on what a session made from it may request; what is left out takes the control plane's SESSION_MIN_/MAX_ settings. */
+  readonly resourceBounds?: TemplateResourceBounds | undefined
   readonly createdAt: Date
   readonly updatedAt: Date
 }
@@ -28,6 +30,13 @@ export interface NewTemplate {
   readonly vncPort: number
   readonly persistentHome?: boolean | undefined
   readonly sharedHome?: boolean | undefined
+  readonly resourceBounds?: TemplateResourceBounds | undefined
+}
+
+/** Per-resource minimum and maximum a session may request (Kubernetes quantities). */
+export interface TemplateResourceBounds {
+  readonly min?: { readonly cpu?: string; readonly memory?: string }
+  readonly max?: { readonly cpu?: string; readonly memory?: string }
 }
 
 /** The requests a template gets when it names none (the demo template's, which the migration seeds). */
@@ -50,6 +59,7 @@ export const templateRecord = (t: NewTemplate, at: Date): TemplateRecord => ({
   vncPort: t.vncPort,
   persistentHome: t.persistentHome ?? false,
   sharedHome: t.sharedHome ?? false,
+  ...(t.resourceBounds === undefined ? {} : { resourceBounds: t.resourceBounds }),
   createdAt: at,
   updatedAt: at
 })
@@ -63,6 +73,7 @@ export const toTemplate = (r: Row): TemplateRecord => ({
   vncPort: Number(r.vnc_port),
   persistentHome: r.persistent_home as boolean,
   sharedHome: r.shared_home as boolean,
+  ...(r.resource_bounds == null ? {} : { resourceBounds: r.resource_bounds as TemplateResourceBounds }),
   createdAt: date(r.created_at),
   updatedAt: date(r.updated_at)
 })
@@ -84,6 +95,7 @@ export const makeTemplates = ({ json, now, one, q, sql }: Db): TemplatesTable =>
           vnc_port: t.vncPort,
           persistent_home: t.persistentHome,
           shared_home: t.sharedHome,
+          resource_bounds: t.resourceBounds === undefined ? null : json(t.resourceBounds),
           created_at: t.createdAt,
           updated_at: t.updatedAt
         })
