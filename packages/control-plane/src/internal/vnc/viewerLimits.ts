@@ -1,6 +1,6 @@
 // Viewer limits: how many viewers one session and one user may have connected through this replica at once
 // (MAX_VIEWERS_PER_SESSION, MAX_VIEWERS_PER_USER; 0 = no limit). Three hundred viewers on one session once
-// used up an agent's tunnels, so another user's viewer failed. Admins are not limited. Checked when a ticket
+// used up an agent's tunnels, so another user's viewer failed. Admins are not limited (nor counted). Checked when a ticket
 // is issued (a clear 429) and again, atomically with taking the slot, when the viewer connects.
 import type { User } from "../../Auth.ts"
 import type { UserLimits } from "../../ControlPlaneConfig.ts"
@@ -30,6 +30,7 @@ export const makeViewerLimits = (limits: Pick<UserLimits, "viewersPerSession" | 
     refusal,
     /** Takes a slot unless refused; the release to call when the viewer leaves, or the refusal. */
     acquire: (user: User, sessionId: string): { readonly release: () => void } | { readonly refused: string } => {
+      if (user.role === "admin") return { release: () => {} }
       const refused = refusal(user, sessionId)
       if (refused !== undefined) return { refused }
       bump(bySession, sessionId, 1)
