@@ -21,7 +21,7 @@ import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./in
 import { RequestResources, ResourceBounds, TemplateEnv, UserEnv } from "./internal/sessions/requestRules.ts"
 import { type LimitRefusal, makeCreateRate, resourcesIssue, sessionsRefusal } from "./internal/sessions/userLimits.ts"
 import { place } from "./Placement.ts"
-import { DEFAULT_RESOURCES, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
+import { DEFAULT_RESOURCES, type SessionKey, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
 
 export { SESSION_STATES, SessionsError } from "./internal/sessions/book.ts"
 export { makeMemoryRepo, type MemoryRepo, RepoError, type SessionRepo } from "./internal/sessions/repo.ts"
@@ -56,8 +56,10 @@ export type CreateTemplateRequest = typeof CreateTemplateRequest.Type
 
 export interface SessionsShape {
   readonly create: (user: User, request: CreateSessionRequest) => Effect.Effect<SessionRecord, SessionsError>
-  /** The user's sessions; all sessions for an admin. Newest first. */
-  readonly list: (user: User) => Effect.Effect<ReadonlyArray<SessionRecord>>
+  /** The user's sessions; all sessions for an admin. Newest first (created, then id, descending). */
+  readonly list: (user: User) => Effect.Effect<ReadonlyArray<SessionRecord>, SessionsError>
+  /** One page of `list`: at most `limit` sessions after `after` (the last one of the previous page). */
+  readonly page: (user: User, limit: number | undefined, after: SessionKey | undefined) => Effect.Effect<ReadonlyArray<SessionRecord>, SessionsError>
   /** NotFound also when the session belongs to someone else (no existence leak). */
   readonly get: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
   readonly remove: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
@@ -197,7 +199,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
   })
 
   const get = Effect.fn("Sessions.get")(function*(user: User, id: string) {
-    const s = book.sessions.get(id)
+    // Live sessions from memory; ended ones (no longer kept in memory) from the repository.
+    const s = book.sessions.get(id) ?? (yield* repo.getSession(id).pipe(Effect.mapError(fromRepo)))
     if (!visible(user, s)) return yield* new SessionsError({ reason: "NotFound", message: `no session "${id.slice(0, 80)}"` })
     return s
   })
@@ -217,13 +220,16 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
       return { command, next }
     }).pipe(Effect.ensuring(Effect.sync(() => book.deleting.delete(s.id))))
     yield* follow(book, s, command)
-    return next ?? s
+    if (next !== undefined) return next
+    if (s.state !== "failed") return (yield* repo.getSession(s.id).pipe(Effect.mapError(fromRepo))) ?? s // it ended meanwhile
+    // A failed session is not in memory: its record takes the delete command id through the repository.
+    const patched: SessionRecord = { ...s, deleteCommandId: command.id }
+    yield* repo.updateSession(patched, s.state).pipe(Effect.mapError(fromRepo))
+    return patched
   })
 
-  const list = Effect.fn("Sessions.list")(function*(user: User) {
-    return [...book.sessions.values()]
-      .filter((s) => visible(user, s))
-      .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? -1 : 1))
+  const page = Effect.fn("Sessions.page")(function*(user: User, limit: number | undefined, after: SessionKey | undefined) {
+    return yield* repo.pageSessions(user.role === "admin" ? undefined : user.id, limit, after).pipe(Effect.mapError(fromRepo))
   })
 
   const getTemplate = Effect.fn("Sessions.getTemplate")(function*(name: string) {
@@ -263,7 +269,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
 
   return Sessions.of({
     create,
-    list,
+    list: (user) => page(user, undefined, undefined),
+    page,
     get,
     remove,
     listTemplates: repo.listTemplates.pipe(Effect.mapError(fromRepo), Effect.withSpan("Sessions.listTemplates")),
@@ -271,7 +278,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     createTemplate,
     unknownSessions: (agentId) => book.unknownByAgent.get(agentId) ?? [],
     stateCounts: Effect.sync(() => {
-      const m = new Map<string, number>()
+      const m = new Map<string, number>(book.endedCounts)
       for (const s of book.sessions.values()) m.set(s.state, (m.get(s.state) ?? 0) + 1)
       return m as ReadonlyMap<string, number>
     })

@@ -306,6 +306,50 @@ describe("API sessions", () => {
 })
 
 describe("API: one user must not deny service to all (issue 14)", () => {
+  it.live("list endpoints are paginated: limit and an opaque cursor, next_cursor until the last page; a bad limit or cursor is 400 naming it", () =>
+    Effect.gen(function*() {
+      const t = yield* setupWith({ MAX_SESSIONS_PER_USER: "0", SESSION_CREATES_PER_MINUTE: "0" })
+      for (const id of ["a1", "a2", "a3"]) t.hub.addAgent(id)
+      const ids: Array<string> = []
+      for (let i = 0; i < 5; i++) ids.push((yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "demo" } })).json.id)
+      yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.bob, body: { template: "demo" } })
+      const walk = (path: string, key: string, token: string) =>
+        Effect.gen(function*() {
+          const seen: Array<any> = []
+          const pages: Array<number> = []
+          let cursor: string | null = null
+          do {
+            const sep = path.includes("?") ? "&" : "?"
+            const r: { status: number; json: any } = yield* t.call("GET", `${path}${cursor === null ? "" : `${sep}cursor=${encodeURIComponent(cursor)}`}`, { token })
+            assert.strictEqual(r.status, 200, JSON.stringify(r.json))
+            seen.push(...r.json[key])
+            pages.push(r.json[key].length)
+            cursor = r.json.next_cursor
+          } while (cursor !== null)
+          return { seen, pages }
+        })
+      const mine = yield* walk("/api/v1/sessions?limit=2", "sessions", t.tokens.ann)
+      assert.deepStrictEqual(mine.pages, [2, 2, 1])
+      assert.sameMembers(mine.seen.map((s) => s.id), ids)
+      assert.strictEqual(new Set(mine.seen.map((s) => s.id)).size, 5)
+      const everything = yield* t.call("GET", "/api/v1/sessions", { token: t.tokens.admin })
+      assert.deepStrictEqual([everything.json.sessions.length, everything.json.next_cursor], [6, null])
+      assert.deepStrictEqual((yield* walk("/api/v1/agents?limit=2", "agents", t.tokens.ann)).seen.map((a) => a.id), ["a1", "a2", "a3"])
+      yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "zeta", image: "z:1" } })
+      assert.deepStrictEqual((yield* walk("/api/v1/templates?limit=1", "templates", t.tokens.ann)).pages, [1, 1])
+      for (const [query, words] of [
+        ["limit=0", "limit: \"0\" is invalid"],
+        ["limit=501", "limit: \"501\" is invalid: expected a whole number from 1 to 500"],
+        ["limit=abc", "limit:"],
+        ["cursor=not-a-cursor", "cursor: not a cursor of this list"],
+        [`cursor=${(yield* t.call("GET", "/api/v1/agents?limit=1", { token: t.tokens.ann })).json.next_cursor}`, "cursor: not a cursor of this list"]
+      ] as const) {
+        const r = errorOf(yield* t.call("GET", `/api/v1/sessions?${query}`, { token: t.tokens.ann }))
+        assert.deepStrictEqual([r.status, r.code], [400, "invalid_request"], query)
+        assert.include(r.message, words, query)
+      }
+    }))
+
   it.live("env is capped (count, name length, value size, total) and user env may not set STREAMSPACE_* or VNC_*: 400 naming the problem", () =>
     Effect.gen(function*() {
       const t = yield* setupWith({ MAX_BODY_BYTES: String(1024 * 1024) })

@@ -504,6 +504,39 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
       assert.strictEqual((yield* t.store.sessions.get(s.id)).reason, "deleted")
     }), { timeout: 120_000 })
 
+  it.effect("pages come from the store newest first with keyset positions, one user's or all; an ended session is read back from the store", () =>
+    Effect.gen(function*() {
+      const t = yield* storeSetup("store-c")
+      const sessions = yield* t.build
+      const dave: User = { id: "dave-pages" as UserId, role: "user" }
+      const made: Array<string> = []
+      for (let i = 0; i < 5; i++) made.push((yield* sessions.create(dave, { template: demo })).id)
+      yield* sessions.create(root, { template: demo })
+      const all = yield* sessions.list(dave)
+      assert.sameMembers(all.map((s) => s.id), made)
+      for (let i = 1; i < all.length; i++) {
+        const [a, b] = [all[i - 1]!, all[i]!]
+        assert.isTrue(a.createdAt > b.createdAt || (a.createdAt.getTime() === b.createdAt.getTime() && a.id > b.id), "newest first")
+      }
+      const paged: Array<string> = []
+      let after: { createdAt: Date; id: string } | undefined
+      for (;;) {
+        const page = yield* sessions.page(dave, 2, after)
+        paged.push(...page.map((s) => s.id))
+        if (page.length < 2) break
+        after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id }
+      }
+      assert.deepStrictEqual(paged, all.map((s) => s.id))
+      assert.isTrue((yield* sessions.list(root)).length >= 6)
+      // End one: it is read back from the store, with its state.
+      const first = t.dispatcher.commands.find((c) => c.request.action === "create_session")!
+      yield* t.dispatcher.fail(first.record.id, { code: "kubernetes_rejected", message: "no", retryable: false })
+      const failedId = (first.request.args as { session_id: string }).session_id
+      yield* waitFor("failed in the store", Effect.map(t.store.sessions.get(failedId), (x) => x.state === "failed"))
+      yield* waitFor("failed through Sessions", Effect.map(sessions.get(dave, failedId), (x) => x.state === "failed"))
+      assert.strictEqual((yield* sessions.stateCounts).get("failed")! >= 1, true)
+    }), { timeout: 120_000 })
+
   it.effect("no eligible agent writes nothing to the store", () =>
     Effect.gen(function*() {
       const t = yield* storeSetup("store-b")
@@ -513,6 +546,26 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
       assert.strictEqual((yield* Effect.flip(sessions.create(carol, { template: demo }))).reason, "NoEligibleAgent")
       assert.deepStrictEqual(yield* t.store.sessions.list({ agentId: "store-b" }), [])
     }), { timeout: 120_000 })
+})
+
+describe("Sessions memory (issue 14)", () => {
+  it.effect("an ended session leaves memory: reads of it go to the repository, and the state gauge still counts it", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      const s = yield* env.sessions.create(ann, { template: demo, env: { BIG: "x".repeat(30_000) } })
+      const live = yield* env.sessions.create(ann, { template: demo })
+      yield* env.sessions.remove(ann, s.id)
+      const del = env.dispatcher.commands.find((c) => c.request.action === "delete_session")!
+      yield* env.dispatcher.complete(del.record.id, { action: "delete_session", session_id: s.id })
+      yield* waitState(env, s.id, "terminated")
+      assert.strictEqual((yield* env.sessions.stateCounts).get("terminated"), 1)
+      // Take both out of the repository: the live one is still answered from memory, the ended one is not.
+      env.repo.sessions.delete(s.id)
+      env.repo.sessions.delete(live.id)
+      assert.strictEqual((yield* Effect.flip(env.sessions.get(ann, s.id))).reason, "NotFound")
+      assert.strictEqual((yield* env.sessions.get(ann, live.id)).state, "creating")
+    }))
 })
 
 describe("Sessions per-user limits (issue 14)", () => {

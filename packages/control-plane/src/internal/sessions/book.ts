@@ -1,4 +1,5 @@
-// The session records Sessions keeps in memory (every read is answered from here) and their state machine:
+// The live session records Sessions keeps in memory (ended ones are read from the repository) and their state
+// machine:
 //
 //   pending -> creating -> running -> terminating -> terminated      (any live state -> failed, with a reason)
 //
@@ -76,19 +77,29 @@ export const makeBook = Effect.fnUntraced(function*(repo: SessionRepo, dispatche
     /** Templates never change once created: remembered after the first read. */
     templates: new Map<TemplateName, TemplateRecord>(),
     /** Users whose row is written with this role. */
-    usersWritten: new Map<UserId, string>()
+    usersWritten: new Map<UserId, string>(),
+    /** How many sessions have ended, per final state (they leave `sessions`), for the sessions gauge. */
+    endedCounts: new Map<SessionPhase, number>()
   }
+  for (const [state, n] of yield* repo.countEnded.pipe(Effect.mapError(fromRepo), Effect.orDie)) book.endedCounts.set(state, n)
   for (const s of yield* repo.loadSessions.pipe(Effect.mapError(fromRepo), Effect.orDie)) put(book, s)
   return book
 })
 
 export type Book = Effect.Success<ReturnType<typeof makeBook>>
 
-/** The only way a record enters or changes in the book. */
+/**
+ * The only way a record enters or changes in the book. An ended record (terminated or failed) leaves it: it is
+ * final, the repository has it for reads, and keeping every ended session (with its env) in memory grew the
+ * control plane without bound under create/delete churn.
+ */
 export const put = (book: Book, next: SessionRecord) => {
   book.usage.replace(book.sessions.get(next.id) ?? book.reserved.get(next.id), next)
   book.reserved.delete(next.id)
-  book.sessions.set(next.id, next)
+  if (ended(next.state)) {
+    if (book.sessions.delete(next.id)) book.endedCounts.set(next.state, (book.endedCounts.get(next.state) ?? 0) + 1)
+    book.observed.delete(next.id)
+  } else book.sessions.set(next.id, next)
 }
 
 /** Counts a placed session against its agent before its record is written. */

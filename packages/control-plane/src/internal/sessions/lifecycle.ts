@@ -2,7 +2,7 @@
 // background, also again after a restart) and, when its agent connects, the inventory in the agent's hello. A
 // running session the agent no longer has becomes `terminated` (reason `lost_on_agent`); a session the agent
 // has that the control plane does not know is reported (log, metric, `unknownSessions`), never deleted.
-import type { AgentId, PayloadOf, SessionId } from "@streamspace/protocol"
+import type { AgentId, PayloadOf, SessionId, SessionStatus } from "@streamspace/protocol"
 import { Clock, Effect, FiberSet, Metric } from "effect"
 import type { CommandOutcome, CommandRecord } from "../../CommandDispatcher.ts"
 import { recordCommand, unknownSessionsTotal } from "../../Observability.ts"
@@ -74,7 +74,14 @@ export const reconcile = Effect.fnUntraced(function*(book: Book, agentId: AgentI
       })
     }
   }
-  const unknown = hello.sessions.filter((st) => book.sessions.get(st.session_id)?.agentId !== agentId)
+  // Ended sessions are no longer in memory: one the repository has on this agent is known, not unknown.
+  const unknown: Array<SessionStatus> = []
+  for (const st of hello.sessions) {
+    const live = book.sessions.get(st.session_id)
+    if (live?.agentId === agentId) continue
+    if (live === undefined && (yield* book.repo.getSession(st.session_id).pipe(Effect.orElseSucceed(() => undefined)))?.agentId === agentId) continue
+    unknown.push(st)
+  }
   book.unknownByAgent.set(agentId, unknown)
   if (unknown.length > 0) {
     yield* Metric.update(Metric.withAttributes(unknownSessionsTotal, { agent_id: agentId }), unknown.length)
