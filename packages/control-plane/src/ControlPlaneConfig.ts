@@ -173,9 +173,11 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
       }
     }
   }
-  for (const [r, lo, hi] of [["CPU", config.sessionResourceBounds.min.cpu, config.sessionResourceBounds.max.cpu], ["MEMORY", config.sessionResourceBounds.min.memory, config.sessionResourceBounds.max.memory]] as const) {
+  for (const r of ["cpu", "memory"] as const) {
+    const [lo, hi] = [config.sessionResourceBounds.min[r], config.sessionResourceBounds.max[r]]
     if (parseQuantity(lo)! > parseQuantity(hi)!) {
-      return yield* new SettingError({ variable: `SESSION_MIN_${r}`, message: `SESSION_MIN_${r}=${lo} is above SESSION_MAX_${r}=${hi}` })
+      const R = r.toUpperCase()
+      return yield* new SettingError({ variable: `SESSION_MIN_${R}`, message: `SESSION_MIN_${R}=${lo} is above SESSION_MAX_${R}=${hi}` })
     }
   }
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
