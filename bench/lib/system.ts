@@ -61,6 +61,11 @@ export const startControlPlane = async (options: { port?: number; dataDir?: stri
     LOG_LEVEL: "warn",
     LOG_FORMAT: "json",
     HEARTBEAT_INTERVAL: "5s",
+    // The benchmarks measure capacity with a few users and many sessions and viewers, not the per-user limits.
+    MAX_SESSIONS_PER_USER: "0",
+    SESSION_CREATES_PER_MINUTE: "0",
+    MAX_VIEWERS_PER_SESSION: "0",
+    MAX_VIEWERS_PER_USER: "0",
     ...options.env
   })
   const base = `http://127.0.0.1:${port}`

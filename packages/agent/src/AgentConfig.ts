@@ -59,6 +59,8 @@ export interface AgentConfigShape {
   readonly sessionDefaultCpu: string
   readonly sessionDefaultMemory: string
   readonly sessionDefaultStorage: string
+  /** Ephemeral-storage limit of a session container (its writable layer, logs and emptyDirs count against it). */
+  readonly sessionEphemeralStorageLimit: string
   /** undefined: the cluster's default StorageClass. */
   readonly sessionStorageClass: string | undefined
   readonly sessionServiceType: "ClusterIP" | "NodePort" | "LoadBalancer"
@@ -147,6 +149,7 @@ export const readAgentConfig: Effect.Effect<AgentConfigShape, SettingError> = Ef
     sessionDefaultCpu: yield* quantity("SESSION_DEFAULT_CPU", "1000m"),
     sessionDefaultMemory: yield* quantity("SESSION_DEFAULT_MEMORY", "2Gi"),
     sessionDefaultStorage: yield* quantity("SESSION_DEFAULT_STORAGE", "10Gi"),
+    sessionEphemeralStorageLimit: yield* quantity("SESSION_EPHEMERAL_STORAGE_LIMIT", "10Gi"),
     sessionStorageClass: blankToUndefined(yield* text("SESSION_STORAGE_CLASS", "")),
     sessionServiceType: yield* setting("SESSION_SERVICE_TYPE", Schema.Literals(["ClusterIP", "NodePort", "LoadBalancer"]), {
       default: "ClusterIP",

@@ -415,6 +415,7 @@ export const make = (options: KubernetesOptions = {}) =>
         cpu: config.sessionDefaultCpu,
         memory: config.sessionDefaultMemory,
         storage: config.sessionDefaultStorage,
+        ephemeralStorage: config.sessionEphemeralStorageLimit,
         storageClass: config.sessionStorageClass,
         serviceType: config.sessionServiceType
       },

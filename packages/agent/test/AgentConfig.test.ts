@@ -40,6 +40,9 @@ describe("AgentConfig", () => {
       assert.strictEqual(c.logFormat, "json")
       assert.strictEqual(c.logLevel, "Info")
       assert.isTrue(Option.isNone(c.agentToken))
+      assert.strictEqual(c.sessionEphemeralStorageLimit, "10Gi")
+      assert.strictEqual((yield* read({ ...good, SESSION_EPHEMERAL_STORAGE_LIMIT: "2Gi" })).sessionEphemeralStorageLimit, "2Gi")
+      assert.include((yield* Effect.flip(read({ ...good, SESSION_EPHEMERAL_STORAGE_LIMIT: "big" }))).message, "SESSION_EPHEMERAL_STORAGE_LIMIT")
     }))
 
   it.effect("AGENT_TOKEN is a redacted secret", () =>

@@ -22,6 +22,7 @@ const defaults: SessionDefaults = {
   cpu: "1000m",
   memory: "2Gi",
   storage: "10Gi",
+  ephemeralStorage: "10Gi",
   storageClass: undefined,
   serviceType: "ClusterIP"
 }
@@ -42,13 +43,13 @@ describe("buildPod", () => {
       "app.kubernetes.io/managed-by": "streamspace-agent"
     })
     const spec = pod.spec as Json
-    assert.deepStrictEqual(spec.securityContext, { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } })
+    assert.deepStrictEqual(spec.securityContext, { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" }, fsGroup: 1000, fsGroupChangePolicy: "OnRootMismatch" })
     assert.strictEqual(spec.automountServiceAccountToken, false)
     const c = main(pod)
     assert.strictEqual(c.image, "streamspace/firefox:1.0")
     assert.strictEqual(c.imagePullPolicy, "IfNotPresent")
     assert.deepStrictEqual(c.ports, [{ name: "vnc", containerPort: 5900, protocol: "TCP" }])
-    assert.deepStrictEqual(c.resources, { requests: { cpu: "1000m", memory: "2Gi" }, limits: { memory: "2Gi" } })
+    assert.deepStrictEqual(c.resources, { requests: { cpu: "1000m", memory: "2Gi", "ephemeral-storage": "0" }, limits: { memory: "2Gi", "ephemeral-storage": "10Gi" } })
     assert.deepStrictEqual(c.securityContext, {
       allowPrivilegeEscalation: false,
       runAsNonRoot: true,
@@ -56,15 +57,35 @@ describe("buildPod", () => {
       seccompProfile: { type: "RuntimeDefault" }
     })
     const env = Object.fromEntries((c.env as Array<{ name: string; value: string }>).map((e) => [e.name, e.value]))
-    assert.deepStrictEqual(env, { STREAMSPACE_SESSION_ID: "s-1", STREAMSPACE_USER: "override", STREAMSPACE_TEMPLATE: "firefox", VNC_PORT: "5900", GREETING: "hi" })
+    assert.deepStrictEqual(env, { STREAMSPACE_SESSION_ID: "s-1", STREAMSPACE_USER: "alice", STREAMSPACE_TEMPLATE: "firefox", VNC_PORT: "5900", GREETING: "hi" })
     assert.isUndefined(spec.volumes)
     assert.isUndefined(c.volumeMounts)
+  })
+
+  it("a home volume is group-writable by the desktop (fsGroup 1000, OnRootMismatch), the container's ephemeral storage is limited, and the spec's env cannot replace the platform's variables", () => {
+    const pod = buildPod({
+      id: sid("s-9"),
+      spec: sessionSpec({ persistent_home: true, env: { STREAMSPACE_SESSION_ID: "s-other", VNC_PORT: "1", VNC_GEOMETRY: "800x600" } }),
+      defaults: { ...defaults, ephemeralStorage: "3Gi" },
+      template: undefined
+    })
+    const podSecurity = (pod.spec as Json).securityContext as Json
+    assert.strictEqual(podSecurity.fsGroup, 1000)
+    assert.strictEqual(podSecurity.fsGroupChangePolicy, "OnRootMismatch")
+    const resources = main(pod).resources as Json
+    assert.strictEqual((resources.limits as Json)["ephemeral-storage"], "3Gi")
+    // Limited, not reserved: without the explicit zero, Kubernetes would default the request to the limit.
+    assert.strictEqual((resources.requests as Json)["ephemeral-storage"], "0")
+    const env = Object.fromEntries((main(pod).env as Array<{ name: string; value: string }>).map((e) => [e.name, e.value]))
+    assert.strictEqual(env.STREAMSPACE_SESSION_ID, "s-9")
+    assert.strictEqual(env.VNC_PORT, "5900")
+    assert.strictEqual(env.VNC_GEOMETRY, "800x600")
   })
 
   it("resources from the spec win over the defaults; a persistent home mounts the user's claim", () => {
     const pod = buildPod({ id: sid("s-2"), spec: sessionSpec({ resources: { cpu: "250m", memory: "512Mi" }, persistent_home: true }), defaults, template: undefined })
     const c = main(pod)
-    assert.deepStrictEqual(c.resources, { requests: { cpu: "250m", memory: "512Mi" }, limits: { memory: "512Mi" } })
+    assert.deepStrictEqual(c.resources, { requests: { cpu: "250m", memory: "512Mi", "ephemeral-storage": "0" }, limits: { memory: "512Mi", "ephemeral-storage": "10Gi" } })
     assert.deepStrictEqual(c.volumeMounts, [{ name: "home", mountPath: "/home/streamspace" }])
     assert.deepStrictEqual((pod.spec as Json).volumes, [{ name: "home", persistentVolumeClaim: { claimName: "home-alice" } }])
   })
@@ -93,7 +114,7 @@ describe("buildPod", () => {
     assert.strictEqual((meta.annotations as Json).note, "t")
     assert.deepStrictEqual(spec.tolerations, (template.spec as Json).tolerations)
     assert.deepStrictEqual(spec.nodeSelector, { workload: "streamspace" })
-    assert.deepStrictEqual(spec.securityContext, { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" }, runAsUser: 1000, fsGroup: 1000 })
+    assert.deepStrictEqual(spec.securityContext, { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" }, fsGroup: 1000, fsGroupChangePolicy: "OnRootMismatch", runAsUser: 1000 })
     const [c, audio] = spec.containers as Array<Json>
     assert.strictEqual(c!.image, "streamspace/firefox:1.0", "the session image always wins")
     assert.deepStrictEqual((c!.securityContext as Json).runAsUser, 1000)

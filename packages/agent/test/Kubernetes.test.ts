@@ -35,7 +35,9 @@ describe("Kubernetes session objects", () => {
       })
       const c = stored.spec.containers[0]
       assert.strictEqual(c.imagePullPolicy, "Always")
-      assert.deepStrictEqual(c.resources.requests, { cpu: "1000m", memory: "2Gi" })
+      assert.deepStrictEqual(c.resources.requests, { cpu: "1000m", memory: "2Gi", "ephemeral-storage": "0" })
+      assert.strictEqual(c.resources.limits["ephemeral-storage"], "10Gi")
+      assert.strictEqual(stored.spec.securityContext.fsGroup, 1000)
       assert.strictEqual(c.securityContext.allowPrivilegeEscalation, false)
       assert.deepStrictEqual(c.securityContext.capabilities, { drop: ["ALL"] })
       assert.deepStrictEqual(stored.spec.securityContext.seccompProfile, { type: "RuntimeDefault" })

@@ -12,8 +12,9 @@ import { Audit, type AuditError } from "./Audit.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
-import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionJson, templateJson } from "./internal/api.ts"
+import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, limitResponse, readBody, sessionJson, templateJson } from "./internal/api.ts"
 import { AuditQuery, auditJson, hardeningHeaders, metricsAuthorized, noStore } from "./internal/hardening.ts"
+import { encodeCursor, pageOf, pageRequest } from "./internal/pagination.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
 import { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, type SessionRecord, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
@@ -56,6 +57,8 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
           return errorResponse(409, "conflict", e.message)
         case "NoEligibleAgent":
           return errorResponse(503, "no_eligible_agent", e.message)
+        case "LimitExceeded":
+          return limitResponse(e.message, e.retryAfterSeconds)
         case "Store":
           return errorResponse(503, "unavailable", e.message)
       }
@@ -65,7 +68,11 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
     case "CommandDispatcherError":
       return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(503, "unavailable", e.message)
     case "VncProxyError":
-      return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(401, "unauthorized", e.message)
+      return e.reason === "NotFound"
+        ? errorResponse(404, "not_found", e.message)
+        : e.reason === "LimitExceeded"
+        ? limitResponse(e.message, undefined)
+        : errorResponse(401, "unauthorized", e.message)
     case "AuditError":
       return errorResponse(503, "unavailable", e.message)
   }
@@ -127,8 +134,10 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   // ---- agents
   yield* router.add("GET", `${p}/agents`, answer("Api.listAgents", Effect.gen(function*() {
     yield* user
-    const agents = yield* hub.list
-    return json({ agents: [...agents].sort((a, b) => (a.id < b.id ? -1 : 1)).map(agentView) })
+    const request = yield* pageRequest("/api/v1/agents", 1)
+    const agents = [...(yield* hub.list)].sort((a, b) => (a.id < b.id ? -1 : 1))
+    const { items, next } = pageOf("/api/v1/agents", agents, (a) => a.id, request)
+    return json({ agents: items.map(agentView), next_cursor: next })
   })))
   yield* router.add("GET", `${p}/agents/:id`, answer("Api.getAgent", Effect.gen(function*() {
     yield* user
@@ -175,7 +184,10 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   // ---- templates
   yield* router.add("GET", `${p}/templates`, answer("Api.listTemplates", Effect.gen(function*() {
     yield* user
-    return json({ templates: (yield* sessions.listTemplates).map(templateJson) })
+    const request = yield* pageRequest("/api/v1/templates", 1)
+    const templates = [...(yield* sessions.listTemplates)].sort((a, b) => (a.name < b.name ? -1 : 1))
+    const { items, next } = pageOf("/api/v1/templates", templates, (t) => t.name, request)
+    return json({ templates: items.map(templateJson), next_cursor: next })
   })))
   yield* router.add("GET", `${p}/templates/:name`, answer("Api.getTemplate", Effect.gen(function*() {
     yield* user
@@ -200,7 +212,17 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   })))
   yield* router.add("GET", `${p}/sessions`, answer("Api.listSessions", Effect.gen(function*() {
     const u = yield* user
-    return json({ sessions: (yield* sessions.list(u)).map(view) })
+    // Newest first, read a page at a time from the store (ended sessions are not kept in memory).
+    const request = yield* pageRequest("/api/v1/sessions", 2)
+    const after = request.after === undefined ? undefined : { createdAt: new Date(request.after[0]!), id: request.after[1]! }
+    if (after !== undefined && Number.isNaN(after.createdAt.getTime())) {
+      return yield* new ApiError({ status: 400, code: "invalid_request", message: "cursor: not a cursor of this list" })
+    }
+    const rows = yield* sessions.page(u, request.limit + 1, after)
+    const shown = rows.slice(0, request.limit)
+    const last = shown.at(-1)
+    const next = rows.length > request.limit && last !== undefined ? encodeCursor("/api/v1/sessions", [last.createdAt.toISOString(), last.id]) : null
+    return json({ sessions: shown.map(view), next_cursor: next })
   })))
   yield* router.add("GET", `${p}/sessions/:id`, answer("Api.getSession", Effect.gen(function*() {
     const u = yield* user
@@ -257,11 +279,14 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   yield* router.add("GET", `${p}/commands/:id`, answer("Api.getCommand", Effect.gen(function*() {
     const u = yield* user
     const { id } = yield* path(CommandPath)
+    const notFound = new ApiError({ status: 404, code: "not_found", message: `no command "${id}"` })
+    const command = yield* dispatcher.get(id).pipe(Effect.catchIf((e) => e.reason === "NotFound" && u.role !== "admin", () => Effect.fail(notFound)))
     if (u.role !== "admin") {
-      const mine = (yield* sessions.list(u)).some((s) => s.createCommandId === id || s.deleteCommandId === id || s.hibernateCommandId === id)
-      if (!mine) return yield* new ApiError({ status: 404, code: "not_found", message: `no command "${id}"` })
+      // A user sees the commands of their own sessions only (and cannot tell others' from missing ones).
+      if (command.sessionId === undefined) return yield* notFound
+      yield* sessions.get(u, command.sessionId).pipe(Effect.catchIf((e) => e.reason === "NotFound", () => Effect.fail(notFound)))
     }
-    return json(commandJson(yield* dispatcher.get(id)))
+    return json(commandJson(command))
   })))
 
   if (config.metricsEnabled) {

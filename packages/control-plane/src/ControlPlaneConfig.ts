@@ -8,7 +8,9 @@ import {
   LogLevelString,
   MAX_LINK_WINDOW_BYTES,
   MIN_LINK_WINDOW_BYTES,
+  parseQuantity,
   PortString,
+  Quantity,
   secretSetting,
   setting,
   SettingError
@@ -82,6 +84,10 @@ export interface ControlPlaneConfigShape {
   readonly sessionIdleAction: "hibernate" | "delete" | undefined
   /** Default warning time before any automatic action. */
   readonly sessionWarnBefore: Duration.Duration
+  /** Per-user limits (users with role `user`; admins are not limited). 0 = no limit. */
+  readonly userLimits: UserLimits
+  /** Bounds on the CPU and memory a session may request, unless its template sets its own. */
+  readonly sessionResourceBounds: { readonly min: { readonly cpu: string; readonly memory: string }; readonly max: { readonly cpu: string; readonly memory: string } }
 }
 
 /** Shared secrets shorter than this are refused at start: a short HS256 key or bootstrap token can be guessed offline. */
@@ -99,6 +105,21 @@ const strongSecret = (name: string, secret: Option.Option<Redacted.Redacted<stri
     }))
 }
 
+/** What one user may hold at once and how fast they may create; 0 = no limit. */
+export interface UserLimits {
+  /** MAX_SESSIONS_PER_USER: live (not terminated or failed) sessions. */
+  readonly sessionsPerUser: number
+  /** SESSION_CREATES_PER_MINUTE: session creates in any 60 s. */
+  readonly createsPerMinute: number
+  /** MAX_VIEWERS_PER_SESSION: viewers connected to one session (on this replica). */
+  readonly viewersPerSession: number
+  /** MAX_VIEWERS_PER_USER: viewers one user has connected (on this replica). */
+  readonly viewersPerUser: number
+}
+
+export const DEFAULT_USER_LIMITS: UserLimits = { sessionsPerUser: 10, createsPerMinute: 20, viewersPerSession: 8, viewersPerUser: 16 }
+export const DEFAULT_SESSION_RESOURCE_BOUNDS = { min: { cpu: "100m", memory: "128Mi" }, max: { cpu: "16", memory: "64Gi" } } as const
+
 const blankToUndefined = (s: string): string | undefined => (s.trim() === "" ? undefined : s)
 
 export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, SettingError> = Effect.gen(function*() {
@@ -111,6 +132,16 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
         s === "" || URL.canParse(s)
           ? Effect.succeed(blankToUndefined(s))
           : Effect.fail(new SettingError({ variable: name, message: `${name}=${JSON.stringify(s)} is invalid: expected a URL such as https://streamspace.example.com` }))
+      )
+    )
+  const limit = (name: string, def: number) =>
+    setting(name, IntString(0, 1_000_000), { default: String(def), expected: "a whole number (0 = no limit)" })
+  const quantity = (name: string, def: string) =>
+    setting(name, Quantity, { default: def, expected: "a Kubernetes quantity above zero such as 500m, 2, 512Mi or 10Gi" }).pipe(
+      Effect.flatMap((q) =>
+        (parseQuantity(q) ?? 0) > 0
+          ? Effect.succeed(q)
+          : Effect.fail(new SettingError({ variable: name, message: `${name}=${JSON.stringify(q)} is invalid: expected a Kubernetes quantity above zero such as 500m, 2, 512Mi or 10Gi` }))
       )
     )
   const config: ControlPlaneConfigShape = {
@@ -163,7 +194,30 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
       default: "",
       expected: "hibernate or delete (empty: hibernate where the session has a persistent home, else delete)"
     }).pipe(Effect.map((a) => (a === "" ? undefined : a))),
-    sessionWarnBefore: yield* duration("SESSION_WARN_BEFORE", "5m")
+    sessionWarnBefore: yield* duration("SESSION_WARN_BEFORE", "5m"),
+    userLimits: {
+      sessionsPerUser: yield* limit("MAX_SESSIONS_PER_USER", DEFAULT_USER_LIMITS.sessionsPerUser),
+      createsPerMinute: yield* limit("SESSION_CREATES_PER_MINUTE", DEFAULT_USER_LIMITS.createsPerMinute),
+      viewersPerSession: yield* limit("MAX_VIEWERS_PER_SESSION", DEFAULT_USER_LIMITS.viewersPerSession),
+      viewersPerUser: yield* limit("MAX_VIEWERS_PER_USER", DEFAULT_USER_LIMITS.viewersPerUser)
+    },
+    sessionResourceBounds: {
+      min: {
+        cpu: yield* quantity("SESSION_MIN_CPU", DEFAULT_SESSION_RESOURCE_BOUNDS.min.cpu),
+        memory: yield* quantity("SESSION_MIN_MEMORY", DEFAULT_SESSION_RESOURCE_BOUNDS.min.memory)
+      },
+      max: {
+        cpu: yield* quantity("SESSION_MAX_CPU", DEFAULT_SESSION_RESOURCE_BOUNDS.max.cpu),
+        memory: yield* quantity("SESSION_MAX_MEMORY", DEFAULT_SESSION_RESOURCE_BOUNDS.max.memory)
+      }
+    }
+  }
+  for (const r of ["cpu", "memory"] as const) {
+    const [lo, hi] = [config.sessionResourceBounds.min[r], config.sessionResourceBounds.max[r]]
+    if (parseQuantity(lo)! > parseQuantity(hi)!) {
+      const R = r.toUpperCase()
+      return yield* new SettingError({ variable: `SESSION_MIN_${R}`, message: `SESSION_MIN_${R}=${lo} is above SESSION_MAX_${R}=${hi}` })
+    }
   }
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     return yield* new SettingError({ variable: "TLS_CERT_FILE", message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together" })

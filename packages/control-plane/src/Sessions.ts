@@ -8,14 +8,14 @@
 // Modules (internal/sessions/): book (the records in memory and the state machine), lifecycle (command
 // outcomes, reconcile on connect), repo (the Store or memory), usage (per-agent usage for placement).
 import type { AgentId, SessionId, SessionSpec, SessionStatus, TemplateName } from "@streamspace/protocol"
-import { EnvVars, parseDuration, parseQuantity, Port, Resources, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
+import { parseDuration, parseQuantity, Port, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
 import { Clock, Context, Effect, FiberSet, Layer, Option, Result, Schedule, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
+import { ControlPlaneConfig, type ControlPlaneConfigShape, DEFAULT_SESSION_RESOURCE_BOUNDS, DEFAULT_USER_LIMITS } from "./ControlPlaneConfig.ts"
 import { applyStatus, type Book, ended, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve } from "./internal/sessions/book.ts"
-import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { hibernate, resume } from "./internal/sessions/hibernation.ts"
 import {
   DEFAULT_POLICY,
@@ -31,8 +31,10 @@ import {
 } from "./internal/sessions/policy.ts"
 import { follow, followOpenCommands, reconcile } from "./internal/sessions/lifecycle.ts"
 import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./internal/sessions/repo.ts"
+import { RequestResources, ResourceBounds, TemplateEnv, UserEnv } from "./internal/sessions/requestRules.ts"
+import { type LimitRefusal, makeCreateRate, resourcesIssue, sessionsRefusal } from "./internal/sessions/userLimits.ts"
 import { place } from "./Placement.ts"
-import { type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
+import { DEFAULT_RESOURCES, type SessionKey, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
 
 export { SESSION_STATES, SessionsError } from "./internal/sessions/book.ts"
 export { makeMemoryRepo, type MemoryRepo, RepoError, type SessionRepo } from "./internal/sessions/repo.ts"
@@ -45,8 +47,8 @@ const Name = (what: string, max: number) =>
 export const CreateSessionRequest = Schema.Struct({
   template: TemplateNameSchema,
   region: Schema.optionalKey(Name("region", 63)),
-  resources: Schema.optionalKey(Resources),
-  env: Schema.optionalKey(EnvVars),
+  resources: Schema.optionalKey(RequestResources),
+  env: Schema.optionalKey(UserEnv),
   persistent_home: Schema.optionalKey(Schema.Boolean)
 })
 export type CreateSessionRequest = typeof CreateSessionRequest.Type
@@ -62,8 +64,10 @@ export const CreateTemplateRequest = Schema.Struct({
   name: TemplateNameSchema,
   display_name: Schema.optionalKey(Name("display_name", 200)),
   image: Name("image", 512),
-  resources: Schema.optionalKey(Resources),
-  env: Schema.optionalKey(EnvVars),
+  resources: Schema.optionalKey(RequestResources),
+  /** Bounds on what a session made from this template may request; left out: SESSION_MIN_/MAX_ settings. */
+  resource_bounds: Schema.optionalKey(ResourceBounds),
+  env: Schema.optionalKey(TemplateEnv),
   vnc_port: Schema.optionalKey(Port),
   persistent_home: Schema.optionalKey(Schema.Boolean),
   /** No user input for this long -> idle_action (absent: the control plane's SESSION_IDLE_TIMEOUT; `0s`: none). */
@@ -79,8 +83,10 @@ export type CreateTemplateRequest = typeof CreateTemplateRequest.Type
 
 export interface SessionsShape {
   readonly create: (user: User, request: CreateSessionRequest) => Effect.Effect<SessionRecord, SessionsError>
-  /** The user's sessions; all sessions for an admin. Newest first. */
-  readonly list: (user: User) => Effect.Effect<ReadonlyArray<SessionRecord>>
+  /** The user's sessions; all sessions for an admin. Newest first (created, then id, descending). */
+  readonly list: (user: User) => Effect.Effect<ReadonlyArray<SessionRecord>, SessionsError>
+  /** One page of `list`: at most `limit` sessions after `after` (the last one of the previous page). */
+  readonly page: (user: User, limit: number | undefined, after: SessionKey | undefined) => Effect.Effect<ReadonlyArray<SessionRecord>, SessionsError>
   /** NotFound also when the session belongs to someone else (no existence leak). */
   readonly get: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
   readonly remove: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
@@ -142,10 +148,29 @@ const specOf = (user: User, template: TemplateRecord, request: CreateSessionRequ
   }
 }
 
+/** What Sessions enforces on requests: the per-user limits and the default resource bounds. */
+export type SessionRules = Pick<ControlPlaneConfigShape, "userLimits" | "sessionResourceBounds">
+
+export const DEFAULT_SESSION_RULES: SessionRules = { userLimits: DEFAULT_USER_LIMITS, sessionResourceBounds: DEFAULT_SESSION_RESOURCE_BOUNDS }
+
+/** The rules from ControlPlaneConfig when it is provided (it always is in the control plane), else the defaults. */
+const rulesFromConfig = Effect.map(Effect.serviceOption(ControlPlaneConfig), Option.match({ onNone: () => DEFAULT_SESSION_RULES, onSome: (c): SessionRules => c }))
+
+const refused = (r: LimitRefusal) =>
+  new SessionsError({ reason: "LimitExceeded", message: r.message, limit: r.limit, ...(r.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: r.retryAfterSeconds }) })
+
+/** Live sessions of one user, placed or written. */
+const liveCount = (book: Book, userId: string) => {
+  let n = 0
+  for (const s of book.sessions.values()) if (s.userId === userId && !ended(s.state)) n++
+  for (const s of book.reserved.values()) if (s.userId === userId) n++
+  return n
+}
+
 /** How often the lifecycle policy looks at the running sessions. */
 export const POLICY_TICK = "1 second"
 
-export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
+export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: SessionRules = DEFAULT_SESSION_RULES) {
   const hub = yield* AgentHub
   const dispatcher = yield* CommandDispatcher
   const book = yield* makeBook(repo, dispatcher)
@@ -155,17 +180,27 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     onNone: () => DEFAULT_POLICY,
     onSome: (c) => ({ idleTimeout: c.sessionIdleTimeout, maxLifetime: c.sessionMaxLifetime, idleAction: c.sessionIdleAction, warnBefore: c.sessionWarnBefore })
   })
+  const createRate = makeCreateRate(rules.userLimits.createsPerMinute)
 
   const create = Effect.fn("Sessions.create")(function*(user: User, request: CreateSessionRequest) {
+    const limited = user.role !== "admin"
+    if (limited) {
+      const rate = createRate.admit(user.id, yield* Clock.currentTimeMillis)
+      if (rate !== undefined) return yield* refused(rate)
+    }
     yield* ensureUser(book, user)
     const template = yield* findTemplate(book, request.template)
     if (template === undefined) {
       return yield* new SessionsError({ reason: "TemplateNotFound", field: "template", message: `template: no template named "${request.template}"` })
     }
     const spec = specOf(user, template, request)
+    const bad = resourcesIssue(spec.resources ?? {}, template, rules.sessionResourceBounds)
+    if (bad !== undefined) return yield* new SessionsError({ reason: "InvalidRequest", field: bad.field, message: bad.message })
     // Placement and the reservation under one lock, so two creates cannot both take the last slot. The
     // record is written outside it (many creates write at once); a failed write gives the slot back.
     const record = yield* book.placement.withPermits(1)(Effect.gen(function*() {
+      const tooMany = limited ? sessionsRefusal(liveCount(book, user.id), rules.userLimits.sessionsPerUser) : undefined
+      if (tooMany !== undefined) return yield* refused(tooMany)
       const placed = place(yield* hub.list, book.usage.get, {
         region: request.region,
         cpu: parseQuantity(spec.resources?.cpu ?? "0") ?? 0,
@@ -211,7 +246,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
   })
 
   const get = Effect.fn("Sessions.get")(function*(user: User, id: string) {
-    const s = book.sessions.get(id)
+    // Live sessions from memory; ended ones (no longer kept in memory) from the repository.
+    const s = book.sessions.get(id) ?? (yield* repo.getSession(id).pipe(Effect.mapError(fromRepo)))
     if (!visible(user, s)) return yield* new SessionsError({ reason: "NotFound", message: `no session "${id.slice(0, 80)}"` })
     return s
   })
@@ -237,13 +273,16 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       return { command, next }
     }).pipe(Effect.ensuring(Effect.sync(() => book.deleting.delete(s.id))))
     yield* follow(book, s, command)
-    return next ?? s
+    if (next !== undefined) return next
+    if (s.state !== "failed") return (yield* repo.getSession(s.id).pipe(Effect.mapError(fromRepo))) ?? s // it ended meanwhile
+    // A failed session is not in memory: its record takes the delete command id through the repository.
+    const patched: SessionRecord = { ...s, deleteCommandId: command.id }
+    yield* repo.updateSession(patched, s.state).pipe(Effect.mapError(fromRepo))
+    return patched
   })
 
-  const list = Effect.fn("Sessions.list")(function*(user: User) {
-    return [...book.sessions.values()]
-      .filter((s) => visible(user, s))
-      .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? -1 : 1))
+  const page = Effect.fn("Sessions.page")(function*(user: User, limit: number | undefined, after: SessionKey | undefined) {
+    return yield* repo.pageSessions(user.role === "admin" ? undefined : user.id, limit, after).pipe(Effect.mapError(fromRepo))
   })
 
   const getTemplate = Effect.fn("Sessions.getTemplate")(function*(name: string) {
@@ -260,6 +299,10 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
         message: "idle_action: hibernate needs persistent_home (a session without a home cannot be resumed)"
       })
     }
+    // The template's own defaults must be requests its sessions may make.
+    const defaults = { ...DEFAULT_RESOURCES, ...request.resources }
+    const bad = resourcesIssue(defaults, { name: request.name, resourceBounds: request.resource_bounds }, rules.sessionResourceBounds)
+    if (bad !== undefined) return yield* new SessionsError({ reason: "InvalidRequest", field: bad.field, message: `${bad.message}: the template's own default is out of bounds` })
     return yield* repo.insertTemplate({
       ...(request.idle_timeout !== undefined ? { idleTimeout: request.idle_timeout } : {}),
       ...(request.max_lifetime !== undefined ? { maxLifetime: request.max_lifetime } : {}),
@@ -271,7 +314,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       resources: request.resources,
       env: request.env,
       vncPort: request.vnc_port ?? 5900,
-      persistentHome: request.persistent_home ?? false
+      persistentHome: request.persistent_home ?? false,
+      resourceBounds: request.resource_bounds
     }).pipe(
       Effect.mapError((e) =>
         e.reason === "Conflict"
@@ -317,7 +361,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
 
   return Sessions.of({
     create,
-    list,
+    list: (user) => page(user, undefined, undefined),
+    page,
     get,
     remove,
     hibernate: Effect.fn("Sessions.hibernate")(function*(user: User, id: string) {
@@ -335,7 +380,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     createTemplate,
     unknownSessions: (agentId) => book.unknownByAgent.get(agentId) ?? [],
     stateCounts: Effect.sync(() => {
-      const m = new Map<string, number>()
+      const m = new Map<string, number>(book.endedCounts)
       for (const s of book.sessions.values()) m.set(s.state, (m.get(s.state) ?? 0) + 1)
       return m as ReadonlyMap<string, number>
     })
@@ -344,7 +389,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
 
 export class Sessions extends Context.Service<Sessions, SessionsShape>()("control-plane/Sessions") {
   /** Sessions persisted through the Store. Needs Store, AgentHub and CommandDispatcher. */
-  static readonly layer = Layer.effect(Sessions, Effect.flatMap(Store, (store) => makeWith(onStore(store))))
+  static readonly layer = Layer.effect(Sessions, Effect.flatMap(Effect.zip(Store, rulesFromConfig), ([store, rules]) => makeWith(onStore(store), rules)))
   /** Sessions over the in-memory repository (tests, throwaway demos). Needs AgentHub and CommandDispatcher. */
-  static readonly layerMemory = (repo: MemoryRepo = makeMemoryRepo()) => Layer.effect(Sessions, makeWith(repo))
+  static readonly layerMemory = (repo: MemoryRepo = makeMemoryRepo()) => Layer.effect(Sessions, Effect.flatMap(rulesFromConfig, (rules) => makeWith(repo, rules)))
 }

@@ -26,7 +26,7 @@ export { type AuditEvent, type AuditPage, auditPage, type AuditTable, type NewAu
 export type { CommandRecord, NewCommand } from "./internal/store/commands.ts"
 export type { Transition } from "./internal/store/db.ts"
 export { Conflict, DatabaseFailure, type Entity, NotFound, StoreError } from "./internal/store/error.ts"
-export type { NewSession, SessionEvent, SessionFilter, SessionRecord } from "./internal/store/sessions.ts"
+export type { NewSession, SessionEvent, SessionFilter, SessionKey, SessionRecord } from "./internal/store/sessions.ts"
 export { DEFAULT_RESOURCES, type NewTemplate, type TemplateRecord, templateRecord } from "./internal/store/templates.ts"
 export type { NewUser, UserRecord } from "./internal/store/users.ts"
 

@@ -18,6 +18,7 @@ import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { relay, ViewerClose } from "./internal/vnc/relay.ts"
 import { isUserInput, makeRfbClientParser } from "./internal/vnc/rfbClientMessages.ts"
 import { makeTickets, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
+import { makeViewerLimits } from "./internal/vnc/viewerLimits.ts"
 import { errorResponse } from "./internal/httpError.ts"
 import { closeAndWait, isUpgrade, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
 import { recordCommand, vncViewers } from "./Observability.ts"
@@ -53,6 +54,7 @@ export const make = Effect.gen(function*() {
   const router = yield* HttpRouter.HttpRouter
   const wss = yield* scopedWsServer({ subprotocol: VIEWER_SUBPROTOCOL, maxPayload: MAX_VIEWER_MESSAGE_BYTES })
   const tickets = makeTickets(config.vncTicketTtl)
+  const viewerLimits = makeViewerLimits(config.userLimits)
   let viewerCount = 0
   /** Numbers viewers, so the API can say which one sent a session's last input. */
   let viewerSerial = 0
@@ -63,6 +65,8 @@ export const make = Effect.gen(function*() {
     const session = yield* sessions.get(user, sessionId).pipe(
       Effect.mapError(() => new VncProxyError({ reason: "NotFound", message: `no session "${sessionId.slice(0, 80)}"` }))
     )
+    const refused = viewerLimits.refusal(user, session.id)
+    if (refused !== undefined) return yield* new VncProxyError({ reason: "LimitExceeded", message: refused })
     return yield* tickets.issue(user, session.id)
   })
 
@@ -91,8 +95,12 @@ export const make = Effect.gen(function*() {
     })
 
   /** Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended. */
-  const serveViewer = (ws: WebSocket, agentId: AgentId, sessionId: SessionId, viewer: string) =>
+  const serveViewer = (ws: WebSocket, user: User, agentId: AgentId, sessionId: SessionId, viewer: string) =>
     Effect.scoped(Effect.gen(function*() {
+      // The check and the slot in one synchronous step, so concurrent viewers cannot all take the last one.
+      const slot = viewerLimits.acquire(user, sessionId)
+      if ("refused" in slot) return yield* closeAndWait(ws, ViewerClose.tooManyViewers, slot.refused)
+      yield* Effect.addFinalizer(() => Effect.sync(slot.release))
       viewerCount++
       yield* Metric.modify(vncViewers, 1)
       yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(() => void viewerCount--), Metric.modify(vncViewers, -1)))
@@ -128,7 +136,7 @@ export const make = Effect.gen(function*() {
           ? closeAndWait(ws, ViewerClose.notFound, `no session "${sessionId.slice(0, 60)}"`)
           : session.value.state !== "running"
           ? closeAndWait(ws, ViewerClose.notRunning, `session is ${session.value.state}, not running`)
-          : serveViewer(ws, session.value.agentId, session.value.id, `${user.success.id} (viewer ${++viewerSerial})`))
+          : serveViewer(ws, user.success, session.value.agentId, session.value.id, `${user.success.id} (viewer ${++viewerSerial})`))
     }).pipe(Effect.withSpan("VncProxy.viewer"))
 
   yield* router.add("GET", VNC_PATH, route)

@@ -9,16 +9,17 @@ import { makeMemoryRepo, Sessions } from "../src/Sessions.ts"
 import { VncProxy } from "../src/VncProxy.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
-import { serveApp } from "./support/http.ts"
+import { waitFor } from "@streamspace/testbed"
+import { connectViewer, serveApp } from "./support/http.ts"
 import { sign, TEST_JWT_SECRET, unsecured } from "./support/jwt.ts"
 
 const env = { JWT_SECRET: TEST_JWT_SECRET, MAX_BODY_BYTES: "4096", LOG_LEVEL: "error" }
 
-const setup = Effect.gen(function*() {
+const setupWith = (extraEnv: Record<string, string>) => Effect.gen(function*() {
   const hub: FakeHub = yield* makeFakeHub
   const dispatcher: FakeDispatcher = yield* makeFakeDispatcher
   const repo = makeMemoryRepo()
-  const services = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), ControlPlaneConfig.layerFromRecord(env), Layer.succeed(References.MinimumLogLevel, "Error"))
+  const services = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), ControlPlaneConfig.layerFromRecord({ ...env, ...extraEnv }), Layer.succeed(References.MinimumLogLevel, "Error"))
   const app = Api.layer.pipe(
     Layer.provideMerge(VncProxy.layer),
     Layer.provideMerge(Sessions.layerMemory(repo)),
@@ -50,8 +51,9 @@ const setup = Effect.gen(function*() {
       } catch {}
       return { status: res.status, json, text }
     })
-  return { hub, dispatcher, repo, call, tokens, base: served.base, sessions: Context.get(served.ctx, Sessions) }
+  return { hub, dispatcher, repo, call, tokens, base: served.base, wsBase: served.wsBase, sessions: Context.get(served.ctx, Sessions) }
 })
+const setup = setupWith({})
 
 const errorOf = (r: { status: number; json: any }) => ({ status: r.status, code: r.json?.error?.code as string, message: r.json?.error?.message as string })
 
@@ -333,6 +335,177 @@ describe("API sessions", () => {
       assert.match(m.text, /streamspace_control_plane_sessions\{state="creating"\} 1/)
       assert.match(m.text, /streamspace_control_plane_agents\{status="online"\} 1/)
       assert.match(m.text, /streamspace_control_plane_session_transitions_total/)
+    }))
+})
+
+describe("API: one user must not deny service to all (issue 14)", () => {
+  it.live("list endpoints are paginated: limit and an opaque cursor, next_cursor until the last page; a bad limit or cursor is 400 naming it", () =>
+    Effect.gen(function*() {
+      const t = yield* setupWith({ MAX_SESSIONS_PER_USER: "0", SESSION_CREATES_PER_MINUTE: "0" })
+      for (const id of ["a1", "a2", "a3"]) t.hub.addAgent(id)
+      const ids: Array<string> = []
+      for (let i = 0; i < 5; i++) ids.push((yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "demo" } })).json.id)
+      yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.bob, body: { template: "demo" } })
+      const walk = (path: string, key: string, token: string) =>
+        Effect.gen(function*() {
+          const seen: Array<any> = []
+          const pages: Array<number> = []
+          let cursor: string | null = null
+          do {
+            const sep = path.includes("?") ? "&" : "?"
+            const r: { status: number; json: any } = yield* t.call("GET", `${path}${cursor === null ? "" : `${sep}cursor=${encodeURIComponent(cursor)}`}`, { token })
+            assert.strictEqual(r.status, 200, JSON.stringify(r.json))
+            seen.push(...r.json[key])
+            pages.push(r.json[key].length)
+            cursor = r.json.next_cursor
+          } while (cursor !== null)
+          return { seen, pages }
+        })
+      const mine = yield* walk("/api/v1/sessions?limit=2", "sessions", t.tokens.ann)
+      assert.deepStrictEqual(mine.pages, [2, 2, 1])
+      assert.sameMembers(mine.seen.map((s) => s.id), ids)
+      assert.strictEqual(new Set(mine.seen.map((s) => s.id)).size, 5)
+      const everything = yield* t.call("GET", "/api/v1/sessions", { token: t.tokens.admin })
+      assert.deepStrictEqual([everything.json.sessions.length, everything.json.next_cursor], [6, null])
+      assert.deepStrictEqual((yield* walk("/api/v1/agents?limit=2", "agents", t.tokens.ann)).seen.map((a) => a.id), ["a1", "a2", "a3"])
+      yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "zeta", image: "z:1" } })
+      assert.deepStrictEqual((yield* walk("/api/v1/templates?limit=1", "templates", t.tokens.ann)).pages, [1, 1])
+      for (const [query, words] of [
+        ["limit=0", "limit: \"0\" is invalid"],
+        ["limit=501", "limit: \"501\" is invalid: expected a whole number from 1 to 500"],
+        ["limit=abc", "limit:"],
+        ["cursor=not-a-cursor", "cursor: not a cursor of this list"],
+        [`cursor=${(yield* t.call("GET", "/api/v1/agents?limit=1", { token: t.tokens.ann })).json.next_cursor}`, "cursor: not a cursor of this list"]
+      ] as const) {
+        const r = errorOf(yield* t.call("GET", `/api/v1/sessions?${query}`, { token: t.tokens.ann }))
+        assert.deepStrictEqual([r.status, r.code], [400, "invalid_request"], query)
+        assert.include(r.message, words, query)
+      }
+    }))
+
+  it.live("env is capped (count, name length, value size, total) and user env may not set STREAMSPACE_* or VNC_*: 400 naming the problem", () =>
+    Effect.gen(function*() {
+      const t = yield* setupWith({ MAX_BODY_BYTES: String(1024 * 1024) })
+      t.hub.addAgent("a")
+      const many = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`V${i}`, "x"]))
+      const total = Object.fromEntries(Array.from({ length: 3 }, (_, i) => [`BIG${i}`, "y".repeat(30 * 1024)]))
+      const cases: Array<[unknown, string]> = [
+        [{ template: "demo", env: many }, "env has 65 variables; at most 64"],
+        [{ template: "demo", env: { ["N".repeat(257)]: "x" } }, "at most 256 are allowed"],
+        [{ template: "demo", env: { HUGE: "z".repeat(900 * 1024) } }, "env.HUGE: value is 921600 bytes; at most 32768"],
+        [{ template: "demo", env: total }, "at most 65536 are allowed"],
+        [{ template: "demo", env: { STREAMSPACE_USER: "root" } }, "env.STREAMSPACE_USER: \"STREAMSPACE_USER\" is reserved"],
+        [{ template: "demo", env: { VNC_PORT: "1" } }, "\"VNC_PORT\" is reserved"],
+        [{ template: "demo", env: { vnc_password: "x" } }, "\"vnc_password\" is reserved"]
+      ]
+      for (const [body, words] of cases) {
+        const r = errorOf(yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body }))
+        assert.deepStrictEqual([r.status, r.code], [400, "invalid_request"], words)
+        assert.include(r.message, words)
+      }
+      assert.strictEqual(t.dispatcher.commands.length, 0)
+      // Within the caps, and a template (admin) may still set VNC_* variables such as VNC_GEOMETRY.
+      const ok = yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "demo", env: { GREETING: "hi", ...Object.fromEntries(Array.from({ length: 63 }, (_, i) => [`V${i}`, "x"])) } } })
+      assert.strictEqual(ok.status, 201, ok.text)
+      const tpl = yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "geo", image: "x:1", env: { VNC_GEOMETRY: "800x600" } } })
+      assert.strictEqual(tpl.status, 201, tpl.text)
+      const tplBig = errorOf(yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "big", image: "x:1", env: many } }))
+      assert.deepStrictEqual([tplBig.status, tplBig.code], [400, "invalid_request"])
+    }))
+
+  it.live("resources: zero is refused, and requests outside the template's bounds (else SESSION_MIN_/MAX_*) are 400 naming the bound", () =>
+    Effect.gen(function*() {
+      const t = yield* setupWith({ SESSION_MAX_CPU: "4", SESSION_MAX_MEMORY: "8Gi" })
+      t.hub.addAgent("a")
+      const session = (resources: unknown, template = "demo") => Effect.map(t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template, resources } }), errorOf)
+      for (const [resources, words] of [
+        [{ cpu: "0" }, "resources.cpu: must be greater than zero"],
+        [{ memory: "0" }, "resources.memory: must be greater than zero"],
+        [{ memory: "0Mi" }, "resources.memory: must be greater than zero"],
+        [{ cpu: "0.0" }, "resources.cpu: must be greater than zero"],
+        [{ cpu: "50m" }, "resources.cpu: 50m is below the minimum 100m (SESSION_MIN_CPU)"],
+        [{ cpu: "5" }, "resources.cpu: 5 is above the maximum 4 (SESSION_MAX_CPU)"],
+        [{ memory: "16Gi" }, "resources.memory: 16Gi is above the maximum 8Gi (SESSION_MAX_MEMORY)"]
+      ] as const) {
+        const r = yield* session(resources)
+        assert.deepStrictEqual([r.status, r.code], [400, "invalid_request"], words)
+        assert.include(r.message, words)
+      }
+      // A template narrows (or widens) the bounds for its sessions; its own defaults must fit them.
+      const badTpl = errorOf(yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "tiny", image: "x:1", resources: { memory: "2Gi" }, resource_bounds: { max: { memory: "1Gi" } } } }))
+      assert.deepStrictEqual([badTpl.status, badTpl.code], [400, "invalid_request"])
+      assert.include(badTpl.message, "resources.memory: 2Gi is above the maximum 1Gi (template \"tiny\")")
+      const inverted = errorOf(yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "inv", image: "x:1", resource_bounds: { min: { cpu: "2" }, max: { cpu: "1" } } } }))
+      assert.include(inverted.message, "min cpu 2 is above max cpu 1")
+      const zeroTpl = errorOf(yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "zero", image: "x:1", resources: { memory: "0" } } }))
+      assert.include(zeroTpl.message, "resources.memory: must be greater than zero")
+      const tpl = yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "big", image: "x:1", resources: { cpu: "1", memory: "1Gi" }, resource_bounds: { min: { memory: "1Gi" }, max: { cpu: "8", memory: "32Gi" } } } })
+      assert.strictEqual(tpl.status, 201, tpl.text)
+      assert.deepStrictEqual(tpl.json.resource_bounds, { min: { memory: "1Gi" }, max: { cpu: "8", memory: "32Gi" } })
+      const low = yield* session({ memory: "512Mi" }, "big")
+      assert.include(low.message, "resources.memory: 512Mi is below the minimum 1Gi (template \"big\")")
+      const fine = yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "big", resources: { cpu: "6", memory: "12Gi" } } })
+      assert.strictEqual(fine.status, 201, fine.text)
+      assert.strictEqual(t.dispatcher.commands.length, 1)
+    }))
+
+  it.live("MAX_SESSIONS_PER_USER: a user over the limit gets 429 limit_exceeded naming it; others and admins are unaffected; deleting one frees a slot", () =>
+    Effect.gen(function*() {
+      const t = yield* setupWith({ MAX_SESSIONS_PER_USER: "2", SESSION_CREATES_PER_MINUTE: "0" })
+      t.hub.addAgent("a")
+      const create = (token: string) => t.call("POST", "/api/v1/sessions", { token, body: { template: "demo" } })
+      const first = yield* create(t.tokens.ann)
+      assert.strictEqual((yield* create(t.tokens.ann)).status, 201)
+      const over = yield* create(t.tokens.ann)
+      assert.deepStrictEqual([over.status, over.json.error.code], [429, "limit_exceeded"])
+      assert.include(over.json.error.message, "MAX_SESSIONS_PER_USER=2")
+      assert.strictEqual((yield* create(t.tokens.bob)).status, 201)
+      for (let i = 0; i < 3; i++) assert.strictEqual((yield* create(t.tokens.admin)).status, 201)
+      // A deleted session no longer counts once it has ended.
+      yield* t.call("DELETE", `/api/v1/sessions/${first.json.id}`, { token: t.tokens.ann })
+      const del = t.dispatcher.commands.find((c) => c.request.action === "delete_session")!
+      yield* t.dispatcher.complete(del.record.id, { action: "delete_session", session_id: first.json.id })
+      yield* waitFor("the delete to land", Effect.map(t.call("GET", `/api/v1/sessions/${first.json.id}`, { token: t.tokens.ann }), (r) => r.json.state === "terminated"))
+      assert.strictEqual((yield* create(t.tokens.ann)).status, 201)
+    }))
+
+  it.live("SESSION_CREATES_PER_MINUTE: the create over the rate is 429 limit_exceeded with Retry-After", () =>
+    Effect.gen(function*() {
+      const t = yield* setupWith({ SESSION_CREATES_PER_MINUTE: "3", MAX_SESSIONS_PER_USER: "0" })
+      t.hub.addAgent("a")
+      for (let i = 0; i < 3; i++) assert.strictEqual((yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "demo" } })).status, 201)
+      const res = yield* Effect.promise(() =>
+        fetch(`${t.base}/api/v1/sessions`, { method: "POST", headers: { authorization: `Bearer ${t.tokens.ann}`, "content-type": "application/json" }, body: JSON.stringify({ template: "demo" }) })
+      )
+      const body: any = yield* Effect.promise(() => res.json())
+      assert.deepStrictEqual([res.status, body.error.code], [429, "limit_exceeded"])
+      assert.include(body.error.message, "SESSION_CREATES_PER_MINUTE")
+      const retry = Number(res.headers.get("retry-after"))
+      assert.isTrue(retry >= 1 && retry <= 60, `Retry-After ${retry}`)
+      assert.strictEqual((yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.bob, body: { template: "demo" } })).status, 201)
+    }))
+
+  it.live("the VNC ticket of a session at MAX_VIEWERS_PER_SESSION is 429 limit_exceeded", () =>
+    Effect.gen(function*() {
+      const t = yield* setupWith({ MAX_VIEWERS_PER_SESSION: "1" })
+      t.hub.addAgent("a")
+      t.dispatcher.responder = (d) =>
+        d.request.action === "create_session"
+          ? { result: { action: "create_session", session: { session_id: d.request.args.session_id, phase: "running", observed_at: "2026-01-01T00:00:00Z" } } }
+          : undefined
+      t.hub.tunnelResponder = () => ({ window: 65536 })
+      const s = yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "demo" } })
+      yield* waitFor("running", Effect.map(t.call("GET", `/api/v1/sessions/${s.json.id}`, { token: t.tokens.ann }), (r) => r.json.state === "running"))
+      const ticket = yield* t.call("POST", `/api/v1/sessions/${s.json.id}/vnc-ticket`, { token: t.tokens.ann })
+      assert.strictEqual(ticket.status, 201)
+      const v = connectViewer(`${t.wsBase}${ticket.json.url}`)
+      yield* Effect.promise(() => v.opened)
+      yield* waitFor("the viewer counted", Effect.map(t.call("POST", `/api/v1/sessions/${s.json.id}/vnc-ticket`, { token: t.tokens.ann }), (r) => r.status === 429))
+      const refused = errorOf(yield* t.call("POST", `/api/v1/sessions/${s.json.id}/vnc-ticket`, { token: t.tokens.ann }))
+      assert.deepStrictEqual([refused.status, refused.code], [429, "limit_exceeded"])
+      assert.include(refused.message, "MAX_VIEWERS_PER_SESSION=1")
+      v.ws.close()
+      yield* Effect.promise(() => v.closed)
     }))
 })
 

@@ -99,6 +99,28 @@ describe("ControlPlane.layer", () => {
       assert.strictEqual(e._tag, "SettingError")
       assert.include(e.message, "PORT")
     }))
+
+  it.effect("per-user limits and session resource bounds: defaults, overrides, and bad values named (zero or inverted bounds)", () =>
+    Effect.gen(function*() {
+      const read = (env: Record<string, string>) => Effect.map(Layer.build(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: "s", ...env })), (ctx) => Context.get(ctx, ControlPlaneConfig))
+      const d = yield* read({})
+      assert.deepStrictEqual(d.userLimits, { sessionsPerUser: 10, createsPerMinute: 20, viewersPerSession: 8, viewersPerUser: 16 })
+      assert.deepStrictEqual(d.sessionResourceBounds, { min: { cpu: "100m", memory: "128Mi" }, max: { cpu: "16", memory: "64Gi" } })
+      const c = yield* read({ MAX_SESSIONS_PER_USER: "0", SESSION_CREATES_PER_MINUTE: "5", MAX_VIEWERS_PER_SESSION: "2", MAX_VIEWERS_PER_USER: "3", SESSION_MAX_MEMORY: "8Gi" })
+      assert.deepStrictEqual(c.userLimits, { sessionsPerUser: 0, createsPerMinute: 5, viewersPerSession: 2, viewersPerUser: 3 })
+      assert.strictEqual(c.sessionResourceBounds.max.memory, "8Gi")
+      for (const [env, variable] of [
+        [{ MAX_SESSIONS_PER_USER: "-1" }, "MAX_SESSIONS_PER_USER"],
+        [{ MAX_VIEWERS_PER_USER: "many" }, "MAX_VIEWERS_PER_USER"],
+        [{ SESSION_MIN_MEMORY: "0" }, "SESSION_MIN_MEMORY"],
+        [{ SESSION_MAX_CPU: "lots" }, "SESSION_MAX_CPU"],
+        [{ SESSION_MIN_CPU: "4", SESSION_MAX_CPU: "2" }, "SESSION_MIN_CPU"]
+      ] as const) {
+        const e = yield* Effect.flip(read(env))
+        assert.strictEqual(e._tag, "SettingError")
+        assert.include(e.message, variable)
+      }
+    }))
 })
 
 describe("OpenTelemetry", () => {

@@ -7,6 +7,9 @@ import type { User } from "../src/Auth.ts"
 import { type Counted, makeUsageCounters } from "../src/internal/sessions/usage.ts"
 import { makeMemoryRepo, type MemoryRepo, RepoError, Sessions } from "../src/Sessions.ts"
 import { Store } from "../src/Store.ts"
+import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
+import { TestClock } from "effect/testing"
+import { TEST_JWT_SECRET } from "./support/jwt.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
 
@@ -28,6 +31,16 @@ interface Env {
   readonly repo: MemoryRepo
   readonly sessions: Sessions["Service"]
 }
+
+/** Sessions with the rules of a control plane configured by `env` (on top of a valid base). */
+const setupConfigured = (env: Record<string, string>) => Effect.gen(function*() {
+  const hub = yield* makeFakeHub
+  const dispatcher = yield* makeFakeDispatcher
+  const repo = makeMemoryRepo()
+  const config = ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, ...env })
+  const ctx = yield* Layer.build(Sessions.layerMemory(repo).pipe(Layer.provide(Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), config))))
+  return { hub, dispatcher, repo, sessions: Context.get(ctx, Sessions) } satisfies Env
+})
 
 const setup = Effect.gen(function*() {
   const hub = yield* makeFakeHub
@@ -555,6 +568,39 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
       assert.strictEqual((yield* t.store.sessions.get(s.id)).reason, "deleted")
     }), { timeout: 120_000 })
 
+  it.effect("pages come from the store newest first with keyset positions, one user's or all; an ended session is read back from the store", () =>
+    Effect.gen(function*() {
+      const t = yield* storeSetup("store-c")
+      const sessions = yield* t.build
+      const dave: User = { id: "dave-pages" as UserId, role: "user" }
+      const made: Array<string> = []
+      for (let i = 0; i < 5; i++) made.push((yield* sessions.create(dave, { template: demo })).id)
+      yield* sessions.create(root, { template: demo })
+      const all = yield* sessions.list(dave)
+      assert.sameMembers(all.map((s) => s.id), made)
+      for (let i = 1; i < all.length; i++) {
+        const [a, b] = [all[i - 1]!, all[i]!]
+        assert.isTrue(a.createdAt > b.createdAt || (a.createdAt.getTime() === b.createdAt.getTime() && a.id > b.id), "newest first")
+      }
+      const paged: Array<string> = []
+      let after: { createdAt: Date; id: string } | undefined
+      for (;;) {
+        const page = yield* sessions.page(dave, 2, after)
+        paged.push(...page.map((s) => s.id))
+        if (page.length < 2) break
+        after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id }
+      }
+      assert.deepStrictEqual(paged, all.map((s) => s.id))
+      assert.isTrue((yield* sessions.list(root)).length >= 6)
+      // End one: it is read back from the store, with its state.
+      const first = t.dispatcher.commands.find((c) => c.request.action === "create_session")!
+      yield* t.dispatcher.fail(first.record.id, { code: "kubernetes_rejected", message: "no", retryable: false })
+      const failedId = (first.request.args as { session_id: string }).session_id
+      yield* waitFor("failed in the store", Effect.map(t.store.sessions.get(failedId), (x) => x.state === "failed"))
+      yield* waitFor("failed through Sessions", Effect.map(sessions.get(dave, failedId), (x) => x.state === "failed"))
+      assert.strictEqual((yield* sessions.stateCounts).get("failed")! >= 1, true)
+    }), { timeout: 120_000 })
+
   it.effect("no eligible agent writes nothing to the store", () =>
     Effect.gen(function*() {
       const t = yield* storeSetup("store-b")
@@ -564,4 +610,60 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
       assert.strictEqual((yield* Effect.flip(sessions.create(carol, { template: demo }))).reason, "NoEligibleAgent")
       assert.deepStrictEqual(yield* t.store.sessions.list({ agentId: "store-b" }), [])
     }), { timeout: 120_000 })
+})
+
+describe("Sessions memory (issue 14)", () => {
+  it.effect("an ended session leaves memory: reads of it go to the repository, and the state gauge still counts it", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      const s = yield* env.sessions.create(ann, { template: demo, env: { BIG: "x".repeat(30_000) } })
+      const live = yield* env.sessions.create(ann, { template: demo })
+      yield* env.sessions.remove(ann, s.id)
+      const del = env.dispatcher.commands.find((c) => c.request.action === "delete_session")!
+      yield* env.dispatcher.complete(del.record.id, { action: "delete_session", session_id: s.id })
+      yield* waitState(env, s.id, "terminated")
+      assert.strictEqual((yield* env.sessions.stateCounts).get("terminated"), 1)
+      // Take both out of the repository: the live one is still answered from memory, the ended one is not.
+      env.repo.sessions.delete(s.id)
+      env.repo.sessions.delete(live.id)
+      assert.strictEqual((yield* Effect.flip(env.sessions.get(ann, s.id))).reason, "NotFound")
+      assert.strictEqual((yield* env.sessions.get(ann, live.id)).state, "creating")
+    }))
+})
+
+describe("Sessions per-user limits (issue 14)", () => {
+  it.effect("SESSION_CREATES_PER_MINUTE is a sliding minute per user: the refusal says when to retry, and the slot comes back a minute after the oldest create", () =>
+    Effect.gen(function*() {
+      const env = yield* setupConfigured({ SESSION_CREATES_PER_MINUTE: "2", MAX_SESSIONS_PER_USER: "0" })
+      env.hub.addAgent("a")
+      yield* env.sessions.create(ann, { template: demo })
+      yield* TestClock.adjust("20 seconds")
+      yield* env.sessions.create(ann, { template: demo })
+      const refused = yield* Effect.flip(env.sessions.create(ann, { template: demo }))
+      assert.deepStrictEqual([refused.reason, refused.limit, refused.retryAfterSeconds], ["LimitExceeded", "SESSION_CREATES_PER_MINUTE", 40])
+      // Another user has a rate of their own; an admin is not limited.
+      yield* env.sessions.create(bob, { template: demo })
+      for (let i = 0; i < 5; i++) yield* env.sessions.create(root, { template: demo })
+      yield* TestClock.adjust("39 seconds")
+      assert.strictEqual((yield* Effect.flip(env.sessions.create(ann, { template: demo }))).retryAfterSeconds, 1)
+      yield* TestClock.adjust("1 second")
+      yield* env.sessions.create(ann, { template: demo })
+      assert.strictEqual((yield* Effect.flip(env.sessions.create(ann, { template: demo }))).retryAfterSeconds, 20)
+    }))
+
+  it.effect("MAX_SESSIONS_PER_USER counts live sessions (placed, creating, running); a failed one frees its slot", () =>
+    Effect.gen(function*() {
+      const env = yield* setupConfigured({ MAX_SESSIONS_PER_USER: "2", SESSION_CREATES_PER_MINUTE: "0" })
+      env.hub.addAgent("a")
+      const first = yield* env.sessions.create(ann, { template: demo })
+      yield* env.sessions.create(ann, { template: demo })
+      const refused = yield* Effect.flip(env.sessions.create(ann, { template: demo }))
+      assert.deepStrictEqual([refused.reason, refused.limit], ["LimitExceeded", "MAX_SESSIONS_PER_USER"])
+      assert.include(refused.message, "MAX_SESSIONS_PER_USER=2")
+      assert.strictEqual(env.dispatcher.commands.length, 2)
+      yield* env.dispatcher.fail(env.dispatcher.commands[0]!.record.id, { code: "kubernetes_rejected", message: "no such image", retryable: false })
+      yield* waitFor("the first failed", Effect.map(env.sessions.get(ann, first.id), (s) => s.state === "failed"))
+      yield* env.sessions.create(ann, { template: demo })
+    }))
 })

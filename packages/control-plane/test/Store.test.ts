@@ -145,9 +145,11 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
         env: { MOZ_X: "1", lower_case: "ok" },
         vncPort: 5900,
         persistentHome: true,
-        sharedHome: true
+        sharedHome: true,
+        resourceBounds: { min: { memory: "1Gi" }, max: { cpu: "4", memory: "8Gi" } }
       })
       assert.deepStrictEqual(t.env, { MOZ_X: "1", lower_case: "ok" })
+      assert.deepStrictEqual(t.resourceBounds, { min: { memory: "1Gi" }, max: { cpu: "4", memory: "8Gi" } })
       assert.isTrue(t.persistentHome && t.sharedHome)
       assert.deepStrictEqual(yield* store.templates.get(name), t)
       const names: Array<string> = (yield* store.templates.list()).map((x) => x.name)

@@ -26,7 +26,7 @@ const env = {
   LOG_LEVEL: "error"
 }
 
-const setup = Effect.gen(function*() {
+const setupWith = (extraEnv: Record<string, string>) => Effect.gen(function*() {
   const hub: FakeHub = yield* makeFakeHub
   const dispatcher: FakeDispatcher = yield* makeFakeDispatcher
   hub.addAgent("a")
@@ -36,7 +36,7 @@ const setup = Effect.gen(function*() {
     d.request.action === "create_session"
       ? { result: { action: "create_session", session: { session_id: d.request.args.session_id, phase: "running", observed_at: "2026-01-01T00:00:00Z" } } }
       : undefined
-  const services = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), ControlPlaneConfig.layerFromRecord(env), Layer.succeed(References.MinimumLogLevel, "Warn"))
+  const services = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), ControlPlaneConfig.layerFromRecord({ ...env, ...extraEnv }), Layer.succeed(References.MinimumLogLevel, "Warn"))
   const app = VncProxy.layer.pipe(
     Layer.provideMerge(Sessions.layerMemory(makeMemoryRepo())),
     Layer.provideMerge(Auth.layer),
@@ -51,6 +51,7 @@ const setup = Effect.gen(function*() {
   const url = (id: string, query = "") => `${served.wsBase}/api/v1/sessions/${id}/vnc${query}`
   return { hub, dispatcher, sessions, proxy, annToken, running, url, base: served.base, agentWindow }
 })
+const setup = setupWith({})
 
 const open = (v: Viewer) => Effect.promise(() => v.opened)
 const closed = (v: Viewer) => Effect.promise(() => v.closed)
@@ -275,6 +276,52 @@ describe("VncProxy", () => {
       const plain = yield* Effect.promise(() => fetch(`${t.base}/api/v1/sessions/${t.running.id}/vnc`))
       assert.strictEqual(plain.status, 426)
       assert.deepStrictEqual(t.hub.opens, [])
+    }))
+
+  it.live("viewer limits: MAX_VIEWERS_PER_SESSION and MAX_VIEWERS_PER_USER refuse the ticket (LimitExceeded) and close an extra viewer with 4429 naming the limit; a slot frees when a viewer leaves; admins are not limited", () =>
+    Effect.gen(function*() {
+      const t = yield* setupWith({ MAX_VIEWERS_PER_SESSION: "2", MAX_VIEWERS_PER_USER: "3" })
+      const second = yield* t.sessions.create(ann, { template: "demo" as TemplateName })
+      yield* waitFor("second session running", Effect.map(t.sessions.get(ann, second.id), (s) => s.state === "running"))
+      const open_: Array<Viewer> = []
+      const viewer = (id: string, token = t.annToken) =>
+        Effect.gen(function*() {
+          const v = connectViewer(t.url(id), bearer(token))
+          open_.push(v)
+          yield* open(v)
+          return v
+        })
+      const a1 = yield* viewer(t.running.id)
+      yield* viewer(t.running.id)
+      yield* until("two viewers counted", () => Effect.runSync(t.proxy.viewers) === 2)
+      // The session is full: no ticket, and a viewer that connects anyway is closed naming the limit.
+      const noTicket = yield* Effect.flip(t.proxy.issueTicket(ann, t.running.id))
+      assert.strictEqual(noTicket.reason, "LimitExceeded")
+      assert.include(noTicket.message, "MAX_VIEWERS_PER_SESSION=2")
+      const third = yield* closed(connectViewer(t.url(t.running.id), bearer(t.annToken)))
+      assert.strictEqual(third.code, 4429)
+      assert.include(third.reason, "MAX_VIEWERS_PER_SESSION=2")
+      // Ann's third viewer fits on her other session; her fourth is over the per-user limit.
+      yield* viewer(second.id)
+      yield* until("three viewers counted", () => Effect.runSync(t.proxy.viewers) === 3)
+      const perUser = yield* Effect.flip(t.proxy.issueTicket(ann, second.id))
+      assert.include(perUser.message, "MAX_VIEWERS_PER_USER=3")
+      const fourth = yield* closed(connectViewer(t.url(second.id), bearer(t.annToken)))
+      assert.deepStrictEqual([fourth.code, fourth.reason.includes("MAX_VIEWERS_PER_USER=3")], [4429, true])
+      // An admin watching the full session is not limited.
+      const rootToken = yield* Effect.promise(() => sign({ sub: "root", role: "admin" }))
+      yield* viewer(t.running.id, rootToken)
+      yield* until("four viewers counted", () => Effect.runSync(t.proxy.viewers) === 4)
+      // A viewer leaving frees its slot.
+      a1.ws.close()
+      yield* until("a slot freed", () => Effect.runSync(t.proxy.viewers) === 3)
+      yield* t.proxy.issueTicket(ann, t.running.id)
+      yield* viewer(t.running.id)
+      yield* until("back to four", () => Effect.runSync(t.proxy.viewers) === 4)
+      // ...and only one.
+      assert.strictEqual((yield* Effect.flip(t.proxy.issueTicket(ann, t.running.id))).reason, "LimitExceeded")
+      for (const v of open_) v.ws.close()
+      yield* until("every viewer gone", () => Effect.runSync(t.proxy.viewers) === 0)
     }))
 
   it.live("tickets are single use and bound to one session and user", () =>

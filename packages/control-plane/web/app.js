@@ -31,7 +31,20 @@ class ApiError extends Error {
 const HINTS = {
   no_eligible_agent: "No agent can take a new session right now. On the Agents page, an agent must be online, approved and not draining.",
   forbidden: "Your account is not allowed to do that (it needs the admin role).",
-  unavailable: "The control plane cannot complete this right now (its database or an agent is unavailable). Try again in a moment."
+  unavailable: "The control plane cannot complete this right now (its database or an agent is unavailable). Try again in a moment.",
+  limit_exceeded: "You have reached a per-user limit the operator set. Delete a session or close a viewer, or wait a moment, and try again."
+}
+
+// Every item of a paginated list endpoint (`limit`, `cursor`, `next_cursor`), page after page, as `{ [key]: items }`.
+async function apiAll(path, key) {
+  const items = []
+  let cursor = null
+  do {
+    const page = await api("GET", `${path}?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`)
+    items.push(...page[key])
+    cursor = page.next_cursor ?? null
+  } while (cursor)
+  return { [key]: items }
 }
 
 async function api(method, path, body) {
@@ -187,7 +200,7 @@ const agentsPage = {
     }
   },
   async refresh() {
-    const { agents } = await api("GET", "/agents")
+    const { agents } = await apiAll("/agents", "agents")
     const admin = isAdmin()
     patch($("#agents"), `<table data-testid="agents">
       <thead><tr><th>Agent</th><th>Status</th><th>Region</th><th>Capacity</th><th>Sessions</th><th>Last heartbeat</th><th>Enrolment</th>${admin ? "<th></th>" : ""}</tr></thead>
@@ -288,7 +301,7 @@ const sessionsPage = {
     }
   },
   async refresh() {
-    const [{ sessions }, { templates }] = await Promise.all([api("GET", "/sessions"), api("GET", "/templates")])
+    const [{ sessions }, { templates }] = await Promise.all([apiAll("/sessions", "sessions"), apiAll("/templates", "templates")])
     const select = $("#create select")
     const options = templates.map((t) => `<option value="${esc(t.name)}">${esc(t.display_name || t.name)}</option>`).join("")
     if (select.dataset.html !== options) {
@@ -355,7 +368,7 @@ const templatesPage = {
     }
   },
   async refresh() {
-    const { templates } = await api("GET", "/templates")
+    const { templates } = await apiAll("/templates", "templates")
     patch($("#templates"), `<table data-testid="templates">
       <thead><tr><th>Name</th><th>Display name</th><th>Image</th><th>Resources</th><th>VNC port</th><th>Home</th><th>Lifecycle</th></tr></thead>
       <tbody>${templates.map((t) => `<tr>

@@ -201,6 +201,33 @@ describe("the quick start in Chromium", () => {
     assert.deepStrictEqual(pageErrors, [], "no script errors, CSP violations or other console errors")
   }, 150_000)
 
+  it("shows every session when the list comes in pages (it follows next_cursor)", async () => {
+    const paged = await browser.newPage({ viewport: { width: 1280, height: 800 } })
+    try {
+      paged.setDefaultTimeout(WAIT)
+      const fake = (i: number) => ({
+        id: `s-page${String(i).padStart(4, "0")}`, user_id: "admin", template: "demo", agent_id: "local", region: null, state: "terminated",
+        reason: "deleted", message: null, image: "x", resources: {}, env: {}, persistent_home: false, create_command_id: null,
+        delete_command_id: null, created_at: new Date(Date.now() - i * 1000).toISOString(), updated_at: new Date().toISOString()
+      })
+      const asked: Array<string> = []
+      // The real control plane answers everything else; the session list is served in two pages here.
+      await paged.route(/\/api\/v1\/sessions\?/, async (route) => {
+        const url = new URL(route.request().url())
+        asked.push(url.search)
+        const second = url.searchParams.get("cursor") === "page-2"
+        const sessions = second ? [600, 601, 602].map(fake) : Array.from({ length: 500 }, (_, i) => fake(i))
+        await route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify({ sessions, next_cursor: second ? null : "page-2" }) })
+      })
+      await paged.goto(stack.loginUrl)
+      await until("all 503 rows", () => paged.locator("tr[data-session]").count(), (n) => n === 503)
+      assert.isTrue(await paged.locator('tr[data-session="s-page0602"]').isVisible())
+      assert.includeMembers(asked.slice(0, 2), ["?limit=500", "?limit=500&cursor=page-2"])
+    } finally {
+      await paged.close()
+    }
+  }, 60_000)
+
   it("keeps the sessions page usable in a narrow window", async () => {
     const narrow = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true })
     try {

@@ -66,6 +66,8 @@ export interface SessionDefaults {
   readonly cpu: string
   readonly memory: string
   readonly storage: string
+  /** Ephemeral-storage limit of the session container. */
+  readonly ephemeralStorage: string
   readonly storageClass: string | undefined
   readonly serviceType: "ClusterIP" | "NodePort" | "LoadBalancer"
 }
@@ -105,8 +107,15 @@ const restrictedContainerSecurity: Json = {
 }
 const restrictedPodSecurity: Json = {
   runAsNonRoot: true,
-  seccompProfile: { type: "RuntimeDefault" }
+  seccompProfile: { type: "RuntimeDefault" },
+  // A fresh home volume on block storage is owned by root: the desktop (uid 1000) must be able to write it.
+  // OnRootMismatch skips the recursive chown when the volume's root already has the group.
+  fsGroup: 1000,
+  fsGroupChangePolicy: "OnRootMismatch"
 }
+
+/** Variables the agent sets in every session; the session spec's env cannot replace them. */
+const PLATFORM_ENV_PREFIXES = ["STREAMSPACE_", "VNC_"]
 
 const isRecord = (u: unknown): u is Json => typeof u === "object" && u !== null && !Array.isArray(u)
 
@@ -144,14 +153,18 @@ export const buildPod = ({ defaults, id, spec, template }: PodInputs): Json => {
   const labels = sessionLabels(defaults.agentId, id, spec)
   const cpu = spec.resources?.cpu ?? defaults.cpu
   const memory = spec.resources?.memory ?? defaults.memory
-  // Ours first; the session spec may override any of them by name.
+  // Ours first; the session spec's env adds to them but never replaces one (the control plane refuses user env
+  // named like them; a template may still set other VNC_* variables, such as VNC_GEOMETRY).
   const env = new Map<string, string>([
     ["STREAMSPACE_SESSION_ID", id],
     ["STREAMSPACE_USER", spec.user_id],
     ["STREAMSPACE_TEMPLATE", spec.template],
     ["VNC_PORT", String(spec.vnc_port)]
   ])
-  for (const [k, v] of Object.entries(spec.env ?? {})) env.set(k, v)
+  for (const [k, v] of Object.entries(spec.env ?? {})) {
+    if (env.has(k) && PLATFORM_ENV_PREFIXES.some((p) => k.startsWith(p))) continue
+    env.set(k, v)
+  }
 
   const tplSpec: Json = isRecord(template?.spec) ? template.spec : {}
   const tplMeta: Json = isRecord(template?.metadata) ? template.metadata : {}
@@ -166,8 +179,10 @@ export const buildPod = ({ defaults, id, spec, template }: PodInputs): Json => {
     ports: [{ name: "vnc", containerPort: spec.vnc_port, protocol: "TCP" }],
     env: [...env].map(([name, value]) => ({ name, value })),
     // Memory is limited to what was asked (an over-committed node kills the greediest first);
-    // CPU is only requested, so an idle desktop lends its share to busy ones.
-    resources: { requests: { cpu, memory }, limits: { memory } },
+    // CPU is only requested, so an idle desktop lends its share to busy ones. Ephemeral storage is limited
+    // (one desktop filling the node's disk would evict its neighbours) but not reserved: an explicit zero
+    // request keeps Kubernetes from defaulting the request to the limit.
+    resources: { requests: { cpu, memory, "ephemeral-storage": "0" }, limits: { memory, "ephemeral-storage": defaults.ephemeralStorage } },
     securityContext: restrictedContainerSecurity
   }
   const ourMounts: Array<Json> = spec.persistent_home ? [{ name: HOME_VOLUME, mountPath: HOME_MOUNT_PATH }] : []

@@ -19,6 +19,12 @@ export class ApiError extends Schema.TaggedError<ApiError>()("ApiError", {
 
 export const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
 
+/** A per-user limit refused the request: 429 `limit_exceeded`, the message naming the limit, Retry-After for a rate. */
+export const limitResponse = (message: string, retryAfterSeconds: number | undefined) => {
+  const response = errorResponse(429, "limit_exceeded", message)
+  return retryAfterSeconds === undefined ? response : HttpServerResponse.setHeader(response, "retry-after", String(retryAfterSeconds))
+}
+
 /** The raw path of a request URL (no query). */
 const rawPath = (url: string) => {
   const end = url.search(/[?#]/)
@@ -143,6 +149,7 @@ export const templateJson = (t: TemplateRecord) => ({
   max_lifetime: t.maxLifetime ?? null,
   idle_action: t.idleAction ?? null,
   warn_before: t.warnBefore ?? null,
+  resource_bounds: t.resourceBounds ?? null,
   created_at: t.createdAt.toISOString()
 })
 

@@ -35,6 +35,7 @@ const guideDefaults: Record<string, string> = {
   SESSION_DEFAULT_CPU: "1000m",
   SESSION_DEFAULT_MEMORY: "2Gi",
   SESSION_DEFAULT_STORAGE: "10Gi",
+  SESSION_EPHEMERAL_STORAGE_LIMIT: "10Gi",
   SESSION_SERVICE_TYPE: "ClusterIP",
   VNC_PORT: "5900",
   VNC_TUNNEL_TIMEOUT: "1h",
@@ -80,6 +81,7 @@ const everyValue = {
       defaultCpu: "500m",
       defaultMemory: "1Gi",
       defaultStorage: "20Gi",
+      ephemeralStorageLimit: "4Gi",
       storageClass: "gp3",
       serviceType: "NodePort",
       podTemplate: { apiVersion: "v1", kind: "Pod", spec: { nodeSelector: { workload: "streamspace" } } }
@@ -327,6 +329,7 @@ describe("helm/streamspace-agent", () => {
       SESSION_DEFAULT_CPU: "500m",
       SESSION_DEFAULT_MEMORY: "1Gi",
       SESSION_DEFAULT_STORAGE: "20Gi",
+      SESSION_EPHEMERAL_STORAGE_LIMIT: "4Gi",
       SESSION_STORAGE_CLASS: "gp3",
       SESSION_SERVICE_TYPE: "NodePort",
       SESSION_POD_TEMPLATE: "/etc/streamspace/session/pod-template.yaml",

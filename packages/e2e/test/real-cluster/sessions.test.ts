@@ -64,6 +64,18 @@ describe("sessions on a real control plane", () => {
     expect((await R.getJson(["-n", gpu.namespace, "pod", id])).spec.nodeName).toBe("node-gpu")
   })
 
+  it("a session pod as the real API server stores it: fsGroup 1000 with OnRootMismatch (a fresh home volume is writable by uid 1000) and an ephemeral-storage limit, admitted under Pod Security restricted", async () => {
+    const { client, id } = await create("fsgroup-user", "gpu")
+    await R.waitSession(client, id, ["running"])
+    const ns = await R.getJson(["namespace", gpu.namespace])
+    expect(ns.metadata.labels["pod-security.kubernetes.io/enforce"]).toBe("restricted")
+    const pod = await R.getJson(["-n", gpu.namespace, "pod", id])
+    expect(pod.spec.securityContext).toMatchObject({ fsGroup: 1000, fsGroupChangePolicy: "OnRootMismatch", runAsNonRoot: true })
+    const session = pod.spec.containers.find((c: { name: string }) => c.name === "session")
+    expect(session.resources.limits["ephemeral-storage"]).toBe("10Gi")
+    expect(session.resources.requests["ephemeral-storage"]).toBe("0")
+  })
+
   it("an unschedulable pod is reported with reason Unschedulable and the scheduler's message", async () => {
     const { client, id } = await create("nowhere-user", "nowhere")
     const pending = await waitForPromise("the scheduler's verdict", async () => {

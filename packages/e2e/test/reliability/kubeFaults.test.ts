@@ -12,7 +12,8 @@ const PODS = `/api/v1/namespaces/${S.NAMESPACE}/pods`
 
 const setup = Effect.gen(function*() {
   const cluster = yield* S.makeCluster()
-  const cp = yield* S.startControlPlane()
+  // One user makes many sessions here, faster than the default per-user rate; the faults are under test.
+  const cp = yield* S.startControlPlane({ MAX_SESSIONS_PER_USER: "0", SESSION_CREATES_PER_MINUTE: "0" })
   yield* S.startAgent(S.agentEnv(cluster, cp.wsUrl, AGENT))
   yield* S.approveAgent(cp, AGENT)
   const alice = S.api(cp.url, S.userToken("alice"))

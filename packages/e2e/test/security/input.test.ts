@@ -10,8 +10,9 @@ import * as fc from "fast-check"
 import { connect } from "node:net"
 import { WebSocket } from "ws"
 import * as S from "../support/stack.ts"
+import * as V from "../support/systemVnc.ts"
 
-const TYPED = new Set([200, 201, 202, 400, 401, 403, 404, 405, 409, 413, 415, 503])
+const TYPED = new Set([200, 201, 202, 400, 401, 403, 404, 405, 409, 413, 415, 429, 503])
 
 const isTypedError = (r: S.ApiResponse) => r.status < 400 || (typeof r.body?.error?.code === "string" && typeof r.body?.error?.message === "string")
 
@@ -247,4 +248,47 @@ describe("config values under fuzzing", () => {
         }
       }
     }))
+})
+
+describe("a greedy user (issue 14)", () => {
+  it.live("one user cannot fill the agent or a session's viewers: 429 and 4429 naming the limit, while another user is served; env and resources are bounded", () =>
+    Effect.gen(function*() {
+      const cp = yield* S.startControlPlane({ MAX_SESSIONS_PER_USER: "2", MAX_VIEWERS_PER_SESSION: "1" })
+      const cluster = yield* S.makeCluster()
+      yield* S.startAgent(S.agentEnv(cluster, cp.wsUrl, "agent-greedy"))
+      yield* S.approveAgent(cp, "agent-greedy")
+      const token = S.userToken("greedy")
+      const greedy = S.api(cp.url, token)
+      const a = yield* greedy.post("/sessions", { template: "demo" })
+      assert.strictEqual(a.status, 201, a.text)
+      assert.strictEqual((yield* greedy.post("/sessions", { template: "demo" })).status, 201)
+      const over = yield* greedy.post("/sessions", { template: "demo" })
+      assert.deepStrictEqual([over.status, over.body.error.code], [429, "limit_exceeded"])
+      assert.include(over.body.error.message, "MAX_SESSIONS_PER_USER=2")
+      // Someone else still gets a session on the same agent.
+      const other = S.api(cp.url, S.userToken("patient"))
+      const theirs = yield* other.post("/sessions", { template: "demo" })
+      assert.strictEqual(theirs.status, 201, theirs.text)
+      // Bounded input: a 900 KiB env value, platform variables and zero resources are refused, naming why.
+      const big = yield* greedy.post("/sessions", { template: "demo", env: { X: "y".repeat(900 * 1024) } })
+      assert.deepStrictEqual([big.status, big.body.error.code], [400, "invalid_request"])
+      assert.include(big.body.error.message, "env.X: value is 921600 bytes; at most 32768")
+      const reserved = yield* greedy.post("/sessions", { template: "demo", env: { STREAMSPACE_USER: "admin" } })
+      assert.include(reserved.body.error.message, "STREAMSPACE_USER")
+      const zero = yield* greedy.post("/sessions", { template: "demo", resources: { memory: "0" } })
+      assert.include(zero.body.error.message, "resources.memory: must be greater than zero")
+      // One viewer per session: the second is refused (ticket 429, upgrade closed 4429); the first keeps working.
+      yield* S.waitForSession(greedy, a.body.id, ["running"])
+      const first = yield* S.openViewer(cp.wsUrl, a.body.id, token)
+      const ticket = yield* greedy.post(`/sessions/${a.body.id}/vnc-ticket`, {})
+      assert.deepStrictEqual([ticket.status, ticket.body.error.code], [429, "limit_exceeded"])
+      const second = yield* Effect.scoped(Effect.flatMap(V.openRaw(cp.wsUrl, a.body.id, { token }), (v) => v.closed()))
+      assert.strictEqual(second.code, 4429)
+      assert.include(second.reason, "MAX_VIEWERS_PER_SESSION=1")
+      yield* Effect.promise(() => first.client.update(false))
+      // The pod the agent made carries the platform's env and the ephemeral-storage limit.
+      const pod = S.sessionPods(cluster).find((p: any) => p.metadata.name === a.body.id) as any
+      assert.strictEqual(pod.spec.containers[0].resources.limits["ephemeral-storage"], "10Gi")
+      assert.strictEqual(pod.spec.securityContext.fsGroup, 1000)
+    }), 60_000)
 })

@@ -1,4 +1,5 @@
-// The session records Sessions keeps in memory (every read is answered from here) and their state machine:
+// The live session records Sessions keeps in memory (ended ones are read from the repository) and their state
+// machine:
 //
 //   pending -> creating -> running -> terminating -> terminated      (any live state -> failed, with a reason)
 //                            running -> hibernating -> hibernated -> creating (resume) -> running ...
@@ -19,10 +20,14 @@ import type { RepoError, SessionRepo } from "./repo.ts"
 import { makeUsageCounters } from "./usage.ts"
 
 export class SessionsError extends Schema.TaggedError<SessionsError>()("SessionsError", {
-  reason: Schema.Literals(["NotFound", "TemplateNotFound", "TemplateExists", "NoEligibleAgent", "InvalidRequest", "Store", "Conflict"]),
+  reason: Schema.Literals(["NotFound", "TemplateNotFound", "TemplateExists", "NoEligibleAgent", "InvalidRequest", "LimitExceeded", "Store", "Conflict"]),
   message: Schema.String,
   /** The request field at fault (TemplateNotFound, InvalidRequest). */
-  field: Schema.optionalKey(Schema.String)
+  field: Schema.optionalKey(Schema.String),
+  /** The setting that refused the request (LimitExceeded). */
+  limit: Schema.optionalKey(Schema.String),
+  /** When the client may retry, in seconds (LimitExceeded by a rate). */
+  retryAfterSeconds: Schema.optionalKey(Schema.Number)
 }) {}
 
 export const fromRepo = (e: RepoError) => new SessionsError({ reason: "Store", message: `session store: ${e.message}` })
@@ -66,6 +71,19 @@ export const readoptable = (current: SessionRecord, to: SessionPhase): boolean =
 
 export const LOST_ON_AGENT = "lost_on_agent"
 
+/**
+ * A `lost_on_agent` session is ended, so only the repository has it: when its agent reports it live again it
+ * comes back into the book, where `transition` lets it move on (`readoptable`).
+ */
+const readopt = Effect.fnUntraced(function*(book: Book, agentId: AgentId, status: SessionStatus) {
+  const stored = yield* book.repo.getSession(status.session_id).pipe(Effect.orElseSucceed(() => undefined))
+  if (stored === undefined || stored.agentId !== agentId || !readoptable(stored, targetOf(status.phase))) return
+  if (book.sessions.has(stored.id)) return
+  book.sessions.set(stored.id, stored)
+  book.endedCounts.set(stored.state, Math.max(0, (book.endedCounts.get(stored.state) ?? 0) - 1))
+  yield* Effect.logInfo("agent reports a session it was thought to have lost; re-adopted").pipe(Effect.annotateLogs({ agent_id: agentId, session_id: stored.id }))
+})
+
 /** Where an agent's report moves a session (the agent's own pending/creating both mean "being created"). */
 const targetOf = (phase: SessionPhase): SessionPhase => (phase === "pending" ? "creating" : phase)
 
@@ -90,19 +108,29 @@ export const makeBook = Effect.fnUntraced(function*(repo: SessionRepo, dispatche
     /** Templates never change once created: remembered after the first read. */
     templates: new Map<TemplateName, TemplateRecord>(),
     /** Users whose row is written with this role. */
-    usersWritten: new Map<UserId, string>()
+    usersWritten: new Map<UserId, string>(),
+    /** How many sessions have ended, per final state (they leave `sessions`), for the sessions gauge. */
+    endedCounts: new Map<SessionPhase, number>()
   }
+  for (const [state, n] of yield* repo.countEnded.pipe(Effect.mapError(fromRepo), Effect.orDie)) book.endedCounts.set(state, n)
   for (const s of yield* repo.loadSessions.pipe(Effect.mapError(fromRepo), Effect.orDie)) put(book, s)
   return book
 })
 
 export type Book = Effect.Success<ReturnType<typeof makeBook>>
 
-/** The only way a record enters or changes in the book. */
+/**
+ * The only way a record enters or changes in the book. An ended record (terminated or failed) leaves it: it is
+ * final, the repository has it for reads, and keeping every ended session (with its env) in memory grew the
+ * control plane without bound under create/delete churn.
+ */
 export const put = (book: Book, next: SessionRecord) => {
   book.usage.replace(book.sessions.get(next.id) ?? book.reserved.get(next.id), next)
   book.reserved.delete(next.id)
-  book.sessions.set(next.id, next)
+  if (ended(next.state)) {
+    if (book.sessions.delete(next.id)) book.endedCounts.set(next.state, (book.endedCounts.get(next.state) ?? 0) + 1)
+    book.observed.delete(next.id)
+  } else book.sessions.set(next.id, next)
 }
 
 /** Counts a placed session against its agent before its record is written. */
@@ -162,6 +190,7 @@ export const transition = Effect.fnUntraced(function*(
  * (an Unschedulable verdict, say) that it must not overwrite.
  */
 export const applyStatus = Effect.fnUntraced(function*(book: Book, agentId: AgentId, status: SessionStatus) {
+  if (!book.sessions.has(status.session_id)) yield* readopt(book, agentId, status)
   const s = book.sessions.get(status.session_id)
   if (s === undefined || s.agentId !== agentId) return
   // While hibernating, the pod going away is what was asked for; a hibernated session has no pod to report on

@@ -3,12 +3,12 @@
 // running session the agent no longer has becomes `terminated` (reason `lost_on_agent`), and is taken back
 // (re-adopted) when the agent reports it live again; a session the agent has that the control plane does not
 // know, or knows as ended, is reported (log, metric, `unknownSessions`), never deleted.
-import type { AgentId, PayloadOf, SessionId } from "@streamspace/protocol"
+import type { AgentId, PayloadOf, SessionId, SessionStatus } from "@streamspace/protocol"
 import { Clock, Effect, FiberSet, Metric } from "effect"
 import type { CommandOutcome, CommandRecord } from "../../CommandDispatcher.ts"
 import { recordCommand, unknownSessionsTotal } from "../../Observability.ts"
 import type { SessionRecord } from "../../Store.ts"
-import { applyStatus, type Book, ended, LOST_ON_AGENT, readoptable, transition } from "./book.ts"
+import { applyStatus, type Book, ended, LOST_ON_AGENT, transition } from "./book.ts"
 
 const awaitCommand = Effect.fnUntraced(function*(book: Book, record: CommandRecord) {
   const started = yield* Clock.currentTimeMillis
@@ -91,19 +91,22 @@ export const reconcile = Effect.fnUntraced(function*(book: Book, agentId: AgentI
       })
     }
   }
-  // Sessions an earlier hello of this agent left out, reported live again: re-adopted.
+  // Sessions an earlier hello of this agent left out (ended, so only in the repository), reported live again:
+  // re-adopted by applyStatus.
   for (const seen of inventory.values()) {
-    const s = book.sessions.get(seen.session_id)
-    if (s !== undefined && s.agentId === agentId && readoptable(s, seen.phase === "pending" ? "creating" : seen.phase)) {
-      yield* applyStatus(book, agentId, seen)
-      yield* Effect.logInfo("agent reports a session it was thought to have lost; re-adopted").pipe(Effect.annotateLogs({ agent_id: agentId, session_id: s.id }))
-    }
+    if (!book.sessions.has(seen.session_id)) yield* applyStatus(book, agentId, seen)
   }
   // Unknown: no record, another agent's, or one that ended here while the agent still runs its pod.
-  const unknown = hello.sessions.filter((st) => {
-    const s = book.sessions.get(st.session_id)
-    return s === undefined || s.agentId !== agentId || (ended(s.state) && (st.phase === "pending" || st.phase === "creating" || st.phase === "running"))
-  })
+  const unknown: Array<SessionStatus> = []
+  for (const st of hello.sessions) {
+    const live = book.sessions.get(st.session_id)
+    if (live?.agentId === agentId) continue
+    if (live === undefined) {
+      const stored = yield* book.repo.getSession(st.session_id).pipe(Effect.orElseSucceed(() => undefined))
+      if (stored?.agentId === agentId && !(ended(stored.state) && (st.phase === "pending" || st.phase === "creating" || st.phase === "running"))) continue
+    }
+    unknown.push(st)
+  }
   book.unknownByAgent.set(agentId, unknown)
   if (unknown.length > 0) {
     yield* Metric.update(Metric.withAttributes(unknownSessionsTotal, { agent_id: agentId }), unknown.length)

@@ -4,7 +4,7 @@
 import type { SessionPhase, TemplateName, UserId } from "@streamspace/protocol"
 import { Clock, Effect, Schema } from "effect"
 import type { Role } from "../../Auth.ts"
-import { type NewTemplate, type SessionRecord, type StoreError, type StoreShape, type TemplateRecord, templateRecord } from "../../Store.ts"
+import { type NewTemplate, type SessionKey, type SessionRecord, type StoreError, type StoreShape, type TemplateRecord, templateRecord } from "../../Store.ts"
 
 export class RepoError extends Schema.TaggedError<RepoError>()("RepoError", {
   reason: Schema.Literals(["Conflict", "Unavailable"]),
@@ -14,8 +14,14 @@ export class RepoError extends Schema.TaggedError<RepoError>()("RepoError", {
 export interface SessionRepo {
   /** Makes sure the user row exists (sessions refer to it); keeps the role current. */
   readonly ensureUser: (id: UserId, role: Role) => Effect.Effect<void, RepoError>
-  /** Every session record, for the in-memory view at start. */
+  /** The live session records (not terminated or failed), for the in-memory view at start. */
   readonly loadSessions: Effect.Effect<ReadonlyArray<SessionRecord>, RepoError>
+  /** Ended sessions (terminated, failed) per state, for the sessions gauge at start. */
+  readonly countEnded: Effect.Effect<ReadonlyMap<SessionPhase, number>, RepoError>
+  /** One session record, live or ended. */
+  readonly getSession: (id: string) => Effect.Effect<SessionRecord | undefined, RepoError>
+  /** Newest first (created, then id, descending), at most `limit` (all when undefined), after `after`; one user's or all. */
+  readonly pageSessions: (userId: UserId | undefined, limit: number | undefined, after: SessionKey | undefined) => Effect.Effect<ReadonlyArray<SessionRecord>, RepoError>
   readonly insertSession: (record: SessionRecord) => Effect.Effect<void, RepoError>
   /** Writes a state change; `from` is the state it had, for the state history. */
   readonly updateSession: (record: SessionRecord, from: SessionPhase) => Effect.Effect<void, RepoError>
@@ -24,6 +30,12 @@ export interface SessionRepo {
   /** The template as stored; Conflict when the name is taken. */
   readonly insertTemplate: (template: NewTemplate) => Effect.Effect<TemplateRecord, RepoError>
 }
+
+const LIVE: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating"]
+
+/** Newest first: created, then id, descending (the Store's page order). */
+const newestFirst = (a: SessionRecord, b: SessionRecord) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)
+const isAfter = (s: SessionRecord, key: SessionKey) => s.createdAt.getTime() < key.createdAt.getTime() || (s.createdAt.getTime() === key.createdAt.getTime() && s.id < key.id)
 
 const fromStore = (e: StoreError) => new RepoError({ reason: e.reason._tag === "Conflict" ? "Conflict" : "Unavailable", message: e.message })
 
@@ -34,7 +46,18 @@ const fromStore = (e: StoreError) => new RepoError({ reason: e.reason._tag === "
  */
 export const onStore = (store: StoreShape): SessionRepo => ({
   ensureUser: (id, role) => store.users.upsert({ id, name: id, role }).pipe(Effect.asVoid, Effect.mapError(fromStore)),
-  loadSessions: store.sessions.list().pipe(Effect.mapError(fromStore)),
+  loadSessions: store.sessions.list({ states: LIVE }).pipe(Effect.mapError(fromStore)),
+  countEnded: store.sessions.countByState().pipe(
+    Effect.map((m) => new Map([...m].filter(([state]) => !LIVE.includes(state)))),
+    Effect.mapError(fromStore)
+  ),
+  getSession: (id) =>
+    store.sessions.get(id).pipe(
+      Effect.map((s): SessionRecord | undefined => s),
+      Effect.catchIf((e) => e.reason._tag === "NotFound", () => Effect.succeed(undefined)),
+      Effect.mapError(fromStore)
+    ),
+  pageSessions: (userId, limit, after) => store.sessions.page({ userId }, limit, after).pipe(Effect.mapError(fromStore)),
   insertSession: (r) =>
     store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region, policy: r.policy }).pipe(
       Effect.asVoid,
@@ -79,7 +102,18 @@ export const makeMemoryRepo = (seed: ReadonlyArray<TemplateRecord> = [demoTempla
     sessions,
     history,
     ensureUser: () => Effect.void,
-    loadSessions: Effect.sync(() => [...sessions.values()]),
+    loadSessions: Effect.sync(() => [...sessions.values()].filter((s) => LIVE.includes(s.state))),
+    getSession: (id) => Effect.sync(() => sessions.get(id)),
+    countEnded: Effect.sync(() => {
+      const m = new Map<SessionPhase, number>()
+      for (const s of sessions.values()) if (!LIVE.includes(s.state)) m.set(s.state, (m.get(s.state) ?? 0) + 1)
+      return m
+    }),
+    pageSessions: (userId, limit, after) =>
+      Effect.sync(() => {
+        const all = [...sessions.values()].filter((s) => (userId === undefined || s.userId === userId) && (after === undefined || isAfter(s, after))).sort(newestFirst)
+        return limit === undefined ? all : all.slice(0, limit)
+      }),
     insertSession: (r) =>
       Effect.suspend(() => {
         if (sessions.has(r.id)) return Effect.fail(new RepoError({ reason: "Conflict", message: `session ${r.id} exists` }))

@@ -145,12 +145,23 @@ const auditLog = statements(
   )`
 )
 
+/**
+ * Per-template bounds on the resources a session may request (NULL: the control plane's settings apply), and
+ * the indexes the session list's pages (newest first, all or one user's) are read by.
+ */
+const boundsAndPages = statements(
+  `ALTER TABLE templates ADD COLUMN resource_bounds jsonb`,
+  `CREATE INDEX sessions_newest ON sessions (created_at DESC, id DESC)`,
+  `CREATE INDEX sessions_user_newest ON sessions (user_id, created_at DESC, id DESC)`
+)
+
 export const migrations = Migrator.fromRecord({
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
   "0003_session_lifecycle": sessionLifecycle,
   "0004_agent_enrollment_tokens": enrollmentTokens,
-  "0005_audit_log": auditLog
+  "0005_audit_log": auditLog,
+  "0006_template_bounds_and_session_pages": boundsAndPages
 })
 
 /** Runs the pending migrations; returns the ones it ran as `[id, name]`. */

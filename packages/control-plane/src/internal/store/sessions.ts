@@ -53,6 +53,12 @@ export interface SessionEvent {
   readonly at: Date
 }
 
+/** Where a page of sessions (newest first) ends: the last session's creation time and id. */
+export interface SessionKey {
+  readonly createdAt: Date
+  readonly id: string
+}
+
 export interface SessionFilter {
   readonly userId?: string | undefined
   readonly agentId?: string | undefined
@@ -69,6 +75,11 @@ export interface SessionsTable {
   /** Oldest first. */
   readonly list: (filter?: SessionFilter) => Effect.Effect<ReadonlyArray<SessionRecord>, StoreError>
   /**
+   * Newest first (created_at, then id, both descending): at most `limit` sessions (all when undefined) that
+   * come after `after` in that order (keyset pagination, stable while sessions are added).
+   */
+  readonly page: (filter: SessionFilter, limit: number | undefined, after: SessionKey | undefined) => Effect.Effect<ReadonlyArray<SessionRecord>, StoreError>
+  /**
    * Moves forward only (see above). When it moves, reason/message are set (cleared when absent) and a history
    * row is appended in the same statement; otherwise nothing is written and `changed` is false. NotFound for
    * an unknown id.
@@ -80,6 +91,8 @@ export interface SessionsTable {
   ) => Effect.Effect<Transition<SessionRecord>, StoreError>
   /** The state history, oldest first. NotFound for an unknown id. */
   readonly history: (id: string) => Effect.Effect<ReadonlyArray<SessionEvent>, StoreError>
+  /** Sessions per state (states with none are absent). */
+  readonly countByState: () => Effect.Effect<ReadonlyMap<SessionPhase, number>, StoreError>
   /** Sessions not yet terminated or failed, per agent (agents with none are absent). */
   readonly countActiveByAgent: () => Effect.Effect<ReadonlyMap<string, number>, StoreError>
 }
@@ -135,6 +148,16 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
       Effect.flatMap((rows) => one("session", id, rows, toSession))
     )
 
+  const where = (filter: SessionFilter | undefined, extra: ReadonlyArray<Fragment> = []) => {
+    const clauses: Array<Fragment> = [...extra]
+    if (filter?.userId !== undefined) clauses.push(sql`s.user_id = ${filter.userId}`)
+    if (filter?.agentId !== undefined) clauses.push(sql`s.agent_id = ${filter.agentId}`)
+    if (filter?.states !== undefined) {
+      clauses.push(filter.states.length === 0 ? sql`false` : sql`s.state IN ${sql.in(filter.states)}`)
+    }
+    return clauses.length === 0 ? sql`` : sql`WHERE ${sql.and(clauses)}`
+  }
+
   return {
     insert: Effect.fn("Store.sessions.insert")(function*(s: NewSession) {
       const at = yield* now
@@ -176,14 +199,12 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
       return yield* get(id)
     }),
     list: Effect.fn("Store.sessions.list")(function*(filter?: SessionFilter) {
-      const clauses: Array<Fragment> = []
-      if (filter?.userId !== undefined) clauses.push(sql`s.user_id = ${filter.userId}`)
-      if (filter?.agentId !== undefined) clauses.push(sql`s.agent_id = ${filter.agentId}`)
-      if (filter?.states !== undefined) {
-        clauses.push(filter.states.length === 0 ? sql`false` : sql`s.state IN ${sql.in(filter.states)}`)
-      }
-      const where = clauses.length === 0 ? sql`` : sql`WHERE ${sql.and(clauses)}`
-      return (yield* q("session", "*", sql<Row>`SELECT ${withCommandIds("s")} FROM sessions s ${where} ORDER BY s.created_at, s.id`)).map(toSession)
+      return (yield* q("session", "*", sql<Row>`SELECT ${withCommandIds("s")} FROM sessions s ${where(filter)} ORDER BY s.created_at, s.id`)).map(toSession)
+    }),
+    page: Effect.fn("Store.sessions.page")(function*(filter: SessionFilter, limit: number | undefined, after: SessionKey | undefined) {
+      const before = after === undefined ? [] : [sql`(s.created_at, s.id) < (${after.createdAt}, ${after.id})`]
+      const cap = limit === undefined ? sql`` : sql`LIMIT ${limit}`
+      return (yield* q("session", "*", sql<Row>`SELECT ${withCommandIds("s")} FROM sessions s ${where(filter, before)} ORDER BY s.created_at DESC, s.id DESC ${cap}`)).map(toSession)
     }),
     transition: Effect.fn("Store.sessions.transition")(function*(
       id: string,
@@ -212,6 +233,10 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
       const rows = yield* q("session", id, sql<Row>`SELECT * FROM session_history WHERE session_id = ${id} ORDER BY seq`)
       if (rows.length === 0) yield* get(id) // NotFound, or (impossibly) a session without history
       return rows.map(toSessionEvent)
+    }),
+    countByState: Effect.fn("Store.sessions.countByState")(function*() {
+      const rows = yield* q("session", "*", sql<Row>`SELECT state, count(*)::int AS n FROM sessions GROUP BY state`)
+      return new Map(rows.map((r) => [r.state as SessionPhase, Number(r.n)]))
     }),
     countActiveByAgent: Effect.fn("Store.sessions.countActiveByAgent")(function*() {
       const rows = yield* q(

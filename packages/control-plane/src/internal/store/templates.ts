@@ -19,6 +19,8 @@ export interface TemplateRecord {
   readonly maxLifetime?: string | undefined
   readonly idleAction?: "hibernate" | "delete" | undefined
   readonly warnBefore?: string | undefined
+  /** Bounds on what a session made from it may request; what is left out takes the control plane's SESSION_MIN_/MAX_ settings. */
+  readonly resourceBounds?: TemplateResourceBounds | undefined
   readonly createdAt: Date
   readonly updatedAt: Date
 }
@@ -37,6 +39,13 @@ export interface NewTemplate {
   readonly maxLifetime?: string | undefined
   readonly idleAction?: "hibernate" | "delete" | undefined
   readonly warnBefore?: string | undefined
+  readonly resourceBounds?: TemplateResourceBounds | undefined
+}
+
+/** Per-resource minimum and maximum a session may request (Kubernetes quantities). */
+export interface TemplateResourceBounds {
+  readonly min?: { readonly cpu?: string; readonly memory?: string }
+  readonly max?: { readonly cpu?: string; readonly memory?: string }
 }
 
 /** The requests a template gets when it names none (the demo template's, which the migration seeds). */
@@ -63,6 +72,7 @@ export const templateRecord = (t: NewTemplate, at: Date): TemplateRecord => ({
   ...(t.maxLifetime !== undefined ? { maxLifetime: t.maxLifetime } : {}),
   ...(t.idleAction !== undefined ? { idleAction: t.idleAction } : {}),
   ...(t.warnBefore !== undefined ? { warnBefore: t.warnBefore } : {}),
+  ...(t.resourceBounds === undefined ? {} : { resourceBounds: t.resourceBounds }),
   createdAt: at,
   updatedAt: at
 })
@@ -80,6 +90,7 @@ export const toTemplate = (r: Row): TemplateRecord => ({
   ...(r.max_lifetime != null ? { maxLifetime: r.max_lifetime as string } : {}),
   ...(r.idle_action != null ? { idleAction: r.idle_action as "hibernate" | "delete" } : {}),
   ...(r.warn_before != null ? { warnBefore: r.warn_before as string } : {}),
+  ...(r.resource_bounds == null ? {} : { resourceBounds: r.resource_bounds as TemplateResourceBounds }),
   createdAt: date(r.created_at),
   updatedAt: date(r.updated_at)
 })
@@ -105,6 +116,7 @@ export const makeTemplates = ({ json, now, one, q, sql }: Db): TemplatesTable =>
           max_lifetime: t.maxLifetime ?? null,
           idle_action: t.idleAction ?? null,
           warn_before: t.warnBefore ?? null,
+          resource_bounds: t.resourceBounds === undefined ? null : json(t.resourceBounds),
           created_at: t.createdAt,
           updated_at: t.updatedAt
         })

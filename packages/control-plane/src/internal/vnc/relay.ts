@@ -25,6 +25,8 @@ export const ViewerClose = {
   notFound: 4404,
   /** The session exists but is not running. */
   notRunning: 4409,
+  /** A per-user viewer limit (MAX_VIEWERS_PER_SESSION, MAX_VIEWERS_PER_USER) is reached; the reason names it. */
+  tooManyViewers: 4429,
   /** The agent closed the tunnel (pod gone, idle timeout, agent shutdown...). */
   tunnelClosed: 4410,
   /** The agent could not open the tunnel, or broke the flow-control contract. */
