@@ -118,7 +118,7 @@ describe("OpenTelemetry", () => {
       yield* Effect.acquireRelease(Effect.promise(() => new Promise<void>((r) => collector.listen(0, "127.0.0.1", r))), () => Effect.sync(() => collector.close()))
       const endpoint = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`
       yield* Effect.scoped(Effect.gen(function*() {
-        const ctx = yield* Layer.build(withEnv({ DEV_MODE: "true", PORT: "0", HOST: "127.0.0.1", DATABASE_IN_MEMORY: "true", LOG_LEVEL: "warn", OTEL_EXPORTER_OTLP_ENDPOINT: endpoint }))
+        const ctx = yield* Layer.build(withEnv({ DEV_MODE: "true", PORT: "0", HOST: "127.0.0.1", DATABASE_IN_MEMORY: "true", LOG_LEVEL: "warn", OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" }))
         const cp = Context.get(ctx, ControlPlane)
         const r = yield* Effect.promise(() => fetch(`${cp.url}/api/v1/templates`, { headers: { authorization: `Bearer ${cp.devToken}` } }))
         assert.strictEqual(r.status, 200)
