@@ -41,7 +41,9 @@ export const publishedManifest = (manifest: Manifest): Manifest => {
 
 /** Builds one package's library (tsc -p tsconfig.build.json, into dist/). */
 export const buildPackage = (dir: string): void => {
-  rmSync(path.join(dir, "dist"), { recursive: true, force: true })
+  // Stale outputs of a removed source go first; anything else in dist/ stays (the agent's image bundle,
+  // dist/main.mjs, which another test may be running).
+  if (existsSync(path.join(dir, "dist"))) for (const f of walk(path.join(dir, "dist"))) if (/\.(js|d\.ts)$/.test(f)) rmSync(f)
   execFileSync(path.join(repoRoot, "node_modules/.bin/tsc"), ["-p", "tsconfig.build.json"], { cwd: dir, stdio: "pipe" })
 }
 
