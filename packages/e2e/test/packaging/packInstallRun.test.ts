@@ -6,7 +6,8 @@
 // the published .d.ts (examples/harness/types.ts: no `any` out of the entry points, Effect types intact).
 import { packPublic, PUBLIC_PACKAGES, repoRoot } from "@streamspace/testbed"
 import { execFile } from "node:child_process"
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { promisify } from "node:util"
@@ -23,9 +24,9 @@ const tempDir = (prefix: string) => {
   temp.push(d)
   return d
 }
-afterAll(() => {
-  for (const d of temp) rmSync(d, { recursive: true, force: true })
-})
+afterAll(async () => {
+  await Promise.all(temp.map((d) => rm(d, { recursive: true, force: true })))
+}, 300_000) // a fresh node_modules is thousands of files on a loaded machine
 
 const filesUnder = (dir: string): Array<string> =>
   readdirSync(dir).flatMap((f) => {
