@@ -19,6 +19,7 @@ export default defineConfig({
       project("protocol"),
       project("kube-testserver"),
       project("vnc-testserver"),
+      project("testkit"),
       project("agent"),
       project("control-plane"),
       project("testbed"),

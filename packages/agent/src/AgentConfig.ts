@@ -9,9 +9,11 @@ import {
   LogLevelString,
   PortString,
   Quantity,
+  readTelemetrySettings,
   secretSetting,
   setting,
-  SettingError
+  SettingError,
+  type TelemetrySettings
 } from "@streamspace/protocol"
 import { ConfigProvider, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { SERVICE_ACCOUNT_DIR } from "./internal/kubeAuth.ts"
@@ -95,6 +97,8 @@ export interface AgentConfigShape {
   /** OTLP/HTTP collector base URL; spans are exported only when set. */
   readonly otelEndpoint: string | undefined
   readonly otelServiceName: string
+  /** Every OTEL_* variable (endpoints, headers, protocol, resource, sampler, OTEL_SDK_DISABLED). */
+  readonly telemetry: TelemetrySettings
 }
 
 const blankToUndefined = (s: string): string | undefined => (s.trim() === "" ? undefined : s)
@@ -180,7 +184,8 @@ export const readAgentConfig: Effect.Effect<AgentConfigShape, SettingError> = Ef
       default: "",
       expected: "an OTLP/HTTP collector URL such as http://otel-collector:4318"
     })),
-    otelServiceName: yield* text("OTEL_SERVICE_NAME", "streamspace-agent")
+    otelServiceName: yield* text("OTEL_SERVICE_NAME", "streamspace-agent"),
+    telemetry: yield* readTelemetrySettings("streamspace-agent")
   }
   if (Duration.isGreaterThan(config.reconnectDelay, config.maxReconnectDelay)) {
     return yield* new SettingError({

@@ -11,9 +11,11 @@ import {
   parseQuantity,
   PortString,
   Quantity,
+  readTelemetrySettings,
   secretSetting,
   setting,
-  SettingError
+  SettingError,
+  type TelemetrySettings
 } from "@streamspace/protocol"
 import { ConfigProvider, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { type DatabaseSettings, readDatabaseSettings } from "./Database.ts"
@@ -70,6 +72,8 @@ export interface ControlPlaneConfigShape {
   /** OTLP/HTTP base URL (e.g. http://collector:4318); traces, metrics and logs go there when set. */
   readonly otelEndpoint: string | undefined
   readonly otelServiceName: string
+  /** Every OTEL_* variable (endpoints, headers, protocol, resource, sampler, OTEL_SDK_DISABLED). */
+  readonly telemetry: TelemetrySettings
   /** Time a client has to send its request headers (slow-header clients are cut off). */
   readonly httpHeadersTimeout: Duration.Duration
   /** Time a client has to send a whole request, body included (not WebSockets once upgraded). */
@@ -182,6 +186,7 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     maxBodyBytes: yield* setting("MAX_BODY_BYTES", IntString(1024, 64 * 1024 * 1024), { default: String(1024 * 1024), expected: "bytes from 1024 to 67108864" }),
     otelEndpoint: yield* url("OTEL_EXPORTER_OTLP_ENDPOINT"),
     otelServiceName: yield* text("OTEL_SERVICE_NAME", "streamspace-control-plane"),
+    telemetry: yield* readTelemetrySettings("streamspace-control-plane"),
     httpHeadersTimeout: yield* duration("HTTP_HEADERS_TIMEOUT", "10s"),
     httpRequestTimeout: yield* duration("HTTP_REQUEST_TIMEOUT", "30s"),
     maxConnectionsPerAddress: yield* setting("MAX_CONNECTIONS_PER_ADDRESS", IntString(0, 1_000_000), {

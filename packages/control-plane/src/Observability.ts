@@ -2,10 +2,11 @@
 // LOG_LEVEL), the Prometheus /metrics route, and OTLP export of traces, metrics and logs when
 // OTEL_EXPORTER_OTLP_ENDPOINT is set. Gauges that describe current state (agents by status, sessions by state)
 // are recomputed on each scrape from their owners instead of being kept in step by hand.
-import { throttledLineLogger } from "@streamspace/protocol"
+import { otlpLayer as otlpLayer_, throttledLineLogger } from "@streamspace/protocol"
 import { Effect, Layer, Logger, Metric, References } from "effect"
-import { FetchHttpClient, HttpServerResponse } from "effect/http"
-import { Otlp, PrometheusMetrics } from "effect/observability"
+import { HttpServerResponse } from "effect/http"
+import { PrometheusMetrics } from "effect/observability"
+import pkg from "../package.json" with { type: "json" }
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 
 const P = "streamspace_control_plane_"
@@ -78,15 +79,16 @@ export const loggerLayer = Layer.unwrap(Effect.gen(function*() {
   )
 }))
 
-/** OTLP/HTTP export of traces, metrics and logs when OTEL_EXPORTER_OTLP_ENDPOINT is set; nothing otherwise. */
+/**
+ * OTLP/HTTP export of traces, metrics and logs per the standard OTEL_* variables (endpoints, headers, protocol,
+ * resource attributes, sampler, OTEL_SDK_DISABLED; @streamspace/protocol Telemetry.ts); nothing without an endpoint.
+ */
 export const otlpLayer = Layer.unwrap(Effect.gen(function*() {
   const config = yield* ControlPlaneConfig
-  if (config.otelEndpoint === undefined) return Layer.empty
-  return Otlp.layerJson({
-    baseUrl: config.otelEndpoint.replace(/\/+$/, ""),
-    resource: { serviceName: config.otelServiceName },
+  return otlpLayer_(config.telemetry, { serviceName: config.telemetry.serviceName, serviceVersion: pkg.version }, {
+    signals: ["traces", "metrics", "logs"],
     loggerMergeWithExisting: true
-  }).pipe(Layer.provide(FetchHttpClient.layer))
+  })
 }))
 
 /** Everything above that a deployment wants: logs, and OTLP when configured. */

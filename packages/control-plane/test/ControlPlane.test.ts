@@ -142,7 +142,7 @@ describe("OpenTelemetry", () => {
       yield* Effect.acquireRelease(Effect.promise(() => new Promise<void>((r) => collector.listen(0, "127.0.0.1", r))), () => Effect.sync(() => collector.close()))
       const endpoint = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`
       yield* Effect.scoped(Effect.gen(function*() {
-        const ctx = yield* Layer.build(withEnv({ DEV_MODE: "true", PORT: "0", HOST: "127.0.0.1", DATABASE_IN_MEMORY: "true", LOG_LEVEL: "warn", OTEL_EXPORTER_OTLP_ENDPOINT: endpoint }))
+        const ctx = yield* Layer.build(withEnv({ DEV_MODE: "true", PORT: "0", HOST: "127.0.0.1", DATABASE_IN_MEMORY: "true", LOG_LEVEL: "warn", OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" }))
         const cp = Context.get(ctx, ControlPlane)
         const r = yield* Effect.promise(() => fetch(`${cp.url}/api/v1/templates`, { headers: { authorization: `Bearer ${cp.devToken}` } }))
         assert.strictEqual(r.status, 200)
@@ -150,6 +150,44 @@ describe("OpenTelemetry", () => {
       // Closing the layer flushed the exporter.
       yield* Effect.promise(() => waitForPromise("spans at the collector", () => spans.includes("Api.listTemplates")))
       assert.include(spans, "Auth.authenticate")
+    }), { timeout: 120_000 })
+
+  it.live("an API request's traceparent is continued (its spans join the caller's trace); OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES go with them", () =>
+    Effect.gen(function*() {
+      const received: Array<{ headers: Record<string, unknown>; body: any }> = []
+      const collector = createServer((req, res) => {
+        let body = ""
+        req.on("data", (c) => (body += c))
+        req.on("end", () => {
+          if (req.url === "/v1/traces") received.push({ headers: req.headers, body: JSON.parse(body) })
+          res.writeHead(200, { "content-type": "application/json" }).end("{}")
+        })
+      })
+      yield* Effect.acquireRelease(Effect.promise(() => new Promise<void>((r) => collector.listen(0, "127.0.0.1", r))), () => Effect.sync(() => collector.close()))
+      const endpoint = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`
+      const traceId = "5bf92f3577b34da6a3ce929d0e0e4737"
+      const callerSpan = "10f067aa0ba902b8"
+      yield* Effect.scoped(Effect.gen(function*() {
+        const ctx = yield* Layer.build(withEnv({
+          DEV_MODE: "true", PORT: "0", HOST: "127.0.0.1", DATABASE_IN_MEMORY: "true", LOG_LEVEL: "warn",
+          OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+          OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=k-1", OTEL_RESOURCE_ATTRIBUTES: "deployment.environment=test"
+        }))
+        const cp = Context.get(ctx, ControlPlane)
+        const r = yield* Effect.promise(() =>
+          fetch(`${cp.url}/api/v1/templates`, { headers: { authorization: `Bearer ${cp.devToken}`, traceparent: `00-${traceId}-${callerSpan}-01` } })
+        )
+        assert.strictEqual(r.status, 200)
+      }))
+      yield* Effect.promise(() => waitForPromise("spans at the collector", () => received.length > 0))
+      const spans = received.flatMap((r) => r.body.resourceSpans.flatMap((rs: any) => rs.scopeSpans.flatMap((ss: any) => ss.spans)))
+      const server = spans.find((s: any) => s.traceId === traceId && s.parentSpanId === callerSpan)
+      assert.isDefined(server, `a span whose parent is the caller's; got ${JSON.stringify(spans.map((s: any) => [s.name, s.traceId, s.parentSpanId]))}`)
+      assert.isTrue(spans.some((s: any) => s.name === "Api.listTemplates" && s.traceId === traceId))
+      assert.strictEqual(received[0]!.headers["x-api-key"], "k-1")
+      const attrs = received[0]!.body.resourceSpans[0].resource.attributes
+      assert.deepInclude(attrs, { key: "deployment.environment", value: { stringValue: "test" } })
+      assert.deepInclude(attrs, { key: "service.name", value: { stringValue: "streamspace-control-plane" } })
     }), { timeout: 120_000 })
 })
 

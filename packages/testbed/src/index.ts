@@ -7,3 +7,4 @@ export { freePort, type Proc, startProcess, waitReady } from "./internal/process
 export * from "./images.ts"
 export { type JaegerOptions, type JaegerSpan, type JaegerTrace, type RunningJaeger, startJaeger } from "./Jaeger.ts"
 export { type Backend, type RunningBalancer, startBalancer } from "./Balancer.ts"
+export { buildPackage, type PackedPackage, packPublic, PUBLIC_PACKAGES, publishedManifest, undeclaredImports } from "./pack-public.ts"

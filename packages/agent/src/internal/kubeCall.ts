@@ -43,6 +43,8 @@ export const makeCall = (options: CallOptions, health: ApiHealth, toError: (what
       }),
       Effect.tapError((e) => health.recordFailure(verb, resource, e)),
       Effect.tap(() => health.recordSuccess),
+      // One client span per attempt, inside the command's trace (retries show as siblings).
+      Effect.withSpan(`Kubernetes.${verb} ${resource}`, { kind: "client", attributes: { "k8s.verb": verb, "k8s.resource": resource } }),
       Effect.retry({ schedule: retrySchedule, times: options.retryTimes, while: (e) => RETRYABLE.has(e.reason) })
     )
 }

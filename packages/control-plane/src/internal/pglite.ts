@@ -144,7 +144,7 @@ export interface PgliteThread {
  */
 export const startPgliteThread = (dataDir: string | undefined, socketPath: string): Promise<PgliteThread> =>
   new Promise((resolve, reject) => {
-    const worker = new Worker(new URL("./pgliteWorker.ts", import.meta.url), { workerData: { dataDir, socketPath } })
+    const worker = new Worker(new URL(import.meta.url.endsWith(".ts") ? "./pgliteWorker.ts" : "./pgliteWorker.js", import.meta.url), { workerData: { dataDir, socketPath } })
     let started = false
     let onClosed: ((errors: ReadonlyArray<string>) => void) | undefined
     const fail = (e: Error) => {
