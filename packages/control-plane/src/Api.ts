@@ -10,7 +10,7 @@ import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
-import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionJson, templateJson } from "./internal/api.ts"
+import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionEventJson, sessionJson, templateJson } from "./internal/api.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
 import { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
@@ -163,6 +163,11 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const u = yield* user
     const { id } = yield* path(IdPath)
     return json(sessionJson(yield* sessions.get(u, id)))
+  })))
+  yield* router.add("GET", `${p}/sessions/:id/history`, answer("Api.sessionHistory", Effect.gen(function*() {
+    const u = yield* user
+    const { id } = yield* path(IdPath)
+    return json({ session_id: id, history: (yield* sessions.history(u, id)).map(sessionEventJson) })
   })))
   yield* router.add("DELETE", `${p}/sessions/:id`, answer("Api.deleteSession", Effect.gen(function*() {
     const u = yield* user

@@ -14,15 +14,15 @@ import { randomBytes } from "node:crypto"
 import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
-import { applyStatus, type Book, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve } from "./internal/sessions/book.ts"
+import { applyStatus, type Book, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve, userActor } from "./internal/sessions/book.ts"
 import { follow, followOpenCommands, reconcile } from "./internal/sessions/lifecycle.ts"
 import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./internal/sessions/repo.ts"
 import { place } from "./Placement.ts"
-import { type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
+import { type SessionEvent, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
 
 export { SESSION_STATES, SessionsError } from "./internal/sessions/book.ts"
 export { makeMemoryRepo, type MemoryRepo, RepoError, type SessionRepo } from "./internal/sessions/repo.ts"
-export type { SessionRecord, TemplateRecord } from "./Store.ts"
+export type { Actor, SessionEvent, SessionRecord, TemplateRecord } from "./Store.ts"
 
 const Name = (what: string, max: number) =>
   Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: `${what} must not be empty` }), Schema.isMaxLength(max, { message: `${what} must be at most ${max} characters` })))
@@ -56,6 +56,8 @@ export interface SessionsShape {
   /** NotFound also when the session belongs to someone else (no existence leak). */
   readonly get: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
   readonly remove: (user: User, id: string) => Effect.Effect<SessionRecord, SessionsError>
+  /** The session's state changes, oldest first, with reasons and who made them (same visibility as `get`). */
+  readonly history: (user: User, id: string) => Effect.Effect<ReadonlyArray<SessionEvent>, SessionsError>
   readonly listTemplates: Effect.Effect<ReadonlyArray<TemplateRecord>, SessionsError>
   readonly getTemplate: (name: string) => Effect.Effect<TemplateRecord, SessionsError>
   readonly createTemplate: (request: CreateTemplateRequest) => Effect.Effect<TemplateRecord, SessionsError>
@@ -144,7 +146,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
       reserve(book, record)
       return record
     }))
-    yield* repo.insertSession(record).pipe(
+    yield* repo.insertSession(record, userActor(user.id)).pipe(
       Effect.mapError(fromRepo),
       Effect.onExit((exit) => Effect.sync(() => (exit._tag === "Success" ? put(book, record) : unreserve(book, record))))
     )
@@ -157,7 +159,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
         )
       )
     )
-    const creating = yield* transition(book, record.id, "creating", {}, { createCommandId: command.id })
+    const creating = yield* transition(book, record.id, "creating", { actor: userActor(user.id) }, { createCommandId: command.id })
     yield* follow(book, record, command)
     return creating ?? record
   })
@@ -179,11 +181,16 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
         Effect.mapError((e) => new SessionsError({ reason: "Store", message: `could not dispatch delete_session: ${e.message}` }))
       )
       // A failed session stays failed (final); its delete still removes what is left on the agent.
-      const next = yield* transition(book, s.id, s.state === "failed" ? "failed" : "terminating", {}, { deleteCommandId: command.id })
+      const next = yield* transition(book, s.id, s.state === "failed" ? "failed" : "terminating", { actor: userActor(user.id) }, { deleteCommandId: command.id })
       return { command, next }
     }).pipe(Effect.ensuring(Effect.sync(() => book.deleting.delete(s.id))))
     yield* follow(book, s, command)
     return next ?? s
+  })
+
+  const history = Effect.fn("Sessions.history")(function*(user: User, id: string) {
+    const s = yield* get(user, id)
+    return yield* repo.loadHistory(s.id).pipe(Effect.mapError(fromRepo))
   })
 
   const list = Effect.fn("Sessions.list")(function*(user: User) {
@@ -227,6 +234,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     list,
     get,
     remove,
+    history,
     listTemplates: repo.listTemplates.pipe(Effect.mapError(fromRepo), Effect.withSpan("Sessions.listTemplates")),
     getTemplate,
     createTemplate,

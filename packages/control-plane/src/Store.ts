@@ -24,7 +24,7 @@ export type { AgentBeat, AgentRecord, AgentRegistration, EnrollmentState } from 
 export type { CommandRecord, NewCommand } from "./internal/store/commands.ts"
 export type { Transition } from "./internal/store/db.ts"
 export { Conflict, DatabaseFailure, type Entity, NotFound, StoreError } from "./internal/store/error.ts"
-export type { NewSession, SessionEvent, SessionFilter, SessionRecord } from "./internal/store/sessions.ts"
+export type { Actor, NewSession, SessionEvent, SessionFilter, SessionRecord, TransitionDetail } from "./internal/store/sessions.ts"
 export { DEFAULT_RESOURCES, type NewTemplate, type TemplateRecord, templateRecord } from "./internal/store/templates.ts"
 export type { NewUser, UserRecord } from "./internal/store/users.ts"
 

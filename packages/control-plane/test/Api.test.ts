@@ -224,6 +224,17 @@ describe("API sessions", () => {
       const del = yield* t.call("DELETE", `/api/v1/sessions/${s.id}`, { token: t.tokens.ann })
       assert.strictEqual(del.status, 202)
       assert.strictEqual(del.json.state, "terminating")
+      const history = yield* t.call("GET", `/api/v1/sessions/${s.id}/history`, { token: t.tokens.ann })
+      assert.strictEqual(history.status, 200)
+      assert.strictEqual(history.json.session_id, s.id)
+      assert.deepStrictEqual(history.json.history.map((e: any) => [e.state, e.by, e.reason]), [
+        ["pending", { kind: "user", id: "ann" }, null],
+        ["creating", { kind: "user", id: "ann" }, null],
+        ["terminating", { kind: "user", id: "ann" }, null]
+      ])
+      assert.match(history.json.history[0].at, /^\d{4}-\d\d-\d\dT/)
+      assert.strictEqual((yield* t.call("GET", `/api/v1/sessions/${s.id}/history`, { token: t.tokens.admin })).status, 200)
+      assert.deepStrictEqual(errorOf(yield* t.call("GET", `/api/v1/sessions/${s.id}/history`, { token: t.tokens.bob })).status, 404)
       const list = yield* t.call("GET", "/api/v1/sessions", { token: t.tokens.ann })
       assert.deepStrictEqual(list.json.sessions.map((x: any) => x.id), [s.id])
     }))

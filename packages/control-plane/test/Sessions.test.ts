@@ -230,7 +230,7 @@ describe("Sessions", () => {
       let refuse = true
       const flaky: MemoryRepo = {
         ...repo,
-        insertSession: (r) => refuse ? Effect.fail(new RepoError({ reason: "Unavailable", message: "database is down" })) : repo.insertSession(r)
+        insertSession: (r, actor) => refuse ? Effect.fail(new RepoError({ reason: "Unavailable", message: "database is down" })) : repo.insertSession(r, actor)
       }
       const sessions = Context.get(
         yield* Layer.build(Sessions.layerMemory(flaky).pipe(Layer.provide(Layer.merge(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher))))),
@@ -339,6 +339,33 @@ describe("Sessions", () => {
       yield* env.dispatcher.complete(del.record.id, { action: "delete_session", session_id: s.id })
       yield* waitState(env, s.id, "terminated")
       assert.deepStrictEqual(env.repo.history.get(s.id), [["pending", "creating"], ["creating", "running"], ["running", "terminating"], ["terminating", "terminated"]])
+    }))
+
+  it.effect("history: each state change with its reason and who made it (user, agent, control plane); owner and admins only", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      const s = yield* env.sessions.create(ann, { template: demo })
+      yield* env.hub.sessionStatus("a", status(s.id, "running"))
+      yield* waitState(env, s.id, "running")
+      yield* env.sessions.remove(root, s.id)
+      yield* env.dispatcher.complete(env.dispatcher.commands[1]!.record.id, { action: "delete_session", session_id: s.id as SessionId })
+      yield* waitState(env, s.id, "terminated")
+      const h = yield* env.sessions.history(ann, s.id)
+      assert.deepStrictEqual(h.map((e) => [e.state, e.actor, e.reason]), [
+        ["pending", "user:ann", undefined],
+        ["creating", "user:ann", undefined],
+        ["running", "agent:a", undefined],
+        ["terminating", "user:root", undefined],
+        ["terminated", "agent:a", "deleted"]
+      ])
+      assert.strictEqual((yield* env.sessions.history(root, s.id)).length, 5)
+      assert.strictEqual((yield* Effect.flip(env.sessions.history(bob, s.id))).reason, "NotFound")
+      // A create whose command times out failed on the control plane's word, not the agent's.
+      const t = yield* env.sessions.create(bob, { template: demo })
+      yield* env.dispatcher.fail(env.dispatcher.commands[2]!.record.id, { code: "timeout", message: "no outcome by the deadline", retryable: true })
+      yield* waitState(env, t.id, "failed")
+      assert.deepStrictEqual((yield* env.sessions.history(bob, t.id)).map((e) => [e.state, e.actor, e.reason]).at(-1), ["failed", "system", "timeout"])
     }))
 
   it.effect("delete: the agent's report of the deleted pod, overtaking the dispatch, still ends the session as deleted", () =>
@@ -471,7 +498,8 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
       yield* t.dispatcher.complete(t.dispatcher.commands[0]!.record.id, { action: "create_session", session: status(s.id, "running") })
       yield* waitFor("running in the store", Effect.map(t.store.sessions.get(s.id), (x) => x.state === "running"))
       const history = yield* t.store.sessions.history(s.id)
-      assert.deepStrictEqual(history.map((h) => h.state), ["pending", "creating", "running"])
+      assert.deepStrictEqual(history.map((h) => [h.state, h.actor]), [["pending", "user:root"], ["creating", "user:root"], ["running", "agent:store-a"]])
+      assert.deepStrictEqual((yield* sessions.history(root, s.id)).map((h) => h.state), ["pending", "creating", "running"])
       assert.strictEqual((yield* t.store.users.get("root")).role, "admin")
       const tpl = yield* sessions.createTemplate({ name: "firefox" as TemplateName, image: "example/firefox:1" })
       assert.strictEqual((yield* sessions.getTemplate("firefox")).image, tpl.image)

@@ -76,7 +76,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.strictEqual(templates.filter((t) => t.name === "demo").length, 1)
       const sql = yield* SqlClient
       const recorded = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
-      assert.strictEqual(recorded[0]!.n, 2)
+      assert.strictEqual(recorded[0]!.n, 3)
     }))
 
   it.effect("seeds the demo template", () =>

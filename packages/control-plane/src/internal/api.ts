@@ -5,7 +5,7 @@ import { formatSchemaError } from "@streamspace/protocol"
 import { ByteSize, Effect, Schema } from "effect"
 import { HttpIncomingMessage, HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { AgentView } from "../AgentHub.ts"
-import type { CommandRecord, SessionRecord, TemplateRecord } from "../Store.ts"
+import type { CommandRecord, SessionEvent, SessionRecord, TemplateRecord } from "../Store.ts"
 import { errorResponse } from "./httpError.ts"
 
 export { errorResponse } from "./httpError.ts"
@@ -125,6 +125,18 @@ export const sessionJson = (s: SessionRecord) => ({
   created_at: s.createdAt.toISOString(),
   updated_at: s.updatedAt.toISOString()
 })
+
+/** `by`: who made the change, `{ kind: "user" | "agent" | "system", id }` (null for rows from before it was recorded). */
+export const sessionEventJson = (e: SessionEvent) => {
+  const colon = e.actor?.indexOf(":") ?? -1
+  return {
+    state: e.state,
+    reason: e.reason ?? null,
+    message: e.message ?? null,
+    by: e.actor === undefined ? null : colon === -1 ? { kind: e.actor, id: null } : { kind: e.actor.slice(0, colon), id: e.actor.slice(colon + 1) },
+    at: e.at.toISOString()
+  }
+}
 
 export const templateJson = (t: TemplateRecord) => ({
   name: t.name,

@@ -10,7 +10,7 @@ import type { AgentId, SessionId, SessionPhase, SessionStatus, TemplateName, Use
 import { Clock, Effect, FiberSet, Metric, Schema, Semaphore } from "effect"
 import type { CommandDispatcherShape } from "../../CommandDispatcher.ts"
 import { sessionTransitionsTotal } from "../../Observability.ts"
-import type { SessionRecord, TemplateRecord } from "../../Store.ts"
+import type { Actor, SessionRecord, TemplateRecord, TransitionDetail } from "../../Store.ts"
 import { makeKeyedLock } from "../keyedLock.ts"
 import type { RepoError, SessionRepo } from "./repo.ts"
 import { makeUsageCounters } from "./usage.ts"
@@ -47,6 +47,9 @@ export const allowed = (from: SessionPhase, to: SessionPhase): boolean => {
       return false
   }
 }
+
+export const agentActor = (agentId: AgentId): Actor => `agent:${agentId}`
+export const userActor = (userId: UserId): Actor => `user:${userId}`
 
 /** Where an agent's report moves a session (the agent's own pending/creating both mean "being created"). */
 const targetOf = (phase: SessionPhase): SessionPhase => (phase === "pending" ? "creating" : phase)
@@ -103,7 +106,8 @@ export const transition = Effect.fnUntraced(function*(
   book: Book,
   id: SessionId,
   to: SessionPhase,
-  detail: { readonly reason?: string | undefined; readonly message?: string | undefined } = {},
+  /** Reason and message of the new state, and who made the change (the control plane itself unless said). */
+  detail: TransitionDetail = {},
   patch: Partial<Pick<SessionRecord, "createCommandId" | "deleteCommandId">> = {}
 ) {
   const current = book.sessions.get(id)
@@ -127,7 +131,7 @@ export const transition = Effect.fnUntraced(function*(
     message: same ? detail.message ?? current.message : detail.message,
     updatedAt: new Date(yield* Clock.currentTimeMillis)
   }
-  yield* book.repo.updateSession(next, current.state).pipe(Effect.mapError(fromRepo))
+  yield* book.repo.updateSession(next, current.state, detail.actor ?? "system").pipe(Effect.mapError(fromRepo))
   put(book, next)
   if (!same) {
     yield* Metric.update(Metric.withAttributes(sessionTransitionsTotal, { state: to }), 1)
@@ -152,6 +156,6 @@ export const applyStatus = Effect.fnUntraced(function*(book: Book, agentId: Agen
   const to = targetOf(status.phase)
   // Whichever comes first, the delete's outcome or the agent's report, a deletion ends as `deleted`.
   const reason = (s.state === "terminating" || book.deleting.has(s.id)) && to === "terminated" ? "deleted" : status.reason
-  const next = yield* transition(book, s.id, to, { reason, message: status.message })
+  const next = yield* transition(book, s.id, to, { reason, message: status.message, actor: agentActor(agentId) })
   if (next !== undefined && ended(next.state)) book.observed.delete(s.id)
 })

@@ -1,10 +1,19 @@
 // Where Sessions keeps its records: the Store (`onStore`), or memory (`makeMemoryRepo`: tests and throwaway
 // demos). Records are the Store's own types; Sessions owns every rule about them and keeps them in memory, so
 // the repository only writes through and loads them at start.
-import type { SessionPhase, TemplateName, UserId } from "@streamspace/protocol"
+import type { SessionId, SessionPhase, TemplateName, UserId } from "@streamspace/protocol"
 import { Clock, Effect, Schema } from "effect"
 import type { Role } from "../../Auth.ts"
-import { type NewTemplate, type SessionRecord, type StoreError, type StoreShape, type TemplateRecord, templateRecord } from "../../Store.ts"
+import {
+  type Actor,
+  type NewTemplate,
+  type SessionEvent,
+  type SessionRecord,
+  type StoreError,
+  type StoreShape,
+  type TemplateRecord,
+  templateRecord
+} from "../../Store.ts"
 
 export class RepoError extends Schema.TaggedError<RepoError>()("RepoError", {
   reason: Schema.Literals(["Conflict", "Unavailable"]),
@@ -16,9 +25,12 @@ export interface SessionRepo {
   readonly ensureUser: (id: UserId, role: Role) => Effect.Effect<void, RepoError>
   /** Every session record, for the in-memory view at start. */
   readonly loadSessions: Effect.Effect<ReadonlyArray<SessionRecord>, RepoError>
-  readonly insertSession: (record: SessionRecord) => Effect.Effect<void, RepoError>
-  /** Writes a state change; `from` is the state it had, for the state history. */
-  readonly updateSession: (record: SessionRecord, from: SessionPhase) => Effect.Effect<void, RepoError>
+  /** Writes a new record (state `pending`) and its first history row, made by `actor`. */
+  readonly insertSession: (record: SessionRecord, actor: Actor) => Effect.Effect<void, RepoError>
+  /** Writes a state change; `from` is the state it had, for the state history, which records `actor`. */
+  readonly updateSession: (record: SessionRecord, from: SessionPhase, actor: Actor) => Effect.Effect<void, RepoError>
+  /** The state history of a session, oldest first (empty for an unknown id). */
+  readonly loadHistory: (id: SessionId) => Effect.Effect<ReadonlyArray<SessionEvent>, RepoError>
   readonly listTemplates: Effect.Effect<ReadonlyArray<TemplateRecord>, RepoError>
   readonly getTemplate: (name: TemplateName) => Effect.Effect<TemplateRecord | undefined, RepoError>
   /** The template as stored; Conflict when the name is taken. */
@@ -35,15 +47,15 @@ const fromStore = (e: StoreError) => new RepoError({ reason: e.reason._tag === "
 export const onStore = (store: StoreShape): SessionRepo => ({
   ensureUser: (id, role) => store.users.upsert({ id, name: id, role }).pipe(Effect.asVoid, Effect.mapError(fromStore)),
   loadSessions: store.sessions.list().pipe(Effect.mapError(fromStore)),
-  insertSession: (r) =>
-    store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region }).pipe(
+  insertSession: (r, actor) =>
+    store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region }, actor).pipe(
       Effect.asVoid,
       Effect.mapError(fromStore)
     ),
-  updateSession: (r, from) =>
+  updateSession: (r, from, actor) =>
     r.state === from || r.state === "pending"
       ? Effect.void
-      : store.sessions.transition(r.id, r.state, { reason: r.reason, message: r.message }).pipe(
+      : store.sessions.transition(r.id, r.state, { reason: r.reason, message: r.message, actor }).pipe(
         Effect.mapError(fromStore),
         Effect.flatMap((t) =>
           t.changed
@@ -51,6 +63,11 @@ export const onStore = (store: StoreShape): SessionRepo => ({
             : Effect.fail(new RepoError({ reason: "Conflict", message: `session ${r.id} is ${t.row.state} in the store; cannot move it to ${r.state}` }))
         )
       ),
+  loadHistory: (id) =>
+    store.sessions.history(id).pipe(
+      Effect.catchIf((e) => e.reason._tag === "NotFound", () => Effect.succeed([])),
+      Effect.mapError(fromStore)
+    ),
   listTemplates: store.templates.list().pipe(Effect.mapError(fromStore)),
   getTemplate: (name) =>
     store.templates.get(name).pipe(
@@ -66,8 +83,10 @@ export const demoTemplate = (at: Date): TemplateRecord =>
   templateRecord({ name: "demo" as TemplateName, displayName: "Demo desktop", image: "streamspace/demo-desktop:latest", vncPort: 5900 }, at)
 
 export interface MemoryRepo extends SessionRepo {
-  /** State history per session, oldest first: [from, to]. */
+  /** State changes per session, oldest first: [from, to]. */
   readonly history: Map<string, Array<readonly [SessionPhase, SessionPhase]>>
+  /** The full history rows per session (what `history(id)` answers). */
+  readonly events: Map<string, Array<SessionEvent>>
   readonly sessions: Map<string, SessionRecord>
 }
 
@@ -75,23 +94,30 @@ export const makeMemoryRepo = (seed: ReadonlyArray<TemplateRecord> = [demoTempla
   const sessions = new Map<string, SessionRecord>()
   const templates = new Map<string, TemplateRecord>(seed.map((t) => [t.name, t]))
   const history = new Map<string, Array<readonly [SessionPhase, SessionPhase]>>()
+  const events = new Map<string, Array<SessionEvent>>()
+  const event = (r: SessionRecord, actor: Actor): SessionEvent => ({ sessionId: r.id, state: r.state, reason: r.reason, message: r.message, actor, at: r.updatedAt })
   return {
     sessions,
     history,
+    events,
     ensureUser: () => Effect.void,
     loadSessions: Effect.sync(() => [...sessions.values()]),
-    insertSession: (r) =>
+    insertSession: (r, actor) =>
       Effect.suspend(() => {
         if (sessions.has(r.id)) return Effect.fail(new RepoError({ reason: "Conflict", message: `session ${r.id} exists` }))
         sessions.set(r.id, r)
         history.set(r.id, [])
+        events.set(r.id, [event(r, actor)])
         return Effect.void
       }),
-    updateSession: (r, from) =>
+    updateSession: (r, from, actor) =>
       Effect.sync(() => {
         sessions.set(r.id, r)
-        if (from !== r.state) history.get(r.id)?.push([from, r.state])
+        if (from === r.state) return
+        history.get(r.id)?.push([from, r.state])
+        events.get(r.id)?.push(event(r, actor))
       }),
+    loadHistory: (id) => Effect.sync(() => events.get(id) ?? []),
     listTemplates: Effect.sync(() => [...templates.values()].sort((a, b) => (a.name < b.name ? -1 : 1))),
     getTemplate: (name) => Effect.sync(() => templates.get(name)),
     insertTemplate: (t) =>

@@ -106,9 +106,13 @@ const seedDemoTemplate = statements(
    ON CONFLICT (name) DO NOTHING`
 )
 
+// Who made each state change (`user:<sub>`, `agent:<id>`, `system`); rows written before this have none.
+const historyActor = statements(`ALTER TABLE session_history ADD COLUMN actor text`)
+
 export const migrations = Migrator.fromRecord({
   "0001_initial": initial,
-  "0002_seed_demo_template": seedDemoTemplate
+  "0002_seed_demo_template": seedDemoTemplate,
+  "0003_session_history_actor": historyActor
 })
 
 /** Runs the pending migrations; returns the ones it ran as `[id, name]`. */
