@@ -5,14 +5,14 @@
 // status that fits, and bad input names the field.
 import { AgentId, CommandId, TemplateName } from "@streamspace/protocol"
 import { Cause, Effect, Metric, Option, Schema } from "effect"
-import { HttpEffect, HttpRouter, HttpServerRequest, type HttpServerResponse } from "effect/http"
+import { HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionEventJson, sessionJson, templateJson } from "./internal/api.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
-import { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
+import { CreateSessionRequest, CreateTemplateRequest, PatchTemplateRequest, SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
 
 export const PatchAgentBody = Schema.Struct({ status: Schema.Literals(["online", "offline"]) })
@@ -147,6 +147,19 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     yield* admin
     const t = yield* body(CreateTemplateRequest)
     return json(templateJson(yield* sessions.createTemplate(t)), 201)
+  })))
+
+  yield* router.add("PATCH", `${p}/templates/:name`, answer("Api.patchTemplate", Effect.gen(function*() {
+    yield* admin
+    const { name } = yield* path(NamePath)
+    const patch = yield* body(PatchTemplateRequest)
+    return json(templateJson(yield* sessions.updateTemplate(name, patch)))
+  })))
+  yield* router.add("DELETE", `${p}/templates/:name`, answer("Api.deleteTemplate", Effect.gen(function*() {
+    yield* admin
+    const { name } = yield* path(NamePath)
+    yield* sessions.deleteTemplate(name)
+    return HttpServerResponse.empty({ status: 204 })
   })))
 
   // ---- sessions

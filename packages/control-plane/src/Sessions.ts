@@ -49,6 +49,20 @@ export const CreateTemplateRequest = Schema.Struct({
 })
 export type CreateTemplateRequest = typeof CreateTemplateRequest.Type
 
+/**
+ * A change to a template (PATCH /api/v1/templates/:name): the fields of a create but the name, each optional and
+ * validated as on create; a field given replaces the stored one. Sessions created before keep their spec.
+ */
+export const PatchTemplateRequest = Schema.Struct({
+  display_name: Schema.optionalKey(Name("display_name", 200)),
+  image: Schema.optionalKey(Name("image", 512)),
+  resources: Schema.optionalKey(Resources),
+  env: Schema.optionalKey(EnvVars),
+  vnc_port: Schema.optionalKey(Port),
+  persistent_home: Schema.optionalKey(Schema.Boolean)
+})
+export type PatchTemplateRequest = typeof PatchTemplateRequest.Type
+
 export interface SessionsShape {
   readonly create: (user: User, request: CreateSessionRequest) => Effect.Effect<SessionRecord, SessionsError>
   /** The user's sessions; all sessions for an admin. Newest first. */
@@ -61,6 +75,10 @@ export interface SessionsShape {
   readonly listTemplates: Effect.Effect<ReadonlyArray<TemplateRecord>, SessionsError>
   readonly getTemplate: (name: string) => Effect.Effect<TemplateRecord, SessionsError>
   readonly createTemplate: (request: CreateTemplateRequest) => Effect.Effect<TemplateRecord, SessionsError>
+  /** Changes a template for the sessions created from now on (and resumes); NotFound if there is none. */
+  readonly updateTemplate: (name: string, request: PatchTemplateRequest) => Effect.Effect<TemplateRecord, SessionsError>
+  /** Removes a template; its sessions keep running with the spec they were created with. NotFound if there is none. */
+  readonly deleteTemplate: (name: string) => Effect.Effect<void, SessionsError>
   /** Sessions the agent reported in its last hello that the control plane has no record of. */
   readonly unknownSessions: (agentId: AgentId) => ReadonlyArray<SessionStatus>
   /** Session records by state. */
@@ -71,16 +89,8 @@ const newSessionId = (): SessionId => `s-${randomBytes(6).toString("hex")}` as S
 
 const visible = (user: User, s: SessionRecord | undefined): s is SessionRecord => s !== undefined && (user.role === "admin" || s.userId === user.id)
 
-/** A template, from memory after the first read (templates never change once created). */
-const findTemplate = (book: Book, name: TemplateName) => {
-  const known = book.templates.get(name)
-  return known !== undefined
-    ? Effect.succeed<TemplateRecord | undefined>(known)
-    : book.repo.getTemplate(name).pipe(
-      Effect.tap((t) => Effect.sync(() => t !== undefined && book.templates.set(t.name, t))),
-      Effect.mapError(fromRepo)
-    )
-}
+/** A template as stored now (read each time: an admin may change it, on any replica). */
+const findTemplate = (book: Book, name: TemplateName) => book.repo.getTemplate(name).pipe(Effect.mapError(fromRepo))
 
 /** Writes the user row when it is new or its role changed (sessions refer to it). */
 const ensureUser = (book: Book, user: User) =>
@@ -223,6 +233,27 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     )
   })
 
+  const notFound = (name: string) => new SessionsError({ reason: "NotFound", message: `no template named "${name.slice(0, 80)}"` })
+
+  const updateTemplate = Effect.fn("Sessions.updateTemplate")(function*(name: string, request: PatchTemplateRequest) {
+    const t = yield* repo.updateTemplate(name as TemplateName, {
+      ...(request.display_name === undefined ? {} : { displayName: request.display_name }),
+      ...(request.image === undefined ? {} : { image: request.image }),
+      ...(request.resources === undefined ? {} : { resources: request.resources }),
+      ...(request.env === undefined ? {} : { env: request.env }),
+      ...(request.vnc_port === undefined ? {} : { vncPort: request.vnc_port }),
+      ...(request.persistent_home === undefined ? {} : { persistentHome: request.persistent_home })
+    }).pipe(Effect.mapError(fromRepo))
+    if (t === undefined) return yield* notFound(name)
+    yield* Effect.logInfo("template changed").pipe(Effect.annotateLogs({ template: name, image: t.image }))
+    return t
+  })
+
+  const deleteTemplate = Effect.fn("Sessions.deleteTemplate")(function*(name: string) {
+    if (!(yield* repo.deleteTemplate(name as TemplateName).pipe(Effect.mapError(fromRepo)))) return yield* notFound(name)
+    yield* Effect.logInfo("template deleted").pipe(Effect.annotateLogs({ template: name }))
+  })
+
   yield* followOpenCommands(book)
   yield* hub.subscribe({
     onConnected: (agentId, hello) => reconcile(book, agentId, hello).pipe(Effect.catch((e) => Effect.logError("Sessions: reconcile failed", e))),
@@ -238,6 +269,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     listTemplates: repo.listTemplates.pipe(Effect.mapError(fromRepo), Effect.withSpan("Sessions.listTemplates")),
     getTemplate,
     createTemplate,
+    updateTemplate,
+    deleteTemplate,
     unknownSessions: (agentId) => book.unknownByAgent.get(agentId) ?? [],
     stateCounts: Effect.sync(() => {
       const m = new Map<string, number>()

@@ -25,7 +25,14 @@ export type { CommandRecord, NewCommand } from "./internal/store/commands.ts"
 export type { Transition } from "./internal/store/db.ts"
 export { Conflict, DatabaseFailure, type Entity, NotFound, StoreError } from "./internal/store/error.ts"
 export type { Actor, NewSession, SessionEvent, SessionFilter, SessionRecord, TransitionDetail } from "./internal/store/sessions.ts"
-export { DEFAULT_RESOURCES, type NewTemplate, type TemplateRecord, templateRecord } from "./internal/store/templates.ts"
+export {
+  DEFAULT_RESOURCES,
+  type NewTemplate,
+  patchedTemplate,
+  type TemplatePatch,
+  type TemplateRecord,
+  templateRecord
+} from "./internal/store/templates.ts"
 export type { NewUser, UserRecord } from "./internal/store/users.ts"
 
 export interface StoreShape {

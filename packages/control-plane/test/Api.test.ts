@@ -200,6 +200,42 @@ describe("API templates", () => {
     }))
 })
 
+describe("API template changes", () => {
+  it.live("PATCH and DELETE (admin): validated as on create, 404 for an unknown name; sessions keep their spec", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "ff", image: "ff:1" } })
+      const s = (yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "ff" } })).json
+      assert.deepStrictEqual(errorOf(yield* t.call("PATCH", "/api/v1/templates/ff", { token: t.tokens.ann, body: { image: "ff:2" } })).status, 403)
+      assert.deepStrictEqual(errorOf(yield* t.call("DELETE", "/api/v1/templates/ff", { token: t.tokens.ann })).status, 403)
+      const patched = yield* t.call("PATCH", "/api/v1/templates/ff", { token: t.tokens.admin, body: { image: "ff:2", resources: { cpu: "1" } } })
+      assert.strictEqual(patched.status, 200)
+      assert.deepInclude(patched.json, { name: "ff", image: "ff:2" })
+      assert.deepStrictEqual(patched.json.resources, { cpu: "1", memory: "512Mi" })
+      assert.strictEqual((yield* t.call("GET", "/api/v1/templates/ff", { token: t.tokens.ann })).json.image, "ff:2")
+      assert.strictEqual((yield* t.call("GET", `/api/v1/sessions/${s.id}`, { token: t.tokens.ann })).json.image, "ff:1")
+      const cases: Array<[unknown, string]> = [
+        [{ image: "" }, "image:"],
+        [{ vnc_port: 0 }, "vnc_port:"],
+        [{ resources: { memory: "much" } }, "resources.memory:"],
+        [{ name: "other" }, "name: unknown field"]
+      ]
+      for (const [body, words] of cases) {
+        const r = errorOf(yield* t.call("PATCH", "/api/v1/templates/ff", { token: t.tokens.admin, body }))
+        assert.strictEqual(r.status, 400, JSON.stringify(body))
+        assert.include(r.message, words, JSON.stringify(body))
+      }
+      assert.strictEqual(errorOf(yield* t.call("PATCH", "/api/v1/templates/nope", { token: t.tokens.admin, body: { image: "x" } })).status, 404)
+      const del = yield* t.call("DELETE", "/api/v1/templates/ff", { token: t.tokens.admin })
+      assert.strictEqual(del.status, 204)
+      assert.strictEqual(errorOf(yield* t.call("GET", "/api/v1/templates/ff", { token: t.tokens.ann })).status, 404)
+      assert.strictEqual(errorOf(yield* t.call("DELETE", "/api/v1/templates/ff", { token: t.tokens.admin })).status, 404)
+      assert.strictEqual(errorOf(yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "ff" } })).status, 400)
+      assert.strictEqual((yield* t.call("GET", `/api/v1/sessions/${s.id}`, { token: t.tokens.ann })).json.state, "creating")
+    }))
+})
+
 describe("API sessions", () => {
   it.live("create, get, list, delete, and the command behind it", () =>
     Effect.gen(function*() {

@@ -4,6 +4,7 @@ import { parseQuantity } from "@streamspace/protocol"
 import { Context, Effect, Layer } from "effect"
 import { waitFor } from "@streamspace/testbed"
 import type { User } from "../src/Auth.ts"
+import { resumeSpec } from "../src/internal/sessions/templates.ts"
 import { type Counted, makeUsageCounters } from "../src/internal/sessions/usage.ts"
 import { makeMemoryRepo, type MemoryRepo, RepoError, Sessions } from "../src/Sessions.ts"
 import { Store } from "../src/Store.ts"
@@ -366,6 +367,31 @@ describe("Sessions", () => {
       yield* env.dispatcher.fail(env.dispatcher.commands[2]!.record.id, { code: "timeout", message: "no outcome by the deadline", retryable: true })
       yield* waitState(env, t.id, "failed")
       assert.deepStrictEqual((yield* env.sessions.history(bob, t.id)).map((e) => [e.state, e.actor, e.reason]).at(-1), ["failed", "system", "timeout"])
+    }))
+
+  it.effect("templates: a change applies to new sessions and resumes, a deletion to new sessions; running ones keep their spec", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      yield* env.sessions.createTemplate({ name: "ff" as TemplateName, image: "ff:1", env: { A: "1" } })
+      const before = yield* env.sessions.create(ann, { template: "ff" as TemplateName })
+      const changed = yield* env.sessions.updateTemplate("ff", { image: "ff:2", env: { B: "2" } })
+      assert.deepStrictEqual([changed.image, changed.env], ["ff:2", { B: "2" }])
+      assert.deepStrictEqual([(yield* env.sessions.get(ann, before.id)).spec.image, (yield* env.sessions.get(ann, before.id)).spec.env], ["ff:1", { A: "1" }])
+      const after = yield* env.sessions.create(ann, { template: "ff" as TemplateName })
+      assert.deepStrictEqual([after.spec.image, after.spec.env], ["ff:2", { B: "2" }])
+      const sent = env.dispatcher.commands.at(-1)!.request
+      assert.strictEqual(sent.action === "create_session" && sent.args.spec.image, "ff:2")
+      // A resume makes the pod again with the template's current image, everything else as created.
+      assert.deepStrictEqual(yield* resumeSpec(env.repo, before), { ...before.spec, image: "ff:2" })
+      assert.strictEqual((yield* Effect.flip(env.sessions.updateTemplate("nope", { image: "x" }))).reason, "NotFound")
+      yield* env.sessions.deleteTemplate("ff")
+      assert.strictEqual((yield* Effect.flip(env.sessions.getTemplate("ff"))).reason, "NotFound")
+      assert.strictEqual((yield* Effect.flip(env.sessions.create(ann, { template: "ff" as TemplateName }))).reason, "TemplateNotFound")
+      assert.strictEqual((yield* Effect.flip(env.sessions.deleteTemplate("ff"))).reason, "NotFound")
+      assert.strictEqual((yield* env.sessions.get(ann, before.id)).state, "creating")
+      // the template gone, a resume uses the session's own spec
+      assert.deepStrictEqual(yield* resumeSpec(env.repo, before), before.spec)
     }))
 
   it.effect("delete: the agent's report of the deleted pod, overtaking the dispatch, still ends the session as deleted", () =>

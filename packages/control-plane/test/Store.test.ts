@@ -6,7 +6,7 @@ import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { AgentId, Capacity, Command, CommandId, SessionId, SessionSpec, TemplateName, UserId } from "@streamspace/protocol"
 import * as Database from "../src/Database.ts"
-import { runMigrations } from "../src/internal/store/migrations.ts"
+import { MIGRATIONS, runMigrations } from "../src/internal/store/migrations.ts"
 import { Store, type StoreError } from "../src/Store.ts"
 import { startPostgres } from "./support/postgres.ts"
 
@@ -76,7 +76,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.strictEqual(templates.filter((t) => t.name === "demo").length, 1)
       const sql = yield* SqlClient
       const recorded = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
-      assert.strictEqual(recorded[0]!.n, 3)
+      assert.strictEqual(recorded[0]!.n, MIGRATIONS.length)
     }))
 
   it.effect("seeds the demo template", () =>
@@ -144,6 +144,29 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       )
       assert.strictEqual((yield* store.templates.get(name)).image, "ff:1")
       assert.strictEqual(yield* reasonOf(store.templates.get("nope")), "NotFound")
+    }))
+
+  it.effect("templates: update changes the fields given; remove hides it, its sessions stay; a new template may take the name", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const name = f.template.name
+      const s = yield* f.store.sessions.insert(newSession(f))
+      const u = yield* f.store.templates.update(name, { image: "img:2", env: { A: "1" } })
+      assert.deepStrictEqual([u.image, u.env, u.vncPort, u.resources, u.displayName], ["img:2", { A: "1" }, 5901, { cpu: "1", memory: "1Gi" }, "T"])
+      assert.deepStrictEqual(yield* f.store.templates.get(name), u)
+      // resources given replace the stored ones; a request left out gets the default, as on insert
+      assert.deepStrictEqual((yield* f.store.templates.update(name, { resources: { cpu: "2" } })).resources, { cpu: "2", memory: "512Mi" })
+      assert.strictEqual((yield* f.store.sessions.get(s.id)).spec.image, "img:1")
+      yield* f.store.templates.remove(name)
+      assert.strictEqual(yield* reasonOf(f.store.templates.get(name)), "NotFound")
+      assert.isFalse((yield* f.store.templates.list()).some((t) => t.name === name))
+      assert.strictEqual(yield* reasonOf(f.store.templates.update(name, { image: "x" })), "NotFound")
+      assert.strictEqual(yield* reasonOf(f.store.templates.remove(name)), "NotFound")
+      assert.strictEqual((yield* f.store.sessions.get(s.id)).template, name)
+      const again = yield* f.store.templates.insert({ name, displayName: "Again", image: "img:3", vncPort: 5900 })
+      assert.deepStrictEqual([again.image, again.displayName, again.env], ["img:3", "Again", {}])
+      assert.strictEqual((yield* f.store.templates.get(name)).image, "img:3")
+      assert.strictEqual(yield* reasonOf(f.store.templates.insert({ name, displayName: "X", image: "x", vncPort: 1 })), "Conflict")
     }))
 
   it.effect("agents: register inserts pending, re-register updates metadata only; heartbeat, status, draining", () =>

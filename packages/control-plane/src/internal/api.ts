@@ -146,7 +146,8 @@ export const templateJson = (t: TemplateRecord) => ({
   env: t.env,
   vnc_port: t.vncPort,
   persistent_home: t.persistentHome,
-  created_at: t.createdAt.toISOString()
+  created_at: t.createdAt.toISOString(),
+  updated_at: t.updatedAt.toISOString()
 })
 
 export const commandJson = (c: CommandRecord) => ({

@@ -6,11 +6,11 @@
 // own lock (different sessions are written concurrently); `put` keeps the per-agent usage in step, so
 // placement reads an agent's usage without scanning. A placed session counts from its placement on
 // (`reserve`), before its record is written.
-import type { AgentId, SessionId, SessionPhase, SessionStatus, TemplateName, UserId } from "@streamspace/protocol"
+import type { AgentId, SessionId, SessionPhase, SessionStatus, UserId } from "@streamspace/protocol"
 import { Clock, Effect, FiberSet, Metric, Schema, Semaphore } from "effect"
 import type { CommandDispatcherShape } from "../../CommandDispatcher.ts"
 import { sessionTransitionsTotal } from "../../Observability.ts"
-import type { Actor, SessionRecord, TemplateRecord, TransitionDetail } from "../../Store.ts"
+import type { Actor, SessionRecord, TransitionDetail } from "../../Store.ts"
 import { makeKeyedLock } from "../keyedLock.ts"
 import type { RepoError, SessionRepo } from "./repo.ts"
 import { makeUsageCounters } from "./usage.ts"
@@ -72,8 +72,6 @@ export const makeBook = Effect.fnUntraced(function*(repo: SessionRepo, dispatche
     deleting: new Set<SessionId>(),
     /** Sessions each agent reported in its last hello that the control plane has no record of. */
     unknownByAgent: new Map<AgentId, ReadonlyArray<SessionStatus>>(),
-    /** Templates never change once created: remembered after the first read. */
-    templates: new Map<TemplateName, TemplateRecord>(),
     /** Users whose row is written with this role. */
     usersWritten: new Map<UserId, string>()
   }

@@ -7,10 +7,12 @@ import type { Role } from "../../Auth.ts"
 import {
   type Actor,
   type NewTemplate,
+  patchedTemplate,
   type SessionEvent,
   type SessionRecord,
   type StoreError,
   type StoreShape,
+  type TemplatePatch,
   type TemplateRecord,
   templateRecord
 } from "../../Store.ts"
@@ -35,6 +37,10 @@ export interface SessionRepo {
   readonly getTemplate: (name: TemplateName) => Effect.Effect<TemplateRecord | undefined, RepoError>
   /** The template as stored; Conflict when the name is taken. */
   readonly insertTemplate: (template: NewTemplate) => Effect.Effect<TemplateRecord, RepoError>
+  /** The template as changed; undefined when there is none of that name. */
+  readonly updateTemplate: (name: TemplateName, patch: TemplatePatch) => Effect.Effect<TemplateRecord | undefined, RepoError>
+  /** False when there is none of that name. */
+  readonly deleteTemplate: (name: TemplateName) => Effect.Effect<boolean, RepoError>
 }
 
 const fromStore = (e: StoreError) => new RepoError({ reason: e.reason._tag === "Conflict" ? "Conflict" : "Unavailable", message: e.message })
@@ -75,7 +81,19 @@ export const onStore = (store: StoreShape): SessionRepo => ({
       Effect.catchIf((e) => e.reason._tag === "NotFound", () => Effect.succeed(undefined)),
       Effect.mapError(fromStore)
     ),
-  insertTemplate: (t) => store.templates.insert(t).pipe(Effect.mapError(fromStore))
+  insertTemplate: (t) => store.templates.insert(t).pipe(Effect.mapError(fromStore)),
+  updateTemplate: (name, patch) =>
+    store.templates.update(name, patch).pipe(
+      Effect.map((t): TemplateRecord | undefined => t),
+      Effect.catchIf((e) => e.reason._tag === "NotFound", () => Effect.succeed(undefined)),
+      Effect.mapError(fromStore)
+    ),
+  deleteTemplate: (name) =>
+    store.templates.remove(name).pipe(
+      Effect.as(true),
+      Effect.catchIf((e) => e.reason._tag === "NotFound", () => Effect.succeed(false)),
+      Effect.mapError(fromStore)
+    )
 })
 
 /** The template every install starts with (the same one the Store's migration seeds). */
@@ -126,6 +144,15 @@ export const makeMemoryRepo = (seed: ReadonlyArray<TemplateRecord> = [demoTempla
         const record = templateRecord(t, new Date(ms))
         templates.set(t.name, record)
         return Effect.succeed(record)
-      })
+      }),
+    updateTemplate: (name, patch) =>
+      Effect.map(Clock.currentTimeMillis, (ms) => {
+        const current = templates.get(name)
+        if (current === undefined) return undefined
+        const next = patchedTemplate(current, patch, new Date(ms))
+        templates.set(name, next)
+        return next
+      }),
+    deleteTemplate: (name) => Effect.sync(() => templates.delete(name))
   }
 }

@@ -109,11 +109,21 @@ const seedDemoTemplate = statements(
 // Who made each state change (`user:<sub>`, `agent:<id>`, `system`); rows written before this have none.
 const historyActor = statements(`ALTER TABLE session_history ADD COLUMN actor text`)
 
-export const migrations = Migrator.fromRecord({
+// A deleted template keeps its row (sessions made from it refer to it) with the time it was deleted; the API no
+// longer shows it, and a new template of the same name takes the row over.
+const templateDeletedAt = statements(`ALTER TABLE templates ADD COLUMN deleted_at timestamptz`)
+
+const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
-  "0003_session_history_actor": historyActor
-})
+  "0003_session_history_actor": historyActor,
+  "0004_template_deleted_at": templateDeletedAt
+}
+
+/** The names of all migrations, in order (a migrated database has recorded each once). */
+export const MIGRATIONS: ReadonlyArray<string> = Object.keys(all)
+
+export const migrations = Migrator.fromRecord(all)
 
 /** Runs the pending migrations; returns the ones it ran as `[id, name]`. */
 export const runMigrations = Migrator.make({})({ loader: migrations })
