@@ -138,6 +138,10 @@ const perform = (s: State, command: Command): Effect.Effect<Outcome, SessionStor
       )
     case "vnc_disconnect":
       return s.tunnels.close(command.args.tunnel_id, "disconnect").pipe(Effect.as(completed({ action: "vnc_disconnect", tunnel_id: command.args.tunnel_id })))
+    case "list_homes":
+      return s.store.listHomes.pipe(Effect.map((homes) => completed({ action: "list_homes", homes: homes.slice(0, MAX_SESSIONS_PER_MESSAGE) })))
+    case "delete_home":
+      return s.store.deleteHome(command.args.name, command.args.user_id).pipe(Effect.as(completed({ action: "delete_home", name: command.args.name })))
   }
 }
 

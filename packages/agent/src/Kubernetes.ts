@@ -4,7 +4,7 @@
 // port-forwards and capacity. How each call is timed out, retried and recorded is internal/kubeCall.ts;
 // how the API has been answering, internal/apiHealth.ts.
 import * as k8s from "@kubernetes/client-node"
-import type { Capacity, SessionId, SessionSpec, UserId } from "@streamspace/protocol"
+import type { Capacity, HomeVolume, SessionId, SessionSpec, UserId } from "@streamspace/protocol"
 import { Context, Duration, Effect, Layer, Option, Stream } from "effect"
 import type { Scope } from "effect"
 import { readFileSync } from "node:fs"
@@ -12,6 +12,7 @@ import { parse as parseYaml } from "yaml"
 import { AgentConfig } from "./AgentConfig.ts"
 import type { AgentConfigShape } from "./AgentConfig.ts"
 import { type ApiHealth, type ClusterHealth, makeApiHealth } from "./internal/apiHealth.ts"
+import { type ClaimView, homeOfClaim, homeSelector, mountedClaims } from "./internal/homes.ts"
 import { makeCapacity } from "./internal/capacity.ts"
 import { type Call, ignoreNotFound, makeCall, orNone } from "./internal/kubeCall.ts"
 import { fromStatus, fromThrown, KubernetesError, reasonOfCode } from "./internal/kubeError.ts"
@@ -49,6 +50,13 @@ export interface KubernetesShape {
   /** Deletes the session's Pod and Service (the home PVC stays); missing objects are fine. */
   readonly deleteSession: (id: SessionId) => Effect.Effect<void, KubernetesError>
   readonly readPod: (name: string) => Effect.Effect<Option.Option<PodView>, KubernetesError>
+  /** This agent's home PVCs, each with its owner, size and whether a pod mounts it. */
+  readonly listHomes: Effect.Effect<ReadonlyArray<HomeVolume>, KubernetesError>
+  /**
+   * Deletes the home PVC `name` of `user`: `absent` when there is none, `in_use` (nothing deleted) while a pod
+   * mounts it; a PVC of another user or not managed by an agent is refused (Invalid).
+   */
+  readonly deleteHome: (name: string, user: UserId) => Effect.Effect<"deleted" | "absent" | "in_use", KubernetesError>
   /** Every pod labelled for this agent, and the list's resourceVersion to watch from. */
   readonly listSessionPods: Effect.Effect<PodList, KubernetesError>
   /** Pod events after `resourceVersion`; ends when the server closes the watch, fails with `Expired` on 410. */
@@ -250,6 +258,32 @@ const readPod = (c: Client) =>
     return (yield* orNone(c.call("get", "pods", `read pod ${name}`, () => c.core.readNamespacedPod({ name, namespace: c.namespace })))) as Option.Option<PodView>
   })
 
+// ---- home volumes ------------------------------------------------------------------------------
+
+const listHomes = (c: Client): Effect.Effect<ReadonlyArray<HomeVolume>, KubernetesError> =>
+  Effect.gen(function*() {
+    const claims = yield* c.call("list", "persistentvolumeclaims", "list home volumes", () =>
+      c.core.listNamespacedPersistentVolumeClaim({ namespace: c.namespace, labelSelector: homeSelector(c.agentId) }))
+    const mounted = mountedClaims((yield* listSessionPods(c)).items as ReadonlyArray<k8s.V1Pod>)
+    return claims.items.flatMap((claim) => homeOfClaim(claim as ClaimView, mounted) ?? [])
+  }).pipe(Effect.withSpan("Kubernetes.listHomes"))
+
+const deleteHome = (c: Client) =>
+  Effect.fn("Kubernetes.deleteHome")(function*(name: string, user: UserId) {
+    const claim = yield* orNone(c.call("get", "persistentvolumeclaims", `read home volume ${name}`, () =>
+      c.core.readNamespacedPersistentVolumeClaim({ name, namespace: c.namespace })))
+    if (Option.isNone(claim)) return "absent" as const
+    // Already deleted; the pvc-protection finalizer holds it until no pod uses it.
+    if (claim.value.metadata?.deletionTimestamp != null) return "deleted" as const
+    if (!isUsersHome(claim.value.metadata, user) || claim.value.metadata?.labels?.agent !== c.agentId) {
+      return yield* new KubernetesError({ reason: "Invalid", message: `persistentvolumeclaim ${name} is not the home of user ${user} managed by agent ${c.agentId}; left alone` })
+    }
+    if (mountedClaims((yield* listSessionPods(c)).items as ReadonlyArray<k8s.V1Pod>).has(name)) return "in_use" as const
+    yield* ignoreNotFound(c.call("delete", "persistentvolumeclaims", `delete home volume ${name}`, () =>
+      c.core.deleteNamespacedPersistentVolumeClaim({ name, namespace: c.namespace })))
+    return "deleted" as const
+  })
+
 // ---- list and watch -------------------------------------------------------------------------------
 
 const listSessionPods = (c: Client): Effect.Effect<PodList, KubernetesError> =>
@@ -385,6 +419,8 @@ export const make = (options: KubernetesOptions = {}) =>
       createSession: createSession(c),
       deleteSession: deleteSession(c),
       readPod: readPod(c),
+      listHomes: listHomes(c),
+      deleteHome: deleteHome(c),
       listSessionPods: listSessionPods(c),
       watchSessionPods: (resourceVersion) => watchSessionPods(c, resourceVersion),
       readSecret: readSecret(c),

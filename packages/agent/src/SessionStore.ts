@@ -1,6 +1,6 @@
 // SessionStore: the agent's live view of its sessions, fed by a watch on the objects labelled for this
 // agent and rebuilt from the cluster at start. Emits every phase change; answers list_sessions.
-import type { Capacity, SessionId, SessionSpec, SessionStatus } from "@streamspace/protocol"
+import type { Capacity, HomeVolume, SessionId, SessionSpec, SessionStatus, UserId } from "@streamspace/protocol"
 import { Clock, Context, DateTime, Duration, Effect, Layer, Metric, Option, PubSub, Schedule, Schema, Stream } from "effect"
 import type { AgentConfig } from "./AgentConfig.ts"
 import { type ClusterHealth, Kubernetes, type KubernetesError, type KubernetesShape, type PodEvent } from "./Kubernetes.ts"
@@ -11,7 +11,7 @@ import { sessionsActive } from "./Metrics.ts"
 export type { ClusterHealth } from "./Kubernetes.ts"
 
 export class SessionStoreError extends Schema.TaggedError<SessionStoreError>()("SessionStoreError", {
-  reason: Schema.Literals(["NotFound", "Rejected", "Forbidden", "Unavailable", "CapacityExceeded"]),
+  reason: Schema.Literals(["NotFound", "Rejected", "Forbidden", "Unavailable", "CapacityExceeded", "HomeInUse"]),
   message: Schema.String
 }) {}
 
@@ -21,6 +21,10 @@ export interface SessionStoreShape {
   /** Deletes pod and service (the home PVC stays); succeeds when the session is already gone. */
   readonly delete: (id: SessionId) => Effect.Effect<void, SessionStoreError>
   readonly get: (id: SessionId) => Effect.Effect<Option.Option<SessionStatus>>
+  /** The users' home volumes on this agent. */
+  readonly listHomes: Effect.Effect<ReadonlyArray<HomeVolume>, SessionStoreError>
+  /** Deletes a user's home volume; HomeInUse while a pod mounts it; succeeds when it is already gone. */
+  readonly deleteHome: (name: string, user: UserId) => Effect.Effect<void, SessionStoreError>
   readonly list: Effect.Effect<ReadonlyArray<SessionStatus>>
   /** Sessions not terminated or failed. */
   readonly activeCount: Effect.Effect<number>
@@ -189,6 +193,11 @@ export const make = Effect.gen(function*() {
       return Option.fromUndefinedOr(s.sessions.get(id))
     }),
     list: Effect.sync(() => [...s.sessions.values()]),
+    listHomes: s.kube.listHomes.pipe(Effect.mapError(toSessionStoreError), Effect.withSpan("SessionStore.listHomes")),
+    deleteHome: Effect.fn("SessionStore.deleteHome")(function*(name: string, user: UserId) {
+      const done = yield* s.kube.deleteHome(name, user).pipe(Effect.mapError(toSessionStoreError))
+      if (done === "in_use") return yield* new SessionStoreError({ reason: "HomeInUse", message: `home volume ${name} is mounted by a session pod; delete its sessions first` })
+    }),
     activeCount: activeCount(s),
     changes: Stream.fromPubSub(s.changes),
     capacity: s.kube.capacity,

@@ -12,7 +12,7 @@ import { TunnelPool } from "../src/TunnelPool.ts"
 import { type Cluster, makeCluster, ROLE_RULES_PATH, sessionSpec, sid } from "./support/cluster.ts"
 import { waitFor } from "@streamspace/testbed"
 import { makeFakeLink, viewer } from "./support/clusterConnection.ts"
-import type { TunnelId } from "@streamspace/protocol"
+import type { TunnelId, UserId } from "@streamspace/protocol"
 
 interface Rule {
   readonly apiGroups: Array<string>
@@ -57,6 +57,11 @@ describe("RBAC: the chart's Role", () => {
       yield* store.capacity
       yield* store.delete(sid("s-1"))
       yield* waitFor("s-1 gone", Effect.map(store.get(sid("s-1")), Option.isNone))
+      // Homes: listed, then deleted once no session mounts them.
+      assert.deepStrictEqual((yield* store.listHomes).map((h) => h.name), ["home-alice"])
+      yield* store.delete(sid("s-2"))
+      yield* waitFor("s-2 gone", Effect.map(store.get(sid("s-2")), Option.isNone))
+      yield* store.deleteHome("home-alice", "alice" as UserId)
 
       const records = cluster.audit!.records
       const forbidden = records.filter((r) => r.status === 403)

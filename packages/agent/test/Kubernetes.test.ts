@@ -92,6 +92,29 @@ describe("Kubernetes session objects", () => {
       yield* kube.deleteSession(sid("never-existed"))
     }))
 
+  it.live("home volumes: listed with owner, size and use; deleted only when no pod mounts them and only for their owner", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const kube = yield* kubeFor(cluster, { SESSION_DEFAULT_STORAGE: "5Gi" })
+      yield* kube.createSession(sid("s-1"), sessionSpec({ persistent_home: true }))
+      yield* kube.createSession(sid("s-2"), sessionSpec({ user_id: "bob" as never, persistent_home: true }))
+      yield* kube.createSession(sid("s-3"), sessionSpec())
+      const homes = [...yield* kube.listHomes].sort((a, b) => (a.name < b.name ? -1 : 1))
+      assert.deepStrictEqual(homes.map((h) => [h.name, h.user_id, h.size, h.in_use]), [["home-alice", "alice", "5Gi", true], ["home-bob", "bob", "5Gi", true]])
+      assert.match(homes[0]!.created_at, /^\d{4}-\d\d-\d\dT/)
+      assert.strictEqual(yield* kube.deleteHome("home-alice", "alice" as never), "in_use")
+      assert.isDefined(cluster.server.get("persistentvolumeclaims", NAMESPACE, "home-alice"))
+      assert.strictEqual((yield* failure(kube.deleteHome("home-bob", "alice" as never))).reason, "Invalid")
+      yield* kube.deleteSession(sid("s-1"))
+      yield* waitFor("pod s-1 gone", Effect.sync(() => cluster.server.get("pods", NAMESPACE, "s-1") === undefined))
+      assert.deepStrictEqual((yield* kube.listHomes).map((h) => [h.name, h.in_use]).sort(), [["home-alice", false], ["home-bob", true]])
+      assert.strictEqual(yield* kube.deleteHome("home-alice", "alice" as never), "deleted")
+      const gone = cluster.server.get("persistentvolumeclaims", NAMESPACE, "home-alice")
+      assert.isTrue(gone === undefined || gone.metadata.deletionTimestamp !== undefined)
+      assert.include(["deleted", "absent"], yield* kube.deleteHome("home-alice", "alice" as never))
+      assert.deepStrictEqual((yield* kube.listHomes).map((h) => h.name), ["home-bob"])
+    }))
+
   it.live("a pod the API rejects fails with the API's message and rolls back the service", () =>
     Effect.gen(function*() {
       const cluster = yield* makeCluster()

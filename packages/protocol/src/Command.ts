@@ -1,14 +1,15 @@
 // Commands: what the control plane asks an agent to do, and how the agent answers.
 // Lifecycle (persisted by the control plane): pending -> sent -> ack -> completed | failed.
 import { Schema } from "effect"
-import { CommandId, SessionId, Timestamp, Traceparent, TunnelId } from "./Ids.ts"
+import { HomeName, HomeVolumes } from "./Home.ts"
+import { CommandId, SessionId, Timestamp, Traceparent, TunnelId, UserId } from "./Ids.ts"
 import { MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from "./Limits.ts"
 import { SessionSpec, SessionStatus } from "./Session.ts"
 
 export const CommandState = Schema.Literals(["pending", "sent", "ack", "completed", "failed"])
 export type CommandState = typeof CommandState.Type
 
-export const CommandAction = Schema.Literals(["create_session", "delete_session", "list_sessions", "vnc_connect", "vnc_disconnect"])
+export const CommandAction = Schema.Literals(["create_session", "delete_session", "list_sessions", "vnc_connect", "vnc_disconnect", "list_homes", "delete_home"])
 export type CommandAction = typeof CommandAction.Type
 export const isCommandAction = Schema.is(CommandAction)
 
@@ -59,8 +60,22 @@ export const VncDisconnect = Schema.Struct({
   args: Schema.Struct({ tunnel_id: TunnelId })
 })
 
+/** The user's home volumes on this agent. */
+export const ListHomes = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("list_homes"),
+  args: Schema.Struct({})
+})
+/** Deletes a home volume (its data is gone); fails with `home_in_use` while a pod mounts it; a missing one succeeds. */
+export const DeleteHome = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("delete_home"),
+  /** `user_id` must be the home's owner: the agent refuses to delete a volume of someone else. */
+  args: Schema.Struct({ name: HomeName, user_id: UserId })
+})
+
 /** The payload of a `command` frame. */
-export const Command = Schema.Union([CreateSession, DeleteSession, ListSessions, VncConnect, VncDisconnect]).pipe(
+export const Command = Schema.Union([CreateSession, DeleteSession, ListSessions, VncConnect, VncDisconnect, ListHomes, DeleteHome]).pipe(
   Schema.toTaggedUnion("action")
 )
 export type Command = typeof Command.Type
@@ -76,7 +91,9 @@ export const CommandResult = Schema.Union([
     /** Credit window the agent grants the control plane for bytes towards the session. */
     window: Window
   }),
-  Schema.Struct({ action: Schema.Literal("vnc_disconnect"), tunnel_id: TunnelId })
+  Schema.Struct({ action: Schema.Literal("vnc_disconnect"), tunnel_id: TunnelId }),
+  Schema.Struct({ action: Schema.Literal("list_homes"), homes: HomeVolumes }),
+  Schema.Struct({ action: Schema.Literal("delete_home"), name: HomeName })
 ]).pipe(Schema.toTaggedUnion("action"))
 export type CommandResult = typeof CommandResult.Type
 
@@ -92,6 +109,7 @@ export const CommandErrorCode = Schema.Literals([
   "forbidden", // RBAC denied the agent what the command needs
   "tunnel_failed", // the port-forward to the session could not be opened
   "shutting_down", // the agent is stopping and took no new work
+  "home_in_use", // delete_home of a home a pod still mounts
   "internal" // a bug: the message says what happened
 ])
 export type CommandErrorCode = typeof CommandErrorCode.Type

@@ -45,12 +45,19 @@ export const samples: Record<string, AnyMessage> = {
   command_list_sessions: m("command", { ...command, action: "list_sessions", args: {} }),
   command_vnc_connect: m("command", { ...command, action: "vnc_connect", args: { session_id: "s-4f2a9c", tunnel_id: 17, window: 1048576 } }),
   command_vnc_disconnect: m("command", { ...command, action: "vnc_disconnect", args: { tunnel_id: 17 } }),
+  command_list_homes: m("command", { ...command, action: "list_homes", args: {} }),
+  command_delete_home: m("command", { ...command, action: "delete_home", args: { name: "home-alice", user_id: "alice" } }),
   command_ack: m("command_ack", { command_id: "cmd-0001" }),
   command_completed_create_session: m("command_completed", { command_id: "cmd-0001", result: { action: "create_session", session: { ...status, phase: "creating" } } }),
   command_completed_delete_session: m("command_completed", { command_id: "cmd-0001", result: { action: "delete_session", session_id: "s-4f2a9c" } }),
   command_completed_list_sessions: m("command_completed", { command_id: "cmd-0001", result: { action: "list_sessions", sessions: [status] } }),
   command_completed_vnc_connect: m("command_completed", { command_id: "cmd-0001", result: { action: "vnc_connect", tunnel_id: 17, window: 1048576 } }),
   command_completed_vnc_disconnect: m("command_completed", { command_id: "cmd-0001", result: { action: "vnc_disconnect", tunnel_id: 17 } }),
+  command_completed_list_homes: m("command_completed", {
+    command_id: "cmd-0001",
+    result: { action: "list_homes", homes: [{ name: "home-alice", user_id: "alice", size: "10Gi", created_at: TS, in_use: true }] }
+  }),
+  command_completed_delete_home: m("command_completed", { command_id: "cmd-0001", result: { action: "delete_home", name: "home-alice" } }),
   command_failed: m("command_failed", {
     command_id: "cmd-0001",
     action: "create_session",

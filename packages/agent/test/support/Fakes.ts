@@ -80,6 +80,8 @@ export const makeFakeSessionStore = Effect.gen(function*() {
       })),
     get: (id) => Effect.sync(() => Option.fromUndefinedOr(state.sessions.get(id))),
     list: Effect.sync(() => [...state.sessions.values()]),
+    listHomes: Effect.succeed([]),
+    deleteHome: () => Effect.void,
     activeCount: Effect.sync(() => [...state.sessions.values()].filter((s) => s.phase !== "terminated" && s.phase !== "failed").length),
     changes: Stream.fromPubSub(changes),
     capacity: Effect.sync(() => state.capacity),
