@@ -9,8 +9,9 @@ import { HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "e
 import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
+import { Homes, type HomesError } from "./Homes.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
-import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, readBody, sessionEventJson, sessionJson, templateJson } from "./internal/api.ts"
+import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, homeJson, json, jsonRouterErrors, readBody, sessionEventJson, sessionJson, templateJson } from "./internal/api.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
 import { CreateSessionRequest, CreateTemplateRequest, PatchTemplateRequest, SESSION_STATES, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
@@ -22,7 +23,7 @@ const NamePath = Schema.Struct({ name: TemplateName })
 const IdPath = Schema.Struct({ id: Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: "id must not be empty" }), Schema.isMaxLength(128, { message: "id must be at most 128 characters" }))) })
 const CommandPath = Schema.Struct({ id: CommandId })
 
-type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError
+type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError | HomesError
 
 const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
   switch (e._tag) {
@@ -53,6 +54,18 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
       return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(409, "conflict", e.message)
     case "CommandDispatcherError":
       return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(503, "unavailable", e.message)
+    case "HomesError":
+      switch (e.reason) {
+        case "NotFound":
+          return errorResponse(404, "not_found", e.message)
+        case "InUse":
+          return errorResponse(409, "conflict", e.message)
+        case "Forbidden":
+          return errorResponse(403, "forbidden", e.message)
+        case "Unavailable":
+          return errorResponse(503, "unavailable", e.message)
+      }
+      break
     case "VncProxyError":
       return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(401, "unauthorized", e.message)
   }
@@ -78,6 +91,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const sessions = yield* Sessions
   const dispatcher = yield* CommandDispatcher
   const proxy = yield* VncProxy
+  const homes = yield* Homes
 
   const user: Effect.Effect<User, AuthError, HttpServerRequest.HttpServerRequest> = Effect.flatMap(
     HttpServerRequest.HttpServerRequest,
@@ -198,6 +212,20 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
       expires_at: t.expiresAt.toISOString(),
       url: `${p}/sessions/${t.sessionId}/vnc?ticket=${t.ticket}`
     }, 201)
+  })))
+
+  // ---- homes: a user's own; admins all, or one user's with ?user=
+  yield* router.add("GET", `${p}/homes`, answer("Api.listHomes", Effect.gen(function*() {
+    const u = yield* user
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const forUser = new URL(request.url, "http://x").searchParams.get("user") ?? undefined
+    return json({ homes: (yield* homes.list(u, forUser)).map(homeJson) })
+  })))
+  yield* router.add("DELETE", `${p}/homes/:id`, answer("Api.deleteHome", Effect.gen(function*() {
+    const u = yield* user
+    const { id } = yield* path(IdPath)
+    yield* homes.remove(u, id)
+    return HttpServerResponse.empty({ status: 204 })
   })))
 
   // ---- commands: admins see all; a user sees the commands of their own sessions

@@ -4,6 +4,7 @@ import {
   DEFAULT_LINK_WINDOW_BYTES,
   DurationString,
   IntString,
+  parseDuration,
   LogFormatString,
   LogLevelString,
   MAX_LINK_WINDOW_BYTES,
@@ -68,6 +69,12 @@ export interface ControlPlaneConfigShape {
   readonly httpRequestTimeout: Duration.Duration
   /** Most open connections from one client address; 0 = no limit (behind a proxy every client shares one address). */
   readonly maxConnectionsPerAddress: number
+  /** A home volume unused this long is deleted (after HOME_RETENTION_WARNING with `expires_at` shown); undefined: kept. */
+  readonly homeRetention: Duration.Duration | undefined
+  /** How long a home's coming deletion is shown (`expires_at`) before it happens. */
+  readonly homeRetentionWarning: Duration.Duration
+  /** How often each agent's home volumes are listed and the retention policy applied. */
+  readonly homeScanInterval: Duration.Duration
 }
 
 const blankToUndefined = (s: string): string | undefined => (s.trim() === "" ? undefined : s)
@@ -124,7 +131,16 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     maxConnectionsPerAddress: yield* setting("MAX_CONNECTIONS_PER_ADDRESS", IntString(0, 1_000_000), {
       default: "512",
       expected: "a whole number (0 = no limit)"
-    })
+    }),
+    homeRetention: yield* Effect.flatMap(text("HOME_RETENTION", "off"), (s) => {
+      if (s.trim() === "" || s.trim() === "off") return Effect.succeed(undefined)
+      const d = parseDuration(s.trim())
+      return d !== undefined && Duration.toMillis(d) > 0
+        ? Effect.succeed(d)
+        : Effect.fail(new SettingError({ variable: "HOME_RETENTION", message: `HOME_RETENTION=${JSON.stringify(s)} is invalid: expected off or a duration such as 720h` }))
+    }),
+    homeRetentionWarning: yield* duration("HOME_RETENTION_WARNING", "24h"),
+    homeScanInterval: yield* duration("HOME_SCAN_INTERVAL", "5m")
   }
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     return yield* new SettingError({ variable: "TLS_CERT_FILE", message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together" })

@@ -14,6 +14,7 @@ import * as Database from "./Database.ts"
 import { type AgentsTable, makeAgents } from "./internal/store/agents.ts"
 import { type CommandsTable, makeCommands } from "./internal/store/commands.ts"
 import { makeDb } from "./internal/store/db.ts"
+import { type HomesTable, makeHomes } from "./internal/store/homes.ts"
 import { StoreError } from "./internal/store/error.ts"
 import { runMigrations } from "./internal/store/migrations.ts"
 import { makeSessions, type SessionsTable } from "./internal/store/sessions.ts"
@@ -22,6 +23,7 @@ import { makeUsers, type UsersTable } from "./internal/store/users.ts"
 
 export type { AgentBeat, AgentRecord, AgentRegistration, EnrollmentState } from "./internal/store/agents.ts"
 export type { CommandRecord, NewCommand } from "./internal/store/commands.ts"
+export type { HomeRecord } from "./internal/store/homes.ts"
 export type { Transition } from "./internal/store/db.ts"
 export { Conflict, DatabaseFailure, type Entity, NotFound, StoreError } from "./internal/store/error.ts"
 export type { Actor, NewSession, SessionEvent, SessionFilter, SessionRecord, TransitionDetail } from "./internal/store/sessions.ts"
@@ -41,6 +43,7 @@ export interface StoreShape {
   readonly agents: AgentsTable
   readonly sessions: SessionsTable
   readonly commands: CommandsTable
+  readonly homes: HomesTable
   /**
    * Runs `effect` in one database transaction: store calls inside it commit or roll back together. Nested
    * calls use savepoints. On PGlite the one connection is held for the whole transaction, so keep it short
@@ -59,6 +62,7 @@ export const make = Effect.gen(function*() {
     agents: makeAgents(db),
     sessions: makeSessions(db),
     commands: makeCommands(db),
+    homes: makeHomes(db),
     withTransaction: (effect) =>
       db.sql.withTransaction(effect).pipe(
         Effect.mapError((e) => (isSqlError(e) ? StoreError.database(e, "transaction failed") : e))

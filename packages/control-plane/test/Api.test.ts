@@ -4,6 +4,7 @@ import fc from "fast-check"
 import * as Api from "../src/Api.ts"
 import { Auth } from "../src/Auth.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
+import { Homes, makeMemoryRepo as makeHomesRepo } from "../src/Homes.ts"
 import { makeMemoryRepo, Sessions } from "../src/Sessions.ts"
 import { VncProxy } from "../src/VncProxy.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
@@ -18,8 +19,9 @@ const setup = Effect.gen(function*() {
   const dispatcher: FakeDispatcher = yield* makeFakeDispatcher
   const repo = makeMemoryRepo()
   const services = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), ControlPlaneConfig.layerFromRecord(env), Layer.succeed(References.MinimumLogLevel, "Error"))
+  const homeRepo = makeHomesRepo()
   const app = Api.layer.pipe(
-    Layer.provideMerge(VncProxy.layer),
+    Layer.provideMerge(Layer.merge(VncProxy.layer, Homes.layerMemory(homeRepo))),
     Layer.provideMerge(Sessions.layerMemory(repo)),
     Layer.provideMerge(Auth.layer),
     Layer.provideMerge(services)
@@ -48,7 +50,7 @@ const setup = Effect.gen(function*() {
       } catch {}
       return { status: res.status, json, text }
     })
-  return { hub, dispatcher, repo, call, tokens, sessions: Context.get(served.ctx, Sessions) }
+  return { hub, dispatcher, repo, homeRepo, call, tokens, sessions: Context.get(served.ctx, Sessions), homes: Context.get(served.ctx, Homes) }
 })
 
 const errorOf = (r: { status: number; json: any }) => ({ status: r.status, code: r.json?.error?.code as string, message: r.json?.error?.message as string })
@@ -233,6 +235,43 @@ describe("API template changes", () => {
       assert.strictEqual(errorOf(yield* t.call("DELETE", "/api/v1/templates/ff", { token: t.tokens.admin })).status, 404)
       assert.strictEqual(errorOf(yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "ff" } })).status, 400)
       assert.strictEqual((yield* t.call("GET", `/api/v1/sessions/${s.id}`, { token: t.tokens.ann })).json.state, "creating")
+    }))
+})
+
+describe("API homes", () => {
+  it.live("GET /homes: own for users, all or ?user= for admins; DELETE: 409 while in use, 404 for another's, 204 once deleted", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      const created_at = "2026-01-01T00:00:00.000Z"
+      t.dispatcher.responder = (d) =>
+        d.request.action === "list_homes"
+          ? {
+            result: {
+              action: "list_homes",
+              homes: [
+                { name: "home-ann", user_id: "ann" as never, size: "10Gi", created_at, in_use: false },
+                { name: "home-bob", user_id: "bob" as never, size: "10Gi", created_at, in_use: true }
+              ]
+            }
+          }
+          : d.request.action === "delete_home"
+          ? { result: { action: "delete_home", name: d.request.args.name } }
+          : undefined
+      yield* t.homes.refresh("a" as never)
+      const mine = yield* t.call("GET", "/api/v1/homes", { token: t.tokens.ann })
+      assert.strictEqual(mine.status, 200)
+      assert.deepStrictEqual(mine.json.homes.map((h: any) => [h.name, h.user_id, h.size, h.in_use, h.last_used_at, h.expires_at]), [["home-ann", "ann", "10Gi", false, created_at, null]])
+      assert.strictEqual((yield* t.call("GET", "/api/v1/homes", { token: t.tokens.admin })).json.homes.length, 2)
+      assert.deepStrictEqual((yield* t.call("GET", "/api/v1/homes?user=bob", { token: t.tokens.admin })).json.homes.map((h: any) => h.name), ["home-bob"])
+      assert.strictEqual(errorOf(yield* t.call("GET", "/api/v1/homes?user=bob", { token: t.tokens.ann })).status, 403)
+      const annId = mine.json.homes[0].id
+      const bobId = (yield* t.call("GET", "/api/v1/homes", { token: t.tokens.bob })).json.homes[0].id
+      assert.strictEqual(errorOf(yield* t.call("DELETE", `/api/v1/homes/${annId}`, { token: t.tokens.bob })).status, 404)
+      const busy = errorOf(yield* t.call("DELETE", `/api/v1/homes/${bobId}`, { token: t.tokens.admin }))
+      assert.deepStrictEqual([busy.status, busy.code], [409, "conflict"])
+      assert.strictEqual((yield* t.call("DELETE", `/api/v1/homes/${annId}`, { token: t.tokens.ann })).status, 204)
+      assert.deepStrictEqual((yield* t.call("GET", "/api/v1/homes", { token: t.tokens.ann })).json.homes, [])
     }))
 })
 

@@ -169,6 +169,31 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.strictEqual(yield* reasonOf(f.store.templates.insert({ name, displayName: "X", image: "x", vncPort: 1 })), "Conflict")
     }))
 
+  it.effect("homes: put inserts or replaces by agent and name (keeping the id), list filters by user and agent, remove", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const base = {
+        agentId: f.agent.id,
+        name: "home-x",
+        userId: f.user.id,
+        size: "10Gi",
+        inUse: false,
+        createdAt: new Date(1000),
+        lastUsedAt: new Date(2000),
+        reportedAt: new Date(3000),
+        expiresAt: undefined
+      }
+      const id = uid("h")
+      assert.deepStrictEqual(yield* f.store.homes.put({ ...base, id }), { ...base, id })
+      const replaced = yield* f.store.homes.put({ ...base, id: uid("h"), inUse: true, expiresAt: new Date(9000) })
+      assert.deepStrictEqual([replaced.id, replaced.inUse, replaced.expiresAt?.getTime()], [id, true, 9000])
+      assert.deepStrictEqual((yield* f.store.homes.list({ userId: f.user.id })).map((h) => h.id), [id])
+      assert.deepStrictEqual((yield* f.store.homes.list({ agentId: f.agent.id })).map((h) => h.id), [id])
+      assert.deepStrictEqual(yield* f.store.homes.list({ userId: "nobody" }), [])
+      yield* f.store.homes.remove(id)
+      assert.deepStrictEqual(yield* f.store.homes.list({ agentId: f.agent.id }), [])
+    }))
+
   it.effect("agents: register inserts pending, re-register updates metadata only; heartbeat, status, draining", () =>
     Effect.gen(function*() {
       const store = yield* Store

@@ -5,7 +5,7 @@ import { formatSchemaError } from "@streamspace/protocol"
 import { ByteSize, Effect, Schema } from "effect"
 import { HttpIncomingMessage, HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { AgentView } from "../AgentHub.ts"
-import type { CommandRecord, SessionEvent, SessionRecord, TemplateRecord } from "../Store.ts"
+import type { CommandRecord, HomeRecord, SessionEvent, SessionRecord, TemplateRecord } from "../Store.ts"
 import { errorResponse } from "./httpError.ts"
 
 export { errorResponse } from "./httpError.ts"
@@ -148,6 +148,20 @@ export const templateJson = (t: TemplateRecord) => ({
   persistent_home: t.persistentHome,
   created_at: t.createdAt.toISOString(),
   updated_at: t.updatedAt.toISOString()
+})
+
+/** `expires_at`: when the retention policy deletes the home unless it is used before (null: not scheduled). */
+export const homeJson = (h: HomeRecord) => ({
+  id: h.id,
+  agent_id: h.agentId,
+  name: h.name,
+  user_id: h.userId,
+  size: h.size ?? null,
+  in_use: h.inUse,
+  created_at: h.createdAt.toISOString(),
+  last_used_at: h.lastUsedAt.toISOString(),
+  expires_at: iso(h.expiresAt),
+  reported_at: h.reportedAt.toISOString()
 })
 
 export const commandJson = (c: CommandRecord) => ({

@@ -113,11 +113,31 @@ const historyActor = statements(`ALTER TABLE session_history ADD COLUMN actor te
 // longer shows it, and a new template of the same name takes the row over.
 const templateDeletedAt = statements(`ALTER TABLE templates ADD COLUMN deleted_at timestamptz`)
 
+// Home volumes as the agents last listed them, with what the control plane adds: when each was last used and,
+// under a retention policy, when it will be deleted.
+const homes = statements(
+  `CREATE TABLE homes (
+    id text PRIMARY KEY,
+    agent_id text NOT NULL REFERENCES agents (id),
+    name text NOT NULL,
+    user_id text NOT NULL,
+    size text,
+    in_use boolean NOT NULL,
+    created_at timestamptz NOT NULL,
+    last_used_at timestamptz NOT NULL,
+    reported_at timestamptz NOT NULL,
+    expires_at timestamptz,
+    UNIQUE (agent_id, name)
+  )`,
+  `CREATE INDEX homes_user_id ON homes (user_id)`
+)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
   "0003_session_history_actor": historyActor,
-  "0004_template_deleted_at": templateDeletedAt
+  "0004_template_deleted_at": templateDeletedAt,
+  "0005_homes": homes
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */
