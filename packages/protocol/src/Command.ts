@@ -4,12 +4,12 @@ import { Schema } from "effect"
 import { HomeName, HomeVolumes } from "./Home.ts"
 import { CommandId, SessionId, Timestamp, Traceparent, TunnelId, UserId } from "./Ids.ts"
 import { MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from "./Limits.ts"
-import { SessionSpec, SessionStatus } from "./Session.ts"
+import { SessionSpec, SessionStatus, WarmPool } from "./Session.ts"
 
 export const CommandState = Schema.Literals(["pending", "sent", "ack", "completed", "failed"])
 export type CommandState = typeof CommandState.Type
 
-export const CommandAction = Schema.Literals(["create_session", "delete_session", "list_sessions", "vnc_connect", "vnc_disconnect", "list_homes", "delete_home"])
+export const CommandAction = Schema.Literals(["create_session", "delete_session", "list_sessions", "vnc_connect", "vnc_disconnect", "list_homes", "delete_home", "set_warm_pools"])
 export type CommandAction = typeof CommandAction.Type
 export const isCommandAction = Schema.is(CommandAction)
 
@@ -74,8 +74,15 @@ export const DeleteHome = Schema.Struct({
   args: Schema.Struct({ name: HomeName, user_id: UserId })
 })
 
+/** The warm pools this agent keeps from now on (the whole set: a template left out has none). */
+export const SetWarmPools = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("set_warm_pools"),
+  args: Schema.Struct({ pools: Schema.Array(WarmPool).pipe(Schema.check(Schema.isMaxLength(256, { message: "at most 256 warm pools" }))) })
+})
+
 /** The payload of a `command` frame. */
-export const Command = Schema.Union([CreateSession, DeleteSession, ListSessions, VncConnect, VncDisconnect, ListHomes, DeleteHome]).pipe(
+export const Command = Schema.Union([CreateSession, DeleteSession, ListSessions, VncConnect, VncDisconnect, ListHomes, DeleteHome, SetWarmPools]).pipe(
   Schema.toTaggedUnion("action")
 )
 export type Command = typeof Command.Type
@@ -93,7 +100,8 @@ export const CommandResult = Schema.Union([
   }),
   Schema.Struct({ action: Schema.Literal("vnc_disconnect"), tunnel_id: TunnelId }),
   Schema.Struct({ action: Schema.Literal("list_homes"), homes: HomeVolumes }),
-  Schema.Struct({ action: Schema.Literal("delete_home"), name: HomeName })
+  Schema.Struct({ action: Schema.Literal("delete_home"), name: HomeName }),
+  Schema.Struct({ action: Schema.Literal("set_warm_pools") })
 ]).pipe(Schema.toTaggedUnion("action"))
 export type CommandResult = typeof CommandResult.Type
 

@@ -34,7 +34,7 @@ describe("golden fixtures", () => {
     const types = new Set(Object.values(samples).map((m) => m.type))
     expect([...types].sort()).toEqual([...allTypes].sort())
     const actions = Object.values(samples).flatMap((m) => (m.type === "command" ? [m.payload.action] : []))
-    expect(actions.sort()).toEqual(["create_session", "delete_home", "delete_session", "list_homes", "list_sessions", "vnc_connect", "vnc_disconnect"])
+    expect(actions.sort()).toEqual(["create_session", "delete_home", "delete_session", "list_homes", "list_sessions", "set_warm_pools", "vnc_connect", "vnc_disconnect"])
   })
 
   it("has exactly one fixture file per sample", () => {

@@ -82,6 +82,7 @@ export const makeFakeSessionStore = Effect.gen(function*() {
     list: Effect.sync(() => [...state.sessions.values()]),
     listHomes: Effect.succeed([]),
     deleteHome: () => Effect.void,
+    setWarmPools: () => Effect.void,
     activeCount: Effect.sync(() => [...state.sessions.values()].filter((s) => s.phase !== "terminated" && s.phase !== "failed").length),
     changes: Stream.fromPubSub(changes),
     capacity: Effect.sync(() => state.capacity),
