@@ -8,8 +8,8 @@
 // Modules (internal/sessions/): book (the records in memory and the state machine), lifecycle (command
 // outcomes, reconcile on connect), repo (the Store or memory), usage (per-agent usage for placement).
 import type { AgentId, SessionId, SessionSpec, SessionStatus, TemplateName } from "@streamspace/protocol"
-import { EnvVars, parseQuantity, Port, Resources, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
-import { Clock, Context, Effect, Layer, Result, Schema } from "effect"
+import { EnvVars, MAX_WARM_POOL, parseQuantity, Port, Resources, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
+import { Clock, Context, Effect, Layer, Result, Schema, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
@@ -17,6 +17,7 @@ import { CommandDispatcher } from "./CommandDispatcher.ts"
 import { applyStatus, type Book, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve, userActor } from "./internal/sessions/book.ts"
 import { follow, followOpenCommands, reconcile } from "./internal/sessions/lifecycle.ts"
 import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./internal/sessions/repo.ts"
+import { pushWarmPools } from "./internal/sessions/warmPools.ts"
 import { place } from "./Placement.ts"
 import { type SessionEvent, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
 
@@ -26,6 +27,12 @@ export type { Actor, SessionEvent, SessionRecord, TemplateRecord } from "./Store
 
 const Name = (what: string, max: number) =>
   Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: `${what} must not be empty` }), Schema.isMaxLength(max, { message: `${what} must be at most ${max} characters` })))
+
+/** Warm pods per agent for a template. */
+const WarmPoolSize = Schema.Number.pipe(Schema.check(
+  Schema.isInt({ message: "warm_pool must be a whole number" }),
+  Schema.isBetween({ minimum: 0, maximum: MAX_WARM_POOL }, { message: `warm_pool must be between 0 and ${MAX_WARM_POOL}` })
+))
 
 /** What a user asks for (POST /api/v1/sessions); what is left out comes from the template. */
 export const CreateSessionRequest = Schema.Struct({
@@ -45,7 +52,8 @@ export const CreateTemplateRequest = Schema.Struct({
   resources: Schema.optionalKey(Resources),
   env: Schema.optionalKey(EnvVars),
   vnc_port: Schema.optionalKey(Port),
-  persistent_home: Schema.optionalKey(Schema.Boolean)
+  persistent_home: Schema.optionalKey(Schema.Boolean),
+  warm_pool: Schema.optionalKey(WarmPoolSize)
 })
 export type CreateTemplateRequest = typeof CreateTemplateRequest.Type
 
@@ -59,7 +67,8 @@ export const PatchTemplateRequest = Schema.Struct({
   resources: Schema.optionalKey(Resources),
   env: Schema.optionalKey(EnvVars),
   vnc_port: Schema.optionalKey(Port),
-  persistent_home: Schema.optionalKey(Schema.Boolean)
+  persistent_home: Schema.optionalKey(Schema.Boolean),
+  warm_pool: Schema.optionalKey(WarmPoolSize)
 })
 export type PatchTemplateRequest = typeof PatchTemplateRequest.Type
 
@@ -215,15 +224,27 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
     return t
   })
 
+  /** A warm pod never has a user's home mounted, so a template with a persistent home has no pool. */
+  const checkWarmPool = (warmPool: number, persistentHome: boolean) =>
+    warmPool > 0 && persistentHome
+      ? Effect.fail(new SessionsError({
+        reason: "InvalidRequest",
+        field: "warm_pool",
+        message: "warm_pool: a template with persistent_home cannot have a warm pool (a warm pod is started before its user is known, so it never has a home mounted)"
+      }))
+      : Effect.void
+
   const createTemplate = Effect.fn("Sessions.createTemplate")(function*(request: CreateTemplateRequest) {
-    return yield* repo.insertTemplate({
+    yield* checkWarmPool(request.warm_pool ?? 0, request.persistent_home ?? false)
+    const created = yield* repo.insertTemplate({
       name: request.name,
       displayName: request.display_name ?? request.name,
       image: request.image,
       resources: request.resources,
       env: request.env,
       vncPort: request.vnc_port ?? 5900,
-      persistentHome: request.persistent_home ?? false
+      persistentHome: request.persistent_home ?? false,
+      warmPool: request.warm_pool ?? 0
     }).pipe(
       Effect.mapError((e) =>
         e.reason === "Conflict"
@@ -231,32 +252,55 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo) {
           : fromRepo(e)
       )
     )
+    if (created.warmPool > 0) yield* pushWarmPools(book, hub)
+    return created
   })
 
   const notFound = (name: string) => new SessionsError({ reason: "NotFound", message: `no template named "${name.slice(0, 80)}"` })
 
   const updateTemplate = Effect.fn("Sessions.updateTemplate")(function*(name: string, request: PatchTemplateRequest) {
+    const before = yield* findTemplate(book, name as TemplateName)
+    if (before === undefined) return yield* notFound(name)
+    yield* checkWarmPool(request.warm_pool ?? before.warmPool, request.persistent_home ?? before.persistentHome)
     const t = yield* repo.updateTemplate(name as TemplateName, {
       ...(request.display_name === undefined ? {} : { displayName: request.display_name }),
       ...(request.image === undefined ? {} : { image: request.image }),
       ...(request.resources === undefined ? {} : { resources: request.resources }),
       ...(request.env === undefined ? {} : { env: request.env }),
       ...(request.vnc_port === undefined ? {} : { vncPort: request.vnc_port }),
-      ...(request.persistent_home === undefined ? {} : { persistentHome: request.persistent_home })
+      ...(request.persistent_home === undefined ? {} : { persistentHome: request.persistent_home }),
+      ...(request.warm_pool === undefined ? {} : { warmPool: request.warm_pool })
     }).pipe(Effect.mapError(fromRepo))
     if (t === undefined) return yield* notFound(name)
+    if (t.warmPool > 0 || before.warmPool > 0) yield* pushWarmPools(book, hub)
     yield* Effect.logInfo("template changed").pipe(Effect.annotateLogs({ template: name, image: t.image }))
     return t
   })
 
   const deleteTemplate = Effect.fn("Sessions.deleteTemplate")(function*(name: string) {
+    const before = yield* findTemplate(book, name as TemplateName)
     if (!(yield* repo.deleteTemplate(name as TemplateName).pipe(Effect.mapError(fromRepo)))) return yield* notFound(name)
+    if (before !== undefined && before.warmPool > 0) yield* pushWarmPools(book, hub)
     yield* Effect.logInfo("template deleted").pipe(Effect.annotateLogs({ template: name }))
   })
 
+  // A drained agent frees its warm pods; undrained, it gets the pools again.
+  const draining = new Map<AgentId, boolean>()
+  yield* Effect.forkScoped(Stream.runForEach(hub.presence, (e) => {
+    if (e._tag !== "StatusChanged") return Effect.void
+    const now = e.status === "draining"
+    const was = draining.get(e.agentId) ?? false
+    draining.set(e.agentId, now)
+    return now === was ? Effect.void : pushWarmPools(book, hub, e.agentId)
+  }))
+
   yield* followOpenCommands(book)
   yield* hub.subscribe({
-    onConnected: (agentId, hello) => reconcile(book, agentId, hello).pipe(Effect.catch((e) => Effect.logError("Sessions: reconcile failed", e))),
+    onConnected: (agentId, hello) =>
+      reconcile(book, agentId, hello).pipe(
+        Effect.catch((e) => Effect.logError("Sessions: reconcile failed", e)),
+        Effect.andThen(pushWarmPools(book, hub, agentId))
+      ),
     onSessionStatus: (agentId, status) => applyStatus(book, agentId, status).pipe(Effect.catch((e) => Effect.logError("Sessions: a session report failed", e)))
   })
 

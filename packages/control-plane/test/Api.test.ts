@@ -221,7 +221,9 @@ describe("API template changes", () => {
         [{ image: "" }, "image:"],
         [{ vnc_port: 0 }, "vnc_port:"],
         [{ resources: { memory: "much" } }, "resources.memory:"],
-        [{ name: "other" }, "name: unknown field"]
+        [{ name: "other" }, "name: unknown field"],
+        [{ warm_pool: -1 }, "warm_pool"],
+        [{ warm_pool: 1, persistent_home: true }, "warm_pool: a template with persistent_home cannot have a warm pool"]
       ]
       for (const [body, words] of cases) {
         const r = errorOf(yield* t.call("PATCH", "/api/v1/templates/ff", { token: t.tokens.admin, body }))

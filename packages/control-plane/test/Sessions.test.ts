@@ -394,6 +394,30 @@ describe("Sessions", () => {
       assert.deepStrictEqual(yield* resumeSpec(env.repo, before), before.spec)
     }))
 
+  it.effect("warm pools: the templates' pools go to every approved agent on a change (none to a drained one); never with a persistent home", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      env.hub.addAgent("d", { draining: true })
+      env.hub.addAgent("p", { enrollment: "pending" })
+      const sent = (agent: string) =>
+        env.dispatcher.commands.filter((c) => c.agentId === agent && c.request.action === "set_warm_pools").map((c) => (c.request.args as any).pools)
+      yield* env.sessions.createTemplate({ name: "ff" as TemplateName, image: "ff:1", warm_pool: 2 })
+      yield* waitFor("pools sent", Effect.sync(() => sent("a").length === 1 && sent("d").length === 1))
+      assert.deepStrictEqual(sent("a")[0], [{ template: "ff", size: 2, image: "ff:1", resources: { cpu: "500m", memory: "512Mi" }, vnc_port: 5900 }])
+      assert.deepStrictEqual(sent("d")[0], [])
+      assert.deepStrictEqual(sent("p"), [])
+      // A session of the template gets exactly the pool's spec, so the agent can hand it a warm pod.
+      const s = yield* env.sessions.create(ann, { template: "ff" as TemplateName })
+      assert.deepStrictEqual([s.spec.image, s.spec.resources, s.spec.env, s.spec.vnc_port, s.spec.persistent_home], ["ff:1", { cpu: "500m", memory: "512Mi" }, undefined, 5900, false])
+      const bad = yield* Effect.flip(env.sessions.createTemplate({ name: "home" as TemplateName, image: "x", persistent_home: true, warm_pool: 1 }))
+      assert.deepStrictEqual([bad.reason, bad.field], ["InvalidRequest", "warm_pool"])
+      assert.strictEqual((yield* Effect.flip(env.sessions.updateTemplate("ff", { persistent_home: true }))).field, "warm_pool")
+      yield* env.sessions.updateTemplate("ff", { warm_pool: 0 })
+      yield* waitFor("empty pools sent", Effect.sync(() => sent("a").length === 2))
+      assert.deepStrictEqual(sent("a")[1], [])
+    }))
+
   it.effect("delete: the agent's report of the deleted pod, overtaking the dispatch, still ends the session as deleted", () =>
     Effect.gen(function*() {
       const env = yield* setup

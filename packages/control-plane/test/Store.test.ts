@@ -94,6 +94,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
           vncPort: 5900,
           persistentHome: false,
           sharedHome: false,
+          warmPool: 0,
           createdAt: undefined,
           updatedAt: undefined
         }
@@ -157,6 +158,8 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       // resources given replace the stored ones; a request left out gets the default, as on insert
       assert.deepStrictEqual((yield* f.store.templates.update(name, { resources: { cpu: "2" } })).resources, { cpu: "2", memory: "512Mi" })
       assert.strictEqual((yield* f.store.sessions.get(s.id)).spec.image, "img:1")
+      assert.strictEqual((yield* f.store.templates.update(name, { warmPool: 3 })).warmPool, 3)
+      assert.strictEqual((yield* f.store.templates.get(name)).warmPool, 3)
       yield* f.store.templates.remove(name)
       assert.strictEqual(yield* reasonOf(f.store.templates.get(name)), "NotFound")
       assert.isFalse((yield* f.store.templates.list()).some((t) => t.name === name))

@@ -146,6 +146,7 @@ export const templateJson = (t: TemplateRecord) => ({
   env: t.env,
   vnc_port: t.vncPort,
   persistent_home: t.persistentHome,
+  warm_pool: t.warmPool,
   created_at: t.createdAt.toISOString(),
   updated_at: t.updatedAt.toISOString()
 })

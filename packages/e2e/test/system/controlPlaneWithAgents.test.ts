@@ -93,6 +93,35 @@ describe("control plane end to end with real agents", () => {
       assert.deepStrictEqual((yield* s.ann.get("/homes")).body.homes, [])
     }), { timeout: 120_000 })
 
+  it.live("warm pool: a template's warm pods started on the agent; a create takes one and is running at once; the pool refills", () =>
+    Effect.gen(function*() {
+      const s = yield* stack()
+      yield* s.enrol("agent-a", "eu-1")
+      const demo = (yield* s.admin.get("/templates/demo")).body
+      assert.strictEqual((yield* s.admin.post("/templates", { name: "pooled", image: demo.image, warm_pool: 2 })).status, 201)
+      const warm = () => s.kube.list("pods", S.NAMESPACE).filter((p: any) => p.metadata.labels?.["streamspace.io/warm-pool"] === "pooled" && p.status?.phase === "Running")
+      yield* S.waitFor("two warm pods running", Effect.sync(() => warm().length === 2))
+      const created = yield* s.ann.post("/sessions", { template: "pooled" })
+      assert.strictEqual(created.status, 201)
+      const running = yield* S.waitForSession(s.ann, created.body.id, ["running"])
+      const pod = s.kube.list("pods", S.NAMESPACE).find((p: any) => p.metadata.labels?.["streamspace.io/session-id"] === created.body.id)
+      assert.match(pod!.metadata.name, /^warm-pooled-/, "the session runs in a warm pod")
+      assert.strictEqual(running.state, "running")
+      yield* S.waitFor("the pool refilled", Effect.sync(() => warm().length === 2))
+      // The viewer path reaches the claimed pod like any other (port-forward to the warm pod's name).
+      const ticket = (yield* s.ann.post(`/sessions/${created.body.id}/vnc-ticket`)).body
+      const viewer = yield* Effect.acquireRelease(
+        Effect.promise(() => RfbClient.connect(createWebSocketStream(new WebSocket(`${s.cp.wsUrl}${ticket.url}`, ["binary"])), { timeout: 10_000 })),
+        (c) => Effect.sync(() => c.close())
+      )
+      assert.strictEqual(viewer.version, "3.8")
+      // No pool any more: the warm pods go; the session stays.
+      yield* s.admin.patch("/templates/pooled", { warm_pool: 0 })
+      yield* S.waitFor("warm pods removed", Effect.sync(() =>
+        !s.kube.list("pods", S.NAMESPACE).some((p: any) => p.metadata.labels?.["streamspace.io/warm-pool"] === "pooled" && p.metadata.deletionTimestamp === undefined)))
+      assert.strictEqual((yield* s.ann.get(`/sessions/${created.body.id}`)).body.state, "running")
+    }), { timeout: 120_000 })
+
   it.live("a VNC session through the proxy, the agent and port-forward to vnc-testserver (ticket and JWT)", () =>
     Effect.gen(function*() {
       const s = yield* stack()

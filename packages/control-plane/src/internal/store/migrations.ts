@@ -132,12 +132,16 @@ const homes = statements(
   `CREATE INDEX homes_user_id ON homes (user_id)`
 )
 
+// Warm pods kept started per agent for a template (0: none).
+const templateWarmPool = statements(`ALTER TABLE templates ADD COLUMN warm_pool integer NOT NULL DEFAULT 0 CHECK (warm_pool >= 0)`)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
   "0003_session_history_actor": historyActor,
   "0004_template_deleted_at": templateDeletedAt,
-  "0005_homes": homes
+  "0005_homes": homes,
+  "0006_template_warm_pool": templateWarmPool
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */

@@ -16,6 +16,8 @@ export interface TemplateRecord {
   readonly vncPort: number
   readonly persistentHome: boolean
   readonly sharedHome: boolean
+  /** Warm pods each eligible agent keeps started for this template (never with a persistent home). */
+  readonly warmPool: number
   readonly createdAt: Date
   readonly updatedAt: Date
 }
@@ -30,6 +32,7 @@ export interface NewTemplate {
   readonly vncPort: number
   readonly persistentHome?: boolean | undefined
   readonly sharedHome?: boolean | undefined
+  readonly warmPool?: number | undefined
 }
 
 /** The requests a template gets when it names none (the demo template's, which the migration seeds). */
@@ -59,7 +62,8 @@ export const patchedTemplate = (t: TemplateRecord, patch: TemplatePatch, at: Dat
     env: patch.env ?? t.env,
     vncPort: patch.vncPort ?? t.vncPort,
     persistentHome: patch.persistentHome ?? t.persistentHome,
-    sharedHome: patch.sharedHome ?? t.sharedHome
+    sharedHome: patch.sharedHome ?? t.sharedHome,
+    warmPool: patch.warmPool ?? t.warmPool
   }, at),
   createdAt: t.createdAt
 })
@@ -74,6 +78,7 @@ export const templateRecord = (t: NewTemplate, at: Date): TemplateRecord => ({
   vncPort: t.vncPort,
   persistentHome: t.persistentHome ?? false,
   sharedHome: t.sharedHome ?? false,
+  warmPool: t.warmPool ?? 0,
   createdAt: at,
   updatedAt: at
 })
@@ -87,6 +92,7 @@ export const toTemplate = (r: Row): TemplateRecord => ({
   vncPort: Number(r.vnc_port),
   persistentHome: r.persistent_home as boolean,
   sharedHome: r.shared_home as boolean,
+  warmPool: Number(r.warm_pool ?? 0),
   createdAt: date(r.created_at),
   updatedAt: date(r.updated_at)
 })
@@ -108,6 +114,7 @@ export const makeTemplates = ({ json, now, one, q, sql }: Db): TemplatesTable =>
         vnc_port: t.vncPort,
         persistent_home: t.persistentHome,
         shared_home: t.sharedHome,
+        warm_pool: t.warmPool,
         created_at: t.createdAt,
         updated_at: t.updatedAt
       }
@@ -143,6 +150,7 @@ export const makeTemplates = ({ json, now, one, q, sql }: Db): TemplatesTable =>
             vnc_port: t.vncPort,
             persistent_home: t.persistentHome,
             shared_home: t.sharedHome,
+            warm_pool: t.warmPool,
             updated_at: t.updatedAt
           })
         } WHERE name = ${name} AND deleted_at IS NULL RETURNING *`
