@@ -704,6 +704,11 @@ serveRpc({
     return { ok: true }
   },
   "kube.count": (args: { resource: string }) => kube!.list(args.resource, "streamspace").length,
+  /** Warm pods of a template's pool that are running and not being deleted. */
+  "kube.warmReady": (args: { template: string }) =>
+    kube!.list("pods", "streamspace").filter((p: any) =>
+      p.metadata?.labels?.["streamspace.io/warm-pool"] === args.template && p.metadata.deletionTimestamp === undefined && p.status?.phase === "Running"
+    ).length,
   "viewer.open": openStreams,
   "viewer.measure": measureStreams,
   "viewer.close": closeStreams,
