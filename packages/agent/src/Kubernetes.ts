@@ -293,9 +293,15 @@ const createSession = (c: Client) =>
     yield* Effect.annotateCurrentSpan({ "session.id": id })
     const { core, namespace } = c
     if (spec.persistent_home) yield* ensureHome(c, spec.user_id, spec.shared_home === true)
-    else if (!c.podNames.has(id)) {
-      // A warm pod of the same spec is running already: take it, and give it the session's Service.
-      const warm = yield* claimWarmPod(c, id, spec)
+    else if (claimableHash(spec) !== undefined) {
+      // A warm pod claimed for this session already (a create re-sent, perhaps to a restarted agent) is adopted;
+      // else a warm pod of the same spec that is running already is taken. Either gets the session's Service.
+      const claimedBefore = yield* podNameOf(c, id)
+      const warm = claimedBefore !== id
+        ? yield* orNone(c.call("get", "pods", `read pod ${claimedBefore}`, () => core.readNamespacedPod({ name: claimedBefore, namespace }))).pipe(
+          Effect.map(Option.map((p) => p as PodView))
+        )
+        : yield* claimWarmPod(c, id, spec)
       if (Option.isSome(warm)) {
         yield* createOrAdopt(
           c,
@@ -464,6 +470,7 @@ const writeSecret = (c: Client) =>
 
 const portForward = (c: Client) =>
   Effect.fn("Kubernetes.portForward")(function*(session: SessionId, port: number) {
+    // A claimed warm pod's name is known once readPod found it (TunnelPool reads the pod before forwarding).
     const pod = c.podNames.get(session) ?? session
     const server = c.kc.getCurrentCluster()!.server.replace(/\/+$/, "")
     const url = `${server.replace(/^http/, "ws")}/api/v1/namespaces/${encodeURIComponent(c.namespace)}/pods/${encodeURIComponent(pod)}/portforward?ports=${port}`

@@ -189,6 +189,16 @@ describe("SessionStore", () => {
       assert.isUndefined(pod.metadata.labels["streamspace.io/warm-pool"])
       assert.isDefined(cluster.server.get("services", NAMESPACE, "s-1"))
       assert.isTrue(Option.isSome(yield* kube.readPod(sid("s-1"))))
+      // The same create again (a re-sent command) adopts the claimed pod instead of taking another.
+      const warmBefore = readyWarm().length
+      assert.strictEqual((yield* store.create(sid("s-1"), spec)).phase, "running")
+      assert.strictEqual(cluster.server.list("pods", NAMESPACE).filter((p: any) => p.metadata.labels?.["streamspace.io/session-id"] === "s-1").length, 1)
+      assert.isAtLeast(readyWarm().length, warmBefore)
+      // ... also on a restarted agent, which finds the claimed pod by its session label and reaches it.
+      const restarted = yield* build(cluster, { WARM_POOL_INTERVAL: "200ms" })
+      assert.strictEqual((yield* restarted.store.create(sid("s-1"), spec)).phase, "running")
+      assert.strictEqual(cluster.server.list("pods", NAMESPACE).filter((p: any) => p.metadata.labels?.["streamspace.io/session-id"] === "s-1").length, 1)
+      assert.strictEqual(Option.getOrThrow(yield* restarted.kube.readPod(sid("s-1"))).metadata?.name, pod.metadata.name)
       yield* waitFor("the pool refilled", Effect.sync(() => readyWarm().length === 2))
       assert.strictEqual(Option.getOrThrow(yield* store.get(sid("s-1"))).phase, "running")
       assert.deepStrictEqual(phases("s-1").slice(0, 1), ["running"])
