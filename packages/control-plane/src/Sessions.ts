@@ -6,7 +6,9 @@
 // and hello inventories (AgentHub routes them here).
 //
 // Modules (internal/sessions/): book (the records in memory and the state machine), lifecycle (command
-// outcomes, reconcile on connect), repo (the Store or memory), usage (per-agent usage for placement).
+// outcomes, reconcile on connect), repo (the Store or memory), usage (per-agent usage for placement),
+// templates (what a template change means for existing sessions: `resumeSpec`), warmPools (the templates'
+// warm pools, sent to the agents).
 import type { AgentId, SessionId, SessionSpec, SessionStatus, TemplateName } from "@streamspace/protocol"
 import { EnvVars, MAX_WARM_POOL, parseQuantity, Port, Resources, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
 import { Clock, Context, Effect, Layer, Result, Schema, Stream } from "effect"
