@@ -7,10 +7,11 @@ import { isolation, latency, throughput } from "./lib/b-tunnel.ts"
 import { agentFootprint } from "./lib/b-agent.ts"
 import { controlPlaneScale, reconnectStorm, sessionStart } from "./lib/b-controlplane.ts"
 import { renderReadme } from "./lib/readme.ts"
+import { warmPoolStart } from "./lib/b-warmpool.ts"
 import { stopStack } from "./lib/stack.ts"
 import { BENCH_DIR, type BenchResult, record } from "./lib/util.ts"
 
-const ALL = ["throughput", "latency", "isolation", "agent", "controlplane", "sessionstart", "reconnect"] as const
+const ALL = ["throughput", "latency", "isolation", "agent", "controlplane", "sessionstart", "reconnect", "warmpool"] as const
 type Name = (typeof ALL)[number]
 
 const argv = process.argv.slice(2)
@@ -35,7 +36,7 @@ if (unknown.length > 0 || argv.includes("--help")) {
   process.exit(unknown.length > 0 ? 2 : 0)
 }
 // Run order: the benchmarks that share the tunnel test bed first, so it is built once.
-const RUN_ORDER: ReadonlyArray<Name> = ["throughput", "latency", "isolation", "agent", "sessionstart", "controlplane", "reconnect"]
+const RUN_ORDER: ReadonlyArray<Name> = ["throughput", "latency", "isolation", "agent", "sessionstart", "controlplane", "reconnect", "warmpool"]
 const selected: ReadonlyArray<Name> = RUN_ORDER.filter((n) => named.length === 0 || named.includes(n))
 const command = `npm run bench${argv.length > 0 ? ` -- ${argv.join(" ")}` : ""}`
 const opts = { long, reps, command }
@@ -47,7 +48,8 @@ const runners: Record<Name, () => Promise<BenchResult>> = {
   agent: () => agentFootprint(opts),
   controlplane: () => controlPlaneScale(opts),
   sessionstart: () => sessionStart(opts),
-  reconnect: () => reconnectStorm(opts)
+  reconnect: () => reconnectStorm(opts),
+  warmpool: () => warmPoolStart(opts)
 }
 // The shared tunnel test bed is only needed by these.
 const usesStack = new Set<Name>(["throughput", "latency", "isolation", "agent", "sessionstart"])

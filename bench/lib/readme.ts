@@ -12,7 +12,8 @@ export const renderReadme = (results: Array<any>, order: ReadonlyArray<string>):
   const lines: Array<string> = []
   lines.push("# StreamSpace benchmarks")
   lines.push("")
-  lines.push("`npm run bench` runs all seven benchmarks of issue 8 in sequence (about 15 minutes on a 2-core machine);")
+  lines.push("`npm run bench` runs all seven benchmarks of issue 8 in sequence (about 15 minutes on a 2-core machine), then")
+  lines.push("`warmpool` (issue 16: session start with and without a template's warm pool, about a minute);")
   lines.push("`npm run bench -- throughput latency` picks some; `--long` uses the full durations and scale (10-minute soak,")
   lines.push("1,000 agents / 10,000 sessions, longer streams); `--reps N` sets the repetitions (default 3, 5 with `--long`).")
   lines.push("Each benchmark prints its table and writes `bench/results/<name>.json` (figures, environment, date, commit);")

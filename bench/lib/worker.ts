@@ -470,6 +470,16 @@ const simHandleCommand = (a: SimAgent, cmd: any) => {
       simSend(a, "command_completed", { command_id: cmd.command_id, result: { action: "vnc_connect", tunnel_id: cmd.args.tunnel_id, window: 1024 * 1024 } })
       break
     }
+    // What every agent is asked on connect (issue 16): no homes, no warm pods here.
+    case "list_homes":
+      simSend(a, "command_completed", { command_id: cmd.command_id, result: { action: "list_homes", homes: [] } })
+      break
+    case "set_warm_pools":
+      simSend(a, "command_completed", { command_id: cmd.command_id, result: { action: "set_warm_pools" } })
+      break
+    case "delete_home":
+      simSend(a, "command_completed", { command_id: cmd.command_id, result: { action: "delete_home", name: cmd.args.name } })
+      break
     case "vnc_disconnect": {
       const tn = a.tunnels.get(cmd.args.tunnel_id)
       if (tn !== undefined) tn.closed = true
@@ -704,6 +714,11 @@ serveRpc({
     return { ok: true }
   },
   "kube.count": (args: { resource: string }) => kube!.list(args.resource, "streamspace").length,
+  /** Warm pods of a template's pool that are running and not being deleted. */
+  "kube.warmReady": (args: { template: string }) =>
+    kube!.list("pods", "streamspace").filter((p: any) =>
+      p.metadata?.labels?.["streamspace.io/warm-pool"] === args.template && p.metadata.deletionTimestamp === undefined && p.status?.phase === "Running"
+    ).length,
   "viewer.open": openStreams,
   "viewer.measure": measureStreams,
   "viewer.close": closeStreams,

@@ -70,6 +70,8 @@ export interface AgentConfigShape {
   readonly sessionPodTemplate: string | undefined
   readonly vncPort: number
   readonly vncTunnelTimeout: Duration.Duration
+  /** How often the warm pools are checked and refilled (also right after a create took a warm pod). */
+  readonly warmPoolInterval: Duration.Duration
   /** Credit window this agent grants per tunnel (bytes towards the viewer are limited by the control plane's window). */
   readonly vncTunnelWindow: number
   readonly logLevel: "Trace" | "Debug" | "Info" | "Warn" | "Error" | "Fatal" | "None"
@@ -162,6 +164,7 @@ export const readAgentConfig: Effect.Effect<AgentConfigShape, SettingError> = Ef
     sessionPodTemplate: blankToUndefined(yield* text("SESSION_POD_TEMPLATE", "")),
     vncPort: yield* port("VNC_PORT", "5900"),
     vncTunnelTimeout: yield* duration("VNC_TUNNEL_TIMEOUT", "1h"),
+    warmPoolInterval: yield* duration("WARM_POOL_INTERVAL", "10s"),
     vncTunnelWindow: yield* int("VNC_TUNNEL_WINDOW", String(1024 * 1024), 64 * 1024, 16 * 1024 * 1024),
     logLevel: yield* setting("LOG_LEVEL", LogLevelString, { default: "info", expected: "debug, info, warn or error" }),
     logFormat: yield* setting("LOG_FORMAT", LogFormatString, { default: "json", expected: "json or text" }),

@@ -165,6 +165,12 @@ const perform = (s: State, command: Command): Effect.Effect<Outcome, SessionStor
       return hibernateSession(s, command.args.session_id)
     case "resume_session":
       return resumeSession(s, command.args.session_id, command)
+    case "list_homes":
+      return s.store.listHomes.pipe(Effect.map((homes) => completed({ action: "list_homes", homes: homes.slice(0, MAX_SESSIONS_PER_MESSAGE) })))
+    case "delete_home":
+      return s.store.deleteHome(command.args.name, command.args.user_id).pipe(Effect.as(completed({ action: "delete_home", name: command.args.name })))
+    case "set_warm_pools":
+      return s.store.setWarmPools(command.args.pools).pipe(Effect.as(completed({ action: "set_warm_pools" })))
   }
 }
 

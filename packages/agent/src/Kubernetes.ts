@@ -4,7 +4,7 @@
 // port-forwards and capacity. How each call is timed out, retried and recorded is internal/kubeCall.ts;
 // how the API has been answering, internal/apiHealth.ts.
 import * as k8s from "@kubernetes/client-node"
-import type { Capacity, SessionId, SessionSpec, UserId } from "@streamspace/protocol"
+import type { Capacity, HomeVolume, SessionId, SessionSpec, UserId, WarmPool } from "@streamspace/protocol"
 import { Context, Duration, Effect, Layer, Option, Stream } from "effect"
 import type { Scope } from "effect"
 import { readFileSync } from "node:fs"
@@ -12,12 +12,14 @@ import { parse as parseYaml } from "yaml"
 import { AgentConfig } from "./AgentConfig.ts"
 import type { AgentConfigShape } from "./AgentConfig.ts"
 import { type ApiHealth, type ClusterHealth, makeApiHealth } from "./internal/apiHealth.ts"
+import { type ClaimView, homeOfClaim, homeSelector, mountedClaims } from "./internal/homes.ts"
 import { makeCapacity } from "./internal/capacity.ts"
 import { type Call, ignoreNotFound, makeCall, orNone } from "./internal/kubeCall.ts"
 import { fromStatus, fromThrown, KubernetesError, reasonOfCode } from "./internal/kubeError.ts"
 import {
   agentSelector,
   buildHomeClaim,
+  LABEL_SESSION,
   buildPod,
   buildService,
   homeClaimName,
@@ -29,6 +31,7 @@ import {
   type SessionDefaults
 } from "./internal/kubeObjects.ts"
 import { inClusterOptions, kubeconfigTokenFiles, tokenFileAuthenticator, withTokenFiles } from "./internal/kubeAuth.ts"
+import { buildWarmPod, claimableHash, claimedLabels, isWarmReady, LABEL_POOL_SPEC, poolHash, poolSelector } from "./internal/warmPool.ts"
 import { type PodEvent, watchPods } from "./internal/podWatch.ts"
 import { openPortForward, type PortForwardStream } from "./internal/portforward.ts"
 
@@ -59,7 +62,19 @@ export interface KubernetesShape {
    * user's (NotFound otherwise: never an empty home in its place). Returns the pod.
    */
   readonly resumeSession: (id: SessionId, spec: SessionSpec) => Effect.Effect<PodView, KubernetesError>
-  readonly readPod: (name: string) => Effect.Effect<Option.Option<PodView>, KubernetesError>
+  /** The pod of a session (named after it, or a warm pod it claimed). */
+  readonly readPod: (session: SessionId) => Effect.Effect<Option.Option<PodView>, KubernetesError>
+  /** Keeps `pool.size` warm pods of the pool (pods of an older spec of it are replaced); size 0 removes them. */
+  readonly ensureWarmPool: (pool: WarmPool) => Effect.Effect<void, KubernetesError>
+  /** Removes the warm pods of every template not in `keep`. */
+  readonly pruneWarmPools: (keep: ReadonlySet<string>) => Effect.Effect<void, KubernetesError>
+  /** This agent's home PVCs, each with its owner, size and whether a pod mounts it. */
+  readonly listHomes: Effect.Effect<ReadonlyArray<HomeVolume>, KubernetesError>
+  /**
+   * Deletes the home PVC `name` of `user`: `absent` when there is none, `in_use` (nothing deleted) while a pod
+   * mounts it; a PVC of another user or not managed by an agent is refused (Invalid).
+   */
+  readonly deleteHome: (name: string, user: UserId) => Effect.Effect<"deleted" | "absent" | "in_use", KubernetesError>
   /** Every pod labelled for this agent, and the list's resourceVersion to watch from. */
   readonly listSessionPods: Effect.Effect<PodList, KubernetesError>
   /** Pod events after `resourceVersion`; ends when the server closes the watch, fails with `Expired` on 410. */
@@ -67,8 +82,8 @@ export interface KubernetesShape {
   readonly readSecret: (name: string) => Effect.Effect<Option.Option<Record<string, string>>, KubernetesError>
   /** Creates the Secret or replaces its data. */
   readonly writeSecret: (name: string, data: Record<string, string>) => Effect.Effect<void, KubernetesError>
-  /** A port-forward stream to `pod:port`, closed with the scope. */
-  readonly portForward: (pod: string, port: number) => Effect.Effect<PortForwardStream, KubernetesError, Scope.Scope>
+  /** A port-forward stream to the session's pod at `port`, closed with the scope. */
+  readonly portForward: (session: SessionId, port: number) => Effect.Effect<PortForwardStream, KubernetesError, Scope.Scope>
   /** From a ResourceQuota in the namespace when one is readable, else MAX_SESSIONS x the session defaults. */
   readonly capacity: Effect.Effect<Capacity>
   /** How the API has been answering: degraded after recent errors, failing after a minute of nothing but errors. */
@@ -164,6 +179,8 @@ interface Client {
   readonly apiHealth: ApiHealth
   readonly requestTimeout: Duration.Duration
   readonly portForwardHighWater: number
+  /** Sessions whose pod is a claimed warm pod, by pod name (their pod is not named after them). */
+  readonly podNames: Map<SessionId, string>
 }
 
 // ---- session objects ------------------------------------------------------------------------------
@@ -192,8 +209,82 @@ const createOrAdopt = <A extends { metadata?: k8s.V1ObjectMeta }>(
 const deleteService = (c: Client, id: SessionId) =>
   ignoreNotFound(c.call("delete", "services", `delete service ${id}`, () => c.core.deleteNamespacedService({ name: id, namespace: c.namespace })))
 
+/** The name of a session's pod: its id, or the warm pod it claimed (remembered, else found by its label). */
+const podNameOf = (c: Client, id: SessionId): Effect.Effect<string, KubernetesError> =>
+  Effect.gen(function*() {
+    const known = c.podNames.get(id)
+    if (known !== undefined) return known
+    const byLabel: k8s.V1PodList = yield* c.call("list", "pods", `find the pod of session ${id}`, () =>
+      c.core.listNamespacedPod({ namespace: c.namespace, labelSelector: `${agentSelector(c.agentId)},${LABEL_SESSION}=${id}` }))
+    const name = byLabel.items.find((p) => p.metadata?.name !== undefined && p.metadata.name !== id)?.metadata?.name
+    if (name !== undefined) c.podNames.set(id, name)
+    return name ?? id
+  })
+
+const deletePodNamed = (c: Client, name: string) =>
+  orNone(c.call("delete", "pods", `delete pod ${name}`, () => c.core.deleteNamespacedPod({ name, namespace: c.namespace })))
+
 const deletePod = (c: Client, id: SessionId) =>
-  ignoreNotFound(c.call("delete", "pods", `delete pod ${id}`, () => c.core.deleteNamespacedPod({ name: id, namespace: c.namespace })))
+  Effect.gen(function*() {
+    const known = c.podNames.get(id)
+    // Most pods are named after their session; only when there is none is it looked up by label.
+    const gone = yield* deletePodNamed(c, known ?? id)
+    if (Option.isNone(gone) && known === undefined) {
+      const other = yield* podNameOf(c, id)
+      if (other !== id) yield* deletePodNamed(c, other)
+    }
+    c.podNames.delete(id)
+  })
+
+// ---- warm pools -----------------------------------------------------------------------------------
+
+/** Takes a ready warm pod for the session by relabelling it (a replace with its resourceVersion, so two creates never take the same pod). */
+const claimWarmPod = (c: Client, id: SessionId, spec: SessionSpec): Effect.Effect<Option.Option<PodView>, KubernetesError> =>
+  Effect.gen(function*() {
+    const hash = claimableHash(spec)
+    if (hash === undefined) return Option.none()
+    const list: k8s.V1PodList = yield* c.call("list", "pods", "list warm pods", () =>
+      c.core.listNamespacedPod({ namespace: c.namespace, labelSelector: `${agentSelector(c.agentId)},${LABEL_POOL_SPEC}=${hash}` }))
+    for (const pod of list.items) {
+      if (!isWarmReady(pod as PodView) || pod.metadata?.name === undefined) continue
+      const name = pod.metadata.name
+      const body: k8s.V1Pod = { ...pod, metadata: { ...pod.metadata, labels: claimedLabels(pod as PodView, c.agentId, id, spec) } }
+      // Someone else claimed it first (409): try the next one; not retried like other conflicts.
+      const claimed = yield* c.call("update", "pods", `claim warm pod ${name}`, () =>
+        c.core.replaceNamespacedPod({ name, namespace: c.namespace, body }).catch((e) => (e instanceof k8s.ApiException && e.code === 409 ? null : Promise.reject(e))))
+      if (claimed === null) continue
+      c.podNames.set(id, name)
+      return Option.some(claimed as PodView)
+    }
+    return Option.none()
+  })
+
+const ensureWarmPool = (c: Client) =>
+  Effect.fn("Kubernetes.ensureWarmPool")(function*(pool: WarmPool) {
+    const hash = poolHash(pool)
+    const list: k8s.V1PodList = yield* c.call("list", "pods", `list warm pods of ${pool.template}`, () =>
+      c.core.listNamespacedPod({ namespace: c.namespace, labelSelector: poolSelector(c.agentId, pool.template) }))
+    const live = list.items.filter((p) => p.metadata?.deletionTimestamp == null)
+    const current = live.filter((p) => p.metadata?.labels?.[LABEL_POOL_SPEC] === hash)
+    const surplus = [...live.filter((p) => p.metadata?.labels?.[LABEL_POOL_SPEC] !== hash), ...current.slice(pool.size)]
+    for (const p of surplus) {
+      yield* ignoreNotFound(c.call("delete", "pods", `delete warm pod ${p.metadata!.name}`, () => c.core.deleteNamespacedPod({ name: p.metadata!.name!, namespace: c.namespace })))
+    }
+    for (let i = current.length; i < pool.size; i++) {
+      yield* c.call("create", "pods", `create warm pod of ${pool.template}`, () =>
+        c.core.createNamespacedPod({ namespace: c.namespace, body: buildWarmPod(c.defaults, pool, c.template) as k8s.V1Pod }))
+    }
+  })
+
+const pruneWarmPools = (c: Client) =>
+  Effect.fn("Kubernetes.pruneWarmPools")(function*(keep: ReadonlySet<string>) {
+    const list: k8s.V1PodList = yield* c.call("list", "pods", "list warm pods", () =>
+      c.core.listNamespacedPod({ namespace: c.namespace, labelSelector: poolSelector(c.agentId) }))
+    for (const p of list.items) {
+      if (keep.has(p.metadata?.labels?.["streamspace.io/warm-pool"] ?? "") || p.metadata?.deletionTimestamp != null) continue
+      yield* ignoreNotFound(c.call("delete", "pods", `delete warm pod ${p.metadata!.name}`, () => c.core.deleteNamespacedPod({ name: p.metadata!.name!, namespace: c.namespace })))
+    }
+  })
 
 /** The user's home PVC, created once and reused by each of their sessions. */
 const ensureHome = (c: Client, user: UserId, shared: boolean) => {
@@ -213,6 +304,27 @@ const createSession = (c: Client) =>
     yield* Effect.annotateCurrentSpan({ "session.id": id })
     const { core, namespace } = c
     if (spec.persistent_home) yield* ensureHome(c, spec.user_id, spec.shared_home === true)
+    else if (claimableHash(spec) !== undefined) {
+      // A warm pod claimed for this session already (a create re-sent, perhaps to a restarted agent) is adopted;
+      // else a warm pod of the same spec that is running already is taken. Either gets the session's Service.
+      const claimedBefore = yield* podNameOf(c, id)
+      const warm = claimedBefore !== id
+        ? yield* orNone(c.call("get", "pods", `read pod ${claimedBefore}`, () => core.readNamespacedPod({ name: claimedBefore, namespace }))).pipe(
+          Effect.map(Option.map((p) => p as PodView))
+        )
+        : yield* claimWarmPod(c, id, spec)
+      if (Option.isSome(warm)) {
+        yield* createOrAdopt(
+          c,
+          "services",
+          id,
+          () => core.createNamespacedService({ namespace, body: buildService(c.defaults, id, spec) as k8s.V1Service }),
+          () => core.readNamespacedService({ name: id, namespace }),
+          (s) => isOurs(s.metadata, c.agentId, id)
+        )
+        return warm.value
+      }
+    }
     let madeService = false
     let madePod = false
     return yield* Effect.gen(function*() {
@@ -289,8 +401,39 @@ const resumeSession = (c: Client) =>
   })
 
 const readPod = (c: Client) =>
-  Effect.fn("Kubernetes.readPod")(function*(name: string) {
-    return (yield* orNone(c.call("get", "pods", `read pod ${name}`, () => c.core.readNamespacedPod({ name, namespace: c.namespace })))) as Option.Option<PodView>
+  Effect.fn("Kubernetes.readPod")(function*(session: SessionId) {
+    const name = c.podNames.get(session) ?? session
+    const pod = (yield* orNone(c.call("get", "pods", `read pod ${name}`, () => c.core.readNamespacedPod({ name, namespace: c.namespace })))) as Option.Option<PodView>
+    if (Option.isSome(pod) || c.podNames.has(session)) return pod
+    // Not named after the session: a warm pod it claimed before this agent (re)started.
+    const other = yield* podNameOf(c, session)
+    return other === session ? pod : (yield* orNone(c.call("get", "pods", `read pod ${other}`, () => c.core.readNamespacedPod({ name: other, namespace: c.namespace })))) as Option.Option<PodView>
+  })
+
+// ---- home volumes ------------------------------------------------------------------------------
+
+const listHomes = (c: Client): Effect.Effect<ReadonlyArray<HomeVolume>, KubernetesError> =>
+  Effect.gen(function*() {
+    const claims = yield* c.call("list", "persistentvolumeclaims", "list home volumes", () =>
+      c.core.listNamespacedPersistentVolumeClaim({ namespace: c.namespace, labelSelector: homeSelector(c.agentId) }))
+    const mounted = mountedClaims((yield* listSessionPods(c)).items as ReadonlyArray<k8s.V1Pod>)
+    return claims.items.flatMap((claim) => homeOfClaim(claim as ClaimView, mounted) ?? [])
+  }).pipe(Effect.withSpan("Kubernetes.listHomes"))
+
+const deleteHome = (c: Client) =>
+  Effect.fn("Kubernetes.deleteHome")(function*(name: string, user: UserId) {
+    const claim = yield* orNone(c.call("get", "persistentvolumeclaims", `read home volume ${name}`, () =>
+      c.core.readNamespacedPersistentVolumeClaim({ name, namespace: c.namespace })))
+    if (Option.isNone(claim)) return "absent" as const
+    // Already deleted; the pvc-protection finalizer holds it until no pod uses it.
+    if (claim.value.metadata?.deletionTimestamp != null) return "deleted" as const
+    if (!isUsersHome(claim.value.metadata, user) || claim.value.metadata?.labels?.agent !== c.agentId) {
+      return yield* new KubernetesError({ reason: "Invalid", message: `persistentvolumeclaim ${name} is not the home of user ${user} managed by agent ${c.agentId}; left alone` })
+    }
+    if (mountedClaims((yield* listSessionPods(c)).items as ReadonlyArray<k8s.V1Pod>).has(name)) return "in_use" as const
+    yield* ignoreNotFound(c.call("delete", "persistentvolumeclaims", `delete home volume ${name}`, () =>
+      c.core.deleteNamespacedPersistentVolumeClaim({ name, namespace: c.namespace })))
+    return "deleted" as const
   })
 
 // ---- list and watch -------------------------------------------------------------------------------
@@ -372,7 +515,9 @@ const writeSecret = (c: Client) =>
 // ---- port-forward ------------------------------------------------------------------------------
 
 const portForward = (c: Client) =>
-  Effect.fn("Kubernetes.portForward")(function*(pod: string, port: number) {
+  Effect.fn("Kubernetes.portForward")(function*(session: SessionId, port: number) {
+    // A claimed warm pod's name is known once readPod found it (TunnelPool reads the pod before forwarding).
+    const pod = c.podNames.get(session) ?? session
     const server = c.kc.getCurrentCluster()!.server.replace(/\/+$/, "")
     const url = `${server.replace(/^http/, "ws")}/api/v1/namespaces/${encodeURIComponent(c.namespace)}/pods/${encodeURIComponent(pod)}/portforward?ports=${port}`
     const wsOptions: Record<string, unknown> = {}
@@ -425,7 +570,8 @@ export const make = (options: KubernetesOptions = {}) =>
         call(verb, resource, what, f).pipe(Effect.retry({ times: 1, while: (e) => e.reason === "Unauthorized" && (invalidateTokens(), true) })),
       apiHealth,
       requestTimeout: Duration.fromInputUnsafe(opts.requestTimeout),
-      portForwardHighWater: opts.portForwardHighWater
+      portForwardHighWater: opts.portForwardHighWater,
+      podNames: new Map()
     }
     return Kubernetes.of({
       namespace: c.namespace,
@@ -434,6 +580,10 @@ export const make = (options: KubernetesOptions = {}) =>
       hibernateSession: hibernateSession(c),
       resumeSession: resumeSession(c),
       readPod: readPod(c),
+      ensureWarmPool: ensureWarmPool(c),
+      pruneWarmPools: pruneWarmPools(c),
+      listHomes: listHomes(c),
+      deleteHome: deleteHome(c),
       listSessionPods: listSessionPods(c),
       watchSessionPods: (resourceVersion) => watchSessionPods(c, resourceVersion),
       readSecret: readSecret(c),

@@ -1,17 +1,18 @@
 // SessionStore: the agent's live view of its sessions, fed by a watch on the objects labelled for this
 // agent and rebuilt from the cluster at start. Emits every phase change; answers list_sessions.
-import type { Capacity, SessionId, SessionSpec, SessionStatus } from "@streamspace/protocol"
-import { Clock, Context, DateTime, Duration, Effect, Layer, Metric, Option, PubSub, Schedule, Schema, Stream } from "effect"
-import type { AgentConfig } from "./AgentConfig.ts"
+import type { Capacity, HomeVolume, SessionId, SessionSpec, SessionStatus, UserId, WarmPool } from "@streamspace/protocol"
+import { Clock, Context, DateTime, Duration, Effect, Layer, Metric, Option, PubSub, Queue, Schedule, Schema, Stream } from "effect"
+import { AgentConfig } from "./AgentConfig.ts"
 import { type ClusterHealth, Kubernetes, type KubernetesError, type KubernetesShape, type PodEvent } from "./Kubernetes.ts"
 import { exponentialFullJitter, makeStepper, resetWhen } from "./internal/backoff.ts"
 import { restartsOf, sessionIdOf, statusOfPod, type PodView } from "./internal/kubeObjects.ts"
+import { isPoolPod } from "./internal/warmPool.ts"
 import { sessionsActive } from "./Metrics.ts"
 
 export type { ClusterHealth } from "./Kubernetes.ts"
 
 export class SessionStoreError extends Schema.TaggedError<SessionStoreError>()("SessionStoreError", {
-  reason: Schema.Literals(["NotFound", "Rejected", "Forbidden", "Unavailable", "CapacityExceeded"]),
+  reason: Schema.Literals(["NotFound", "Rejected", "Forbidden", "Unavailable", "CapacityExceeded", "HomeInUse"]),
   message: Schema.String
 }) {}
 
@@ -25,6 +26,12 @@ export interface SessionStoreShape {
   /** A new pod for a hibernated session on its existing home (NotFound when the home is gone). */
   readonly resume: (id: SessionId, spec: SessionSpec) => Effect.Effect<SessionStatus, SessionStoreError>
   readonly get: (id: SessionId) => Effect.Effect<Option.Option<SessionStatus>>
+  /** The users' home volumes on this agent. */
+  readonly listHomes: Effect.Effect<ReadonlyArray<HomeVolume>, SessionStoreError>
+  /** Deletes a user's home volume; HomeInUse while a pod mounts it; succeeds when it is already gone. */
+  readonly deleteHome: (name: string, user: UserId) => Effect.Effect<void, SessionStoreError>
+  /** The warm pools to keep from now on (every WARM_POOL_INTERVAL, and at once); templates left out lose theirs. */
+  readonly setWarmPools: (pools: ReadonlyArray<WarmPool>) => Effect.Effect<void>
   readonly list: Effect.Effect<ReadonlyArray<SessionStatus>>
   /** Sessions not terminated or failed. */
   readonly activeCount: Effect.Effect<number>
@@ -69,6 +76,12 @@ const sameState = (a: SessionStatus, b: SessionStatus) =>
 
 interface State {
   readonly kube: KubernetesShape
+  /** The warm pools the control plane asked for. */
+  pools: ReadonlyArray<WarmPool>
+  /** Wakes the warm pool keeper (a new set of pools, or a warm pod taken). */
+  readonly poolsChanged: Queue.Queue<void>
+  /** Warm pods of pools no longer asked for may remain. */
+  prune: boolean
   readonly sessions: Map<SessionId, SessionStatus>
   readonly changes: PubSub.PubSub<SessionStatus>
   readonly restartCounts: Map<SessionId, number>
@@ -86,6 +99,8 @@ const activeCount = (s: State) =>
 
 /** Records what a pod says now; publishes when the phase, reason, message or address changed. */
 const apply = Effect.fnUntraced(function*(s: State, pod: PodView, deleted: boolean, publish: boolean) {
+  // A warm pod is no session until a create claims it (the watch then sees it relabelled).
+  if (sessionIdOf(pod) === undefined && isPoolPod(pod)) return
   const id = sessionIdOf(pod) ?? (pod.metadata?.name as SessionId | undefined)
   if (id === undefined) return
   const before = s.sessions.get(id)
@@ -171,6 +186,8 @@ const watchSessions = (s: State, initialVersion: string | undefined) =>
 const create = (s: State) =>
   Effect.fn("SessionStore.create")(function*(id: SessionId, spec: SessionSpec) {
     const pod = yield* s.kube.createSession(id, spec).pipe(Effect.mapError(toSessionStoreError))
+    // It may have taken a warm pod: refill now rather than at the next interval.
+    if (s.pools.some((p) => p.template === spec.template && p.size > 0)) yield* Queue.offer(s.poolsChanged, undefined)
     // The watch may already have seen a later state of this pod; only a first sighting is recorded here.
     if (!s.sessions.has(id)) yield* apply(s, pod, false, true)
     return s.sessions.get(id) ?? statusOfPod(pod, id, yield* observedAt)
@@ -189,6 +206,12 @@ const resume = (s: State) =>
     if (!s.sessions.has(id)) yield* apply(s, pod, false, true)
     return s.sessions.get(id) ?? statusOfPod(pod, id, yield* observedAt)
   })
+/** Brings every warm pool to its size, and removes the pods of pools no longer asked for. */
+const keepWarmPools = (s: State) =>
+  Effect.gen(function*() {
+    for (const pool of s.pools) yield* s.kube.ensureWarmPool(pool)
+    yield* s.kube.pruneWarmPools(new Set(s.pools.filter((p) => p.size > 0).map((p) => p.template)))
+  }).pipe(Effect.catch((e) => Effect.logWarning(`warm pools: ${e.message}`)))
 
 const delete_ = (s: State) =>
   Effect.fn("SessionStore.delete")(function*(id: SessionId) {
@@ -196,8 +219,12 @@ const delete_ = (s: State) =>
   })
 
 export const make = Effect.gen(function*() {
+  const config = yield* AgentConfig
   const s: State = {
     kube: yield* Kubernetes,
+    pools: [],
+    prune: false,
+    poolsChanged: yield* Queue.sliding<void>(1),
     sessions: new Map(),
     changes: yield* Effect.acquireRelease(PubSub.unbounded<SessionStatus>(), PubSub.shutdown),
     restartCounts: new Map(),
@@ -213,6 +240,13 @@ export const make = Effect.gen(function*() {
   )
   yield* Effect.logInfo(`adopted ${s.sessions.size} existing session(s) from the cluster`)
   yield* Effect.forkScoped(watchSessions(s, Option.getOrUndefined(initial)))
+  // The warm pool keeper: on every change, and every WARM_POOL_INTERVAL (pods die, creates take them).
+  yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+    yield* Queue.take(s.poolsChanged).pipe(Effect.timeoutOption(config.warmPoolInterval))
+    if (s.pools.length === 0 && !s.prune) return
+    s.prune = false
+    yield* keepWarmPools(s)
+  })))
 
   return SessionStore.of({
     create: create(s),
@@ -223,6 +257,18 @@ export const make = Effect.gen(function*() {
       return Option.fromUndefinedOr(s.sessions.get(id))
     }),
     list: Effect.sync(() => [...s.sessions.values()]),
+    setWarmPools: (pools) =>
+      Effect.gen(function*() {
+        s.pools = pools
+        // Pools asked away are emptied at once, even when none are left to keep.
+        s.prune = true
+        yield* Queue.offer(s.poolsChanged, undefined)
+      }),
+    listHomes: s.kube.listHomes.pipe(Effect.mapError(toSessionStoreError), Effect.withSpan("SessionStore.listHomes")),
+    deleteHome: Effect.fn("SessionStore.deleteHome")(function*(name: string, user: UserId) {
+      const done = yield* s.kube.deleteHome(name, user).pipe(Effect.mapError(toSessionStoreError))
+      if (done === "in_use") return yield* new SessionStoreError({ reason: "HomeInUse", message: `home volume ${name} is mounted by a session pod; delete its sessions first` })
+    }),
     activeCount: activeCount(s),
     changes: Stream.fromPubSub(s.changes),
     restarts: Stream.fromPubSub(s.restarted),
@@ -233,7 +279,7 @@ export const make = Effect.gen(function*() {
 
 export class SessionStore extends Context.Service<SessionStore, SessionStoreShape>()("agent/SessionStore") {
   /** Needs Kubernetes (tests provide one pointed at kube-testserver). */
-  static readonly layerNoDeps: Layer.Layer<SessionStore, never, Kubernetes> = Layer.effect(SessionStore, make)
+  static readonly layerNoDeps: Layer.Layer<SessionStore, never, Kubernetes | AgentConfig> = Layer.effect(SessionStore, make)
   /** With the Kubernetes backend built from AgentConfig. */
   static readonly layer: Layer.Layer<SessionStore, KubernetesError, AgentConfig> = SessionStore.layerNoDeps.pipe(
     Layer.provide(Kubernetes.layer)

@@ -13,7 +13,7 @@ import { type Cluster, CREDENTIAL_SECRET_PLACEHOLDER, fastKube, makeCluster, NAM
 import { Kubernetes } from "../src/Kubernetes.ts"
 import { waitFor } from "@streamspace/testbed"
 import { makeFakeLink, viewer } from "./support/clusterConnection.ts"
-import type { TunnelId } from "@streamspace/protocol"
+import type { TunnelId, UserId } from "@streamspace/protocol"
 
 interface Rule {
   readonly apiGroups: Array<string>
@@ -59,6 +59,17 @@ describe("RBAC: the chart's Role", () => {
       yield* store.capacity
       yield* store.delete(sid("s-1"))
       yield* waitFor("s-1 gone", Effect.map(store.get(sid("s-1")), Option.isNone))
+      // A warm pool: its pod made, claimed for a session by relabelling it (update), then the pool removed.
+      yield* store.setWarmPools([{ template: "firefox" as never, size: 1, image: "streamspace/firefox:1.0", vnc_port: 5900 }])
+      yield* waitFor("a warm pod running", Effect.sync(() =>
+        cluster.server.list("pods", "streamspace").some((p: any) => p.metadata.labels?.["streamspace.io/warm-pool"] === "firefox" && p.status?.phase === "Running")))
+      assert.strictEqual((yield* store.create(sid("s-warm"), sessionSpec())).phase, "running")
+      yield* store.setWarmPools([])
+      // Homes: listed, then deleted once no session mounts them.
+      assert.deepStrictEqual((yield* store.listHomes).map((h) => h.name), ["home-alice"])
+      yield* store.delete(sid("s-2"))
+      yield* waitFor("s-2 gone", Effect.map(store.get(sid("s-2")), Option.isNone))
+      yield* store.deleteHome("home-alice", "alice" as UserId)
 
       const records = cluster.audit!.records
       const forbidden = records.filter((r) => r.status === 403)

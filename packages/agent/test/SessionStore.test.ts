@@ -162,4 +162,60 @@ describe("SessionStore", () => {
       })
       yield* waitFor("s-9 seen after recovery", Effect.sync(() => phases("s-9").length > 0))
     }))
+
+  it.live("warm pool: pods kept started and unassigned; a matching create takes one at once (running), the pool refills; a home never comes from it", () =>
+    Effect.gen(function*() {
+      const cluster = yield* makeCluster()
+      const { kube, phases, store } = yield* build(cluster, { WARM_POOL_INTERVAL: "200ms" })
+      const spec = sessionSpec()
+      const pool = { template: spec.template, size: 2, image: spec.image, vnc_port: spec.vnc_port }
+      const warm = () =>
+        cluster.server.list("pods", NAMESPACE).filter((p: any) => p.metadata.labels?.["streamspace.io/warm-pool"] === "firefox" && p.metadata.deletionTimestamp === undefined)
+      const readyWarm = () => warm().filter((p: any) => p.status?.phase === "Running")
+      yield* store.setWarmPools([pool])
+      yield* waitFor("two warm pods running", Effect.sync(() => readyWarm().length === 2))
+      // Warm pods are no sessions.
+      assert.deepStrictEqual(yield* store.list, [])
+      for (const p of warm()) {
+        assert.isUndefined(p.metadata.labels["streamspace.io/session-id"])
+        assert.isUndefined(p.metadata.labels["streamspace.io/user"])
+        assert.isUndefined(p.spec.volumes?.find((v: any) => v.persistentVolumeClaim !== undefined))
+      }
+      const created = yield* store.create(sid("s-1"), spec)
+      assert.strictEqual(created.phase, "running", "a warm pod is running already")
+      const pod = cluster.server.list("pods", NAMESPACE).find((p: any) => p.metadata.labels?.["streamspace.io/session-id"] === "s-1")!
+      assert.match(pod.metadata.name, /^warm-firefox-/)
+      assert.deepInclude(pod.metadata.labels, { app: "session", "streamspace.io/user": "alice", "streamspace.io/template": "firefox" })
+      assert.isUndefined(pod.metadata.labels["streamspace.io/warm-pool"])
+      assert.isDefined(cluster.server.get("services", NAMESPACE, "s-1"))
+      assert.isTrue(Option.isSome(yield* kube.readPod(sid("s-1"))))
+      // The same create again (a re-sent command) adopts the claimed pod instead of taking another.
+      const warmBefore = readyWarm().length
+      assert.strictEqual((yield* store.create(sid("s-1"), spec)).phase, "running")
+      assert.strictEqual(cluster.server.list("pods", NAMESPACE).filter((p: any) => p.metadata.labels?.["streamspace.io/session-id"] === "s-1").length, 1)
+      assert.isAtLeast(readyWarm().length, warmBefore)
+      // ... also on a restarted agent, which finds the claimed pod by its session label and reaches it.
+      const restarted = yield* build(cluster, { WARM_POOL_INTERVAL: "200ms" })
+      assert.strictEqual((yield* restarted.store.create(sid("s-1"), spec)).phase, "running")
+      assert.strictEqual(cluster.server.list("pods", NAMESPACE).filter((p: any) => p.metadata.labels?.["streamspace.io/session-id"] === "s-1").length, 1)
+      assert.strictEqual(Option.getOrThrow(yield* restarted.kube.readPod(sid("s-1"))).metadata?.name, pod.metadata.name)
+      yield* waitFor("the pool refilled", Effect.sync(() => readyWarm().length === 2))
+      assert.strictEqual(Option.getOrThrow(yield* store.get(sid("s-1"))).phase, "running")
+      assert.deepStrictEqual(phases("s-1").slice(0, 1), ["running"])
+      // Other resources or a persistent home: a pod of its own.
+      yield* store.create(sid("s-2"), sessionSpec({ persistent_home: true }))
+      yield* store.create(sid("s-3"), sessionSpec({ resources: { cpu: "2" } }))
+      assert.isDefined(cluster.server.get("pods", NAMESPACE, "s-2"))
+      assert.isDefined(cluster.server.get("pods", NAMESPACE, "s-3"))
+      assert.strictEqual(readyWarm().length, 2)
+      // Deleting the session deletes the pod it claimed.
+      yield* store.delete(sid("s-1"))
+      yield* waitFor("claimed pod gone", Effect.sync(() => {
+        const p = cluster.server.get("pods", NAMESPACE, pod.metadata.name)
+        return p === undefined || p.metadata.deletionTimestamp !== undefined
+      }))
+      // No pools any more: the warm pods go.
+      yield* store.setWarmPools([])
+      yield* waitFor("warm pods removed", Effect.sync(() => warm().length === 0))
+    }))
 })

@@ -11,12 +11,13 @@ import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
 import { Audit, type AuditError } from "./Audit.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatcher.ts"
+import { Homes, type HomesError } from "./Homes.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
-import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, json, jsonRouterErrors, limitResponse, readBody, sessionJson, templateJson } from "./internal/api.ts"
+import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, homeJson, json, jsonRouterErrors, limitResponse, readBody, sessionEventJson, sessionJson, templateJson } from "./internal/api.ts"
 import { AuditQuery, auditJson, hardeningHeaders, metricsAuthorized, noStore } from "./internal/hardening.ts"
 import { encodeCursor, pageOf, pageRequest } from "./internal/pagination.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
-import { CreateSessionRequest, CreateTemplateRequest, SESSION_STATES, type SessionRecord, Sessions, type SessionsError } from "./Sessions.ts"
+import { CreateSessionRequest, CreateTemplateRequest, PatchTemplateRequest, SESSION_STATES, type SessionRecord, Sessions, type SessionsError } from "./Sessions.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
 
 export const PatchAgentBody = Schema.Struct({ status: Schema.Literals(["online", "offline"]) })
@@ -33,7 +34,7 @@ const NamePath = Schema.Struct({ name: TemplateName })
 const IdPath = Schema.Struct({ id: Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: "id must not be empty" }), Schema.isMaxLength(128, { message: "id must be at most 128 characters" }))) })
 const CommandPath = Schema.Struct({ id: CommandId })
 
-type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError | AuditError
+type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError | AuditError | HomesError
 
 const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
   switch (e._tag) {
@@ -67,6 +68,18 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
       return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(409, "conflict", e.message)
     case "CommandDispatcherError":
       return e.reason === "NotFound" ? errorResponse(404, "not_found", e.message) : errorResponse(503, "unavailable", e.message)
+    case "HomesError":
+      switch (e.reason) {
+        case "NotFound":
+          return errorResponse(404, "not_found", e.message)
+        case "InUse":
+          return errorResponse(409, "conflict", e.message)
+        case "Forbidden":
+          return errorResponse(403, "forbidden", e.message)
+        case "Unavailable":
+          return errorResponse(503, "unavailable", e.message)
+      }
+      break
     case "VncProxyError":
       return e.reason === "NotFound"
         ? errorResponse(404, "not_found", e.message)
@@ -99,6 +112,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const dispatcher = yield* CommandDispatcher
   const proxy = yield* VncProxy
   const audit = yield* Audit
+  const homes = yield* Homes
 
   const user: Effect.Effect<User, AuthError, HttpServerRequest.HttpServerRequest> = Effect.flatMap(
     HttpServerRequest.HttpServerRequest,
@@ -202,6 +216,19 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     return json(templateJson(created), 201)
   })))
 
+  yield* router.add("PATCH", `${p}/templates/:name`, answer("Api.patchTemplate", Effect.gen(function*() {
+    yield* admin
+    const { name } = yield* path(NamePath)
+    const patch = yield* body(PatchTemplateRequest)
+    return json(templateJson(yield* sessions.updateTemplate(name, patch)))
+  })))
+  yield* router.add("DELETE", `${p}/templates/:name`, answer("Api.deleteTemplate", Effect.gen(function*() {
+    yield* admin
+    const { name } = yield* path(NamePath)
+    yield* sessions.deleteTemplate(name)
+    return HttpServerResponse.empty({ status: 204 })
+  })))
+
   // ---- sessions
   yield* router.add("POST", `${p}/sessions`, answer("Api.createSession", Effect.gen(function*() {
     const u = yield* user
@@ -228,6 +255,11 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const u = yield* user
     const { id } = yield* path(IdPath)
     return json(view(yield* sessions.get(u, id)))
+  })))
+  yield* router.add("GET", `${p}/sessions/:id/history`, answer("Api.sessionHistory", Effect.gen(function*() {
+    const u = yield* user
+    const { id } = yield* path(IdPath)
+    return json({ session_id: id, history: (yield* sessions.history(u, id)).map(sessionEventJson) })
   })))
   yield* router.add("DELETE", `${p}/sessions/:id`, answer("Api.deleteSession", Effect.gen(function*() {
     const u = yield* user
@@ -273,6 +305,20 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const request = yield* HttpServerRequest.HttpServerRequest
     const query = yield* decodeStrict(AuditQuery, Object.fromEntries(new URL(request.url, "http://x").searchParams), "query")
     return json(auditJson(yield* audit.list({ limit: query.limit ?? 100, before: query.cursor })))
+  })))
+
+  // ---- homes: a user's own; admins all, or one user's with ?user=
+  yield* router.add("GET", `${p}/homes`, answer("Api.listHomes", Effect.gen(function*() {
+    const u = yield* user
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const forUser = new URL(request.url, "http://x").searchParams.get("user") ?? undefined
+    return json({ homes: (yield* homes.list(u, forUser)).map(homeJson) })
+  })))
+  yield* router.add("DELETE", `${p}/homes/:id`, answer("Api.deleteHome", Effect.gen(function*() {
+    const u = yield* user
+    const { id } = yield* path(IdPath)
+    yield* homes.remove(u, id)
+    return HttpServerResponse.empty({ status: 204 })
   })))
 
   // ---- commands: admins see all; a user sees the commands of their own sessions

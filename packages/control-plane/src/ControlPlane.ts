@@ -16,6 +16,7 @@ import * as Api from "./Api.ts"
 import { Auth } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
+import { Homes } from "./Homes.ts"
 import * as Observability from "./Observability.ts"
 import { Sessions } from "./Sessions.ts"
 import { Store } from "./Store.ts"
@@ -136,7 +137,7 @@ const redactTickets = Layer.succeed(UrlParams.CurrentRedactedNames, [
 ])
 
 /** Everything the routes need, built once and shared by them (and exposed to embedders). */
-const services = VncProxy.layer.pipe(
+const services = Layer.merge(VncProxy.layer, Homes.layer).pipe(
   Layer.provideMerge(Sessions.layer),
   Layer.provideMerge(CommandDispatcher.layer),
   Layer.provideMerge(AgentHub.layer),

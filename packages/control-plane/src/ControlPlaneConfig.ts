@@ -4,6 +4,7 @@ import {
   DEFAULT_LINK_WINDOW_BYTES,
   DurationString,
   IntString,
+  parseDuration,
   LogFormatString,
   LogLevelString,
   MAX_LINK_WINDOW_BYTES,
@@ -92,6 +93,12 @@ export interface ControlPlaneConfigShape {
   readonly userLimits: UserLimits
   /** Bounds on the CPU and memory a session may request, unless its template sets its own. */
   readonly sessionResourceBounds: { readonly min: { readonly cpu: string; readonly memory: string }; readonly max: { readonly cpu: string; readonly memory: string } }
+  /** A home volume unused this long is deleted (after HOME_RETENTION_WARNING with `expires_at` shown); undefined: kept. */
+  readonly homeRetention: Duration.Duration | undefined
+  /** How long a home's coming deletion is shown (`expires_at`) before it happens. */
+  readonly homeRetentionWarning: Duration.Duration
+  /** How often each agent's home volumes are listed and the retention policy applied. */
+  readonly homeScanInterval: Duration.Duration
 }
 
 /** Shared secrets shorter than this are refused at start: a short HS256 key or bootstrap token can be guessed offline. */
@@ -215,7 +222,16 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
         cpu: yield* quantity("SESSION_MAX_CPU", DEFAULT_SESSION_RESOURCE_BOUNDS.max.cpu),
         memory: yield* quantity("SESSION_MAX_MEMORY", DEFAULT_SESSION_RESOURCE_BOUNDS.max.memory)
       }
-    }
+    },
+    homeRetention: yield* Effect.flatMap(text("HOME_RETENTION", "off"), (s) => {
+      if (s.trim() === "" || s.trim() === "off") return Effect.succeed(undefined)
+      const d = parseDuration(s.trim())
+      return d !== undefined && Duration.toMillis(d) > 0
+        ? Effect.succeed(d)
+        : Effect.fail(new SettingError({ variable: "HOME_RETENTION", message: `HOME_RETENTION=${JSON.stringify(s)} is invalid: expected off or a duration such as 720h` }))
+    }),
+    homeRetentionWarning: yield* duration("HOME_RETENTION_WARNING", "24h"),
+    homeScanInterval: yield* duration("HOME_SCAN_INTERVAL", "5m")
   }
   for (const r of ["cpu", "memory"] as const) {
     const [lo, hi] = [config.sessionResourceBounds.min[r], config.sessionResourceBounds.max[r]]

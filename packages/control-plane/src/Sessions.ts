@@ -6,16 +6,18 @@
 // and hello inventories (AgentHub routes them here).
 //
 // Modules (internal/sessions/): book (the records in memory and the state machine), lifecycle (command
-// outcomes, reconcile on connect), repo (the Store or memory), usage (per-agent usage for placement).
+// outcomes, reconcile on connect), repo (the Store or memory), usage (per-agent usage for placement),
+// templates (what a template change means for existing sessions: `resumeSpec`), warmPools (the templates'
+// warm pools, sent to the agents).
 import type { AgentId, SessionId, SessionSpec, SessionStatus, TemplateName } from "@streamspace/protocol"
-import { parseDuration, parseQuantity, Port, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
-import { Clock, Context, Effect, FiberSet, Layer, Option, Result, Schedule, Schema } from "effect"
+import { MAX_WARM_POOL, parseDuration, parseQuantity, Port, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
+import { Clock, Context, Effect, FiberSet, Layer, Option, Result, Schedule, Schema, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig, type ControlPlaneConfigShape, DEFAULT_SESSION_RESOURCE_BOUNDS, DEFAULT_USER_LIMITS } from "./ControlPlaneConfig.ts"
-import { applyStatus, type Book, ended, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve } from "./internal/sessions/book.ts"
+import { applyStatus, type Book, ended, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve, userActor } from "./internal/sessions/book.ts"
 import { hibernate, resume } from "./internal/sessions/hibernation.ts"
 import {
   DEFAULT_POLICY,
@@ -31,17 +33,24 @@ import {
 } from "./internal/sessions/policy.ts"
 import { follow, followOpenCommands, reconcile } from "./internal/sessions/lifecycle.ts"
 import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./internal/sessions/repo.ts"
+import { pushWarmPools } from "./internal/sessions/warmPools.ts"
 import { RequestResources, ResourceBounds, TemplateEnv, UserEnv } from "./internal/sessions/requestRules.ts"
 import { type LimitRefusal, makeCreateRate, resourcesIssue, sessionsRefusal } from "./internal/sessions/userLimits.ts"
 import { place } from "./Placement.ts"
-import { DEFAULT_RESOURCES, type SessionKey, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
+import { type Actor, DEFAULT_RESOURCES, type SessionEvent, type SessionKey, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
 
 export { SESSION_STATES, SessionsError } from "./internal/sessions/book.ts"
 export { makeMemoryRepo, type MemoryRepo, RepoError, type SessionRepo } from "./internal/sessions/repo.ts"
-export type { SessionRecord, TemplateRecord } from "./Store.ts"
+export type { Actor, SessionEvent, SessionRecord, TemplateRecord } from "./Store.ts"
 
 const Name = (what: string, max: number) =>
   Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: `${what} must not be empty` }), Schema.isMaxLength(max, { message: `${what} must be at most ${max} characters` })))
+
+/** Warm pods per agent for a template. */
+const WarmPoolSize = Schema.Number.pipe(Schema.check(
+  Schema.isInt({ message: "warm_pool must be a whole number" }),
+  Schema.isBetween({ minimum: 0, maximum: MAX_WARM_POOL }, { message: `warm_pool must be between 0 and ${MAX_WARM_POOL}` })
+))
 
 /** What a user asks for (POST /api/v1/sessions); what is left out comes from the template. */
 export const CreateSessionRequest = Schema.Struct({
@@ -77,9 +86,18 @@ export const CreateTemplateRequest = Schema.Struct({
   /** `hibernate` (only with a persistent home) or `delete` (absent: SESSION_IDLE_ACTION). */
   idle_action: Schema.optionalKey(Schema.Literals(["hibernate", "delete"])),
   /** Warning time before an automatic action (absent: SESSION_WARN_BEFORE). */
-  warn_before: Schema.optionalKey(DurationText("warn_before"))
+  warn_before: Schema.optionalKey(DurationText("warn_before")),
+  warm_pool: Schema.optionalKey(WarmPoolSize)
 })
 export type CreateTemplateRequest = typeof CreateTemplateRequest.Type
+
+/**
+ * A change to a template (PATCH /api/v1/templates/:name): the fields of a create but the name, each optional and
+ * validated as on create; a field given replaces the stored one. Sessions created before keep their spec.
+ */
+const { name: _name, ...templateFields } = CreateTemplateRequest.fields
+export const PatchTemplateRequest = Schema.Struct({ ...templateFields, image: Schema.optionalKey(Name("image", 512)) })
+export type PatchTemplateRequest = typeof PatchTemplateRequest.Type
 
 export interface SessionsShape {
   readonly create: (user: User, request: CreateSessionRequest) => Effect.Effect<SessionRecord, SessionsError>
@@ -103,6 +121,12 @@ export interface SessionsShape {
   readonly noteInput: (sessionId: string, viewer: string) => Effect.Effect<void>
   /** The session's limits, warning and activity, as the API shows them. */
   readonly lifecycle: (session: SessionRecord) => LifecycleJson
+  /** The session's state changes, oldest first, with reasons and who made them (same visibility as `get`). */
+  readonly history: (user: User, id: string) => Effect.Effect<ReadonlyArray<SessionEvent>, SessionsError>
+  /** Changes a template for the sessions created from now on (and resumes); NotFound if there is none. */
+  readonly updateTemplate: (name: string, request: PatchTemplateRequest) => Effect.Effect<TemplateRecord, SessionsError>
+  /** Removes a template; its sessions keep running with the spec they were created with. NotFound if there is none. */
+  readonly deleteTemplate: (name: string) => Effect.Effect<void, SessionsError>
   /** Sessions the agent reported in its last hello that the control plane has no record of. */
   readonly unknownSessions: (agentId: AgentId) => ReadonlyArray<SessionStatus>
   /** Session records by state. */
@@ -113,16 +137,8 @@ const newSessionId = (): SessionId => `s-${randomBytes(6).toString("hex")}` as S
 
 const visible = (user: User, s: SessionRecord | undefined): s is SessionRecord => s !== undefined && (user.role === "admin" || s.userId === user.id)
 
-/** A template, from memory after the first read (templates never change once created). */
-const findTemplate = (book: Book, name: TemplateName) => {
-  const known = book.templates.get(name)
-  return known !== undefined
-    ? Effect.succeed<TemplateRecord | undefined>(known)
-    : book.repo.getTemplate(name).pipe(
-      Effect.tap((t) => Effect.sync(() => t !== undefined && book.templates.set(t.name, t))),
-      Effect.mapError(fromRepo)
-    )
-}
+/** A template as stored now (read each time: an admin may change it, on any replica). */
+const findTemplate = (book: Book, name: TemplateName) => book.repo.getTemplate(name).pipe(Effect.mapError(fromRepo))
 
 /** Writes the user row when it is new or its role changed (sessions refer to it). */
 const ensureUser = (book: Book, user: User) =>
@@ -227,7 +243,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
       reserve(book, record)
       return record
     }))
-    yield* repo.insertSession(record).pipe(
+    yield* repo.insertSession(record, userActor(user.id)).pipe(
       Effect.mapError(fromRepo),
       Effect.onExit((exit) => Effect.sync(() => (exit._tag === "Success" ? put(book, record) : unreserve(book, record))))
     )
@@ -240,7 +256,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
         )
       )
     )
-    const creating = yield* transition(book, record.id, "creating", {}, { createCommandId: command.id })
+    const creating = yield* transition(book, record.id, "creating", { actor: userActor(user.id) }, { createCommandId: command.id })
     yield* follow(book, record, command)
     return creating ?? record
   })
@@ -253,11 +269,11 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
   })
 
   const remove = Effect.fn("Sessions.remove")(function*(user: User, id: string) {
-    return yield* removeRecord(yield* get(user, id))
+    return yield* removeRecord(yield* get(user, id), undefined, userActor(user.id))
   })
 
   /** Deletes a session; `reason` says why when the control plane decided it (idle_timeout, max_lifetime). */
-  const removeRecord = Effect.fnUntraced(function*(s: SessionRecord, reason?: string) {
+  const removeRecord = Effect.fnUntraced(function*(s: SessionRecord, reason?: string, actor: Actor = "system") {
     // Already deleted, or on its way: nothing to send. Any other end (`lost_on_agent`, a pod that stopped) may
     // still leave a pod on the agent, so the delete goes to the agent all the same (it is idempotent there).
     if (s.state === "terminating" || s.deleteCommandId !== undefined || (s.state === "terminated" && s.reason === "deleted")) return s
@@ -269,16 +285,21 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
         Effect.mapError((e) => new SessionsError({ reason: "Store", message: `could not dispatch delete_session: ${e.message}` }))
       )
       // A failed or terminated session stays so (final); its delete still removes what is left on the agent.
-      const next = yield* transition(book, s.id, ended(s.state) ? s.state : "terminating", { reason }, { deleteCommandId: command.id })
+      const next = yield* transition(book, s.id, ended(s.state) ? s.state : "terminating", { reason, actor }, { deleteCommandId: command.id })
       return { command, next }
     }).pipe(Effect.ensuring(Effect.sync(() => book.deleting.delete(s.id))))
     yield* follow(book, s, command)
     if (next !== undefined) return next
-    if (s.state !== "failed") return (yield* repo.getSession(s.id).pipe(Effect.mapError(fromRepo))) ?? s // it ended meanwhile
-    // A failed session is not in memory: its record takes the delete command id through the repository.
+    if (!ended(s.state)) return (yield* repo.getSession(s.id).pipe(Effect.mapError(fromRepo))) ?? s // it ended meanwhile
+    // An ended session is not in memory: its record takes the delete command id through the repository.
     const patched: SessionRecord = { ...s, deleteCommandId: command.id }
-    yield* repo.updateSession(patched, s.state).pipe(Effect.mapError(fromRepo))
+    yield* repo.updateSession(patched, s.state, actor).pipe(Effect.mapError(fromRepo))
     return patched
+  })
+
+  const history = Effect.fn("Sessions.history")(function*(user: User, id: string) {
+    const s = yield* get(user, id)
+    return yield* repo.loadHistory(s.id).pipe(Effect.mapError(fromRepo))
   })
 
   const page = Effect.fn("Sessions.page")(function*(user: User, limit: number | undefined, after: SessionKey | undefined) {
@@ -291,19 +312,39 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     return t
   })
 
+  /** What a template must satisfy, on create and after every change (the fields as they will be stored). */
+  const checkTemplate = (t: Pick<TemplateRecord, "name" | "persistentHome" | "warmPool" | "idleAction" | "resourceBounds"> & { readonly resources?: TemplateRecord["resources"] | undefined }) =>
+    Effect.gen(function*() {
+      // A warm pod never has a user's home mounted, so a template with a persistent home has no pool.
+      if (t.warmPool > 0 && t.persistentHome) {
+        return yield* new SessionsError({
+          reason: "InvalidRequest",
+          field: "warm_pool",
+          message: "warm_pool: a template with persistent_home cannot have a warm pool (a warm pod is started before its user is known, so it never has a home mounted)"
+        })
+      }
+      if (t.idleAction === "hibernate" && !t.persistentHome) {
+        return yield* new SessionsError({
+          reason: "InvalidRequest",
+          field: "idle_action",
+          message: "idle_action: hibernate needs persistent_home (a session without a home cannot be resumed)"
+        })
+      }
+      // The template's own defaults must be requests its sessions may make.
+      const bad = resourcesIssue({ ...DEFAULT_RESOURCES, ...t.resources }, { name: t.name, resourceBounds: t.resourceBounds }, rules.sessionResourceBounds)
+      if (bad !== undefined) return yield* new SessionsError({ reason: "InvalidRequest", field: bad.field, message: `${bad.message}: the template's own default is out of bounds` })
+    })
+
   const createTemplate = Effect.fn("Sessions.createTemplate")(function*(request: CreateTemplateRequest) {
-    if (request.idle_action === "hibernate" && request.persistent_home !== true) {
-      return yield* new SessionsError({
-        reason: "InvalidRequest",
-        field: "idle_action",
-        message: "idle_action: hibernate needs persistent_home (a session without a home cannot be resumed)"
-      })
-    }
-    // The template's own defaults must be requests its sessions may make.
-    const defaults = { ...DEFAULT_RESOURCES, ...request.resources }
-    const bad = resourcesIssue(defaults, { name: request.name, resourceBounds: request.resource_bounds }, rules.sessionResourceBounds)
-    if (bad !== undefined) return yield* new SessionsError({ reason: "InvalidRequest", field: bad.field, message: `${bad.message}: the template's own default is out of bounds` })
-    return yield* repo.insertTemplate({
+    yield* checkTemplate({
+      name: request.name,
+      persistentHome: request.persistent_home ?? false,
+      warmPool: request.warm_pool ?? 0,
+      idleAction: request.idle_action,
+      resourceBounds: request.resource_bounds,
+      resources: request.resources
+    })
+    const created = yield* repo.insertTemplate({
       ...(request.idle_timeout !== undefined ? { idleTimeout: request.idle_timeout } : {}),
       ...(request.max_lifetime !== undefined ? { maxLifetime: request.max_lifetime } : {}),
       ...(request.idle_action !== undefined ? { idleAction: request.idle_action } : {}),
@@ -315,7 +356,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
       env: request.env,
       vncPort: request.vnc_port ?? 5900,
       persistentHome: request.persistent_home ?? false,
-      resourceBounds: request.resource_bounds
+      resourceBounds: request.resource_bounds,
+      warmPool: request.warm_pool ?? 0
     }).pipe(
       Effect.mapError((e) =>
         e.reason === "Conflict"
@@ -323,6 +365,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
           : fromRepo(e)
       )
     )
+    if (created.warmPool > 0) yield* pushWarmPools(book, hub)
+    return created
   })
 
   const keepalive = Effect.fn("Sessions.keepalive")(function*(user: User, id: string) {
@@ -353,9 +397,63 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     Effect.repeat(Schedule.spaced(POLICY_TICK))
   ))
 
+  const notFound = (name: string) => new SessionsError({ reason: "NotFound", message: `no template named "${name.slice(0, 80)}"` })
+
+  const updateTemplate = Effect.fn("Sessions.updateTemplate")(function*(name: string, request: PatchTemplateRequest) {
+    const before = yield* findTemplate(book, name as TemplateName)
+    if (before === undefined) return yield* notFound(name)
+    yield* checkTemplate({
+      name: before.name,
+      persistentHome: request.persistent_home ?? before.persistentHome,
+      warmPool: request.warm_pool ?? before.warmPool,
+      idleAction: request.idle_action ?? before.idleAction,
+      resourceBounds: request.resource_bounds ?? before.resourceBounds,
+      resources: request.resources ?? before.resources
+    })
+    const t = yield* repo.updateTemplate(name as TemplateName, {
+      ...(request.display_name === undefined ? {} : { displayName: request.display_name }),
+      ...(request.image === undefined ? {} : { image: request.image }),
+      ...(request.resources === undefined ? {} : { resources: request.resources }),
+      ...(request.env === undefined ? {} : { env: request.env }),
+      ...(request.vnc_port === undefined ? {} : { vncPort: request.vnc_port }),
+      ...(request.persistent_home === undefined ? {} : { persistentHome: request.persistent_home }),
+      ...(request.warm_pool === undefined ? {} : { warmPool: request.warm_pool }),
+      ...(request.resource_bounds === undefined ? {} : { resourceBounds: request.resource_bounds }),
+      ...(request.idle_timeout === undefined ? {} : { idleTimeout: request.idle_timeout }),
+      ...(request.max_lifetime === undefined ? {} : { maxLifetime: request.max_lifetime }),
+      ...(request.idle_action === undefined ? {} : { idleAction: request.idle_action }),
+      ...(request.warn_before === undefined ? {} : { warnBefore: request.warn_before })
+    }).pipe(Effect.mapError(fromRepo))
+    if (t === undefined) return yield* notFound(name)
+    if (t.warmPool > 0 || before.warmPool > 0) yield* pushWarmPools(book, hub)
+    yield* Effect.logInfo("template changed").pipe(Effect.annotateLogs({ template: name, image: t.image }))
+    return t
+  })
+
+  const deleteTemplate = Effect.fn("Sessions.deleteTemplate")(function*(name: string) {
+    const before = yield* findTemplate(book, name as TemplateName)
+    if (!(yield* repo.deleteTemplate(name as TemplateName).pipe(Effect.mapError(fromRepo)))) return yield* notFound(name)
+    if (before !== undefined && before.warmPool > 0) yield* pushWarmPools(book, hub)
+    yield* Effect.logInfo("template deleted").pipe(Effect.annotateLogs({ template: name }))
+  })
+
+  // A drained agent frees its warm pods; undrained, it gets the pools again.
+  const draining = new Map<AgentId, boolean>()
+  yield* Effect.forkScoped(Stream.runForEach(hub.presence, (e) => {
+    if (e._tag !== "StatusChanged") return Effect.void
+    const now = e.status === "draining"
+    const was = draining.get(e.agentId) ?? false
+    draining.set(e.agentId, now)
+    return now === was ? Effect.void : pushWarmPools(book, hub, e.agentId)
+  }))
+
   yield* followOpenCommands(book)
   yield* hub.subscribe({
-    onConnected: (agentId, hello) => reconcile(book, agentId, hello).pipe(Effect.catch((e) => Effect.logError("Sessions: reconcile failed", e))),
+    onConnected: (agentId, hello) =>
+      reconcile(book, agentId, hello).pipe(
+        Effect.catch((e) => Effect.logError("Sessions: reconcile failed", e)),
+        Effect.andThen(pushWarmPools(book, hub, agentId))
+      ),
     onSessionStatus: (agentId, status) => applyStatus(book, agentId, status).pipe(Effect.catch((e) => Effect.logError("Sessions: a session report failed", e)))
   })
 
@@ -375,9 +473,12 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     noteInput: (sessionId, viewer) =>
       Effect.map(Clock.currentTimeMillis, (now) => noteInput(policyBook, book.sessions.get(sessionId), viewer, now)),
     lifecycle: (s) => lifecycleJson(s, policyBook.activity.get(s.id)),
+    history,
     listTemplates: repo.listTemplates.pipe(Effect.mapError(fromRepo), Effect.withSpan("Sessions.listTemplates")),
     getTemplate,
     createTemplate,
+    updateTemplate,
+    deleteTemplate,
     unknownSessions: (agentId) => book.unknownByAgent.get(agentId) ?? [],
     stateCounts: Effect.sync(() => {
       const m = new Map<string, number>(book.endedCounts)

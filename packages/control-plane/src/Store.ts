@@ -15,6 +15,7 @@ import { type AgentsTable, makeAgents } from "./internal/store/agents.ts"
 import { type AuditTable, makeAudit } from "./internal/store/audit.ts"
 import { type CommandsTable, makeCommands } from "./internal/store/commands.ts"
 import { makeDb } from "./internal/store/db.ts"
+import { type HomesTable, makeHomes } from "./internal/store/homes.ts"
 import { StoreError } from "./internal/store/error.ts"
 import { runMigrations } from "./internal/store/migrations.ts"
 import { makeSessions, type SessionsTable } from "./internal/store/sessions.ts"
@@ -24,10 +25,18 @@ import { makeUsers, type UsersTable } from "./internal/store/users.ts"
 export type { AgentBeat, AgentRecord, AgentRegistration, EnrollmentState } from "./internal/store/agents.ts"
 export { type AuditEvent, type AuditPage, auditPage, type AuditTable, type NewAuditEvent } from "./internal/store/audit.ts"
 export type { CommandRecord, NewCommand } from "./internal/store/commands.ts"
+export type { HomeRecord } from "./internal/store/homes.ts"
 export type { Transition } from "./internal/store/db.ts"
 export { Conflict, DatabaseFailure, type Entity, NotFound, StoreError } from "./internal/store/error.ts"
-export type { NewSession, SessionEvent, SessionFilter, SessionKey, SessionRecord } from "./internal/store/sessions.ts"
-export { DEFAULT_RESOURCES, type NewTemplate, type TemplateRecord, templateRecord } from "./internal/store/templates.ts"
+export type { Actor, NewSession, SessionEvent, SessionFilter, SessionKey, SessionRecord, TransitionDetail } from "./internal/store/sessions.ts"
+export {
+  DEFAULT_RESOURCES,
+  type NewTemplate,
+  patchedTemplate,
+  type TemplatePatch,
+  type TemplateRecord,
+  templateRecord
+} from "./internal/store/templates.ts"
 export type { NewUser, UserRecord } from "./internal/store/users.ts"
 
 export interface StoreShape {
@@ -37,6 +46,7 @@ export interface StoreShape {
   readonly sessions: SessionsTable
   readonly commands: CommandsTable
   readonly audit: AuditTable
+  readonly homes: HomesTable
   /**
    * Runs `effect` in one database transaction: store calls inside it commit or roll back together. Nested
    * calls use savepoints. On PGlite the one connection is held for the whole transaction, so keep it short
@@ -56,6 +66,7 @@ export const make = Effect.gen(function*() {
     sessions: makeSessions(db),
     commands: makeCommands(db),
     audit: makeAudit(db),
+    homes: makeHomes(db),
     withTransaction: (effect) =>
       db.sql.withTransaction(effect).pipe(
         Effect.mapError((e) => (isSqlError(e) ? StoreError.database(e, "transaction failed") : e))

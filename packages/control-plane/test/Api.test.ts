@@ -5,6 +5,7 @@ import * as Api from "../src/Api.ts"
 import { Audit } from "../src/Audit.ts"
 import { Auth } from "../src/Auth.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
+import { Homes, makeMemoryRepo as makeHomesRepo } from "../src/Homes.ts"
 import { makeMemoryRepo, Sessions } from "../src/Sessions.ts"
 import { VncProxy } from "../src/VncProxy.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
@@ -20,8 +21,9 @@ const setupWith = (extraEnv: Record<string, string>) => Effect.gen(function*() {
   const dispatcher: FakeDispatcher = yield* makeFakeDispatcher
   const repo = makeMemoryRepo()
   const services = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher), ControlPlaneConfig.layerFromRecord({ ...env, ...extraEnv }), Layer.succeed(References.MinimumLogLevel, "Error"))
+  const homeRepo = makeHomesRepo()
   const app = Api.layer.pipe(
-    Layer.provideMerge(VncProxy.layer),
+    Layer.provideMerge(Layer.merge(VncProxy.layer, Homes.layerMemory(homeRepo))),
     Layer.provideMerge(Sessions.layerMemory(repo)),
     Layer.provideMerge(Auth.layer),
     Layer.provideMerge(Audit.layerMemory),
@@ -51,7 +53,7 @@ const setupWith = (extraEnv: Record<string, string>) => Effect.gen(function*() {
       } catch {}
       return { status: res.status, json, text }
     })
-  return { hub, dispatcher, repo, call, tokens, base: served.base, wsBase: served.wsBase, sessions: Context.get(served.ctx, Sessions) }
+  return { hub, dispatcher, repo, homeRepo, call, tokens, base: served.base, wsBase: served.wsBase, sessions: Context.get(served.ctx, Sessions), homes: Context.get(served.ctx, Homes) }
 })
 const setup = setupWith({})
 
@@ -235,6 +237,81 @@ describe("API templates", () => {
     }))
 })
 
+describe("API template changes", () => {
+  it.live("PATCH and DELETE (admin): validated as on create, 404 for an unknown name; sessions keep their spec", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      yield* t.call("POST", "/api/v1/templates", { token: t.tokens.admin, body: { name: "ff", image: "ff:1" } })
+      const s = (yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "ff" } })).json
+      assert.deepStrictEqual(errorOf(yield* t.call("PATCH", "/api/v1/templates/ff", { token: t.tokens.ann, body: { image: "ff:2" } })).status, 403)
+      assert.deepStrictEqual(errorOf(yield* t.call("DELETE", "/api/v1/templates/ff", { token: t.tokens.ann })).status, 403)
+      const patched = yield* t.call("PATCH", "/api/v1/templates/ff", { token: t.tokens.admin, body: { image: "ff:2", resources: { cpu: "1" } } })
+      assert.strictEqual(patched.status, 200)
+      assert.deepInclude(patched.json, { name: "ff", image: "ff:2" })
+      assert.deepStrictEqual(patched.json.resources, { cpu: "1", memory: "512Mi" })
+      assert.strictEqual((yield* t.call("GET", "/api/v1/templates/ff", { token: t.tokens.ann })).json.image, "ff:2")
+      assert.strictEqual((yield* t.call("GET", `/api/v1/sessions/${s.id}`, { token: t.tokens.ann })).json.image, "ff:1")
+      const cases: Array<[unknown, string]> = [
+        [{ image: "" }, "image:"],
+        [{ vnc_port: 0 }, "vnc_port:"],
+        [{ resources: { memory: "much" } }, "resources.memory:"],
+        [{ name: "other" }, "name: unknown field"],
+        [{ warm_pool: -1 }, "warm_pool"],
+        [{ warm_pool: 1, persistent_home: true }, "warm_pool: a template with persistent_home cannot have a warm pool"]
+      ]
+      for (const [body, words] of cases) {
+        const r = errorOf(yield* t.call("PATCH", "/api/v1/templates/ff", { token: t.tokens.admin, body }))
+        assert.strictEqual(r.status, 400, JSON.stringify(body))
+        assert.include(r.message, words, JSON.stringify(body))
+      }
+      assert.strictEqual(errorOf(yield* t.call("PATCH", "/api/v1/templates/nope", { token: t.tokens.admin, body: { image: "x" } })).status, 404)
+      const del = yield* t.call("DELETE", "/api/v1/templates/ff", { token: t.tokens.admin })
+      assert.strictEqual(del.status, 204)
+      assert.strictEqual(errorOf(yield* t.call("GET", "/api/v1/templates/ff", { token: t.tokens.ann })).status, 404)
+      assert.strictEqual(errorOf(yield* t.call("DELETE", "/api/v1/templates/ff", { token: t.tokens.admin })).status, 404)
+      assert.strictEqual(errorOf(yield* t.call("POST", "/api/v1/sessions", { token: t.tokens.ann, body: { template: "ff" } })).status, 400)
+      assert.strictEqual((yield* t.call("GET", `/api/v1/sessions/${s.id}`, { token: t.tokens.ann })).json.state, "creating")
+    }))
+})
+
+describe("API homes", () => {
+  it.live("GET /homes: own for users, all or ?user= for admins; DELETE: 409 while in use, 404 for another's, 204 once deleted", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      t.hub.addAgent("a")
+      const created_at = "2026-01-01T00:00:00.000Z"
+      t.dispatcher.responder = (d) =>
+        d.request.action === "list_homes"
+          ? {
+            result: {
+              action: "list_homes",
+              homes: [
+                { name: "home-ann", user_id: "ann" as never, size: "10Gi", created_at, in_use: false },
+                { name: "home-bob", user_id: "bob" as never, size: "10Gi", created_at, in_use: true }
+              ]
+            }
+          }
+          : d.request.action === "delete_home"
+          ? { result: { action: "delete_home", name: d.request.args.name } }
+          : undefined
+      yield* t.homes.refresh("a" as never)
+      const mine = yield* t.call("GET", "/api/v1/homes", { token: t.tokens.ann })
+      assert.strictEqual(mine.status, 200)
+      assert.deepStrictEqual(mine.json.homes.map((h: any) => [h.name, h.user_id, h.size, h.in_use, h.last_used_at, h.expires_at]), [["home-ann", "ann", "10Gi", false, created_at, null]])
+      assert.strictEqual((yield* t.call("GET", "/api/v1/homes", { token: t.tokens.admin })).json.homes.length, 2)
+      assert.deepStrictEqual((yield* t.call("GET", "/api/v1/homes?user=bob", { token: t.tokens.admin })).json.homes.map((h: any) => h.name), ["home-bob"])
+      assert.strictEqual(errorOf(yield* t.call("GET", "/api/v1/homes?user=bob", { token: t.tokens.ann })).status, 403)
+      const annId = mine.json.homes[0].id
+      const bobId = (yield* t.call("GET", "/api/v1/homes", { token: t.tokens.bob })).json.homes[0].id
+      assert.strictEqual(errorOf(yield* t.call("DELETE", `/api/v1/homes/${annId}`, { token: t.tokens.bob })).status, 404)
+      const busy = errorOf(yield* t.call("DELETE", `/api/v1/homes/${bobId}`, { token: t.tokens.admin }))
+      assert.deepStrictEqual([busy.status, busy.code], [409, "conflict"])
+      assert.strictEqual((yield* t.call("DELETE", `/api/v1/homes/${annId}`, { token: t.tokens.ann })).status, 204)
+      assert.deepStrictEqual((yield* t.call("GET", "/api/v1/homes", { token: t.tokens.ann })).json.homes, [])
+    }))
+})
+
 describe("API sessions", () => {
   it.live("create, get, list, delete, and the command behind it", () =>
     Effect.gen(function*() {
@@ -259,6 +336,17 @@ describe("API sessions", () => {
       const del = yield* t.call("DELETE", `/api/v1/sessions/${s.id}`, { token: t.tokens.ann })
       assert.strictEqual(del.status, 202)
       assert.strictEqual(del.json.state, "terminating")
+      const history = yield* t.call("GET", `/api/v1/sessions/${s.id}/history`, { token: t.tokens.ann })
+      assert.strictEqual(history.status, 200)
+      assert.strictEqual(history.json.session_id, s.id)
+      assert.deepStrictEqual(history.json.history.map((e: any) => [e.state, e.by, e.reason]), [
+        ["pending", { kind: "user", id: "ann" }, null],
+        ["creating", { kind: "user", id: "ann" }, null],
+        ["terminating", { kind: "user", id: "ann" }, null]
+      ])
+      assert.match(history.json.history[0].at, /^\d{4}-\d\d-\d\dT/)
+      assert.strictEqual((yield* t.call("GET", `/api/v1/sessions/${s.id}/history`, { token: t.tokens.admin })).status, 200)
+      assert.deepStrictEqual(errorOf(yield* t.call("GET", `/api/v1/sessions/${s.id}/history`, { token: t.tokens.bob })).status, 404)
       const list = yield* t.call("GET", "/api/v1/sessions", { token: t.tokens.ann })
       assert.deepStrictEqual(list.json.sessions.map((x: any) => x.id), [s.id])
     }))

@@ -4,6 +4,7 @@ import { parseQuantity } from "@streamspace/protocol"
 import { Context, Effect, Layer } from "effect"
 import { waitFor } from "@streamspace/testbed"
 import type { User } from "../src/Auth.ts"
+import { resumeSpec } from "../src/internal/sessions/templates.ts"
 import { type Counted, makeUsageCounters } from "../src/internal/sessions/usage.ts"
 import { makeMemoryRepo, type MemoryRepo, RepoError, Sessions } from "../src/Sessions.ts"
 import { Store } from "../src/Store.ts"
@@ -243,7 +244,7 @@ describe("Sessions", () => {
       let refuse = true
       const flaky: MemoryRepo = {
         ...repo,
-        insertSession: (r) => refuse ? Effect.fail(new RepoError({ reason: "Unavailable", message: "database is down" })) : repo.insertSession(r)
+        insertSession: (r, actor) => refuse ? Effect.fail(new RepoError({ reason: "Unavailable", message: "database is down" })) : repo.insertSession(r, actor)
       }
       const sessions = Context.get(
         yield* Layer.build(Sessions.layerMemory(flaky).pipe(Layer.provide(Layer.merge(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher))))),
@@ -352,6 +353,82 @@ describe("Sessions", () => {
       yield* env.dispatcher.complete(del.record.id, { action: "delete_session", session_id: s.id })
       yield* waitState(env, s.id, "terminated")
       assert.deepStrictEqual(env.repo.history.get(s.id), [["pending", "creating"], ["creating", "running"], ["running", "terminating"], ["terminating", "terminated"]])
+    }))
+
+  it.effect("history: each state change with its reason and who made it (user, agent, control plane); owner and admins only", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      const s = yield* env.sessions.create(ann, { template: demo })
+      yield* env.hub.sessionStatus("a", status(s.id, "running"))
+      yield* waitState(env, s.id, "running")
+      yield* env.sessions.remove(root, s.id)
+      yield* env.dispatcher.complete(env.dispatcher.commands[1]!.record.id, { action: "delete_session", session_id: s.id as SessionId })
+      yield* waitState(env, s.id, "terminated")
+      const h = yield* env.sessions.history(ann, s.id)
+      assert.deepStrictEqual(h.map((e) => [e.state, e.actor, e.reason]), [
+        ["pending", "user:ann", undefined],
+        ["creating", "user:ann", undefined],
+        ["running", "agent:a", undefined],
+        ["terminating", "user:root", undefined],
+        ["terminated", "agent:a", "deleted"]
+      ])
+      assert.strictEqual((yield* env.sessions.history(root, s.id)).length, 5)
+      assert.strictEqual((yield* Effect.flip(env.sessions.history(bob, s.id))).reason, "NotFound")
+      // A create whose command times out failed on the control plane's word, not the agent's.
+      const t = yield* env.sessions.create(bob, { template: demo })
+      yield* env.dispatcher.fail(env.dispatcher.commands[2]!.record.id, { code: "timeout", message: "no outcome by the deadline", retryable: true })
+      yield* waitState(env, t.id, "failed")
+      assert.deepStrictEqual((yield* env.sessions.history(bob, t.id)).map((e) => [e.state, e.actor, e.reason]).at(-1), ["failed", "system", "timeout"])
+    }))
+
+  it.effect("templates: a change applies to new sessions and resumes, a deletion to new sessions; running ones keep their spec", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      yield* env.sessions.createTemplate({ name: "ff" as TemplateName, image: "ff:1", env: { A: "1" } })
+      const before = yield* env.sessions.create(ann, { template: "ff" as TemplateName })
+      const changed = yield* env.sessions.updateTemplate("ff", { image: "ff:2", env: { B: "2" } })
+      assert.deepStrictEqual([changed.image, changed.env], ["ff:2", { B: "2" }])
+      assert.deepStrictEqual([(yield* env.sessions.get(ann, before.id)).spec.image, (yield* env.sessions.get(ann, before.id)).spec.env], ["ff:1", { A: "1" }])
+      const after = yield* env.sessions.create(ann, { template: "ff" as TemplateName })
+      assert.deepStrictEqual([after.spec.image, after.spec.env], ["ff:2", { B: "2" }])
+      const sent = env.dispatcher.commands.at(-1)!.request
+      assert.strictEqual(sent.action === "create_session" && sent.args.spec.image, "ff:2")
+      // A resume makes the pod again with the template's current image, everything else as created.
+      assert.deepStrictEqual(yield* resumeSpec(env.repo, before), { ...before.spec, image: "ff:2" })
+      assert.strictEqual((yield* Effect.flip(env.sessions.updateTemplate("nope", { image: "x" }))).reason, "NotFound")
+      yield* env.sessions.deleteTemplate("ff")
+      assert.strictEqual((yield* Effect.flip(env.sessions.getTemplate("ff"))).reason, "NotFound")
+      assert.strictEqual((yield* Effect.flip(env.sessions.create(ann, { template: "ff" as TemplateName }))).reason, "TemplateNotFound")
+      assert.strictEqual((yield* Effect.flip(env.sessions.deleteTemplate("ff"))).reason, "NotFound")
+      assert.strictEqual((yield* env.sessions.get(ann, before.id)).state, "creating")
+      // the template gone, a resume uses the session's own spec
+      assert.deepStrictEqual(yield* resumeSpec(env.repo, before), before.spec)
+    }))
+
+  it.effect("warm pools: the templates' pools go to every approved agent on a change (none to a drained one); never with a persistent home", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      env.hub.addAgent("a")
+      env.hub.addAgent("d", { draining: true })
+      env.hub.addAgent("p", { enrollment: "pending" })
+      const sent = (agent: string) =>
+        env.dispatcher.commands.filter((c) => c.agentId === agent && c.request.action === "set_warm_pools").map((c) => (c.request.args as any).pools)
+      yield* env.sessions.createTemplate({ name: "ff" as TemplateName, image: "ff:1", warm_pool: 2 })
+      yield* waitFor("pools sent", Effect.sync(() => sent("a").length === 1 && sent("d").length === 1))
+      assert.deepStrictEqual(sent("a")[0], [{ template: "ff", size: 2, image: "ff:1", resources: { cpu: "500m", memory: "512Mi" }, vnc_port: 5900 }])
+      assert.deepStrictEqual(sent("d")[0], [])
+      assert.deepStrictEqual(sent("p"), [])
+      // A session of the template gets exactly the pool's spec, so the agent can hand it a warm pod.
+      const s = yield* env.sessions.create(ann, { template: "ff" as TemplateName })
+      assert.deepStrictEqual([s.spec.image, s.spec.resources, s.spec.env, s.spec.vnc_port, s.spec.persistent_home], ["ff:1", { cpu: "500m", memory: "512Mi" }, undefined, 5900, false])
+      const bad = yield* Effect.flip(env.sessions.createTemplate({ name: "home" as TemplateName, image: "x", persistent_home: true, warm_pool: 1 }))
+      assert.deepStrictEqual([bad.reason, bad.field], ["InvalidRequest", "warm_pool"])
+      assert.strictEqual((yield* Effect.flip(env.sessions.updateTemplate("ff", { persistent_home: true }))).field, "warm_pool")
+      yield* env.sessions.updateTemplate("ff", { warm_pool: 0 })
+      yield* waitFor("empty pools sent", Effect.sync(() => sent("a").length === 2))
+      assert.deepStrictEqual(sent("a")[1], [])
     }))
 
   it.effect("delete: the agent's report of the deleted pod, overtaking the dispatch, still ends the session as deleted", () =>
@@ -548,7 +625,8 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
       yield* t.dispatcher.complete(t.dispatcher.commands[0]!.record.id, { action: "create_session", session: status(s.id, "running") })
       yield* waitFor("running in the store", Effect.map(t.store.sessions.get(s.id), (x) => x.state === "running"))
       const history = yield* t.store.sessions.history(s.id)
-      assert.deepStrictEqual(history.map((h) => h.state), ["pending", "creating", "running"])
+      assert.deepStrictEqual(history.map((h) => [h.state, h.actor]), [["pending", "user:root"], ["creating", "user:root"], ["running", "agent:store-a"]])
+      assert.deepStrictEqual((yield* sessions.history(root, s.id)).map((h) => h.state), ["pending", "creating", "running"])
       assert.strictEqual((yield* t.store.users.get("root")).role, "admin")
       const tpl = yield* sessions.createTemplate({ name: "firefox" as TemplateName, image: "example/firefox:1" })
       assert.strictEqual((yield* sessions.getTemplate("firefox")).image, tpl.image)

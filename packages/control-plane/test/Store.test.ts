@@ -6,7 +6,7 @@ import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { AgentId, Capacity, Command, CommandId, SessionId, SessionSpec, TemplateName, UserId } from "@streamspace/protocol"
 import * as Database from "../src/Database.ts"
-import { migrations, runMigrations } from "../src/internal/store/migrations.ts"
+import { MIGRATIONS, runMigrations } from "../src/internal/store/migrations.ts"
 import { Store, type StoreError } from "../src/Store.ts"
 import { startPostgres } from "./support/postgres.ts"
 
@@ -76,7 +76,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.strictEqual(templates.filter((t) => t.name === "demo").length, 1)
       const sql = yield* SqlClient
       const recorded = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
-      assert.strictEqual(recorded[0]!.n, (yield* migrations).length)
+      assert.strictEqual(recorded[0]!.n, MIGRATIONS.length)
     }))
 
   it.effect("audit_log: appends events with their actor and pages them newest first by cursor", () =>
@@ -108,6 +108,7 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
           vncPort: 5900,
           persistentHome: false,
           sharedHome: false,
+          warmPool: 0,
           createdAt: undefined,
           updatedAt: undefined
         }
@@ -160,6 +161,56 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       )
       assert.strictEqual((yield* store.templates.get(name)).image, "ff:1")
       assert.strictEqual(yield* reasonOf(store.templates.get("nope")), "NotFound")
+    }))
+
+  it.effect("templates: update changes the fields given; remove hides it, its sessions stay; a new template may take the name", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const name = f.template.name
+      const s = yield* f.store.sessions.insert(newSession(f))
+      const u = yield* f.store.templates.update(name, { image: "img:2", env: { A: "1" } })
+      assert.deepStrictEqual([u.image, u.env, u.vncPort, u.resources, u.displayName], ["img:2", { A: "1" }, 5901, { cpu: "1", memory: "1Gi" }, "T"])
+      assert.deepStrictEqual(yield* f.store.templates.get(name), u)
+      // resources given replace the stored ones; a request left out gets the default, as on insert
+      assert.deepStrictEqual((yield* f.store.templates.update(name, { resources: { cpu: "2" } })).resources, { cpu: "2", memory: "512Mi" })
+      assert.strictEqual((yield* f.store.sessions.get(s.id)).spec.image, "img:1")
+      assert.strictEqual((yield* f.store.templates.update(name, { warmPool: 3 })).warmPool, 3)
+      assert.strictEqual((yield* f.store.templates.get(name)).warmPool, 3)
+      yield* f.store.templates.remove(name)
+      assert.strictEqual(yield* reasonOf(f.store.templates.get(name)), "NotFound")
+      assert.isFalse((yield* f.store.templates.list()).some((t) => t.name === name))
+      assert.strictEqual(yield* reasonOf(f.store.templates.update(name, { image: "x" })), "NotFound")
+      assert.strictEqual(yield* reasonOf(f.store.templates.remove(name)), "NotFound")
+      assert.strictEqual((yield* f.store.sessions.get(s.id)).template, name)
+      const again = yield* f.store.templates.insert({ name, displayName: "Again", image: "img:3", vncPort: 5900 })
+      assert.deepStrictEqual([again.image, again.displayName, again.env], ["img:3", "Again", {}])
+      assert.strictEqual((yield* f.store.templates.get(name)).image, "img:3")
+      assert.strictEqual(yield* reasonOf(f.store.templates.insert({ name, displayName: "X", image: "x", vncPort: 1 })), "Conflict")
+    }))
+
+  it.effect("homes: put inserts or replaces by agent and name (keeping the id), list filters by user and agent, remove", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const base = {
+        agentId: f.agent.id,
+        name: "home-x",
+        userId: f.user.id,
+        size: "10Gi",
+        inUse: false,
+        createdAt: new Date(1000),
+        lastUsedAt: new Date(2000),
+        reportedAt: new Date(3000),
+        expiresAt: undefined
+      }
+      const id = uid("h")
+      assert.deepStrictEqual(yield* f.store.homes.put({ ...base, id }), { ...base, id })
+      const replaced = yield* f.store.homes.put({ ...base, id: uid("h"), inUse: true, expiresAt: new Date(9000) })
+      assert.deepStrictEqual([replaced.id, replaced.inUse, replaced.expiresAt?.getTime()], [id, true, 9000])
+      assert.deepStrictEqual((yield* f.store.homes.list({ userId: f.user.id })).map((h) => h.id), [id])
+      assert.deepStrictEqual((yield* f.store.homes.list({ agentId: f.agent.id })).map((h) => h.id), [id])
+      assert.deepStrictEqual(yield* f.store.homes.list({ userId: "nobody" }), [])
+      yield* f.store.homes.remove(id)
+      assert.deepStrictEqual(yield* f.store.homes.list({ agentId: f.agent.id }), [])
     }))
 
   it.effect("agents: register inserts pending, re-register updates metadata only; heartbeat, status, draining", () =>

@@ -8,8 +8,8 @@ import * as os from "node:os"
 import * as path from "node:path"
 import type { AgentId, CommandId, SessionId, TemplateName, UserId } from "@streamspace/protocol"
 import * as Database from "../src/Database.ts"
-import { migrations } from "../src/internal/store/migrations.ts"
 import { Store } from "../src/Store.ts"
+import { MIGRATIONS } from "../src/internal/store/migrations.ts"
 
 const provider = (env: Record<string, string>) => ConfigProvider.layer(ConfigProvider.fromEnv({ env }))
 const withEnv = (env: Record<string, string>) => Store.layer.pipe(Layer.provide(provider(env)))
@@ -118,7 +118,7 @@ describe("Store persistence (PGlite in DATA_DIR)", () => {
         assert.strictEqual(unfinished[0]!.deadline.getTime(), written.cmd.deadline.getTime())
         const sql = yield* SqlClient
         const recorded = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_sql_migrations`
-        assert.strictEqual(recorded[0]!.n, (yield* migrations).length)
+        assert.strictEqual(recorded[0]!.n, MIGRATIONS.length)
         assert.strictEqual((yield* store.templates.list()).filter((t) => t.name === "demo").length, 1)
         // and it still takes writes
         assert.isTrue((yield* store.commands.transition("c1", "completed", { result: { action: "create_session", session: { session_id: "s1" as SessionId, phase: "running", observed_at: "2026-01-01T00:00:00.000Z" } } })).changed)

@@ -1,9 +1,10 @@
 // Commands: what the control plane asks an agent to do, and how the agent answers.
 // Lifecycle (persisted by the control plane): pending -> sent -> ack -> completed | failed.
 import { Schema } from "effect"
-import { CommandId, SessionId, Timestamp, Traceparent, TunnelId } from "./Ids.ts"
+import { HomeName, HomeVolumes } from "./Home.ts"
+import { CommandId, SessionId, Timestamp, Traceparent, TunnelId, UserId } from "./Ids.ts"
 import { MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from "./Limits.ts"
-import { SessionSpec, SessionStatus } from "./Session.ts"
+import { SessionSpec, SessionStatus, WarmPool } from "./Session.ts"
 
 export const CommandState = Schema.Literals(["pending", "sent", "ack", "completed", "failed"])
 export type CommandState = typeof CommandState.Type
@@ -15,7 +16,10 @@ export const CommandAction = Schema.Literals([
   "vnc_connect",
   "vnc_disconnect",
   "hibernate_session",
-  "resume_session"
+  "resume_session",
+  "list_homes",
+  "delete_home",
+  "set_warm_pools"
 ])
 export type CommandAction = typeof CommandAction.Type
 export const isCommandAction = Schema.is(CommandAction)
@@ -84,8 +88,29 @@ export const ResumeSession = Schema.Struct({
   args: Schema.Struct({ session_id: SessionId, spec: SessionSpec })
 })
 
+/** The user's home volumes on this agent. */
+export const ListHomes = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("list_homes"),
+  args: Schema.Struct({})
+})
+/** Deletes a home volume (its data is gone); fails with `home_in_use` while a pod mounts it; a missing one succeeds. */
+export const DeleteHome = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("delete_home"),
+  /** `user_id` must be the home's owner: the agent refuses to delete a volume of someone else. */
+  args: Schema.Struct({ name: HomeName, user_id: UserId })
+})
+
+/** The warm pools this agent keeps from now on (the whole set: a template left out has none). */
+export const SetWarmPools = Schema.Struct({
+  ...fields,
+  action: Schema.Literal("set_warm_pools"),
+  args: Schema.Struct({ pools: Schema.Array(WarmPool).pipe(Schema.check(Schema.isMaxLength(256, { message: "at most 256 warm pools" }))) })
+})
+
 /** The payload of a `command` frame. */
-export const Command = Schema.Union([CreateSession, DeleteSession, ListSessions, VncConnect, VncDisconnect, HibernateSession, ResumeSession]).pipe(
+export const Command = Schema.Union([CreateSession, DeleteSession, ListSessions, VncConnect, VncDisconnect, HibernateSession, ResumeSession, ListHomes, DeleteHome, SetWarmPools]).pipe(
   Schema.toTaggedUnion("action")
 )
 export type Command = typeof Command.Type
@@ -108,7 +133,10 @@ export const CommandResult = Schema.Union([
     /** The home volume (PVC name) kept for the resume; absent when the session had none. */
     home_claim: Schema.optionalKey(Schema.String)
   }),
-  Schema.Struct({ action: Schema.Literal("resume_session"), session: SessionStatus })
+  Schema.Struct({ action: Schema.Literal("resume_session"), session: SessionStatus }),
+  Schema.Struct({ action: Schema.Literal("list_homes"), homes: HomeVolumes }),
+  Schema.Struct({ action: Schema.Literal("delete_home"), name: HomeName }),
+  Schema.Struct({ action: Schema.Literal("set_warm_pools") })
 ]).pipe(Schema.toTaggedUnion("action"))
 export type CommandResult = typeof CommandResult.Type
 
@@ -124,6 +152,7 @@ export const CommandErrorCode = Schema.Literals([
   "forbidden", // RBAC denied the agent what the command needs
   "tunnel_failed", // the port-forward to the session could not be opened
   "shutting_down", // the agent is stopping and took no new work
+  "home_in_use", // delete_home of a home a pod still mounts
   "internal" // a bug: the message says what happened
 ])
 export type CommandErrorCode = typeof CommandErrorCode.Type

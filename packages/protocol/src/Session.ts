@@ -55,6 +55,26 @@ export const SessionSpec = Schema.Struct({
 })
 export type SessionSpec = typeof SessionSpec.Type
 
+/** Most warm pods one template may keep per agent. */
+export const MAX_WARM_POOL = 50
+
+/**
+ * A template's warm pool on an agent: `size` pods of this spec kept started and unassigned, so a create of a
+ * matching session (same image, resources, env and port, no persistent home) takes one instead of starting a pod.
+ */
+export const WarmPool = Schema.Struct({
+  template: TemplateName,
+  size: Schema.Number.pipe(Schema.check(
+    Schema.isInt({ message: "size must be a whole number" }),
+    Schema.isBetween({ minimum: 0, maximum: MAX_WARM_POOL }, { message: `size must be between 0 and ${MAX_WARM_POOL}` })
+  )),
+  image: Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: "image must not be empty" }))),
+  resources: Schema.optionalKey(Resources),
+  env: Schema.optionalKey(EnvVars),
+  vnc_port: Port
+})
+export type WarmPool = typeof WarmPool.Type
+
 /** What the agent observes about one session. */
 export const SessionStatus = Schema.Struct({
   session_id: SessionId,

@@ -37,10 +37,13 @@ describe("golden fixtures", () => {
     const actions = Object.values(samples).flatMap((m) => (m.type === "command" ? [m.payload.action] : []))
     expect(actions.sort()).toEqual([
       "create_session",
+      "delete_home",
       "delete_session",
       "hibernate_session",
+      "list_homes",
       "list_sessions",
       "resume_session",
+      "set_warm_pools",
       "vnc_connect",
       "vnc_disconnect"
     ])

@@ -47,6 +47,13 @@ export const samples: Record<string, AnyMessage> = {
   command_vnc_disconnect: m("command", { ...command, action: "vnc_disconnect", args: { tunnel_id: 17 } }),
   command_hibernate_session: m("command", { ...command, action: "hibernate_session", args: { session_id: "s-4f2a9c" } }),
   command_resume_session: m("command", { ...command, action: "resume_session", args: { session_id: "s-4f2a9c", spec } }),
+  command_list_homes: m("command", { ...command, action: "list_homes", args: {} }),
+  command_delete_home: m("command", { ...command, action: "delete_home", args: { name: "home-alice", user_id: "alice" } }),
+  command_set_warm_pools: m("command", {
+    ...command,
+    action: "set_warm_pools",
+    args: { pools: [{ template: "firefox", size: 2, image: "streamspace/firefox:1", resources: { cpu: "1", memory: "2Gi" }, vnc_port: 5900 }] }
+  }),
   command_ack: m("command_ack", { command_id: "cmd-0001" }),
   command_completed_create_session: m("command_completed", { command_id: "cmd-0001", result: { action: "create_session", session: { ...status, phase: "creating" } } }),
   command_completed_delete_session: m("command_completed", { command_id: "cmd-0001", result: { action: "delete_session", session_id: "s-4f2a9c" } }),
@@ -58,6 +65,12 @@ export const samples: Record<string, AnyMessage> = {
     result: { action: "hibernate_session", session_id: "s-4f2a9c", home_claim: "home-alice" }
   }),
   command_completed_resume_session: m("command_completed", { command_id: "cmd-0001", result: { action: "resume_session", session: { ...status, phase: "creating" } } }),
+  command_completed_list_homes: m("command_completed", {
+    command_id: "cmd-0001",
+    result: { action: "list_homes", homes: [{ name: "home-alice", user_id: "alice", size: "10Gi", created_at: TS, in_use: true }] }
+  }),
+  command_completed_set_warm_pools: m("command_completed", { command_id: "cmd-0001", result: { action: "set_warm_pools" } }),
+  command_completed_delete_home: m("command_completed", { command_id: "cmd-0001", result: { action: "delete_home", name: "home-alice" } }),
   command_failed: m("command_failed", {
     command_id: "cmd-0001",
     action: "create_session",

@@ -25,6 +25,8 @@ export const fromStoreError = (e: SessionStoreError): Outcome => {
       return failure("kubernetes_unavailable", e.message, true)
     case "CapacityExceeded":
       return failure("capacity_exceeded", e.message, true)
+    case "HomeInUse":
+      return failure("home_in_use", e.message, true)
   }
 }
 

@@ -5,7 +5,7 @@ import { formatSchemaError } from "@streamspace/protocol"
 import { ByteSize, Effect, Schema } from "effect"
 import { HttpIncomingMessage, HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { AgentView } from "../AgentHub.ts"
-import type { CommandRecord, SessionRecord, TemplateRecord } from "../Store.ts"
+import type { CommandRecord, HomeRecord, SessionEvent, SessionRecord, TemplateRecord } from "../Store.ts"
 import { errorResponse } from "./httpError.ts"
 
 export { errorResponse } from "./httpError.ts"
@@ -136,6 +136,18 @@ export const sessionJson = (s: SessionRecord) => ({
   updated_at: s.updatedAt.toISOString()
 })
 
+/** `by`: who made the change, `{ kind: "user" | "agent" | "system", id }` (null for rows from before it was recorded). */
+export const sessionEventJson = (e: SessionEvent) => {
+  const colon = e.actor?.indexOf(":") ?? -1
+  return {
+    state: e.state,
+    reason: e.reason ?? null,
+    message: e.message ?? null,
+    by: e.actor === undefined ? null : colon === -1 ? { kind: e.actor, id: null } : { kind: e.actor.slice(0, colon), id: e.actor.slice(colon + 1) },
+    at: e.at.toISOString()
+  }
+}
+
 export const templateJson = (t: TemplateRecord) => ({
   name: t.name,
   display_name: t.displayName,
@@ -150,7 +162,23 @@ export const templateJson = (t: TemplateRecord) => ({
   idle_action: t.idleAction ?? null,
   warn_before: t.warnBefore ?? null,
   resource_bounds: t.resourceBounds ?? null,
-  created_at: t.createdAt.toISOString()
+  warm_pool: t.warmPool,
+  created_at: t.createdAt.toISOString(),
+  updated_at: t.updatedAt.toISOString()
+})
+
+/** `expires_at`: when the retention policy deletes the home unless it is used before (null: not scheduled). */
+export const homeJson = (h: HomeRecord) => ({
+  id: h.id,
+  agent_id: h.agentId,
+  name: h.name,
+  user_id: h.userId,
+  size: h.size ?? null,
+  in_use: h.inUse,
+  created_at: h.createdAt.toISOString(),
+  last_used_at: h.lastUsedAt.toISOString(),
+  expires_at: iso(h.expiresAt),
+  reported_at: h.reportedAt.toISOString()
 })
 
 export const commandJson = (c: CommandRecord) => ({

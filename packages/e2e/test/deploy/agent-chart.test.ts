@@ -37,6 +37,7 @@ const guideDefaults: Record<string, string> = {
   SESSION_DEFAULT_STORAGE: "10Gi",
   SESSION_EPHEMERAL_STORAGE_LIMIT: "10Gi",
   SESSION_SERVICE_TYPE: "ClusterIP",
+  WARM_POOL_INTERVAL: "10s",
   VNC_PORT: "5900",
   VNC_TUNNEL_TIMEOUT: "1h",
   VNC_TUNNEL_WINDOW: "1048576",
@@ -84,6 +85,7 @@ const everyValue = {
       ephemeralStorageLimit: "4Gi",
       storageClass: "gp3",
       serviceType: "NodePort",
+      warmPoolInterval: "5s",
       podTemplate: { apiVersion: "v1", kind: "Pod", spec: { nodeSelector: { workload: "streamspace" } } }
     },
     vnc: { port: 5901, tunnelTimeout: "2h", tunnelWindow: 2097152 },
@@ -332,6 +334,7 @@ describe("helm/streamspace-agent", () => {
       SESSION_EPHEMERAL_STORAGE_LIMIT: "4Gi",
       SESSION_STORAGE_CLASS: "gp3",
       SESSION_SERVICE_TYPE: "NodePort",
+      WARM_POOL_INTERVAL: "5s",
       SESSION_POD_TEMPLATE: "/etc/streamspace/session/pod-template.yaml",
       VNC_PORT: "5901",
       VNC_TUNNEL_TIMEOUT: "2h",

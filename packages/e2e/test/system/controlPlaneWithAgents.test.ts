@@ -12,10 +12,13 @@ import * as S from "../support/stack.ts"
  * A cluster and the control plane, for the life of the test's scope. `persistent`: the control plane keeps its
  * database in a directory and listens on a fixed port, so it can be restarted.
  */
-const stack = (persistent = false) =>
+const stack = (persistent = false, extraEnv: Record<string, string> = {}) =>
   Effect.gen(function*() {
     const cluster = yield* S.makeCluster()
-    const cpEnv: Record<string, string> = persistent ? { PORT: String(yield* S.freePort), DATABASE_IN_MEMORY: "false", DATA_DIR: join(cluster.dir, "data") } : {}
+    const cpEnv: Record<string, string> = {
+      ...(persistent ? { PORT: String(yield* S.freePort), DATABASE_IN_MEMORY: "false", DATA_DIR: join(cluster.dir, "data") } : {}),
+      ...extraEnv
+    }
     const first = yield* S.startControlPlane(cpEnv)
     const cp = first
     const ann = S.api(cp.url, S.userToken("ann"))
@@ -64,6 +67,59 @@ describe("control plane end to end with real agents", () => {
       const refused = yield* s.ann.post("/sessions", { template: "demo" })
       assert.strictEqual(refused.status, 503)
       assert.strictEqual((yield* s.admin.get("/sessions")).body.sessions.length, 3)
+    }), { timeout: 120_000 })
+
+  it.live("a session's history and its user's home: listed from the agent, kept while in use, deleted on the cluster", () =>
+    Effect.gen(function*() {
+      const s = yield* stack(false, { HOME_SCAN_INTERVAL: "200ms" })
+      yield* s.enrol("agent-a", "eu-1")
+      const created = (yield* s.ann.post("/sessions", { template: "demo", persistent_home: true })).body
+      yield* S.waitForSession(s.ann, created.id, ["running"])
+      const history = (yield* s.ann.get(`/sessions/${created.id}/history`)).body.history
+      assert.deepStrictEqual(history.map((e: any) => [e.state, e.by]), [
+        ["pending", { kind: "user", id: "ann" }],
+        ["creating", { kind: "user", id: "ann" }],
+        ["running", { kind: "agent", id: "agent-a" }]
+      ])
+      const listed = yield* S.waitFor("ann's home listed", Effect.map(s.ann.get("/homes"), (r) => (r.body.homes.length === 1 ? r.body.homes[0] : undefined)))
+      assert.deepInclude(listed, { agent_id: "agent-a", name: "home-ann", user_id: "ann", in_use: true, expires_at: null })
+      assert.strictEqual((yield* s.ann.del(`/homes/${listed.id}`)).status, 409)
+      yield* s.ann.del(`/sessions/${created.id}`)
+      yield* S.waitForSession(s.ann, created.id, ["terminated"])
+      yield* S.waitFor("home no longer in use", Effect.map(s.ann.get("/homes"), (r) => r.body.homes[0]?.in_use === false))
+      assert.strictEqual((yield* s.ann.del(`/homes/${listed.id}`)).status, 204)
+      const pvc = s.kube.get("persistentvolumeclaims", S.NAMESPACE, "home-ann")
+      assert.isTrue(pvc === undefined || pvc.metadata.deletionTimestamp !== undefined)
+      assert.deepStrictEqual((yield* s.ann.get("/homes")).body.homes, [])
+    }), { timeout: 120_000 })
+
+  it.live("warm pool: a template's warm pods started on the agent; a create takes one and is running at once; the pool refills", () =>
+    Effect.gen(function*() {
+      const s = yield* stack()
+      yield* s.enrol("agent-a", "eu-1")
+      const demo = (yield* s.admin.get("/templates/demo")).body
+      assert.strictEqual((yield* s.admin.post("/templates", { name: "pooled", image: demo.image, warm_pool: 2 })).status, 201)
+      const warm = () => s.kube.list("pods", S.NAMESPACE).filter((p: any) => p.metadata.labels?.["streamspace.io/warm-pool"] === "pooled" && p.status?.phase === "Running")
+      yield* S.waitFor("two warm pods running", Effect.sync(() => warm().length === 2))
+      const created = yield* s.ann.post("/sessions", { template: "pooled" })
+      assert.strictEqual(created.status, 201)
+      const running = yield* S.waitForSession(s.ann, created.body.id, ["running"])
+      const pod = s.kube.list("pods", S.NAMESPACE).find((p: any) => p.metadata.labels?.["streamspace.io/session-id"] === created.body.id)
+      assert.match(pod!.metadata.name, /^warm-pooled-/, "the session runs in a warm pod")
+      assert.strictEqual(running.state, "running")
+      yield* S.waitFor("the pool refilled", Effect.sync(() => warm().length === 2))
+      // The viewer path reaches the claimed pod like any other (port-forward to the warm pod's name).
+      const ticket = (yield* s.ann.post(`/sessions/${created.body.id}/vnc-ticket`)).body
+      const viewer = yield* Effect.acquireRelease(
+        Effect.promise(() => RfbClient.connect(createWebSocketStream(new WebSocket(`${s.cp.wsUrl}${ticket.url}`, ["binary"])), { timeout: 10_000 })),
+        (c) => Effect.sync(() => c.close())
+      )
+      assert.strictEqual(viewer.version, "3.8")
+      // No pool any more: the warm pods go; the session stays.
+      yield* s.admin.patch("/templates/pooled", { warm_pool: 0 })
+      yield* S.waitFor("warm pods removed", Effect.sync(() =>
+        !s.kube.list("pods", S.NAMESPACE).some((p: any) => p.metadata.labels?.["streamspace.io/warm-pool"] === "pooled" && p.metadata.deletionTimestamp === undefined)))
+      assert.strictEqual((yield* s.ann.get(`/sessions/${created.body.id}`)).body.state, "running")
     }), { timeout: 120_000 })
 
   it.live("a VNC session through the proxy, the agent and port-forward to vnc-testserver (ticket and JWT)", () =>

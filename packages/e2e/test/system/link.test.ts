@@ -8,8 +8,17 @@ import { CloseCode, encodeData, MAX_FRAME_BYTES } from "@streamspace/protocol"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
 import { existsSync, readFileSync } from "node:fs"
-import { connect, connectAndHello, heartbeatPayload, Refused } from "@streamspace/control-plane/test-support"
+import { connect, connectAndHello, type FakeAgent, heartbeatPayload, Refused } from "@streamspace/control-plane/test-support"
 import * as S from "../support/stack.ts"
+
+/** The command with this id (an agent also gets the control plane's own on connect: list_homes, set_warm_pools). */
+const commandById = (agent: FakeAgent, id: string) =>
+  Effect.gen(function*() {
+    while (true) {
+      const c = yield* agent.next("command")
+      if (c.payload.command_id === id) return c
+    }
+  })
 
 const connectUrl = (cp: S.ControlPlaneHandle) => `${cp.wsUrl}/api/v1/agent/connect`
 
@@ -216,7 +225,7 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("agent link", (it) => {
       yield* raw.send("heartbeat", heartbeatPayload({ active_sessions: 3 }))
       yield* S.waitForAgent(cp, "agent-raw", "counting 3 sessions", (a) => a.active_sessions === 3)
       const record = yield* cp.dispatcher.dispatch("agent-raw" as AgentId, { action: "list_sessions", args: {} })
-      const command = yield* raw.next("command")
+      const command = yield* commandById(raw, record.id)
       assert.strictEqual(command.payload.command_id, record.id)
       yield* raw.send("command_ack", { command_id: record.id })
       yield* raw.send("command_completed", { command_id: record.id, result: { action: "list_sessions", sessions: [] } })
@@ -246,7 +255,7 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("agent link", (it) => {
       const first = yield* connectAndHello(url, token, "agent-flaky", { region: "flaky-1" })
       const record = yield* cp.dispatcher.dispatch("agent-flaky" as AgentId, { action: "list_sessions", args: {} })
       assert.strictEqual(record.state, "sent")
-      const sent = yield* first.agent.next("command")
+      const sent = yield* commandById(first.agent, record.id)
       assert.strictEqual(sent.payload.command_id, record.id)
       // The link dies before the agent acknowledges.
       yield* first.agent.close()
@@ -254,7 +263,7 @@ layer(S.SharedControlPlane.layer(), S.layerOptions)("agent link", (it) => {
       assert.strictEqual((yield* cp.dispatcher.get(record.id)).state, "sent")
 
       const second = yield* connectAndHello(url, token, "agent-flaky", { region: "flaky-1" })
-      const again = yield* second.agent.next("command")
+      const again = yield* commandById(second.agent, record.id)
       assert.strictEqual(again.payload.command_id, record.id, "the same command, so the agent can dedupe it")
       assert.deepStrictEqual(again.payload, sent.payload)
       yield* second.agent.send("command_ack", { command_id: record.id })

@@ -10,11 +10,11 @@
 // own lock (different sessions are written concurrently); `put` keeps the per-agent usage in step, so
 // placement reads an agent's usage without scanning. A placed session counts from its placement on
 // (`reserve`), before its record is written.
-import type { AgentId, SessionId, SessionPhase, SessionStatus, TemplateName, UserId } from "@streamspace/protocol"
+import type { AgentId, SessionId, SessionPhase, SessionStatus, UserId } from "@streamspace/protocol"
 import { Clock, Effect, FiberSet, Metric, Schema, Semaphore } from "effect"
 import type { CommandDispatcherShape } from "../../CommandDispatcher.ts"
 import { sessionTransitionsTotal } from "../../Observability.ts"
-import type { SessionRecord, TemplateRecord } from "../../Store.ts"
+import type { Actor, SessionRecord, TransitionDetail } from "../../Store.ts"
 import { makeKeyedLock } from "../keyedLock.ts"
 import type { RepoError, SessionRepo } from "./repo.ts"
 import { makeUsageCounters } from "./usage.ts"
@@ -84,6 +84,9 @@ const readopt = Effect.fnUntraced(function*(book: Book, agentId: AgentId, status
   yield* Effect.logInfo("agent reports a session it was thought to have lost; re-adopted").pipe(Effect.annotateLogs({ agent_id: agentId, session_id: stored.id }))
 })
 
+export const agentActor = (agentId: AgentId): Actor => `agent:${agentId}`
+export const userActor = (userId: UserId): Actor => `user:${userId}`
+
 /** Where an agent's report moves a session (the agent's own pending/creating both mean "being created"). */
 const targetOf = (phase: SessionPhase): SessionPhase => (phase === "pending" ? "creating" : phase)
 
@@ -105,8 +108,6 @@ export const makeBook = Effect.fnUntraced(function*(repo: SessionRepo, dispatche
     deleting: new Set<SessionId>(),
     /** Sessions each agent reported in its last hello that the control plane has no record of. */
     unknownByAgent: new Map<AgentId, ReadonlyArray<SessionStatus>>(),
-    /** Templates never change once created: remembered after the first read. */
-    templates: new Map<TemplateName, TemplateRecord>(),
     /** Users whose row is written with this role. */
     usersWritten: new Map<UserId, string>(),
     /** How many sessions have ended, per final state (they leave `sessions`), for the sessions gauge. */
@@ -149,7 +150,8 @@ export const transition = Effect.fnUntraced(function*(
   book: Book,
   id: SessionId,
   to: SessionPhase,
-  detail: { readonly reason?: string | undefined; readonly message?: string | undefined } = {},
+  /** Reason and message of the new state, and who made the change (the control plane itself unless said). */
+  detail: TransitionDetail = {},
   patch: Partial<Pick<SessionRecord, "createCommandId" | "deleteCommandId" | "hibernateCommandId">> = {}
 ) {
   const current = book.sessions.get(id)
@@ -173,7 +175,7 @@ export const transition = Effect.fnUntraced(function*(
     message: same ? detail.message ?? current.message : detail.message,
     updatedAt: new Date(yield* Clock.currentTimeMillis)
   }
-  yield* book.repo.updateSession(next, current.state).pipe(Effect.mapError(fromRepo))
+  yield* book.repo.updateSession(next, current.state, detail.actor ?? "system").pipe(Effect.mapError(fromRepo))
   put(book, next)
   if (!same) {
     yield* Metric.update(Metric.withAttributes(sessionTransitionsTotal, { state: to }), 1)
@@ -206,6 +208,6 @@ export const applyStatus = Effect.fnUntraced(function*(book: Book, agentId: Agen
   const to = targetOf(status.phase)
   // Whichever comes first, the delete's outcome or the agent's report, a deletion ends as `deleted`.
   const reason = (s.state === "terminating" || book.deleting.has(s.id)) && to === "terminated" ? "deleted" : status.reason
-  const next = yield* transition(book, s.id, to, { reason, message: status.message })
+  const next = yield* transition(book, s.id, to, { reason, message: status.message, actor: agentActor(agentId) })
   if (next !== undefined && ended(next.state)) book.observed.delete(s.id)
 })

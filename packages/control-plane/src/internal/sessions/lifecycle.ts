@@ -8,7 +8,12 @@ import { Clock, Effect, FiberSet, Metric } from "effect"
 import type { CommandOutcome, CommandRecord } from "../../CommandDispatcher.ts"
 import { recordCommand, unknownSessionsTotal } from "../../Observability.ts"
 import type { SessionRecord } from "../../Store.ts"
-import { applyStatus, type Book, ended, LOST_ON_AGENT, transition } from "./book.ts"
+import type { Actor } from "../../Store.ts"
+import { agentActor, applyStatus, type Book, ended, LOST_ON_AGENT, transition } from "./book.ts"
+
+/** A command's failure is the agent's answer, unless the control plane gave up waiting (a deadline). */
+const outcomeActor = (agentId: AgentId, outcome: CommandOutcome): Actor =>
+  outcome._tag === "Failed" && outcome.error.code === "timeout" ? "system" : agentActor(agentId)
 
 const awaitCommand = Effect.fnUntraced(function*(book: Book, record: CommandRecord) {
   const started = yield* Clock.currentTimeMillis
@@ -24,12 +29,16 @@ const onCreateOutcome = (book: Book, id: SessionId, agentId: AgentId, outcome: C
     ? outcome.result.action === "create_session" || outcome.result.action === "resume_session"
       ? applyStatus(book, agentId, outcome.result.session)
       : Effect.void
-    : transition(book, id, "failed", { reason: outcome.error.code, message: outcome.error.message }).pipe(Effect.asVoid)
+    : transition(book, id, "failed", { reason: outcome.error.code, message: outcome.error.message, actor: outcomeActor(agentId, outcome) }).pipe(Effect.asVoid)
 
-const onDeleteOutcome = (book: Book, id: SessionId, outcome: CommandOutcome) =>
+const onDeleteOutcome = (book: Book, id: SessionId, agentId: AgentId, outcome: CommandOutcome) =>
   outcome._tag === "Completed" || outcome.error.code === "session_not_found"
-    ? transition(book, id, "terminated", { reason: "deleted" }).pipe(Effect.asVoid)
-    : transition(book, id, "failed", { reason: "delete_failed", message: `${outcome.error.code}: ${outcome.error.message}` }).pipe(Effect.asVoid)
+    ? transition(book, id, "terminated", { reason: "deleted", actor: agentActor(agentId) }).pipe(Effect.asVoid)
+    : transition(book, id, "failed", {
+      reason: "delete_failed",
+      message: `${outcome.error.code}: ${outcome.error.message}`,
+      actor: outcomeActor(agentId, outcome)
+    }).pipe(Effect.asVoid)
 
 /** A hibernate ends hibernated, or (the pod may still run) back in running with the failure. */
 const onHibernateOutcome = (book: Book, id: SessionId, outcome: CommandOutcome) =>
@@ -44,7 +53,7 @@ export const follow = (book: Book, session: Pick<SessionRecord, "id" | "agentId"
     awaitCommand(book, record).pipe(
       Effect.flatMap((o) =>
         record.action === "delete_session"
-          ? onDeleteOutcome(book, session.id, o)
+          ? onDeleteOutcome(book, session.id, session.agentId, o)
           : record.action === "hibernate_session"
           ? onHibernateOutcome(book, session.id, o)
           : onCreateOutcome(book, session.id, session.agentId, o)

@@ -1,10 +1,22 @@
 // Where Sessions keeps its records: the Store (`onStore`), or memory (`makeMemoryRepo`: tests and throwaway
 // demos). Records are the Store's own types; Sessions owns every rule about them and keeps them in memory, so
 // the repository only writes through and loads them at start.
-import type { SessionPhase, TemplateName, UserId } from "@streamspace/protocol"
+import type { SessionId, SessionPhase, TemplateName, UserId } from "@streamspace/protocol"
 import { Clock, Effect, Schema } from "effect"
 import type { Role } from "../../Auth.ts"
-import { type NewTemplate, type SessionKey, type SessionRecord, type StoreError, type StoreShape, type TemplateRecord, templateRecord } from "../../Store.ts"
+import {
+  type Actor,
+  type NewTemplate,
+  patchedTemplate,
+  type SessionEvent,
+  type SessionKey,
+  type SessionRecord,
+  type StoreError,
+  type StoreShape,
+  type TemplatePatch,
+  type TemplateRecord,
+  templateRecord
+} from "../../Store.ts"
 
 export class RepoError extends Schema.TaggedError<RepoError>()("RepoError", {
   reason: Schema.Literals(["Conflict", "Unavailable"]),
@@ -22,16 +34,24 @@ export interface SessionRepo {
   readonly getSession: (id: string) => Effect.Effect<SessionRecord | undefined, RepoError>
   /** Newest first (created, then id, descending), at most `limit` (all when undefined), after `after`; one user's or all. */
   readonly pageSessions: (userId: UserId | undefined, limit: number | undefined, after: SessionKey | undefined) => Effect.Effect<ReadonlyArray<SessionRecord>, RepoError>
-  readonly insertSession: (record: SessionRecord) => Effect.Effect<void, RepoError>
-  /** Writes a state change; `from` is the state it had, for the state history. */
-  readonly updateSession: (record: SessionRecord, from: SessionPhase) => Effect.Effect<void, RepoError>
+  /** Writes a new record (state `pending`) and its first history row, made by `actor`. */
+  readonly insertSession: (record: SessionRecord, actor: Actor) => Effect.Effect<void, RepoError>
+  /** Writes a state change; `from` is the state it had, for the state history, which records `actor`. */
+  readonly updateSession: (record: SessionRecord, from: SessionPhase, actor: Actor) => Effect.Effect<void, RepoError>
+  /** The state history of a session, oldest first (empty for an unknown id). */
+  readonly loadHistory: (id: SessionId) => Effect.Effect<ReadonlyArray<SessionEvent>, RepoError>
   readonly listTemplates: Effect.Effect<ReadonlyArray<TemplateRecord>, RepoError>
   readonly getTemplate: (name: TemplateName) => Effect.Effect<TemplateRecord | undefined, RepoError>
   /** The template as stored; Conflict when the name is taken. */
   readonly insertTemplate: (template: NewTemplate) => Effect.Effect<TemplateRecord, RepoError>
+  /** The template as changed; undefined when there is none of that name. */
+  readonly updateTemplate: (name: TemplateName, patch: TemplatePatch) => Effect.Effect<TemplateRecord | undefined, RepoError>
+  /** False when there is none of that name. */
+  readonly deleteTemplate: (name: TemplateName) => Effect.Effect<boolean, RepoError>
 }
 
-const LIVE: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating"]
+/** Every state but the final ones (terminated, failed): what Sessions keeps in memory. */
+const LIVE: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating", "hibernating", "hibernated"]
 
 /** Newest first: created, then id, descending (the Store's page order). */
 const newestFirst = (a: SessionRecord, b: SessionRecord) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)
@@ -58,15 +78,15 @@ export const onStore = (store: StoreShape): SessionRepo => ({
       Effect.mapError(fromStore)
     ),
   pageSessions: (userId, limit, after) => store.sessions.page({ userId }, limit, after).pipe(Effect.mapError(fromStore)),
-  insertSession: (r) =>
-    store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region, policy: r.policy }).pipe(
+  insertSession: (r, actor) =>
+    store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region, policy: r.policy }, actor).pipe(
       Effect.asVoid,
       Effect.mapError(fromStore)
     ),
-  updateSession: (r, from) =>
+  updateSession: (r, from, actor) =>
     r.state === from || r.state === "pending"
       ? Effect.void
-      : store.sessions.transition(r.id, r.state, { reason: r.reason, message: r.message }).pipe(
+      : store.sessions.transition(r.id, r.state, { reason: r.reason, message: r.message, actor }).pipe(
         Effect.mapError(fromStore),
         Effect.flatMap((t) =>
           t.changed
@@ -74,6 +94,11 @@ export const onStore = (store: StoreShape): SessionRepo => ({
             : Effect.fail(new RepoError({ reason: "Conflict", message: `session ${r.id} is ${t.row.state} in the store; cannot move it to ${r.state}` }))
         )
       ),
+  loadHistory: (id) =>
+    store.sessions.history(id).pipe(
+      Effect.catchIf((e) => e.reason._tag === "NotFound", () => Effect.succeed([])),
+      Effect.mapError(fromStore)
+    ),
   listTemplates: store.templates.list().pipe(Effect.mapError(fromStore)),
   getTemplate: (name) =>
     store.templates.get(name).pipe(
@@ -81,7 +106,19 @@ export const onStore = (store: StoreShape): SessionRepo => ({
       Effect.catchIf((e) => e.reason._tag === "NotFound", () => Effect.succeed(undefined)),
       Effect.mapError(fromStore)
     ),
-  insertTemplate: (t) => store.templates.insert(t).pipe(Effect.mapError(fromStore))
+  insertTemplate: (t) => store.templates.insert(t).pipe(Effect.mapError(fromStore)),
+  updateTemplate: (name, patch) =>
+    store.templates.update(name, patch).pipe(
+      Effect.map((t): TemplateRecord | undefined => t),
+      Effect.catchIf((e) => e.reason._tag === "NotFound", () => Effect.succeed(undefined)),
+      Effect.mapError(fromStore)
+    ),
+  deleteTemplate: (name) =>
+    store.templates.remove(name).pipe(
+      Effect.as(true),
+      Effect.catchIf((e) => e.reason._tag === "NotFound", () => Effect.succeed(false)),
+      Effect.mapError(fromStore)
+    )
 })
 
 /** The template every install starts with (the same one the Store's migration seeds). */
@@ -89,8 +126,10 @@ export const demoTemplate = (at: Date): TemplateRecord =>
   templateRecord({ name: "demo" as TemplateName, displayName: "Demo desktop", image: "streamspace/demo-desktop:latest", vncPort: 5900 }, at)
 
 export interface MemoryRepo extends SessionRepo {
-  /** State history per session, oldest first: [from, to]. */
+  /** State changes per session, oldest first: [from, to]. */
   readonly history: Map<string, Array<readonly [SessionPhase, SessionPhase]>>
+  /** The full history rows per session (what `history(id)` answers). */
+  readonly events: Map<string, Array<SessionEvent>>
   readonly sessions: Map<string, SessionRecord>
 }
 
@@ -98,9 +137,12 @@ export const makeMemoryRepo = (seed: ReadonlyArray<TemplateRecord> = [demoTempla
   const sessions = new Map<string, SessionRecord>()
   const templates = new Map<string, TemplateRecord>(seed.map((t) => [t.name, t]))
   const history = new Map<string, Array<readonly [SessionPhase, SessionPhase]>>()
+  const events = new Map<string, Array<SessionEvent>>()
+  const event = (r: SessionRecord, actor: Actor): SessionEvent => ({ sessionId: r.id, state: r.state, reason: r.reason, message: r.message, actor, at: r.updatedAt })
   return {
     sessions,
     history,
+    events,
     ensureUser: () => Effect.void,
     loadSessions: Effect.sync(() => [...sessions.values()].filter((s) => LIVE.includes(s.state))),
     getSession: (id) => Effect.sync(() => sessions.get(id)),
@@ -114,18 +156,22 @@ export const makeMemoryRepo = (seed: ReadonlyArray<TemplateRecord> = [demoTempla
         const all = [...sessions.values()].filter((s) => (userId === undefined || s.userId === userId) && (after === undefined || isAfter(s, after))).sort(newestFirst)
         return limit === undefined ? all : all.slice(0, limit)
       }),
-    insertSession: (r) =>
+    insertSession: (r, actor) =>
       Effect.suspend(() => {
         if (sessions.has(r.id)) return Effect.fail(new RepoError({ reason: "Conflict", message: `session ${r.id} exists` }))
         sessions.set(r.id, r)
         history.set(r.id, [])
+        events.set(r.id, [event(r, actor)])
         return Effect.void
       }),
-    updateSession: (r, from) =>
+    updateSession: (r, from, actor) =>
       Effect.sync(() => {
         sessions.set(r.id, r)
-        if (from !== r.state) history.get(r.id)?.push([from, r.state])
+        if (from === r.state) return
+        history.get(r.id)?.push([from, r.state])
+        events.get(r.id)?.push(event(r, actor))
       }),
+    loadHistory: (id) => Effect.sync(() => events.get(id) ?? []),
     listTemplates: Effect.sync(() => [...templates.values()].sort((a, b) => (a.name < b.name ? -1 : 1))),
     getTemplate: (name) => Effect.sync(() => templates.get(name)),
     insertTemplate: (t) =>
@@ -134,6 +180,15 @@ export const makeMemoryRepo = (seed: ReadonlyArray<TemplateRecord> = [demoTempla
         const record = templateRecord(t, new Date(ms))
         templates.set(t.name, record)
         return Effect.succeed(record)
-      })
+      }),
+    updateTemplate: (name, patch) =>
+      Effect.map(Clock.currentTimeMillis, (ms) => {
+        const current = templates.get(name)
+        if (current === undefined) return undefined
+        const next = patchedTemplate(current, patch, new Date(ms))
+        templates.set(name, next)
+        return next
+      }),
+    deleteTemplate: (name) => Effect.sync(() => templates.delete(name))
   }
 }

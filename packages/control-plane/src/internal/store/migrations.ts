@@ -155,14 +155,52 @@ const boundsAndPages = statements(
   `CREATE INDEX sessions_user_newest ON sessions (user_id, created_at DESC, id DESC)`
 )
 
-export const migrations = Migrator.fromRecord({
+// Who made each state change (`user:<sub>`, `agent:<id>`, `system`); rows written before this have none.
+const historyActor = statements(`ALTER TABLE session_history ADD COLUMN actor text`)
+
+// A deleted template keeps its row (sessions made from it refer to it) with the time it was deleted; the API no
+// longer shows it, and a new template of the same name takes the row over.
+const templateDeletedAt = statements(`ALTER TABLE templates ADD COLUMN deleted_at timestamptz`)
+
+// Home volumes as the agents last listed them, with what the control plane adds: when each was last used and,
+// under a retention policy, when it will be deleted.
+const homes = statements(
+  `CREATE TABLE homes (
+    id text PRIMARY KEY,
+    agent_id text NOT NULL REFERENCES agents (id),
+    name text NOT NULL,
+    user_id text NOT NULL,
+    size text,
+    in_use boolean NOT NULL,
+    created_at timestamptz NOT NULL,
+    last_used_at timestamptz NOT NULL,
+    reported_at timestamptz NOT NULL,
+    expires_at timestamptz,
+    UNIQUE (agent_id, name)
+  )`,
+  `CREATE INDEX homes_user_id ON homes (user_id)`
+)
+
+// Warm pods kept started per agent for a template (0: none).
+const templateWarmPool = statements(`ALTER TABLE templates ADD COLUMN warm_pool integer NOT NULL DEFAULT 0 CHECK (warm_pool >= 0)`)
+
+const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
   "0003_session_lifecycle": sessionLifecycle,
   "0004_agent_enrollment_tokens": enrollmentTokens,
   "0005_audit_log": auditLog,
-  "0006_template_bounds_and_session_pages": boundsAndPages
-})
+  "0006_template_bounds_and_session_pages": boundsAndPages,
+  "0007_session_history_actor": historyActor,
+  "0008_template_deleted_at": templateDeletedAt,
+  "0009_homes": homes,
+  "0010_template_warm_pool": templateWarmPool
+}
+
+/** The names of all migrations, in order (a migrated database has recorded each once). */
+export const MIGRATIONS: ReadonlyArray<string> = Object.keys(all)
+
+export const migrations = Migrator.fromRecord(all)
 
 /** Runs the pending migrations; returns the ones it ran as `[id, name]`. */
 export const runMigrations = Migrator.make({})({ loader: migrations })

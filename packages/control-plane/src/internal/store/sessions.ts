@@ -44,12 +44,20 @@ export interface SessionRecord {
 
 export type NewSession = Pick<SessionRecord, "id" | "userId" | "template" | "agentId" | "spec" | "region" | "policy">
 
+/**
+ * Who made a state change: a user (their token's `sub`: the owner or an admin), an agent (its report or its
+ * answer to a command), or the control plane itself (a deadline, a reconcile, a policy).
+ */
+export type Actor = `user:${string}` | `agent:${string}` | "system"
+
 /** One row of a session's state history (the first is `pending`, written by `insert`). */
 export interface SessionEvent {
   readonly sessionId: SessionId
   readonly state: SessionPhase
   readonly reason: string | undefined
   readonly message: string | undefined
+  /** Undefined for rows written before actors were recorded. */
+  readonly actor: Actor | undefined
   readonly at: Date
 }
 
@@ -57,6 +65,13 @@ export interface SessionEvent {
 export interface SessionKey {
   readonly createdAt: Date
   readonly id: string
+}
+
+/** What a transition records besides the state. */
+export interface TransitionDetail {
+  readonly reason?: string | undefined
+  readonly message?: string | undefined
+  readonly actor?: Actor | undefined
 }
 
 export interface SessionFilter {
@@ -70,7 +85,7 @@ export interface SessionsTable {
    * Inserts in state `pending` with its first history row, in one statement. NotFound if the user, template
    * or agent does not exist; Conflict if the id exists.
    */
-  readonly insert: (session: NewSession) => Effect.Effect<SessionRecord, StoreError>
+  readonly insert: (session: NewSession, actor?: Actor) => Effect.Effect<SessionRecord, StoreError>
   readonly get: (id: string) => Effect.Effect<SessionRecord, StoreError>
   /** Oldest first. */
   readonly list: (filter?: SessionFilter) => Effect.Effect<ReadonlyArray<SessionRecord>, StoreError>
@@ -87,7 +102,7 @@ export interface SessionsTable {
   readonly transition: (
     id: string,
     to: Exclude<SessionPhase, "pending">,
-    detail?: { readonly reason?: string | undefined; readonly message?: string | undefined }
+    detail?: TransitionDetail
   ) => Effect.Effect<Transition<SessionRecord>, StoreError>
   /** The state history, oldest first. NotFound for an unknown id. */
   readonly history: (id: string) => Effect.Effect<ReadonlyArray<SessionEvent>, StoreError>
@@ -120,6 +135,7 @@ const toSessionEvent = (r: Row): SessionEvent => ({
   state: r.state as SessionPhase,
   reason: strOrUndefined(r.reason),
   message: strOrUndefined(r.message),
+  actor: strOrUndefined(r.actor) as Actor | undefined,
   at: date(r.at)
 })
 
@@ -159,7 +175,7 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
   }
 
   return {
-    insert: Effect.fn("Store.sessions.insert")(function*(s: NewSession) {
+    insert: Effect.fn("Store.sessions.insert")(function*(s: NewSession, actor?: Actor) {
       const at = yield* now
       // One statement (so atomic without a transaction): the session row and its first history row. A missing
       // user, template or agent fails the foreign key; only then is each looked up, to name it in NotFound.
@@ -184,7 +200,7 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
           })
         } RETURNING *
           ), h AS (
-            INSERT INTO session_history (session_id, state, reason, message, at) SELECT id, state, reason, message, created_at FROM s
+            INSERT INTO session_history (session_id, state, reason, message, actor, at) SELECT id, state, reason, message, ${actor ?? null}, created_at FROM s
           )
           SELECT * FROM s`,
         Effect.gen(function*() {
@@ -209,11 +225,12 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
     transition: Effect.fn("Store.sessions.transition")(function*(
       id: string,
       to: Exclude<SessionPhase, "pending">,
-      detail?: { readonly reason?: string | undefined; readonly message?: string | undefined }
+      detail?: TransitionDetail
     ) {
       const at = yield* now
       const reason = detail?.reason ?? null
       const message = detail?.message ?? null
+      const actor = detail?.actor ?? null
       // One statement: the guarded update and, only when it matched, the history row.
       const rows = yield* q(
         "session",
@@ -222,7 +239,7 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
             UPDATE sessions SET state = ${to}, reason = ${reason}, message = ${message}, updated_at = ${at}
             WHERE id = ${id} AND state IN ${sql.in(sessionFrom[to])} RETURNING *
           ), h AS (
-            INSERT INTO session_history (session_id, state, reason, message, at) SELECT id, state, reason, message, updated_at FROM u
+            INSERT INTO session_history (session_id, state, reason, message, actor, at) SELECT id, state, reason, message, ${actor}, updated_at FROM u
           )
           SELECT ${withCommandIds("u")} FROM u`
       )
