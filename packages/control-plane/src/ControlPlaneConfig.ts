@@ -89,6 +89,8 @@ export interface ControlPlaneConfigShape {
   readonly sessionIdleAction: "hibernate" | "delete" | undefined
   /** Default warning time before any automatic action. */
   readonly sessionWarnBefore: Duration.Duration
+  /** How often the lifecycle policy looks at the running sessions (warnings and actions happen on these passes). */
+  readonly sessionPolicyInterval: Duration.Duration
   /** Per-user limits (users with role `user`; admins are not limited). 0 = no limit. */
   readonly userLimits: UserLimits
   /** Bounds on the CPU and memory a session may request, unless its template sets its own. */
@@ -207,6 +209,7 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
       expected: "hibernate or delete (empty: hibernate where the session has a persistent home, else delete)"
     }).pipe(Effect.map((a) => (a === "" ? undefined : a))),
     sessionWarnBefore: yield* duration("SESSION_WARN_BEFORE", "5m"),
+    sessionPolicyInterval: yield* duration("SESSION_POLICY_INTERVAL", "1s"),
     userLimits: {
       sessionsPerUser: yield* limit("MAX_SESSIONS_PER_USER", DEFAULT_USER_LIMITS.sessionsPerUser),
       createsPerMinute: yield* limit("SESSION_CREATES_PER_MINUTE", DEFAULT_USER_LIMITS.createsPerMinute),

@@ -11,7 +11,7 @@
 // warm pools, sent to the agents).
 import type { AgentId, SessionId, SessionSpec, SessionStatus, TemplateName } from "@streamspace/protocol"
 import { MAX_WARM_POOL, parseDuration, parseQuantity, Port, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
-import { Clock, Context, Effect, FiberSet, Layer, Option, Result, Schedule, Schema, Stream } from "effect"
+import { Clock, Context, Duration, Effect, FiberSet, Layer, Option, Result, Schedule, Schema, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
@@ -183,8 +183,8 @@ const liveCount = (book: Book, userId: string) => {
   return n
 }
 
-/** How often the lifecycle policy looks at the running sessions. */
-export const POLICY_TICK = "1 second"
+/** How often the lifecycle policy looks at the running sessions, unless SESSION_POLICY_INTERVAL says otherwise. */
+export const POLICY_TICK = Duration.seconds(1)
 
 export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: SessionRules = DEFAULT_SESSION_RULES) {
   const hub = yield* AgentHub
@@ -394,7 +394,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
   })
   yield* FiberSet.run(book.fibers, enforce.pipe(
     Effect.catchCause((cause) => Effect.logError("Sessions: the lifecycle policy pass failed", cause)),
-    Effect.repeat(Schedule.spaced(POLICY_TICK))
+    Effect.repeat(Schedule.spaced(Option.match(config, { onNone: () => POLICY_TICK, onSome: (c) => c.sessionPolicyInterval ?? POLICY_TICK })))
   ))
 
   const notFound = (name: string) => new SessionsError({ reason: "NotFound", message: `no template named "${name.slice(0, 80)}"` })
@@ -464,10 +464,10 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     get,
     remove,
     hibernate: Effect.fn("Sessions.hibernate")(function*(user: User, id: string) {
-      return yield* hibernate(book, yield* get(user, id))
+      return yield* hibernate(book, yield* get(user, id), "requested", userActor(user.id))
     }),
     resume: Effect.fn("Sessions.resume")(function*(user: User, id: string) {
-      return yield* resume(book, hub, yield* get(user, id))
+      return yield* resume(book, hub, yield* get(user, id), userActor(user.id))
     }),
     keepalive,
     noteInput: (sessionId, viewer) =>

@@ -102,7 +102,7 @@ describe("ControlPlane.layer", () => {
 
   it.effect("per-user limits and session resource bounds: defaults, overrides, and bad values named (zero or inverted bounds)", () =>
     Effect.gen(function*() {
-      const read = (env: Record<string, string>) => Effect.map(Layer.build(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: "s", ...env })), (ctx) => Context.get(ctx, ControlPlaneConfig))
+      const read = (env: Record<string, string>) => Effect.map(Layer.build(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, ...env })), (ctx) => Context.get(ctx, ControlPlaneConfig))
       const d = yield* read({})
       assert.deepStrictEqual(d.userLimits, { sessionsPerUser: 10, createsPerMinute: 20, viewersPerSession: 8, viewersPerUser: 16 })
       assert.deepStrictEqual(d.sessionResourceBounds, { min: { cpu: "100m", memory: "128Mi" }, max: { cpu: "16", memory: "64Gi" } })

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Api from "../src/Api.ts"
 import { Audit } from "../src/Audit.ts"
+import { Homes, makeMemoryRepo as makeHomesRepo } from "../src/Homes.ts"
 import { Auth } from "../src/Auth.ts"
 import { ControlPlane } from "../src/ControlPlane.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
@@ -34,7 +35,7 @@ const setup = (extra: Record<string, string> = {}) =>
       Layer.succeed(References.MinimumLogLevel, "Error")
     )
     const app = Api.layer.pipe(
-      Layer.provideMerge(VncProxy.layer),
+      Layer.provideMerge(Layer.merge(VncProxy.layer, Homes.layerMemory(makeHomesRepo()))),
       Layer.provideMerge(Sessions.layerMemory(makeMemoryRepo())),
       Layer.provideMerge(Auth.layer),
       Layer.provideMerge(Audit.layer.pipe(Layer.provideMerge(Store.layerMemory))),

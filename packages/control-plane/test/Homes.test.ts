@@ -42,7 +42,7 @@ const setup = (env: Record<string, string> = {}) =>
       return undefined
     }
     const repo = makeHomesRepo()
-    const config = ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, HOME_SCAN_INTERVAL: "5m", ...env })
+    const config = ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, HOME_SCAN_INTERVAL: "5m", SESSION_POLICY_INTERVAL: "5m", ...env })
     const ctx = yield* Layer.build(
       Homes.layerMemory(repo).pipe(
         Layer.provideMerge(Sessions.layerMemory(makeMemoryRepo())),

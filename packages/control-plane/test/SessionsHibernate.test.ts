@@ -80,6 +80,22 @@ describe("Sessions hibernate and resume", () => {
       ])
     }))
 
+  it.effect("a template's image bump reaches a resumed session's pod, and nothing else of its spec changes", () =>
+    Effect.gen(function*() {
+      const env = yield* setup
+      const s = yield* running(env, "desk")
+      yield* env.sessions.hibernate(ann, s.id)
+      yield* env.hub.sessionStatus("a", report(s.id, "terminated", 2))
+      yield* settle
+      yield* env.sessions.updateTemplate("desk", { image: "i:2" })
+      yield* env.sessions.resume(ann, s.id)
+      assert.deepStrictEqual(last(env).request, { action: "resume_session", args: { session_id: s.id as SessionId, spec: { ...s.spec, image: "i:2" } } })
+      // The record keeps what the session was created with; who resumed it is in its history.
+      assert.strictEqual((yield* env.sessions.get(ann, s.id)).spec.image, "i")
+      const history = yield* env.sessions.history(ann, s.id)
+      assert.deepStrictEqual(history.slice(-1).map((e) => [e.state, e.actor]), [["creating", "user:ann"]])
+    }))
+
   it.effect("a failed hibernate leaves the session running with the reason; a failed resume fails the session", () =>
     Effect.gen(function*() {
       const env = yield* setup

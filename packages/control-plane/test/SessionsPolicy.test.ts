@@ -8,7 +8,7 @@ import { Context, Duration, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import type { User } from "../src/Auth.ts"
 import { ControlPlaneConfig, type ControlPlaneConfigShape } from "../src/ControlPlaneConfig.ts"
-import { makeMemoryRepo, Sessions } from "../src/Sessions.ts"
+import { DEFAULT_SESSION_RULES, makeMemoryRepo, Sessions } from "../src/Sessions.ts"
 import { templateRecord } from "../src/Store.ts"
 import { fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
@@ -44,7 +44,7 @@ const setup = (config?: Partial<ControlPlaneConfigShape>) =>
     }
     const repo = makeMemoryRepo(templates)
     const deps = Layer.mergeAll(fakeHubLayer(hub), fakeDispatcherLayer(dispatcher))
-    const withConfig = config === undefined ? deps : Layer.merge(deps, Layer.succeed(ControlPlaneConfig, config as ControlPlaneConfigShape))
+    const withConfig = config === undefined ? deps : Layer.merge(deps, Layer.succeed(ControlPlaneConfig, { ...DEFAULT_SESSION_RULES, ...config } as ControlPlaneConfigShape))
     const sessions = Context.get(yield* Layer.build(Sessions.layerMemory(repo).pipe(Layer.provide(withConfig))), Sessions)
     return { sessions, dispatcher, repo }
   })

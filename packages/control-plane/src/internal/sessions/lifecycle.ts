@@ -33,12 +33,27 @@ const onCreateOutcome = (book: Book, id: SessionId, agentId: AgentId, outcome: C
 
 const onDeleteOutcome = (book: Book, id: SessionId, agentId: AgentId, outcome: CommandOutcome) =>
   outcome._tag === "Completed" || outcome.error.code === "session_not_found"
-    ? transition(book, id, "terminated", { reason: "deleted", actor: agentActor(agentId) }).pipe(Effect.asVoid)
+    ? book.sessions.has(id)
+      ? transition(book, id, "terminated", { reason: "deleted", actor: agentActor(agentId) }).pipe(Effect.asVoid)
+      : markEndedDeleted(book, id, agentActor(agentId))
     : transition(book, id, "failed", {
       reason: "delete_failed",
       message: `${outcome.error.code}: ${outcome.error.message}`,
       actor: outcomeActor(agentId, outcome)
     }).pipe(Effect.asVoid)
+
+/**
+ * A session that had ended before its delete (`lost_on_agent`, a stopped pod) is only in the repository: once
+ * the agent has removed what was left of it, it is recorded as deleted for good (no later report re-adopts it).
+ */
+const markEndedDeleted = Effect.fnUntraced(function*(book: Book, id: SessionId, actor: Actor) {
+  const stored = yield* book.repo.getSession(id).pipe(Effect.orElseSucceed(() => undefined))
+  if (stored === undefined || stored.state !== "terminated" || stored.reason === "deleted") return
+  const at = new Date(yield* Clock.currentTimeMillis)
+  yield* book.repo.updateSession({ ...stored, reason: "deleted", message: undefined, updatedAt: at }, stored.state, actor).pipe(
+    Effect.catch((e) => Effect.logWarning(`session ${id}: could not record its delete: ${e.message}`))
+  )
+})
 
 /** A hibernate ends hibernated, or (the pod may still run) back in running with the failure. */
 const onHibernateOutcome = (book: Book, id: SessionId, outcome: CommandOutcome) =>

@@ -84,7 +84,9 @@ export const onStore = (store: StoreShape): SessionRepo => ({
       Effect.mapError(fromStore)
     ),
   updateSession: (r, from, actor) =>
-    r.state === from || r.state === "pending"
+    r.state === from && (r.state === "terminated" || r.state === "failed")
+      ? store.sessions.annotateEnded(r.id, { reason: r.reason, message: r.message, actor }).pipe(Effect.asVoid, Effect.mapError(fromStore))
+      : r.state === from || r.state === "pending"
       ? Effect.void
       : store.sessions.transition(r.id, r.state, { reason: r.reason, message: r.message, actor }).pipe(
         Effect.mapError(fromStore),

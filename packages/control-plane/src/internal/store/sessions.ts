@@ -104,6 +104,11 @@ export interface SessionsTable {
     to: Exclude<SessionPhase, "pending">,
     detail?: TransitionDetail
   ) => Effect.Effect<Transition<SessionRecord>, StoreError>
+  /**
+   * Changes the reason and message of an ended (terminated or failed) session, with a history row: a delete that
+   * reached its pod after the session had ended. Does nothing to a live one (`changed` false).
+   */
+  readonly annotateEnded: (id: string, detail: TransitionDetail) => Effect.Effect<Transition<SessionRecord>, StoreError>
   /** The state history, oldest first. NotFound for an unknown id. */
   readonly history: (id: string) => Effect.Effect<ReadonlyArray<SessionEvent>, StoreError>
   /** Sessions per state (states with none are absent). */
@@ -240,6 +245,22 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
             WHERE id = ${id} AND state IN ${sql.in(sessionFrom[to])} RETURNING *
           ), h AS (
             INSERT INTO session_history (session_id, state, reason, message, actor, at) SELECT id, state, reason, message, ${actor}, updated_at FROM u
+          )
+          SELECT ${withCommandIds("u")} FROM u`
+      )
+      if (rows.length === 0) return { changed: false, row: yield* get(id) }
+      return { changed: true, row: toSession(rows[0]!) }
+    }),
+    annotateEnded: Effect.fn("Store.sessions.annotateEnded")(function*(id: string, detail: TransitionDetail) {
+      const at = yield* now
+      const rows = yield* q(
+        "session",
+        id,
+        sql<Row>`WITH u AS (
+            UPDATE sessions SET reason = ${detail.reason ?? null}, message = ${detail.message ?? null}, updated_at = ${at}
+            WHERE id = ${id} AND state IN ('terminated', 'failed') RETURNING *
+          ), h AS (
+            INSERT INTO session_history (session_id, state, reason, message, actor, at) SELECT id, state, reason, message, ${detail.actor ?? null}, updated_at FROM u
           )
           SELECT ${withCommandIds("u")} FROM u`
       )
