@@ -126,7 +126,8 @@ describe("rendered charts in kube-testserver", () => {
     await admin.createNamespacedPod({ namespace, body: pod("existing") })
     await admin.createNamespacedService({ namespace, body: service("existing") })
     await admin.createNamespacedPersistentVolumeClaim({ namespace, body: pvc("existing") })
-    await admin.createNamespacedSecret({ namespace, body: { metadata: { name: secretName }, stringData: { token: "t" } } })
+    // (The credential Secret is the chart's own, created above.)
+    assert.isDefined(server.get("secrets", namespace, secretName))
 
     const calls: Array<[string, string, () => Promise<unknown>]> = [
       ["pods", "get", () => agent.readNamespacedPod({ namespace, name: "existing" })],
@@ -164,7 +165,9 @@ describe("rendered charts in kube-testserver", () => {
 
   it("loads files/role-rules.yaml as the bare rule list the agent's tests use, equal to the rendered Role", async () => {
     const { server } = await cluster(["default", "streamspace"])
-    const loaded = server.loadRbac(readFileSync(path.join(agentChart, "files/role-rules.yaml"), "utf8"), {
+    // The Secret rule names a placeholder that the chart replaces with the credential Secret's name.
+    const rules = readFileSync(path.join(agentChart, "files/role-rules.yaml"), "utf8").replace(`["AGENT_CREDENTIAL_SECRET"]`, `["streamspace-k8s-agent-credential"]`)
+    const loaded = server.loadRbac(rules, {
       namespace: "streamspace",
       roleName: "streamspace-k8s-agent",
       bindServiceAccount: { namespace: "streamspace", name: "streamspace-k8s-agent" }
