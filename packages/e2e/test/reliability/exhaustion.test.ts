@@ -22,8 +22,9 @@ describe("resource exhaustion", () => {
   it.live("MAX_SESSIONS: the one over the limit is refused cleanly; 24 viewers at once all work and are all released", () =>
     Effect.gen(function*() {
       const cluster = yield* S.makeCluster()
-      // The agent link's tunnels are under test here, not the per-user viewer limits (24 viewers of one user).
-      const cp = yield* S.startControlPlane({ MAX_VIEWERS_PER_SESSION: "0", MAX_VIEWERS_PER_USER: "0" })
+      // The agent's MAX_SESSIONS and link's tunnels are under test here, not the per-user limits (24 viewers of one
+      // user; creates retried until a slot frees, which every refused attempt counts against the create rate).
+      const cp = yield* S.startControlPlane({ MAX_VIEWERS_PER_SESSION: "0", MAX_VIEWERS_PER_USER: "0", SESSION_CREATES_PER_MINUTE: "0" })
       yield* S.startAgent(S.agentEnv(cluster, cp.wsUrl, AGENT, { MAX_SESSIONS: "2" }))
       yield* S.approveAgent(cp, AGENT)
       const token = S.userToken("alice")
@@ -51,7 +52,10 @@ describe("resource exhaustion", () => {
       // the limit frees up when a session ends
       yield* alice.del(`/sessions/${a.body.id}`)
       yield* S.waitForSession(alice, a.body.id, ["terminated"])
-      const c = yield* S.waitFor("a free slot", Effect.map(alice.post("/sessions", { template: "demo" }), (r) => (r.status === 201 ? r.body : undefined)))
+      const c = yield* S.waitFor("a free slot", Effect.map(alice.post("/sessions", { template: "demo" }), (r) => (r.status === 201 ? r.body : undefined)), {
+        timeout: 30_000,
+        interval: 100
+      })
       yield* S.waitForSession(alice, c.id, ["running"])
     }), 120_000)
 
