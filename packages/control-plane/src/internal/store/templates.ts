@@ -135,27 +135,28 @@ export const makeTemplates = ({ json, now, one, q, sql }: Db): TemplatesTable =>
     q("template", name, sql<Row>`SELECT * FROM templates WHERE name = ${name} AND deleted_at IS NULL`).pipe(
       Effect.flatMap((rows) => one("template", name, rows, toTemplate))
     )
+  /** Every column a template's record sets (the name and created_at aside). */
+  const columns = (t: TemplateRecord) => ({
+    display_name: t.displayName,
+    image: t.image,
+    cpu: t.resources.cpu!,
+    memory: t.resources.memory!,
+    env: json(t.env),
+    vnc_port: t.vncPort,
+    persistent_home: t.persistentHome,
+    shared_home: t.sharedHome,
+    warm_pool: t.warmPool,
+    idle_timeout: t.idleTimeout ?? null,
+    max_lifetime: t.maxLifetime ?? null,
+    idle_action: t.idleAction ?? null,
+    warn_before: t.warnBefore ?? null,
+    resource_bounds: t.resourceBounds === undefined ? null : json(t.resourceBounds),
+    updated_at: t.updatedAt
+  })
   return {
     insert: Effect.fn("Store.templates.insert")(function*(input: NewTemplate) {
       const t = templateRecord(input, yield* now)
-      const values = {
-        display_name: t.displayName,
-        image: t.image,
-        cpu: t.resources.cpu!,
-        memory: t.resources.memory!,
-        env: json(t.env),
-        vnc_port: t.vncPort,
-        persistent_home: t.persistentHome,
-        shared_home: t.sharedHome,
-        warm_pool: t.warmPool,
-        idle_timeout: t.idleTimeout ?? null,
-        max_lifetime: t.maxLifetime ?? null,
-        idle_action: t.idleAction ?? null,
-        warn_before: t.warnBefore ?? null,
-        resource_bounds: t.resourceBounds === undefined ? null : json(t.resourceBounds),
-        created_at: t.createdAt,
-        updated_at: t.updatedAt
-      }
+      const values = { ...columns(t), created_at: t.createdAt }
       // A deleted template's row is taken over (sessions made from it still refer to the name); a live one conflicts.
       const rows = yield* q(
         "template",
@@ -179,23 +180,7 @@ export const makeTemplates = ({ json, now, one, q, sql }: Db): TemplatesTable =>
         "template",
         name,
         sql<Row>`UPDATE templates SET ${
-          sql.update({
-            display_name: t.displayName,
-            image: t.image,
-            cpu: t.resources.cpu!,
-            memory: t.resources.memory!,
-            env: json(t.env),
-            vnc_port: t.vncPort,
-            persistent_home: t.persistentHome,
-            shared_home: t.sharedHome,
-            warm_pool: t.warmPool,
-            idle_timeout: t.idleTimeout ?? null,
-            max_lifetime: t.maxLifetime ?? null,
-            idle_action: t.idleAction ?? null,
-            warn_before: t.warnBefore ?? null,
-            resource_bounds: t.resourceBounds === undefined ? null : json(t.resourceBounds),
-            updated_at: t.updatedAt
-          })
+          sql.update(columns(t))
         } WHERE name = ${name} AND deleted_at IS NULL RETURNING *`
       )
       return yield* one("template", name, rows, toTemplate)
