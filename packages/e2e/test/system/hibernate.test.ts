@@ -44,8 +44,11 @@ describe("hibernate and resume", () => {
       const kept = cluster.kube.get("persistentvolumeclaims", S.NAMESPACE, "home-ann")
       assert.strictEqual(kept?.metadata.uid, pvc.metadata.uid, "the same home PVC is kept")
       assert.isUndefined(kept?.metadata.deletionTimestamp)
-      const command = yield* ann.get(`/commands/${hib.body.hibernate_command_id}`)
-      assert.strictEqual(command.body.state, "completed")
+      // The pod's deletion report can make the session hibernated before the command's own completion arrives.
+      const command = yield* S.waitFor(
+        "the hibernate command completed",
+        Effect.map(ann.get(`/commands/${hib.body.hibernate_command_id}`), (r) => (r.body.state === "completed" ? r : undefined))
+      )
       assert.strictEqual(command.body.result.home_claim, "home-ann")
 
       const again = yield* ann.post(`/sessions/${created.id}/hibernate`)
