@@ -261,7 +261,15 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   yield* router.add("GET", `${p}/sessions/:id`, answer("Api.getSession", Effect.gen(function*() {
     const u = yield* user
     const { id } = yield* path(IdPath)
-    return json(view(yield* sessions.get(u, id)))
+    // A session shared with the user reads as in their list, marked `shared`; anyone else still gets 404.
+    const shared = (e: SessionsError) =>
+      sharing === undefined || e.reason !== "NotFound"
+        ? Effect.fail(e)
+        : sharing.access(u, id).pipe(
+          Effect.map(({ access, session }) => ({ ...view(session), shared: { access, owner: session.userId } })),
+          Effect.mapError(() => e)
+        )
+    return json(yield* sessions.get(u, id).pipe(Effect.map(view), Effect.catch(shared)))
   })))
   yield* router.add("GET", `${p}/sessions/:id/history`, answer("Api.sessionHistory", Effect.gen(function*() {
     const u = yield* user
