@@ -116,11 +116,8 @@ export const make = (table: SharesTable) =>
       const before = yield* db(table.get(session.id, target))
       const share = yield* db(table.put({ sessionId: session.id, userId: target, access: level, createdBy: user.id, createdAt: yield* now }))
       yield* audit.record(user, before === undefined ? "share.create" : "share.update", { type: "session", id: session.id }, { user: target, access: level, owner: session.userId })
-      // Fewer rights now: the user's viewers lose control at once.
-      if (level === "view") {
-        for (const v of presence.viewersOf(session.id)) if (v.userId === target && v.linkId === undefined) Object.assign(v, { access: "view" }).control = false
-        presence.bump(session.id)
-      }
+      // The user's open viewers get the new access (fewer rights: control goes at once).
+      presence.setAccess(session.id, target, level)
       return share
     })
 

@@ -220,6 +220,11 @@ describe("sharing API", () => {
       yield* t.call("POST", shares, { token: t.tokens.ann, body: { user: "cat", access: "view" } })
       const after = yield* t.call("GET", `/api/v1/sessions/${t.sid}/presence`, { token: t.tokens.ann })
       assert.deepStrictEqual(after.json.controllers, [])
+      assert.strictEqual(after.json.viewers.find((v: any) => v.id === cat.id).access, "view")
+      assert.strictEqual((yield* t.call("POST", `/api/v1/sessions/${t.sid}/control/request`, { token: t.tokens.cat, body: { viewer: cat.id } })).status, 403)
+      // ...and upgrading it again lets her ask.
+      yield* t.call("POST", shares, { token: t.tokens.ann, body: { user: "cat", access: "control" } })
+      assert.strictEqual((yield* t.call("POST", `/api/v1/sessions/${t.sid}/control/request`, { token: t.tokens.cat, body: { viewer: cat.id } })).status, 200)
       assert.strictEqual((yield* t.call("DELETE", `/api/v1/sessions/${t.sid}/viewers/${bob.id}`, { token: t.tokens.cat })).status, 403)
       assert.strictEqual((yield* t.call("DELETE", `/api/v1/sessions/${t.sid}/viewers/${bob.id}`, { token: t.tokens.ann })).status, 204)
       const ended = yield* closed(bob.v)

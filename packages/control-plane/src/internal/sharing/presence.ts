@@ -17,7 +17,7 @@ export interface ViewerEntry {
   readonly sessionId: string
   /** The user's sub, or `link:<id>` for someone who came with a share link. */
   readonly userId: string
-  readonly access: ViewerAccess
+  access: ViewerAccess
   readonly linkId: string | undefined
   readonly since: Date
   control: boolean
@@ -111,6 +111,19 @@ export const makePresence = () => {
     bump(sessionId)
   }
 
+  /** A user's share changed: their viewers (not link guests) get the new access; `view` loses control at once. */
+  const setAccess = (sessionId: string, userId: string, access: ViewerAccess) => {
+    const p = sessions.get(sessionId)
+    if (p === undefined) return
+    for (const v of p.viewers.values()) {
+      if (v.userId !== userId || v.linkId !== undefined || v.access === "owner" || v.access === "admin") continue
+      v.access = access
+      if (access === "view") (v.control = false, v.requested = false)
+      else if (p.mode === "shared") v.control = true
+    }
+    bump(sessionId)
+  }
+
   const take = (sessionId: string) => {
     const p = sessions.get(sessionId)
     if (p === undefined) return
@@ -151,6 +164,7 @@ export const makePresence = () => {
     leave,
     give,
     take,
+    setAccess,
     setMode,
     snapshot,
     onChange,
