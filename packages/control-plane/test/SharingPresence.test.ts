@@ -37,6 +37,20 @@ describe("presence and control", () => {
     expect(controllers(p)).toEqual([])
   })
 
+  it("exclusive control belongs to a person: their second viewer (another tab, a reconnect) has it too, and a grant moves it from all of them", () => {
+    const p = makePresence()
+    p.join(entry("v-ann", "ann", "owner", 1), "exclusive")
+    p.join(entry("v-ann-tab", "ann", "owner", 2), "exclusive")
+    p.join(entry("v-cat", "cat", "control", 3), "exclusive")
+    expect(controllers(p)).toEqual(["v-ann", "v-ann-tab"])
+    p.give(p.viewer("v-cat")!)
+    expect(controllers(p)).toEqual(["v-cat"])
+    p.join(entry("v-cat-tab", "cat", "control", 4), "exclusive")
+    expect(controllers(p)).toEqual(["v-cat", "v-cat-tab"])
+    p.give(p.viewer("v-ann-tab")!)
+    expect(controllers(p)).toEqual(["v-ann", "v-ann-tab"])
+  })
+
   it("shared mode gives control to every viewer that may control; back to exclusive keeps the owner's", () => {
     const p = makePresence()
     p.join(entry("v-cat", "cat", "control", 1), "exclusive")

@@ -11,6 +11,9 @@ const PRESENCE_TIMEOUT_MS = 35000
 const RETRY_MS = 2000
 const LINK_TTLS = [["3600", "1 hour"], ["86400", "1 day"], ["604800", "7 days"]]
 
+/** The people (not viewers) among `viewers`; link guests read as "link guest". */
+const people = (viewers) => [...new Set(viewers.map((v) => (v.user.startsWith("link:") ? "link guest" : v.user)))]
+
 /** The mark a session shared with the user carries in the sessions list. */
 export const sharedMark = (s) =>
   s.shared ? ` <span class="badge shared" data-testid="session-shared" title="Shared with you by ${esc(s.shared.owner)}">shared by ${esc(s.shared.owner)} · ${esc(s.shared.access)}</span>` : ""
@@ -66,7 +69,7 @@ export function attachSharing({ after, session, viewerId, token, api, me, showBa
     state.textContent = !mine ? "Connecting…"
       : mine.control ? (p.mode === "shared" ? "You have control (shared)" : "You have control")
       : mine.access === "view" ? "View only: your keys and clicks are not sent"
-      : holders.length ? `${holders.map((v) => v.user).join(", ")} ${holders.length > 1 ? "have" : "has"} control` : "Nobody has control"
+      : holders.length ? `${people(holders).join(", ")} ${people(holders).length > 1 ? "have" : "has"} control` : "Nobody has control"
     state.className = mine?.control ? "ok" : "muted"
     const buttons = []
     if (mine && !mine.control && mine.access !== "view") {

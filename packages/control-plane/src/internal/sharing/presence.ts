@@ -2,9 +2,10 @@
 // serves, each with the most it may do (`access`) and whether it holds control now. The proxy asks
 // `mayInput` for every input message; the API changes control and reads snapshots; `changed` wakes long polls.
 //
-// Rules: in `exclusive` mode at most one viewer holds control (the first viewer that may control gets it when
-// nobody holds it; a grant moves it); in `shared` mode every viewer that may control holds it. Viewers with
-// `view` access never hold control. In memory on purpose: a viewer lives exactly as long as its socket here.
+// Rules: in `exclusive` mode at most one person holds control, in every viewer they have open (a second tab of
+// the controller, or its reconnect, can type too): the first viewer that may control gets it when nobody holds
+// it; a grant moves it. In `shared` mode every viewer that may control holds it. Viewers with `view` access
+// never hold control. Link guests count as one person per link (`link:<id>`). In memory on purpose: a viewer lives exactly as long as its socket here.
 import type { ControlMode } from "../store/shares.ts"
 
 /** The most a viewer may do: the owner's or an admin's viewer, a `control` or `view` share or link. */
@@ -72,7 +73,7 @@ export const makePresence = () => {
       p = { viewers: new Map(), mode, version: ++clock }
       sessions.set(entry.sessionId, p)
     }
-    entry.control = mayControl(entry.access) && (p.mode === "shared" || controllers(p).length === 0)
+    entry.control = mayControl(entry.access) && (p.mode === "shared" || controllers(p).every((h) => h.userId === entry.userId))
     p.viewers.set(entry.id, entry)
     viewers.set(entry.id, entry)
     bump(entry.sessionId)
@@ -88,10 +89,10 @@ export const makePresence = () => {
     bump(v.sessionId)
   }
 
-  /** Gives control to `id` (which must may-control); in exclusive mode everyone else loses it. */
+  /** Gives control to `target` (which may control); in exclusive mode everyone but its person's viewers loses it. */
   const give = (target: ViewerEntry) => {
     const p = sessions.get(target.sessionId)!
-    if (p.mode === "exclusive") for (const v of p.viewers.values()) v.control = false
+    if (p.mode === "exclusive") for (const v of p.viewers.values()) v.control = v.userId === target.userId && mayControl(v.access)
     target.control = true
     target.requested = false
     bump(target.sessionId)
@@ -104,9 +105,9 @@ export const makePresence = () => {
     const capable = [...p.viewers.values()].filter((v) => mayControl(v.access))
     if (mode === "shared") for (const v of capable) (v.control = true, v.requested = false)
     else {
-      // Keep one controller: the owner's viewer if it holds control, else the one holding it longest.
+      // Keep one person in control: the owner if they hold it, else an admin, else whoever joined first.
       const holders = capable.filter((v) => v.control).sort((a, b) => rank(a) - rank(b) || a.since.getTime() - b.since.getTime())
-      for (const v of holders.slice(1)) v.control = false
+      for (const v of holders) v.control = v.userId === holders[0]!.userId
     }
     bump(sessionId)
   }
