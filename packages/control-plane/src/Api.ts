@@ -18,6 +18,7 @@ import { AuditQuery, auditJson, hardeningHeaders, metricsAuthorized, noStore } f
 import { encodeCursor, pageOf, pageRequest } from "./internal/pagination.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
 import { CreateSessionRequest, CreateTemplateRequest, PatchTemplateRequest, SESSION_STATES, type SessionRecord, Sessions, type SessionsError } from "./Sessions.ts"
+import { Sharing } from "./Sharing.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
 
 export const PatchAgentBody = Schema.Struct({ status: Schema.Literals(["online", "offline"]) })
@@ -113,6 +114,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const proxy = yield* VncProxy
   const audit = yield* Audit
   const homes = yield* Homes
+  const sharing = Option.getOrUndefined(yield* Effect.serviceOption(Sharing))
 
   const user: Effect.Effect<User, AuthError, HttpServerRequest.HttpServerRequest> = Effect.flatMap(
     HttpServerRequest.HttpServerRequest,
@@ -249,12 +251,25 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const shown = rows.slice(0, request.limit)
     const last = shown.at(-1)
     const next = rows.length > request.limit && last !== undefined ? encodeCursor("/api/v1/sessions", [last.createdAt.toISOString(), last.id]) : null
-    return json({ sessions: shown.map(view), next_cursor: next })
+    // The first page also lists the live sessions shared with the user, marked `shared` (admins see all anyway).
+    const shared = request.after === undefined && sharing !== undefined && u.role !== "admin"
+      ? yield* sharing.sharedWith(u).pipe(Effect.mapError((e) => new ApiError({ status: 503, code: "unavailable", message: e.message })))
+      : []
+    const marked = shared.map(({ session, share }) => ({ ...view(session), shared: { access: share.access, owner: session.userId } }))
+    return json({ sessions: [...shown.map(view), ...marked], next_cursor: next })
   })))
   yield* router.add("GET", `${p}/sessions/:id`, answer("Api.getSession", Effect.gen(function*() {
     const u = yield* user
     const { id } = yield* path(IdPath)
-    return json(view(yield* sessions.get(u, id)))
+    // A session shared with the user reads as in their list, marked `shared`; anyone else still gets 404.
+    const shared = (e: SessionsError) =>
+      sharing === undefined || e.reason !== "NotFound"
+        ? Effect.fail(e)
+        : sharing.access(u, id).pipe(
+          Effect.map(({ access, session }) => ({ ...view(session), shared: { access, owner: session.userId } })),
+          Effect.mapError(() => e)
+        )
+    return json(yield* sessions.get(u, id).pipe(Effect.map(view), Effect.catch(shared)))
   })))
   yield* router.add("GET", `${p}/sessions/:id/history`, answer("Api.sessionHistory", Effect.gen(function*() {
     const u = yield* user
@@ -295,6 +310,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
       ticket: t.ticket,
       session_id: t.sessionId,
       expires_at: t.expiresAt.toISOString(),
+      viewer_id: t.viewerId,
       url: `${p}/sessions/${t.sessionId}/vnc?ticket=${t.ticket}`
     }, 201))
   })))

@@ -5,10 +5,14 @@
 // Either end closing tears down both: the tunnel closes on the agent when the viewer leaves; the viewer is
 // closed with a code and reason when the agent closes the tunnel or goes away.
 //
-// Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets.
+// With Sharing in context, users a session is shared with (and share-link holders) may open viewers too; each
+// viewer joins the session's presence list, and input from a viewer without control is dropped here
+// (internal/vnc/inputFilter), never left to the browser.
+//
+// Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets, inputFilter.
 import type { AgentId, SessionId } from "@streamspace/protocol"
 import { MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
-import { Clock, Context, Effect, Layer, Metric } from "effect"
+import { Clock, Context, Effect, Layer, Metric, Option } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import type { WebSocket } from "ws"
@@ -17,12 +21,14 @@ import { Auth, type AuthError, type User } from "./Auth.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { relay, ViewerClose } from "./internal/vnc/relay.ts"
 import { isUserInput, makeRfbClientParser } from "./internal/vnc/rfbClientMessages.ts"
-import { makeTickets, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
+import { makeInputFilter } from "./internal/vnc/inputFilter.ts"
+import { makeTickets, newViewerId, type Redeemed, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
 import { makeViewerLimits } from "./internal/vnc/viewerLimits.ts"
 import { errorResponse } from "./internal/httpError.ts"
-import { closeAndWait, isUpgrade, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
+import { close, closeAndWait, isUpgrade, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
 import { recordCommand, vncViewers } from "./Observability.ts"
 import { Sessions } from "./Sessions.ts"
+import { type SessionAccess, Sharing } from "./Sharing.ts"
 
 export { ViewerClose } from "./internal/vnc/relay.ts"
 export { VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
@@ -30,6 +36,8 @@ export { VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
 export interface VncProxyShape {
   /** Issues a single-use ticket for one session, bound to the user; the session must be visible to them. */
   readonly issueTicket: (user: User, sessionId: string) => Effect.Effect<VncTicket, VncProxyError>
+  /** A ticket for whoever holds a share link (already redeemed through Sharing); the viewer gets the link's access. */
+  readonly issueLinkTicket: (linkId: string, sessionId: string) => Effect.Effect<VncTicket, VncProxyError>
   /** Viewers connected right now. */
   readonly viewers: Effect.Effect<number>
   /**
@@ -60,15 +68,26 @@ export const make = Effect.gen(function*() {
   let viewerSerial = 0
   /** What each open relay holds in memory (see `buffered`). */
   const held = new Set<() => number>()
+  const sharing = Option.getOrUndefined(yield* Effect.serviceOption(Sharing))
 
-  const issueTicket = Effect.fn("VncProxy.issueTicket")(function*(user: User, sessionId: string) {
-    const session = yield* sessions.get(user, sessionId).pipe(
+  /** The session and the caller's access: through Sharing when it is there, else the owner's (and admins'). */
+  const accessOf = (user: User, sessionId: string, linkId: string | undefined): Effect.Effect<SessionAccess, unknown> =>
+    sharing === undefined
+      ? Effect.map(sessions.get(user, sessionId), (session) => ({ session, access: "owner" as const }))
+      : linkId !== undefined
+      ? sharing.linkAccess(linkId, sessionId)
+      : sharing.access(user, sessionId)
+
+  const issueTicket = Effect.fn("VncProxy.issueTicket")(function*(user: User, sessionId: string, linkId?: string) {
+    const { session } = yield* accessOf(user, sessionId, linkId).pipe(
       Effect.mapError(() => new VncProxyError({ reason: "NotFound", message: `no session "${sessionId.slice(0, 80)}"` }))
     )
     const refused = viewerLimits.refusal(user, session.id)
     if (refused !== undefined) return yield* new VncProxyError({ reason: "LimitExceeded", message: refused })
-    return yield* tickets.issue(user, session.id)
+    return yield* tickets.issue(user, session.id, linkId)
   })
+  /** Link holders have no account: they count as the user `link-<id>` for the viewer limits. */
+  const issueLinkTicket = (linkId: string, sessionId: string) => issueTicket({ id: `link-${linkId}` as User["id"], role: "user" }, sessionId, linkId)
 
   /** The tunnel to a session through its agent's link, with the latency and outcome of opening it recorded. */
   const openThroughHub = (agentId: AgentId, sessionId: SessionId) => (sink: TunnelSink) =>
@@ -95,7 +114,7 @@ export const make = Effect.gen(function*() {
     })
 
   /** Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended. */
-  const serveViewer = (ws: WebSocket, user: User, agentId: AgentId, sessionId: SessionId, viewer: string) =>
+  const serveViewer = (ws: WebSocket, user: User, agentId: AgentId, sessionId: SessionId, viewer: string, who: Redeemed, access: SessionAccess["access"]) =>
     Effect.scoped(Effect.gen(function*() {
       // The check and the slot in one synchronous step, so concurrent viewers cannot all take the last one.
       const slot = viewerLimits.acquire(user, sessionId)
@@ -104,11 +123,26 @@ export const make = Effect.gen(function*() {
       viewerCount++
       yield* Metric.modify(vncViewers, 1)
       yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(() => void viewerCount--), Metric.modify(vncViewers, -1)))
+      if (sharing !== undefined) {
+        yield* sharing.join({
+          id: who.viewerId,
+          sessionId,
+          userId: who.linkId === undefined ? user.id : `link:${who.linkId}`,
+          access,
+          linkId: who.linkId,
+          since: new Date(yield* Clock.currentTimeMillis),
+          end: (code, reason) => {
+            if (ws.isPaused) ws.resume()
+            close(ws, code, reason)
+          }
+        })
+      }
       const end = yield* relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,
         track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes))),
-        onViewerData: yield* inputWatcher(sessionId, viewer)
+        onViewerData: yield* inputWatcher(sessionId, viewer),
+        ...(sharing === undefined ? {} : { filter: makeInputFilter(() => sharing.mayInput(who.viewerId)).push })
       }).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
@@ -122,27 +156,30 @@ export const make = Effect.gen(function*() {
       const sessionId = (yield* HttpRouter.params).id ?? ""
       if (!isUpgrade(request)) return errorResponse(426, "upgrade_required", "this endpoint only accepts WebSocket upgrades (noVNC)")
       const ticket = new URL(request.url, "http://localhost").searchParams.get("ticket")
-      const authenticated: Effect.Effect<User, AuthError | VncProxyError> = ticket !== null
+      const authenticated: Effect.Effect<Redeemed, AuthError | VncProxyError> = ticket !== null
         ? tickets.redeem(ticket, sessionId)
-        : auth.authenticate(request.headers["authorization"])
+        : Effect.map(auth.authenticate(request.headers["authorization"]), (user) => ({ user, viewerId: newViewerId(), linkId: undefined }))
       const user = yield* Effect.result(authenticated)
       if (user._tag === "Failure") {
         const e: AuthError | VncProxyError = user.failure
         return e._tag === "AuthError" && e.reason === "Forbidden" ? errorResponse(403, "forbidden", e.message) : errorResponse(401, "unauthorized", e.message)
       }
-      const session = yield* sessions.get(user.success, sessionId).pipe(Effect.option)
-      return yield* serveUpgrade(wss, request, (ws) =>
-        session._tag === "None"
-          ? closeAndWait(ws, ViewerClose.notFound, `no session "${sessionId.slice(0, 60)}"`)
-          : session.value.state !== "running"
-          ? closeAndWait(ws, ViewerClose.notRunning, `session is ${session.value.state}, not running`)
-          : serveViewer(ws, user.success, session.value.agentId, session.value.id, `${user.success.id} (viewer ${++viewerSerial})`))
+      const who = user.success
+      const found = yield* accessOf(who.user, sessionId, who.linkId).pipe(Effect.option)
+      return yield* serveUpgrade(wss, request, (ws) => {
+        if (found._tag === "None") return closeAndWait(ws, ViewerClose.notFound, `no session "${sessionId.slice(0, 60)}"`)
+        const { access, session } = found.value
+        return session.state !== "running"
+          ? closeAndWait(ws, ViewerClose.notRunning, `session is ${session.state}, not running`)
+          : serveViewer(ws, who.user, session.agentId, session.id, `${who.user.id} (viewer ${++viewerSerial})`, who, access)
+      })
     }).pipe(Effect.withSpan("VncProxy.viewer"))
 
   yield* router.add("GET", VNC_PATH, route)
 
   return VncProxy.of({
-    issueTicket,
+    issueTicket: (user, sessionId) => issueTicket(user, sessionId),
+    issueLinkTicket,
     viewers: Effect.sync(() => viewerCount),
     buffered: Effect.sync(() => {
       let total = 0

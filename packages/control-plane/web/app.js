@@ -1,6 +1,8 @@
 // StreamSpace web UI: plain ES modules, no build step. Talks to /api/v1 with the user's bearer token
 // (kept in localStorage; a `#token=...` link logs in at once, or asks first when another token is stored).
 // Lists refresh by polling, faster while a session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
+import { attachSharing, mountLinkViewer, sharedMark } from "/ui/sharing.js"
+
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
 const MOVING = new Set(["pending", "creating", "terminating", "hibernating"])
@@ -13,6 +15,7 @@ const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "
 let token = localStorage.getItem(TOKEN_KEY)
 let timer = undefined
 let viewer = undefined
+let detachSharing = undefined
 let page = undefined
 let keepBanner = false
 let unreachable = false
@@ -314,15 +317,15 @@ const sessionsPage = {
       <thead><tr><th>Session</th><th>State</th><th>Template</th><th>Agent</th><th>Created</th><th></th></tr></thead>
       <tbody>${sessions.length === 0 ? `<tr><td colspan="6" class="muted">No sessions yet. Pick a template above and press New session.</td></tr>` : ""}
       ${sessions.map((s) => `<tr data-session="${esc(s.id)}" data-state="${esc(s.state)}">
-        <td data-label="Session"><strong>${esc(s.id)}</strong>${isAdmin() ? `<div class="muted small">${esc(s.user_id)}</div>` : ""}</td>
+        <td data-label="Session"><strong>${esc(s.id)}</strong>${sharedMark(s)}${isAdmin() ? `<div class="muted small">${esc(s.user_id)}</div>` : ""}</td>
         <td data-label="State"><span class="badge ${esc(s.state)}" data-testid="session-state">${esc(s.state)}</span>${progress(s.state)}${stateDetail(s)}${expiryDetail(s)}</td>
         <td data-label="Template">${esc(s.template)}</td>
         <td data-label="Agent">${esc(s.agent_id ?? "—")}</td>
         <td data-label="Created">${timeAgo(s.created_at)}</td>
         <td class="actions"><div>
           ${s.state === "running" || s.state === "hibernated" ? `<a class="button" href="#/sessions/${encodeURIComponent(s.id)}/view" data-testid="view-session">${s.state === "hibernated" ? "Resume" : "View"}</a>` : ""}
-          ${s.state === "running" && s.persistent_home ? `<button data-act="hibernate" data-testid="hibernate-session" title="Stop the desktop and keep its home folder">Hibernate</button>` : ""}
-          ${s.state !== "terminated" && s.state !== "terminating" ? `<button class="danger" data-act="delete" data-testid="delete-session">Delete</button>` : ""}
+          ${s.state === "running" && s.persistent_home && !s.shared ? `<button data-act="hibernate" data-testid="hibernate-session" title="Stop the desktop and keep its home folder">Hibernate</button>` : ""}
+          ${s.state !== "terminated" && s.state !== "terminating" && !s.shared ? `<button class="danger" data-act="delete" data-testid="delete-session">Delete</button>` : ""}
         </div></td>
       </tr>`).join("")}
       </tbody></table>`)
@@ -443,6 +446,7 @@ function viewerPage(id) {
         const { default: RFB } = await import("/vendor/novnc/core/rfb.js")
         const scheme = location.protocol === "https:" ? "wss" : "ws"
         viewer = new RFB($("#screen"), `${scheme}://${location.host}${ticket.url}`, { wsProtocols: ["binary"] })
+        detachSharing = attachSharing({ after: $(".viewer-bar"), session, viewerId: ticket.viewer_id, token, api, me: claims().sub, showBanner })
       } catch (err) {
         status(err instanceof ApiError ? err.message : "The viewer could not start. Reload the page to try again.", "reason")
         return
@@ -539,6 +543,14 @@ async function render() {
     return render()
   }
   if (viewer) { viewer.disconnect(); viewer = undefined }
+  if (detachSharing) { detachSharing(); detachSharing = undefined }
+  const shareLink = /^#share=([\w-]+)/.exec(hash)
+  if (shareLink) {
+    $("#nav").hidden = true
+    page = { refresh: async () => undefined }
+    viewer = await mountLinkViewer($("#main"), shareLink[1])
+    return
+  }
   if (!token || hash.startsWith("#/login")) {
     page = loginPage
     return loginPage.mount()

@@ -184,6 +184,39 @@ const homes = statements(
 // Warm pods kept started per agent for a template (0: none).
 const templateWarmPool = statements(`ALTER TABLE templates ADD COLUMN warm_pool integer NOT NULL DEFAULT 0 CHECK (warm_pool >= 0)`)
 
+// Sharing (issue 17): named users' access to a session, expiring share links (the token stored as its SHA-256
+// only), and each session's control mode. All go with their session.
+const sharing = statements(
+  `CREATE TABLE session_shares (
+    session_id text NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    user_id text NOT NULL,
+    access text NOT NULL CHECK (access IN ('view', 'control')),
+    created_by text NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (session_id, user_id)
+  )`,
+  `CREATE INDEX session_shares_user_id ON session_shares (user_id)`,
+  `CREATE TABLE share_links (
+    id text PRIMARY KEY,
+    session_id text NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    token_hash text NOT NULL UNIQUE,
+    access text NOT NULL CHECK (access IN ('view', 'control')),
+    label text,
+    created_by text NOT NULL,
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    max_uses integer CHECK (max_uses > 0),
+    uses integer NOT NULL DEFAULT 0,
+    revoked_at timestamptz
+  )`,
+  `CREATE INDEX share_links_session_id ON share_links (session_id)`,
+  `CREATE TABLE session_control_modes (
+    session_id text PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    mode text NOT NULL CHECK (mode IN ('exclusive', 'shared')),
+    updated_at timestamptz NOT NULL
+  )`
+)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -194,7 +227,8 @@ const all = {
   "0007_session_history_actor": historyActor,
   "0008_template_deleted_at": templateDeletedAt,
   "0009_homes": homes,
-  "0010_template_warm_pool": templateWarmPool
+  "0010_template_warm_pool": templateWarmPool,
+  "0011_sharing": sharing
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */

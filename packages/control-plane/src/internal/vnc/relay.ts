@@ -23,6 +23,10 @@ export const ViewerClose = {
   unsupportedData: 1003,
   /** The session does not exist or is not the caller's. */
   notFound: 4404,
+  /** A view-only viewer sent a client message the proxy cannot parse, so its input could not be held back. */
+  unfilterable: 4400,
+  /** The owner or an admin ended this viewer, or its share or link was removed. */
+  ended: 4403,
   /** The session exists but is not running. */
   notRunning: 4409,
   /** A per-user viewer limit (MAX_VIEWERS_PER_SESSION, MAX_VIEWERS_PER_USER) is reached; the reason names it. */
@@ -48,6 +52,8 @@ export interface RelayOptions {
   readonly track: (held: () => number) => Effect.Effect<void, never, Scope.Scope>
   /** Sees every chunk the viewer sends, in order, as it arrives (the proxy looks for user input in it). */
   readonly onViewerData?: (bytes: Uint8Array) => void
+  /** What of each chunk the viewer sends goes on (before `onViewerData`); undefined ends the viewer (`unfilterable`). */
+  readonly filter?: (bytes: Uint8Array) => Uint8Array | undefined
 }
 
 const toBytes = (data: RawData): Uint8Array =>
@@ -105,7 +111,12 @@ export const relay = Effect.fnUntraced(function*(
       finish({ by: "agent", code: ViewerClose.unsupportedData, reason: "RFB travels in binary frames; text frames are not accepted" })
       return
     }
-    const bytes = toBytes(data)
+    const bytes = options.filter === undefined ? toBytes(data) : options.filter(toBytes(data))
+    if (bytes === undefined) {
+      finish({ by: "agent", code: ViewerClose.unfilterable, reason: "a message the proxy cannot parse from a viewer without control" })
+      return
+    }
+    if (bytes.length === 0) return
     options.onViewerData?.(bytes)
     queuedBytes += bytes.length
     Queue.offerUnsafe(inbound, bytes)

@@ -14,19 +14,29 @@ export interface VncTicket {
   readonly ticket: string
   readonly sessionId: SessionId
   readonly expiresAt: Date
+  /** The id the viewer opened with this ticket has in the session's presence list (control requests name it). */
+  readonly viewerId: string
+}
+
+/** Who redeemed a ticket: the user it was issued to, the viewer id, and the share link it came from if any. */
+export interface Redeemed {
+  readonly user: User
+  readonly viewerId: string
+  readonly linkId: string | undefined
 }
 
 export const makeTickets = (ttl: Duration.Duration) => {
-  const tickets = new Map<string, { readonly user: User; readonly sessionId: SessionId; readonly expiresAtMs: number }>()
+  const tickets = new Map<string, { readonly user: User; readonly sessionId: SessionId; readonly expiresAtMs: number; readonly viewerId: string; readonly linkId: string | undefined }>()
   const ttlMs = Math.max(1, Duration.toMillis(ttl))
   return {
     /** A new ticket for a session the user may see; expired ones are dropped on the way. */
-    issue: (user: User, sessionId: SessionId): Effect.Effect<VncTicket> =>
+    issue: (user: User, sessionId: SessionId, linkId?: string): Effect.Effect<VncTicket> =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         for (const [t, v] of tickets) if (v.expiresAtMs <= now) tickets.delete(t)
         const ticket = randomBytes(24).toString("base64url")
-        tickets.set(ticket, { user, sessionId, expiresAtMs: now + ttlMs })
-        return { ticket, sessionId, expiresAt: new Date(now + ttlMs) }
+        const viewerId = newViewerId()
+        tickets.set(ticket, { user, sessionId, expiresAtMs: now + ttlMs, viewerId, linkId })
+        return { ticket, sessionId, expiresAt: new Date(now + ttlMs), viewerId }
       }),
     /** Takes a ticket out of circulation (single use, whatever the outcome) and checks it; the user it was issued to. */
     redeem: Effect.fnUntraced(function*(ticket: string, sessionId: string) {
@@ -35,7 +45,9 @@ export const makeTickets = (ttl: Duration.Duration) => {
       if (entry === undefined) return yield* new VncProxyError({ reason: "InvalidTicket", message: "VNC ticket is unknown or was already used" })
       if (entry.expiresAtMs <= (yield* Clock.currentTimeMillis)) return yield* new VncProxyError({ reason: "InvalidTicket", message: "VNC ticket has expired" })
       if (entry.sessionId !== sessionId) return yield* new VncProxyError({ reason: "InvalidTicket", message: "VNC ticket was issued for another session" })
-      return entry.user
+      return { user: entry.user, viewerId: entry.viewerId, linkId: entry.linkId } satisfies Redeemed
     })
   }
 }
+
+export const newViewerId = () => `v-${randomBytes(6).toString("hex")}`
