@@ -79,7 +79,7 @@ export const onStore = (store: StoreShape): SessionRepo => ({
     ),
   pageSessions: (userId, limit, after) => store.sessions.page({ userId }, limit, after).pipe(Effect.mapError(fromStore)),
   insertSession: (r, actor) =>
-    store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region, policy: r.policy }, actor).pipe(
+    store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region, policy: r.policy, team: r.team }, actor).pipe(
       Effect.asVoid,
       Effect.mapError(fromStore)
     ),

@@ -1,0 +1,55 @@
+// Which team pays for a session, and whether its quota has room (issue 18). The choice reads the teams before the
+// placement lock; the quota is checked under it, against the live records and reservations in the book, so two
+// creates can never both take a team's last slot (the global placement lock already serialises every
+// check-and-reserve, so no per-team lock is needed on top). With several control-plane replicas each book sees
+// only its own creates: a database-level guard would be needed then (see the README, Teams).
+import type { AgentView } from "../../AgentHub.ts"
+import type { User } from "../../Auth.ts"
+import type { TeamRecord } from "../../Store.ts"
+import type { TeamsShape } from "../../Teams.ts"
+import { Effect, Option } from "effect"
+import { chargeOf, chooseTeam, quotaIssue } from "../teams/quota.ts"
+import { type Book, SessionsError } from "./book.ts"
+import type { Resources } from "@streamspace/protocol"
+
+const unavailable = (e: { readonly message: string }) => new SessionsError({ reason: "Store", message: `teams: ${e.message}` })
+
+/** The team that pays for `user`'s create (undefined: none, the user is in no team), or why none may. */
+export const chargedTeam = (
+  teams: Option.Option<TeamsShape>,
+  user: User,
+  request: { readonly team?: string | undefined; readonly template: string; readonly region?: string | undefined }
+): Effect.Effect<TeamRecord | undefined, SessionsError> =>
+  Option.match(teams, {
+    onNone: () =>
+      request.team === undefined
+        ? Effect.succeed(undefined)
+        : Effect.fail(new SessionsError({ reason: "InvalidRequest", field: "team", message: `team: no team named "${request.team}"` })),
+    onSome: (t) =>
+      t.list.pipe(
+        Effect.mapError(unavailable),
+        Effect.flatMap((all) => {
+          const chosen = chooseTeam(all, user.groups, request)
+          if ("team" in chosen) return Effect.succeed(chosen.team)
+          return Effect.fail(
+            chosen.issue.kind === "UnknownTeam"
+              ? new SessionsError({ reason: "InvalidRequest", field: "team", message: chosen.issue.message })
+              : new SessionsError({ reason: "TeamForbidden", field: "team", message: chosen.issue.message })
+          )
+        })
+      )
+  })
+
+/** Every live record and reservation of the book. */
+export const liveRecords = (book: Book) => [...book.sessions.values(), ...book.reserved.values()]
+
+/** The refusal when one more session asking for `resources` does not fit `team`'s quota (call under the placement lock). */
+export const quotaRefusal = (book: Book, team: TeamRecord | undefined, resources: Resources | undefined) => {
+  if (team === undefined) return undefined
+  const issue = quotaIssue(team, chargeOf(liveRecords(book), team.name), resources)
+  return issue === undefined ? undefined : new SessionsError({ reason: "QuotaExceeded", message: issue.message, team: team.name, quota: issue.quota })
+}
+
+/** The agents a team's session may be placed on: those in its regions, when it has a list. */
+export const teamAgents = (agents: ReadonlyArray<AgentView>, team: TeamRecord | undefined) =>
+  team?.regions === undefined ? agents : agents.filter((a) => team.regions!.includes(a.region))
