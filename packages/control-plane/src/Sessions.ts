@@ -36,7 +36,7 @@ import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./in
 import { pushWarmPools } from "./internal/sessions/warmPools.ts"
 import { RequestResources, ResourceBounds, TemplateEnv, UserEnv } from "./internal/sessions/requestRules.ts"
 import { type LimitRefusal, makeCreateRate, resourcesIssue, sessionsRefusal } from "./internal/sessions/userLimits.ts"
-import { chargedTeam, liveRecords, quotaRefusal, teamAgents } from "./internal/sessions/teamCharge.ts"
+import { chargedTeam, liveRecords, quotaRefusal, storageRefusal, teamAgents } from "./internal/sessions/teamCharge.ts"
 import { TeamName } from "./internal/teams/requests.ts"
 import { place } from "./Placement.ts"
 import { Teams } from "./Teams.ts"
@@ -221,6 +221,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     const bad = resourcesIssue(spec.resources ?? {}, template, rules.sessionResourceBounds)
     if (bad !== undefined) return yield* new SessionsError({ reason: "InvalidRequest", field: bad.field, message: bad.message })
     const team = yield* chargedTeam(teams, user, request)
+    yield* storageRefusal(teams, team, user, spec.persistent_home)
     // Placement and the reservation under one lock, so two creates cannot both take the last slot. The
     // record is written outside it (many creates write at once); a failed write gives the slot back.
     const record = yield* book.placement.withPermits(1)(Effect.gen(function*() {

@@ -5,7 +5,9 @@
 // (internal/teams/quota.ts). Users in no team are charged to none: only the per-user limits apply to them.
 import { Context, Effect, Layer, Schema } from "effect"
 import type { User } from "./Auth.ts"
+import { bytes } from "./internal/teams/quota.ts"
 import type { CreateTeamRequest, PatchTeamRequest } from "./internal/teams/requests.ts"
+import { homeTeam } from "./internal/teams/usage.ts"
 import { type HomeCharge, Store, type StoreError, type TeamQuota, type TeamRecord } from "./Store.ts"
 
 export type { TeamRecord } from "./Store.ts"
@@ -26,6 +28,8 @@ export interface TeamsShape {
   readonly teamsOf: (user: User) => Effect.Effect<ReadonlyArray<TeamRecord>, TeamsError>
   /** Which team each home is charged to (its user's newest session with a persistent home on its agent). */
   readonly homeCharges: Effect.Effect<ReadonlyArray<HomeCharge>, TeamsError>
+  /** The homes charged to `team` now: their total requested size in bytes and their users. */
+  readonly homesOf: (team: TeamRecord) => Effect.Effect<{ readonly bytes: number; readonly users: ReadonlySet<string> }, TeamsError>
 }
 
 const quotaOf = (q: CreateTeamRequest["quota"]): TeamQuota => ({
@@ -57,6 +61,7 @@ export const make = Effect.gen(function*() {
   })
 
   const list = store.teams.list().pipe(Effect.mapError(fromStore("*")), Effect.withSpan("Teams.list"))
+  const homeCharges = store.teams.homeCharges().pipe(Effect.mapError(fromStore("*")))
 
   return Teams.of({
     list,
@@ -80,7 +85,19 @@ export const make = Effect.gen(function*() {
       yield* store.teams.remove(name).pipe(Effect.mapError(fromStore(name)))
     }),
     teamsOf: (user) => Effect.map(list, (all) => all.filter((t) => user.groups.includes(t.group))),
-    homeCharges: store.teams.homeCharges().pipe(Effect.mapError(fromStore("*")))
+    homeCharges,
+    homesOf: Effect.fn("Teams.homesOf")(function*(team: TeamRecord) {
+      const homes = yield* store.homes.list().pipe(Effect.mapError(fromStore("*")))
+      const teamOf = homeTeam([team], yield* homeCharges)
+      let total = 0
+      const users = new Set<string>()
+      for (const h of homes) {
+        if (teamOf(h) !== team.name) continue
+        total += bytes(h.size)
+        users.add(h.userId)
+      }
+      return { bytes: total, users }
+    })
   })
 })
 

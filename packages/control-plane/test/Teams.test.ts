@@ -2,6 +2,7 @@
 // agent over a real WebSocket, users' JWTs carrying a `groups` claim. Quotas at the boundary under concurrent creates.
 import { assert, describe, it } from "@effect/vitest"
 import type { AgentId, UserId } from "@streamspace/protocol"
+import { waitFor } from "@streamspace/testbed"
 import { Context, Effect, Layer } from "effect"
 import { AgentHub } from "../src/AgentHub.ts"
 import { ControlPlane } from "../src/ControlPlane.ts"
@@ -284,5 +285,65 @@ describe("usage", () => {
       assert.strictEqual(value("team_quota", "team=\"red\"", "resource=\"memory\""), -1)
       // Only team labels: no per-user series.
       assert.notInclude(metrics, "user=\"ann\"")
+    }), { timeout: 120_000 })
+})
+
+describe("quota on resume and on homes' storage", () => {
+  it.live("a hibernated session holds none of the quota; resuming it must fit again", () =>
+    Effect.gen(function*() {
+      const t = yield* start
+      const agent = yield* t.agent("a1", "eu-west")
+      yield* createTeam(t, { name: "hib", group: "g-hib", quota: { max_sessions: 1 } })
+      const ann = yield* t.token("ann", ["g-hib"])
+      const first = yield* t.call("POST", "/api/v1/sessions", ann, { template: "demo", persistent_home: true })
+      assert.strictEqual(first.status, 201, first.text)
+      const id = first.json.id
+      const report = (phase: "running" | "terminated") => agent.send("session_status", { session_id: id, phase, observed_at: new Date().toISOString() })
+      const stateOf = Effect.map(t.call("GET", `/api/v1/sessions/${id}`, ann), (r) => r.json.state as string)
+      const waitState = (want: string) => waitFor(`session ${want}`, Effect.map(stateOf, (s) => s === want), { timeout: 20_000 })
+      yield* report("running")
+      yield* waitState("running")
+      assert.strictEqual((yield* t.call("POST", "/api/v1/sessions", ann, { template: "demo" })).json.error.quota, "max_sessions")
+      assert.strictEqual((yield* t.call("POST", `/api/v1/sessions/${id}/hibernate`, ann)).status, 202)
+      yield* report("terminated")
+      yield* waitState("hibernated")
+      // The pod is gone, so its slot is free for another session...
+      assert.strictEqual((yield* t.call("POST", "/api/v1/sessions", ann, { template: "demo" })).status, 201)
+      // ...and the hibernated one cannot take it back while that one runs.
+      const resume = yield* t.call("POST", `/api/v1/sessions/${id}/resume`, ann)
+      assert.deepStrictEqual([resume.status, resume.json.error.code, resume.json.error.team, resume.json.error.quota], [429, "quota_exceeded", "hib", "max_sessions"])
+      assert.strictEqual(yield* stateOf, "hibernated")
+      yield* t.call("PATCH", "/api/v1/teams/hib", t.admin, { quota: { max_sessions: 2 } })
+      const resumed = yield* t.call("POST", `/api/v1/sessions/${id}/resume`, ann)
+      assert.strictEqual(resumed.status, 202, resumed.text)
+      assert.strictEqual(resumed.json.state, "creating")
+    }), { timeout: 120_000 })
+
+  it.live("once a team's homes take its storage quota, a create that needs a new home is refused; others still start", () =>
+    Effect.gen(function*() {
+      const t = yield* start
+      yield* t.agent("a1", "eu-west")
+      yield* createTeam(t, { name: "disk", group: "g-disk", quota: { storage: "10Gi" } })
+      const ann = yield* t.token("ann", ["g-disk"])
+      const bob = yield* t.token("bob", ["g-disk"])
+      assert.strictEqual((yield* t.call("POST", "/api/v1/sessions", ann, { template: "demo", persistent_home: true })).status, 201)
+      const now = new Date()
+      const home = (size: string) =>
+        t.store.homes.put({
+          id: "h-ann", agentId: "a1" as AgentId, name: "home-ann", userId: "ann" as UserId, size, inUse: true,
+          createdAt: now, lastUsedAt: now, reportedAt: now, expiresAt: undefined
+        })
+      // Below the quota a new home may still be made.
+      yield* home("9Gi")
+      assert.strictEqual((yield* t.call("POST", "/api/v1/sessions", bob, { template: "demo", persistent_home: true })).status, 201)
+      // At it, not: bob's home is not listed yet, so ann's 10Gi is what the team's homes take.
+      yield* home("10Gi")
+      const carol = yield* t.token("carol", ["g-disk"])
+      const refused = yield* t.call("POST", "/api/v1/sessions", carol, { template: "demo", persistent_home: true })
+      assert.deepStrictEqual([refused.status, refused.json.error.code, refused.json.error.team, refused.json.error.quota], [429, "quota_exceeded", "disk", "storage"])
+      assert.include(refused.json.error.message, "home storage quota of 10Gi")
+      // Without a new home: allowed (no home at all, or ann's own home again).
+      assert.strictEqual((yield* t.call("POST", "/api/v1/sessions", carol, { template: "demo" })).status, 201)
+      assert.strictEqual((yield* t.call("POST", "/api/v1/sessions", ann, { template: "demo", persistent_home: true })).status, 201)
     }), { timeout: 120_000 })
 })

@@ -8,7 +8,7 @@ import type { User } from "../../Auth.ts"
 import type { TeamRecord } from "../../Store.ts"
 import type { TeamsShape } from "../../Teams.ts"
 import { Effect, Option } from "effect"
-import { chargeOf, chooseTeam, quotaIssue } from "../teams/quota.ts"
+import { bytes, chargeOf, chooseTeam, quotaIssue } from "../teams/quota.ts"
 import { type Book, SessionsError } from "./book.ts"
 import type { Resources } from "@streamspace/protocol"
 
@@ -39,6 +39,29 @@ export const chargedTeam = (
         })
       )
   })
+
+/**
+ * A create that would make a new home (persistent_home, and its user has no home charged to the team yet) is
+ * refused once the team's homes take its storage quota. A home's size is known only once its agent lists it, so
+ * this is checked before placement and not reserved: creates racing for a team's last storage can each make a home.
+ */
+export const storageRefusal = (teams: Option.Option<TeamsShape>, team: TeamRecord | undefined, user: User, persistentHome: boolean) => {
+  const quota = team?.quota.storage
+  if (team === undefined || quota === undefined || !persistentHome || Option.isNone(teams)) return Effect.void
+  return teams.value.homesOf(team).pipe(
+    Effect.mapError(unavailable),
+    Effect.flatMap((held) =>
+      held.users.has(user.id) || held.bytes < bytes(quota)
+        ? Effect.void
+        : Effect.fail(new SessionsError({
+          reason: "QuotaExceeded",
+          team: team.name,
+          quota: "storage",
+          message: `team "${team.name}" has used its home storage quota of ${quota} (its homes take ${held.bytes} bytes): a session with a new persistent home cannot start; delete a home, or start it without persistent_home`
+        }))
+    )
+  )
+}
 
 /** Every live record and reservation of the book. */
 export const liveRecords = (book: Book) => [...book.sessions.values(), ...book.reserved.values()]
