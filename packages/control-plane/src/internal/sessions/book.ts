@@ -33,7 +33,10 @@ export class SessionsError extends Schema.TaggedError<SessionsError>()("Sessions
   retryAfterSeconds: Schema.optionalKey(Schema.Number)
 }) {}
 
-export const fromRepo = (e: RepoError) => new SessionsError({ reason: "Store", message: `session store: ${e.message}` })
+export const fromRepo = (e: RepoError) =>
+  e.reason === "QuotaExceeded"
+    ? new SessionsError({ reason: "QuotaExceeded", message: e.message, ...(e.team === undefined ? {} : { team: e.team }), ...(e.quota === undefined ? {} : { quota: e.quota }) })
+    : new SessionsError({ reason: "Store", message: `session store: ${e.message}` })
 
 export const SESSION_STATES: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating", "terminated", "failed", "hibernating", "hibernated"]
 

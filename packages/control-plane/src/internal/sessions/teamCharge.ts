@@ -2,7 +2,8 @@
 // placement lock; the quota is checked under it, against the live records and reservations in the book, so two
 // creates can never both take a team's last slot (the global placement lock already serialises every
 // check-and-reserve, so no per-team lock is needed on top). With several control-plane replicas each book sees
-// only its own creates: a database-level guard would be needed then (see the README, Teams).
+// only its own creates: the repository's insert of a charged session then guards the quota in the database
+// (team row locked, usage counted, insert, in one transaction: repo.ts).
 import type { AgentView } from "../../AgentHub.ts"
 import type { User } from "../../Auth.ts"
 import type { TeamRecord } from "../../Store.ts"

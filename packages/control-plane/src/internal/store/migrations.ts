@@ -200,6 +200,9 @@ const teams = statements(
     updated_at timestamptz NOT NULL
   )`,
   `ALTER TABLE sessions ADD COLUMN team text`,
+  // What the session requests, in whole units, so the database can sum a team's usage (its quota guard).
+  `ALTER TABLE sessions ADD COLUMN cpu_millicores bigint`,
+  `ALTER TABLE sessions ADD COLUMN memory_bytes bigint`,
   `CREATE INDEX sessions_team_live ON sessions (team) WHERE team IS NOT NULL AND state NOT IN ('terminated', 'failed')`
 )
 

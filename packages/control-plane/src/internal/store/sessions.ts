@@ -6,6 +6,7 @@ import type { AgentId, CommandId, SessionId, SessionPhase, SessionSpec, Template
 import { Effect } from "effect"
 import type { Fragment } from "effect/sql/Statement"
 import { date, type Db, type Row, strOrUndefined, type Transition } from "./db.ts"
+import { bytes, millicores } from "../teams/quota.ts"
 import type { StoreError } from "./error.ts"
 
 export type IdleAction = "hibernate" | "delete"
@@ -204,6 +205,8 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
             region: s.region ?? null,
             policy: s.policy === undefined ? null : json(s.policy),
             team: s.team ?? null,
+            cpu_millicores: millicores(s.spec.resources?.cpu),
+            memory_bytes: bytes(s.spec.resources?.memory),
             created_at: at,
             updated_at: at
           })

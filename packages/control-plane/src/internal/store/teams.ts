@@ -5,6 +5,7 @@
 import type { AgentId, UserId } from "@streamspace/protocol"
 import { Effect } from "effect"
 import { date, type Db, type Row } from "./db.ts"
+import type { Charge } from "../teams/quota.ts"
 import { StoreError } from "./error.ts"
 
 export interface TeamQuota {
@@ -56,6 +57,12 @@ export interface TeamsTable {
   /** NotFound if absent. */
   readonly remove: (name: string) => Effect.Effect<void, StoreError>
   readonly homeCharges: () => Effect.Effect<ReadonlyArray<HomeCharge>, StoreError>
+  /**
+   * Locks the team's row until the end of the current transaction (so every replica's check-and-insert for the
+   * team runs one at a time), then reads what its sessions hold, in a statement that starts after the lock:
+   * undefined when there is no such team (deleted). Call inside `Store.withTransaction`.
+   */
+  readonly lockCharge: (name: string) => Effect.Effect<{ readonly team: TeamRecord; readonly held: Charge } | undefined, StoreError>
 }
 
 const list = (v: unknown): ReadonlyArray<string> | undefined => (v === null || v === undefined ? undefined : (v as ReadonlyArray<string>))
@@ -114,6 +121,18 @@ export const makeTeams = ({ json, now, one, q, sql }: Db): TeamsTable => {
     remove: Effect.fn("Store.teams.remove")(function*(name: string) {
       const rows = yield* q("team", name, sql<Row>`DELETE FROM teams WHERE name = ${name} RETURNING name`)
       if (rows.length === 0) return yield* StoreError.notFound("team", name)
+    }),
+    lockCharge: Effect.fn("Store.teams.lockCharge")(function*(name: string) {
+      const locked = yield* q("team", name, sql<Row>`SELECT * FROM teams WHERE name = ${name} FOR UPDATE`)
+      if (locked.length === 0) return undefined
+      const rows = yield* q(
+        "team",
+        name,
+        sql<Row>`SELECT count(*)::int AS n, coalesce(sum(cpu_millicores), 0)::bigint AS mc, coalesce(sum(memory_bytes), 0)::bigint AS b
+          FROM sessions WHERE team = ${name} AND state NOT IN ('terminated', 'failed', 'hibernated')`
+      )
+      const r = rows[0]!
+      return { team: toTeam(locked[0]!), held: { sessions: Number(r.n), millicores: Number(r.mc), bytes: Number(r.b) } }
     }),
     homeCharges: Effect.fn("Store.teams.homeCharges")(function*() {
       const rows = yield* q(
