@@ -36,7 +36,7 @@ import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./in
 import { pushWarmPools } from "./internal/sessions/warmPools.ts"
 import { RequestResources, ResourceBounds, TemplateEnv, UserEnv } from "./internal/sessions/requestRules.ts"
 import { type LimitRefusal, makeCreateRate, resourcesIssue, sessionsRefusal } from "./internal/sessions/userLimits.ts"
-import { chargedTeam, liveRecords, quotaRefusal, storageRefusal, teamAgents } from "./internal/sessions/teamCharge.ts"
+import { chargedTeam, liveRecords, quotaRefusal, storageRefusal, teamAgents, teamOf } from "./internal/sessions/teamCharge.ts"
 import { TeamName } from "./internal/teams/requests.ts"
 import { place } from "./Placement.ts"
 import { Teams } from "./Teams.ts"
@@ -481,11 +481,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     }),
     resume: Effect.fn("Sessions.resume")(function*(user: User, id: string) {
       const s = yield* get(user, id)
-      // A resumed session takes its pod back, so it must fit its team's quota again (a deleted team: none).
-      const team = s.team === undefined || Option.isNone(teams) ? undefined : yield* teams.value.get(s.team).pipe(
-        Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined)),
-        Effect.mapError((e) => new SessionsError({ reason: "Store", message: `teams: ${e.message}` }))
-      )
+      const team = yield* teamOf(teams, s)
       return yield* resume(book, hub, s, userActor(user.id), (r) => quotaRefusal(book, team, r.spec.resources))
     }),
     keepalive,

@@ -27,6 +27,23 @@ describe("Auth with JWT_SECRET (HS256)", () => {
       assert.strictEqual(yield* reasonOf(auth.verify(token)), "Expired")
     }))
 
+  it.effect("the groups claim: an array of strings (team membership), [] without one; any other type is refused", () =>
+    Effect.gen(function*() {
+      const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET })
+      yield* TestClock.setTime(Date.now())
+      const verify = (claims: Record<string, unknown>) => Effect.flatMap(Effect.promise(() => sign({ sub: "ann", ...claims })), auth.verify)
+      assert.deepStrictEqual((yield* verify({ groups: ["physics", "staff"] })).groups, ["physics", "staff"])
+      assert.deepStrictEqual((yield* verify({ groups: [] })).groups, [])
+      assert.deepStrictEqual((yield* verify({})).groups, [])
+      for (const groups of ["physics", [1], { a: 1 }, ["ok", null]]) {
+        const e = yield* Effect.flip(verify({ groups }))
+        assert.deepStrictEqual([e.reason, e.message], ["InvalidToken", "token groups claim must be an array of strings"])
+      }
+      // A minted token carries the user's groups.
+      const minted = yield* auth.mint({ id: "bob" as never, role: "user", groups: ["physics"] }, "1 hour")
+      assert.deepStrictEqual((yield* auth.verify(minted)).groups, ["physics"])
+    }))
+
   it.effect("signature, algorithm, and claims", () =>
     Effect.gen(function*() {
       const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET })

@@ -64,6 +64,16 @@ export const storageRefusal = (teams: Option.Option<TeamsShape>, team: TeamRecor
   )
 }
 
+/** The team a session is charged to, as it is now (a resumed session must fit its quota again); undefined: none or deleted. */
+export const teamOf = (teams: Option.Option<TeamsShape>, s: { readonly team?: string | undefined }) =>
+  s.team === undefined || Option.isNone(teams)
+    ? Effect.succeed(undefined)
+    : teams.value.get(s.team).pipe(
+      Effect.map((t): TeamRecord | undefined => t),
+      Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined)),
+      Effect.mapError(unavailable)
+    )
+
 /** Every live record and reservation of the book. */
 export const liveRecords = (book: Book) => [...book.sessions.values(), ...book.reserved.values()]
 
