@@ -241,7 +241,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const u = yield* user
     const request = yield* body(CreateSessionRequest)
     const created = yield* sessions.create(u, request)
-    yield* audit.record(u, "session.create", { type: "session", id: created.id }, { template: created.template, agent_id: created.agentId ?? null, owner: created.userId })
+    yield* audit.record(u, "session.create", { type: "session", id: created.id }, { template: created.template, agent_id: created.agentId ?? null, owner: created.userId, team: created.team ?? null })
     return json(view(created), 201)
   })))
   yield* router.add("GET", `${p}/sessions`, answer("Api.listSessions", Effect.gen(function*() {

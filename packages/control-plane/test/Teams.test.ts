@@ -183,6 +183,8 @@ describe("which team pays", () => {
       assert.strictEqual(byDefault.status, 201, byDefault.text)
       // beta pays, and its region list confines placement to us-east.
       assert.deepStrictEqual([byDefault.json.team, byDefault.json.agent_id], ["beta", "us"])
+      const audited = (yield* t.call("GET", "/api/v1/audit", t.admin)).json.events.find((e: any) => e.action === "session.create" && e.target_id === byDefault.json.id)
+      assert.strictEqual(audited.details.team, "beta")
       const other = yield* t.call("POST", "/api/v1/sessions", ann, { template: "other" })
       assert.strictEqual(other.json.team, "alpha")
       const chosen = yield* t.call("POST", "/api/v1/sessions", ann, { template: "other", team: "beta" })
