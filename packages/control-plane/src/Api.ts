@@ -19,6 +19,8 @@ import { encodeCursor, pageOf, pageRequest } from "./internal/pagination.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
 import { CreateSessionRequest, CreateTemplateRequest, PatchTemplateRequest, SESSION_STATES, type SessionRecord, Sessions, type SessionsError } from "./Sessions.ts"
 import { Sharing } from "./Sharing.ts"
+import { makeTeamGauges } from "./internal/teams/metrics.ts"
+import { Teams } from "./Teams.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
 
 export const PatchAgentBody = Schema.Struct({ status: Schema.Literals(["online", "offline"]) })
@@ -61,6 +63,10 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
           return errorResponse(503, "no_eligible_agent", e.message)
         case "LimitExceeded":
           return limitResponse(e.message, e.retryAfterSeconds)
+        case "QuotaExceeded":
+          return errorResponse(429, "quota_exceeded", e.message, { team: e.team ?? null, quota: e.quota ?? null })
+        case "TeamForbidden":
+          return errorResponse(403, "team_forbidden", e.message)
         case "Store":
           return errorResponse(503, "unavailable", e.message)
       }
@@ -115,6 +121,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const audit = yield* Audit
   const homes = yield* Homes
   const sharing = Option.getOrUndefined(yield* Effect.serviceOption(Sharing))
+  const teams = yield* Effect.serviceOption(Teams)
 
   const user: Effect.Effect<User, AuthError, HttpServerRequest.HttpServerRequest> = Effect.flatMap(
     HttpServerRequest.HttpServerRequest,
@@ -236,7 +243,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     const u = yield* user
     const request = yield* body(CreateSessionRequest)
     const created = yield* sessions.create(u, request)
-    yield* audit.record(u, "session.create", { type: "session", id: created.id }, { template: created.template, agent_id: created.agentId ?? null, owner: created.userId })
+    yield* audit.record(u, "session.create", { type: "session", id: created.id }, { template: created.template, agent_id: created.agentId ?? null, owner: created.userId, team: created.team ?? null })
     return json(view(created), 201)
   })))
   yield* router.add("GET", `${p}/sessions`, answer("Api.listSessions", Effect.gen(function*() {
@@ -353,10 +360,12 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
 
   if (config.metricsEnabled) {
     yield* registerMetrics
+    const teamGauges = Option.isSome(teams) ? makeTeamGauges(teams.value, sessions, homes) : Effect.void
     const scrape = metricsHandler(refreshGauges.pipe(
       Effect.provideService(AgentHub, hub),
       Effect.provideService(Sessions, sessions),
-      Effect.provideService(VncProxy, proxy)
+      Effect.provideService(VncProxy, proxy),
+      Effect.andThen(teamGauges)
     ))
     // With METRICS_TOKEN, a scrape must present it as a bearer token (a ServiceMonitor's bearerTokenSecret).
     yield* router.add("GET", "/metrics", Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>

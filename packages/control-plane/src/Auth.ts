@@ -21,6 +21,8 @@ export type Role = "admin" | "user"
 export interface User {
   readonly id: UserId
   readonly role: Role
+  /** The identity provider's groups (the `groups` claim, an array of strings; [] without one): team membership. */
+  readonly groups: ReadonlyArray<string>
 }
 
 export interface AuthShape {
@@ -62,7 +64,11 @@ const userFromClaims = (payload: JWTPayload): Effect.Effect<User, AuthError> => 
   if (role !== "admin" && role !== "user") {
     return Effect.fail(new AuthError({ reason: "InvalidToken", message: `token role claim must be "admin" or "user"` }))
   }
-  return Effect.succeed({ id: sub, role })
+  const groups = payload.groups ?? []
+  if (!Array.isArray(groups) || !groups.every((g) => typeof g === "string")) {
+    return Effect.fail(new AuthError({ reason: "InvalidToken", message: "token groups claim must be an array of strings" }))
+  }
+  return Effect.succeed({ id: sub, role, groups })
 }
 
 export const make = Effect.gen(function*() {
@@ -129,7 +135,7 @@ export const make = Effect.gen(function*() {
   const mint = Effect.fn("Auth.mint")(function*(user: User, ttl: Duration.Input) {
     if (secret === undefined) return yield* new AuthError({ reason: "Misconfigured", message: "no local signing key (set JWT_SECRET or DEV_MODE)" })
     const nowSec = Math.floor((yield* Clock.currentTimeMillis) / 1000)
-    const jwt = new SignJWT({ role: user.role })
+    const jwt = new SignJWT(user.groups.length === 0 ? { role: user.role } : { role: user.role, groups: [...user.groups] })
       .setProtectedHeader({ alg: "HS256", typ: "JWT" })
       .setSubject(user.id)
       .setIssuedAt(nowSec)
@@ -140,7 +146,7 @@ export const make = Effect.gen(function*() {
   })
 
   const devToken = config.devMode
-    ? yield* mint({ id: "admin" as UserId, role: "admin" }, config.devTokenTtl).pipe(Effect.orDie)
+    ? yield* mint({ id: "admin" as UserId, role: "admin", groups: [] }, config.devTokenTtl).pipe(Effect.orDie)
     : undefined
 
   return Auth.of({ authenticate, verify, mint, devToken })

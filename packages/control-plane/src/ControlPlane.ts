@@ -22,6 +22,8 @@ import { Sessions } from "./Sessions.ts"
 import { Sharing } from "./Sharing.ts"
 import * as SharingRoutes from "./internal/sharing/routes.ts"
 import { Store } from "./Store.ts"
+import * as TeamsApi from "./internal/teams/routes.ts"
+import { Teams } from "./Teams.ts"
 import { VncProxy } from "./VncProxy.ts"
 import * as WebUi from "./WebUi.ts"
 
@@ -142,6 +144,7 @@ const redactTickets = Layer.succeed(UrlParams.CurrentRedactedNames, [
 const services = Layer.merge(VncProxy.layer, Homes.layer).pipe(
   Layer.provideMerge(Sharing.layer),
   Layer.provideMerge(Sessions.layer),
+  Layer.provideMerge(Teams.layer),
   Layer.provideMerge(CommandDispatcher.layer),
   Layer.provideMerge(AgentHub.layer),
   Layer.provideMerge(Auth.layer),
@@ -155,7 +158,7 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
     const config = yield* ControlPlaneConfig
     const server = makeServer(config)
     const release = holdEarlyRequests(server)
-    const app = Layer.mergeAll(Api.layer, SharingRoutes.routes, WebUi.layer).pipe(Layer.provideMerge(services))
+    const app = Layer.mergeAll(Api.layer, SharingRoutes.routes, TeamsApi.routes, WebUi.layer).pipe(Layer.provideMerge(services))
     const served = HttpRouter.serve(app).pipe(Layer.provide(serverLayer(server)))
     const info = Layer.effect(ControlPlane, Effect.gen(function*() {
       const auth = yield* Auth

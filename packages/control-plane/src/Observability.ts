@@ -35,6 +35,16 @@ export const tunnelsReconciledTotal = Metric.counter(`${P}tunnels_reconciled_tot
 })
 export const sessionTransitionsTotal = Metric.counter(`${P}session_transitions_total`, { description: "Session state transitions, by target state" })
 
+// Per team (issue 18): the label values are the admin-created teams and `none` (sessions and homes of no team),
+// so their number stays bounded; there are no per-user series (users are unbounded: GET /api/v1/usage?by=user).
+export const teamSessions = Metric.gauge(`${P}team_sessions`, { description: "Sessions holding a pod, by the team they are charged to" })
+export const teamCpu = Metric.gauge(`${P}team_cpu_cores`, { description: "CPU requested by the sessions charged to each team, in cores" })
+export const teamMemory = Metric.gauge(`${P}team_memory_bytes`, { description: "Memory requested by the sessions charged to each team, in bytes" })
+export const teamStorage = Metric.gauge(`${P}team_home_storage_bytes`, { description: "Requested size of the homes charged to each team, in bytes" })
+export const teamQuota = Metric.gauge(`${P}team_quota`, {
+  description: "Each team's quota by resource (sessions; cpu in cores; memory and storage in bytes); -1: no limit"
+})
+
 /**
  * Puts every series whose labels are known in advance into the registry at zero, so the first scrape shows
  * them and alerts written on them work before the first event. (Gauges of current state are set per scrape.)

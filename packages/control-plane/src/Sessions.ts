@@ -36,7 +36,10 @@ import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./in
 import { pushWarmPools } from "./internal/sessions/warmPools.ts"
 import { RequestResources, ResourceBounds, TemplateEnv, UserEnv } from "./internal/sessions/requestRules.ts"
 import { type LimitRefusal, makeCreateRate, resourcesIssue, sessionsRefusal } from "./internal/sessions/userLimits.ts"
+import { chargedTeam, liveRecords, quotaRefusal, storageRefusal, teamAgents, teamOf } from "./internal/sessions/teamCharge.ts"
+import { TeamName } from "./internal/teams/requests.ts"
 import { place } from "./Placement.ts"
+import { Teams } from "./Teams.ts"
 import { type Actor, DEFAULT_RESOURCES, type SessionEvent, type SessionKey, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
 
 export { SESSION_STATES, SessionsError } from "./internal/sessions/book.ts"
@@ -58,7 +61,9 @@ export const CreateSessionRequest = Schema.Struct({
   region: Schema.optionalKey(Name("region", 63)),
   resources: Schema.optionalKey(RequestResources),
   env: Schema.optionalKey(UserEnv),
-  persistent_home: Schema.optionalKey(Schema.Boolean)
+  persistent_home: Schema.optionalKey(Schema.Boolean),
+  /** The team that pays (issue 18); absent: the first of the user's teams that allows the template and region. */
+  team: Schema.optionalKey(TeamName)
 })
 export type CreateSessionRequest = typeof CreateSessionRequest.Type
 
@@ -129,6 +134,8 @@ export interface SessionsShape {
   readonly deleteTemplate: (name: string) => Effect.Effect<void, SessionsError>
   /** Sessions the agent reported in its last hello that the control plane has no record of. */
   readonly unknownSessions: (agentId: AgentId) => ReadonlyArray<SessionStatus>
+  /** The live records (not ended) and the creates placed but not yet written: for usage figures. */
+  readonly live: Effect.Effect<ReadonlyArray<SessionRecord>>
   /** Session records by state. */
   readonly stateCounts: Effect.Effect<ReadonlyMap<string, number>>
 }
@@ -197,6 +204,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     onSome: (c) => ({ idleTimeout: c.sessionIdleTimeout, maxLifetime: c.sessionMaxLifetime, idleAction: c.sessionIdleAction, warnBefore: c.sessionWarnBefore })
   })
   const createRate = makeCreateRate(rules.userLimits.createsPerMinute)
+  const teams = yield* Effect.serviceOption(Teams)
 
   const create = Effect.fn("Sessions.create")(function*(user: User, request: CreateSessionRequest) {
     const limited = user.role !== "admin"
@@ -212,12 +220,16 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     const spec = specOf(user, template, request)
     const bad = resourcesIssue(spec.resources ?? {}, template, rules.sessionResourceBounds)
     if (bad !== undefined) return yield* new SessionsError({ reason: "InvalidRequest", field: bad.field, message: bad.message })
+    const team = yield* chargedTeam(teams, user, request)
+    yield* storageRefusal(teams, team, user, spec.persistent_home)
     // Placement and the reservation under one lock, so two creates cannot both take the last slot. The
     // record is written outside it (many creates write at once); a failed write gives the slot back.
     const record = yield* book.placement.withPermits(1)(Effect.gen(function*() {
       const tooMany = limited ? sessionsRefusal(liveCount(book, user.id), rules.userLimits.sessionsPerUser) : undefined
       if (tooMany !== undefined) return yield* refused(tooMany)
-      const placed = place(yield* hub.list, book.usage.get, {
+      const overQuota = quotaRefusal(book, team, spec.resources)
+      if (overQuota !== undefined) return yield* overQuota
+      const placed = place(teamAgents(yield* hub.list, team), book.usage.get, {
         region: request.region,
         cpu: parseQuantity(spec.resources?.cpu ?? "0") ?? 0,
         memory: parseQuantity(spec.resources?.memory ?? "0") ?? 0
@@ -235,6 +247,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
         message: undefined,
         spec,
         policy: resolvePolicy(template, defaults, spec.persistent_home, parseDuration),
+        ...(team === undefined ? {} : { team: team.name }),
         createCommandId: undefined,
         deleteCommandId: undefined,
         createdAt: at,
@@ -467,7 +480,9 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
       return yield* hibernate(book, yield* get(user, id), "requested", userActor(user.id))
     }),
     resume: Effect.fn("Sessions.resume")(function*(user: User, id: string) {
-      return yield* resume(book, hub, yield* get(user, id), userActor(user.id))
+      const s = yield* get(user, id)
+      const team = yield* teamOf(teams, s)
+      return yield* resume(book, hub, s, userActor(user.id), (r) => quotaRefusal(book, team, r.spec.resources))
     }),
     keepalive,
     noteInput: (sessionId, viewer) =>
@@ -479,6 +494,7 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     createTemplate,
     updateTemplate,
     deleteTemplate,
+    live: Effect.sync(() => liveRecords(book)),
     unknownSessions: (agentId) => book.unknownByAgent.get(agentId) ?? [],
     stateCounts: Effect.sync(() => {
       const m = new Map<string, number>(book.endedCounts)

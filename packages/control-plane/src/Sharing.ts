@@ -77,7 +77,7 @@ const hashToken = (token: string) => createHash("sha256").update(token).digest("
 const notFound = (id: string) => new SharingError({ reason: "NotFound", message: `no session "${id.slice(0, 80)}"` })
 const unavailable = (e: { readonly message: string }) => new SharingError({ reason: "Unavailable", message: `sharing data cannot be read or written: ${e.message}` })
 /** Reads a record whatever its owner (the sharing rules decide who sees it). */
-const ANY: User = { id: "system" as User["id"], role: "admin" }
+const ANY: User = { id: "system" as User["id"], role: "admin", groups: [] }
 
 export const make = (table: SharesTable) =>
   Effect.gen(function*() {

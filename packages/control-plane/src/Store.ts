@@ -20,6 +20,7 @@ import { StoreError } from "./internal/store/error.ts"
 import { runMigrations } from "./internal/store/migrations.ts"
 import { makeSessions, type SessionsTable } from "./internal/store/sessions.ts"
 import { makeShares, type SharesTable } from "./internal/store/shares.ts"
+import { makeTeams, type TeamsTable } from "./internal/store/teams.ts"
 import { makeTemplates, type TemplatesTable } from "./internal/store/templates.ts"
 import { makeUsers, type UsersTable } from "./internal/store/users.ts"
 
@@ -38,6 +39,7 @@ export {
   type TemplateRecord,
   templateRecord
 } from "./internal/store/templates.ts"
+export type { HomeCharge, NewTeam, TeamPatch, TeamQuota, TeamRecord, TeamsTable } from "./internal/store/teams.ts"
 export type { NewUser, UserRecord } from "./internal/store/users.ts"
 export type { ControlMode, ShareAccess, ShareLinkRecord, ShareRecord, SharesTable } from "./internal/store/shares.ts"
 
@@ -50,6 +52,7 @@ export interface StoreShape {
   readonly audit: AuditTable
   readonly homes: HomesTable
   readonly shares: SharesTable
+  readonly teams: TeamsTable
   /**
    * Runs `effect` in one database transaction: store calls inside it commit or roll back together. Nested
    * calls use savepoints. On PGlite the one connection is held for the whole transaction, so keep it short
@@ -71,6 +74,7 @@ export const make = Effect.gen(function*() {
     audit: makeAudit(db),
     homes: makeHomes(db),
     shares: makeShares(db),
+    teams: makeTeams(db),
     withTransaction: (effect) =>
       db.sql.withTransaction(effect).pipe(
         Effect.mapError((e) => (isSqlError(e) ? StoreError.database(e, "transaction failed") : e))

@@ -87,7 +87,7 @@ export const make = Effect.gen(function*() {
     return yield* tickets.issue(user, session.id, linkId)
   })
   /** Link holders have no account: they count as the user `link-<id>` for the viewer limits. */
-  const issueLinkTicket = (linkId: string, sessionId: string) => issueTicket({ id: `link-${linkId}` as User["id"], role: "user" }, sessionId, linkId)
+  const issueLinkTicket = (linkId: string, sessionId: string) => issueTicket({ id: `link-${linkId}` as User["id"], role: "user", groups: [] }, sessionId, linkId)
 
   /** The tunnel to a session through its agent's link, with the latency and outcome of opening it recorded. */
   const openThroughHub = (agentId: AgentId, sessionId: SessionId) => (sink: TunnelSink) =>

@@ -19,6 +19,7 @@ export { CommandDispatcher, CommandDispatcherError, type CommandOutcome, type Co
 export { ControlPlane, type ControlPlaneShape } from "./ControlPlane.ts"
 export * from "./ControlPlaneConfig.ts"
 export * as Database from "./Database.ts"
+export { Teams, TeamsError, type TeamsShape, type TeamRecord } from "./Teams.ts"
 export { type HomeRecord, Homes, HomesError, type HomesShape } from "./Homes.ts"
 export * as Observability from "./Observability.ts"
 export * as Placement from "./Placement.ts"

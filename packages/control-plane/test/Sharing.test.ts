@@ -22,7 +22,7 @@ import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
 import { connectViewer, serveApp, type Viewer } from "./support/http.ts"
 import { sign, TEST_JWT_SECRET } from "./support/jwt.ts"
 
-const ann: User = { id: "ann" as UserId, role: "user" }
+const ann: User = { id: "ann" as UserId, role: "user", groups: [] }
 
 const setup = Effect.gen(function*() {
   const hub: FakeHub = yield* makeFakeHub

@@ -2,6 +2,7 @@
 // (kept in localStorage; a `#token=...` link logs in at once, or asks first when another token is stored).
 // Lists refresh by polling, faster while a session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
 import { attachSharing, mountLinkViewer, sharedMark } from "/ui/sharing.js"
+import { usagePage as makeUsagePage } from "./usage.js"
 
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
@@ -560,10 +561,14 @@ async function render() {
   $("#who").textContent = `${who.sub ?? "user"}${who.role === "admin" ? " (admin)" : ""}`
   const view = /^#\/sessions\/([^/]+)\/view$/.exec(hash)
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", !view && hash.startsWith(`#/${a.dataset.page}`))
-  page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/templates") ? templatesPage : sessionsPage
+  $("#nav a[data-page=usage]").hidden = !isAdmin()
+  page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/templates") ? templatesPage
+    : hash.startsWith("#/usage") && isAdmin() ? usagePage : sessionsPage
   await page.mount()
   await poll()
 }
+
+const usagePage = makeUsagePage({ api, esc, patch, $ })
 
 $("#logout").onclick = () => logout()
 window.addEventListener("hashchange", () => {

@@ -132,6 +132,7 @@ export const sessionJson = (s: SessionRecord) => ({
   create_command_id: s.createCommandId ?? null,
   delete_command_id: s.deleteCommandId ?? null,
   hibernate_command_id: s.hibernateCommandId ?? null,
+  team: s.team ?? null,
   created_at: s.createdAt.toISOString(),
   updated_at: s.updatedAt.toISOString()
 })

@@ -20,17 +20,23 @@ import type { RepoError, SessionRepo } from "./repo.ts"
 import { makeUsageCounters } from "./usage.ts"
 
 export class SessionsError extends Schema.TaggedError<SessionsError>()("SessionsError", {
-  reason: Schema.Literals(["NotFound", "TemplateNotFound", "TemplateExists", "NoEligibleAgent", "InvalidRequest", "LimitExceeded", "Store", "Conflict"]),
+  reason: Schema.Literals(["NotFound", "TemplateNotFound", "TemplateExists", "NoEligibleAgent", "InvalidRequest", "LimitExceeded", "QuotaExceeded", "TeamForbidden", "Store", "Conflict"]),
   message: Schema.String,
   /** The request field at fault (TemplateNotFound, InvalidRequest). */
   field: Schema.optionalKey(Schema.String),
   /** The setting that refused the request (LimitExceeded). */
   limit: Schema.optionalKey(Schema.String),
+  /** The team and the quota at fault (QuotaExceeded). */
+  team: Schema.optionalKey(Schema.String),
+  quota: Schema.optionalKey(Schema.String),
   /** When the client may retry, in seconds (LimitExceeded by a rate). */
   retryAfterSeconds: Schema.optionalKey(Schema.Number)
 }) {}
 
-export const fromRepo = (e: RepoError) => new SessionsError({ reason: "Store", message: `session store: ${e.message}` })
+export const fromRepo = (e: RepoError) =>
+  e.reason === "QuotaExceeded"
+    ? new SessionsError({ reason: "QuotaExceeded", message: e.message, ...(e.team === undefined ? {} : { team: e.team }), ...(e.quota === undefined ? {} : { quota: e.quota }) })
+    : new SessionsError({ reason: "Store", message: `session store: ${e.message}` })
 
 export const SESSION_STATES: ReadonlyArray<SessionPhase> = ["pending", "creating", "running", "terminating", "terminated", "failed", "hibernating", "hibernated"]
 

@@ -43,7 +43,14 @@ export const hibernate = Effect.fnUntraced(function*(book: Book, s: SessionRecor
   return next ?? hibernating
 })
 
-export const resume = Effect.fnUntraced(function*(book: Book, hub: AgentHubShape, s: SessionRecord, actor: Actor = "system") {
+export const resume = Effect.fnUntraced(function*(
+  book: Book,
+  hub: AgentHubShape,
+  s: SessionRecord,
+  actor: Actor = "system",
+  /** A refusal from outside placement (the team's quota), checked under the same lock. */
+  refusal: (s: SessionRecord) => SessionsError | undefined = () => undefined
+) {
   if (s.state !== "hibernated") return yield* conflict(s, "resumed", "hibernated")
   yield* Effect.annotateCurrentSpan({ session_id: s.id, agent_id: s.agentId })
   // The same agent (its home volume is there), if it can take the session back now; counted from here on.
@@ -56,6 +63,8 @@ export const resume = Effect.fnUntraced(function*(book: Book, hub: AgentHubShape
     if (why !== undefined) {
       return yield* new SessionsError({ reason: "NoEligibleAgent", message: `agent ${s.agentId}, which holds the session's home, cannot take it back: ${why}` })
     }
+    const refused = refusal(s)
+    if (refused !== undefined) return yield* refused
     return yield* transition(book, s.id, "creating", { reason: "resuming", actor })
   }))
   if (resuming?.state !== "creating") return yield* conflict(resuming ?? s, "resumed", "hibernated")

@@ -4,6 +4,7 @@
 import type { SessionId, SessionPhase, TemplateName, UserId } from "@streamspace/protocol"
 import { Clock, Effect, Schema } from "effect"
 import type { Role } from "../../Auth.ts"
+import { quotaIssue } from "../teams/quota.ts"
 import {
   type Actor,
   type NewTemplate,
@@ -19,8 +20,11 @@ import {
 } from "../../Store.ts"
 
 export class RepoError extends Schema.TaggedError<RepoError>()("RepoError", {
-  reason: Schema.Literals(["Conflict", "Unavailable"]),
-  message: Schema.String
+  reason: Schema.Literals(["Conflict", "Unavailable", "QuotaExceeded"]),
+  message: Schema.String,
+  /** The team and quota at fault (QuotaExceeded: the database's guard refused the insert). */
+  team: Schema.optionalKey(Schema.String),
+  quota: Schema.optionalKey(Schema.String)
 }) {}
 
 export interface SessionRepo {
@@ -78,11 +82,21 @@ export const onStore = (store: StoreShape): SessionRepo => ({
       Effect.mapError(fromStore)
     ),
   pageSessions: (userId, limit, after) => store.sessions.page({ userId }, limit, after).pipe(Effect.mapError(fromStore)),
-  insertSession: (r, actor) =>
-    store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region, policy: r.policy }, actor).pipe(
+  insertSession: (r, actor) => {
+    const insert = store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region, policy: r.policy, team: r.team }, actor)
+    // A charged session is written under its team's row lock, after the database's own count of what the team
+    // holds: replicas that each checked the quota in memory cannot overshoot it together.
+    const guarded = r.team === undefined ? insert : store.withTransaction(Effect.gen(function*() {
+      const charge = yield* store.teams.lockCharge(r.team!)
+      const issue = charge === undefined ? undefined : quotaIssue(charge.team, charge.held, r.spec.resources)
+      if (issue !== undefined) return yield* new RepoError({ reason: "QuotaExceeded", message: issue.message, team: r.team!, quota: issue.quota })
+      return yield* insert
+    }))
+    return guarded.pipe(
       Effect.asVoid,
-      Effect.mapError(fromStore)
-    ),
+      Effect.mapError((e) => (e._tag === "RepoError" ? e : fromStore(e)))
+    )
+  },
   updateSession: (r, from, actor) =>
     r.state === from && (r.state === "terminated" || r.state === "failed")
       ? store.sessions.annotateEnded(r.id, { reason: r.reason, message: r.message, actor }).pipe(Effect.asVoid, Effect.mapError(fromStore))

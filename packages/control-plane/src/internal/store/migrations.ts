@@ -217,6 +217,28 @@ const sharing = statements(
   )`
 )
 
+// Teams (issue 18): a group's quota and allowed templates and regions; each session records the team it is
+// charged to (NULL: none). The partial index serves the per-team count of live sessions.
+const teams = statements(
+  `CREATE TABLE teams (
+    name text PRIMARY KEY,
+    group_name text NOT NULL,
+    max_sessions integer CHECK (max_sessions >= 0),
+    cpu text,
+    memory text,
+    storage text,
+    templates jsonb,
+    regions jsonb,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+  )`,
+  `ALTER TABLE sessions ADD COLUMN team text`,
+  // What the session requests, in whole units, so the database can sum a team's usage (its quota guard).
+  `ALTER TABLE sessions ADD COLUMN cpu_millicores bigint`,
+  `ALTER TABLE sessions ADD COLUMN memory_bytes bigint`,
+  `CREATE INDEX sessions_team_live ON sessions (team) WHERE team IS NOT NULL AND state NOT IN ('terminated', 'failed')`
+)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -228,7 +250,8 @@ const all = {
   "0008_template_deleted_at": templateDeletedAt,
   "0009_homes": homes,
   "0010_template_warm_pool": templateWarmPool,
-  "0011_sharing": sharing
+  "0011_sharing": sharing,
+  "0012_teams": teams
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */

@@ -6,6 +6,7 @@ import type { AgentId, CommandId, SessionId, SessionPhase, SessionSpec, Template
 import { Effect } from "effect"
 import type { Fragment } from "effect/sql/Statement"
 import { date, type Db, type Row, strOrUndefined, type Transition } from "./db.ts"
+import { bytes, millicores } from "../teams/quota.ts"
 import type { StoreError } from "./error.ts"
 
 export type IdleAction = "hibernate" | "delete"
@@ -38,11 +39,13 @@ export interface SessionRecord {
   readonly hibernateCommandId?: CommandId | undefined
   /** Idle and lifetime limits; absent for sessions created before policies existed (no limits). */
   readonly policy?: SessionPolicy | undefined
+  /** The team the session is charged to (issue 18); undefined: none (the user is in no team). */
+  readonly team?: string | undefined
   readonly createdAt: Date
   readonly updatedAt: Date
 }
 
-export type NewSession = Pick<SessionRecord, "id" | "userId" | "template" | "agentId" | "spec" | "region" | "policy">
+export type NewSession = Pick<SessionRecord, "id" | "userId" | "template" | "agentId" | "spec" | "region" | "policy" | "team">
 
 /**
  * Who made a state change: a user (their token's `sub`: the owner or an admin), an agent (its report or its
@@ -131,6 +134,7 @@ export const toSession = (r: Row): SessionRecord => ({
   deleteCommandId: strOrUndefined(r.delete_command_id) as CommandId | undefined,
   hibernateCommandId: strOrUndefined(r.hibernate_command_id) as CommandId | undefined,
   policy: (r.policy ?? undefined) as SessionPolicy | undefined,
+  ...(r.team === null || r.team === undefined ? {} : { team: r.team as string }),
   createdAt: date(r.created_at),
   updatedAt: date(r.updated_at)
 })
@@ -200,6 +204,9 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
             spec: json(s.spec),
             region: s.region ?? null,
             policy: s.policy === undefined ? null : json(s.policy),
+            team: s.team ?? null,
+            cpu_millicores: millicores(s.spec.resources?.cpu),
+            memory_bytes: bytes(s.spec.resources?.memory),
             created_at: at,
             updated_at: at
           })
