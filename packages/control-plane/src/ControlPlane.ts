@@ -20,6 +20,7 @@ import { Homes } from "./Homes.ts"
 import * as Observability from "./Observability.ts"
 import { Sessions } from "./Sessions.ts"
 import { Store } from "./Store.ts"
+import { Recordings } from "./Recordings.ts"
 import { VncProxy } from "./VncProxy.ts"
 import * as WebUi from "./WebUi.ts"
 
@@ -138,6 +139,7 @@ const redactTickets = Layer.succeed(UrlParams.CurrentRedactedNames, [
 
 /** Everything the routes need, built once and shared by them (and exposed to embedders). */
 const services = Layer.merge(VncProxy.layer, Homes.layer).pipe(
+  Layer.provideMerge(Recordings.layer),
   Layer.provideMerge(Sessions.layer),
   Layer.provideMerge(CommandDispatcher.layer),
   Layer.provideMerge(AgentHub.layer),

@@ -18,6 +18,7 @@ import { makeDb } from "./internal/store/db.ts"
 import { type HomesTable, makeHomes } from "./internal/store/homes.ts"
 import { StoreError } from "./internal/store/error.ts"
 import { runMigrations } from "./internal/store/migrations.ts"
+import { makeRecordingPolicies, type RecordingPoliciesTable } from "./internal/store/recordingPolicies.ts"
 import { makeSessions, type SessionsTable } from "./internal/store/sessions.ts"
 import { makeTemplates, type TemplatesTable } from "./internal/store/templates.ts"
 import { makeUsers, type UsersTable } from "./internal/store/users.ts"
@@ -38,6 +39,7 @@ export {
   templateRecord
 } from "./internal/store/templates.ts"
 export type { NewUser, UserRecord } from "./internal/store/users.ts"
+export type { RecordingPoliciesTable, RecordingPolicy } from "./internal/store/recordingPolicies.ts"
 
 export interface StoreShape {
   readonly users: UsersTable
@@ -47,6 +49,7 @@ export interface StoreShape {
   readonly commands: CommandsTable
   readonly audit: AuditTable
   readonly homes: HomesTable
+  readonly recordingPolicies: RecordingPoliciesTable
   /**
    * Runs `effect` in one database transaction: store calls inside it commit or roll back together. Nested
    * calls use savepoints. On PGlite the one connection is held for the whole transaction, so keep it short
@@ -67,6 +70,7 @@ export const make = Effect.gen(function*() {
     commands: makeCommands(db),
     audit: makeAudit(db),
     homes: makeHomes(db),
+    recordingPolicies: makeRecordingPolicies(db),
     withTransaction: (effect) =>
       db.sql.withTransaction(effect).pipe(
         Effect.mapError((e) => (isSqlError(e) ? StoreError.database(e, "transaction failed") : e))

@@ -8,7 +8,7 @@
 // Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets.
 import type { AgentId, SessionId } from "@streamspace/protocol"
 import { MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
-import { Clock, Context, Effect, Layer, Metric } from "effect"
+import { Clock, Context, Effect, Layer, Metric, Option } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import type { WebSocket } from "ws"
@@ -22,7 +22,8 @@ import { makeViewerLimits } from "./internal/vnc/viewerLimits.ts"
 import { errorResponse } from "./internal/httpError.ts"
 import { closeAndWait, isUpgrade, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
 import { recordCommand, vncViewers } from "./Observability.ts"
-import { Sessions } from "./Sessions.ts"
+import { Recordings } from "./Recordings.ts"
+import { type SessionRecord, Sessions } from "./Sessions.ts"
 
 export { ViewerClose } from "./internal/vnc/relay.ts"
 export { VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
@@ -51,6 +52,8 @@ export const make = Effect.gen(function*() {
   const hub = yield* AgentHub
   const sessions = yield* Sessions
   const auth = yield* Auth
+  // Optional, so embedders and tests without recordings keep working.
+  const recordings = Option.getOrUndefined(yield* Effect.serviceOption(Recordings))
   const router = yield* HttpRouter.HttpRouter
   const wss = yield* scopedWsServer({ subprotocol: VIEWER_SUBPROTOCOL, maxPayload: MAX_VIEWER_MESSAGE_BYTES })
   const tickets = makeTickets(config.vncTicketTtl)
@@ -90,13 +93,17 @@ export const make = Effect.gen(function*() {
       const parser = makeRfbClientParser()
       const note = Effect.runSyncWith(context)
       return (bytes: Uint8Array) => {
-        if (parser.push(bytes).some(isUserInput)) note(sessions.noteInput(sessionId, viewer))
+        const input = parser.push(bytes).filter(isUserInput)
+        if (input.length === 0) return
+        note(sessions.noteInput(sessionId, viewer))
+        for (const m of input) recordings?.input(sessionId, m.raw)
       }
     })
 
   /** Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended. */
-  const serveViewer = (ws: WebSocket, user: User, agentId: AgentId, sessionId: SessionId, viewer: string) =>
+  const serveViewer = (ws: WebSocket, user: User, session: SessionRecord, viewer: string) =>
     Effect.scoped(Effect.gen(function*() {
+      const { agentId, id: sessionId } = session
       // The check and the slot in one synchronous step, so concurrent viewers cannot all take the last one.
       const slot = viewerLimits.acquire(user, sessionId)
       if ("refused" in slot) return yield* closeAndWait(ws, ViewerClose.tooManyViewers, slot.refused)
@@ -104,18 +111,21 @@ export const make = Effect.gen(function*() {
       viewerCount++
       yield* Metric.modify(vncViewers, 1)
       yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(() => void viewerCount--), Metric.modify(vncViewers, -1)))
+      const watch = yield* inputWatcher(sessionId, viewer)
+      const recorded = recordings === undefined ? undefined : yield* recordings.attach(session, viewer)
       const end = yield* relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,
         track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes))),
-        onViewerData: yield* inputWatcher(sessionId, viewer)
+        onViewerData: recorded === undefined ? watch : (bytes) => (watch(bytes), recorded.client(bytes)),
+        ...(recorded === undefined ? {} : { onAgentData: recorded.server })
       }).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
       if (end.by === "viewer") return
       yield* closeAndWait(ws, end.code, end.reason)
       yield* Effect.logInfo("VncProxy: viewer closed").pipe(Effect.annotateLogs({ code: end.code, reason: end.reason }))
-    }).pipe(Effect.annotateLogs({ session_id: sessionId, agent_id: agentId })))
+    }).pipe(Effect.annotateLogs({ session_id: session.id, agent_id: session.agentId })))
 
   const route = (request: HttpServerRequest) =>
     Effect.gen(function*() {
@@ -136,7 +146,7 @@ export const make = Effect.gen(function*() {
           ? closeAndWait(ws, ViewerClose.notFound, `no session "${sessionId.slice(0, 60)}"`)
           : session.value.state !== "running"
           ? closeAndWait(ws, ViewerClose.notRunning, `session is ${session.value.state}, not running`)
-          : serveViewer(ws, user.success, session.value.agentId, session.value.id, `${user.success.id} (viewer ${++viewerSerial})`))
+          : serveViewer(ws, user.success, session.value, `${user.success.id} (viewer ${++viewerSerial})`))
     }).pipe(Effect.withSpan("VncProxy.viewer"))
 
   yield* router.add("GET", VNC_PATH, route)

@@ -184,6 +184,20 @@ const homes = statements(
 // Warm pods kept started per agent for a template (0: none).
 const templateWarmPool = statements(`ALTER TABLE templates ADD COLUMN warm_pool integer NOT NULL DEFAULT 0 CHECK (warm_pool >= 0)`)
 
+// Recording policy per template (no row: off) and the owner's choice per session (issue 17).
+const recordingPolicies = statements(
+  `CREATE TABLE recording_template_policies (
+    template text PRIMARY KEY,
+    policy text NOT NULL CHECK (policy IN ('off', 'optional', 'always')),
+    updated_at timestamptz NOT NULL
+  )`,
+  `CREATE TABLE recording_session_choices (
+    session_id text PRIMARY KEY,
+    enabled boolean NOT NULL,
+    updated_at timestamptz NOT NULL
+  )`
+)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -194,7 +208,8 @@ const all = {
   "0007_session_history_actor": historyActor,
   "0008_template_deleted_at": templateDeletedAt,
   "0009_homes": homes,
-  "0010_template_warm_pool": templateWarmPool
+  "0010_template_warm_pool": templateWarmPool,
+  "0011_recording_policies": recordingPolicies
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */

@@ -46,8 +46,13 @@ export interface RelayOptions {
   readonly pingInterval: Duration.Input
   /** Called with a function giving the bytes this relay holds right now, for as long as it runs. */
   readonly track: (held: () => number) => Effect.Effect<void, never, Scope.Scope>
-  /** Sees every chunk the viewer sends, in order, as it arrives (the proxy looks for user input in it). */
-  readonly onViewerData?: (bytes: Uint8Array) => void
+  /**
+   * Sees every chunk the viewer sends, in order, as it arrives (the proxy looks for user input in it); bytes it
+   * returns are sent to the agent right after the chunk (a recording's keyframe request).
+   */
+  readonly onViewerData?: (bytes: Uint8Array) => Uint8Array | void
+  /** Sees every chunk the agent sends towards the viewer, in order (a recording). */
+  readonly onAgentData?: (bytes: Uint8Array) => void
 }
 
 const toBytes = (data: RawData): Uint8Array =>
@@ -106,9 +111,11 @@ export const relay = Effect.fnUntraced(function*(
       return
     }
     const bytes = toBytes(data)
-    options.onViewerData?.(bytes)
-    queuedBytes += bytes.length
-    Queue.offerUnsafe(inbound, bytes)
+    const extra = options.onViewerData?.(bytes)
+    for (const chunk of extra === undefined ? [bytes] : [bytes, extra]) {
+      queuedBytes += chunk.length
+      Queue.offerUnsafe(inbound, chunk)
+    }
     flow()
   })
   ws.on("close", () => finish({ by: "viewer" }))
@@ -143,6 +150,7 @@ export const relay = Effect.fnUntraced(function*(
           return Effect.void
         }
         inFlight += n
+        options.onAgentData?.(frame.payload)
         ws.send(frame.payload, { binary: true }, (err) => {
           inFlight -= n
           if (err !== undefined && err !== null) return
