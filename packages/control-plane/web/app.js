@@ -1,6 +1,8 @@
 // StreamSpace web UI: plain ES modules, no build step. Talks to /api/v1 with the user's bearer token
 // (kept in localStorage; a `#token=...` link logs in at once, or asks first when another token is stored).
 // Lists refresh by polling, faster while a session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
+import { recordingMark, recordingsPage } from "./recordings.js"
+
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
 const MOVING = new Set(["pending", "creating", "terminating", "hibernating"])
@@ -321,6 +323,7 @@ const sessionsPage = {
         <td data-label="Created">${timeAgo(s.created_at)}</td>
         <td class="actions"><div>
           ${s.state === "running" || s.state === "hibernated" ? `<a class="button" href="#/sessions/${encodeURIComponent(s.id)}/view" data-testid="view-session">${s.state === "hibernated" ? "Resume" : "View"}</a>` : ""}
+          <a class="button secondary" href="#/sessions/${encodeURIComponent(s.id)}/recordings" data-testid="session-recordings">Recordings</a>
           ${s.state === "running" && s.persistent_home ? `<button data-act="hibernate" data-testid="hibernate-session" title="Stop the desktop and keep its home folder">Hibernate</button>` : ""}
           ${s.state !== "terminated" && s.state !== "terminating" ? `<button class="danger" data-act="delete" data-testid="delete-session">Delete</button>` : ""}
         </div></td>
@@ -443,6 +446,7 @@ function viewerPage(id) {
         const { default: RFB } = await import("/vendor/novnc/core/rfb.js")
         const scheme = location.protocol === "https:" ? "wss" : "ws"
         viewer = new RFB($("#screen"), `${scheme}://${location.host}${ticket.url}`, { wsProtocols: ["binary"] })
+        recordingMark(id, api, $(".viewer-bar"))
       } catch (err) {
         status(err instanceof ApiError ? err.message : "The viewer could not start. Reload the page to try again.", "reason")
         return
@@ -539,6 +543,7 @@ async function render() {
     return render()
   }
   if (viewer) { viewer.disconnect(); viewer = undefined }
+  page?.unmount?.()
   if (!token || hash.startsWith("#/login")) {
     page = loginPage
     return loginPage.mount()
@@ -548,7 +553,9 @@ async function render() {
   $("#who").textContent = `${who.sub ?? "user"}${who.role === "admin" ? " (admin)" : ""}`
   const view = /^#\/sessions\/([^/]+)\/view$/.exec(hash)
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", !view && hash.startsWith(`#/${a.dataset.page}`))
-  page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/templates") ? templatesPage : sessionsPage
+  const recs = /^#\/sessions\/([^/]+)\/recordings(?:\/([^/]+))?$/.exec(hash)
+  if (recs) page = recordingsPage(decodeURIComponent(recs[1]), recs[2] && decodeURIComponent(recs[2]), { api, token: () => token, showBanner })
+  else page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/templates") ? templatesPage : sessionsPage
   await page.mount()
   await poll()
 }
