@@ -31,6 +31,9 @@ export { type RecordingStorage, RecordingStorageError, fileStorage } from "./int
 export { decodeRecording, type RecordingMeta, Track } from "./internal/recording/format.ts"
 export { memoryPolicyRepo, type PolicyRepo, type RecordingPolicy } from "./internal/recording/policy.ts"
 
+/** A session whose template says `always` cannot be recorded now (its viewer is refused). */
+export class RecordingsError extends Schema.TaggedError<RecordingsError>()("RecordingsError", { message: Schema.String }) {}
+
 /** What the proxy does with the recorded viewer's bytes (see VncProxy). */
 export interface RecordingTap {
   readonly server: (bytes: Uint8Array) => void
@@ -40,7 +43,7 @@ export interface RecordingTap {
 
 export interface RecordingsShape {
   /** Starts recording this viewer's connection when the session is to be recorded and nothing records it yet; ends with the scope. */
-  readonly attach: (session: SessionRecord, viewer: string) => Effect.Effect<RecordingTap | undefined, never, Scope.Scope>
+  readonly attach: (session: SessionRecord, viewer: string) => Effect.Effect<RecordingTap | undefined, RecordingsError, Scope.Scope>
   /** One whole input message from any viewer of the session. */
   readonly input: (sessionId: SessionId, message: Uint8Array) => void
   /** Deletes recordings past RECORDING_RETENTION; returns how many. Runs every RECORDING_SWEEP_INTERVAL. */
@@ -97,12 +100,13 @@ export const make = (storage: RecordingStorage, policies: PolicyRepo) =>
 
     const attach = (session: SessionRecord, viewer: string) =>
       Effect.gen(function*() {
-        const { enabled } = yield* recordedNow(session)
+        const { enabled, policy } = yield* recordedNow(session).pipe(Effect.mapError((e) => ({ policy: "always" as const, message: e.message })))
         if (!enabled || recording.has(session.id)) return undefined
         recording.set(session.id, null)
         const now = () => clock.currentTimeMillisUnsafe()
         const id = `r${now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`
         const started = yield* startRecorder({ storage, id, sessionId: session.id, userId: session.userId, viewer, maxBytes: settings.maxBytes, now }).pipe(
+          Effect.mapError((e) => ({ policy, message: e.message })),
           Effect.tapError(() => Effect.sync(() => recording.delete(session.id)))
         )
         recording.set(session.id, started)
@@ -118,8 +122,12 @@ export const make = (storage: RecordingStorage, policies: PolicyRepo) =>
         return { server: started.server, client: started.client } satisfies RecordingTap
       }).pipe(
         Effect.catch((e) =>
-          // The viewer is still served: a recording that cannot start must not take the desktop away.
-          Effect.logError(`Recordings: cannot record session ${session.id}: ${e.message}`).pipe(Effect.as(undefined))
+          Effect.andThen(
+            Effect.logError(`Recordings: cannot record session ${session.id}: ${e.message}`),
+            // Under `always` the viewer is refused (the policy says no unrecorded viewing); under `optional` the
+            // owner's choice must not take the desktop away, so it is served unrecorded.
+            e.policy === "always" ? Effect.fail(new RecordingsError({ message: `this session must be recorded, and the recording cannot start: ${e.message}` })) : Effect.succeed(undefined)
+          )
         ),
         Effect.annotateLogs({ session_id: session.id })
       )

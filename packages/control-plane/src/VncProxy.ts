@@ -5,7 +5,8 @@
 // Either end closing tears down both: the tunnel closes on the agent when the viewer leaves; the viewer is
 // closed with a code and reason when the agent closes the tunnel or goes away.
 //
-// Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets.
+// Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets. A session being recorded
+// (Recordings, optional) gets its first viewer's relay tapped: server bytes, input, keyframe requests.
 import type { AgentId, SessionId } from "@streamspace/protocol"
 import { MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
 import { Clock, Context, Effect, Layer, Metric, Option } from "effect"
@@ -112,7 +113,9 @@ export const make = Effect.gen(function*() {
       yield* Metric.modify(vncViewers, 1)
       yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(() => void viewerCount--), Metric.modify(vncViewers, -1)))
       const watch = yield* inputWatcher(sessionId, viewer)
-      const recorded = recordings === undefined ? undefined : yield* recordings.attach(session, viewer)
+      const attached = recordings === undefined ? undefined : yield* Effect.result(recordings.attach(session, viewer))
+      if (attached?._tag === "Failure") return yield* closeAndWait(ws, ViewerClose.recordingFailed, attached.failure.message)
+      const recorded = attached?.success
       const end = yield* relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,

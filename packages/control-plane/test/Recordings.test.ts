@@ -212,6 +212,30 @@ describe("Recordings", () => {
       assert.strictEqual((yield* t.call("GET", `/sessions/${s.id}/recordings`, t.tokens.ann)).json.recordings.length, 1)
     }))
 
+  it.live("a recording that cannot start refuses the viewer under `always` (close 4507) and serves it unrecorded under `optional`", () =>
+    Effect.gen(function*() {
+      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "ss-recs-"))
+      const notADir = path.join(tmp, "file")
+      fs.writeFileSync(notADir, "")
+      const policies = memoryPolicyRepo()
+      const t = yield* serve(notADir, policies, makeMemoryRepo())
+      const s = yield* t.sessions.create(ann, { template: "demo" as TemplateName })
+      yield* waitFor("session running", Effect.map(t.sessions.get(ann, s.id), (x) => x.state === "running"))
+      yield* t.call("PUT", "/templates/demo/recording", t.tokens.admin, { policy: "always" })
+      const v = connectViewer(`${t.served.wsBase}/api/v1/sessions/${s.id}/vnc`, bearer(t.tokens.ann))
+      const closed = yield* Effect.promise(() => v.closed)
+      assert.strictEqual(closed.code, 4507)
+      assert.match(closed.reason, /must be recorded/)
+      assert.strictEqual(t.hub.opens.length, 0, "no tunnel was opened")
+      yield* t.call("PUT", "/templates/demo/recording", t.tokens.admin, { policy: "optional" })
+      yield* t.call("PUT", `/sessions/${s.id}/recording`, t.tokens.ann, { enabled: true })
+      const w = connectViewer(`${t.served.wsBase}/api/v1/sessions/${s.id}/vnc`, bearer(t.tokens.ann))
+      yield* Effect.promise(() => w.opened)
+      yield* until("the tunnel", () => t.hub.opens.length === 1)
+      assert.strictEqual(yield* t.recordings.active, 0)
+      w.ws.close()
+    }))
+
   it.effect("retention: a recording is deleted RECORDING_RETENTION after it ended, on the sweep", () =>
     Effect.gen(function*() {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ss-recs-"))
