@@ -91,6 +91,24 @@ describe("server stream parser (keyframes)", () => {
     }
   })
 
+  it("passes over pixel data without holding it: a 1920x1080 Raw update in 64 KiB chunks", () => {
+    const w = 1920
+    const h = 1080
+    const init = Rfb.cat(Rfb.serverHandshake.subarray(0, 18), [w >> 8, w & 255, h >> 8, h & 255], Rfb.serverHandshake.subarray(22))
+    const update = Rfb.cat([0, 0, 0, 1, 0, 0, 0, 0, w >> 8, w & 255, h >> 8, h & 255, 0, 0, 0, 0], new Uint8Array(w * h * 4))
+    const found: Array<number> = []
+    const p = makeServerStreamParser({ onFullUpdate: (o) => found.push(o) })
+    p.setSecurityType(1)
+    p.push(init)
+    let most = 0
+    for (let o = 0; o < update.length; o += 65536) {
+      p.push(update.subarray(o, o + 65536))
+      most = Math.max(most, p.buffered())
+    }
+    assert.deepStrictEqual(found, [init.length])
+    assert.isBelow(most, 16)
+  })
+
   it("waits for the client's security choice, follows VNC authentication, and stops at an encoding it cannot measure", () => {
     const vncAuth = Rfb.cat(new TextEncoder().encode("RFB 003.008\n"), [1, 2], new Uint8Array(16), [0, 0, 0, 0], Rfb.serverHandshake.subarray(18))
     const found: Array<number> = []

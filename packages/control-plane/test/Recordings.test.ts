@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import type { TemplateName, TunnelId, UserId } from "@streamspace/protocol"
 import { decodeBinary } from "@streamspace/protocol"
-import { Clock, Context, Effect, Layer, References, Result } from "effect"
+import { Clock, Context, Duration, Effect, Layer, References, Result } from "effect"
 import { HttpRouter } from "effect/http"
 import { TestClock } from "effect/testing"
 import { waitFor } from "@streamspace/testbed"
@@ -234,6 +234,25 @@ describe("Recordings", () => {
       yield* until("the tunnel", () => t.hub.opens.length === 1)
       assert.strictEqual(yield* t.recordings.active, 0)
       w.ws.close()
+    }))
+
+  it.effect("settings: defaults, and a bad value is refused naming the variable", () =>
+    Effect.gen(function*() {
+      const read = (extra: Record<string, string>) =>
+        Effect.gen(function*() {
+          return (yield* ControlPlaneConfig).recording
+        }).pipe(Effect.provide(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, ...extra })))
+      const defaults = yield* read({})
+      assert.strictEqual(defaults.dir, undefined)
+      assert.strictEqual(defaults.maxBytes, 1024 * 1024 * 1024)
+      assert.strictEqual(Duration.toMillis(defaults.retention!), 720 * 3600_000)
+      assert.strictEqual(Duration.toMillis(defaults.keyframeInterval), 10_000)
+      assert.isUndefined((yield* read({ RECORDING_RETENTION: "off" })).retention)
+      assert.strictEqual((yield* read({ RECORDINGS_DIR: "/var/rec" })).dir, "/var/rec")
+      for (const [variable, value] of [["RECORDING_RETENTION", "soon"], ["RECORDING_MAX_BYTES", "1000"], ["RECORDING_KEYFRAME_INTERVAL", "10ms"], ["RECORDING_SWEEP_INTERVAL", "often"]] as const) {
+        const e = yield* Effect.flip(read({ [variable]: value }))
+        assert.include(String((e as { message?: string }).message), variable, `${variable}=${value}`)
+      }
     }))
 
   it.effect("retention: a recording is deleted RECORDING_RETENTION after it ended, on the sweep", () =>

@@ -22,6 +22,8 @@ export interface ServerStreamParser {
   readonly setSecurityType: (type: number) => void
   /** Bits per pixel the client asked for with SetPixelFormat (from the client's side of the stream). */
   readonly setBitsPerPixel: (bpp: number) => void
+  /** Bytes held waiting for the rest of a header (pixel data is passed over, never held). */
+  readonly buffered: () => number
 }
 
 // Each step needs `need` bytes at the head of the buffer, then consumes them (and may ask for more).
@@ -48,6 +50,14 @@ export const makeServerStreamParser = (events: ServerStreamEvents = {}): ServerS
   let width = 0
   let height = 0
   const queue: Array<Step> = []
+  /** Passes over `n` bytes as they come (never holds them: a Raw update can be megabytes). */
+  const skip = (n: number): Step => (b, o) => {
+    const have = b.length - o
+    if (have >= n) return { used: n }
+    if (have === 0) return "more"
+    queue.unshift(skip(n - have))
+    return { used: have }
+  }
 
   // ---- framebuffer updates
   let updateStart = 0
@@ -97,7 +107,6 @@ export const makeServerStreamParser = (events: ServerStreamEvents = {}): ServerS
   const rect: Step = (b, o) => {
     if (b.length - o < 12) return "more"
     const [x, y, w, h, enc] = [u16(b, o), u16(b, o + 2), u16(b, o + 4), u16(b, o + 6), s32(b, o + 8)]
-    const fixed = (n: number): Step => (bb, oo) => (bb.length - oo < n ? "more" : { used: n })
     const next = () => {
       rectsLeft--
       if (rectsLeft > 0) queue.unshift(rect)
@@ -111,21 +120,20 @@ export const makeServerStreamParser = (events: ServerStreamEvents = {}): ServerS
       case 0:
         area()
         next()
-        queue.unshift(fixed(w * h * bytesPerPixel))
+        queue.unshift(skip(w * h * bytesPerPixel))
         break
       case 1:
         referencesOld = true
         next()
-        queue.unshift(fixed(4))
+        queue.unshift(skip(4))
         break
       case 2:
         area()
         next()
         queue.unshift((bb, oo) => {
           if (bb.length - oo < 4 + bytesPerPixel) return "more"
-          const n = u32(bb, oo)
-          const len = 4 + bytesPerPixel + n * (bytesPerPixel + 8)
-          return bb.length - oo < len ? "more" : { used: len }
+          queue.unshift(skip(u32(bb, oo) * (bytesPerPixel + 8)))
+          return { used: 4 + bytesPerPixel }
         })
         break
       case 5:
@@ -144,17 +152,25 @@ export const makeServerStreamParser = (events: ServerStreamEvents = {}): ServerS
         break
       case PSEUDO_CURSOR:
         next()
-        queue.unshift(fixed(w * h * bytesPerPixel + Math.floor((w + 7) / 8) * h))
+        queue.unshift(skip(w * h * bytesPerPixel + Math.floor((w + 7) / 8) * h))
         break
       case PSEUDO_DESKTOP_NAME:
         next()
-        queue.unshift((bb, oo) => (bb.length - oo < 4 ? "more" : bb.length - oo < 4 + u32(bb, oo) ? "more" : { used: 4 + u32(bb, oo) }))
+        queue.unshift((bb, oo) => {
+          if (bb.length - oo < 4) return "more"
+          queue.unshift(skip(u32(bb, oo)))
+          return { used: 4 }
+        })
         break
       case PSEUDO_EXTENDED_DESKTOP_SIZE:
         width = w
         height = h
         next()
-        queue.unshift((bb, oo) => (bb.length - oo < 4 ? "more" : bb.length - oo < 4 + bb[oo]! * 16 ? "more" : { used: 4 + bb[oo]! * 16 }))
+        queue.unshift((bb, oo) => {
+          if (bb.length - oo < 4) return "more"
+          queue.unshift(skip(bb[oo]! * 16))
+          return { used: 4 }
+        })
         break
       default:
         return { stop: `encoding ${enc} in a framebuffer update cannot be measured` }
@@ -162,33 +178,35 @@ export const makeServerStreamParser = (events: ServerStreamEvents = {}): ServerS
     return { used: 12 }
   }
 
-  const messageLength = (b: Uint8Array, o: number): number | "more" | { readonly stop: string } => {
+  /** A message's fixed header length and the payload length that follows it (skipped as it comes). */
+  const messageParts = (b: Uint8Array, o: number): readonly [number, number] | "more" | { readonly stop: string } => {
     const type = b[o]!
     const have = b.length - o
     switch (type) {
       case 0:
-        return 4
+        return [4, 0]
       case 1:
-        return have < 6 ? "more" : 6 + u16(b, o + 4) * 6
+        return have < 6 ? "more" : [6, u16(b, o + 4) * 6]
       case 2:
       case 150:
-        return 1
+        return [1, 0]
       case 3:
-        return have < 8 ? "more" : 8 + Math.abs(s32(b, o + 4))
+        return have < 8 ? "more" : [8, Math.abs(s32(b, o + 4))]
       case 248:
-        return have < 9 ? "more" : 9 + b[o + 8]!
+        return have < 9 ? "more" : [9, b[o + 8]!]
       case 250:
-        return 4
+        return [4, 0]
       default:
         return { stop: `server message type ${type} is not followed` }
     }
   }
   const message: Step = (b, o) => {
     if (b.length - o < 1) return "more"
-    const len = messageLength(b, o)
-    if (len === "more") return "more"
-    if (typeof len !== "number") return len
-    if (b.length - o < len) return "more"
+    const parts = messageParts(b, o)
+    if (parts === "more") return "more"
+    if (!Array.isArray(parts)) return parts as { readonly stop: string }
+    const [header, payload] = parts as readonly [number, number]
+    if (b.length - o < header) return "more"
     if (b[o] === 0) {
       updateStart = base + o
       rectsLeft = u16(b, o + 2)
@@ -197,8 +215,9 @@ export const makeServerStreamParser = (events: ServerStreamEvents = {}): ServerS
       if (rectsLeft === 0) endUpdate()
       else queue.unshift(rect)
     }
+    if (payload > 0) queue.unshift(skip(payload))
     queue.push(message)
-    return { used: len }
+    return { used: header }
   }
 
   const serverInit: Step = (b, o) => {
@@ -299,6 +318,7 @@ export const makeServerStreamParser = (events: ServerStreamEvents = {}): ServerS
     },
     setBitsPerPixel: (bpp) => {
       bytesPerPixel = Math.max(1, bpp / 8)
-    }
+    },
+    buffered: () => buf.length
   }
 }
