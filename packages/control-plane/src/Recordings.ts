@@ -240,9 +240,11 @@ export const make = (storage: RecordingStorage, policies: PolicyRepo) =>
       const { id, rid } = yield* Effect.flatMap(HttpRouter.params, (ps) => decodeStrict(RecordingPath, ps, "path"))
       const session = yield* owned(u, id)
       const { meta } = yield* findRecording(session.id, rid)
-      const bytes = yield* storage.get(dataKey(session.id, meta.id)).pipe(Effect.mapError((e) => e.reason === "NotFound" ? notFound(e.message) : unavailable(e.message)))
-      return HttpServerResponse.uint8Array(bytes, {
+      // Read up to the size at this moment: a recording being written keeps growing.
+      const { size, bytes } = yield* storage.read(dataKey(session.id, meta.id)).pipe(Effect.mapError((e) => e.reason === "NotFound" ? notFound(e.message) : unavailable(e.message)))
+      return HttpServerResponse.stream(bytes, {
         contentType: "application/vnd.streamspace.recording",
+        contentLength: size,
         headers: { "content-disposition": `attachment; filename="${session.id}-${meta.id}.ssrec"`, "cache-control": "no-store" }
       })
     })))

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -36,6 +36,12 @@ describe("recording storage (directory)", () => {
       assert.strictEqual(got.length, 300_004)
       assert.deepStrictEqual([...got.subarray(0, 3)], [1, 2, 3])
       assert.strictEqual(got[300_003], 4)
+      const read = yield* storage.read("s1/r1.rec")
+      assert.strictEqual(read.size, 300_004)
+      const chunks = yield* Stream.runCollect(read.bytes)
+      assert.isAbove(chunks.length, 1, "streamed in pieces")
+      assert.deepStrictEqual(Buffer.concat(chunks), Buffer.from(got))
+      assert.strictEqual((yield* Effect.flip(storage.read("s1/none.rec"))).reason, "NotFound")
       assert.deepStrictEqual((yield* storage.list("s1/")).map((o) => [o.key, o.size]), [["s1/r1.json", 2], ["s1/r1.rec", 300_004]])
       assert.deepStrictEqual((yield* storage.list("")).map((o) => o.key), ["s1/r1.json", "s1/r1.rec", "s2/r2.json"])
       assert.strictEqual(fs.statSync(path.join(dir, "recs", "s1", "r1.rec")).mode & 0o777, 0o600)

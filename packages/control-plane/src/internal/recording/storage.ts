@@ -6,11 +6,12 @@
 //   backend buffers and reports a failure at `close`. A directory shows the object as it grows, so what was
 //   written before a crash stays readable; an S3 backend would upload the stream as numbered part objects
 //   (or a multipart upload completed at close, losing a crashed one's tail) and join them on `get`.
-// * `put`/`get` whole small objects (the metadata; S3 PUT/GET), `get` of a recording for download.
+// * `put`/`get` whole small objects (the metadata; S3 PUT/GET); `read` streams a recording for download
+//   (S3 GET with a streamed body), so a large one is never held in memory.
 // * `list(prefix)` (S3 ListObjectsV2 with a prefix) and `remove` (DELETE).
 // Metadata is kept next to the data, not in the database, so a recording and its index travel together and
 // survive a control-plane restart or a move to another replica sharing the same volume or bucket.
-import { Data, Effect } from "effect"
+import { Data, Effect, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 
@@ -37,6 +38,8 @@ export interface RecordingStorage {
   readonly create: (key: string) => Effect.Effect<RecordingWriter, RecordingStorageError>
   readonly put: (key: string, bytes: Uint8Array) => Effect.Effect<void, RecordingStorageError>
   readonly get: (key: string) => Effect.Effect<Uint8Array, RecordingStorageError>
+  /** The object's size and its bytes as a stream (NotFound when it is missing). */
+  readonly read: (key: string) => Effect.Effect<{ readonly size: number; readonly bytes: Stream.Stream<Uint8Array, RecordingStorageError> }, RecordingStorageError>
   readonly list: (prefix: string) => Effect.Effect<ReadonlyArray<StoredObject>, RecordingStorageError>
   /** Removing a missing object succeeds. */
   readonly remove: (key: string) => Effect.Effect<void, RecordingStorageError>
@@ -132,6 +135,19 @@ export const fileStorage = (root: string): RecordingStorage => {
     get: (key) =>
       Effect.flatMap(checkKey(key), (k) =>
         Effect.try({ try: () => new Uint8Array(fs.readFileSync(file(k))), catch: io(`cannot read ${k}`) })),
+    read: (key) =>
+      Effect.flatMap(checkKey(key), (k) =>
+        Effect.try({
+          try: () => {
+            const size = fs.statSync(file(k)).size
+            const bytes = Stream.fromAsyncIterable(
+              { [Symbol.asyncIterator]: () => fs.createReadStream(file(k), { highWaterMark: FLUSH_BYTES, end: Math.max(0, size - 1), start: 0 })[Symbol.asyncIterator]() },
+              io(`cannot read ${k}`)
+            ).pipe(Stream.map((chunk: Buffer) => new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)))
+            return { size, bytes: size === 0 ? Stream.empty : bytes }
+          },
+          catch: io(`cannot read ${k}`)
+        })),
     list: (prefix) =>
       Effect.flatMap(checkKey(prefix.replace(/\/$/, ""), true), () =>
         Effect.try({
