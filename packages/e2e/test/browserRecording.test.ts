@@ -2,7 +2,8 @@
 // the demo template, the owner turns it on in the UI, views the session (the viewer shows the recording mark)
 // and clicks twice on vnc-testserver's desktop (each click draws a red cross). The recording is then played in
 // the UI with the same noVNC decoder: the crosses appear as recorded, a seek back between the clicks shows
-// only the first (rebuilt from a keyframe), a seek before the first shows none, and a paused player stays put.
+// only the first (rebuilt from a keyframe; and, with the keyframes hidden from the player, replayed from the
+// start), a seek before the first shows none, and a paused player stays put.
 // The control plane, an agent and kube-testserver run in this process.
 import { assert, describe, it } from "@effect/vitest"
 import { decodeRecording, Track } from "@streamspace/control-plane"
@@ -165,6 +166,30 @@ describe("recording in the browser", () => {
       yield* p(() => page.getByTestId("player-toggle").click())
       yield* until("both crosses again", async () => near(await pixel(page, screen, c1.x, c1.y), MARK) && near(await pixel(page, screen, c2.x, c2.y), MARK))
       yield* shot(page, "05-resumed")
+
+      // ---- without keyframes (what a recording in Tight or ZRLE has), a seek replays from the start
+      yield* p(() =>
+        page.route(`**/api/v1${sessionPath}/recordings`, async (route) => {
+          const res = await route.fetch()
+          const body = await res.json()
+          for (const r of body.recordings) {
+            r.keyframes = []
+            r.handshake_bytes = null
+          }
+          await route.fulfill({ response: res, json: body })
+        })
+      )
+      yield* p(() => page.goto(`${cp.url}/#${sessionPath}/recordings`))
+      yield* p(() => page.goto(`${cp.url}/#${sessionPath}/recordings/${rec.id}`))
+      yield* p(() => player.and(page.locator("[data-state=playing]")).waitFor())
+      yield* p(() => page.getByTestId("player-toggle").click())
+      yield* seekTo(Math.round((t2 + 100) / 10) * 10) // forward: fed as it comes
+      assert.strictEqual(yield* p(() => player.getAttribute("data-seek-from")), "continued")
+      yield* seekTo(middle) // backward, no keyframe: a fresh decoder fed from the start
+      yield* until("the first cross, replayed from the start", async () => near(await pixel(page, screen, c1.x, c1.y), MARK))
+      assert.isFalse(near(yield* at(c2), MARK))
+      assert.strictEqual(yield* p(() => player.getAttribute("data-seek-from")), "start")
+      yield* p(() => page.unroute(`**/api/v1${sessionPath}/recordings`))
 
       // ---- delete it from the UI
       yield* p(() => page.locator(`tr[data-recording="${rec.id}"] [data-testid=delete-recording]`).click())
