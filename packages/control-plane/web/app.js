@@ -262,6 +262,7 @@ const sessionsPage = {
         <form id="create" class="inline">
           <label>Template <select name="template" data-testid="template-select"></select></label>
           <label>Region (optional) <input name="region" placeholder="any" size="10"></label>
+          <label class="inline-check" title="Where the template allows it (its recording policy is optional)"><input type="checkbox" name="record" data-testid="create-record"> Record</label>
           <button data-testid="create-session" disabled>New session</button>
         </form>
       </div>
@@ -276,6 +277,7 @@ const sessionsPage = {
       try {
         const s = await api("POST", "/sessions", body)
         showBanner(`Session ${s.id} is starting…`, "info")
+        if (form.get("record")) await api("PUT", `/sessions/${encodeURIComponent(s.id)}/recording`, { enabled: true })
       } catch (err) { showBanner(err.message) }
       button.disabled = false
       refreshSoon(0)

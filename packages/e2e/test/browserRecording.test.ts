@@ -1,5 +1,6 @@
 // Session recording in Chromium (playwright-core, Debian's chromium): the admin makes recording optional for
-// the demo template, the owner turns it on in the UI, views the session (the viewer shows the recording mark)
+// the demo template, the owner creates a session with "Record" ticked (and toggles it on the session's
+// Recordings page), views the session (the viewer shows the recording mark)
 // and clicks twice on vnc-testserver's desktop (each click draws a red cross). The recording is then played in
 // the UI with the same noVNC decoder: the crosses appear as recorded, a seek back between the clicks shows
 // only the first (rebuilt from a keyframe; and, with the keyframes hidden from the player, replayed from the
@@ -58,10 +59,6 @@ describe("recording in the browser", () => {
       const ann = S.api(cp.url, token)
       const policy = yield* S.request(cp.url, "PUT", "/api/v1/templates/demo/recording", { token: S.adminToken(), body: { policy: "optional" } })
       assert.strictEqual(policy.status, 200)
-      const created = (yield* ann.post("/sessions", { template: "demo" })).body
-      yield* S.waitForSession(ann, created.id, ["running"])
-      const sessionPath = `/sessions/${created.id}`
-
       const b = yield* browser
       const page = yield* p(() => b.newPage({ viewport: { width: 1000, height: 760 } }))
       const errors: Array<string> = []
@@ -70,10 +67,23 @@ describe("recording in the browser", () => {
       yield* p(() => page.goto(`${cp.url}/#token=${token}`))
       yield* p(() => page.locator("[data-testid=sessions]").waitFor())
 
-      // ---- the owner turns recording on for the session
-      yield* p(() => page.locator(`tr[data-session="${created.id}"] [data-testid=session-recordings]`).click())
-      yield* p(() => page.getByTestId("record-session").check())
+      // ---- the owner creates the session with recording on
+      yield* p(() => page.getByTestId("template-select").locator('option[value="demo"]').waitFor({ state: "attached" }))
+      yield* p(() => page.getByTestId("create-record").check())
+      yield* p(() => page.getByTestId("create-session").click())
+      const created = yield* S.waitFor("the session", Effect.map(ann.get("/sessions"), (r) => r.body.sessions?.[0]), { timeout: WAIT })
+      yield* S.waitForSession(ann, created.id, ["running"])
+      const sessionPath = `/sessions/${created.id}`
       yield* until("recording enabled", async () => (await Effect.runPromise(ann.get(`${sessionPath}/recording`))).body.enabled === true)
+
+      // ---- the session's Recordings page shows the choice; turned off and on again there
+      yield* p(() => page.locator(`tr[data-session="${created.id}"] [data-testid=session-recordings]`).click())
+      yield* p(() => page.getByTestId("record-session").waitFor())
+      assert.isTrue(yield* p(() => page.getByTestId("record-session").isChecked()))
+      yield* p(() => page.getByTestId("record-session").uncheck())
+      yield* until("recording disabled", async () => (await Effect.runPromise(ann.get(`${sessionPath}/recording`))).body.enabled === false)
+      yield* p(() => page.getByTestId("record-session").check())
+      yield* until("recording enabled again", async () => (await Effect.runPromise(ann.get(`${sessionPath}/recording`))).body.enabled === true)
 
       // ---- view it: the mark shows; click twice, some time apart
       yield* p(() => page.goto(`${cp.url}/#${sessionPath}/view`))
