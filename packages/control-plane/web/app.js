@@ -448,7 +448,7 @@ function viewerPage(id) {
         const { default: RFB } = await import("/vendor/novnc/core/rfb.js")
         const scheme = location.protocol === "https:" ? "wss" : "ws"
         viewer = new RFB($("#screen"), `${scheme}://${location.host}${ticket.url}`, { wsProtocols: ["binary"] })
-        recordingMark(id, api, $(".viewer-bar"))
+        recordingMark(id, api, $(".viewer-bar"), viewer)
       } catch (err) {
         status(err instanceof ApiError ? err.message : "The viewer could not start. Reload the page to try again.", "reason")
         return

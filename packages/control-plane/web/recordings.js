@@ -15,9 +15,10 @@ const size = (n) => (n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB` : n >= 102
 
 /**
  * Shows "● Recording" in `bar` while the session is being recorded, for as long as `bar` is in the page.
- * `api(method, path)` is the UI's API helper.
+ * `api(method, path)` is the UI's API helper; `rfb` the viewer, whose connect is checked at once (the proxy
+ * starts a recording as the viewer connects).
  */
-export function recordingMark(sessionId, api, bar) {
+export function recordingMark(sessionId, api, bar, rfb) {
   const mark = document.createElement("span")
   mark.className = "rec-mark"
   mark.dataset.testid = "recording-mark"
@@ -25,14 +26,21 @@ export function recordingMark(sessionId, api, bar) {
   mark.textContent = "● Recording"
   mark.hidden = true
   bar.append(mark)
+  let timer
+  let busy = false
   const check = async () => {
+    if (busy) return
+    clearTimeout(timer)
     if (!mark.isConnected) return
+    busy = true
     try {
       const s = await api("GET", `/sessions/${encodeURIComponent(sessionId)}/recording`)
       mark.hidden = !s.recording
     } catch {}
-    setTimeout(check, MARK_POLL_MS)
+    busy = false
+    timer = setTimeout(check, MARK_POLL_MS)
   }
+  rfb?.addEventListener("connect", check)
   check()
 }
 
