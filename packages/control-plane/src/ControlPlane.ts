@@ -24,6 +24,7 @@ import * as SharingRoutes from "./internal/sharing/routes.ts"
 import { Store } from "./Store.ts"
 import * as TeamsApi from "./internal/teams/routes.ts"
 import { Teams } from "./Teams.ts"
+import { Recordings } from "./Recordings.ts"
 import { VncProxy } from "./VncProxy.ts"
 import * as WebUi from "./WebUi.ts"
 
@@ -143,6 +144,7 @@ const redactTickets = Layer.succeed(UrlParams.CurrentRedactedNames, [
 /** Everything the routes need, built once and shared by them (and exposed to embedders). */
 const services = Layer.merge(VncProxy.layer, Homes.layer).pipe(
   Layer.provideMerge(Sharing.layer),
+  Layer.provideMerge(Recordings.layer),
   Layer.provideMerge(Sessions.layer),
   Layer.provideMerge(Teams.layer),
   Layer.provideMerge(CommandDispatcher.layer),

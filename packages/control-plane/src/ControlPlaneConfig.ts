@@ -20,6 +20,7 @@ import {
 } from "@streamspace/protocol"
 import { ConfigProvider, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { type DatabaseSettings, readDatabaseSettings } from "./Database.ts"
+import { readRecordingSettings, type RecordingSettings } from "./internal/recording/settings.ts"
 
 export interface ControlPlaneConfigShape {
   readonly host: string
@@ -101,6 +102,8 @@ export interface ControlPlaneConfigShape {
   readonly homeRetentionWarning: Duration.Duration
   /** How often each agent's home volumes are listed and the retention policy applied. */
   readonly homeScanInterval: Duration.Duration
+  /** RECORDINGS_DIR, RECORDING_MAX_BYTES, RECORDING_RETENTION, RECORDING_KEYFRAME_INTERVAL, RECORDING_SWEEP_INTERVAL. */
+  readonly recording: RecordingSettings
 }
 
 /** Shared secrets shorter than this are refused at start: a short HS256 key or bootstrap token can be guessed offline. */
@@ -234,7 +237,8 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
         : Effect.fail(new SettingError({ variable: "HOME_RETENTION", message: `HOME_RETENTION=${JSON.stringify(s)} is invalid: expected off or a duration such as 720h` }))
     }),
     homeRetentionWarning: yield* duration("HOME_RETENTION_WARNING", "24h"),
-    homeScanInterval: yield* duration("HOME_SCAN_INTERVAL", "5m")
+    homeScanInterval: yield* duration("HOME_SCAN_INTERVAL", "5m"),
+    recording: yield* readRecordingSettings
   }
   for (const r of ["cpu", "memory"] as const) {
     const [lo, hi] = [config.sessionResourceBounds.min[r], config.sessionResourceBounds.max[r]]

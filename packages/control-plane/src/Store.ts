@@ -18,6 +18,7 @@ import { makeDb } from "./internal/store/db.ts"
 import { type HomesTable, makeHomes } from "./internal/store/homes.ts"
 import { StoreError } from "./internal/store/error.ts"
 import { runMigrations } from "./internal/store/migrations.ts"
+import { makeRecordingPolicies, type RecordingPoliciesTable } from "./internal/store/recordingPolicies.ts"
 import { makeSessions, type SessionsTable } from "./internal/store/sessions.ts"
 import { makeShares, type SharesTable } from "./internal/store/shares.ts"
 import { makeTeams, type TeamsTable } from "./internal/store/teams.ts"
@@ -42,6 +43,7 @@ export {
 export type { HomeCharge, NewTeam, TeamPatch, TeamQuota, TeamRecord, TeamsTable } from "./internal/store/teams.ts"
 export type { NewUser, UserRecord } from "./internal/store/users.ts"
 export type { ControlMode, ShareAccess, ShareLinkRecord, ShareRecord, SharesTable } from "./internal/store/shares.ts"
+export type { RecordingPoliciesTable, RecordingPolicy } from "./internal/store/recordingPolicies.ts"
 
 export interface StoreShape {
   readonly users: UsersTable
@@ -53,6 +55,7 @@ export interface StoreShape {
   readonly homes: HomesTable
   readonly shares: SharesTable
   readonly teams: TeamsTable
+  readonly recordingPolicies: RecordingPoliciesTable
   /**
    * Runs `effect` in one database transaction: store calls inside it commit or roll back together. Nested
    * calls use savepoints. On PGlite the one connection is held for the whole transaction, so keep it short
@@ -75,6 +78,7 @@ export const make = Effect.gen(function*() {
     homes: makeHomes(db),
     shares: makeShares(db),
     teams: makeTeams(db),
+    recordingPolicies: makeRecordingPolicies(db),
     withTransaction: (effect) =>
       db.sql.withTransaction(effect).pipe(
         Effect.mapError((e) => (isSqlError(e) ? StoreError.database(e, "transaction failed") : e))

@@ -9,7 +9,9 @@
 // viewer joins the session's presence list, and input from a viewer without control is dropped here
 // (internal/vnc/inputFilter), never left to the browser.
 //
-// Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets, inputFilter.
+// Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets, inputFilter. A session being
+// recorded (Recordings, optional) gets its first viewer's relay tapped: server bytes, input that went on,
+// keyframe requests.
 import type { AgentId, SessionId } from "@streamspace/protocol"
 import { MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
 import { Clock, Context, Effect, Layer, Metric, Option } from "effect"
@@ -27,7 +29,8 @@ import { makeViewerLimits } from "./internal/vnc/viewerLimits.ts"
 import { errorResponse } from "./internal/httpError.ts"
 import { close, closeAndWait, isUpgrade, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
 import { recordCommand, vncViewers } from "./Observability.ts"
-import { Sessions } from "./Sessions.ts"
+import { Recordings } from "./Recordings.ts"
+import { type SessionRecord, Sessions } from "./Sessions.ts"
 import { type SessionAccess, Sharing } from "./Sharing.ts"
 
 export { ViewerClose } from "./internal/vnc/relay.ts"
@@ -59,6 +62,8 @@ export const make = Effect.gen(function*() {
   const hub = yield* AgentHub
   const sessions = yield* Sessions
   const auth = yield* Auth
+  // Optional, so embedders and tests without recordings keep working.
+  const recordings = Option.getOrUndefined(yield* Effect.serviceOption(Recordings))
   const router = yield* HttpRouter.HttpRouter
   const wss = yield* scopedWsServer({ subprotocol: VIEWER_SUBPROTOCOL, maxPayload: MAX_VIEWER_MESSAGE_BYTES })
   const tickets = makeTickets(config.vncTicketTtl)
@@ -109,13 +114,17 @@ export const make = Effect.gen(function*() {
       const parser = makeRfbClientParser()
       const note = Effect.runSyncWith(context)
       return (bytes: Uint8Array) => {
-        if (parser.push(bytes).some(isUserInput)) note(sessions.noteInput(sessionId, viewer))
+        const input = parser.push(bytes).filter(isUserInput)
+        if (input.length === 0) return
+        note(sessions.noteInput(sessionId, viewer))
+        for (const m of input) recordings?.input(sessionId, m.raw)
       }
     })
 
   /** Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended. */
-  const serveViewer = (ws: WebSocket, user: User, agentId: AgentId, sessionId: SessionId, viewer: string, who: Redeemed, access: SessionAccess["access"]) =>
+  const serveViewer = (ws: WebSocket, user: User, session: SessionRecord, viewer: string, who: Redeemed, access: SessionAccess["access"]) =>
     Effect.scoped(Effect.gen(function*() {
+      const { agentId, id: sessionId } = session
       // The check and the slot in one synchronous step, so concurrent viewers cannot all take the last one.
       const slot = viewerLimits.acquire(user, sessionId)
       if ("refused" in slot) return yield* closeAndWait(ws, ViewerClose.tooManyViewers, slot.refused)
@@ -137,11 +146,16 @@ export const make = Effect.gen(function*() {
           }
         })
       }
+      const watch = yield* inputWatcher(sessionId, viewer)
+      const attached = recordings === undefined ? undefined : yield* Effect.result(recordings.attach(session, viewer))
+      if (attached?._tag === "Failure") return yield* closeAndWait(ws, ViewerClose.recordingFailed, attached.failure.message)
+      const recorded = attached?.success
       const end = yield* relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,
         track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes))),
-        onViewerData: yield* inputWatcher(sessionId, viewer),
+        onViewerData: recorded === undefined ? watch : (bytes) => (watch(bytes), recorded.client(bytes)),
+        ...(recorded === undefined ? {} : { onAgentData: recorded.server }),
         ...(sharing === undefined ? {} : { filter: makeInputFilter(() => sharing.mayInput(who.viewerId)).push })
       }).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
@@ -149,7 +163,7 @@ export const make = Effect.gen(function*() {
       if (end.by === "viewer") return
       yield* closeAndWait(ws, end.code, end.reason)
       yield* Effect.logInfo("VncProxy: viewer closed").pipe(Effect.annotateLogs({ code: end.code, reason: end.reason }))
-    }).pipe(Effect.annotateLogs({ session_id: sessionId, agent_id: agentId })))
+    }).pipe(Effect.annotateLogs({ session_id: session.id, agent_id: session.agentId })))
 
   const route = (request: HttpServerRequest) =>
     Effect.gen(function*() {
@@ -171,7 +185,7 @@ export const make = Effect.gen(function*() {
         const { access, session } = found.value
         return session.state !== "running"
           ? closeAndWait(ws, ViewerClose.notRunning, `session is ${session.state}, not running`)
-          : serveViewer(ws, who.user, session.agentId, session.id, `${who.user.id} (viewer ${++viewerSerial})`, who, access)
+          : serveViewer(ws, who.user, session, `${who.user.id} (viewer ${++viewerSerial})`, who, access)
       })
     }).pipe(Effect.withSpan("VncProxy.viewer"))
 

@@ -3,6 +3,7 @@
 // Lists refresh by polling, faster while a session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
 import { attachSharing, mountLinkViewer, sharedMark } from "/ui/sharing.js"
 import { usagePage as makeUsagePage } from "./usage.js"
+import { recordingMark, recordingsPage } from "./recordings.js"
 
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
@@ -264,6 +265,7 @@ const sessionsPage = {
         <form id="create" class="inline">
           <label>Template <select name="template" data-testid="template-select"></select></label>
           <label>Region (optional) <input name="region" placeholder="any" size="10"></label>
+          <label class="inline-check" title="Where the template allows it (its recording policy is optional)"><input type="checkbox" name="record" data-testid="create-record"> Record</label>
           <button data-testid="create-session" disabled>New session</button>
         </form>
       </div>
@@ -278,6 +280,7 @@ const sessionsPage = {
       try {
         const s = await api("POST", "/sessions", body)
         showBanner(`Session ${s.id} is starting…`, "info")
+        if (form.get("record")) await api("PUT", `/sessions/${encodeURIComponent(s.id)}/recording`, { enabled: true })
       } catch (err) { showBanner(err.message) }
       button.disabled = false
       refreshSoon(0)
@@ -325,6 +328,7 @@ const sessionsPage = {
         <td data-label="Created">${timeAgo(s.created_at)}</td>
         <td class="actions"><div>
           ${s.state === "running" || s.state === "hibernated" ? `<a class="button" href="#/sessions/${encodeURIComponent(s.id)}/view" data-testid="view-session">${s.state === "hibernated" ? "Resume" : "View"}</a>` : ""}
+          ${!s.shared ? `<a class="button secondary" href="#/sessions/${encodeURIComponent(s.id)}/recordings" data-testid="session-recordings">Recordings</a>` : ""}
           ${s.state === "running" && s.persistent_home && !s.shared ? `<button data-act="hibernate" data-testid="hibernate-session" title="Stop the desktop and keep its home folder">Hibernate</button>` : ""}
           ${s.state !== "terminated" && s.state !== "terminating" && !s.shared ? `<button class="danger" data-act="delete" data-testid="delete-session">Delete</button>` : ""}
         </div></td>
@@ -448,6 +452,7 @@ function viewerPage(id) {
         const scheme = location.protocol === "https:" ? "wss" : "ws"
         viewer = new RFB($("#screen"), `${scheme}://${location.host}${ticket.url}`, { wsProtocols: ["binary"] })
         detachSharing = attachSharing({ after: $(".viewer-bar"), session, viewerId: ticket.viewer_id, token, api, me: claims().sub, showBanner })
+        recordingMark(id, api, $(".viewer-bar"), viewer)
       } catch (err) {
         status(err instanceof ApiError ? err.message : "The viewer could not start. Reload the page to try again.", "reason")
         return
@@ -544,6 +549,7 @@ async function render() {
     return render()
   }
   if (viewer) { viewer.disconnect(); viewer = undefined }
+  page?.unmount?.()
   if (detachSharing) { detachSharing(); detachSharing = undefined }
   const shareLink = /^#share=([\w-]+)/.exec(hash)
   if (shareLink) {
@@ -562,7 +568,9 @@ async function render() {
   const view = /^#\/sessions\/([^/]+)\/view$/.exec(hash)
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", !view && hash.startsWith(`#/${a.dataset.page}`))
   $("#nav a[data-page=usage]").hidden = !isAdmin()
-  page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/templates") ? templatesPage
+  const recs = /^#\/sessions\/([^/]+)\/recordings(?:\/([^/]+))?$/.exec(hash)
+  if (recs) page = recordingsPage(decodeURIComponent(recs[1]), recs[2] && decodeURIComponent(recs[2]), { api, token: () => token, showBanner })
+  else page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/templates") ? templatesPage
     : hash.startsWith("#/usage") && isAdmin() ? usagePage : sessionsPage
   await page.mount()
   await poll()

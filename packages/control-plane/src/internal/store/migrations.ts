@@ -239,6 +239,20 @@ const teams = statements(
   `CREATE INDEX sessions_team_live ON sessions (team) WHERE team IS NOT NULL AND state NOT IN ('terminated', 'failed')`
 )
 
+// Recording policy per template (no row: off) and the owner's choice per session (issue 17).
+const recordingPolicies = statements(
+  `CREATE TABLE recording_template_policies (
+    template text PRIMARY KEY,
+    policy text NOT NULL CHECK (policy IN ('off', 'optional', 'always')),
+    updated_at timestamptz NOT NULL
+  )`,
+  `CREATE TABLE recording_session_choices (
+    session_id text PRIMARY KEY,
+    enabled boolean NOT NULL,
+    updated_at timestamptz NOT NULL
+  )`
+)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -251,7 +265,8 @@ const all = {
   "0009_homes": homes,
   "0010_template_warm_pool": templateWarmPool,
   "0011_sharing": sharing,
-  "0012_teams": teams
+  "0012_teams": teams,
+  "0013_recording_policies": recordingPolicies
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */

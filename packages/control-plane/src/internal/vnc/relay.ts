@@ -36,7 +36,9 @@ export const ViewerClose = {
   /** The agent could not open the tunnel, or broke the flow-control contract. */
   tunnelFailed: 4502,
   /** The agent running the session disconnected. */
-  agentGone: 4503
+  agentGone: 4503,
+  /** The session's template requires recording (`always`) and the recording cannot start; the reason says why. */
+  recordingFailed: 4507
 } as const
 
 /** How a relay ended: by the viewer (nothing to tell it), or with a code and reason for the viewer. */
@@ -50,10 +52,15 @@ export interface RelayOptions {
   readonly pingInterval: Duration.Input
   /** Called with a function giving the bytes this relay holds right now, for as long as it runs. */
   readonly track: (held: () => number) => Effect.Effect<void, never, Scope.Scope>
-  /** Sees every chunk the viewer sends, in order, as it arrives (the proxy looks for user input in it). */
-  readonly onViewerData?: (bytes: Uint8Array) => void
+  /**
+   * Sees every chunk the viewer sends that goes on (after `filter`), in order, as it arrives (the proxy looks for
+   * user input in it); bytes it returns are sent to the agent right after the chunk (a recording's keyframe request).
+   */
+  readonly onViewerData?: (bytes: Uint8Array) => Uint8Array | void
   /** What of each chunk the viewer sends goes on (before `onViewerData`); undefined ends the viewer (`unfilterable`). */
   readonly filter?: (bytes: Uint8Array) => Uint8Array | undefined
+  /** Sees every chunk the agent sends towards the viewer, in order (a recording). */
+  readonly onAgentData?: (bytes: Uint8Array) => void
 }
 
 const toBytes = (data: RawData): Uint8Array =>
@@ -117,9 +124,11 @@ export const relay = Effect.fnUntraced(function*(
       return
     }
     if (bytes.length === 0) return
-    options.onViewerData?.(bytes)
-    queuedBytes += bytes.length
-    Queue.offerUnsafe(inbound, bytes)
+    const extra = options.onViewerData?.(bytes)
+    for (const chunk of extra === undefined ? [bytes] : [bytes, extra]) {
+      queuedBytes += chunk.length
+      Queue.offerUnsafe(inbound, chunk)
+    }
     flow()
   })
   ws.on("close", () => finish({ by: "viewer" }))
@@ -154,6 +163,7 @@ export const relay = Effect.fnUntraced(function*(
           return Effect.void
         }
         inFlight += n
+        options.onAgentData?.(frame.payload)
         ws.send(frame.payload, { binary: true }, (err) => {
           inFlight -= n
           if (err !== undefined && err !== null) return
