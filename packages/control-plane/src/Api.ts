@@ -3,7 +3,8 @@
 // needs the admin role; users see and touch only their own sessions. Bodies are read within MAX_BODY_BYTES and
 // decoded strictly (unknown fields are errors); every error is `{"error": {"code", "message"}}` with the
 // status that fits, and bad input names the field. Admin actions and session creates/deletes are recorded in
-// the audit log (Audit) with the acting user's sub; GET /api/v1/audit reads it (admins).
+// the audit log (Audit) with the acting user's sub; GET /api/v1/audit reads it (admins). Browsers authenticate
+// with their login cookie instead of a JWT (Auth.authenticateRequest, with its CSRF check).
 import { AgentId, CommandId, TemplateName } from "@streamspace/protocol"
 import { Cause, Duration, Effect, Metric, Option, Schema } from "effect"
 import { HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
@@ -36,7 +37,7 @@ const CommandPath = Schema.Struct({ id: CommandId })
 
 type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError | AuditError | HomesError
 
-const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
+export const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
   switch (e._tag) {
     case "ApiError":
       return errorResponse(e.status, e.code, e.message)
@@ -93,7 +94,7 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
 }
 
 /** Answers errors as JSON; a defect is logged and answered 500 without details. */
-const answer = <R>(name: string, effect: Effect.Effect<HttpServerResponse.HttpServerResponse, Failure, R>) =>
+export const answer = <R>(name: string, effect: Effect.Effect<HttpServerResponse.HttpServerResponse, Failure, R>) =>
   effect.pipe(
     Effect.catch((e: Failure) => Effect.succeed(toResponse(e))),
     Effect.catchCause((cause) =>
@@ -116,7 +117,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
 
   const user: Effect.Effect<User, AuthError, HttpServerRequest.HttpServerRequest> = Effect.flatMap(
     HttpServerRequest.HttpServerRequest,
-    (request) => auth.authenticate(request.headers["authorization"])
+    (request) => auth.authenticateRequest(request)
   )
   const admin = Effect.tap(user, requireAdmin)
   const path = <S extends Schema.Decoder<unknown>>(schema: S) => Effect.flatMap(HttpRouter.params, (p) => decodeStrict(schema, p, "path"))

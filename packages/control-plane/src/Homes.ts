@@ -66,7 +66,7 @@ export interface HomesShape {
 }
 
 /** Reads every session record (the control plane acts as an admin here). */
-const everyone: User = { id: "system" as User["id"], role: "admin" }
+const everyone: User = { id: "system" as User["id"], role: "admin", groups: [] }
 const ended = (s: SessionPhase) => s === "terminated" || s === "failed"
 
 export const makeWith = Effect.fnUntraced(function*(repo: HomesRepo) {

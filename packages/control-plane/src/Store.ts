@@ -16,6 +16,7 @@ import { type AuditTable, makeAudit } from "./internal/store/audit.ts"
 import { type CommandsTable, makeCommands } from "./internal/store/commands.ts"
 import { makeDb } from "./internal/store/db.ts"
 import { type HomesTable, makeHomes } from "./internal/store/homes.ts"
+import { type LoginsTable, makeLogins } from "./internal/store/logins.ts"
 import { StoreError } from "./internal/store/error.ts"
 import { runMigrations } from "./internal/store/migrations.ts"
 import { makeSessions, type SessionsTable } from "./internal/store/sessions.ts"
@@ -37,7 +38,8 @@ export {
   type TemplateRecord,
   templateRecord
 } from "./internal/store/templates.ts"
-export type { NewUser, UserRecord } from "./internal/store/users.ts"
+export type { LoginAttemptRecord, LoginSessionRecord, LoginsTable, NewLoginSession } from "./internal/store/logins.ts"
+export type { LoginUser, NewUser, UserRecord } from "./internal/store/users.ts"
 
 export interface StoreShape {
   readonly users: UsersTable
@@ -47,6 +49,7 @@ export interface StoreShape {
   readonly commands: CommandsTable
   readonly audit: AuditTable
   readonly homes: HomesTable
+  readonly logins: LoginsTable
   /**
    * Runs `effect` in one database transaction: store calls inside it commit or roll back together. Nested
    * calls use savepoints. On PGlite the one connection is held for the whole transaction, so keep it short
@@ -67,6 +70,7 @@ export const make = Effect.gen(function*() {
     commands: makeCommands(db),
     audit: makeAudit(db),
     homes: makeHomes(db),
+    logins: makeLogins(db),
     withTransaction: (effect) =>
       db.sql.withTransaction(effect).pipe(
         Effect.mapError((e) => (isSqlError(e) ? StoreError.database(e, "transaction failed") : e))

@@ -8,7 +8,7 @@
 // Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets.
 import type { AgentId, SessionId } from "@streamspace/protocol"
 import { MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
-import { Clock, Context, Effect, Layer, Metric } from "effect"
+import { Clock, Context, Deferred, Effect, Layer, Metric } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import type { WebSocket } from "ws"
@@ -30,6 +30,8 @@ export { VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
 export interface VncProxyShape {
   /** Issues a single-use ticket for one session, bound to the user; the session must be visible to them. */
   readonly issueTicket: (user: User, sessionId: string) => Effect.Effect<VncTicket, VncProxyError>
+  /** Closes every viewer of a user on this replica now (4403 with `reason`): the user was disabled. */
+  readonly closeViewersOf: (userId: string, reason: string) => Effect.Effect<void>
   /** Viewers connected right now. */
   readonly viewers: Effect.Effect<number>
   /**
@@ -60,6 +62,10 @@ export const make = Effect.gen(function*() {
   let viewerSerial = 0
   /** What each open relay holds in memory (see `buffered`). */
   const held = new Set<() => number>()
+  /** Each open viewer's revocation, by user (closeViewersOf). */
+  const revocations = new Map<string, Set<Deferred.Deferred<string>>>()
+  const closeViewersOf = (userId: string, reason: string) =>
+    Effect.forEach(revocations.get(userId) ?? [], (d) => Deferred.succeed(d, reason), { discard: true })
 
   const issueTicket = Effect.fn("VncProxy.issueTicket")(function*(user: User, sessionId: string) {
     const session = yield* sessions.get(user, sessionId).pipe(
@@ -104,12 +110,16 @@ export const make = Effect.gen(function*() {
       viewerCount++
       yield* Metric.modify(vncViewers, 1)
       yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(() => void viewerCount--), Metric.modify(vncViewers, -1)))
-      const end = yield* relay(ws, openThroughHub(agentId, sessionId), {
+      const revoked = yield* Deferred.make<string>()
+      const mine = revocations.get(user.id) ?? new Set()
+      revocations.set(user.id, mine.add(revoked))
+      yield* Effect.addFinalizer(() => Effect.sync(() => mine.delete(revoked) && mine.size === 0 && revocations.delete(user.id)))
+      const end = yield* Effect.raceFirst(relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,
         track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes))),
         onViewerData: yield* inputWatcher(sessionId, viewer)
-      }).pipe(
+      }), Effect.map(Deferred.await(revoked), (reason) => ({ by: "agent" as const, code: ViewerClose.accessRevoked, reason }))).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
       if (end.by === "viewer") return
@@ -123,7 +133,7 @@ export const make = Effect.gen(function*() {
       if (!isUpgrade(request)) return errorResponse(426, "upgrade_required", "this endpoint only accepts WebSocket upgrades (noVNC)")
       const ticket = new URL(request.url, "http://localhost").searchParams.get("ticket")
       const authenticated: Effect.Effect<User, AuthError | VncProxyError> = ticket !== null
-        ? tickets.redeem(ticket, sessionId)
+        ? Effect.tap(tickets.redeem(ticket, sessionId), auth.checkEnabled)
         : auth.authenticate(request.headers["authorization"])
       const user = yield* Effect.result(authenticated)
       if (user._tag === "Failure") {
@@ -143,6 +153,7 @@ export const make = Effect.gen(function*() {
 
   return VncProxy.of({
     issueTicket,
+    closeViewersOf,
     viewers: Effect.sync(() => viewerCount),
     buffered: Effect.sync(() => {
       let total = 0

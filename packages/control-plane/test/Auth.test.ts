@@ -20,7 +20,7 @@ describe("Auth with JWT_SECRET (HS256)", () => {
       const token = yield* Effect.promise(() => sign({ sub: "ann", nbf: 1_000_100 }, { nowSec: 1_000_000, expiresIn: 600 }))
       assert.strictEqual(yield* reasonOf(auth.verify(token)), "NotYetValid")
       yield* TestClock.adjust("71 seconds") // nbf - 29s: within the tolerance
-      assert.deepStrictEqual(yield* auth.verify(token), { id: "ann" as never, role: "user" })
+      assert.deepStrictEqual(yield* auth.verify(token), { id: "ann" as never, role: "user", groups: [] })
       yield* TestClock.adjust("558 seconds") // exp + 29s: within the tolerance
       assert.strictEqual((yield* auth.verify(token)).id, "ann")
       yield* TestClock.adjust("2 seconds")
@@ -32,7 +32,7 @@ describe("Auth with JWT_SECRET (HS256)", () => {
       const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET })
       const now = Math.floor(Date.now() / 1000)
       yield* TestClock.setTime(now * 1000)
-      assert.deepStrictEqual(yield* auth.verify(yield* Effect.promise(() => sign({ sub: "root", role: "admin" }))), { id: "root" as never, role: "admin" })
+      assert.deepStrictEqual(yield* auth.verify(yield* Effect.promise(() => sign({ sub: "root", role: "admin" }))), { id: "root" as never, role: "admin", groups: [] })
       assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann" }, { secret: "x".repeat(40) })))), "InvalidToken")
       assert.strictEqual(yield* reasonOf(auth.verify(unsecured({ sub: "ann" }))), "InvalidToken")
       assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann" }, { alg: "HS384" })))), "InvalidToken")
@@ -51,14 +51,14 @@ describe("Auth with JWT_SECRET (HS256)", () => {
       assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann", iss: "https://evil.example", aud: "streamspace" })))), "InvalidToken")
       assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann", iss: "https://idp.example", aud: "other" })))), "InvalidToken")
       // What it mints carries the configured issuer and audience.
-      assert.strictEqual((yield* auth.verify(yield* auth.mint({ id: "bob" as never, role: "user" }, "1 hour"))).id, "bob")
+      assert.strictEqual((yield* auth.verify(yield* auth.mint({ id: "bob" as never, role: "user", groups: [] }, "1 hour"))).id, "bob")
     }))
 
   it.effect("DEV_MODE mints an admin token that verifies", () =>
     Effect.gen(function*() {
       const auth = yield* authWith({ DEV_MODE: "true" })
       assert.isString(auth.devToken)
-      assert.deepStrictEqual(yield* auth.verify(auth.devToken!), { id: "admin" as never, role: "admin" })
+      assert.deepStrictEqual(yield* auth.verify(auth.devToken!), { id: "admin" as never, role: "admin", groups: [] })
       yield* TestClock.adjust("25 hours")
       assert.strictEqual(yield* reasonOf(auth.verify(auth.devToken!)), "Expired")
     }))
@@ -76,13 +76,13 @@ describe("Auth with JWT_JWKS_URL", () => {
       const auth = yield* authWith({ JWT_JWKS_URL: url })
       const rs = (key: CryptoKey | Uint8Array, alg = "RS256") =>
         Effect.promise(() => new SignJWT({ role: "admin" }).setProtectedHeader({ alg, kid: "k1" }).setSubject("idp-user").setIssuedAt().setExpirationTime("1h").sign(key))
-      assert.deepStrictEqual(yield* auth.verify(yield* rs(privateKey)), { id: "idp-user" as never, role: "admin" })
+      assert.deepStrictEqual(yield* auth.verify(yield* rs(privateKey)), { id: "idp-user" as never, role: "admin", groups: [] })
       assert.strictEqual(yield* reasonOf(auth.verify(yield* rs(other.privateKey))), "InvalidToken")
       assert.strictEqual(yield* reasonOf(auth.verify(yield* Effect.promise(() => sign({ sub: "ann" })))), "InvalidToken")
       // HS256 "signed" with the public key's bytes: no HMAC key source exists, so it is refused.
       const pubBytes = new TextEncoder().encode(JSON.stringify(jwk))
       assert.strictEqual(yield* reasonOf(auth.verify(yield* rs(pubBytes, "HS256"))), "InvalidToken")
-      assert.strictEqual(yield* reasonOf(auth.mint({ id: "x" as never, role: "user" }, "1 hour")), "Misconfigured")
+      assert.strictEqual(yield* reasonOf(auth.mint({ id: "x" as never, role: "user", groups: [] }, "1 hour")), "Misconfigured")
     }))
 })
 

@@ -15,9 +15,9 @@ import { fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
 import { TEST_JWT_SECRET } from "./support/jwt.ts"
 import { Duration } from "effect"
 
-const ann: User = { id: "ann" as UserId, role: "user" }
-const bob: User = { id: "bob" as UserId, role: "user" }
-const root: User = { id: "root" as UserId, role: "admin" }
+const ann: User = { id: "ann" as UserId, role: "user", groups: [] }
+const bob: User = { id: "bob" as UserId, role: "user", groups: [] }
+const root: User = { id: "root" as UserId, role: "admin", groups: [] }
 const HOUR = 3_600_000
 const at = (ms: number) => new Date(ms).toISOString()
 

@@ -14,9 +14,9 @@ import { TEST_JWT_SECRET } from "./support/jwt.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
 
-const ann: User = { id: "ann" as UserId, role: "user" }
-const bob: User = { id: "bob" as UserId, role: "user" }
-const root: User = { id: "root" as UserId, role: "admin" }
+const ann: User = { id: "ann" as UserId, role: "user", groups: [] }
+const bob: User = { id: "bob" as UserId, role: "user", groups: [] }
+const root: User = { id: "root" as UserId, role: "admin", groups: [] }
 const demo = "demo" as TemplateName
 
 const status = (id: string, phase: SessionStatus["phase"], extra: Partial<SessionStatus> = {}): SessionStatus => ({
@@ -650,7 +650,7 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
     Effect.gen(function*() {
       const t = yield* storeSetup("store-c")
       const sessions = yield* t.build
-      const dave: User = { id: "dave-pages" as UserId, role: "user" }
+      const dave: User = { id: "dave-pages" as UserId, role: "user", groups: [] }
       const made: Array<string> = []
       for (let i = 0; i < 5; i++) made.push((yield* sessions.create(dave, { template: demo })).id)
       yield* sessions.create(root, { template: demo })
@@ -684,7 +684,7 @@ layer(Store.layerMemory, { timeout: "240 seconds", excludeTestServices: true })(
       const t = yield* storeSetup("store-b")
       t.hub.agents.set("store-b", { ...t.hub.agents.get("store-b")!, draining: true })
       const sessions = yield* t.build
-      const carol: User = { id: "carol" as UserId, role: "user" }
+      const carol: User = { id: "carol" as UserId, role: "user", groups: [] }
       assert.strictEqual((yield* Effect.flip(sessions.create(carol, { template: demo }))).reason, "NoEligibleAgent")
       assert.deepStrictEqual(yield* t.store.sessions.list({ agentId: "store-b" }), [])
     }), { timeout: 120_000 })

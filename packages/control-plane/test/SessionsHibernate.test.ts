@@ -9,7 +9,7 @@ import { templateRecord } from "../src/Store.ts"
 import { fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
 
-const ann: User = { id: "ann" as UserId, role: "user" }
+const ann: User = { id: "ann" as UserId, role: "user", groups: [] }
 const at = (n: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString()
 const report = (id: string, phase: SessionStatus["phase"], n: number): SessionStatus => ({ session_id: id as SessionId, phase, observed_at: at(n) })
 

@@ -13,8 +13,8 @@ import { templateRecord } from "../src/Store.ts"
 import { fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
 
-const ann: User = { id: "ann" as UserId, role: "user" }
-const bob: User = { id: "bob" as UserId, role: "user" }
+const ann: User = { id: "ann" as UserId, role: "user", groups: [] }
+const bob: User = { id: "bob" as UserId, role: "user", groups: [] }
 const running = (id: SessionId): SessionStatus => ({ session_id: id, phase: "running", observed_at: new Date(0).toISOString() })
 
 const templates = [

@@ -15,8 +15,8 @@ import { bearer, sign, TEST_JWT_SECRET } from "./support/jwt.ts"
 
 const WINDOW = 65536
 const PING = "20 seconds"
-const ann: User = { id: "ann" as UserId, role: "user" }
-const bob: User = { id: "bob" as UserId, role: "user" }
+const ann: User = { id: "ann" as UserId, role: "user", groups: [] }
+const bob: User = { id: "bob" as UserId, role: "user", groups: [] }
 
 const env = {
   JWT_SECRET: TEST_JWT_SECRET,

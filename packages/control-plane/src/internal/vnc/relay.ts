@@ -32,7 +32,9 @@ export const ViewerClose = {
   /** The agent could not open the tunnel, or broke the flow-control contract. */
   tunnelFailed: 4502,
   /** The agent running the session disconnected. */
-  agentGone: 4503
+  agentGone: 4503,
+  /** The viewer's user was disabled or signed out everywhere by an admin. */
+  accessRevoked: 4403
 } as const
 
 /** How a relay ended: by the viewer (nothing to tell it), or with a code and reason for the viewer. */
