@@ -19,6 +19,7 @@ import { AuditQuery, auditJson, hardeningHeaders, metricsAuthorized, noStore } f
 import { encodeCursor, pageOf, pageRequest } from "./internal/pagination.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
 import { CreateSessionRequest, CreateTemplateRequest, PatchTemplateRequest, SESSION_STATES, type SessionRecord, Sessions, type SessionsError } from "./Sessions.ts"
+import type { UsersError } from "./Users.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
 
 export const PatchAgentBody = Schema.Struct({ status: Schema.Literals(["online", "offline"]) })
@@ -35,7 +36,7 @@ const NamePath = Schema.Struct({ name: TemplateName })
 const IdPath = Schema.Struct({ id: Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: "id must not be empty" }), Schema.isMaxLength(128, { message: "id must be at most 128 characters" }))) })
 const CommandPath = Schema.Struct({ id: CommandId })
 
-type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError | AuditError | HomesError
+type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError | AuditError | HomesError | UsersError
 
 export const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
   switch (e._tag) {
@@ -89,9 +90,20 @@ export const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse =>
         : errorResponse(401, "unauthorized", e.message)
     case "AuditError":
       return errorResponse(503, "unavailable", e.message)
+    case "UsersError":
+      return usersErrorResponse(e)
   }
   return errorResponse(500, "internal", "unexpected error")
 }
+
+const usersErrorResponse = (e: UsersError) =>
+  e.reason === "NotFound"
+    ? errorResponse(404, "not_found", e.message)
+    : e.reason === "Forbidden"
+    ? errorResponse(403, "forbidden", e.message)
+    : e.reason === "LoginFailed" || e.reason === "NotConfigured"
+    ? errorResponse(400, "invalid_request", e.message)
+    : errorResponse(503, "unavailable", e.message)
 
 /** Answers errors as JSON; a defect is logged and answered 500 without details. */
 export const answer = <R>(name: string, effect: Effect.Effect<HttpServerResponse.HttpServerResponse, Failure, R>) =>

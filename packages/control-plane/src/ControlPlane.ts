@@ -20,6 +20,8 @@ import { Homes } from "./Homes.ts"
 import * as Observability from "./Observability.ts"
 import { Sessions } from "./Sessions.ts"
 import { Store } from "./Store.ts"
+import { Users } from "./Users.ts"
+import * as UsersApi from "./UsersApi.ts"
 import { VncProxy } from "./VncProxy.ts"
 import * as WebUi from "./WebUi.ts"
 
@@ -137,7 +139,8 @@ const redactTickets = Layer.succeed(UrlParams.CurrentRedactedNames, [
 ])
 
 /** Everything the routes need, built once and shared by them (and exposed to embedders). */
-const services = Layer.merge(VncProxy.layer, Homes.layer).pipe(
+const services = Users.layer.pipe(
+  Layer.provideMerge(Layer.merge(VncProxy.layer, Homes.layer)),
   Layer.provideMerge(Sessions.layer),
   Layer.provideMerge(CommandDispatcher.layer),
   Layer.provideMerge(AgentHub.layer),
@@ -152,7 +155,7 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
     const config = yield* ControlPlaneConfig
     const server = makeServer(config)
     const release = holdEarlyRequests(server)
-    const app = Layer.merge(Api.layer, WebUi.layer).pipe(Layer.provideMerge(services))
+    const app = Layer.mergeAll(Api.layer, UsersApi.layer, WebUi.layer).pipe(Layer.provideMerge(services))
     const served = HttpRouter.serve(app).pipe(Layer.provide(serverLayer(server)))
     const info = Layer.effect(ControlPlane, Effect.gen(function*() {
       const auth = yield* Auth

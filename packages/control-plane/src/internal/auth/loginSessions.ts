@@ -42,16 +42,8 @@ export const makeLoginSessions = (store: StoreShape, config: ControlPlaneConfigS
   const unavailable = () => new AuthError({ reason: "Misconfigured", message: "the login store is unavailable" })
   const ended = new AuthError({ reason: "InvalidToken", message: "your login has ended (expired, signed out or revoked): log in again" })
 
-  /** The Set-Cookie value that stores `value` (or, with undefined, deletes the cookie). */
-  const cookieHeader = (value: string | undefined) =>
-    [
-      `${LOGIN_COOKIE}=${value ?? ""}`,
-      "Path=/",
-      "HttpOnly",
-      "SameSite=Lax",
-      ...(secure ? ["Secure"] : []),
-      `Max-Age=${value === undefined ? 0 : Math.floor(maxMs / 1000)}`
-    ].join("; ")
+  /** The login cookie's attributes (Max-Age: LOGIN_MAX_LIFETIME; the server ends it earlier when idle). */
+  const cookieOptions = { path: "/", httpOnly: true, sameSite: "lax", secure, maxAge: config.login.maxLifetime } as const
 
   const create = Effect.fn("LoginSessions.create")(function*(user: { id: UserId; role: Role; groups: ReadonlyArray<string> }, idToken: string | undefined) {
     const now = yield* Clock.currentTimeMillis
@@ -120,7 +112,7 @@ export const makeLoginSessions = (store: StoreShape, config: ControlPlaneConfigS
     yield* store.logins.removeExpired(new Date(now), new Date(now - idleMs))
   })
 
-  return { create, check, current, end, sweep, cookieHeader, toUser }
+  return { create, check, current, end, sweep, cookieOptions, toUser }
 }
 
 const sameOrigin = (origin: string, host: string | undefined, publicUrl: string | undefined) => {
