@@ -131,7 +131,7 @@ export const make = Effect.gen(function*() {
       catch: fromJoseError
     })
     yield* checkLifetime(result.payload, now.getTime() / 1000)
-    return yield* userFromClaims(result.payload, config.login.groupsClaim, config.login.oidc?.adminGroups ?? [])
+    return yield* userFromClaims(result.payload, config.login.groupsClaim, config.login.adminGroups)
   })
 
   // The Store is absent only where a test builds Auth alone; the control plane always has it.

@@ -126,7 +126,8 @@ export const make = Effect.gen(function*() {
     const callback = new URL(redirectUrl)
     callback.search = callbackUrl.search
     const identity = yield* oidc.finish(callback, attempt)
-    const { allowedGroups, adminGroups } = oidcSettings
+    const { allowedGroups } = oidcSettings
+    const adminGroups = config.login.adminGroups
     if (allowedGroups.length > 0 && !identity.groups.some((g) => allowedGroups.includes(g))) {
       return yield* new UsersError({
         reason: "Forbidden",

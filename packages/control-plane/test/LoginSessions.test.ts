@@ -90,7 +90,7 @@ describe("login settings", () => {
       assert.deepStrictEqual(login.oidc?.scopes, ["openid", "profile", "email"])
       assert.strictEqual(login.oidc?.usernameClaim, "preferred_username")
       assert.strictEqual(login.oidc?.providerName, "idp.example.com")
-      assert.deepStrictEqual(login.oidc?.adminGroups, ["ops", "admins"])
+      assert.deepStrictEqual(login.adminGroups, ["ops", "admins"])
       assert.deepStrictEqual(login.oidc?.allowedGroups, [])
       assert.strictEqual(login.groupsClaim, "groups")
     }))

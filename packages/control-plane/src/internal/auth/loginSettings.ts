@@ -14,8 +14,6 @@ export interface OidcSettings {
   readonly redirectUrl: string | undefined
   /** The name on the login button. */
   readonly providerName: string
-  /** Members of any of these groups are admins. */
-  readonly adminGroups: ReadonlyArray<string>
   /** When not empty, only members of one of these groups may log in. */
   readonly allowedGroups: ReadonlyArray<string>
 }
@@ -24,6 +22,8 @@ export interface LoginSettings {
   readonly oidc: OidcSettings | undefined
   /** The claim of bearer JWTs and ID tokens that lists the user's groups (OIDC_GROUPS_CLAIM). */
   readonly groupsClaim: string
+  /** Members of any of these groups are admins (OIDC logins, and bearer JWTs with the groups claim). */
+  readonly adminGroups: ReadonlyArray<string>
   /** A browser login ends after this long without a request (renewed while the user is active). */
   readonly idleTimeout: Duration.Duration
   /** A browser login ends this long after it began, active or not. */
@@ -45,6 +45,7 @@ export const readLoginSettings: Effect.Effect<LoginSettings, SettingError> = Eff
   const settings: LoginSettings = {
     oidc: undefined,
     groupsClaim: yield* text("OIDC_GROUPS_CLAIM", "groups"),
+    adminGroups: list(yield* text("OIDC_ADMIN_GROUPS")),
     idleTimeout: yield* duration("LOGIN_IDLE_TIMEOUT", "30m"),
     maxLifetime: yield* duration("LOGIN_MAX_LIFETIME", "12h")
   }
@@ -78,7 +79,6 @@ export const readLoginSettings: Effect.Effect<LoginSettings, SettingError> = Eff
       usernameClaim: yield* text("OIDC_USERNAME_CLAIM", "preferred_username"),
       redirectUrl: redirect === "" ? undefined : redirect,
       providerName: (yield* text("OIDC_PROVIDER_NAME")) || issuerUrl.host,
-      adminGroups: list(yield* text("OIDC_ADMIN_GROUPS")),
       allowedGroups: list(yield* text("OIDC_ALLOWED_GROUPS"))
     }
   }
