@@ -262,6 +262,22 @@ describe("OpenID Connect misconfigurations give clear errors", () => {
       assert.include(bob.landed.text, "check OIDC_CLIENT_ID and OIDC_CLIENT_SECRET")
     }), { timeout: 120_000 })
 
+  it.live("an ID token for another client or from another issuer is refused, saying which", () =>
+    Effect.gen(function*() {
+      const { base, provider } = yield* setup()
+      provider.rewriteIdTokens((claims) => ({ ...claims, aud: "another-client" }))
+      const audience = yield* loggedIn(base, "bob")
+      assert.strictEqual(audience.landed.status, 400)
+      assert.include(audience.landed.text, "the ID token is for another client than OIDC_CLIENT_ID")
+      provider.rewriteIdTokens((claims) => ({ ...claims, iss: "https://impostor.example.com" }))
+      const issuer = yield* loggedIn(base, "bob")
+      assert.strictEqual(issuer.landed.status, 400)
+      assert.include(issuer.landed.text, "the ID token is from another issuer than OIDC_ISSUER_URL")
+      // Untouched tokens log in.
+      provider.rewriteIdTokens(undefined)
+      assert.strictEqual((yield* loggedIn(base, "bob")).me.user.id, "bob")
+    }), { timeout: 120_000 })
+
   it.live("an issuer URL that is not the provider's issuer identifier is refused at discovery", () =>
     Effect.gen(function*() {
       const { base, provider } = yield* setup({}, { startProvider: false })
