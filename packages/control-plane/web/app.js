@@ -2,6 +2,7 @@
 // ("Log in with <provider>", login.js) or the user's bearer token (kept in localStorage; a `#token=...` link
 // logs in at once, or asks first when another token is stored).
 import * as login from "./login.js"
+import { makeUsersPage } from "./users.js"
 // Lists refresh by polling, faster while a session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
@@ -553,12 +554,14 @@ async function render() {
   $("#who").textContent = `${who.sub ?? "user"}${who.role === "admin" ? " (admin)" : ""}`
   const view = /^#\/sessions\/([^/]+)\/view$/.exec(hash)
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", !view && hash.startsWith(`#/${a.dataset.page}`))
-  page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/templates") ? templatesPage : sessionsPage
+  $("#nav a[data-page=users]").hidden = !isAdmin()
+  page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/users") ? usersPage : hash.startsWith("#/templates") ? templatesPage : sessionsPage
   await page.mount()
   await poll()
 }
 
 $("#logout").onclick = () => logout()
+const usersPage = makeUsersPage({ $, api, apiAll, patch, esc, timeAgo, showBanner, refreshSoon, pollMs: SLOW_POLL_MS })
 await login.detect()
 window.addEventListener("hashchange", () => {
   if (!keepBanner) showBanner("")

@@ -3,7 +3,8 @@
 // with a vnc-testserver desktop. A user clicks "Log in with <provider>", signs in and consents at the
 // provider, lands in the UI (a cookie login: nothing in localStorage), views a running session; an admin
 // disables them: the viewer is closed, the session hibernated, and the page's next request goes to the login
-// page. Another user logs out, at the provider too. And dev mode is marked as such.
+// page. An admin (by group) enables them again on the Users page, and logs out, at the provider too. And dev
+// mode is marked as such.
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { ControlPlane, ControlPlaneConfig } from "@streamspace/control-plane"
 import { startProvider, TEST_CLIENT_ID, TEST_CLIENT_SECRET, type TestProvider } from "@streamspace/control-plane/test-support"
@@ -78,6 +79,7 @@ describe("OpenID Connect login in Chromium", () => {
     const { context, page } = await newPage()
     await logIn(page, "bob")
     assert.strictEqual(await page.locator("#who").textContent(), "bob")
+    assert.isTrue(await page.locator("#nav a[data-page=users]").isHidden(), "the Users page is for admins")
     assert.isNull(await page.evaluate(() => localStorage.getItem("streamspace.token")), "no token in localStorage")
     const cookie = (await context.cookies()).find((c) => c.name === "streamspace_login")!
     assert.isTrue(cookie.httpOnly)
@@ -114,6 +116,15 @@ describe("OpenID Connect login in Chromium", () => {
     assert.strictEqual(await page.locator("#who").textContent(), "alice (admin)")
     await page.locator("#nav a[data-page=agents]").click()
     await page.locator("[data-agent=agent-oidc]").waitFor({ timeout: WAIT })
+
+    // The Users page (admins only): bob, disabled by the previous test, is enabled again from the UI.
+    await page.locator("#nav a[data-page=users]").click()
+    const bobRow = page.locator("[data-user=bob]")
+    await bobRow.locator("[data-testid=user-status]").filter({ hasText: "disabled" }).waitFor({ timeout: WAIT })
+    assert.include(await bobRow.textContent(), "Bob Builder")
+    await bobRow.locator("button[data-act=enable]").click()
+    await bobRow.locator("[data-testid=user-status]").filter({ hasText: "active" }).waitFor({ timeout: WAIT })
+    assert.strictEqual((await Effect.runPromise(S.api(cp.url, S.userToken("bob")).get("/sessions"))).status, 200)
 
     await page.locator("#logout").click()
     // The provider asks to confirm its own logout, then sends the browser back.
