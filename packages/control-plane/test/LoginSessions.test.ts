@@ -69,6 +69,26 @@ describe("login sessions", () => {
     }))
 })
 
+describe("users recorded at login", () => {
+  it.effect("a login records the profile and last seen; another provider account with the same username is refused; pages by id", () =>
+    Effect.gen(function*() {
+      const { store } = yield* setup({})
+      const bob = { id: "bob" as UserId, role: "user" as const, displayName: "Bob", email: "bob@example.com", groups: ["staff"], subject: "https://idp bob-sub" }
+      const first = yield* store.users.recordLogin(bob)
+      assert.deepStrictEqual([first.displayName, first.email, first.groups, first.subject], ["Bob", "bob@example.com", ["staff"], "https://idp bob-sub"])
+      assert.isDefined(first.lastSeenAt)
+      const again = yield* store.users.recordLogin({ ...bob, role: "admin", groups: ["staff", "ops"] })
+      assert.deepStrictEqual([again.role, again.groups], ["admin", ["staff", "ops"]])
+      const other = yield* Effect.flip(store.users.recordLogin({ ...bob, subject: "https://idp someone-else" }))
+      assert.include(other.message, "belongs to another identity-provider account")
+      // A user first seen through a JWT (no subject yet) takes the account at their first login.
+      const annLogin = yield* store.users.recordLogin({ ...bob, id: "ann" as UserId, subject: "https://idp ann-sub" })
+      assert.strictEqual(annLogin.subject, "https://idp ann-sub")
+      assert.deepStrictEqual((yield* store.users.page(1, undefined)).map((u) => u.id), ["ann"])
+      assert.deepStrictEqual((yield* store.users.page(5, "ann")).map((u) => u.id), ["bob"])
+    }))
+})
+
 describe("login settings", () => {
   const settingError = (env: Record<string, string>) =>
     Effect.map(Effect.flip(Layer.build(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, ...env }))), (e) => (e as { message: string }).message)
