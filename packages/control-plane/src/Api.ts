@@ -3,7 +3,8 @@
 // needs the admin role; users see and touch only their own sessions. Bodies are read within MAX_BODY_BYTES and
 // decoded strictly (unknown fields are errors); every error is `{"error": {"code", "message"}}` with the
 // status that fits, and bad input names the field. Admin actions and session creates/deletes are recorded in
-// the audit log (Audit) with the acting user's sub; GET /api/v1/audit reads it (admins).
+// the audit log (Audit) with the acting user's sub; GET /api/v1/audit reads it (admins). Browsers authenticate
+// with their login cookie instead of a JWT (Auth.authenticateRequest, with its CSRF check).
 import { AgentId, CommandId, TemplateName } from "@streamspace/protocol"
 import { Cause, Duration, Effect, Metric, Option, Schema } from "effect"
 import { HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
@@ -21,6 +22,7 @@ import { CreateSessionRequest, CreateTemplateRequest, PatchTemplateRequest, SESS
 import { Sharing } from "./Sharing.ts"
 import { makeTeamGauges } from "./internal/teams/metrics.ts"
 import { Teams } from "./Teams.ts"
+import type { UsersError } from "./Users.ts"
 import { VncProxy, type VncProxyError } from "./VncProxy.ts"
 
 export const PatchAgentBody = Schema.Struct({ status: Schema.Literals(["online", "offline"]) })
@@ -37,9 +39,9 @@ const NamePath = Schema.Struct({ name: TemplateName })
 const IdPath = Schema.Struct({ id: Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: "id must not be empty" }), Schema.isMaxLength(128, { message: "id must be at most 128 characters" }))) })
 const CommandPath = Schema.Struct({ id: CommandId })
 
-type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError | AuditError | HomesError
+type Failure = ApiError | AuthError | SessionsError | AgentHubError | CommandDispatcherError | VncProxyError | AuditError | HomesError | UsersError
 
-const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
+export const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
   switch (e._tag) {
     case "ApiError":
       return errorResponse(e.status, e.code, e.message)
@@ -95,12 +97,23 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
         : errorResponse(401, "unauthorized", e.message)
     case "AuditError":
       return errorResponse(503, "unavailable", e.message)
+    case "UsersError":
+      return usersErrorResponse(e)
   }
   return errorResponse(500, "internal", "unexpected error")
 }
 
+const usersErrorResponse = (e: UsersError) =>
+  e.reason === "NotFound"
+    ? errorResponse(404, "not_found", e.message)
+    : e.reason === "Forbidden"
+    ? errorResponse(403, "forbidden", e.message)
+    : e.reason === "LoginFailed" || e.reason === "NotConfigured"
+    ? errorResponse(400, "invalid_request", e.message)
+    : errorResponse(503, "unavailable", e.message)
+
 /** Answers errors as JSON; a defect is logged and answered 500 without details. */
-const answer = <R>(name: string, effect: Effect.Effect<HttpServerResponse.HttpServerResponse, Failure, R>) =>
+export const answer = <R>(name: string, effect: Effect.Effect<HttpServerResponse.HttpServerResponse, Failure, R>) =>
   effect.pipe(
     Effect.catch((e: Failure) => Effect.succeed(toResponse(e))),
     Effect.catchCause((cause) =>
@@ -125,7 +138,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
 
   const user: Effect.Effect<User, AuthError, HttpServerRequest.HttpServerRequest> = Effect.flatMap(
     HttpServerRequest.HttpServerRequest,
-    (request) => auth.authenticate(request.headers["authorization"])
+    (request) => auth.authenticateRequest(request)
   )
   const admin = Effect.tap(user, requireAdmin)
   const path = <S extends Schema.Decoder<unknown>>(schema: S) => Effect.flatMap(HttpRouter.params, (p) => decodeStrict(schema, p, "path"))

@@ -4,30 +4,40 @@
 // issuer/audience when configured. The `sub` claim is the user id, the `role` claim `admin` or `user`.
 // DEV_MODE mints a local admin token at start (with JWT_SECRET, or a random key that lives as long as the process).
 // Every token must carry `exp`, and may live at most JWT_MAX_TTL (exp - iat, and exp - now): a stolen token
-// stops working within that bound, whoever minted it.
+// stops working within that bound, whoever minted it. The OIDC_GROUPS_CLAIM claim (default `groups`) lists the
+// user's groups; a member of one of OIDC_ADMIN_GROUPS is an admin. Browsers authenticate with a login cookie
+// instead (internal/auth/loginSessions.ts, with its CSRF check). With the Store in context, a disabled user's
+// tokens and cookies are refused on every request.
 import type { UserId } from "@streamspace/protocol"
 import { UserId as UserIdSchema } from "@streamspace/protocol"
 import { Clock, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { createRemoteJWKSet, errors as JoseErrors, type JWTPayload, jwtVerify, SignJWT } from "jose"
 import { randomBytes } from "node:crypto"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
+import { AuthError } from "./internal/auth/error.ts"
+import { LOGIN_COOKIE, makeLoginSessions, type RequestInfo } from "./internal/auth/loginSessions.ts"
+import { Store } from "./Store.ts"
 
-export class AuthError extends Schema.TaggedError<AuthError>()("AuthError", {
-  reason: Schema.Literals(["MissingToken", "InvalidToken", "Expired", "NotYetValid", "Forbidden", "Misconfigured"]),
-  message: Schema.String
-}) {}
+export { AuthError }
 
 export type Role = "admin" | "user"
 export interface User {
   readonly id: UserId
   readonly role: Role
-  /** The identity provider's groups (the `groups` claim, an array of strings; [] without one): team membership. */
+  /** The groups the identity provider says the user is in (the OIDC_GROUPS_CLAIM claim). */
   readonly groups: ReadonlyArray<string>
 }
 
 export interface AuthShape {
   /** Authenticates the value of an Authorization header. */
   readonly authenticate: (authorization: string | undefined) => Effect.Effect<User, AuthError>
+  /**
+   * Authenticates a request: its bearer JWT (programs), else its login cookie (browsers; state-changing
+   * methods need the login's CSRF token in `X-CSRF-Token` and a same-origin `Origin` when one is sent).
+   */
+  readonly authenticateRequest: (request: RequestInfo) => Effect.Effect<User, AuthError>
+  /** Fails with Forbidden when the user is disabled (for credentials checked elsewhere, such as VNC tickets). */
+  readonly checkEnabled: (user: User) => Effect.Effect<void, AuthError>
   /** Verifies a bare JWT. */
   readonly verify: (token: string) => Effect.Effect<User, AuthError>
   /** Signs a token with the local HS256 key (JWT_SECRET or the dev key); fails when there is none. */
@@ -55,7 +65,7 @@ const fromJoseError = (e: unknown): AuthError => {
   return new AuthError({ reason: "InvalidToken", message: "token could not be verified" })
 }
 
-const userFromClaims = (payload: JWTPayload): Effect.Effect<User, AuthError> => {
+const userFromClaims = (payload: JWTPayload, groupsClaim: string, adminGroups: ReadonlyArray<string>): Effect.Effect<User, AuthError> => {
   const sub = payload.sub
   if (sub === undefined || !isUserId(sub)) {
     return Effect.fail(new AuthError({ reason: "InvalidToken", message: "token has no usable sub claim (the user id: letters, digits, '-', '_', '.', at most 63)" }))
@@ -64,11 +74,12 @@ const userFromClaims = (payload: JWTPayload): Effect.Effect<User, AuthError> => 
   if (role !== "admin" && role !== "user") {
     return Effect.fail(new AuthError({ reason: "InvalidToken", message: `token role claim must be "admin" or "user"` }))
   }
-  const groups = payload.groups ?? []
-  if (!Array.isArray(groups) || !groups.every((g) => typeof g === "string")) {
-    return Effect.fail(new AuthError({ reason: "InvalidToken", message: "token groups claim must be an array of strings" }))
+  const raw = payload[groupsClaim] ?? []
+  if (!Array.isArray(raw) || !raw.every((g) => typeof g === "string")) {
+    return Effect.fail(new AuthError({ reason: "InvalidToken", message: `token claim "${groupsClaim}" must be a list of group names` }))
   }
-  return Effect.succeed({ id: sub, role, groups })
+  const groups: ReadonlyArray<string> = raw
+  return Effect.succeed({ id: sub, role: role === "admin" || groups.some((g) => adminGroups.includes(g)) ? "admin" : "user", groups })
 }
 
 export const make = Effect.gen(function*() {
@@ -120,8 +131,20 @@ export const make = Effect.gen(function*() {
       catch: fromJoseError
     })
     yield* checkLifetime(result.payload, now.getTime() / 1000)
-    return yield* userFromClaims(result.payload)
+    return yield* userFromClaims(result.payload, config.login.groupsClaim, config.login.adminGroups)
   })
+
+  // The Store is absent only where a test builds Auth alone; the control plane always has it.
+  const store = Option.getOrUndefined(yield* Effect.serviceOption(Store))
+  const disabled = new AuthError({ reason: "Forbidden", message: "this user is disabled; ask an administrator" })
+  const checkEnabled = Effect.fn("Auth.checkEnabled")(function*(user: User) {
+    if (store === undefined) return
+    const off = yield* store.users.isDisabled(user.id).pipe(
+      Effect.mapError(() => new AuthError({ reason: "Misconfigured", message: "the user directory is unavailable" }))
+    )
+    if (off) return yield* disabled
+  })
+  const logins = store === undefined ? undefined : makeLoginSessions(store, config)
 
   const authenticate = Effect.fn("Auth.authenticate")(function*(authorization: string | undefined) {
     if (authorization === undefined || authorization.trim() === "") {
@@ -129,7 +152,17 @@ export const make = Effect.gen(function*() {
     }
     const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization)
     if (m === null) return yield* new AuthError({ reason: "InvalidToken", message: "Authorization header must be \"Bearer <token>\"" })
-    return yield* verify(m[1]!)
+    const user = yield* verify(m[1]!)
+    yield* checkEnabled(user)
+    return user
+  })
+
+  const authenticateRequest = Effect.fn("Auth.authenticateRequest")(function*(request: RequestInfo) {
+    const cookie = request.cookies[LOGIN_COOKIE]
+    if (request.headers["authorization"] !== undefined || cookie === undefined || logins === undefined) {
+      return yield* authenticate(request.headers["authorization"])
+    }
+    return yield* logins.check(cookie, request)
   })
 
   const mint = Effect.fn("Auth.mint")(function*(user: User, ttl: Duration.Input) {
@@ -149,7 +182,7 @@ export const make = Effect.gen(function*() {
     ? yield* mint({ id: "admin" as UserId, role: "admin", groups: [] }, config.devTokenTtl).pipe(Effect.orDie)
     : undefined
 
-  return Auth.of({ authenticate, verify, mint, devToken })
+  return Auth.of({ authenticate, authenticateRequest, checkEnabled, verify, mint, devToken })
 })
 
 /** Fails with Forbidden unless the user is an admin. */

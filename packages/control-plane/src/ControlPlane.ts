@@ -25,6 +25,8 @@ import { Store } from "./Store.ts"
 import * as TeamsApi from "./internal/teams/routes.ts"
 import { Teams } from "./Teams.ts"
 import { Recordings } from "./Recordings.ts"
+import { Users } from "./Users.ts"
+import * as UsersApi from "./UsersApi.ts"
 import { VncProxy } from "./VncProxy.ts"
 import * as WebUi from "./WebUi.ts"
 
@@ -142,7 +144,8 @@ const redactTickets = Layer.succeed(UrlParams.CurrentRedactedNames, [
 ])
 
 /** Everything the routes need, built once and shared by them (and exposed to embedders). */
-const services = Layer.merge(VncProxy.layer, Homes.layer).pipe(
+const services = Users.layer.pipe(
+  Layer.provideMerge(Layer.merge(VncProxy.layer, Homes.layer)),
   Layer.provideMerge(Sharing.layer),
   Layer.provideMerge(Recordings.layer),
   Layer.provideMerge(Sessions.layer),
@@ -160,7 +163,7 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
     const config = yield* ControlPlaneConfig
     const server = makeServer(config)
     const release = holdEarlyRequests(server)
-    const app = Layer.mergeAll(Api.layer, SharingRoutes.routes, TeamsApi.routes, WebUi.layer).pipe(Layer.provideMerge(services))
+    const app = Layer.mergeAll(Api.layer, SharingRoutes.routes, TeamsApi.routes, UsersApi.layer, WebUi.layer).pipe(Layer.provideMerge(services))
     const served = HttpRouter.serve(app).pipe(Layer.provide(serverLayer(server)))
     const info = Layer.effect(ControlPlane, Effect.gen(function*() {
       const auth = yield* Auth

@@ -21,6 +21,7 @@ import {
 import { ConfigProvider, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { type DatabaseSettings, readDatabaseSettings } from "./Database.ts"
 import { readRecordingSettings, type RecordingSettings } from "./internal/recording/settings.ts"
+import { type LoginSettings, readLoginSettings } from "./internal/auth/loginSettings.ts"
 
 export interface ControlPlaneConfigShape {
   readonly host: string
@@ -39,6 +40,8 @@ export interface ControlPlaneConfigShape {
   readonly jwtJwksUrl: string | undefined
   readonly jwtIssuer: string | undefined
   readonly jwtAudience: string | undefined
+  /** OpenID Connect login (OIDC_*) and browser login sessions (LOGIN_*). */
+  readonly login: LoginSettings
   /** Development mode: mint and print a local admin token at start. Never in production. */
   readonly devMode: boolean
   /** How often agents are expected to heartbeat. */
@@ -172,6 +175,7 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     jwtJwksUrl: yield* url("JWT_JWKS_URL"),
     jwtIssuer: blankToUndefined(yield* text("JWT_ISSUER", "")),
     jwtAudience: blankToUndefined(yield* text("JWT_AUDIENCE", "")),
+    login: yield* readLoginSettings,
     devMode: yield* bool("DEV_MODE", "false"),
     heartbeatInterval: yield* duration("HEARTBEAT_INTERVAL", "30s"),
     heartbeatMissedLimit: yield* setting("HEARTBEAT_MISSED_LIMIT", IntString(1, 100), { default: "3", expected: "a whole number from 1 to 100" }),
@@ -259,8 +263,8 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
       message: `DEV_TOKEN_TTL (${Duration.format(config.devTokenTtl)}) is longer than JWT_MAX_TTL (${Duration.format(config.jwtMaxTtl)}): the dev token would be refused`
     })
   }
-  if (Option.isNone(config.jwtSecret) && config.jwtJwksUrl === undefined && !config.devMode) {
-    return yield* new SettingError({ variable: "JWT_SECRET", message: "JWT_SECRET or JWT_JWKS_URL is required (or DEV_MODE=true for a local install)" })
+  if (Option.isNone(config.jwtSecret) && config.jwtJwksUrl === undefined && !config.devMode && config.login.oidc === undefined) {
+    return yield* new SettingError({ variable: "JWT_SECRET", message: "JWT_SECRET, JWT_JWKS_URL or OIDC_ISSUER_URL is required (or DEV_MODE=true for a local install)" })
   }
   return config
 })

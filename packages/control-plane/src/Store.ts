@@ -16,6 +16,7 @@ import { type AuditTable, makeAudit } from "./internal/store/audit.ts"
 import { type CommandsTable, makeCommands } from "./internal/store/commands.ts"
 import { makeDb } from "./internal/store/db.ts"
 import { type HomesTable, makeHomes } from "./internal/store/homes.ts"
+import { type LoginsTable, makeLogins } from "./internal/store/logins.ts"
 import { StoreError } from "./internal/store/error.ts"
 import { runMigrations } from "./internal/store/migrations.ts"
 import { makeRecordingPolicies, type RecordingPoliciesTable } from "./internal/store/recordingPolicies.ts"
@@ -41,9 +42,10 @@ export {
   templateRecord
 } from "./internal/store/templates.ts"
 export type { HomeCharge, NewTeam, TeamPatch, TeamQuota, TeamRecord, TeamsTable } from "./internal/store/teams.ts"
-export type { NewUser, UserRecord } from "./internal/store/users.ts"
 export type { ControlMode, ShareAccess, ShareLinkRecord, ShareRecord, SharesTable } from "./internal/store/shares.ts"
 export type { RecordingPoliciesTable, RecordingPolicy } from "./internal/store/recordingPolicies.ts"
+export type { LoginAttemptRecord, LoginSessionRecord, LoginsTable, NewLoginSession } from "./internal/store/logins.ts"
+export type { LoginUser, NewUser, UserRecord } from "./internal/store/users.ts"
 
 export interface StoreShape {
   readonly users: UsersTable
@@ -56,6 +58,7 @@ export interface StoreShape {
   readonly shares: SharesTable
   readonly teams: TeamsTable
   readonly recordingPolicies: RecordingPoliciesTable
+  readonly logins: LoginsTable
   /**
    * Runs `effect` in one database transaction: store calls inside it commit or roll back together. Nested
    * calls use savepoints. On PGlite the one connection is held for the whole transaction, so keep it short
@@ -79,6 +82,7 @@ export const make = Effect.gen(function*() {
     shares: makeShares(db),
     teams: makeTeams(db),
     recordingPolicies: makeRecordingPolicies(db),
+    logins: makeLogins(db),
     withTransaction: (effect) =>
       db.sql.withTransaction(effect).pipe(
         Effect.mapError((e) => (isSqlError(e) ? StoreError.database(e, "transaction failed") : e))

@@ -14,7 +14,7 @@
 // keyframe requests.
 import type { AgentId, SessionId } from "@streamspace/protocol"
 import { MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
-import { Clock, Context, Effect, Layer, Metric, Option } from "effect"
+import { Clock, Context, Deferred, Effect, Layer, Metric, Option } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import type { WebSocket } from "ws"
@@ -41,6 +41,8 @@ export interface VncProxyShape {
   readonly issueTicket: (user: User, sessionId: string) => Effect.Effect<VncTicket, VncProxyError>
   /** A ticket for whoever holds a share link (already redeemed through Sharing); the viewer gets the link's access. */
   readonly issueLinkTicket: (linkId: string, sessionId: string) => Effect.Effect<VncTicket, VncProxyError>
+  /** Closes every viewer of a user on this replica now (4403 with `reason`): the user was disabled. */
+  readonly closeViewersOf: (userId: string, reason: string) => Effect.Effect<void>
   /** Viewers connected right now. */
   readonly viewers: Effect.Effect<number>
   /**
@@ -74,6 +76,10 @@ export const make = Effect.gen(function*() {
   /** What each open relay holds in memory (see `buffered`). */
   const held = new Set<() => number>()
   const sharing = Option.getOrUndefined(yield* Effect.serviceOption(Sharing))
+  /** Each open viewer's revocation, by user (closeViewersOf). */
+  const revocations = new Map<string, Set<Deferred.Deferred<string>>>()
+  const closeViewersOf = (userId: string, reason: string) =>
+    Effect.forEach(revocations.get(userId) ?? [], (d) => Deferred.succeed(d, reason), { discard: true })
 
   /** The session and the caller's access: through Sharing when it is there, else the owner's (and admins'). */
   const accessOf = (user: User, sessionId: string, linkId: string | undefined): Effect.Effect<SessionAccess, unknown> =>
@@ -146,18 +152,22 @@ export const make = Effect.gen(function*() {
           }
         })
       }
+      const revoked = yield* Deferred.make<string>()
+      const mine = revocations.get(user.id) ?? new Set()
+      revocations.set(user.id, mine.add(revoked))
+      yield* Effect.addFinalizer(() => Effect.sync(() => mine.delete(revoked) && mine.size === 0 && revocations.delete(user.id)))
       const watch = yield* inputWatcher(sessionId, viewer)
       const attached = recordings === undefined ? undefined : yield* Effect.result(recordings.attach(session, viewer))
       if (attached?._tag === "Failure") return yield* closeAndWait(ws, ViewerClose.recordingFailed, attached.failure.message)
       const recorded = attached?.success
-      const end = yield* relay(ws, openThroughHub(agentId, sessionId), {
+      const end = yield* Effect.raceFirst(relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,
         track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes))),
         onViewerData: recorded === undefined ? watch : (bytes) => (watch(bytes), recorded.client(bytes)),
         ...(recorded === undefined ? {} : { onAgentData: recorded.server }),
         ...(sharing === undefined ? {} : { filter: makeInputFilter(() => sharing.mayInput(who.viewerId)).push })
-      }).pipe(
+      }), Effect.map(Deferred.await(revoked), (reason) => ({ by: "agent" as const, code: ViewerClose.accessRevoked, reason }))).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
       if (end.by === "viewer") return
@@ -171,7 +181,7 @@ export const make = Effect.gen(function*() {
       if (!isUpgrade(request)) return errorResponse(426, "upgrade_required", "this endpoint only accepts WebSocket upgrades (noVNC)")
       const ticket = new URL(request.url, "http://localhost").searchParams.get("ticket")
       const authenticated: Effect.Effect<Redeemed, AuthError | VncProxyError> = ticket !== null
-        ? tickets.redeem(ticket, sessionId)
+        ? Effect.tap(tickets.redeem(ticket, sessionId), (r) => auth.checkEnabled(r.user))
         : Effect.map(auth.authenticate(request.headers["authorization"]), (user) => ({ user, viewerId: newViewerId(), linkId: undefined }))
       const user = yield* Effect.result(authenticated)
       if (user._tag === "Failure") {
@@ -194,6 +204,7 @@ export const make = Effect.gen(function*() {
   return VncProxy.of({
     issueTicket: (user, sessionId) => issueTicket(user, sessionId),
     issueLinkTicket,
+    closeViewersOf,
     viewers: Effect.sync(() => viewerCount),
     buffered: Effect.sync(() => {
       let total = 0

@@ -27,4 +27,7 @@ export { CreateSessionRequest, CreateTemplateRequest, PatchTemplateRequest, SESS
 export { type PresenceJson, type SessionAccess, Sharing, SharingError, type SharingShape, type ViewerAccess } from "./Sharing.ts"
 export { decodeRecording, fileStorage, memoryPolicyRepo, type PolicyRepo, type RecordingMeta, type RecordingPolicy, Recordings, RecordingsError, type RecordingsShape, type RecordingStorage, RecordingStorageError, Track } from "./Recordings.ts"
 export { type AgentRecord, Store, StoreError } from "./Store.ts"
+export { type UserRecord } from "./Store.ts"
+export { Users, UsersError, type UsersShape } from "./Users.ts"
+export * as UsersApi from "./UsersApi.ts"
 export { VNC_PATH, VncProxy, VncProxyError, type VncProxyShape, type VncTicket } from "./VncProxy.ts"

@@ -13,6 +13,17 @@ const authWith = (env: Record<string, string>) =>
 const reasonOf = <A>(e: Effect.Effect<A, { reason: string }>) => Effect.map(Effect.flip(e), (x) => x.reason)
 
 describe("Auth with JWT_SECRET (HS256)", () => {
+  it.live("groups come from OIDC_GROUPS_CLAIM; members of OIDC_ADMIN_GROUPS are admins; a groups claim that is not a list is refused", () =>
+    Effect.gen(function*() {
+      const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET, OIDC_GROUPS_CLAIM: "roles", OIDC_ADMIN_GROUPS: "ops, platform" })
+      const verify = (claims: Record<string, unknown>) => Effect.flatMap(Effect.promise(() => sign({ sub: "ann", ...claims })), auth.verify)
+      assert.deepStrictEqual(yield* verify({ roles: ["dev", "platform"] }), { id: "ann" as never, role: "admin", groups: ["dev", "platform"] })
+      assert.deepStrictEqual(yield* verify({ roles: ["dev"], groups: ["ops"] }), { id: "ann" as never, role: "user", groups: ["dev"] })
+      assert.deepStrictEqual(yield* verify({}), { id: "ann" as never, role: "user", groups: [] })
+      const bad = yield* Effect.flip(verify({ roles: "ops" }))
+      assert.include(bad.message, 'token claim "roles" must be a list of group names')
+    }))
+
   it.effect("exp and nbf are checked against the Effect clock, with JWT_CLOCK_TOLERANCE", () =>
     Effect.gen(function*() {
       const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET, JWT_CLOCK_TOLERANCE: "30s" })

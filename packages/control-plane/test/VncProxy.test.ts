@@ -7,7 +7,7 @@ import { waitFor } from "@streamspace/testbed"
 import { Auth, type User } from "../src/Auth.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
 import { makeMemoryRepo, Sessions } from "../src/Sessions.ts"
-import { VncProxy } from "../src/VncProxy.ts"
+import { VncProxy, ViewerClose } from "../src/VncProxy.ts"
 import { type FakeDispatcher, fakeDispatcherLayer, makeFakeDispatcher } from "./support/fakeDispatcher.ts"
 import { type FakeHub, fakeHubLayer, makeFakeHub } from "./support/fakeHub.ts"
 import { connectViewer, serveApp, type Viewer } from "./support/http.ts"
@@ -82,6 +82,18 @@ const relayed = (t: Effect.Success<typeof setup>) =>
 const lastTunnel = (hub: FakeHub) => hub.opens.at(-1)?.tunnelId ?? 0
 
 describe("VncProxy", () => {
+  it.live("closeViewersOf closes that user's viewers at once with 4403 and the reason, and their tunnels on the agent", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const { v, tunnelId } = yield* relayed(t)
+      yield* t.proxy.closeViewersOf("bob", "not ann")
+      yield* t.proxy.closeViewersOf("ann", "your account was disabled by an administrator")
+      const end = yield* closed(v)
+      assert.deepStrictEqual(end, { code: ViewerClose.accessRevoked, reason: "your account was disabled by an administrator" })
+      yield* until("the tunnel closed on the agent", () => t.hub.closes.some((c) => c.tunnelId === tunnelId))
+      yield* until("viewer count back to 0", () => Effect.runSync(t.proxy.viewers) === 0)
+    }))
+
   it.live("relays bytes both ways with the user's JWT and the binary subprotocol", () =>
     Effect.gen(function*() {
       const t = yield* setup

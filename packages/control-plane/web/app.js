@@ -1,5 +1,8 @@
-// StreamSpace web UI: plain ES modules, no build step. Talks to /api/v1 with the user's bearer token
-// (kept in localStorage; a `#token=...` link logs in at once, or asks first when another token is stored).
+// StreamSpace web UI: plain ES modules, no build step. Talks to /api/v1 with the browser's login cookie
+// ("Log in with <provider>", login.js) or the user's bearer token (kept in localStorage; a `#token=...` link
+// logs in at once, or asks first when another token is stored).
+import * as login from "./login.js"
+import { makeUsersPage } from "./users.js"
 // Lists refresh by polling, faster while a session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
 import { attachSharing, mountLinkViewer, sharedMark } from "/ui/sharing.js"
 import { usagePage as makeUsagePage } from "./usage.js"
@@ -57,7 +60,7 @@ async function api(method, path, body) {
   try {
     res = await fetch(`/api/v1${path}`, {
       method,
-      headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+      headers: { ...login.authHeaders(method, token), ...(body ? { "content-type": "application/json" } : {}) },
       body: body ? JSON.stringify(body) : undefined,
       // A request that never gets an answer (a server still starting) must not stall the refresh loop.
       signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS)
@@ -86,11 +89,13 @@ async function api(method, path, body) {
 function claimsOf(jwt) {
   try { return JSON.parse(atob(jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))) } catch { return {} }
 }
-const claims = () => claimsOf(token)
+const claims = () => (login.state.cookie ? { sub: login.state.cookie.user.id, role: login.state.cookie.user.role } : claimsOf(token))
+const loggedIn = () => Boolean(token || login.state.cookie)
 const describeToken = (c) => `${c.sub ?? "an unknown user"} (${c.role === "admin" ? "admin" : "user"})`
 const isAdmin = () => claims().role === "admin"
 
-function logout(message) {
+async function logout(message) {
+  if (login.state.cookie && await login.logoutCookie()) return
   localStorage.removeItem(TOKEN_KEY)
   token = null
   if (message) showBanner(message)
@@ -169,7 +174,8 @@ const loginPage = {
     $("#main").innerHTML = `
       <div class="card narrow-card">
         <h1>Log in</h1>
-        <p class="muted">Paste the access token (a JWT) your administrator gave you. The quick start (<code>npm start</code>)
+        ${login.loginOptionsHtml()}
+        <p class="muted">Or paste the access token (a JWT) your administrator gave you. The quick start (<code>npm start</code>)
         prints a one-click login link and an admin token when it starts.</p>
         <form id="login" class="inline">
           <label class="grow">Token <input name="token" autocomplete="off" required data-testid="token-input"></label>
@@ -521,7 +527,7 @@ async function poll() {
     }
     else { console.error(e); showBanner("Something went wrong in this page. Reload to try again.") }
   }
-  if (current === page && next !== undefined && token) refreshSoon(document.hidden ? SLOW_POLL_MS : next)
+  if (current === page && next !== undefined && loggedIn()) refreshSoon(document.hidden ? SLOW_POLL_MS : next)
 }
 
 async function render() {
@@ -558,7 +564,7 @@ async function render() {
     viewer = await mountLinkViewer($("#main"), shareLink[1])
     return
   }
-  if (!token || hash.startsWith("#/login")) {
+  if (!loggedIn() || hash.startsWith("#/login")) {
     page = loginPage
     return loginPage.mount()
   }
@@ -568,10 +574,11 @@ async function render() {
   const view = /^#\/sessions\/([^/]+)\/view$/.exec(hash)
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", !view && hash.startsWith(`#/${a.dataset.page}`))
   $("#nav a[data-page=usage]").hidden = !isAdmin()
+  $("#nav a[data-page=users]").hidden = !isAdmin()
   const recs = /^#\/sessions\/([^/]+)\/recordings(?:\/([^/]+))?$/.exec(hash)
   if (recs) page = recordingsPage(decodeURIComponent(recs[1]), recs[2] && decodeURIComponent(recs[2]), { api, token: () => token, showBanner })
-  else page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/templates") ? templatesPage
-    : hash.startsWith("#/usage") && isAdmin() ? usagePage : sessionsPage
+  else page = view ? viewerPage(decodeURIComponent(view[1])) : hash.startsWith("#/agents") ? agentsPage : hash.startsWith("#/users") ? usersPage
+    : hash.startsWith("#/templates") ? templatesPage : hash.startsWith("#/usage") && isAdmin() ? usagePage : sessionsPage
   await page.mount()
   await poll()
 }
@@ -579,6 +586,8 @@ async function render() {
 const usagePage = makeUsagePage({ api, esc, patch, $ })
 
 $("#logout").onclick = () => logout()
+const usersPage = makeUsersPage({ $, api, apiAll, patch, esc, timeAgo, showBanner, refreshSoon, pollMs: SLOW_POLL_MS })
+await login.detect()
 window.addEventListener("hashchange", () => {
   if (!keepBanner) showBanner("")
   keepBanner = false

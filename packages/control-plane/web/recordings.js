@@ -1,6 +1,7 @@
 // Session recording in the web UI: the "Recording" mark every viewer of a recorded session shows, and the
 // recordings page of a session (#/sessions/:id/recordings[/:rid]): the owner's choice where the template's
 // policy is `optional`, the list (play, download, delete) and the player (web/player.js).
+import { authHeaders } from "./login.js"
 import { parseRecording, RecordingPlayer } from "./player.js"
 
 const MARK_POLL_MS = 3000
@@ -49,7 +50,7 @@ export function recordingsPage(sessionId, rid, { api, token, showBanner }) {
   const base = `/sessions/${encodeURIComponent(sessionId)}`
   let player
   const download = async (id) => {
-    const res = await fetch(`/api/v1${base}/recordings/${encodeURIComponent(id)}`, { headers: { authorization: `Bearer ${token()}` } })
+    const res = await fetch(`/api/v1${base}/recordings/${encodeURIComponent(id)}`, { headers: authHeaders("GET", token()) })
     if (!res.ok) throw new Error(`The recording could not be downloaded (${res.status}).`)
     return res.arrayBuffer()
   }

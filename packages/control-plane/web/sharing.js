@@ -3,6 +3,7 @@
 // and admins the session's shares and share links), and the page a share link opens (`#share=<token>`: no
 // login; the token is exchanged for a single-use viewer ticket). The control plane's proxy enforces all of it;
 // this only shows it and asks. Presence is read by long polls on GET /api/v1/sessions/:id/presence?since=.
+import { authHeaders } from "./login.js"
 
 const enc = encodeURIComponent
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c])
@@ -149,7 +150,7 @@ export function attachSharing({ after, session, viewerId, token, api, me, showBa
       try {
         const query = presence ? `?since=${presence.version}` : ""
         const res = await fetch(`/api/v1/sessions/${enc(id)}/presence${query}`, {
-          headers: { authorization: `Bearer ${token}` },
+          headers: authHeaders("GET", token),
           signal: AbortSignal.any([abort.signal, AbortSignal.timeout(PRESENCE_TIMEOUT_MS)])
         })
         if (res.status === 404) return

@@ -12,3 +12,4 @@ export {
 } from "./fakeAgent.ts"
 export { sign, TEST_JWT_SECRET } from "./jwt.ts"
 export { startPostgres } from "./postgres.ts"
+export { startProvider, TEST_CLIENT_ID, TEST_CLIENT_SECRET, type TestAccount, type TestProvider } from "./oidcProvider.ts"

@@ -253,6 +253,38 @@ const recordingPolicies = statements(
   )`
 )
 
+// Users as identity providers describe them (display name, email, groups, the `iss sub` they log in as, last
+// seen, disabled), browser login sessions (only a hash of the cookie is kept; the CSRF token; the ID token for
+// the provider's logout), and logins in progress (state, nonce and PKCE verifier of an authorization request).
+const usersAndLogins = statements(
+  `ALTER TABLE users ADD COLUMN display_name text`,
+  `ALTER TABLE users ADD COLUMN email text`,
+  `ALTER TABLE users ADD COLUMN groups jsonb NOT NULL DEFAULT '[]'`,
+  `ALTER TABLE users ADD COLUMN subject text UNIQUE`,
+  `ALTER TABLE users ADD COLUMN last_seen_at timestamptz`,
+  `ALTER TABLE users ADD COLUMN disabled_at timestamptz`,
+  `CREATE TABLE login_sessions (
+    id_hash text PRIMARY KEY,
+    user_id text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    role text NOT NULL CHECK (role IN ('admin', 'user')),
+    groups jsonb NOT NULL,
+    csrf_token text NOT NULL,
+    id_token text,
+    created_at timestamptz NOT NULL,
+    last_seen_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+  )`,
+  `CREATE INDEX login_sessions_user_id ON login_sessions (user_id)`,
+  `CREATE TABLE login_attempts (
+    id_hash text PRIMARY KEY,
+    state text NOT NULL,
+    nonce text NOT NULL,
+    code_verifier text NOT NULL,
+    return_to text NOT NULL,
+    expires_at timestamptz NOT NULL
+  )`
+)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -266,7 +298,8 @@ const all = {
   "0010_template_warm_pool": templateWarmPool,
   "0011_sharing": sharing,
   "0012_teams": teams,
-  "0013_recording_policies": recordingPolicies
+  "0013_recording_policies": recordingPolicies,
+  "0014_users_and_logins": usersAndLogins
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */

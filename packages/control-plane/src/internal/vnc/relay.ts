@@ -38,7 +38,9 @@ export const ViewerClose = {
   /** The agent running the session disconnected. */
   agentGone: 4503,
   /** The session's template requires recording (`always`) and the recording cannot start; the reason says why. */
-  recordingFailed: 4507
+  recordingFailed: 4507,
+  /** The viewer's user was disabled or signed out everywhere by an admin. */
+  accessRevoked: 4403
 } as const
 
 /** How a relay ended: by the viewer (nothing to tell it), or with a code and reason for the viewer. */
