@@ -1,6 +1,8 @@
 // StreamSpace web UI: plain ES modules, no build step. Talks to /api/v1 with the user's bearer token
 // (kept in localStorage; a `#token=...` link logs in at once, or asks first when another token is stored).
 // Lists refresh by polling, faster while a session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
+import { openViewer } from "./viewer.js"
+
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
 const MOVING = new Set(["pending", "creating", "terminating", "hibernating"])
@@ -439,23 +441,12 @@ function viewerPage(id) {
           status(`This session is ${session.state}, not running: there is nothing to view yet.`, "reason")
           return
         }
-        const ticket = await api("POST", `/sessions/${encodeURIComponent(id)}/vnc-ticket`)
-        const { default: RFB } = await import("/vendor/novnc/core/rfb.js")
-        const scheme = location.protocol === "https:" ? "wss" : "ws"
-        viewer = new RFB($("#screen"), `${scheme}://${location.host}${ticket.url}`, { wsProtocols: ["binary"] })
       } catch (err) {
         status(err instanceof ApiError ? err.message : "The viewer could not start. Reload the page to try again.", "reason")
         return
       }
-      viewer.scaleViewport = true
-      viewer.focusOnClick = true
-      viewer.addEventListener("connect", () => { status("Connected. Click the desktop to type.", "ok"); viewer.focus() })
-      viewer.addEventListener("disconnect", (e) => {
-        status(e.detail.clean ? "Disconnected." : "The connection to the session was lost (the session may have stopped, or its agent went offline). Go back to Sessions to check its state.", e.detail.clean ? "muted" : "reason")
-        viewer = undefined
-      })
-      viewer.addEventListener("securityfailure", (e) => status(`The session refused the connection: ${e.detail.reason ?? "security failure"}.`, "reason"))
-      viewer.addEventListener("credentialsrequired", () => status("The session asks for a VNC password, which this viewer does not have.", "reason"))
+      viewer = openViewer($("#screen"), id, { api })
+      viewer.events.addEventListener("status", (e) => status(e.detail.text, e.detail.kind))
     },
     async refresh() {
       showExpiry(await api("GET", `/sessions/${encodeURIComponent(id)}`))
@@ -538,7 +529,7 @@ async function render() {
     history.replaceState(null, "", `${location.pathname}#/sessions`)
     return render()
   }
-  if (viewer) { viewer.disconnect(); viewer = undefined }
+  if (viewer) { viewer.close(); viewer = undefined }
   if (!token || hash.startsWith("#/login")) {
     page = loginPage
     return loginPage.mount()
