@@ -8,14 +8,15 @@
 // Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets.
 import type { AgentId, SessionId } from "@streamspace/protocol"
 import { MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
-import { Clock, Context, Effect, Layer, Metric } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Metric } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import type { WebSocket } from "ws"
-import { AgentHub, type TunnelSink } from "./AgentHub.ts"
+import { AgentHub, AgentHubError, type TunnelSink } from "./AgentHub.ts"
 import { Auth, type AuthError, type User } from "./Auth.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { relay, ViewerClose } from "./internal/vnc/relay.ts"
+import { clipboardFilter } from "./internal/vnc/clientFilter.ts"
 import { isUserInput, makeRfbClientParser } from "./internal/vnc/rfbClientMessages.ts"
 import { makeTickets, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
 import { makeViewerLimits } from "./internal/vnc/viewerLimits.ts"
@@ -61,10 +62,16 @@ export const make = Effect.gen(function*() {
   /** What each open relay holds in memory (see `buffered`). */
   const held = new Set<() => number>()
 
+  const agentConnected = (agentId: AgentId) => Effect.map(hub.get(agentId), (a) => a._tag === "Some" && a.value.connected)
+
   const issueTicket = Effect.fn("VncProxy.issueTicket")(function*(user: User, sessionId: string) {
     const session = yield* sessions.get(user, sessionId).pipe(
       Effect.mapError(() => new VncProxyError({ reason: "NotFound", message: `no session "${sessionId.slice(0, 80)}"` }))
     )
+    // Told at once instead of a viewer that connects and hears nothing (the viewer retries on its own).
+    if (session.state === "running" && !(yield* agentConnected(session.agentId))) {
+      return yield* new VncProxyError({ reason: "AgentOffline", message: `the agent running session ${session.id} (${session.agentId}) is offline; the viewer can retry` })
+    }
     const refused = viewerLimits.refusal(user, session.id)
     if (refused !== undefined) return yield* new VncProxyError({ reason: "LimitExceeded", message: refused })
     return yield* tickets.issue(user, session.id)
@@ -76,6 +83,11 @@ export const make = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
       const record = (outcome: string) => Effect.flatMap(Clock.currentTimeMillis, (now) => recordCommand("vnc_connect", outcome, started, now))
       return yield* hub.openTunnel(agentId, { sessionId, window: config.vncTunnelWindow }, sink).pipe(
+        // An agent that does not answer (a half-dead link, a desktop not reachable) is not waited for COMMAND_TIMEOUT.
+        Effect.timeoutOrElse({
+          duration: config.vncConnectTimeout,
+          orElse: () => Effect.fail(new AgentHubError({ reason: "TunnelRefused", code: "timeout", message: `the agent did not open the tunnel within ${Duration.format(config.vncConnectTimeout)}` }))
+        }),
         Effect.tap(() => record("completed")),
         Effect.tapError((e) => record(e.code ?? "error"))
       )
@@ -94,8 +106,16 @@ export const make = Effect.gen(function*() {
       }
     })
 
+  /** The template's clipboard switches as a filter of what the viewer sends; none when both directions are allowed. */
+  const clipboardPolicy = (template: string) =>
+    sessions.getTemplate(template).pipe(
+      Effect.map((t) => t.clipboard),
+      // A deleted template's session keeps the defaults (both directions allowed).
+      Effect.orElseSucceed(() => ({ upload: true, download: true }))
+    )
+
   /** Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended. */
-  const serveViewer = (ws: WebSocket, user: User, agentId: AgentId, sessionId: SessionId, viewer: string) =>
+  const serveViewer = (ws: WebSocket, user: User, agentId: AgentId, sessionId: SessionId, viewer: string, template: string) =>
     Effect.scoped(Effect.gen(function*() {
       // The check and the slot in one synchronous step, so concurrent viewers cannot all take the last one.
       const slot = viewerLimits.acquire(user, sessionId)
@@ -104,11 +124,20 @@ export const make = Effect.gen(function*() {
       viewerCount++
       yield* Metric.modify(vncViewers, 1)
       yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(() => void viewerCount--), Metric.modify(vncViewers, -1)))
+      const policy = yield* clipboardPolicy(template)
+      const filter = policy.upload && policy.download ? undefined : clipboardFilter(policy)
       const end = yield* relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,
         track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes))),
-        onViewerData: yield* inputWatcher(sessionId, viewer)
+        onViewerData: yield* inputWatcher(sessionId, viewer),
+        ...(filter === undefined ? {} : {
+          filterViewerData: (bytes: Uint8Array) => {
+            const out = filter.push(bytes)
+            return filter.lost() ? undefined : out
+          },
+          filterRefusal: "the clipboard policy cannot follow this viewer's RFB stream (unknown or oversized message)"
+        })
       }).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
@@ -136,7 +165,7 @@ export const make = Effect.gen(function*() {
           ? closeAndWait(ws, ViewerClose.notFound, `no session "${sessionId.slice(0, 60)}"`)
           : session.value.state !== "running"
           ? closeAndWait(ws, ViewerClose.notRunning, `session is ${session.value.state}, not running`)
-          : serveViewer(ws, user.success, session.value.agentId, session.value.id, `${user.success.id} (viewer ${++viewerSerial})`))
+          : serveViewer(ws, user.success, session.value.agentId, session.value.id, `${user.success.id} (viewer ${++viewerSerial})`, session.value.template))
     }).pipe(Effect.withSpan("VncProxy.viewer"))
 
   yield* router.add("GET", VNC_PATH, route)

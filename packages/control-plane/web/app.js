@@ -2,6 +2,7 @@
 // (kept in localStorage; a `#token=...` link logs in at once, or asks first when another token is stored).
 // Lists refresh by polling, faster while a session is changing state; a page re-renders only what changed, so forms and focus survive a refresh.
 import { openViewer } from "./viewer.js"
+import { mountViewerTools } from "./viewerTools.js"
 
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
@@ -446,7 +447,8 @@ function viewerPage(id) {
         return
       }
       viewer = openViewer($("#screen"), id, { api })
-      viewer.events.addEventListener("status", (e) => status(e.detail.text, e.detail.kind))
+      viewer.events.addEventListener("status", (e) => { status(e.detail.text, e.detail.kind); $("#vstatus")?.setAttribute("data-state", e.detail.state) })
+      mountViewerTools($(".viewer-bar"), viewer, { screen: $("#screen") })
     },
     async refresh() {
       showExpiry(await api("GET", `/sessions/${encodeURIComponent(id)}`))

@@ -184,6 +184,12 @@ const homes = statements(
 // Warm pods kept started per agent for a template (0: none).
 const templateWarmPool = statements(`ALTER TABLE templates ADD COLUMN warm_pool integer NOT NULL DEFAULT 0 CHECK (warm_pool >= 0)`)
 
+// Per-template clipboard switches the VNC proxy enforces (true: allowed).
+const templateClipboard = statements(
+  `ALTER TABLE templates ADD COLUMN clipboard_upload boolean NOT NULL DEFAULT true`,
+  `ALTER TABLE templates ADD COLUMN clipboard_download boolean NOT NULL DEFAULT true`
+)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -194,7 +200,8 @@ const all = {
   "0007_session_history_actor": historyActor,
   "0008_template_deleted_at": templateDeletedAt,
   "0009_homes": homes,
-  "0010_template_warm_pool": templateWarmPool
+  "0010_template_warm_pool": templateWarmPool,
+  "0011_template_clipboard": templateClipboard
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */

@@ -21,6 +21,8 @@ export const ViewerClose = {
   goingAway: 1001,
   /** The viewer sent a text frame: RFB travels in binary frames. */
   unsupportedData: 1003,
+  /** A policy filter (the template's clipboard switches) could no longer parse what the viewer sends. */
+  policyViolation: 1008,
   /** The session does not exist or is not the caller's. */
   notFound: 4404,
   /** The session exists but is not running. */
@@ -48,6 +50,12 @@ export interface RelayOptions {
   readonly track: (held: () => number) => Effect.Effect<void, never, Scope.Scope>
   /** Sees every chunk the viewer sends, in order, as it arrives (the proxy looks for user input in it). */
   readonly onViewerData?: (bytes: Uint8Array) => void
+  /**
+   * Rewrites what the viewer sends before it goes to the agent (drops messages a policy forbids); undefined for a
+   * chunk closes the viewer with 1008 and the reason given by `filterRefusal`.
+   */
+  readonly filterViewerData?: (bytes: Uint8Array) => Uint8Array | undefined
+  readonly filterRefusal?: string
 }
 
 const toBytes = (data: RawData): Uint8Array =>
@@ -105,8 +113,14 @@ export const relay = Effect.fnUntraced(function*(
       finish({ by: "agent", code: ViewerClose.unsupportedData, reason: "RFB travels in binary frames; text frames are not accepted" })
       return
     }
-    const bytes = toBytes(data)
-    options.onViewerData?.(bytes)
+    const raw = toBytes(data)
+    options.onViewerData?.(raw)
+    const bytes = options.filterViewerData === undefined ? raw : options.filterViewerData(raw)
+    if (bytes === undefined) {
+      finish({ by: "agent", code: ViewerClose.policyViolation, reason: options.filterRefusal ?? "refused by the session's policy" })
+      return
+    }
+    if (bytes.length === 0) return
     queuedBytes += bytes.length
     Queue.offerUnsafe(inbound, bytes)
     flow()
