@@ -1,0 +1,154 @@
+// The web viewer's features in Chromium (playwright-core, Debian's chromium) against the control plane, a real
+// agent and kube-testserver in this process, every session's VNC being the cluster's vnc-testserver (whose state
+// says what reached the desktop): the desktop follows the browser window (SetDesktopSize), the status shows frame
+// rate and round trip, clipboard both ways through the panel, Ctrl+Alt+Del from the keys menu, a template with the
+// clipboard upload off (the proxy drops the text: the desktop never gets it), the viewer reconnecting by itself
+// after the agent's link drops (a viewer opened meanwhile is told the agent is offline at once), and "session
+// ended" when the session is deleted.
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { mkdirSync, writeFileSync } from "node:fs"
+import * as path from "node:path"
+import { chromium, type Page } from "playwright-core"
+import { waitFor } from "@streamspace/testbed"
+import * as S from "./support/stack.ts"
+
+const OUTPUT = path.join(S.REPO, "packages/e2e/test-output/browser-viewer")
+/** Bound for each wait in the browser; generous because the machine may be busy. */
+const WAIT = 30_000
+
+const browser = Effect.acquireRelease(
+  Effect.promise(() =>
+    chromium.launch({
+      executablePath: "/usr/bin/chromium",
+      headless: true,
+      args: ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update", "--disable-sync", "--no-first-run"]
+    })
+  ),
+  (b) => Effect.promise(() => b.close())
+)
+
+const p = <A>(f: () => Promise<A>) => Effect.promise(f)
+const shot = (page: Page, name: string) =>
+  p(async () => {
+    mkdirSync(OUTPUT, { recursive: true })
+    writeFileSync(path.join(OUTPUT, `${name}.png`), await page.screenshot({ fullPage: true }))
+  })
+const status = (page: Page) => page.locator("[data-testid=viewer-status]")
+const waitState = (page: Page, state: string, text?: RegExp) =>
+  p(() => status(page).and(page.locator(`[data-state=${state}]`)).filter(text === undefined ? {} : { hasText: text }).waitFor({ timeout: WAIT }))
+const until = (what: string, check: () => boolean) => waitFor(what, Effect.sync(check), { timeout: WAIT })
+
+const XK_CONTROL_L = 0xffe3
+const XK_ALT_L = 0xffe9
+const XK_DELETE = 0xffff
+const XK_ESCAPE = 0xff1b
+
+describe("the web viewer", () => {
+  it.live("resizes the desktop, shows fps and round trip, clipboard both ways (upload blocked by a template), keys, reconnects, says when the session ended", () =>
+    Effect.gen(function*() {
+      const cluster = yield* S.makeCluster()
+      const cp = yield* S.startControlPlane()
+      const env = S.agentEnv(cluster, cp.wsUrl, "agent-v")
+      let agent = yield* S.startApprovedAgent(cp, env)
+      const token = S.userToken("vic")
+      const vic = S.api(cp.url, token)
+      yield* cp.admin.post("/templates", { name: "noupload", image: "streamspace/demo-desktop:latest", clipboard: { upload: false } })
+      const session = (yield* vic.post("/sessions", { template: "demo" })).body
+      const locked = (yield* vic.post("/sessions", { template: "noupload" })).body
+      yield* S.waitForSession(vic, session.id, ["running"])
+      yield* S.waitForSession(vic, locked.id, ["running"])
+
+      const b = yield* browser
+      const errors: Array<string> = []
+      const context = yield* p(() => b.newContext({ viewport: { width: 1000, height: 700 } }))
+      const open = (id: string) =>
+        p(async () => {
+          const page = await context.newPage()
+          page.on("pageerror", (e) => errors.push(e.message))
+          await page.goto(`${cp.url}/#token=${token}`)
+          await page.locator("[data-testid=sessions]").waitFor({ timeout: WAIT })
+          await page.goto(`${cp.url}/#/sessions/${id}/view`)
+          return page
+        })
+      const page = yield* open(session.id)
+      yield* waitState(page, "connected")
+      const vnc = cluster.vnc
+
+      // ---- resize: the desktop takes the size of the viewer's screen area, and follows the window
+      const screenSize = () => p(() => page.locator("#screen").evaluate((el) => ({ w: Math.floor(el.clientWidth), h: Math.floor(el.clientHeight) })))
+      const first = yield* screenSize()
+      yield* waitFor("the desktop at the screen's size", Effect.map(vnc.state, (s) => s.width === first.w && s.height === first.h), { timeout: WAIT })
+      yield* p(() => page.setViewportSize({ width: 800, height: 560 }))
+      const second = yield* screenSize()
+      assert.notDeepEqual(second, first)
+      yield* waitFor("the desktop follows the window", Effect.map(vnc.state, (s) => s.width === second.w && s.height === second.h), { timeout: WAIT })
+      yield* shot(page, "01-resized")
+
+      // ---- status: frame rate and round trip
+      const stats = page.getByTestId("viewer-stats")
+      yield* p(() => page.locator("[data-testid=viewer-stats][data-fps]").waitFor({ timeout: WAIT }))
+      const fps = Number(yield* p(() => stats.getAttribute("data-fps")))
+      const rtt = Number(yield* p(() => stats.getAttribute("data-rtt")))
+      assert.isAtLeast(fps, 0)
+      assert.isAtLeast(rtt, 0)
+      assert.match(yield* p(() => stats.innerText()), /^[\d.]+ fps · \d+ ms$/)
+
+      // ---- clipboard: desktop -> browser (panel), browser -> desktop (Send)
+      yield* p(() => page.getByTestId("clipboard-button").click())
+      yield* vnc.setServerCutText("copied on the desktop")
+      yield* p(() => page.waitForFunction(() => document.querySelector<HTMLTextAreaElement>("[data-testid=clipboard-from-desktop]")?.value === "copied on the desktop", undefined, { timeout: WAIT }))
+      yield* p(() => page.getByTestId("clipboard-to-desktop").fill("typed in the browser panel"))
+      yield* p(() => page.getByTestId("clipboard-send").click())
+      yield* waitFor("the desktop got the text", Effect.map(vnc.state, (s) => s.clientCutText === "typed in the browser panel"), { timeout: WAIT })
+      yield* shot(page, "02-clipboard")
+
+      // ---- keys menu: Ctrl+Alt+Del reaches the desktop as key events, in order
+      const keysBefore = (yield* vnc.state).keys.length
+      yield* p(() => page.getByTestId("keys-button").click())
+      yield* p(() => page.getByTestId("key-ctrl-alt-del").click())
+      const keys = yield* waitFor("Ctrl+Alt+Del", Effect.map(vnc.state, (s) => s.keys.some((k) => k.keysym === XK_DELETE && !k.down) ? s.keys : undefined), { timeout: WAIT })
+      assert.deepStrictEqual(keys.slice(-6).map((k) => [k.keysym, k.down]), [
+        [XK_CONTROL_L, true], [XK_ALT_L, true], [XK_DELETE, true], [XK_DELETE, false], [XK_ALT_L, false], [XK_CONTROL_L, false]
+      ])
+      assert.isAtMost(keysBefore, keys.length)
+
+      // ---- a template with the clipboard upload off: the proxy drops the text; a key sent after it arrives
+      const lockedPage = yield* open(locked.id)
+      yield* waitState(lockedPage, "connected")
+      yield* p(() => lockedPage.getByTestId("clipboard-button").click())
+      yield* p(() => lockedPage.getByTestId("clipboard-to-desktop").fill("must not leave the browser"))
+      yield* p(() => lockedPage.getByTestId("clipboard-send").click())
+      const escapes = (yield* vnc.state).keys.filter((k) => k.keysym === XK_ESCAPE).length
+      yield* p(() => lockedPage.getByTestId("keys-button").click())
+      yield* p(() => lockedPage.getByTestId("key-escape").click())
+      yield* waitFor("the Esc after the text", Effect.map(vnc.state, (s) => s.keys.filter((k) => k.keysym === XK_ESCAPE).length >= escapes + 2), { timeout: WAIT })
+      assert.strictEqual((yield* vnc.state).clientCutText, "typed in the browser panel", "the blocked text never reached the desktop")
+      yield* p(() => lockedPage.close())
+
+      // ---- the agent's link drops: the viewer says why and comes back by itself once the agent is back
+      yield* agent.stop
+      yield* waitState(page, "reconnecting", /agent/)
+      yield* shot(page, "03-reconnecting")
+      // A viewer opened while the agent is away is told at once, and keeps trying.
+      const late = yield* open(session.id)
+      yield* waitState(late, "reconnecting", /agent running this session is offline/)
+      agent = yield* S.startAgent(env)
+      yield* S.waitForOnline(cp, "agent-v")
+      yield* waitState(page, "connected")
+      yield* waitState(late, "connected")
+      yield* until("the reconnected viewers on the desktop", () => Effect.runSync(vnc.state).connections >= 2)
+      yield* shot(page, "04-reconnected")
+      yield* p(() => late.close())
+
+      // ---- the session is deleted: "ended", no more attempts
+      assert.include([200, 202], (yield* vic.del(`/sessions/${session.id}`)).status)
+      yield* waitState(page, "ended", /ended/)
+      yield* shot(page, "05-ended")
+      const endedText = yield* p(() => status(page).innerText())
+      yield* S.waitForSession(vic, session.id, ["terminated"])
+      assert.strictEqual(yield* p(() => status(page).innerText()), endedText, "no retry after the end")
+      assert.deepStrictEqual(errors, [])
+      yield* p(() => context.close())
+    }), { timeout: 240_000 })
+})
