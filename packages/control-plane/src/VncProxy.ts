@@ -17,6 +17,7 @@ import { Auth, type AuthError, type User } from "./Auth.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { relay, ViewerClose } from "./internal/vnc/relay.ts"
 import { clipboardFilter } from "./internal/vnc/clientFilter.ts"
+import { serverCutTextFilter } from "./internal/vnc/serverCutText.ts"
 import { isUserInput, makeRfbClientParser } from "./internal/vnc/rfbClientMessages.ts"
 import { makeTickets, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
 import { makeViewerLimits } from "./internal/vnc/viewerLimits.ts"
@@ -126,6 +127,7 @@ export const make = Effect.gen(function*() {
       yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(() => void viewerCount--), Metric.modify(vncViewers, -1)))
       const policy = yield* clipboardPolicy(template)
       const filter = policy.upload && policy.download ? undefined : clipboardFilter(policy)
+      const serverFilter = filter === undefined || policy.download ? undefined : serverCutTextFilter(filter)
       const end = yield* relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,
@@ -136,7 +138,13 @@ export const make = Effect.gen(function*() {
             const out = filter.push(bytes)
             return filter.lost() ? undefined : out
           },
-          filterRefusal: "the clipboard policy cannot follow this viewer's RFB stream (unknown or oversized message)"
+          filterRefusal: "the clipboard policy cannot follow this session's RFB stream (unknown message, encoding or security type)"
+        }),
+        ...(serverFilter === undefined ? {} : {
+          filterAgentData: (bytes: Uint8Array) => {
+            const out = serverFilter.push(bytes)
+            return serverFilter.lost() === undefined ? out : undefined
+          }
         })
       }).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))

@@ -54,10 +54,13 @@ describe("the web viewer", () => {
       const token = S.userToken("vic")
       const vic = S.api(cp.url, token)
       yield* cp.admin.post("/templates", { name: "noupload", image: "streamspace/demo-desktop:latest", clipboard: { upload: false } })
+      yield* cp.admin.post("/templates", { name: "nodownload", image: "streamspace/demo-desktop:latest", clipboard: { download: false } })
       const session = (yield* vic.post("/sessions", { template: "demo" })).body
       const locked = (yield* vic.post("/sessions", { template: "noupload" })).body
+      const quiet = (yield* vic.post("/sessions", { template: "nodownload" })).body
       yield* S.waitForSession(vic, session.id, ["running"])
       yield* S.waitForSession(vic, locked.id, ["running"])
+      yield* S.waitForSession(vic, quiet.id, ["running"])
 
       const b = yield* browser
       const errors: Array<string> = []
@@ -125,6 +128,23 @@ describe("the web viewer", () => {
       yield* waitFor("the Esc after the text", Effect.map(vnc.state, (s) => s.keys.filter((k) => k.keysym === XK_ESCAPE).length >= escapes + 2), { timeout: WAIT })
       assert.strictEqual((yield* vnc.state).clientCutText, "typed in the browser panel", "the blocked text never reached the desktop")
       yield* p(() => lockedPage.close())
+
+      // ---- a template with the clipboard download off: noVNC works through the proxy's server-side filter, the
+      // desktop's text never shows up in that viewer while the other viewer gets it
+      const quietPage = yield* open(quiet.id)
+      yield* waitState(quietPage, "connected")
+      yield* p(() => quietPage.getByTestId("clipboard-button").click())
+      yield* vnc.setServerCutText("second copy on the desktop")
+      yield* p(() => page.waitForFunction(() => document.querySelector<HTMLTextAreaElement>("[data-testid=clipboard-from-desktop]")?.value === "second copy on the desktop", undefined, { timeout: WAIT }))
+      const typedBefore = (yield* vnc.state).typedText
+      yield* p(() => quietPage.locator("#screen canvas").click())
+      yield* p(() => quietPage.keyboard.type("q"))
+      yield* waitFor("a key from the filtered viewer", Effect.map(vnc.state, (s) => s.typedText === `${typedBefore}q`), { timeout: WAIT })
+      yield* p(() => quietPage.locator("[data-testid=viewer-stats][data-fps]").waitFor({ timeout: WAIT }))
+      assert.strictEqual(yield* p(() => quietPage.getByTestId("clipboard-from-desktop").inputValue()), "")
+      assert.strictEqual(yield* p(() => status(quietPage).getAttribute("data-state")), "connected")
+      yield* shot(quietPage, "02b-no-download")
+      yield* p(() => quietPage.close())
 
       // ---- the agent's link drops: the viewer says why and comes back by itself once the agent is back
       yield* agent.stop

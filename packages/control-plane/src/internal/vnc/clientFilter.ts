@@ -6,11 +6,14 @@
 // The clipboard policy of a session's template is one such filter (`clipboardFilter`); a view-only filter can be
 // another, composed with `composeFilters`.
 import { makeRfbClientParser, type RfbClientMessage, type RfbParserOptions } from "./rfbClientMessages.ts"
+import { isParseableEncoding } from "./serverCutText.ts"
 
 /** What to do with one client message: keep it, drop it, or send other bytes in its place. */
 export type Verdict = "keep" | "drop" | Uint8Array
 
 export interface ClientFilter {
+  /** The security type the viewer picked (RFB 3.7/3.8), once seen. */
+  readonly securityType: () => number | undefined
   /** The bytes to forward for this chunk (possibly empty while a message is incomplete). */
   readonly push: (chunk: Uint8Array) => Uint8Array
   /** Messages dropped or rewritten so far, by type. */
@@ -51,14 +54,20 @@ export const makeClientFilter = (decide: (m: RfbClientMessage) => Verdict, optio
     return concat(out)
   }
 
-  return { push, changed: () => changed, lost: () => parser.state().phase === "unknown" }
+  return {
+    push,
+    changed: () => changed,
+    lost: () => parser.state().phase === "unknown",
+    securityType: () => parser.handshake().find((s) => s.type === "SecurityType")?.securityType
+  }
 }
 
 /** Applies `filters` in order (each sees what the previous one forwards). */
 export const composeFilters = (filters: ReadonlyArray<ClientFilter>): ClientFilter => ({
   push: (chunk) => filters.reduce((bytes, f) => (bytes.length === 0 ? bytes : f.push(bytes)), chunk),
   changed: () => Object.assign({}, ...filters.map((f) => f.changed())),
-  lost: () => filters.some((f) => f.lost())
+  lost: () => filters.some((f) => f.lost()),
+  securityType: () => filters[0]?.securityType()
 })
 
 /** The Extended Clipboard pseudo-encoding (0xC0A1E5CE): clipboard in UTF-8, with notify/request/provide actions. */
@@ -79,13 +88,15 @@ export interface ClipboardPolicy {
  * Enforces a template's clipboard switches on the client stream:
  * - upload off: every ClientCutText that carries or announces text is dropped (standard Latin-1, and the extended
  *   clipboard's notify and provide); the extended clipboard's caps, request and peek still pass.
- * - download off: the Extended Clipboard pseudo-encoding is taken out of SetEncodings, so the server never offers
- *   UTF-8 clipboard to this viewer, and the viewer's extended request and peek (asking for the server's text) are
- *   dropped. A server's standard ServerCutText is not in the client stream: it is handled on the server side of
- *   the proxy (see serverCutText.ts).
+ * - download off: SetEncodings keeps only the encodings the server-side filter can measure (serverCutText.ts,
+ *   which drops ServerCutText), so the Extended Clipboard pseudo-encoding goes too and the server never offers
+ *   UTF-8 clipboard to this viewer; the viewer's extended request and peek (asking for the server's text) are
+ *   dropped. `bitsPerPixel` tells the server-side filter the viewer's pixel format.
  */
-export const clipboardFilter = (policy: ClipboardPolicy, options: RfbParserOptions = {}): ClientFilter =>
-  makeClientFilter((m) => {
+export const clipboardFilter = (policy: ClipboardPolicy, options: RfbParserOptions = {}): ClientFilter & { readonly bitsPerPixel: () => number | undefined } => {
+  let bitsPerPixel: number | undefined
+  const filter = makeClientFilter((m) => {
+    if (m.type === "SetPixelFormat") bitsPerPixel = m.raw[4]
     if (m.type === "ClientCutText") {
       if (!m.extended) return policy.upload ? "keep" : "drop"
       const flags = m.raw.length >= 12 ? new DataView(m.raw.buffer, m.raw.byteOffset + 8, 4).getUint32(0) : 0
@@ -95,11 +106,14 @@ export const clipboardFilter = (policy: ClipboardPolicy, options: RfbParserOptio
       if (asks) return policy.download ? "keep" : "drop"
       return policy.upload ? "keep" : "drop"
     }
-    if (m.type === "SetEncodings" && !policy.download && m.encodings.includes(ENCODING_EXTENDED_CLIPBOARD)) {
-      return encodeSetEncodings(m.encodings.filter((e) => e !== ENCODING_EXTENDED_CLIPBOARD))
+    if (m.type === "SetEncodings" && !policy.download) {
+      const kept = m.encodings.filter(isParseableEncoding)
+      return kept.length === m.encodings.length ? "keep" : encodeSetEncodings(kept)
     }
     return "keep"
   }, options)
+  return { ...filter, bitsPerPixel: () => bitsPerPixel }
+}
 
 const encodeSetEncodings = (encodings: ReadonlyArray<number>): Uint8Array => {
   const out = new Uint8Array(4 + 4 * encodings.length)

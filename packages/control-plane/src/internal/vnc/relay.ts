@@ -56,6 +56,8 @@ export interface RelayOptions {
    */
   readonly filterViewerData?: (bytes: Uint8Array) => Uint8Array | undefined
   readonly filterRefusal?: string
+  /** The same for what the agent sends towards the viewer (credit is returned for the bytes received). */
+  readonly filterAgentData?: (bytes: Uint8Array) => Uint8Array | undefined
 }
 
 const toBytes = (data: RawData): Uint8Array =>
@@ -156,8 +158,13 @@ export const relay = Effect.fnUntraced(function*(
           finish({ by: "agent", code: ViewerClose.tunnelFailed, reason: "the agent sent more than the credit window allows" })
           return Effect.void
         }
+        const out = options.filterAgentData === undefined ? frame.payload : options.filterAgentData(frame.payload)
+        if (out === undefined) {
+          finish({ by: "agent", code: ViewerClose.policyViolation, reason: options.filterRefusal ?? "refused by the session's policy" })
+          return Effect.void
+        }
         inFlight += n
-        ws.send(frame.payload, { binary: true }, (err) => {
+        const taken = (err?: Error | null) => {
           inFlight -= n
           if (err !== undefined && err !== null) return
           toReturn += n
@@ -165,7 +172,9 @@ export const relay = Effect.fnUntraced(function*(
             Queue.offerUnsafe(returns, toReturn)
             toReturn = 0
           }
-        })
+        }
+        if (out.length === 0) taken()
+        else ws.send(out, { binary: true }, taken)
         return Metric.update(Metric.withAttributes(vncBytesTotal, { direction: "to_viewer" }), n)
       }),
     onClosed: (closed) => Effect.sync(() => finish(closedByAgent(closed))),
