@@ -227,6 +227,8 @@ const agentsPage = {
   }
 }
 
+const clipboardText = (c) => (!c || (c.upload && c.download) ? "both ways" : c.upload ? "browser → desktop" : c.download ? "desktop → browser" : "off")
+
 /** "100000m" reads better as "100". */
 const cpuText = (q) => {
   const m = /^(\d+)m$/.exec(String(q))
@@ -349,6 +351,7 @@ const templatesPage = {
         <label title="Hard limit from creation (empty: default; 0s: none)">Max lifetime <input name="max_lifetime" placeholder="default" size="6"></label>
         <label>When idle <select name="idle_action"><option value="">default</option><option value="hibernate">hibernate</option><option value="delete">delete</option></select></label>
         <label title="Warning shown before any automatic action">Warn before <input name="warn_before" placeholder="default" size="6"></label>
+        <label title="Clipboard directions the control plane lets through">Clipboard <select name="clipboard" data-testid="template-clipboard"><option value="both">both ways</option><option value="download">desktop → browser</option><option value="upload">browser → desktop</option><option value="none">off</option></select></label>
         <button>Add template</button></form></div>` : ""}
       <div id="templates" class="table-wrap"></div>`
     const form = $("#tpl")
@@ -362,6 +365,8 @@ const templatesPage = {
       }
       if (f.get("display_name")) body.display_name = f.get("display_name")
       for (const k of ["idle_timeout", "max_lifetime", "idle_action", "warn_before"]) if (f.get(k)) body[k] = f.get(k)
+      const clip = f.get("clipboard")
+      body.clipboard = { upload: clip === "both" || clip === "upload", download: clip === "both" || clip === "download" }
       try {
         await api("POST", "/templates", body)
         showBanner(`Template ${body.name} added.`, "info")
@@ -373,14 +378,15 @@ const templatesPage = {
   async refresh() {
     const { templates } = await apiAll("/templates", "templates")
     patch($("#templates"), `<table data-testid="templates">
-      <thead><tr><th>Name</th><th>Display name</th><th>Image</th><th>Resources</th><th>VNC port</th><th>Home</th><th>Lifecycle</th></tr></thead>
+      <thead><tr><th>Name</th><th>Display name</th><th>Image</th><th>Resources</th><th>VNC port</th><th>Home</th><th>Lifecycle</th><th>Clipboard</th></tr></thead>
       <tbody>${templates.map((t) => `<tr>
         <td data-label="Name"><strong>${esc(t.name)}</strong></td><td data-label="Display name">${esc(t.display_name)}</td>
         <td data-label="Image"><code>${esc(t.image)}</code></td>
         <td data-label="Resources">${esc(cpuText(t.resources?.cpu ?? "default"))} CPU / ${esc(t.resources?.memory ?? "default")}</td>
         <td data-label="VNC port">${esc(t.vnc_port)}</td>
         <td data-label="Home">${t.persistent_home ? "persistent" : "ephemeral"}</td>
-        <td data-label="Lifecycle" class="small">idle ${esc(t.idle_timeout ?? "default")} → ${esc(t.idle_action ?? "default")} · lifetime ${esc(t.max_lifetime ?? "default")} · warn ${esc(t.warn_before ?? "default")}</td></tr>`).join("")}</tbody></table>`)
+        <td data-label="Lifecycle" class="small">idle ${esc(t.idle_timeout ?? "default")} → ${esc(t.idle_action ?? "default")} · lifetime ${esc(t.max_lifetime ?? "default")} · warn ${esc(t.warn_before ?? "default")}</td>
+        <td data-label="Clipboard" data-testid="template-clipboard-cell">${clipboardText(t.clipboard)}</td></tr>`).join("")}</tbody></table>`)
     return undefined
   }
 }

@@ -63,7 +63,8 @@ export function openViewer(screen, sessionId, { api }) {
     const wait = RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)] * (0.8 + Math.random() * 0.4)
     attempt++
     const due = Date.now() + wait
-    const show = () => status(`Reconnecting in ${Math.max(0, Math.ceil((due - Date.now()) / 1000))} s (attempt ${attempt}): ${why}.`, "reason", "reconnecting")
+    const reason = String(why).replace(/\.+$/, "")
+    const show = () => status(`Reconnecting in ${Math.max(0, Math.ceil((due - Date.now()) / 1000))} s (attempt ${attempt}): ${reason}.`, "reason", "reconnecting")
     show()
     clearInterval(countdown)
     countdown = setInterval(show, 1000)
@@ -83,7 +84,7 @@ export function openViewer(screen, sessionId, { api }) {
       if (state === "closed") return
       if (err?.code === "not_found") return finish("This session has ended: it no longer exists.")
       if (err?.code === "unauthorized") return finish("Log in again to view this session.", "failed")
-      return retry(`${closeText(close)}; ${err?.message ?? "the control plane cannot be reached"}`)
+      return retry(err?.code === "network" ? "the control plane cannot be reached" : `${closeText(close)} (${err?.message ?? "no answer"})`)
     }
     if (state === "closed") return
     if (ENDED_STATES.has(session.state)) return finish(`This session has ended (${session.state}${session.reason ? `: ${session.reason}` : ""}).`)
@@ -108,6 +109,7 @@ export function openViewer(screen, sessionId, { api }) {
       if (err?.code === "unauthorized" || err?.code === "forbidden") return finish(err.message, "failed")
       if (err?.code === "agent_offline") return retry(`the agent running this session is offline`)
       if (err?.code === "session_not_running") return afterDrop({ code: 4409, reason: err.message })
+      if (err?.code === "network") return retry("the control plane cannot be reached")
       if (err?.code) return retry(err.message)
       return finish("The viewer could not start. Reload the page to try again.", "failed")
     }

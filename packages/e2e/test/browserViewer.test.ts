@@ -9,6 +9,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { mkdirSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
+import { join } from "node:path"
 import { chromium, type Page } from "playwright-core"
 import { waitFor } from "@streamspace/testbed"
 import * as S from "./support/stack.ts"
@@ -53,7 +54,19 @@ describe("the web viewer", () => {
       let agent = yield* S.startApprovedAgent(cp, env)
       const token = S.userToken("vic")
       const vic = S.api(cp.url, token)
-      yield* cp.admin.post("/templates", { name: "noupload", image: "streamspace/demo-desktop:latest", clipboard: { upload: false } })
+      const b = yield* browser
+      // The admin sets the clipboard switch in the templates form.
+      const admin = yield* p(() => b.newPage({ viewport: { width: 1300, height: 800 } }))
+      yield* p(() => admin.goto(`${cp.url}/#token=${S.adminToken()}`))
+      yield* p(() => admin.goto(`${cp.url}/#/templates`))
+      const form = admin.locator("#tpl")
+      yield* p(() => form.locator("[name=name]").fill("noupload"))
+      yield* p(() => form.locator("[name=image]").fill("streamspace/demo-desktop:latest"))
+      yield* p(() => form.getByTestId("template-clipboard").selectOption("download"))
+      yield* p(() => form.getByRole("button", { name: "Add template" }).click())
+      yield* p(() => admin.locator("[data-testid=templates] tr", { hasText: "noupload" }).getByTestId("template-clipboard-cell").filter({ hasText: "desktop → browser" }).waitFor({ timeout: WAIT }))
+      assert.deepStrictEqual((yield* cp.admin.get("/templates/noupload")).body.clipboard, { upload: false, download: true })
+      yield* p(() => admin.close())
       yield* cp.admin.post("/templates", { name: "nodownload", image: "streamspace/demo-desktop:latest", clipboard: { download: false } })
       const session = (yield* vic.post("/sessions", { template: "demo" })).body
       const locked = (yield* vic.post("/sessions", { template: "noupload" })).body
@@ -62,7 +75,6 @@ describe("the web viewer", () => {
       yield* S.waitForSession(vic, locked.id, ["running"])
       yield* S.waitForSession(vic, quiet.id, ["running"])
 
-      const b = yield* browser
       const errors: Array<string> = []
       const context = yield* p(() => b.newContext({ viewport: { width: 1000, height: 700 } }))
       const open = (id: string) =>
@@ -171,4 +183,35 @@ describe("the web viewer", () => {
       assert.deepStrictEqual(errors, [])
       yield* p(() => context.close())
     }), { timeout: 240_000 })
+
+  it.live("comes back by itself after the control plane restarts (same port and database)", () =>
+    Effect.gen(function*() {
+      const cluster = yield* S.makeCluster()
+      const cpEnv = { PORT: String(yield* S.freePort), DATABASE_IN_MEMORY: "false", DATA_DIR: join(cluster.dir, "data") }
+      const first = yield* S.startControlPlane(cpEnv)
+      yield* S.startApprovedAgent(first, S.agentEnv(cluster, first.wsUrl, "agent-r"))
+      const token = S.userToken("ray")
+      const ray = S.api(first.url, token)
+      const session = (yield* ray.post("/sessions", { template: "demo" })).body
+      yield* S.waitForSession(ray, session.id, ["running"])
+      const b = yield* browser
+      const page = yield* p(() => b.newPage({ viewport: { width: 900, height: 650 } }))
+      const errors: Array<string> = []
+      page.on("pageerror", (e) => errors.push(e.message))
+      yield* p(() => page.goto(`${first.url}/#token=${token}`))
+      yield* p(() => page.locator("[data-testid=sessions]").waitFor({ timeout: WAIT }))
+      yield* p(() => page.goto(`${first.url}/#/sessions/${session.id}/view`))
+      yield* waitState(page, "connected")
+
+      yield* first.stop
+      yield* waitState(page, "reconnecting", /control plane/)
+      yield* shot(page, "10-control-plane-down")
+      const second = yield* S.startControlPlane(cpEnv)
+      yield* S.waitForOnline(second, "agent-r", WAIT)
+      yield* waitState(page, "connected")
+      yield* waitFor("the viewer on the desktop again", Effect.map(cluster.vnc.state, (st) => st.connections >= 1), { timeout: WAIT })
+      yield* shot(page, "11-control-plane-back")
+      assert.deepStrictEqual(errors, [])
+      yield* p(() => page.close())
+    }), { timeout: 180_000 })
 })
