@@ -504,6 +504,8 @@ async function poll() {
     // Reachable again: the "cannot be reached" banner is out of date.
     if (unreachable) { unreachable = false; showBanner("") }
   } catch (e) {
+    // The page changed while it refreshed (a click on View during a slow list): its DOM is gone, nothing to show.
+    if (current !== page) return
     if (e instanceof ApiError) {
       if (e.code === "network") unreachable = true
       if (e.code !== "unauthorized") showBanner(e.message)

@@ -130,7 +130,8 @@ export function openViewer(screen, sessionId, { api }) {
     current.addEventListener("disconnect", () => {
       if (rfb === current) rfb = undefined
       clearInterval(statsTimer)
-      if (state === "closed") return
+      // Closed by the page, or already ended or failed for a reason shown (a security failure comes first).
+      if (state === "closed" || state === "ended" || state === "failed") return
       const retryable = !FINAL.has(close.code)
       emit("disconnect", { ...close, retry: retryable })
       afterDrop(close)
