@@ -94,6 +94,7 @@ export function openViewer(screen, sessionId, { api }) {
 
   async function connect() {
     if (state === "closed") return
+    let close = { code: 1006, reason: "" }
     status(attempt === 0 ? "Connecting…" : `Reconnecting (attempt ${attempt})…`, "muted", attempt === 0 ? "connecting" : "reconnecting")
     let ws
     try {
@@ -102,6 +103,8 @@ export function openViewer(screen, sessionId, { api }) {
       if (state === "closed") return
       const scheme = location.protocol === "https:" ? "wss" : "ws"
       ws = new WebSocket(`${scheme}://${location.host}${ticket.url}`, ["binary"])
+      // Before noVNC's own handler, which reports the disconnect at once: the code and reason are known by then.
+      ws.addEventListener("close", (e) => { close = { code: e.code, reason: e.reason } })
       rfb = new RFB(screen, ws)
     } catch (err) {
       if (state === "closed") return
@@ -113,8 +116,6 @@ export function openViewer(screen, sessionId, { api }) {
       if (err?.code) return retry(err.message)
       return finish("The viewer could not start. Reload the page to try again.", "failed")
     }
-    let close = { code: 1006, reason: "" }
-    ws.addEventListener("close", (e) => { close = { code: e.code, reason: e.reason } })
     const current = rfb
     current.scaleViewport = true
     current.resizeSession = true

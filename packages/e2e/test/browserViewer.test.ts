@@ -174,6 +174,19 @@ describe("the web viewer", () => {
       yield* shot(quietPage, "02b-no-download")
       yield* p(() => quietPage.close())
 
+      // ---- the tunnel drops (the agent closes it): the viewer says why and comes back with a new ticket (every
+      // status text is recorded: the reconnecting one may last a second only)
+      yield* p(() => page.evaluate(() => {
+        const w = window as unknown as { statuses: Array<string> }
+        w.statuses = []
+        new MutationObserver(() => w.statuses.push(document.querySelector("[data-testid=viewer-status]")!.textContent!)).observe(document.querySelector("[data-testid=viewer-status]")!, { childList: true, characterData: true, subtree: true })
+      }))
+      yield* agent.tunnels.closeAll("pod_gone")
+      yield* p(() => page.waitForFunction(() => (window as unknown as { statuses: Array<string> }).statuses.some((t) => t.startsWith("Connected")), undefined, { timeout: WAIT }))
+      const seen = yield* p(() => page.evaluate(() => (window as unknown as { statuses: Array<string> }).statuses))
+      assert.match(seen[0] ?? "", /^Reconnecting in \d s \(attempt 1\): tunnel closed by the agent: pod_gone\.$/)
+      yield* waitState(page, "connected")
+
       // ---- the agent's link drops: the viewer says why and comes back by itself once the agent is back
       yield* agent.stop
       yield* waitState(page, "reconnecting", /agent/)
