@@ -111,8 +111,8 @@ export const make = Effect.gen(function*() {
   const clipboardPolicy = (template: string) =>
     sessions.getTemplate(template).pipe(
       Effect.map((t) => t.clipboard),
-      // A deleted template's session keeps the defaults (both directions allowed).
-      Effect.orElseSucceed(() => ({ upload: true, download: true }))
+      // The switches cannot be read (the template was deleted, the store is unavailable): blocked both ways, never open.
+      Effect.orElseSucceed(() => ({ upload: false, download: false }))
     )
 
   /** Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended. */

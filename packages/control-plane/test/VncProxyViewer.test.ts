@@ -109,6 +109,23 @@ describe("VncProxy viewer features", () => {
       v2.ws.close()
     }))
 
+  it.live("a session whose template was deleted gets the clipboard blocked (its switches cannot be read)", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      yield* t.sessions.createTemplate({ name: "brief" as TemplateName, image: "x/y:1" })
+      const s = yield* t.sessions.create(ann, { template: "brief" as TemplateName })
+      yield* waitFor("running", Effect.map(t.sessions.get(ann, s.id), (x) => x.state === "running"))
+      yield* t.sessions.deleteTemplate("brief")
+      const v = connectViewer(t.url.replace(t.running.id, s.id), bearer(t.annToken))
+      yield* Effect.promise(() => v.opened)
+      yield* until("the tunnel", () => t.hub.tunnels.size === 1)
+      const tunnelId = t.hub.opens[0]!.tunnelId as TunnelId
+      v.ws.send(cat(HANDSHAKE, cutText("nope"), KEY_A))
+      yield* until("the key", () => dataTo(t.hub, tunnelId).length === HANDSHAKE.length + KEY_A.length)
+      assert.deepStrictEqual(dataTo(t.hub, tunnelId), cat(HANDSHAKE, KEY_A))
+      v.ws.close()
+    }))
+
   it.live("a viewer sending a message type the clipboard filter cannot parse is closed with 1008", () =>
     Effect.gen(function*() {
       const t = yield* setup
