@@ -94,6 +94,8 @@ export const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse =>
         ? errorResponse(404, "not_found", e.message)
         : e.reason === "LimitExceeded"
         ? limitResponse(e.message, undefined)
+        : e.reason === "AgentOffline"
+        ? errorResponse(409, "agent_offline", e.message)
         : errorResponse(401, "unauthorized", e.message)
     case "AuditError":
       return errorResponse(503, "unavailable", e.message)

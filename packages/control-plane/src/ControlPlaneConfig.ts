@@ -53,6 +53,8 @@ export interface ControlPlaneConfigShape {
   readonly credentialRotationGrace: Duration.Duration
   /** Lifetime of a single-use VNC ticket. */
   readonly vncTicketTtl: Duration.Duration
+  /** How long a viewer waits for the agent to open its tunnel before it is closed (4502, retryable). */
+  readonly vncConnectTimeout: Duration.Duration
   /** Credit window per VNC tunnel, in bytes. */
   readonly vncTunnelWindow: number
   /** Link window announced to agents in welcome: tunnel bytes an agent may have unread on its socket. */
@@ -182,6 +184,7 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     commandTimeout: yield* duration("COMMAND_TIMEOUT", "5m"),
     credentialRotationGrace: yield* duration("CREDENTIAL_ROTATION_GRACE", "1h"),
     vncTicketTtl: yield* duration("VNC_TICKET_TTL", "60s"),
+    vncConnectTimeout: yield* duration("VNC_CONNECT_TIMEOUT", "20s"),
     vncTunnelWindow: yield* setting("VNC_TUNNEL_WINDOW", IntString(64 * 1024, 16 * 1024 * 1024), {
       default: String(1024 * 1024),
       expected: "bytes from 65536 to 16777216"

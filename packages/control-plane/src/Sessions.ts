@@ -92,7 +92,9 @@ export const CreateTemplateRequest = Schema.Struct({
   idle_action: Schema.optionalKey(Schema.Literals(["hibernate", "delete"])),
   /** Warning time before an automatic action (absent: SESSION_WARN_BEFORE). */
   warn_before: Schema.optionalKey(DurationText("warn_before")),
-  warm_pool: Schema.optionalKey(WarmPoolSize)
+  warm_pool: Schema.optionalKey(WarmPoolSize),
+  /** Clipboard directions the VNC proxy lets through (absent: both allowed; on PATCH, a direction left out is kept). */
+  clipboard: Schema.optionalKey(Schema.Struct({ upload: Schema.optionalKey(Schema.Boolean), download: Schema.optionalKey(Schema.Boolean) }))
 })
 export type CreateTemplateRequest = typeof CreateTemplateRequest.Type
 
@@ -370,7 +372,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
       vncPort: request.vnc_port ?? 5900,
       persistentHome: request.persistent_home ?? false,
       resourceBounds: request.resource_bounds,
-      warmPool: request.warm_pool ?? 0
+      warmPool: request.warm_pool ?? 0,
+      ...(request.clipboard === undefined ? {} : { clipboard: request.clipboard })
     }).pipe(
       Effect.mapError((e) =>
         e.reason === "Conflict"
@@ -435,7 +438,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
       ...(request.idle_timeout === undefined ? {} : { idleTimeout: request.idle_timeout }),
       ...(request.max_lifetime === undefined ? {} : { maxLifetime: request.max_lifetime }),
       ...(request.idle_action === undefined ? {} : { idleAction: request.idle_action }),
-      ...(request.warn_before === undefined ? {} : { warnBefore: request.warn_before })
+      ...(request.warn_before === undefined ? {} : { warnBefore: request.warn_before }),
+      ...(request.clipboard === undefined ? {} : { clipboard: request.clipboard })
     }).pipe(Effect.mapError(fromRepo))
     if (t === undefined) return yield* notFound(name)
     if (t.warmPool > 0 || before.warmPool > 0) yield* pushWarmPools(book, hub)

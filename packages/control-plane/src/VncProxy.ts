@@ -14,14 +14,16 @@
 // keyframe requests.
 import type { AgentId, SessionId } from "@streamspace/protocol"
 import { MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
-import { Clock, Context, Deferred, Effect, Layer, Metric, Option } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Option } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import type { WebSocket } from "ws"
-import { AgentHub, type TunnelSink } from "./AgentHub.ts"
+import { AgentHub, AgentHubError, type TunnelSink } from "./AgentHub.ts"
 import { Auth, type AuthError, type User } from "./Auth.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { relay, ViewerClose } from "./internal/vnc/relay.ts"
+import { clipboardFilter } from "./internal/vnc/clientFilter.ts"
+import { serverCutTextFilter } from "./internal/vnc/serverCutText.ts"
 import { isUserInput, makeRfbClientParser } from "./internal/vnc/rfbClientMessages.ts"
 import { makeInputFilter } from "./internal/vnc/inputFilter.ts"
 import { makeTickets, newViewerId, type Redeemed, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
@@ -89,10 +91,16 @@ export const make = Effect.gen(function*() {
       ? sharing.linkAccess(linkId, sessionId)
       : sharing.access(user, sessionId)
 
+  const agentConnected = (agentId: AgentId) => Effect.map(hub.get(agentId), (a) => a._tag === "Some" && a.value.connected)
+
   const issueTicket = Effect.fn("VncProxy.issueTicket")(function*(user: User, sessionId: string, linkId?: string) {
     const { session } = yield* accessOf(user, sessionId, linkId).pipe(
       Effect.mapError(() => new VncProxyError({ reason: "NotFound", message: `no session "${sessionId.slice(0, 80)}"` }))
     )
+    // Told at once instead of a viewer that connects and hears nothing (the viewer retries on its own).
+    if (session.state === "running" && !(yield* agentConnected(session.agentId))) {
+      return yield* new VncProxyError({ reason: "AgentOffline", message: `the agent running session ${session.id} (${session.agentId}) is offline; the viewer can retry` })
+    }
     const refused = viewerLimits.refusal(user, session.id)
     if (refused !== undefined) return yield* new VncProxyError({ reason: "LimitExceeded", message: refused })
     return yield* tickets.issue(user, session.id, linkId)
@@ -106,6 +114,11 @@ export const make = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
       const record = (outcome: string) => Effect.flatMap(Clock.currentTimeMillis, (now) => recordCommand("vnc_connect", outcome, started, now))
       return yield* hub.openTunnel(agentId, { sessionId, window: config.vncTunnelWindow }, sink).pipe(
+        // An agent that does not answer (a half-dead link, a desktop not reachable) is not waited for COMMAND_TIMEOUT.
+        Effect.timeoutOrElse({
+          duration: config.vncConnectTimeout,
+          orElse: () => Effect.fail(new AgentHubError({ reason: "TunnelRefused", code: "timeout", message: `the agent did not open the tunnel within ${Duration.format(config.vncConnectTimeout)}` }))
+        }),
         Effect.tap(() => record("completed")),
         Effect.tapError((e) => record(e.code ?? "error"))
       )
@@ -126,6 +139,14 @@ export const make = Effect.gen(function*() {
         for (const m of input) recordings?.input(sessionId, m.raw)
       }
     })
+
+  /** The template's clipboard switches as a filter of what the viewer sends; none when both directions are allowed. */
+  const clipboardPolicy = (template: string) =>
+    sessions.getTemplate(template).pipe(
+      Effect.map((t) => t.clipboard),
+      // The switches cannot be read (the template was deleted, the store is unavailable): blocked both ways, never open.
+      Effect.orElseSucceed(() => ({ upload: false, download: false }))
+    )
 
   /** Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended. */
   const serveViewer = (ws: WebSocket, user: User, session: SessionRecord, viewer: string, who: Redeemed, access: SessionAccess["access"]) =>
@@ -160,13 +181,29 @@ export const make = Effect.gen(function*() {
       const attached = recordings === undefined ? undefined : yield* Effect.result(recordings.attach(session, viewer))
       if (attached?._tag === "Failure") return yield* closeAndWait(ws, ViewerClose.recordingFailed, attached.failure.message)
       const recorded = attached?.success
+      const policy = yield* clipboardPolicy(session.template)
+      const filter = policy.upload && policy.download ? undefined : clipboardFilter(policy)
+      const serverFilter = filter === undefined || policy.download ? undefined : serverCutTextFilter(filter)
       const end = yield* Effect.raceFirst(relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,
         track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes))),
         onViewerData: recorded === undefined ? watch : (bytes) => (watch(bytes), recorded.client(bytes)),
         ...(recorded === undefined ? {} : { onAgentData: recorded.server }),
-        ...(sharing === undefined ? {} : { filter: makeInputFilter(() => sharing.mayInput(who.viewerId)).push })
+        ...(sharing === undefined ? {} : { filter: makeInputFilter(() => sharing.mayInput(who.viewerId)).push }),
+        ...(filter === undefined ? {} : {
+          filterViewerData: (bytes: Uint8Array) => {
+            const out = filter.push(bytes)
+            return filter.lost() ? undefined : out
+          },
+          filterRefusal: "the clipboard policy cannot follow this session's RFB stream (unknown message, encoding or security type)"
+        }),
+        ...(serverFilter === undefined ? {} : {
+          filterAgentData: (bytes: Uint8Array) => {
+            const out = serverFilter.push(bytes)
+            return serverFilter.lost() === undefined ? out : undefined
+          }
+        })
       }), Effect.map(Deferred.await(revoked), (reason) => ({ by: "agent" as const, code: ViewerClose.accessRevoked, reason }))).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )

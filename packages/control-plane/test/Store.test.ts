@@ -109,10 +109,16 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
           persistentHome: false,
           sharedHome: false,
           warmPool: 0,
+          clipboard: { upload: true, download: true },
           createdAt: undefined,
           updatedAt: undefined
         }
       )
+      // The clipboard switches are stored; a direction left out of a change keeps its value.
+      assert.deepStrictEqual((yield* store.templates.update("demo", { clipboard: { upload: false } })).clipboard, { upload: false, download: true })
+      assert.deepStrictEqual((yield* store.templates.update("demo", { clipboard: { download: false } })).clipboard, { upload: false, download: false })
+      assert.deepStrictEqual((yield* store.templates.get("demo")).clipboard, { upload: false, download: false })
+      yield* store.templates.update("demo", { clipboard: { upload: true, download: true } })
     }))
 
   it.effect("users: insert, get, list, upsert; duplicate is Conflict and keeps the first; unknown is NotFound", () =>

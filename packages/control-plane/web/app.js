@@ -7,6 +7,8 @@ import { makeUsersPage } from "./users.js"
 import { attachSharing, mountLinkViewer, sharedMark } from "/ui/sharing.js"
 import { usagePage as makeUsagePage } from "./usage.js"
 import { recordingMark, recordingsPage } from "./recordings.js"
+import { openViewer } from "./viewer.js"
+import { mountViewerTools } from "./viewerTools.js"
 
 const TOKEN_KEY = "streamspace.token"
 const PHASES = ["pending", "creating", "running"]
@@ -235,6 +237,8 @@ const agentsPage = {
   }
 }
 
+const clipboardText = (c) => (!c || (c.upload && c.download) ? "both ways" : c.upload ? "browser → desktop" : c.download ? "desktop → browser" : "off")
+
 /** "100000m" reads better as "100". */
 const cpuText = (q) => {
   const m = /^(\d+)m$/.exec(String(q))
@@ -360,6 +364,7 @@ const templatesPage = {
         <label title="Hard limit from creation (empty: default; 0s: none)">Max lifetime <input name="max_lifetime" placeholder="default" size="6"></label>
         <label>When idle <select name="idle_action"><option value="">default</option><option value="hibernate">hibernate</option><option value="delete">delete</option></select></label>
         <label title="Warning shown before any automatic action">Warn before <input name="warn_before" placeholder="default" size="6"></label>
+        <label title="Clipboard directions the control plane lets through">Clipboard <select name="clipboard" data-testid="template-clipboard"><option value="both">both ways</option><option value="download">desktop → browser</option><option value="upload">browser → desktop</option><option value="none">off</option></select></label>
         <button>Add template</button></form></div>` : ""}
       <div id="templates" class="table-wrap"></div>`
     const form = $("#tpl")
@@ -373,6 +378,8 @@ const templatesPage = {
       }
       if (f.get("display_name")) body.display_name = f.get("display_name")
       for (const k of ["idle_timeout", "max_lifetime", "idle_action", "warn_before"]) if (f.get(k)) body[k] = f.get(k)
+      const clip = f.get("clipboard")
+      body.clipboard = { upload: clip === "both" || clip === "upload", download: clip === "both" || clip === "download" }
       try {
         await api("POST", "/templates", body)
         showBanner(`Template ${body.name} added.`, "info")
@@ -384,14 +391,15 @@ const templatesPage = {
   async refresh() {
     const { templates } = await apiAll("/templates", "templates")
     patch($("#templates"), `<table data-testid="templates">
-      <thead><tr><th>Name</th><th>Display name</th><th>Image</th><th>Resources</th><th>VNC port</th><th>Home</th><th>Lifecycle</th></tr></thead>
+      <thead><tr><th>Name</th><th>Display name</th><th>Image</th><th>Resources</th><th>VNC port</th><th>Home</th><th>Lifecycle</th><th>Clipboard</th></tr></thead>
       <tbody>${templates.map((t) => `<tr>
         <td data-label="Name"><strong>${esc(t.name)}</strong></td><td data-label="Display name">${esc(t.display_name)}</td>
         <td data-label="Image"><code>${esc(t.image)}</code></td>
         <td data-label="Resources">${esc(cpuText(t.resources?.cpu ?? "default"))} CPU / ${esc(t.resources?.memory ?? "default")}</td>
         <td data-label="VNC port">${esc(t.vnc_port)}</td>
         <td data-label="Home">${t.persistent_home ? "persistent" : "ephemeral"}</td>
-        <td data-label="Lifecycle" class="small">idle ${esc(t.idle_timeout ?? "default")} → ${esc(t.idle_action ?? "default")} · lifetime ${esc(t.max_lifetime ?? "default")} · warn ${esc(t.warn_before ?? "default")}</td></tr>`).join("")}</tbody></table>`)
+        <td data-label="Lifecycle" class="small">idle ${esc(t.idle_timeout ?? "default")} → ${esc(t.idle_action ?? "default")} · lifetime ${esc(t.max_lifetime ?? "default")} · warn ${esc(t.warn_before ?? "default")}</td>
+        <td data-label="Clipboard" data-testid="template-clipboard-cell">${clipboardText(t.clipboard)}</td></tr>`).join("")}</tbody></table>`)
     return undefined
   }
 }
@@ -446,32 +454,25 @@ function viewerPage(id) {
         try { showExpiry(await api("POST", `/sessions/${encodeURIComponent(id)}/keepalive`)) } catch (err) { showBanner(err.message) }
         btn.disabled = false
       }
+      let session
       try {
-        let session = await api("GET", `/sessions/${encodeURIComponent(id)}`)
+        session = await api("GET", `/sessions/${encodeURIComponent(id)}`)
         if (session.state === "hibernated") session = await offerResume(id, status)
         if (session.state !== "running") {
           status(`This session is ${session.state}, not running: there is nothing to view yet.`, "reason")
           return
         }
-        const ticket = await api("POST", `/sessions/${encodeURIComponent(id)}/vnc-ticket`)
-        const { default: RFB } = await import("/vendor/novnc/core/rfb.js")
-        const scheme = location.protocol === "https:" ? "wss" : "ws"
-        viewer = new RFB($("#screen"), `${scheme}://${location.host}${ticket.url}`, { wsProtocols: ["binary"] })
-        detachSharing = attachSharing({ after: $(".viewer-bar"), session, viewerId: ticket.viewer_id, token, api, me: claims().sub, showBanner })
-        recordingMark(id, api, $(".viewer-bar"), viewer)
       } catch (err) {
         status(err instanceof ApiError ? err.message : "The viewer could not start. Reload the page to try again.", "reason")
         return
       }
-      viewer.scaleViewport = true
-      viewer.focusOnClick = true
-      viewer.addEventListener("connect", () => { status("Connected. Click the desktop to type.", "ok"); viewer.focus() })
-      viewer.addEventListener("disconnect", (e) => {
-        status(e.detail.clean ? "Disconnected." : "The connection to the session was lost (the session may have stopped, or its agent went offline). Go back to Sessions to check its state.", e.detail.clean ? "muted" : "reason")
-        viewer = undefined
-      })
-      viewer.addEventListener("securityfailure", (e) => status(`The session refused the connection: ${e.detail.reason ?? "security failure"}.`, "reason"))
-      viewer.addEventListener("credentialsrequired", () => status("The session asks for a VNC password, which this viewer does not have.", "reason"))
+      viewer = openViewer($("#screen"), id, { api })
+      viewer.events.addEventListener("status", (e) => { status(e.detail.text, e.detail.kind); $("#vstatus")?.setAttribute("data-state", e.detail.state) })
+      mountViewerTools($(".viewer-bar"), viewer, { screen: $("#screen") })
+      let viewerId
+      viewer.events.addEventListener("ticket", (e) => { viewerId = e.detail.viewerId })
+      detachSharing = attachSharing({ after: $(".viewer-bar"), session, viewerId: () => viewerId, token, api, me: claims().sub, showBanner })
+      recordingMark(id, api, $(".viewer-bar"), viewer.events)
     },
     async refresh() {
       showExpiry(await api("GET", `/sessions/${encodeURIComponent(id)}`))
@@ -521,6 +522,8 @@ async function poll() {
     // Reachable again: the "cannot be reached" banner is out of date.
     if (unreachable) { unreachable = false; showBanner("") }
   } catch (e) {
+    // The page changed while it refreshed (a click on View during a slow list): its DOM is gone, nothing to show.
+    if (current !== page) return
     if (e instanceof ApiError) {
       if (e.code === "network") unreachable = true
       if (e.code !== "unauthorized") showBanner(e.message)
@@ -554,14 +557,15 @@ async function render() {
     history.replaceState(null, "", `${location.pathname}#/sessions`)
     return render()
   }
-  if (viewer) { viewer.disconnect(); viewer = undefined }
+  if (viewer) { viewer.close(); viewer = undefined }
   page?.unmount?.()
   if (detachSharing) { detachSharing(); detachSharing = undefined }
   const shareLink = /^#share=([\w-]+)/.exec(hash)
   if (shareLink) {
     $("#nav").hidden = true
     page = { refresh: async () => undefined }
-    viewer = await mountLinkViewer($("#main"), shareLink[1])
+    const linkRfb = await mountLinkViewer($("#main"), shareLink[1])
+    viewer = linkRfb && { close: () => linkRfb.disconnect() }
     return
   }
   if (!loggedIn() || hash.startsWith("#/login")) {

@@ -21,9 +21,10 @@ export const sharedMark = (s) =>
 
 /**
  * Adds the sharing panel to an open viewer's page, below `after`. `session` is the API's session (with `shared`
- * when it is someone else's), `viewerId` the id the viewer's ticket gave. Returns a function that removes it.
+ * when it is someone else's), `viewerId` a function giving the id the viewer's current ticket gave (a new one after each
+ * reconnect). Returns a function that removes it.
  */
-export function attachSharing({ after, session, viewerId, token, api, me, showBanner }) {
+export function attachSharing({ after, session, viewerId: currentViewerId, token, api, me, showBanner }) {
   const id = session.id
   const manager = !session.shared
   const panel = document.createElement("aside")
@@ -63,7 +64,7 @@ export function attachSharing({ after, session, viewerId, token, api, me, showBa
 
   function render(p) {
     presence = p
-    const mine = p.viewers.find((v) => v.id === viewerId)
+    const mine = p.viewers.find((v) => v.id === currentViewerId())
     const holders = p.viewers.filter((v) => v.control)
     const controllingUser = p.viewers.some((v) => v.control && v.user === me)
     const state = panel.querySelector("[data-testid=control-state]")
@@ -84,11 +85,11 @@ export function attachSharing({ after, session, viewerId, token, api, me, showBa
     if (mode && document.activeElement !== mode) mode.value = p.mode
     panel.querySelector("[data-testid=presence]").innerHTML = p.viewers.map((v) => {
       const acts = []
-      if (v.id !== viewerId && !v.control && v.access !== "view" && (manager || controllingUser)) acts.push(`<button class="secondary" data-act="grant" data-testid="grant-control">${v.requested ? "Grant requested control" : "Give control"}</button>`)
-      if (v.id !== viewerId && v.control && manager) acts.push(`<button class="secondary" data-act="release" data-testid="revoke-control">Take back</button>`)
-      if (v.id !== viewerId && manager) acts.push(`<button class="danger" data-act="end" data-testid="end-viewer">End</button>`)
+      if (v.id !== currentViewerId() && !v.control && v.access !== "view" && (manager || controllingUser)) acts.push(`<button class="secondary" data-act="grant" data-testid="grant-control">${v.requested ? "Grant requested control" : "Give control"}</button>`)
+      if (v.id !== currentViewerId() && v.control && manager) acts.push(`<button class="secondary" data-act="release" data-testid="revoke-control">Take back</button>`)
+      if (v.id !== currentViewerId() && manager) acts.push(`<button class="danger" data-act="end" data-testid="end-viewer">End</button>`)
       return `<li data-viewer="${esc(v.id)}" data-user="${esc(v.user)}">
-        <span>${esc(v.user.startsWith("link:") ? "link guest" : v.user)}${v.id === viewerId ? " (you)" : ""}</span>
+        <span>${esc(v.user.startsWith("link:") ? "link guest" : v.user)}${v.id === currentViewerId() ? " (you)" : ""}</span>
         <span class="badge ${v.control ? "running" : ""}">${v.control ? "control" : v.access === "view" ? "viewing (view only)" : "viewing"}</span>
         ${v.requested ? `<span class="badge pending" data-testid="requested">asks for control</span>` : ""}
         ${acts.join(" ")}</li>`
@@ -100,9 +101,9 @@ export function attachSharing({ after, session, viewerId, token, api, me, showBa
     if (!btn) return
     const target = btn.closest("[data-viewer]")?.dataset.viewer
     switch (btn.dataset.act) {
-      case "request": return control("request", viewerId)
-      case "take": return control("take", viewerId)
-      case "release-mine": return control("release", viewerId)
+      case "request": return control("request", currentViewerId())
+      case "take": return control("take", currentViewerId())
+      case "release-mine": return control("release", currentViewerId())
       case "grant": return control("grant", target)
       case "release": return control("release", target)
       case "end": return act(() => api("DELETE", `/sessions/${enc(id)}/viewers/${enc(target)}`))

@@ -42,13 +42,9 @@ export class RfbClient {
   readonly stream: Duplex
   /** Negotiated protocol version, e.g. "3.8". */
   readonly version: string
-  readonly width: number
-  readonly height: number
   readonly name: string
   /** The pixel format the server announced in ServerInit. */
   readonly serverPixelFormat: PixelFormat
-  /** The current framebuffer, 4 bytes (R, G, B, 255) per pixel, row by row. */
-  readonly framebuffer: Uint8Array
   /** Every ServerCutText received, oldest first. */
   readonly cutTexts: Array<string> = []
   /** Resolves when the stream has closed; carries the error that ended the message loop, if any. */
@@ -65,14 +61,11 @@ export class RfbClient {
     this.reader = reader
     this.version = version
     this.timeout = timeout
-    this.width = init.readUInt16BE(0)
-    this.height = init.readUInt16BE(2)
     const pf = readPixelFormat(init, 4)
     if (typeof pf === "string") throw new Error(`server pixel format: ${pf}`)
     this.serverPixelFormat = pf
     this.name = init.subarray(24).toString("utf8")
-    this.fb = new Framebuffer(this.width, this.height, pf)
-    this.framebuffer = this.fb.data
+    this.fb = new Framebuffer(init.readUInt16BE(0), init.readUInt16BE(2), pf)
     this.closed = this.loop()
   }
 
@@ -137,6 +130,38 @@ export class RfbClient {
     writePixelFormat(msg, 4, pf)
     this.stream.write(msg)
     this.fb.setPixelFormat(pf)
+  }
+
+  /** The framebuffer's size: ServerInit's, then the last DesktopSize / ExtendedDesktopSize the server sent. */
+  get width(): number {
+    return this.fb.width
+  }
+
+  get height(): number {
+    return this.fb.height
+  }
+
+  /** The current framebuffer, 4 bytes (R, G, B, 255) per pixel, row by row. */
+  get framebuffer(): Uint8Array {
+    return this.fb.data
+  }
+
+  /** SetDesktopSize with one screen covering the framebuffer (the server needs ExtendedDesktopSize in the encodings). */
+  setDesktopSize(width: number, height: number, screens: ReadonlyArray<{ readonly id: number; readonly x: number; readonly y: number; readonly w: number; readonly h: number }> = [{ id: 1, x: 0, y: 0, w: width, h: height }]): void {
+    const msg = Buffer.alloc(8 + 16 * screens.length)
+    msg[0] = 251
+    msg.writeUInt16BE(width, 2)
+    msg.writeUInt16BE(height, 4)
+    msg[6] = screens.length
+    screens.forEach((s, i) => {
+      const o = 8 + 16 * i
+      msg.writeUInt32BE(s.id, o)
+      msg.writeUInt16BE(s.x, o + 4)
+      msg.writeUInt16BE(s.y, o + 6)
+      msg.writeUInt16BE(s.w, o + 8)
+      msg.writeUInt16BE(s.h, o + 10)
+    })
+    this.stream.write(msg)
   }
 
   setEncodings(encodings: ReadonlyArray<number>): void {

@@ -22,4 +22,5 @@ export {
   type UpdateRect
 } from "./RfbClient.ts"
 export type { LogFn, LogLevel } from "./internal/RfbServer.ts"
+export { ENCODING_DESKTOP_SIZE, ENCODING_EXTENDED_DESKTOP_SIZE, MAX_DESKTOP_SIDE } from "./internal/desktopSize.ts"
 export { decodePng, type Image } from "./png.ts"

@@ -164,6 +164,7 @@ export const templateJson = (t: TemplateRecord) => ({
   warn_before: t.warnBefore ?? null,
   resource_bounds: t.resourceBounds ?? null,
   warm_pool: t.warmPool,
+  clipboard: t.clipboard,
   created_at: t.createdAt.toISOString(),
   updated_at: t.updatedAt.toISOString()
 })

@@ -115,6 +115,19 @@ export class Desktop {
     return { x: 0, y: 0, w: this.width, h: this.title.y + CELL_HEIGHT * this.scale + 4 * this.scale - this.scale }
   }
 
+  /** The same desktop (typed text, keys, clicks, pointer, clipboard, frame count) on a framebuffer of another size. */
+  resized(width: number, height: number): Desktop {
+    const next = new Desktop(width, height, this.name)
+    next.typedText = this.typedText
+    next.keys = this.keys.slice()
+    next.clicks = this.clicks.filter((c) => c.x < width && c.y < height)
+    next.pointer = { x: Math.min(this.pointer.x, width - 1), y: Math.min(this.pointer.y, height - 1), buttonMask: this.pointer.buttonMask }
+    next.clientCutText = this.clientCutText
+    next.frame = this.frame
+    next.paint({ x: 0, y: 0, w: width, h: height })
+    return next
+  }
+
   keyEvent(keysym: number, down: boolean): void {
     this.keys.push({ keysym, down })
     if (this.keys.length > HISTORY) this.keys.shift()

@@ -26,10 +26,10 @@ const scaleTables = (pf: PixelFormat) => {
 }
 
 export class Framebuffer {
-  readonly width: number
-  readonly height: number
-  /** 4 bytes (R, G, B, 255) per pixel, row by row. */
-  readonly data: Uint8Array
+  width: number
+  height: number
+  /** 4 bytes (R, G, B, 255) per pixel, row by row (a new array after a desktop-size change). */
+  data: Uint8Array
   private format: PixelFormat
   /** Channel value -> 0..255 for the current format. */
   private tables: { r: Uint8Array; g: Uint8Array; b: Uint8Array }
@@ -40,6 +40,13 @@ export class Framebuffer {
     this.data = new Uint8Array(width * height * 4)
     this.format = format
     this.tables = scaleTables(format)
+  }
+
+  /** A new, blank framebuffer of another size (the server sends the pixels next). */
+  resize(width: number, height: number): void {
+    this.width = width
+    this.height = height
+    this.data = new Uint8Array(width * height * 4)
   }
 
   get pixelFormat(): PixelFormat {
@@ -69,6 +76,16 @@ export class Framebuffer {
       const h = await reader.read(12)
       const r: UpdateRect = { x: h.readUInt16BE(0), y: h.readUInt16BE(2), w: h.readUInt16BE(4), h: h.readUInt16BE(6), encoding: h.readInt32BE(8) }
       bytes += 12
+      if (r.encoding === -223 || r.encoding === -308) {
+        // DesktopSize / ExtendedDesktopSize: x and y carry the reason and status; a refusal keeps the size.
+        if (r.encoding === -308) {
+          const head = await reader.read(4)
+          bytes += 4 + (await reader.read(16 * head[0]!)).length
+        }
+        if (r.encoding === -223 || r.x !== 1 || r.y === 0) this.resize(r.w, r.h)
+        rects.push(r)
+        continue
+      }
       if (r.x + r.w > this.width || r.y + r.h > this.height) throw new Error(`rectangle outside the framebuffer`)
       switch (r.encoding) {
         case 0: {

@@ -40,7 +40,7 @@ export interface Engine {
 
 class EngineImpl {
   readonly options: EngineOptions
-  readonly desktop: Desktop
+  desktop: Desktop
   readonly connections = new Set<Viewer>()
   readonly sockets = new Set<net.Socket>()
   updatesSent = 0
@@ -52,6 +52,15 @@ class EngineImpl {
 
   now(): number {
     return this.options.clock?.currentTimeMillisUnsafe() ?? Date.now()
+  }
+
+  /** A new framebuffer of the new size with the same model (typed text, clicks, clipboard); every viewer is told. */
+  resize(width: number, height: number, by: Viewer): void {
+    const before = this.desktop
+    this.desktop = before.resized(width, height)
+    this.desktop.render(this.now())
+    by.log("info", `desktop resized from ${before.width}x${before.height} to ${width}x${height}`)
+    for (const c of this.connections) c.desktopResized(c === by)
   }
 
   /** Redraws the desktop; every viewer gets what changed. */

@@ -7,6 +7,16 @@ import { ENCODING_RAW, Out, SUPPORTED_ENCODINGS, Scratch, encodeRect } from "./e
 import { type PixelConverter, defaultPixelFormat, makeConverter, readPixelFormat, writePixelFormat } from "./PixelFormat.ts"
 import { type Rect, Region, intersect } from "./Rect.ts"
 import { checkVncAuth, makeChallenge } from "./vncAuth.ts"
+import {
+  ENCODING_DESKTOP_SIZE,
+  ENCODING_EXTENDED_DESKTOP_SIZE,
+  Reason,
+  readSetDesktopSize,
+  refusal,
+  setDesktopSizeLength,
+  type SizeRect,
+  writeSizeRect
+} from "./desktopSize.ts"
 
 export type LogLevel = "info" | "warn"
 export type LogFn = (level: LogLevel, message: string, fields: Readonly<Record<string, string | number>>) => void
@@ -15,6 +25,8 @@ export type LogFn = (level: LogLevel, message: string, fields: Readonly<Record<s
 export interface ViewerHost {
   readonly options: { readonly password: string | undefined; readonly bandwidthMode: boolean; readonly log: LogFn }
   readonly desktop: Desktop
+  /** Gives the shared desktop a new size (a viewer's SetDesktopSize); every viewer is told. */
+  readonly resize: (width: number, height: number, by: Viewer) => void
   /** Viewers past the handshake. */
   readonly connections: Set<Viewer>
   /** FramebufferUpdate messages sent, over all viewers. */
@@ -48,6 +60,10 @@ export class Viewer {
   private pending: Rect | undefined
   private readonly pool: Array<Out> = []
   private readonly scratch = new Scratch()
+  /** The desktop-size pseudo-encoding this viewer understands (ExtendedDesktopSize preferred), if any. */
+  private sizeEncoding: SizeRect["encoding"] | undefined
+  /** Size changes to tell this viewer in its next update. */
+  private sizeRects: Array<SizeRect> = []
 
   constructor(id: number, socket: net.Socket, engine: ViewerHost) {
     this.id = id
@@ -225,6 +241,14 @@ export class Viewer {
         const list: Array<number> = []
         for (let i = 0; i < n; i++) list.push(b.readInt32BE(4 + 4 * i))
         this.encoding = list.find((e) => SUPPORTED_ENCODINGS.includes(e)) ?? ENCODING_RAW
+        const sizeEncoding = list.includes(ENCODING_EXTENDED_DESKTOP_SIZE)
+          ? ENCODING_EXTENDED_DESKTOP_SIZE
+          : list.includes(ENCODING_DESKTOP_SIZE)
+          ? ENCODING_DESKTOP_SIZE
+          : undefined
+        // ExtendedDesktopSize is announced once, in the next update, so the viewer knows it may ask for a size.
+        if (sizeEncoding === ENCODING_EXTENDED_DESKTOP_SIZE && this.sizeEncoding !== sizeEncoding) this.tellSize(Reason.server, 0, sizeEncoding)
+        this.sizeEncoding = sizeEncoding
         return 4 + 4 * n
       }
       case 3: { // FramebufferUpdateRequest
@@ -256,6 +280,17 @@ export class Viewer {
         this.engine.desktop.cutText(b.subarray(8, 8 + len).toString("latin1"))
         return 8 + len
       }
+      case 251: { // SetDesktopSize
+        const len = setDesktopSizeLength(b)
+        if (len === 0 || b.length < len) return 0
+        const req = readSetDesktopSize(b)
+        const refused = refusal(req)
+        if (refused !== undefined) {
+          this.log("warn", `SetDesktopSize refused: ${refused.why}`)
+          this.tellSize(Reason.thisClient, refused.status)
+        } else this.engine.resize(req.width, req.height, this)
+        return len
+      }
       default:
         this.fail(`unknown client message type ${type}`)
         return 1
@@ -275,6 +310,25 @@ export class Viewer {
     this.flush()
   }
 
+  /** Queues a size pseudo-rectangle (the desktop's current size) for the next update. */
+  private tellSize(reason: number, status: number, encoding = this.sizeEncoding): void {
+    if (encoding === undefined) return
+    const { width, height } = this.engine.desktop
+    this.sizeRects.push({ encoding, reason, status, width, height })
+    this.flush()
+  }
+
+  /** The desktop has a new size: tell the viewer why, and send all of it again. */
+  desktopResized(byThisViewer: boolean): void {
+    const { width, height } = this.engine.desktop
+    const full = { x: 0, y: 0, w: width, h: height }
+    this.dirty.clear()
+    this.dirty.add(full)
+    if (this.pending !== undefined) this.pending = full
+    this.tellSize(byThisViewer ? Reason.thisClient : Reason.otherClient, 0)
+    this.flush()
+  }
+
   /** Called when the desktop changed. */
   invalidate(rects: ReadonlyArray<Rect>): void {
     for (const r of rects) this.dirty.add(r)
@@ -284,8 +338,10 @@ export class Viewer {
   /** Sends the dirty part of the requested area, if any, and the socket is not backed up. */
   flush(): void {
     if (this.phase !== "normal" || this.pending === undefined || this.socket.writableLength > HIGH_WATER) return
+    // With a size change the viewer cannot have asked for the new area yet: it gets all of it.
+    if (this.sizeRects.length > 0) this.pending = { x: 0, y: 0, w: this.engine.desktop.width, h: this.engine.desktop.height }
     const rects = this.dirty.take(this.pending)
-    if (rects.length === 0) return
+    if (rects.length === 0 && this.sizeRects.length === 0) return
     this.pending = undefined
     this.send(rects)
   }
@@ -295,7 +351,10 @@ export class Viewer {
     out.reset()
     out.u8(0)
     out.u8(0)
-    out.u16(rects.length)
+    const sizes = this.sizeRects
+    this.sizeRects = []
+    out.u16(rects.length + sizes.length)
+    for (const r of sizes) writeSizeRect(out, r)
     const { fb, width } = this.engine.desktop
     for (const r of rects) encodeRect(this.encoding, out, fb, width, r, this.conv, this.scratch)
     this.engine.updatesSent++

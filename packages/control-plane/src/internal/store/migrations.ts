@@ -285,6 +285,12 @@ const usersAndLogins = statements(
   )`
 )
 
+// Per-template clipboard switches the VNC proxy enforces (true: allowed).
+const templateClipboard = statements(
+  `ALTER TABLE templates ADD COLUMN clipboard_upload boolean NOT NULL DEFAULT true`,
+  `ALTER TABLE templates ADD COLUMN clipboard_download boolean NOT NULL DEFAULT true`
+)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -299,7 +305,8 @@ const all = {
   "0011_sharing": sharing,
   "0012_teams": teams,
   "0013_recording_policies": recordingPolicies,
-  "0014_users_and_logins": usersAndLogins
+  "0014_users_and_logins": usersAndLogins,
+  "0015_template_clipboard": templateClipboard
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */

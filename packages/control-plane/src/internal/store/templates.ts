@@ -25,6 +25,8 @@ export interface TemplateRecord {
   readonly resourceBounds?: TemplateResourceBounds | undefined
   /** Warm pods each eligible agent keeps started for this template (never with a persistent home). */
   readonly warmPool: number
+  /** Clipboard directions the VNC proxy lets through: upload (viewer -> desktop), download (desktop -> viewer). */
+  readonly clipboard: TemplateClipboard
   readonly createdAt: Date
   readonly updatedAt: Date
 }
@@ -45,6 +47,13 @@ export interface NewTemplate {
   readonly warnBefore?: string | undefined
   readonly resourceBounds?: TemplateResourceBounds | undefined
   readonly warmPool?: number | undefined
+  /** Left out: both directions allowed. */
+  readonly clipboard?: Partial<TemplateClipboard> | undefined
+}
+
+export interface TemplateClipboard {
+  readonly upload: boolean
+  readonly download: boolean
 }
 
 /** Per-resource minimum and maximum a session may request (Kubernetes quantities). */
@@ -86,7 +95,8 @@ export const patchedTemplate = (t: TemplateRecord, patch: TemplatePatch, at: Dat
     maxLifetime: patch.maxLifetime ?? t.maxLifetime,
     idleAction: patch.idleAction ?? t.idleAction,
     warnBefore: patch.warnBefore ?? t.warnBefore,
-    resourceBounds: patch.resourceBounds ?? t.resourceBounds
+    resourceBounds: patch.resourceBounds ?? t.resourceBounds,
+    clipboard: { ...t.clipboard, ...patch.clipboard }
   }, at),
   createdAt: t.createdAt
 })
@@ -107,6 +117,7 @@ export const templateRecord = (t: NewTemplate, at: Date): TemplateRecord => ({
   ...(t.warnBefore !== undefined ? { warnBefore: t.warnBefore } : {}),
   ...(t.resourceBounds === undefined ? {} : { resourceBounds: t.resourceBounds }),
   warmPool: t.warmPool ?? 0,
+  clipboard: { upload: t.clipboard?.upload ?? true, download: t.clipboard?.download ?? true },
   createdAt: at,
   updatedAt: at
 })
@@ -126,6 +137,7 @@ export const toTemplate = (r: Row): TemplateRecord => ({
   ...(r.warn_before != null ? { warnBefore: r.warn_before as string } : {}),
   ...(r.resource_bounds == null ? {} : { resourceBounds: r.resource_bounds as TemplateResourceBounds }),
   warmPool: Number(r.warm_pool ?? 0),
+  clipboard: { upload: r.clipboard_upload !== false, download: r.clipboard_download !== false },
   createdAt: date(r.created_at),
   updatedAt: date(r.updated_at)
 })
@@ -146,6 +158,8 @@ export const makeTemplates = ({ json, now, one, q, sql }: Db): TemplatesTable =>
     persistent_home: t.persistentHome,
     shared_home: t.sharedHome,
     warm_pool: t.warmPool,
+    clipboard_upload: t.clipboard.upload,
+    clipboard_download: t.clipboard.download,
     idle_timeout: t.idleTimeout ?? null,
     max_lifetime: t.maxLifetime ?? null,
     idle_action: t.idleAction ?? null,

@@ -21,6 +21,8 @@ export const ViewerClose = {
   goingAway: 1001,
   /** The viewer sent a text frame: RFB travels in binary frames. */
   unsupportedData: 1003,
+  /** A policy filter (the template's clipboard switches) could no longer parse what the viewer sends. */
+  policyViolation: 1008,
   /** The session does not exist or is not the caller's. */
   notFound: 4404,
   /** A view-only viewer sent a client message the proxy cannot parse, so its input could not be held back. */
@@ -55,13 +57,21 @@ export interface RelayOptions {
   /** Called with a function giving the bytes this relay holds right now, for as long as it runs. */
   readonly track: (held: () => number) => Effect.Effect<void, never, Scope.Scope>
   /**
-   * Sees every chunk the viewer sends that goes on (after `filter`), in order, as it arrives (the proxy looks for
+   * Sees every chunk the viewer sends that goes on (after the filters), in order, as it arrives (the proxy looks for
    * user input in it); bytes it returns are sent to the agent right after the chunk (a recording's keyframe request).
    */
   readonly onViewerData?: (bytes: Uint8Array) => Uint8Array | void
-  /** What of each chunk the viewer sends goes on (before `onViewerData`); undefined ends the viewer (`unfilterable`). */
+  /** What of each chunk the viewer sends goes on (view-only: input dropped); undefined ends the viewer (`unfilterable`). */
   readonly filter?: (bytes: Uint8Array) => Uint8Array | undefined
-  /** Sees every chunk the agent sends towards the viewer, in order (a recording). */
+  /**
+   * Rewrites what the viewer sends before it goes to the agent (drops messages a policy forbids); undefined for a
+   * chunk closes the viewer with 1008 and the reason given by `filterRefusal`.
+   */
+  readonly filterViewerData?: (bytes: Uint8Array) => Uint8Array | undefined
+  readonly filterRefusal?: string
+  /** The same for what the agent sends towards the viewer (credit is returned for the bytes received). */
+  readonly filterAgentData?: (bytes: Uint8Array) => Uint8Array | undefined
+  /** Sees every chunk that goes towards the viewer (after `filterAgentData`), in order (a recording). */
   readonly onAgentData?: (bytes: Uint8Array) => void
 }
 
@@ -120,9 +130,15 @@ export const relay = Effect.fnUntraced(function*(
       finish({ by: "agent", code: ViewerClose.unsupportedData, reason: "RFB travels in binary frames; text frames are not accepted" })
       return
     }
-    const bytes = options.filter === undefined ? toBytes(data) : options.filter(toBytes(data))
-    if (bytes === undefined) {
+    const raw = toBytes(data)
+    const allowed = options.filter === undefined ? raw : options.filter(raw)
+    if (allowed === undefined) {
       finish({ by: "agent", code: ViewerClose.unfilterable, reason: "a message the proxy cannot parse from a viewer without control" })
+      return
+    }
+    const bytes = options.filterViewerData === undefined ? allowed : options.filterViewerData(allowed)
+    if (bytes === undefined) {
+      finish({ by: "agent", code: ViewerClose.policyViolation, reason: options.filterRefusal ?? "refused by the session's policy" })
       return
     }
     if (bytes.length === 0) return
@@ -164,9 +180,14 @@ export const relay = Effect.fnUntraced(function*(
           finish({ by: "agent", code: ViewerClose.tunnelFailed, reason: "the agent sent more than the credit window allows" })
           return Effect.void
         }
+        const out = options.filterAgentData === undefined ? frame.payload : options.filterAgentData(frame.payload)
+        if (out === undefined) {
+          finish({ by: "agent", code: ViewerClose.policyViolation, reason: options.filterRefusal ?? "refused by the session's policy" })
+          return Effect.void
+        }
         inFlight += n
-        options.onAgentData?.(frame.payload)
-        ws.send(frame.payload, { binary: true }, (err) => {
+        options.onAgentData?.(out)
+        const taken = (err?: Error | null) => {
           inFlight -= n
           if (err !== undefined && err !== null) return
           toReturn += n
@@ -174,7 +195,9 @@ export const relay = Effect.fnUntraced(function*(
             Queue.offerUnsafe(returns, toReturn)
             toReturn = 0
           }
-        })
+        }
+        if (out.length === 0) taken()
+        else ws.send(out, { binary: true }, taken)
         return Metric.update(Metric.withAttributes(vncBytesTotal, { direction: "to_viewer" }), n)
       }),
     onClosed: (closed) => Effect.sync(() => finish(closedByAgent(closed))),

@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto"
 import type { User } from "../../Auth.ts"
 
 export class VncProxyError extends Schema.TaggedError<VncProxyError>()("VncProxyError", {
-  reason: Schema.Literals(["NotFound", "InvalidTicket", "LimitExceeded"]),
+  reason: Schema.Literals(["NotFound", "InvalidTicket", "LimitExceeded", "AgentOffline"]),
   message: Schema.String
 }) {}
 
