@@ -15,7 +15,7 @@ import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import * as Enrolment from "./internal/hub/enrolment.ts"
-import { serveLink } from "./internal/hub/link.ts"
+import { detach, serveLink } from "./internal/hub/link.ts"
 import {
   AgentHubError,
   type AgentReports,
@@ -29,10 +29,12 @@ import {
   type TunnelSink
 } from "./internal/hub/model.ts"
 import { type HubState, makeHubState, viewOf } from "./internal/hub/state.ts"
+import { getOne, listAll, refreshFromStore } from "./internal/hub/cluster.ts"
 import { openTunnel } from "./internal/hub/tunnels.ts"
 import { bearerToken } from "./internal/token.ts"
 import { errorResponse } from "./internal/httpError.ts"
 import { close, isUpgrade, remoteAddress, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
+import { currentReplicas } from "./Replicas.ts"
 import { Store } from "./Store.ts"
 
 export {
@@ -81,7 +83,11 @@ export interface AgentHubShape {
 /** The route the hub registers. */
 export const AGENT_CONNECT_PATH = "/api/v1/agent/connect"
 
-/** Loads every agent from the Store; a row left `online` by a crash is offline now (nobody is connected at start). */
+/**
+ * Loads every agent from the Store; a row left `online` by a crash is offline now (nobody is connected at start).
+ * With replicas, other replicas may hold them: their presence says so, and the leader's sweep marks offline
+ * the agents nobody holds.
+ */
 const loadAgents = (state: HubState) =>
   Effect.gen(function*() {
     const stale: Array<AgentId> = []
@@ -89,7 +95,7 @@ const loadAgents = (state: HubState) =>
       if (record.status !== "offline") stale.push(record.id)
       state.agents.set(record.id, { record: { ...record, status: "offline" }, live: undefined, activeTunnels: 0 })
     }
-    yield* Effect.forEach(stale, (id) => state.persist(id, state.store.agents.setStatus(id, "offline")), { concurrency: 16, discard: true })
+    if (!state.replicas.clustered) yield* Effect.forEach(stale, (id) => state.persist(id, state.store.agents.setStatus(id, "offline")), { concurrency: 16, discard: true })
     for (const t of yield* Effect.orDie(state.store.agents.listEnrollmentTokens())) state.enrollmentTokens.set(t.agentId, { hash: t.tokenHash, expiresAt: t.expiresAt })
   })
 
@@ -99,7 +105,12 @@ const connectRoute = (state: HubState, wss: Effect.Success<ReturnType<typeof sco
     if (!isUpgrade(request)) return errorResponse(426, "upgrade_required", `${AGENT_CONNECT_PATH} only accepts WebSocket upgrades`)
     const token = bearerToken(request.headers["authorization"])
     if (token === undefined) return errorResponse(401, "unauthorized", "missing Authorization: Bearer <agent token>")
-    const credential = Enrolment.authenticate(state, token, yield* Clock.currentTimeMillis)
+    let credential = Enrolment.authenticate(state, token, yield* Clock.currentTimeMillis)
+    if (credential === undefined && state.replicas.clustered) {
+      // Issued by another replica (approval, rotation, enrolment token) after this one loaded the agents.
+      yield* refreshFromStore(state)
+      credential = Enrolment.authenticate(state, token, yield* Clock.currentTimeMillis)
+    }
     if (credential === undefined) {
       yield* Effect.logWarning(`AgentHub: refused a connection from ${remoteAddress(request)}: invalid agent token`)
       return errorResponse(401, "unauthorized", "invalid agent token")
@@ -133,18 +144,32 @@ const closeAll = (state: HubState) =>
       close(live.ws, CloseCode.goingAway, "control plane shutting down")
       closed.push(entry.record.id)
     }
-    yield* Effect.forEach(closed, (id) => state.persist(id, state.store.agents.setStatus(id, "offline")), { concurrency: 16, discard: true })
+    yield* Effect.forEach(closed, (id) => state.markGone(id), { concurrency: 16, discard: true })
   })
+
+/** The lease is lost: every agent connected here is detached and its socket closed, so it redials a live replica. */
+const letGo = (state: HubState) =>
+  state.locked(Effect.forEach([...state.agents.values()], (entry) => {
+    const live = entry.live
+    if (live === undefined) return Effect.void
+    // Not written to the store (it is out of reach): the lease's expiry is what tells the others.
+    return detach(state, entry, live, false).pipe(
+      Effect.andThen(Effect.sync(() => close(live.ws, CloseCode.goingAway, "this control-plane replica lost its lease; reconnect to another")))
+    )
+  }, { discard: true }))
 
 /** Builds the hub and registers its route on the HttpRouter. Closing the scope closes every agent socket with 1001. */
 export const make = Effect.gen(function*() {
   const config = yield* ControlPlaneConfig
   const router = yield* HttpRouter.HttpRouter
   const wss = yield* scopedWsServer({ subprotocol: AGENT_SUBPROTOCOL, maxPayload: MAX_FRAME_BYTES })
-  const state = yield* makeHubState(config, yield* Store)
+  const replicas = yield* currentReplicas
+  const state = yield* makeHubState(config, yield* Store, replicas)
   yield* loadAgents(state)
   yield* router.add("GET", AGENT_CONNECT_PATH, connectRoute(state, wss))
   yield* Effect.addFinalizer(() => closeAll(state))
+  // Partitioned from PostgreSQL: another replica may take these agents once the lease expires, so let go now.
+  yield* replicas.onLeaseLost(letGo(state))
 
   const approvedLink = (agentId: AgentId) =>
     Effect.suspend(() => {
@@ -156,8 +181,8 @@ export const make = Effect.gen(function*() {
     })
 
   return AgentHub.of({
-    list: Effect.sync(() => [...state.agents.values()].map(viewOf)),
-    get: (id) => Effect.sync(() => O.map(O.fromUndefinedOr(state.agents.get(id)), viewOf)),
+    list: replicas.clustered ? listAll(state) : Effect.sync(() => [...state.agents.values()].map(viewOf)),
+    get: (id) => replicas.clustered ? getOne(state, id) : Effect.sync(() => O.map(O.fromUndefinedOr(state.agents.get(id)), viewOf)),
     send: Effect.fn("AgentHub.send")(function*<T extends ControlPlaneMessage["type"] & MessageType>(agentId: AgentId, type: T, payload: PayloadOf<T>) {
       const live = yield* approvedLink(agentId)
       if (!(yield* state.sendText(live.out, type, payload))) return yield* notConnected(agentId)

@@ -184,6 +184,23 @@ const homes = statements(
 // Warm pods kept started per agent for a template (0: none).
 const templateWarmPool = statements(`ALTER TABLE templates ADD COLUMN warm_pool integer NOT NULL DEFAULT 0 CHECK (warm_pool >= 0)`)
 
+// Control-plane replicas on one PostgreSQL (Replicas.ts): each replica's lease, and which replica holds which
+// agent's socket (trusted only while that replica's lease runs).
+const replicas = statements(
+  `CREATE TABLE control_plane_replicas (
+    id text PRIMARY KEY,
+    peer_url text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    lease_expires_at timestamptz NOT NULL
+  )`,
+  `CREATE TABLE agent_presence (
+    agent_id text PRIMARY KEY REFERENCES agents (id) ON DELETE CASCADE,
+    replica_id text NOT NULL REFERENCES control_plane_replicas (id) ON DELETE CASCADE,
+    since timestamptz NOT NULL DEFAULT now()
+  )`,
+  `CREATE INDEX agent_presence_replica_id ON agent_presence (replica_id)`
+)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -194,7 +211,8 @@ const all = {
   "0007_session_history_actor": historyActor,
   "0008_template_deleted_at": templateDeletedAt,
   "0009_homes": homes,
-  "0010_template_warm_pool": templateWarmPool
+  "0010_template_warm_pool": templateWarmPool,
+  "0011_replicas": replicas
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */
