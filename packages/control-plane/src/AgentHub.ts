@@ -53,6 +53,8 @@ export type { EnrollmentState } from "./Store.ts"
 export interface AgentHubShape {
   readonly list: Effect.Effect<ReadonlyArray<AgentView>>
   readonly get: (id: AgentId) => Effect.Effect<Option.Option<AgentView>>
+  /** Whether this replica holds the agent's socket (with replicas, `get` shows agents connected anywhere). */
+  readonly holds?: (id: AgentId) => boolean
   /** Sends a text message to a connected, approved agent. */
   readonly send: <T extends ControlPlaneMessage["type"] & MessageType>(agentId: AgentId, type: T, payload: PayloadOf<T>) => Effect.Effect<void, AgentHubError>
   /** Makes `reports` a consumer of what agents report, for as long as the scope lives. */
@@ -183,6 +185,7 @@ export const make = Effect.gen(function*() {
   return AgentHub.of({
     list: replicas.clustered ? listAll(state) : Effect.sync(() => [...state.agents.values()].map(viewOf)),
     get: (id) => replicas.clustered ? getOne(state, id) : Effect.sync(() => O.map(O.fromUndefinedOr(state.agents.get(id)), viewOf)),
+    holds: (id) => state.agents.get(id)?.live?.approved === true,
     send: Effect.fn("AgentHub.send")(function*<T extends ControlPlaneMessage["type"] & MessageType>(agentId: AgentId, type: T, payload: PayloadOf<T>) {
       const live = yield* approvedLink(agentId)
       if (!(yield* state.sendText(live.out, type, payload))) return yield* notConnected(agentId)

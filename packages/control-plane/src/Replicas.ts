@@ -167,6 +167,12 @@ const makeClustered = (self: ReplicaSelf, leaseMs: number) =>
         }),
       asLeader: (name, work) => Effect.asVoid(Effect.forkScoped(asLeader(pg, name, work, renewEvery, leaseValid)))
     }
+    // The offline watchdog of the cluster: agents whose holder died (lease expired) are recorded offline.
+    yield* shape.asLeader("agent-presence", Effect.forever(Effect.gen(function*() {
+      yield* Effect.sleep(renewEvery)
+      const offline = yield* registry.sweep.pipe(orLog("the presence sweep", [] as ReadonlyArray<AgentId>))
+      if (offline.length > 0) yield* Effect.logInfo(`Replicas: ${offline.length} agent(s) held by no live replica are offline`).pipe(Effect.annotateLogs({ agent_ids: offline }))
+    })))
     return shape
   })
 
