@@ -1,0 +1,185 @@
+// Three control-plane processes (`node src/main.ts`) on one real PostgreSQL, behind a TCP round-robin balancer,
+// with protocol-level fake agents over real WebSockets that redial through the balancer. What an operator
+// relies on when running several replicas: a request reaches an agent whichever replica it lands on, commands
+// complete exactly once, a starting replica leaves the others' agents alone, a killed replica's agents come
+// back on a survivor with nothing lost, and a replica cut off from PostgreSQL lets its agents go.
+import { Effect, Exit, Layer, ManagedRuntime, Redacted, Scope } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import { SqlClient as SqlClientTag } from "effect/sql/SqlClient"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import type { AgentId } from "@streamspace/protocol"
+import * as Database from "../src/Database.ts"
+import { hashToken } from "../src/internal/token.ts"
+import { Store } from "../src/Store.ts"
+import { type ClusterAgent, startClusterAgent } from "./support/clusterAgent.ts"
+import { sign } from "./support/jwt.ts"
+import { startPostgres } from "./support/postgres.ts"
+import { type Cuttable, type Replica, type ReplicaSet, startProxy, startReplicas } from "./support/replicas.ts"
+
+const scope = Effect.runSync(Scope.make())
+let set: ReplicaSet
+let pgPort: number
+let runtime: ManagedRuntime.ManagedRuntime<SqlClient | Store, unknown>
+let partitionProxy: Cuttable
+const agents: Array<ClusterAgent> = []
+const credentials = new Map<string, string>()
+let userToken: string
+let adminToken: string
+
+const sql = <A extends object>(text: string, params: ReadonlyArray<unknown> = []): Promise<ReadonlyArray<A>> =>
+  runtime.runPromise(Effect.flatMap(SqlClientTag, (s: SqlClient) => Effect.map(s.unsafe(text, params), (rows) => rows as unknown as ReadonlyArray<A>)))
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Polls `check` (real time) until it returns a value; fails naming `what`. */
+const until = async <A>(what: string, check: () => Promise<A | undefined | false>, timeoutMs = 30_000): Promise<A> => {
+  const deadline = Date.now() + timeoutMs
+  while (true) {
+    const a = await check()
+    if (a !== undefined && a !== false) return a
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(50)
+  }
+}
+
+const api = async (base: string, method: string, path: string, token: string, body?: unknown) => {
+  const res = await fetch(`${base}/api/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) })
+  })
+  const text = await res.text()
+  return { status: res.status, body: text === "" ? undefined : JSON.parse(text) }
+}
+
+/** The replica holding the agent's socket, by the presence table (live leases only). */
+const holderOf = async (agentId: string): Promise<Replica | undefined> => {
+  const rows = await sql<{ peer_url: string }>(
+    `SELECT r.peer_url FROM agent_presence p JOIN control_plane_replicas r ON r.id = p.replica_id WHERE p.agent_id = $1 AND r.lease_expires_at > now()`,
+    [agentId]
+  )
+  return rows.length === 0 ? undefined : set.replicas.find((r) => r.url === rows[0]!.peer_url)
+}
+
+/** Approved agents recorded before the replicas start, each with its credential. */
+const seedAgents = (ids: ReadonlyArray<string>) =>
+  runtime.runPromise(Effect.gen(function*() {
+    const store = yield* Store
+    for (const id of ids) {
+      yield* store.agents.register({ id: id as AgentId, platform: "kubernetes", region: "eu-west", version: "0.1.0", capacity: { cpu: "1000", memory: "4000Gi", max_sessions: 100_000 } })
+      const token = `credential-${id}-0123456789abcdef0123456789`
+      yield* store.agents.approve(id, hashToken(token))
+      credentials.set(id, token)
+    }
+  }))
+
+const startAgent = (id: string) => {
+  const agent = startClusterAgent({ url: set.balancer.url(), id, token: credentials.get(id)! })
+  agents.push(agent)
+  return agent
+}
+
+const AGENT_IDS = Array.from({ length: 8 }, (_, i) => `ha-agent-${i}`)
+
+beforeAll(async () => {
+  const pg = await Effect.runPromise(Scope.provide(scope)(startPostgres))
+  pgPort = pg.port
+  const url = pg.createDatabase("replicas")
+  runtime = ManagedRuntime.make(Store.layerNoDeps.pipe(Layer.provideMerge(Database.layerPostgres({ url, maxConnections: 2 }))))
+  await runtime.runPromise(Effect.void)
+  await seedAgents(AGENT_IDS)
+  // Replica 2 reaches PostgreSQL through a proxy the partition test cuts.
+  partitionProxy = await startProxy({ host: "127.0.0.1", port: pgPort })
+  const plain = Redacted.value(url)
+  set = await startReplicas({
+    count: 3,
+    databaseUrl: (i) => (i === 2 ? plain.replace(`:${pgPort}/`, `:${partitionProxy.port}/`) : plain)
+  })
+  userToken = await sign({ sub: "ann", role: "user" })
+  adminToken = await sign({ sub: "admin", role: "admin" })
+}, 180_000)
+
+afterAll(async () => {
+  for (const a of agents) a.stop()
+  await set?.close()
+  await partitionProxy?.close()
+  await runtime?.dispose()
+  await Effect.runPromise(Scope.close(scope, Exit.void))
+}, 60_000)
+
+const stopAgents = async () => {
+  for (const a of agents.splice(0)) a.stop()
+  await until("every agent recorded offline", async () => (await sql(`SELECT 1 FROM agent_presence`)).length === 0)
+}
+
+describe("three control-plane replicas on one PostgreSQL", () => {
+  it("an agent connected through the balancer gets a session created through another replica (woken by NOTIFY)", async () => {
+    const agent = startAgent(AGENT_IDS[0]!)
+    const holder = await until("the agent held by a replica", () => holderOf(agent.id))
+    const other = set.replicas.find((r) => r !== holder)!
+    const created = await api(other.url, "POST", "/sessions", userToken, { template: "demo" })
+    expect(created.status).toBe(201)
+    expect(created.body.agent_id).toBe(agent.id)
+    const running = await until("the session running on the replica that created it", async () => {
+      const s = await api(other.url, "GET", `/sessions/${created.body.id}`, userToken)
+      return s.body.state === "running" ? s.body : undefined
+    })
+    expect(running.agent_id).toBe(agent.id)
+    const creates = agent.executed.filter((c) => c.action === "create_session")
+    expect(creates.map((c) => c.action === "create_session" && c.args.session_id)).toEqual([created.body.id])
+    await stopAgents()
+  }, 60_000)
+
+  it("1,000 creates through the balancer for agents spread over the replicas: each command completes exactly once", async () => {
+    const fleet = AGENT_IDS.slice(0, 6).map(startAgent)
+    const holders = await until("every agent held", async () => {
+      const hs = await Promise.all(fleet.map((a) => holderOf(a.id)))
+      return hs.every((h) => h !== undefined) ? hs : undefined
+    })
+    expect(new Set(holders.map((h) => h!.index)).size).toBeGreaterThan(1)
+    const ids: Array<string> = []
+    let next = 0
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      while (next < 1000) {
+        next++
+        const res = await api(set.balancer.url(), "POST", "/sessions", userToken, { template: "demo" })
+        expect(res.status).toBe(201)
+        ids.push(res.body.id)
+      }
+    }))
+    expect(ids.length).toBe(1000)
+    const commands = await until("every create command finished", async () => {
+      const rows = await sql<{ id: string; state: string; session_id: string }>(
+        `SELECT id, state, session_id FROM commands WHERE action = 'create_session' AND session_id = ANY($1)`,
+        [ids]
+      )
+      return rows.length === 1000 && rows.every((r) => r.state === "completed" || r.state === "failed") ? rows : undefined
+    }, 120_000)
+    expect(commands.filter((c) => c.state !== "completed")).toEqual([])
+    // Executed exactly once each, by the agent the command was for.
+    const executed = fleet.flatMap((a) => a.executed.filter((c) => c.action === "create_session").map((c) => c.command_id as string))
+    expect(executed.length).toBe(1000)
+    expect(new Set(executed)).toEqual(new Set(commands.map((c) => c.id)))
+    const sessions = await until("every session running", async () => {
+      const rows = await sql<{ state: string }>(`SELECT state FROM sessions WHERE id = ANY($1)`, [ids])
+      return rows.every((r) => r.state === "running") ? rows : undefined
+    }, 60_000)
+    expect(sessions.length).toBe(1000)
+    await stopAgents()
+  }, 240_000)
+
+  it("a starting replica does not mark the agents held by the others offline", async () => {
+    const agent = startAgent(AGENT_IDS[6]!)
+    const holder = await until("the agent held", () => holderOf(agent.id))
+    const restarted = set.replicas.find((r) => r !== holder && r.index !== 2)!
+    await restarted.kill("SIGTERM")
+    await restarted.start()
+    const seen = await api(restarted.url, "GET", `/agents/${agent.id}`, adminToken)
+    expect(seen.status).toBe(200)
+    expect({ connected: seen.body.connected, status: seen.body.status }).toEqual({ connected: true, status: "online" })
+    const [row] = await sql<{ status: string }>(`SELECT status FROM agents WHERE id = $1`, [agent.id])
+    expect(row!.status).not.toBe("offline")
+    expect((await holderOf(agent.id))?.index).toBe(holder.index)
+    await stopAgents()
+  }, 90_000)
+})
