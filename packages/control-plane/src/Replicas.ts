@@ -90,19 +90,25 @@ const makeClustered = (self: ReplicaSelf, leaseMs: number) =>
     const renewEvery = Duration.millis(Math.max(100, Math.floor(leaseMs / 3)))
     /** Until when this replica may act as the holder of its agents, by its own clock (never later than the database's). */
     let validUntil = 0
+    /** How many times the lease was lost: a renewal that raced a loss does not revive it (the next one is fresh). */
+    let losses = 0
     const lostHandlers = new Set<Effect.Effect<void>>()
     const leaseValid = Effect.map(Clock.currentTimeMillis, (now) => now < validUntil)
     const lose = (why: string) =>
       Effect.gen(function*() {
         if (validUntil === 0) return
         validUntil = 0
+        losses++
         yield* Effect.logError(`Replicas: lease lost (${why}): closing this replica's agent sockets so they move to a live replica`)
         yield* Effect.forEach([...lostHandlers], (f) => Effect.catchCause(f, (c) => Effect.logError("Replicas: a lease-lost handler failed", c)), { discard: true })
       })
     const renewOnce = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
-      const lapsed = yield* registry.renew.pipe(Effect.timeout(renewEvery))
-      if (lapsed && validUntil !== 0) yield* lose("the database let it expire")
+      const fresh = validUntil === 0
+      const before = losses
+      const lapsed = yield* registry.renew(fresh).pipe(Effect.timeout(renewEvery))
+      if (lapsed && !fresh) yield* lose("the database let it expire")
+      if (losses !== before) return
       // Counted from before the renewal was sent: the database's lease ends no earlier than this.
       validUntil = started + leaseMs
     })
@@ -111,12 +117,17 @@ const makeClustered = (self: ReplicaSelf, leaseMs: number) =>
     yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
       yield* Effect.sleep(renewEvery)
       const renewed = yield* Effect.exit(renewOnce)
+      if (renewed._tag === "Failure") yield* Effect.logWarning("Replicas: could not renew the lease", renewed.cause)
+    })))
+    // The lease's own watchdog: not renewed by a margin before it ends (PostgreSQL out of reach, or too slow),
+    // this replica stops claiming before the others may consider its agents free.
+    const margin = Duration.toMillis(renewEvery) / 2
+    yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
-      if (renewed._tag === "Failure") {
-        yield* Effect.logWarning("Replicas: could not renew the lease", renewed.cause)
-        // One more failed renewal and the lease could run out before the next try: stop claiming now.
-        if (now + Duration.toMillis(renewEvery) >= validUntil) yield* lose("PostgreSQL unreachable")
-      }
+      if (validUntil === 0) return yield* Effect.sleep(Duration.millis(margin))
+      const due = validUntil - margin
+      if (now < due) return yield* Effect.sleep(Duration.millis(due - now))
+      yield* lose("not renewed in time: PostgreSQL out of reach")
     })))
     yield* Effect.addFinalizer(() => registry.resign.pipe(Effect.timeout(renewEvery), Effect.ignore))
 

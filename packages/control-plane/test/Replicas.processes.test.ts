@@ -138,6 +138,7 @@ describe("three control-plane replicas on one PostgreSQL", () => {
     })
     expect(new Set(holders.map((h) => h!.index)).size).toBeGreaterThan(1)
     const ids: Array<string> = []
+    const started = Date.now()
     let next = 0
     await Promise.all(Array.from({ length: 16 }, async () => {
       while (next < 1000) {
@@ -155,6 +156,7 @@ describe("three control-plane replicas on one PostgreSQL", () => {
       )
       return rows.length === 1000 && rows.every((r) => r.state === "completed" || r.state === "failed") ? rows : undefined
     }, 120_000)
+    console.log(`1,000 creates over 3 replicas: all answered and completed in ${Date.now() - started} ms`)
     expect(commands.filter((c) => c.state !== "completed")).toEqual([])
     // Executed exactly once each, by the agent the command was for.
     const executed = fleet.flatMap((a) => a.executed.filter((c) => c.action === "create_session").map((c) => c.command_id as string))

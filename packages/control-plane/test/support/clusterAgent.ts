@@ -3,7 +3,7 @@
 // a replica that lost its lease), as the real agent does. It executes each command once: a duplicate (a
 // redelivery) is answered with the first result, as the real agent's dedupe does. It records how many times
 // each command arrived and how many times it was executed, and how often it connected.
-import type { AgentId, Command, CommandResult, MessageType, PayloadOf } from "@streamspace/protocol"
+import type { AgentId, Command, CommandResult, MessageType, PayloadOf, SessionStatus } from "@streamspace/protocol"
 import { AGENT_SUBPROTOCOL, decodeFromControlPlane, encodeText, makeMessage } from "@streamspace/protocol"
 import { Result } from "effect"
 import { randomUUID } from "node:crypto"
@@ -25,12 +25,18 @@ export interface ClusterAgent {
 
 const CAPACITY = { cpu: "1000", memory: "4000Gi", max_sessions: 100_000 }
 
-const resultOf = (c: Command): CommandResult => {
+const resultOf = (c: Command, sessions: Map<string, SessionStatus>): CommandResult => {
   const now = new Date().toISOString()
   switch (c.action) {
     case "create_session":
-    case "resume_session":
-      return { action: c.action, session: { session_id: c.args.session_id, phase: "running", observed_at: now } } as CommandResult
+    case "resume_session": {
+      const session: SessionStatus = { session_id: c.args.session_id, phase: "running", observed_at: now }
+      sessions.set(session.session_id, session)
+      return { action: c.action, session } as CommandResult
+    }
+    case "delete_session":
+      sessions.delete(c.args.session_id)
+      return { action: c.action } as CommandResult
     case "list_homes":
       return { action: "list_homes", homes: [] }
     default:
@@ -43,6 +49,8 @@ export const startClusterAgent = (options: { readonly url: string; readonly id: 
   const received = new Map<string, number>()
   const results = new Map<string, CommandResult>()
   const executed: Array<Command> = []
+  /** What it runs: its hello's inventory on every connect, as the real agent's. */
+  const sessions = new Map<string, SessionStatus>()
   let welcomes = 0
   let ws: WebSocket | undefined
   let open = false
@@ -59,7 +67,7 @@ export const startClusterAgent = (options: { readonly url: string; readonly id: 
       headers: { authorization: `Bearer ${options.token}` }
     })
     ws = socket
-    socket.on("open", () => send(socket, "hello", helloPayload(id, { capacity: CAPACITY })))
+    socket.on("open", () => send(socket, "hello", helloPayload(id, { capacity: CAPACITY, sessions: [...sessions.values()] })))
     socket.on("message", (data, isBinary) => {
       if (isBinary) return
       const decoded = decodeFromControlPlane(data.toString())
@@ -76,7 +84,7 @@ export const startClusterAgent = (options: { readonly url: string; readonly id: 
         send(socket, "command_ack", { command_id: c.command_id })
         let result = results.get(c.command_id)
         if (result === undefined) {
-          result = resultOf(c)
+          result = resultOf(c, sessions)
           results.set(c.command_id, result)
           executed.push(c)
         }

@@ -128,7 +128,7 @@ export const startReplicas = async (options: ReplicaOptions): Promise<ReplicaSet
           AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP_TOKEN,
           LOG_FORMAT: "text",
           LOG_LEVEL: "info",
-          REPLICA_LEASE: "1500ms",
+          REPLICA_LEASE: "4s",
           HEARTBEAT_INTERVAL: "1s",
           MAX_SESSIONS_PER_USER: "0",
           SESSION_CREATES_PER_MINUTE: "0",

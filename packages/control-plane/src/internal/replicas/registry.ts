@@ -18,11 +18,12 @@ export const makeRegistry = (sql: SqlClient, self: { readonly id: string; readon
   const lease = `${Math.round(leaseMs)} milliseconds`
   return {
     /**
-     * Renews this replica's lease if it still runs; otherwise (first start, or expired while partitioned)
-     * drops this replica's old presence rows and takes a new lease. Returns whether the lease had lapsed.
+     * Renews this replica's lease if it still runs; otherwise, or when `fresh` (first start, or this replica
+     * let its agents go when it could not renew in time), drops this replica's old presence rows and takes a
+     * new lease. Returns whether the database had let the lease expire.
      */
-    renew: Effect.gen(function*() {
-      const renewed = yield* sql<Row>`UPDATE control_plane_replicas SET lease_expires_at = now() + ${lease}::interval, peer_url = ${self.peerUrl}
+    renew: (fresh: boolean) => Effect.gen(function*() {
+      const renewed = fresh ? [] : yield* sql<Row>`UPDATE control_plane_replicas SET lease_expires_at = now() + ${lease}::interval, peer_url = ${self.peerUrl}
         WHERE id = ${self.id} AND lease_expires_at > now() RETURNING id`
       if (renewed.length > 0) return false
       yield* sql.withTransaction(Effect.gen(function*() {
