@@ -107,6 +107,31 @@ afterAll(async () => {
   await Effect.runPromise(Scope.close(scope, Exit.void))
 }, 60_000)
 
+/** Starts the agent (through the balancer) until the replica holding it is `target`. */
+const placeOn = async (id: string, target: Replica): Promise<ClusterAgent> => {
+  for (let attempt = 0; attempt < 12; attempt++) {
+    const agent = startAgent(id)
+    const holder = await until(`agent ${id} held`, async () => {
+      const h = await holderOf(id)
+      return h !== undefined && agent.connected() ? h : undefined
+    })
+    if (holder === target) return agent
+    agent.stop()
+    agents.splice(agents.indexOf(agent), 1)
+    await until(`agent ${id} released`, async () => (await holderOf(id)) === undefined)
+  }
+  throw new Error(`agent ${id} never landed on replica ${target.index}`)
+}
+
+/** The running replica that leads the singleton `name` (its last word about it in this run is that it leads). */
+const leaderOf = (name: string): Replica | undefined =>
+  set.replicas.find((r) => {
+    if (!r.running()) return false
+    const out = r.thisRun()
+    return out.lastIndexOf(`leader of ${name}"`) > Math.max(out.lastIndexOf(`no longer leader of ${name}"`), -1) &&
+      !out.slice(out.lastIndexOf(`leader of ${name}"`)).includes(`no longer leader of ${name}"`)
+  })
+
 const stopAgents = async () => {
   for (const a of agents.splice(0)) a.stop()
   await until("every agent recorded offline", async () => (await sql(`SELECT 1 FROM agent_presence`)).length === 0)
@@ -184,4 +209,68 @@ describe("three control-plane replicas on one PostgreSQL", () => {
     expect((await holderOf(agent.id))?.index).toBe(holder.index)
     await stopAgents()
   }, 90_000)
+
+  it("a replica partitioned from PostgreSQL stops claiming its agents: they move to a live replica", async () => {
+    const cutOff = set.replicas[2]!
+    const agent = await placeOn(AGENT_IDS[5]!, cutOff)
+    partitionProxy.cut()
+    const moved = await until("the agent held by a replica that reaches PostgreSQL", async () => {
+      const h = await holderOf(agent.id)
+      return h !== undefined && h !== cutOff && agent.connected() ? h : undefined
+    }, 60_000)
+    expect(moved).not.toBe(cutOff)
+    // The cut-off replica is alive, and it let the agent go itself (before its lease could run out).
+    expect(cutOff.running()).toBe(true)
+    expect(agent.closes.some((c) => /lost its lease/.test(c.reason))).toBe(true)
+    partitionProxy.heal()
+    await set.waitForLog(cutOff, /leader of|registered/, 30_000, cutOff.output().length)
+    await stopAgents()
+  }, 120_000)
+
+  it("SIGKILL of the replica holding an agent during creates: nothing lost, the agent back on a survivor, the singleton moves", async () => {
+    const leader = await until("a leader of agent-presence", async () => leaderOf("agent-presence"))
+    const agent = await placeOn(AGENT_IDS[7]!, leader)
+    const accepted: Array<string> = []
+    let failed = 0
+    let attempts = 0
+    await Promise.all(Array.from({ length: 3 }, async () => {
+      while (attempts < 150) {
+        attempts++
+        if (attempts === 40) await leader.kill("SIGKILL")
+        try {
+          const res = await api(set.balancer.url(), "POST", "/sessions", userToken, { template: "demo" })
+          if (res.status === 201) accepted.push(res.body.id)
+          else failed++
+        } catch {
+          failed++ // the connection was to the killed replica
+        }
+      }
+    }))
+    console.log(`creates around a SIGKILL: ${accepted.length} accepted, ${failed} failed (in flight on the killed replica)`)
+    expect(accepted.length).toBeGreaterThan(100)
+    const survivor = await until("the agent back on a survivor", async () => {
+      const h = await holderOf(agent.id)
+      return h !== undefined && h !== leader && agent.connected() ? h : undefined
+    }, 60_000)
+    expect(survivor.running()).toBe(true)
+    const commands = await until("every accepted create completed", async () => {
+      const rows = await sql<{ session_id: string; state: string }>(
+        `SELECT session_id, state FROM commands WHERE action = 'create_session' AND session_id = ANY($1)`,
+        [accepted]
+      )
+      return rows.length === accepted.length && rows.every((r) => r.state === "completed") ? rows : undefined
+    }, 60_000)
+    expect(commands.length).toBe(accepted.length)
+    const created = agent.executed.flatMap((c) => (c.action === "create_session" ? [c.args.session_id as string] : []))
+    expect(created.length).toBe(new Set(created).size) // none executed twice
+    expect(accepted.filter((id) => !created.includes(id))).toEqual([])
+    await until("every accepted session running", async () => {
+      const rows = await sql<{ state: string }>(`SELECT state FROM sessions WHERE id = ANY($1)`, [accepted])
+      return rows.every((r) => r.state === "running")
+    }, 60_000)
+    const next = await until("a survivor leading agent-presence", async () => leaderOf("agent-presence"), 30_000)
+    expect(next).not.toBe(leader)
+    await leader.start()
+    await stopAgents()
+  }, 240_000)
 })

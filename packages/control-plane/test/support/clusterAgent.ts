@@ -18,6 +18,8 @@ export interface ClusterAgent {
   readonly executed: Array<Command>
   /** Welcomes received: one per successful connection. */
   readonly welcomes: () => number
+  /** How each of its sockets was closed by the control plane (code and reason), in order. */
+  readonly closes: Array<{ readonly code: number; readonly reason: string }>
   readonly connected: () => boolean
   /** Closes the socket and stops redialling. */
   readonly stop: () => void
@@ -52,6 +54,7 @@ export const startClusterAgent = (options: { readonly url: string; readonly id: 
   /** What it runs: its hello's inventory on every connect, as the real agent's. */
   const sessions = new Map<string, SessionStatus>()
   let welcomes = 0
+  const closes: Array<{ readonly code: number; readonly reason: string }> = []
   let ws: WebSocket | undefined
   let open = false
   let stopped = false
@@ -92,7 +95,8 @@ export const startClusterAgent = (options: { readonly url: string; readonly id: 
       }
     })
     socket.on("error", () => socket.terminate())
-    socket.on("close", () => {
+    socket.on("close", (code, reason) => {
+      closes.push({ code, reason: reason.toString() })
       open = false
       clearInterval(beat)
       if (ws === socket) setTimeout(dial, 50 + Math.floor(Math.random() * 100))
@@ -104,6 +108,7 @@ export const startClusterAgent = (options: { readonly url: string; readonly id: 
     received,
     executed,
     welcomes: () => welcomes,
+    closes,
     connected: () => open,
     stop: () => {
       stopped = true

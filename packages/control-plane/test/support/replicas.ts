@@ -76,6 +76,8 @@ export interface Replica {
   readonly url: string
   /** Everything the process wrote so far (all its runs). */
   readonly output: () => string
+  /** What the current (or last) run of the process wrote. */
+  readonly thisRun: () => string
   readonly running: () => boolean
   /** Resolves once the process answers /api/v1/health. */
   readonly start: () => Promise<void>
@@ -114,10 +116,12 @@ export const startReplicas = async (options: ReplicaOptions): Promise<ReplicaSet
     const port = await freePort()
     const url = `http://127.0.0.1:${port}`
     let out = ""
+    let runStart = 0
     let child: ChildProcess | undefined
     let exited: Promise<void> = Promise.resolve()
     const logFile = path.join(logDir, `replica-${index}.log`)
     const start = async () => {
+      runStart = out.length
       child = spawn(process.execPath, [MAIN], {
         env: {
           PATH: process.env["PATH"] ?? "",
@@ -157,6 +161,7 @@ export const startReplicas = async (options: ReplicaOptions): Promise<ReplicaSet
       port,
       url,
       output: () => out,
+      thisRun: () => out.slice(runStart),
       running: () => child !== undefined && child.exitCode === null && child.signalCode === null,
       start,
       kill: async (signal = "SIGKILL") => {
