@@ -111,6 +111,7 @@ const makeClustered = (self: ReplicaSelf, leaseMs: number) =>
       if (losses !== before) return
       // Counted from before the renewal was sent: the database's lease ends no earlier than this.
       validUntil = started + leaseMs
+      if (fresh && losses > 0) yield* Effect.logInfo("Replicas: lease regained (a new term): this replica takes agents again")
     })
     yield* renewOnce.pipe(Effect.orDie)
     yield* Effect.logInfo(`Replicas: replica ${self.id} registered, peer address ${self.peerUrl}`)

@@ -121,7 +121,7 @@ export const makeHubState = Effect.fnUntraced(function*(config: ControlPlaneConf
      * Records an agent as no longer connected here: offline in one process; with replicas, its presence here
      * goes and it is offline only if no other live replica holds it.
      */
-    markGone: (id: AgentId) => state.persist(id, replicas.clustered ? replicas.release(id) : store.agents.setStatus(id, "offline")),
+    markGone: (id: AgentId) => state.persist(id, replicas.clustered ? replicas.release(id) : Effect.andThen(replicas.release(id), store.agents.setStatus(id, "offline"))),
     publish: (event: PresenceEvent) => PubSub.publish(presence, event).pipe(Effect.asVoid),
     /** Runs a mutation of the entry and publishes StatusChanged when its API status moved. */
     tracked: <A, E, R>(entry: Entry, f: Effect.Effect<A, E, R>) =>
