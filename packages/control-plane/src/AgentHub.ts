@@ -30,6 +30,7 @@ import {
 } from "./internal/hub/model.ts"
 import { type HubState, makeHubState, viewOf } from "./internal/hub/state.ts"
 import { getOne, listAll, refreshFromStore } from "./internal/hub/cluster.ts"
+import { type AgentOp, makeClusterOps } from "./internal/hub/clusterOps.ts"
 import { openTunnel } from "./internal/hub/tunnels.ts"
 import { bearerToken } from "./internal/token.ts"
 import { errorResponse } from "./internal/httpError.ts"
@@ -173,6 +174,25 @@ export const make = Effect.gen(function*() {
   // Partitioned from PostgreSQL: another replica may take these agents once the lease expires, so let go now.
   yield* replicas.onLeaseLost(letGo(state))
 
+  // With replicas, an administrator's change is made where the agent's socket is (internal/hub/clusterOps.ts).
+  const localOp = (op: AgentOp, id: AgentId): Effect.Effect<AgentView, AgentHubError> => {
+    switch (op) {
+      case "approve":
+        return Enrolment.approve(state, id)
+      case "reject":
+        return Enrolment.reject(state, id)
+      case "rotate":
+        return Enrolment.rotate(state, id)
+      case "revoke":
+        return Enrolment.revoke(state, id)
+      case "drain":
+      case "undrain":
+        return Enrolment.setDraining(state, id, op === "drain")
+    }
+  }
+  const ops = replicas.clustered ? yield* makeClusterOps(state, replicas, localOp) : undefined
+  const op = (name: AgentOp, id: AgentId) => ops === undefined ? localOp(name, id) : ops.run(name, id)
+
   const approvedLink = (agentId: AgentId) =>
     Effect.suspend(() => {
       const entry = state.agents.get(agentId)
@@ -197,14 +217,15 @@ export const make = Effect.gen(function*() {
       ),
     presence: Stream.fromPubSub(state.presence),
     openTunnel: (agentId, request, sink) => openTunnel(state, agentId, request, sink).pipe(Effect.withSpan("AgentHub.openTunnel")),
-    setDraining: Effect.fn("AgentHub.setDraining")((id: AgentId, draining: boolean) => Enrolment.setDraining(state, id, draining)),
-    approve: Effect.fn("AgentHub.approve")((id: AgentId) => Enrolment.approve(state, id)),
-    reject: Effect.fn("AgentHub.reject")((id: AgentId) => Enrolment.reject(state, id)),
-    rotate: Effect.fn("AgentHub.rotate")((id: AgentId) => Enrolment.rotate(state, id)),
-    revoke: Effect.fn("AgentHub.revoke")((id: AgentId) => Enrolment.revoke(state, id)),
+    setDraining: Effect.fn("AgentHub.setDraining")((id: AgentId, draining: boolean) => op(draining ? "drain" : "undrain", id)),
+    approve: Effect.fn("AgentHub.approve")((id: AgentId) => op("approve", id)),
+    reject: Effect.fn("AgentHub.reject")((id: AgentId) => op("reject", id)),
+    rotate: Effect.fn("AgentHub.rotate")((id: AgentId) => op("rotate", id)),
+    revoke: Effect.fn("AgentHub.revoke")((id: AgentId) => op("revoke", id)),
     droppedFrames: Effect.sync(() => state.dropped),
-    issueEnrollmentToken: Effect.fn("AgentHub.issueEnrollmentToken")((id: AgentId, ttl: Duration.Duration) => Enrolment.issueEnrollmentToken(state, id, ttl)),
-    remove: Effect.fn("AgentHub.remove")((id: AgentId) => Enrolment.remove(state, id))
+    issueEnrollmentToken: Effect.fn("AgentHub.issueEnrollmentToken")((id: AgentId, ttl: Duration.Duration) =>
+      Effect.andThen(ops === undefined || state.agents.get(id)?.live !== undefined ? Effect.void : ops.reloadOne(id), Enrolment.issueEnrollmentToken(state, id, ttl))),
+    remove: Effect.fn("AgentHub.remove")((id: AgentId) => Effect.andThen(ops?.reloadOne(id) ?? Effect.void, Enrolment.remove(state, id)))
   })
 })
 

@@ -213,6 +213,25 @@ describe("three control-plane replicas on one PostgreSQL", () => {
     await stopAgents()
   }, 90_000)
 
+  it("an administrator's drain through a replica without the agent's socket is made where the socket is", async () => {
+    const agent = startAgent(AGENT_IDS[4]!)
+    const holder = await until("the agent held", () => holderOf(agent.id))
+    const [elsewhere, third] = set.replicas.filter((r) => r !== holder)
+    const drained = await api(elsewhere!.url, "PATCH", `/agents/${agent.id}`, adminToken, { status: "offline" })
+    expect({ status: drained.status, agent: drained.body.status }).toEqual({ status: 200, agent: "draining" })
+    await until("the drain frame at the agent", async () => agent.drains.length > 0)
+    expect(agent.drains).toEqual([true])
+    const onHolder = await api(holder.url, "GET", `/agents/${agent.id}`, adminToken)
+    expect(onHolder.body.status).toBe("draining")
+    const refused = await api(third!.url, "POST", "/sessions", userToken, { template: "demo" })
+    expect(refused.status).toBe(503)
+    const undrained = await api(third!.url, "PATCH", `/agents/${agent.id}`, adminToken, { status: "online" })
+    expect({ status: undrained.status, agent: undrained.body.status }).toEqual({ status: 200, agent: "online" })
+    await until("the undrain frame at the agent", async () => agent.drains.length > 1)
+    expect(agent.drains).toEqual([true, false])
+    await stopAgents()
+  }, 60_000)
+
   it("a replica partitioned from PostgreSQL stops claiming its agents: they move to a live replica", async () => {
     const cutOff = set.replicas[2]!
     const agent = await placeOn(AGENT_IDS[5]!, cutOff)

@@ -21,6 +21,8 @@ export interface ClusterAgent {
   /** How each of its sockets was closed by the control plane (code and reason), in order. */
   readonly closes: Array<{ readonly code: number; readonly reason: string }>
   readonly connected: () => boolean
+  /** The `drain` frames received (their `draining`), in order. */
+  readonly drains: Array<boolean>
   /** Closes the socket and stops redialling. */
   readonly stop: () => void
 }
@@ -54,6 +56,7 @@ export const startClusterAgent = (options: { readonly url: string; readonly id: 
   /** What it runs: its hello's inventory on every connect, as the real agent's. */
   const sessions = new Map<string, SessionStatus>()
   let welcomes = 0
+  const drains: Array<boolean> = []
   const closes: Array<{ readonly code: number; readonly reason: string }> = []
   let ws: WebSocket | undefined
   let open = false
@@ -81,6 +84,8 @@ export const startClusterAgent = (options: { readonly url: string; readonly id: 
         open = true
         clearInterval(beat)
         beat = setInterval(() => send(socket, "heartbeat", { status: "online", capacity: CAPACITY, active_sessions: 0, active_tunnels: 0 }), 300)
+      } else if (msg.type === "drain") {
+        drains.push(msg.payload.draining)
       } else if (msg.type === "command") {
         const c = msg.payload as Command
         received.set(c.command_id, (received.get(c.command_id) ?? 0) + 1)
@@ -109,6 +114,7 @@ export const startClusterAgent = (options: { readonly url: string; readonly id: 
     executed,
     welcomes: () => welcomes,
     closes,
+    drains,
     connected: () => open,
     stop: () => {
       stopped = true
