@@ -46,8 +46,11 @@ export const getOne = (state: HubState, id: AgentId) =>
   Effect.gen(function*() {
     const local = state.agents.get(id)
     if (local?.live !== undefined) return Option.some(viewOf(local))
-    const record = yield* state.store.agents.get(id).pipe(Effect.option)
-    if (Option.isNone(record)) return Option.map(Option.fromUndefinedOr(local), viewOf)
+    const read = yield* Effect.result(state.store.agents.get(id))
+    if (read._tag === "Failure") {
+      // Deleted through another replica: gone here too. The Store out of reach: what this replica knows.
+      return read.failure.reason._tag === "NotFound" ? Option.none() : Option.map(Option.fromUndefinedOr(local), viewOf)
+    }
     const holder = yield* state.replicas.holderOf(id)
-    return Option.some(storedView(record.value, Option.getOrUndefined(holder)))
+    return Option.some(storedView(read.success, Option.getOrUndefined(holder)))
   })
