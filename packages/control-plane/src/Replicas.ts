@@ -49,6 +49,8 @@ export interface ReplicasShape {
 }
 
 const QUERY_TIMEOUT = Duration.seconds(5)
+/** The one PostgreSQL channel of the control plane's notifications (`<channel>\n<payload>`). */
+const BUS = "streamspace"
 
 const defaultPeerUrl = (host: string, port: number, tls: boolean) => {
   const h = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host
@@ -136,18 +138,33 @@ const makeClustered = (self: ReplicaSelf, leaseMs: number) =>
     const orLog = <A>(what: string, fallback: A) => <E>(eff: Effect.Effect<A, E>) =>
       Effect.catchCause(Effect.timeout(eff, QUERY_TIMEOUT), (c) => Effect.as(Effect.logWarning(`Replicas: ${what} failed`, c), fallback))
 
-    const consume = (channel: string, queue: Queue.Dequeue<{ readonly payload: string }, unknown>, f: (payload: string) => Effect.Effect<void>) =>
-      Effect.forever(Effect.gen(function*() {
-        const n = yield* Queue.take(queue)
-        yield* f(n.payload).pipe(Effect.catchCause((c) => Effect.logError(`Replicas: a ${channel} listener failed`, c)))
-      }))
-    /** A new listener after a lost one: `onReconnect` catches up on what was notified in between. */
-    const listenOnce = (channel: string, f: (payload: string) => Effect.Effect<void>, onReconnect: Effect.Effect<void>) =>
-      Effect.scoped(Effect.gen(function*() {
-        const queue = yield* pg.listen(channel)
-        yield* onReconnect
-        return yield* consume(channel, queue, f)
-      }))
+    // One LISTEN connection for every channel (one PostgreSQL channel, the payload prefixed with ours): a
+    // listener per channel would hold a pooled connection each and starve the queries.
+    const handlers = new Map<string, Set<{ readonly inbox: Queue.Queue<string>; readonly onReconnect: Effect.Effect<void> }>>()
+    const dispatch = (payload: string) =>
+      Effect.gen(function*() {
+        const cut = payload.indexOf("\n")
+        if (cut < 0) return
+        for (const h of handlers.get(payload.slice(0, cut)) ?? []) yield* Queue.offer(h.inbox, payload.slice(cut + 1))
+      })
+    const consume = (queue: Queue.Dequeue<{ readonly payload: string }, unknown>) =>
+      Effect.forever(Effect.flatMap(Queue.take(queue), (n) => dispatch(n.payload)))
+    const catchUp = Effect.forEach([...handlers.values()].flatMap((set) => [...set]), (h) => h.onReconnect, { discard: true })
+    const first = yield* pg.listen(BUS).pipe(Effect.orDie)
+    yield* Effect.forkScoped(consume(first).pipe(
+      Effect.catchCause((c) => Effect.logWarning("Replicas: the listener stopped; listening again", c)),
+      Effect.andThen(Effect.forever(
+        Effect.scoped(Effect.gen(function*() {
+          const queue = yield* pg.listen(BUS)
+          yield* Effect.logInfo("Replicas: listening again; catching up on what may have been notified meanwhile")
+          yield* catchUp
+          return yield* consume(queue)
+        })).pipe(
+          Effect.catchCause((c) => Effect.logWarning("Replicas: the listener stopped; listening again", c)),
+          Effect.andThen(Effect.sleep(Duration.millis(200)))
+        )
+      ))
+    ))
 
     const shape: ReplicasShape = {
       clustered: true,
@@ -161,21 +178,20 @@ const makeClustered = (self: ReplicaSelf, leaseMs: number) =>
         }).pipe(orLog("claim", false)),
       release: (id) => registry.release(id).pipe(orLog<void>("release", undefined)),
       onLeaseLost: (f) => Effect.acquireRelease(Effect.sync(() => lostHandlers.add(f)), () => Effect.sync(() => lostHandlers.delete(f))),
-      notify: (channel, payload) => pg.notify(channel, payload).pipe(orLog<void>(`notify ${channel}`, undefined)),
+      notify: (channel, payload) => pg.notify(BUS, `${channel}\n${payload}`).pipe(orLog<void>(`notify ${channel}`, undefined)),
       listen: (channel, f, onReconnect = Effect.void) =>
         Effect.gen(function*() {
-          // The first LISTEN is in place before this returns: nothing notified after it is missed.
-          const first = yield* pg.listen(channel).pipe(Effect.orDie)
-          const again = Effect.forever(
-            listenOnce(channel, f, onReconnect).pipe(
-              Effect.catchCause((c) => Effect.logWarning(`Replicas: the ${channel} listener stopped; listening again`, c)),
-              Effect.andThen(Effect.sleep(Duration.millis(200)))
-            )
+          const handler = { inbox: yield* Queue.unbounded<string>(), onReconnect }
+          yield* Effect.acquireRelease(
+            Effect.sync(() => {
+              const set = handlers.get(channel) ?? new Set()
+              set.add(handler)
+              handlers.set(channel, set)
+            }),
+            () => Effect.sync(() => handlers.get(channel)?.delete(handler))
           )
-          yield* Effect.forkScoped(consume(channel, first, f).pipe(
-            Effect.catchCause((c) => Effect.logWarning(`Replicas: the ${channel} listener stopped; listening again`, c)),
-            Effect.andThen(again)
-          ))
+          yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(handler.inbox), (payload) =>
+            f(payload).pipe(Effect.catchCause((c) => Effect.logError(`Replicas: a ${channel} listener failed`, c))))))
         }),
       asLeader: (name, work) => Effect.asVoid(Effect.forkScoped(asLeader(pg, name, work, renewEvery, leaseValid)))
     }
