@@ -4,9 +4,9 @@
 // Agent presence (which replica holds which agent's socket) is written on connect and removed on disconnect,
 // fenced by the holder's lease. A replica that cannot renew in time stops claiming: `onLeaseLost` handlers
 // close its agents' sockets so they redial a live replica, and `claim` fails until the lease is back.
-// `notify`/`listen` are PostgreSQL NOTIFY/LISTEN (a lost listener connection is re-established, and its
-// `onReconnect` catches up on what may have been missed); `asLeader` runs a cluster singleton under an
-// advisory lock.
+// `notify`/`listen` are PostgreSQL NOTIFY/LISTEN, every channel of ours carried on one PostgreSQL channel
+// (`streamspace`) so one connection listens (a lost one is re-established, and each listener's `onReconnect`
+// catches up on what may have been missed); `asLeader` runs a cluster singleton under an advisory lock.
 //
 // With the embedded PGlite (one process) there are no peers: `clustered` is false, presence is in memory,
 // notifications stay in the process, and every singleton runs here.
