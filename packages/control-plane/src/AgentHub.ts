@@ -15,7 +15,7 @@ import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import * as Enrolment from "./internal/hub/enrolment.ts"
-import { serveLink } from "./internal/hub/link.ts"
+import { detach, serveLink } from "./internal/hub/link.ts"
 import {
   AgentHubError,
   type AgentReports,
@@ -29,10 +29,13 @@ import {
   type TunnelSink
 } from "./internal/hub/model.ts"
 import { type HubState, makeHubState, viewOf } from "./internal/hub/state.ts"
+import { getOne, listAll, refreshFromStore } from "./internal/hub/cluster.ts"
+import { type AgentOp, makeClusterOps } from "./internal/hub/clusterOps.ts"
 import { openTunnel } from "./internal/hub/tunnels.ts"
 import { bearerToken } from "./internal/token.ts"
 import { errorResponse } from "./internal/httpError.ts"
 import { close, isUpgrade, remoteAddress, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
+import { currentReplicas } from "./Replicas.ts"
 import { Store } from "./Store.ts"
 
 export {
@@ -51,6 +54,8 @@ export type { EnrollmentState } from "./Store.ts"
 export interface AgentHubShape {
   readonly list: Effect.Effect<ReadonlyArray<AgentView>>
   readonly get: (id: AgentId) => Effect.Effect<Option.Option<AgentView>>
+  /** Whether this replica holds the agent's socket (with replicas, `get` shows agents connected anywhere). */
+  readonly holds?: (id: AgentId) => boolean
   /** Sends a text message to a connected, approved agent. */
   readonly send: <T extends ControlPlaneMessage["type"] & MessageType>(agentId: AgentId, type: T, payload: PayloadOf<T>) => Effect.Effect<void, AgentHubError>
   /** Makes `reports` a consumer of what agents report, for as long as the scope lives. */
@@ -81,7 +86,11 @@ export interface AgentHubShape {
 /** The route the hub registers. */
 export const AGENT_CONNECT_PATH = "/api/v1/agent/connect"
 
-/** Loads every agent from the Store; a row left `online` by a crash is offline now (nobody is connected at start). */
+/**
+ * Loads every agent from the Store; a row left `online` by a crash is offline now (nobody is connected at start).
+ * With replicas, other replicas may hold them: their presence says so, and the leader's sweep marks offline
+ * the agents nobody holds.
+ */
 const loadAgents = (state: HubState) =>
   Effect.gen(function*() {
     const stale: Array<AgentId> = []
@@ -89,7 +98,7 @@ const loadAgents = (state: HubState) =>
       if (record.status !== "offline") stale.push(record.id)
       state.agents.set(record.id, { record: { ...record, status: "offline" }, live: undefined, activeTunnels: 0 })
     }
-    yield* Effect.forEach(stale, (id) => state.persist(id, state.store.agents.setStatus(id, "offline")), { concurrency: 16, discard: true })
+    if (!state.replicas.clustered) yield* Effect.forEach(stale, (id) => state.persist(id, state.store.agents.setStatus(id, "offline")), { concurrency: 16, discard: true })
     for (const t of yield* Effect.orDie(state.store.agents.listEnrollmentTokens())) state.enrollmentTokens.set(t.agentId, { hash: t.tokenHash, expiresAt: t.expiresAt })
   })
 
@@ -99,7 +108,12 @@ const connectRoute = (state: HubState, wss: Effect.Success<ReturnType<typeof sco
     if (!isUpgrade(request)) return errorResponse(426, "upgrade_required", `${AGENT_CONNECT_PATH} only accepts WebSocket upgrades`)
     const token = bearerToken(request.headers["authorization"])
     if (token === undefined) return errorResponse(401, "unauthorized", "missing Authorization: Bearer <agent token>")
-    const credential = Enrolment.authenticate(state, token, yield* Clock.currentTimeMillis)
+    let credential = Enrolment.authenticate(state, token, yield* Clock.currentTimeMillis)
+    if (credential === undefined && state.replicas.clustered) {
+      // Issued by another replica (approval, rotation, enrolment token) after this one loaded the agents.
+      yield* refreshFromStore(state)
+      credential = Enrolment.authenticate(state, token, yield* Clock.currentTimeMillis)
+    }
     if (credential === undefined) {
       yield* Effect.logWarning(`AgentHub: refused a connection from ${remoteAddress(request)}: invalid agent token`)
       return errorResponse(401, "unauthorized", "invalid agent token")
@@ -133,18 +147,51 @@ const closeAll = (state: HubState) =>
       close(live.ws, CloseCode.goingAway, "control plane shutting down")
       closed.push(entry.record.id)
     }
-    yield* Effect.forEach(closed, (id) => state.persist(id, state.store.agents.setStatus(id, "offline")), { concurrency: 16, discard: true })
+    yield* Effect.forEach(closed, (id) => state.markGone(id), { concurrency: 16, discard: true })
   })
+
+/** The lease is lost: every agent connected here is detached and its socket closed, so it redials a live replica. */
+const letGo = (state: HubState) =>
+  state.locked(Effect.forEach([...state.agents.values()], (entry) => {
+    const live = entry.live
+    if (live === undefined) return Effect.void
+    // Not written to the store (it is out of reach): the lease's expiry is what tells the others.
+    return detach(state, entry, live, false).pipe(
+      Effect.andThen(Effect.sync(() => close(live.ws, CloseCode.goingAway, "this control-plane replica lost its lease; reconnect to another")))
+    )
+  }, { discard: true }))
 
 /** Builds the hub and registers its route on the HttpRouter. Closing the scope closes every agent socket with 1001. */
 export const make = Effect.gen(function*() {
   const config = yield* ControlPlaneConfig
   const router = yield* HttpRouter.HttpRouter
   const wss = yield* scopedWsServer({ subprotocol: AGENT_SUBPROTOCOL, maxPayload: MAX_FRAME_BYTES })
-  const state = yield* makeHubState(config, yield* Store)
+  const replicas = yield* currentReplicas
+  const state = yield* makeHubState(config, yield* Store, replicas)
   yield* loadAgents(state)
   yield* router.add("GET", AGENT_CONNECT_PATH, connectRoute(state, wss))
   yield* Effect.addFinalizer(() => closeAll(state))
+  // Partitioned from PostgreSQL: another replica may take these agents once the lease expires, so let go now.
+  yield* replicas.onLeaseLost(letGo(state))
+
+  // With replicas, an administrator's change is made where the agent's socket is (internal/hub/clusterOps.ts).
+  const localOp = (op: AgentOp, id: AgentId): Effect.Effect<AgentView, AgentHubError> => {
+    switch (op) {
+      case "approve":
+        return Enrolment.approve(state, id)
+      case "reject":
+        return Enrolment.reject(state, id)
+      case "rotate":
+        return Enrolment.rotate(state, id)
+      case "revoke":
+        return Enrolment.revoke(state, id)
+      case "drain":
+      case "undrain":
+        return Enrolment.setDraining(state, id, op === "drain")
+    }
+  }
+  const ops = replicas.clustered ? yield* makeClusterOps(state, replicas, localOp) : undefined
+  const op = (name: AgentOp, id: AgentId) => ops === undefined ? localOp(name, id) : ops.run(name, id)
 
   const approvedLink = (agentId: AgentId) =>
     Effect.suspend(() => {
@@ -156,8 +203,9 @@ export const make = Effect.gen(function*() {
     })
 
   return AgentHub.of({
-    list: Effect.sync(() => [...state.agents.values()].map(viewOf)),
-    get: (id) => Effect.sync(() => O.map(O.fromUndefinedOr(state.agents.get(id)), viewOf)),
+    list: replicas.clustered ? listAll(state) : Effect.sync(() => [...state.agents.values()].map(viewOf)),
+    get: (id) => replicas.clustered ? getOne(state, id) : Effect.sync(() => O.map(O.fromUndefinedOr(state.agents.get(id)), viewOf)),
+    holds: (id) => state.agents.get(id)?.live?.approved === true,
     send: Effect.fn("AgentHub.send")(function*<T extends ControlPlaneMessage["type"] & MessageType>(agentId: AgentId, type: T, payload: PayloadOf<T>) {
       const live = yield* approvedLink(agentId)
       if (!(yield* state.sendText(live.out, type, payload))) return yield* notConnected(agentId)
@@ -169,14 +217,15 @@ export const make = Effect.gen(function*() {
       ),
     presence: Stream.fromPubSub(state.presence),
     openTunnel: (agentId, request, sink) => openTunnel(state, agentId, request, sink).pipe(Effect.withSpan("AgentHub.openTunnel")),
-    setDraining: Effect.fn("AgentHub.setDraining")((id: AgentId, draining: boolean) => Enrolment.setDraining(state, id, draining)),
-    approve: Effect.fn("AgentHub.approve")((id: AgentId) => Enrolment.approve(state, id)),
-    reject: Effect.fn("AgentHub.reject")((id: AgentId) => Enrolment.reject(state, id)),
-    rotate: Effect.fn("AgentHub.rotate")((id: AgentId) => Enrolment.rotate(state, id)),
-    revoke: Effect.fn("AgentHub.revoke")((id: AgentId) => Enrolment.revoke(state, id)),
+    setDraining: Effect.fn("AgentHub.setDraining")((id: AgentId, draining: boolean) => op(draining ? "drain" : "undrain", id)),
+    approve: Effect.fn("AgentHub.approve")((id: AgentId) => op("approve", id)),
+    reject: Effect.fn("AgentHub.reject")((id: AgentId) => op("reject", id)),
+    rotate: Effect.fn("AgentHub.rotate")((id: AgentId) => op("rotate", id)),
+    revoke: Effect.fn("AgentHub.revoke")((id: AgentId) => op("revoke", id)),
     droppedFrames: Effect.sync(() => state.dropped),
-    issueEnrollmentToken: Effect.fn("AgentHub.issueEnrollmentToken")((id: AgentId, ttl: Duration.Duration) => Enrolment.issueEnrollmentToken(state, id, ttl)),
-    remove: Effect.fn("AgentHub.remove")((id: AgentId) => Enrolment.remove(state, id))
+    issueEnrollmentToken: Effect.fn("AgentHub.issueEnrollmentToken")((id: AgentId, ttl: Duration.Duration) =>
+      Effect.andThen(ops === undefined || state.agents.get(id)?.live !== undefined ? Effect.void : ops.reloadOne(id), Enrolment.issueEnrollmentToken(state, id, ttl))),
+    remove: Effect.fn("AgentHub.remove")((id: AgentId) => Effect.andThen(ops?.reloadOne(id) ?? Effect.void, Enrolment.remove(state, id)))
   })
 })
 

@@ -27,6 +27,8 @@ import {
   track,
   transition
 } from "./internal/commandLog.ts"
+import { joinCluster, redeliverFromStore, wakeHolder } from "./internal/commandRouting.ts"
+import { currentReplicas } from "./Replicas.ts"
 import { type CommandRecord, Store } from "./Store.ts"
 
 export { CommandDispatcherError, type CommandOutcome } from "./internal/commandLog.ts"
@@ -61,9 +63,12 @@ export const make = Effect.gen(function*() {
   const config = yield* ControlPlaneConfig
   const hub = yield* AgentHub
   const store = yield* Store
+  const replicas = yield* currentReplicas
   const log = yield* makeCommandLog(hub, store)
+  if (replicas.clustered) yield* joinCluster(log, replicas, config.replicaLease)
   yield* hub.subscribe({
-    onConnected: (agentId, _hello) => redeliver(log, agentId),
+    // With replicas, another replica may have persisted commands for this agent: they are read from the Store.
+    onConnected: (agentId, _hello) => replicas.clustered ? redeliverFromStore(log, agentId) : redeliver(log, agentId),
     onCommandReport: (agentId, report) => onReport(log, agentId, report)
   })
   yield* recover(log)
@@ -96,7 +101,11 @@ export const make = Effect.gen(function*() {
     yield* armDeadline(log, record)
     // Persisted before the connectivity check: an agent connecting meanwhile finds it in the log.
     const sent = yield* hub.send(agentId, "command", command).pipe(Effect.as(true), Effect.catchTag("AgentHubError", () => Effect.succeed(false)))
-    if (!sent) return record
+    if (!sent) {
+      // Another replica may hold the agent's socket: it sends the command when woken.
+      if (replicas.clustered) yield* wakeHolder(replicas, agentId, record.id)
+      return record
+    }
     const moved = yield* transition(log, record.id, "sent")
     // The `sent` row is what the caller sees; only when something moved it first (an outcome already) is it read.
     return Option.isSome(moved) ? moved.value : yield* load(log, record.id)

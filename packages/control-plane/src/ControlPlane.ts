@@ -21,6 +21,8 @@ import * as Observability from "./Observability.ts"
 import { Sessions } from "./Sessions.ts"
 import { Sharing } from "./Sharing.ts"
 import * as SharingRoutes from "./internal/sharing/routes.ts"
+import * as Database from "./Database.ts"
+import { Replicas } from "./Replicas.ts"
 import { Store } from "./Store.ts"
 import * as TeamsApi from "./internal/teams/routes.ts"
 import { Teams } from "./Teams.ts"
@@ -40,7 +42,7 @@ export interface ControlPlaneShape {
 }
 
 /** The Store on the database the config names (DATABASE_URL, DATA_DIR, DATABASE_IN_MEMORY). */
-const storeLayer = Layer.unwrap(Effect.map(ControlPlaneConfig, (c) => Store.layerSettings(c.database)))
+const storeLayer = Layer.unwrap(Effect.map(ControlPlaneConfig, (c) => Store.layerNoDeps.pipe(Layer.provideMerge(Database.layer(c.database)))))
 
 /** The Node HTTP or HTTPS server (TLS_CERT_FILE/TLS_KEY_FILE), created here so its bound address is known. */
 const serverLayer = (server: Server) =>
@@ -143,8 +145,11 @@ const redactTickets = Layer.succeed(UrlParams.CurrentRedactedNames, [
   "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature", "ticket"
 ])
 
-/** Everything the routes need, built once and shared by them (and exposed to embedders). */
-const services = Users.layer.pipe(
+/**
+ * Everything the routes need, built once and shared by them (and exposed to embedders). Built once the server
+ * listens: `boundPort` is the port it got (the replica's default peer address).
+ */
+const services = (boundPort: () => number) => Users.layer.pipe(
   Layer.provideMerge(Layer.merge(VncProxy.layer, Homes.layer)),
   Layer.provideMerge(Sharing.layer),
   Layer.provideMerge(Recordings.layer),
@@ -152,6 +157,7 @@ const services = Users.layer.pipe(
   Layer.provideMerge(Teams.layer),
   Layer.provideMerge(CommandDispatcher.layer),
   Layer.provideMerge(AgentHub.layer),
+  Layer.provideMerge(Replicas.layer(boundPort)),
   Layer.provideMerge(Auth.layer),
   Layer.provideMerge(Audit.layer),
   Layer.provideMerge(storeLayer)
@@ -163,7 +169,9 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
     const config = yield* ControlPlaneConfig
     const server = makeServer(config)
     const release = holdEarlyRequests(server)
-    const app = Layer.mergeAll(Api.layer, SharingRoutes.routes, TeamsApi.routes, UsersApi.layer, WebUi.layer).pipe(Layer.provideMerge(services))
+    const app = Layer.mergeAll(Api.layer, SharingRoutes.routes, TeamsApi.routes, UsersApi.layer, WebUi.layer).pipe(
+      Layer.provideMerge(services(() => (server.address() as AddressInfo).port))
+    )
     const served = HttpRouter.serve(app).pipe(Layer.provide(serverLayer(server)))
     const info = Layer.effect(ControlPlane, Effect.gen(function*() {
       const auth = yield* Auth

@@ -32,6 +32,10 @@ export interface ControlPlaneConfigShape {
   readonly tlsKeyFile: string | undefined
   /** DATABASE_URL (a real PostgreSQL), else the embedded PGlite in DATA_DIR or, with DATABASE_IN_MEMORY, in memory. */
   readonly database: DatabaseSettings
+  /** With DATABASE_URL: how the other replicas reach this one (PEER_URL); unset: `http://HOST:PORT` with the bound port. */
+  readonly peerUrl: string | undefined
+  /** With DATABASE_URL: how long a replica's lease lasts without renewal (REPLICA_LEASE); renewed every third of it. */
+  readonly replicaLease: Duration.Duration
   /** Lets a new agent id register as pending. Unset: no enrolment (only agents with credentials connect). */
   readonly agentBootstrapToken: Option.Option<Redacted.Redacted<string>>
   /** HS256 secret for user JWTs. */
@@ -245,7 +249,9 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     }),
     homeRetentionWarning: yield* duration("HOME_RETENTION_WARNING", "24h"),
     homeScanInterval: yield* duration("HOME_SCAN_INTERVAL", "5m"),
-    recording: yield* readRecordingSettings
+    recording: yield* readRecordingSettings,
+    peerUrl: yield* url("PEER_URL"),
+    replicaLease: yield* duration("REPLICA_LEASE", "15s")
   }
   for (const r of ["cpu", "memory"] as const) {
     const [lo, hi] = [config.sessionResourceBounds.min[r], config.sessionResourceBounds.max[r]]
@@ -253,6 +259,9 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
       const R = r.toUpperCase()
       return yield* new SettingError({ variable: `SESSION_MIN_${R}`, message: `SESSION_MIN_${R}=${lo} is above SESSION_MAX_${R}=${hi}` })
     }
+  }
+  if (Duration.toMillis(config.replicaLease) < 300) {
+    return yield* new SettingError({ variable: "REPLICA_LEASE", message: `REPLICA_LEASE=${Duration.format(config.replicaLease)} is too short: expected at least 300ms` })
   }
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     return yield* new SettingError({ variable: "TLS_CERT_FILE", message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together" })

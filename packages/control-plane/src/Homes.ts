@@ -12,6 +12,7 @@ import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { recordOf, retentionStep, type SessionUse } from "./internal/homes/policy.ts"
+import { currentReplicas } from "./Replicas.ts"
 import { Sessions } from "./Sessions.ts"
 import { type HomeRecord, Store, type StoreShape } from "./Store.ts"
 
@@ -174,7 +175,8 @@ export const makeWith = Effect.fnUntraced(function*(repo: HomesRepo) {
   yield* hub.subscribe({
     onConnected: (agentId) => FiberSet.run(fibers, refresh(agentId).pipe(Effect.catch((e) => Effect.logWarning(`homes of agent ${agentId}: ${e.message}`)))).pipe(Effect.asVoid)
   })
-  yield* Effect.forkScoped(Effect.repeat(Effect.delay(scan, config.homeScanInterval), Schedule.forever))
+  // One replica scans and applies the retention (the leader of home-retention; with one process, this one).
+  yield* (yield* currentReplicas).asLeader("home-retention", Effect.asVoid(Effect.repeat(Effect.delay(scan, config.homeScanInterval), Schedule.forever)))
 
   return Homes.of({ list, remove, refresh, sweep })
 })

@@ -17,6 +17,7 @@ import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig, type ControlPlaneConfigShape, DEFAULT_SESSION_RESOURCE_BOUNDS, DEFAULT_USER_LIMITS } from "./ControlPlaneConfig.ts"
+import { announcing, followOtherReplicas, makeActivitySharing, policyLeadership } from "./internal/sessions/coherence.ts"
 import { applyStatus, type Book, ended, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve, userActor } from "./internal/sessions/book.ts"
 import { hibernate, resume } from "./internal/sessions/hibernation.ts"
 import {
@@ -40,6 +41,7 @@ import { chargedTeam, liveRecords, quotaRefusal, storageRefusal, teamAgents, tea
 import { TeamName } from "./internal/teams/requests.ts"
 import { place } from "./Placement.ts"
 import { Teams } from "./Teams.ts"
+import { currentReplicas } from "./Replicas.ts"
 import { type Actor, DEFAULT_RESOURCES, type SessionEvent, type SessionKey, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
 
 export { SESSION_STATES, SessionsError } from "./internal/sessions/book.ts"
@@ -195,10 +197,14 @@ const liveCount = (book: Book, userId: string) => {
 /** How often the lifecycle policy looks at the running sessions, unless SESSION_POLICY_INTERVAL says otherwise. */
 export const POLICY_TICK = Duration.seconds(1)
 
-export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: SessionRules = DEFAULT_SESSION_RULES) {
+export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules: SessionRules = DEFAULT_SESSION_RULES) {
   const hub = yield* AgentHub
   const dispatcher = yield* CommandDispatcher
+  // With replicas, every replica's book follows the others' session writes (internal/sessions/coherence.ts).
+  const replicas = yield* currentReplicas
+  const repo = replicas.clustered ? announcing(ownRepo, replicas) : ownRepo
   const book = yield* makeBook(repo, dispatcher)
+  if (replicas.clustered) yield* followOtherReplicas(book, replicas)
   const policyBook = makePolicyBook()
   const config = yield* Effect.serviceOption(ControlPlaneConfig)
   const defaults: PolicyDefaults = Option.match(config, {
@@ -390,14 +396,32 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     if (s.state !== "running") {
       return yield* new SessionsError({ reason: "Conflict", message: `session ${s.id} is ${s.state}; only a running session can be kept alive` })
     }
-    noteKeepalive(policyBook, s, user.id, yield* Clock.currentTimeMillis)
+    const now = yield* Clock.currentTimeMillis
+    noteKeepalive(policyBook, s, user.id, now)
+    yield* activity.share("keepalive", s.id, user.id, now)
     return s
   })
+
+  // With replicas: activity seen here is shared, and only the leader of session-policy acts on deadlines.
+  const activity = makeActivitySharing(replicas, (kind, id, by) =>
+    Effect.map(Clock.currentTimeMillis, (now) => {
+      const s = book.sessions.get(id)
+      if (kind === "input") noteInput(policyBook, s, by, now)
+      else if (s !== undefined) noteKeepalive(policyBook, s, by, now)
+    }))
+  yield* activity.listen
+  const leading = yield* policyLeadership(replicas)
 
   /** Runs what the policy says is due: the idle action, or a delete at max_lifetime. */
   const enforce = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
-    for (const [s, deadline] of due(policyBook, book.sessions.values(), now)) {
+    const dueNow = due(policyBook, book.sessions.values(), now)
+    if (!leading()) {
+      // The warnings are shown here too; the action is the leader's (this replica acts if it becomes leader).
+      for (const [s] of dueNow) delete policyBook.activity.get(s.id)?.acting
+      return
+    }
+    for (const [s, deadline] of dueNow) {
       yield* logExpiry(s, deadline)
       yield* (deadline.action === "hibernate" ? hibernate(book, s, deadline.reason) : removeRecord(s, deadline.reason)).pipe(
         Effect.catch((e) =>
@@ -490,7 +514,10 @@ export const makeWith = Effect.fnUntraced(function*(repo: SessionRepo, rules: Se
     }),
     keepalive,
     noteInput: (sessionId, viewer) =>
-      Effect.map(Clock.currentTimeMillis, (now) => noteInput(policyBook, book.sessions.get(sessionId), viewer, now)),
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        noteInput(policyBook, book.sessions.get(sessionId), viewer, now)
+        return activity.share("input", sessionId as SessionId, viewer, now)
+      }),
     lifecycle: (s) => lifecycleJson(s, policyBook.activity.get(s.id)),
     history,
     listTemplates: repo.listTemplates.pipe(Effect.mapError(fromRepo), Effect.withSpan("Sessions.listTemplates")),

@@ -35,7 +35,9 @@ export const makeCommandLog = Effect.fnUntraced(function*(hub: AgentHubShape, st
     waiters: new Map<CommandId, Deferred.Deferred<CommandOutcome>>(),
     /** The commands not yet completed or failed, by agent, in the order they were created. */
     openByAgent: new Map<AgentId, Set<CommandId>>(),
-    agentOfOpen: new Map<CommandId, AgentId>()
+    agentOfOpen: new Map<CommandId, AgentId>(),
+    /** Tells the other replicas a command finished here (with replicas; see internal/commandRouting.ts). */
+    announce: undefined as ((id: CommandId) => Effect.Effect<void>) | undefined
   }
 })
 
@@ -66,8 +68,11 @@ export const load = (log: CommandLog, id: CommandId) =>
     Effect.mapError((e) => (e._tag === "StoreError" ? storeError(`could not read command ${id}`)(e) : e))
   )
 
-/** Wakes the waiters of a finished command and (unless called from it) stops its deadline timer. */
-const settle = (log: CommandLog, c: CommandRecord, fromDeadline: boolean) =>
+/**
+ * Wakes the waiters of a finished command and (unless called from it) stops its deadline timer; `announce`
+ * when the outcome was recorded here (not learnt from another replica).
+ */
+export const settle = (log: CommandLog, c: CommandRecord, fromDeadline: boolean, announce = true) =>
   Effect.gen(function*() {
     const outcome = outcomeOf(c)
     if (Option.isNone(outcome)) return
@@ -78,6 +83,8 @@ const settle = (log: CommandLog, c: CommandRecord, fromDeadline: boolean) =>
       yield* Deferred.succeed(waiter, outcome.value)
     }
     if (!fromDeadline) yield* FiberMap.remove(log.deadlines, c.id)
+    if (announce && log.announce !== undefined) yield* log.announce(c.id)
+    if (!announce) return
     yield* Effect.logInfo(`command ${c.action} ${c.state}`).pipe(
       Effect.annotateLogs({ command_id: c.id, agent_id: c.agentId, ...(c.error === undefined ? {} : { error_code: c.error.code }) })
     )

@@ -69,7 +69,7 @@ export const detach = (state: HubState, entry: Entry, live: Live, offline: boole
         entry.live = undefined
         if (offline) {
           entry.record = { ...entry.record, status: "offline" }
-          yield* state.persist(id, state.store.agents.setStatus(id, "offline"))
+          yield* state.markGone(id)
         }
       })
     )
@@ -206,6 +206,11 @@ const admit = (
     if (saved._tag === "Failure") {
       yield* Effect.logError("AgentHub: could not persist agent on hello", saved.cause)
       yield* refuse(state, out, ws, CloseCode.internal, "the control plane could not record this agent; retry later", "Internal", helloId)
+      return Option.none()
+    }
+    // With replicas: this one holds the socket now, unless its lease ran out (then the agent goes elsewhere).
+    if (!(yield* state.replicas.claim(id))) {
+      yield* refuse(state, out, ws, CloseCode.internal, "this control-plane replica cannot take agents now (its lease lapsed); redial", "Internal", helloId)
       return Option.none()
     }
     const record = saved.value.agent

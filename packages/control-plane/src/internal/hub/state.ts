@@ -8,6 +8,7 @@ import { Clock, Effect, FiberSet, PubSub, Semaphore } from "effect"
 import { randomUUID } from "node:crypto"
 import type { WebSocket } from "ws"
 import type { ControlPlaneConfigShape } from "../../ControlPlaneConfig.ts"
+import type { ReplicasShape } from "../../Replicas.ts"
 import type { StoreShape } from "../../Store.ts"
 import { makeKeyedLock } from "../keyedLock.ts"
 import type { AgentRecord } from "../store/agents.ts"
@@ -85,7 +86,7 @@ export const viewOf = (entry: Entry): AgentView => {
 
 export const tunnelKey = (agentId: AgentId, tunnelId: number) => `${agentId}/${tunnelId}`
 
-export const makeHubState = Effect.fnUntraced(function*(config: ControlPlaneConfigShape, store: StoreShape) {
+export const makeHubState = Effect.fnUntraced(function*(config: ControlPlaneConfigShape, store: StoreShape, replicas: ReplicasShape) {
   const lock = yield* Semaphore.make(1)
   const background = yield* FiberSet.make()
   // Sliding: presence is for observers (tests, dashboards); one that falls behind loses the oldest events.
@@ -94,6 +95,8 @@ export const makeHubState = Effect.fnUntraced(function*(config: ControlPlaneConf
   const state = {
     config,
     store,
+    /** This replica among the others (presence of agents, written on admit and detach). */
+    replicas,
     agents: new Map<AgentId, Entry>(),
     /** One-time enrolment tokens by agent id (hashes only), written through to the Store. */
     enrollmentTokens: new Map<AgentId, { readonly hash: TokenHash; readonly expiresAt: Date }>(),
@@ -114,6 +117,11 @@ export const makeHubState = Effect.fnUntraced(function*(config: ControlPlaneConf
         Effect.asVoid,
         Effect.catchCause((cause) => Effect.logError("AgentHub: could not persist agent", cause).pipe(Effect.annotateLogs({ agent_id: id })))
       ),
+    /**
+     * Records an agent as no longer connected here: offline in one process; with replicas, its presence here
+     * goes and it is offline only if no other live replica holds it.
+     */
+    markGone: (id: AgentId) => state.persist(id, replicas.clustered ? replicas.release(id) : Effect.andThen(replicas.release(id), store.agents.setStatus(id, "offline"))),
     publish: (event: PresenceEvent) => PubSub.publish(presence, event).pipe(Effect.asVoid),
     /** Runs a mutation of the entry and publishes StatusChanged when its API status moved. */
     tracked: <A, E, R>(entry: Entry, f: Effect.Effect<A, E, R>) =>

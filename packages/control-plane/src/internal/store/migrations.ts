@@ -291,6 +291,23 @@ const templateClipboard = statements(
   `ALTER TABLE templates ADD COLUMN clipboard_download boolean NOT NULL DEFAULT true`
 )
 
+// Control-plane replicas on one PostgreSQL (Replicas.ts): each replica's lease, and which replica holds which
+// agent's socket (trusted only while that replica's lease runs).
+const replicas = statements(
+  `CREATE TABLE control_plane_replicas (
+    id text PRIMARY KEY,
+    peer_url text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    lease_expires_at timestamptz NOT NULL
+  )`,
+  `CREATE TABLE agent_presence (
+    agent_id text PRIMARY KEY REFERENCES agents (id) ON DELETE CASCADE,
+    replica_id text NOT NULL REFERENCES control_plane_replicas (id) ON DELETE CASCADE,
+    since timestamptz NOT NULL DEFAULT now()
+  )`,
+  `CREATE INDEX agent_presence_replica_id ON agent_presence (replica_id)`
+)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -306,7 +323,8 @@ const all = {
   "0012_teams": teams,
   "0013_recording_policies": recordingPolicies,
   "0014_users_and_logins": usersAndLogins,
-  "0015_template_clipboard": templateClipboard
+  "0015_template_clipboard": templateClipboard,
+  "0016_replicas": replicas
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */
