@@ -5,16 +5,27 @@
 // Either end closing tears down both: the tunnel closes on the agent when the viewer leaves; the viewer is
 // closed with a code and reason when the agent closes the tunnel or goes away.
 //
-// Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets.
+// Several replicas: a viewer whose session's agent another replica holds (AgentLocator) is authenticated here and
+// bridged to that replica's peer endpoint (internal/peer/), which relays it like a local viewer. While the
+// replica drains (Drain), new viewers are refused and open ones handed over with CloseCode.reconnect.
+//
+// Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets; (internal/peer/): bridge,
+// endpoint, peerToken, signing, locator.
 import type { AgentId, SessionId } from "@streamspace/protocol"
 import { MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
-import { Clock, Context, Effect, Layer, Metric } from "effect"
+import { Clock, Context, Effect, Layer, Metric, Option } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import type { WebSocket } from "ws"
 import { AgentHub, type TunnelSink } from "./AgentHub.ts"
 import { Auth, type AuthError, type User } from "./Auth.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
+import { Drain } from "./Drain.ts"
+import { bridge, PEER_SUBPROTOCOL, PEER_VNC_PATH } from "./internal/peer/bridge.ts"
+import { peerRoute } from "./internal/peer/endpoint.ts"
+import { AgentLocator, type ReplicaAddress } from "./internal/peer/locator.ts"
+import { issuePeerToken } from "./internal/peer/peerToken.ts"
+import { deriveKey } from "./internal/peer/signing.ts"
 import { relay, ViewerClose } from "./internal/vnc/relay.ts"
 import { isUserInput, makeRfbClientParser } from "./internal/vnc/rfbClientMessages.ts"
 import { makeTickets, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
@@ -53,7 +64,15 @@ export const make = Effect.gen(function*() {
   const auth = yield* Auth
   const router = yield* HttpRouter.HttpRouter
   const wss = yield* scopedWsServer({ subprotocol: VIEWER_SUBPROTOCOL, maxPayload: MAX_VIEWER_MESSAGE_BYTES })
-  const tickets = makeTickets(config.vncTicketTtl)
+  const tickets = makeTickets(config.vncTicketTtl, config.clusterSecret)
+  const drain = yield* Drain
+  const locator = yield* AgentLocator
+  const peerKey = Option.map(config.clusterSecret, () => deriveKey(config.clusterSecret, "peer-vnc"))
+  const peerWss = yield* scopedWsServer({ subprotocol: PEER_SUBPROTOCOL, maxPayload: MAX_VIEWER_MESSAGE_BYTES })
+  /** Open viewer (and peer) sockets: handed over with CloseCode.reconnect when the replica drains. */
+  const live = new Set<WebSocket>()
+  const reconnect = (ws: WebSocket) => closeAndWait(ws, ViewerClose.reconnect, "this replica is stopping: reconnect")
+  yield* drain.onDrain(Effect.suspend(() => Effect.forEach([...live], reconnect, { concurrency: "unbounded", discard: true })))
   const viewerLimits = makeViewerLimits(config.userLimits)
   let viewerCount = 0
   /** Numbers viewers, so the API can say which one sent a session's last input. */
@@ -94,8 +113,11 @@ export const make = Effect.gen(function*() {
       }
     })
 
-  /** Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended. */
-  const serveViewer = (ws: WebSocket, user: User, agentId: AgentId, sessionId: SessionId, viewer: string) =>
+  /**
+   * Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended:
+   * relayed to the agent's tunnel here, or bridged to the replica holding the agent (`holder`).
+   */
+  const serveViewer = (ws: WebSocket, user: User, agentId: AgentId, sessionId: SessionId, viewer: string, holder?: ReplicaAddress) =>
     Effect.scoped(Effect.gen(function*() {
       // The check and the slot in one synchronous step, so concurrent viewers cannot all take the last one.
       const slot = viewerLimits.acquire(user, sessionId)
@@ -104,12 +126,25 @@ export const make = Effect.gen(function*() {
       viewerCount++
       yield* Metric.modify(vncViewers, 1)
       yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(() => void viewerCount--), Metric.modify(vncViewers, -1)))
-      const end = yield* relay(ws, openThroughHub(agentId, sessionId), {
-        window: config.vncTunnelWindow,
-        pingInterval: config.pingInterval,
-        track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes))),
-        onViewerData: yield* inputWatcher(sessionId, viewer)
-      }).pipe(
+      live.add(ws)
+      yield* Effect.addFinalizer(() => Effect.sync(() => live.delete(ws)))
+      const track = (bytes: () => number) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes)))
+      const end = yield* (holder === undefined || Option.isNone(peerKey)
+        ? relay(ws, openThroughHub(agentId, sessionId), {
+          window: config.vncTunnelWindow,
+          pingInterval: config.pingInterval,
+          track,
+          onViewerData: yield* inputWatcher(sessionId, viewer)
+        })
+        : bridge(ws, {
+          peerUrl: holder.peerUrl,
+          sessionId,
+          token: issuePeerToken(peerKey.value, { sessionId, user }, yield* Clock.currentTimeMillis),
+          highWater: config.vncTunnelWindow,
+          maxPayload: MAX_VIEWER_MESSAGE_BYTES,
+          pingInterval: config.pingInterval,
+          track
+        })).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
       if (end.by === "viewer") return
@@ -121,6 +156,7 @@ export const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const sessionId = (yield* HttpRouter.params).id ?? ""
       if (!isUpgrade(request)) return errorResponse(426, "upgrade_required", "this endpoint only accepts WebSocket upgrades (noVNC)")
+      if (drain.draining()) return yield* serveUpgrade(wss, request, reconnect)
       const ticket = new URL(request.url, "http://localhost").searchParams.get("ticket")
       const authenticated: Effect.Effect<User, AuthError | VncProxyError> = ticket !== null
         ? tickets.redeem(ticket, sessionId)
@@ -131,15 +167,23 @@ export const make = Effect.gen(function*() {
         return e._tag === "AuthError" && e.reason === "Forbidden" ? errorResponse(403, "forbidden", e.message) : errorResponse(401, "unauthorized", e.message)
       }
       const session = yield* sessions.get(user.success, sessionId).pipe(Effect.option)
+      const holder = session._tag === "None" ? Option.none() : yield* locator.holderOf(session.value.agentId)
       return yield* serveUpgrade(wss, request, (ws) =>
         session._tag === "None"
           ? closeAndWait(ws, ViewerClose.notFound, `no session "${sessionId.slice(0, 60)}"`)
           : session.value.state !== "running"
           ? closeAndWait(ws, ViewerClose.notRunning, `session is ${session.value.state}, not running`)
-          : serveViewer(ws, user.success, session.value.agentId, session.value.id, `${user.success.id} (viewer ${++viewerSerial})`))
+          : serveViewer(ws, user.success, session.value.agentId, session.value.id, `${user.success.id} (viewer ${++viewerSerial})`, Option.getOrUndefined(holder)))
     }).pipe(Effect.withSpan("VncProxy.viewer"))
 
   yield* router.add("GET", VNC_PATH, route)
+  yield* router.add("GET", PEER_VNC_PATH, peerRoute({
+    key: peerKey,
+    wss: peerWss,
+    draining: drain.draining,
+    lookup: (user, id) => Effect.option(sessions.get(user, id)),
+    serve: (ws, user, agentId, sessionId) => serveViewer(ws, user, agentId, sessionId, `${user.id} (peer viewer ${++viewerSerial})`)
+  }))
 
   return VncProxy.of({
     issueTicket,
