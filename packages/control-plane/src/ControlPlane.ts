@@ -15,6 +15,7 @@ import { Audit } from "./Audit.ts"
 import * as Api from "./Api.ts"
 import { Auth } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
+import * as Drain from "./Drain.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { Homes } from "./Homes.ts"
 import * as Observability from "./Observability.ts"
@@ -143,7 +144,8 @@ const services = Layer.merge(VncProxy.layer, Homes.layer).pipe(
   Layer.provideMerge(AgentHub.layer),
   Layer.provideMerge(Auth.layer),
   Layer.provideMerge(Audit.layer),
-  Layer.provideMerge(storeLayer)
+  Layer.provideMerge(storeLayer),
+  Layer.provideMerge(Drain.layer)
 )
 
 export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShape>()("control-plane/ControlPlane") {
@@ -161,6 +163,9 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
       const host = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host
       const url = config.publicUrl ?? `${scheme}://${host.includes(":") ? `[${host}]` : host}:${address.port}`
       release() // the routes are served now (this layer is built after them)
+      // Built last, so this finalizer runs first at shutdown: drain while everything still works.
+      const drain = yield* Drain.Drain
+      yield* Effect.addFinalizer(() => drain.start)
       yield* Effect.logInfo(`StreamSpace control plane listening on ${url}`)
       return ControlPlane.of({ url: url.replace(/\/+$/, ""), port: address.port, devToken: auth.devToken })
     }))
