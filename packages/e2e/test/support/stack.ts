@@ -7,7 +7,7 @@
 // throwaway PostgreSQL cluster started with pg_ctl). Nothing sleeps for a fixed time: waits poll a condition
 // with a real-time bound (@streamspace/testbed's waitFor).
 import { Agent, AgentConfig, type AgentConfigShape, Connection, Kubernetes, type KubernetesOptions, readAgentConfig, TunnelPool } from "@streamspace/agent"
-import { AgentHub, AgentLocator, type AgentLocatorShape, CommandDispatcher, ControlPlane, ControlPlaneConfig, type PresenceEvent, Sessions } from "@streamspace/control-plane"
+import { AgentHub, AgentLocator, type AgentLocatorShape, CommandDispatcher, ControlPlane, ControlPlaneConfig, Drain, type DrainShape, type PresenceEvent, Sessions } from "@streamspace/control-plane"
 import { startPostgres } from "@streamspace/control-plane/test-support"
 import { KubeTestServer, type KubeTestServerHandle, type ServerOptions } from "@streamspace/kube-testserver"
 import { waitFor } from "@streamspace/testbed"
@@ -199,6 +199,8 @@ export interface ControlPlaneHandle {
   readonly hub: AgentHub["Service"]
   readonly dispatcher: CommandDispatcher["Service"]
   readonly sessions: Sessions["Service"]
+  /** Its graceful stop's first step (what SIGTERM starts), to watch a draining replica before it exits. */
+  readonly drain: DrainShape
   /** Every presence event (connects, disconnects, status changes) since start, in order. */
   readonly events: () => ReadonlyArray<PresenceEvent>
   /** Stops it gracefully (its scope closes); also done when the test's scope closes. */
@@ -242,6 +244,7 @@ export const startControlPlane = (env: Record<string, string> = {}, options: { r
       hub,
       dispatcher: Context.get(ctx, CommandDispatcher),
       sessions: Context.get(ctx, Sessions),
+      drain: Context.get(ctx, Drain),
       events: () => events,
       stop
     } satisfies ControlPlaneHandle
