@@ -3,7 +3,7 @@
 // (a ticket, a user JWT, another secret's token) passes for. The relay itself runs in packages/e2e/test/ha.
 import { assert, describe, it } from "@effect/vitest"
 import type { SessionId, UserId } from "@streamspace/protocol"
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Duration, Effect, Layer, Option, Redacted } from "effect"
 import { TestClock } from "effect/testing"
 import type { User } from "../src/Auth.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
@@ -17,6 +17,7 @@ const OTHER = Option.some(Redacted.make("another-cluster-secret-0123456789abcdef
 const ann: User = { id: "ann" as UserId, role: "user" }
 const S1 = "s-1" as SessionId
 const S2 = "s-2" as SessionId
+const TTL = Duration.seconds(60)
 
 const readConfig = (env: Record<string, string>) => Effect.flip(Layer.build(ControlPlaneConfig.layerFromRecord({ JWT_SECRET: TEST_JWT_SECRET, ...env })))
 
@@ -38,9 +39,9 @@ describe("CLUSTER_SECRET", () => {
 describe("VNC tickets", () => {
   it.effect("a ticket issued on one replica is redeemed on another with the same CLUSTER_SECRET, once per replica", () =>
     Effect.gen(function*() {
-      const a = makeTickets("60 seconds", SECRET)
-      const b = makeTickets("60 seconds", SECRET)
-      const c = makeTickets("60 seconds", SECRET)
+      const a = makeTickets(TTL, SECRET)
+      const b = makeTickets(TTL, SECRET)
+      const c = makeTickets(TTL, SECRET)
       const { ticket } = yield* a.issue(ann, S1)
       assert.deepStrictEqual(yield* b.redeem(ticket, S1), ann)
       assert.include((yield* Effect.flip(b.redeem(ticket, S1))).message, "already used")
@@ -50,8 +51,8 @@ describe("VNC tickets", () => {
 
   it.effect("refused: another secret, another session, expired (TestClock), tampered", () =>
     Effect.gen(function*() {
-      const a = makeTickets("60 seconds", SECRET)
-      const other = makeTickets("60 seconds", OTHER)
+      const a = makeTickets(TTL, SECRET)
+      const other = makeTickets(TTL, OTHER)
       const t1 = (yield* a.issue(ann, S1)).ticket
       assert.strictEqual((yield* Effect.flip(other.redeem(t1, S1))).reason, "InvalidTicket")
       assert.include((yield* Effect.flip(a.redeem((yield* a.issue(ann, S1)).ticket, S2))).message, "another session")
@@ -69,8 +70,8 @@ describe("VNC tickets", () => {
 
   it.effect("without CLUSTER_SECRET (one replica) tickets work on the replica that issued them only", () =>
     Effect.gen(function*() {
-      const a = makeTickets("60 seconds", Option.none())
-      const b = makeTickets("60 seconds", Option.none())
+      const a = makeTickets(TTL, Option.none())
+      const b = makeTickets(TTL, Option.none())
       assert.deepStrictEqual(yield* a.redeem((yield* a.issue(ann, S1)).ticket, S1), ann)
       assert.strictEqual((yield* Effect.flip(b.redeem((yield* a.issue(ann, S1)).ticket, S1))).reason, "InvalidTicket")
     }))
@@ -92,7 +93,7 @@ describe("peer tokens", () => {
 
   it.effect("a VNC ticket and a user JWT never pass for a peer token", () =>
     Effect.gen(function*() {
-      const ticket = (yield* makeTickets("60 seconds", SECRET).issue(ann, S1)).ticket
+      const ticket = (yield* makeTickets(TTL, SECRET).issue(ann, S1)).ticket
       assert.include((checkPeerToken(key, ticket, S1, Date.now()) as { refused: string }).refused, "invalid peer token")
       const jwt = yield* Effect.promise(() => sign({ sub: "ann", role: "admin" }))
       assert.include((checkPeerToken(key, jwt, S1, Date.now()) as { refused: string }).refused, "invalid peer token")
