@@ -7,6 +7,7 @@
 // (the replica registry that answers this for real is another part of the work).
 import { assert, layer } from "@effect/vitest"
 import { PEER_HEADER } from "@streamspace/control-plane"
+import { CloseCode } from "@streamspace/protocol"
 import { RfbClient } from "@streamspace/vnc-testserver"
 import { Effect, Option } from "effect"
 import { createHmac } from "node:crypto"
@@ -141,5 +142,16 @@ layer(S.SystemDb.postgres, S.layerOptions)("two replicas on one PostgreSQL", (it
       // No tunnel was opened by any of them.
       const agent = yield* S.agentView(t.a, "agent-peer-auth")
       assert.strictEqual(agent.active_tunnels, 0)
+    }), 120_000)
+
+  it.effect("A draining: B's viewers relayed to A are told to reconnect (4307), and so are new ones while A refuses relays", () =>
+    Effect.gen(function*() {
+      const t = yield* twoReplicas("agent-peer-drain", "yuri")
+      const viewer = yield* V.openRaw(t.b.wsUrl, t.id, { token: t.token })
+      assert.strictEqual((yield* viewer.read(12)).toString("latin1"), "RFB 003.008\n")
+      yield* t.a.drain.start
+      assert.deepStrictEqual(yield* viewer.closed(), { code: CloseCode.reconnect, reason: "this replica is stopping: reconnect" })
+      const late = yield* V.openRaw(t.b.wsUrl, t.id, { token: t.token })
+      assert.strictEqual((yield* late.closed()).code, CloseCode.reconnect)
     }), 120_000)
 })
