@@ -20,6 +20,7 @@ import { StoreError } from "./internal/store/error.ts"
 import { runMigrations } from "./internal/store/migrations.ts"
 import { makeSessions, type SessionsTable } from "./internal/store/sessions.ts"
 import { makeTemplates, type TemplatesTable } from "./internal/store/templates.ts"
+import { makeTicketUses, type TicketUsesTable } from "./internal/store/ticketUses.ts"
 import { makeUsers, type UsersTable } from "./internal/store/users.ts"
 
 export type { AgentBeat, AgentRecord, AgentRegistration, EnrollmentState } from "./internal/store/agents.ts"
@@ -47,6 +48,7 @@ export interface StoreShape {
   readonly commands: CommandsTable
   readonly audit: AuditTable
   readonly homes: HomesTable
+  readonly ticketUses: TicketUsesTable
   /**
    * Runs `effect` in one database transaction: store calls inside it commit or roll back together. Nested
    * calls use savepoints. On PGlite the one connection is held for the whole transaction, so keep it short
@@ -67,6 +69,7 @@ export const make = Effect.gen(function*() {
     commands: makeCommands(db),
     audit: makeAudit(db),
     homes: makeHomes(db),
+    ticketUses: makeTicketUses(db),
     withTransaction: (effect) =>
       db.sql.withTransaction(effect).pipe(
         Effect.mapError((e) => (isSqlError(e) ? StoreError.database(e, "transaction failed") : e))

@@ -28,12 +28,13 @@ import { issuePeerToken } from "./internal/peer/peerToken.ts"
 import { deriveKey } from "./internal/peer/signing.ts"
 import { relay, ViewerClose } from "./internal/vnc/relay.ts"
 import { isUserInput, makeRfbClientParser } from "./internal/vnc/rfbClientMessages.ts"
-import { makeTickets, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
+import { makeTickets, memoryClaims, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
 import { makeViewerLimits } from "./internal/vnc/viewerLimits.ts"
 import { errorResponse } from "./internal/httpError.ts"
 import { closeAndWait, isUpgrade, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
 import { recordCommand, vncViewers } from "./Observability.ts"
 import { Sessions } from "./Sessions.ts"
+import { Store } from "./Store.ts"
 
 export { ViewerClose } from "./internal/vnc/relay.ts"
 export { VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
@@ -64,7 +65,12 @@ export const make = Effect.gen(function*() {
   const auth = yield* Auth
   const router = yield* HttpRouter.HttpRouter
   const wss = yield* scopedWsServer({ subprotocol: VIEWER_SUBPROTOCOL, maxPayload: MAX_VIEWER_MESSAGE_BYTES })
-  const tickets = makeTickets(config.vncTicketTtl, config.clusterSecret)
+  // Single use across replicas through the Store's ticket ledger; in memory where no Store is provided (tests).
+  const store = yield* Effect.serviceOption(Store)
+  const tickets = makeTickets(config.vncTicketTtl, config.clusterSecret, Option.match(store, {
+    onNone: memoryClaims,
+    onSome: (s) => (jti: string, expiresAtMs: number) => s.ticketUses.claim(jti, new Date(expiresAtMs))
+  }))
   const drain = yield* Drain
   const locator = yield* AgentLocator
   const peerKey = Option.map(config.clusterSecret, () => deriveKey(config.clusterSecret, "peer-vnc"))

@@ -1,6 +1,6 @@
 // Two control-plane replicas on one PostgreSQL database (issue 15): the agent's socket is on replica A, the viewer
 // reaches replica B. B authenticates the viewer (user JWT, or a ticket A issued: tickets are signed with
-// CLUSTER_SECRET, so any replica checks them) and relays it over A's replica-to-replica endpoint, which opens the
+// CLUSTER_SECRET, so any replica checks them, and single use across replicas) and relays it over A's replica-to-replica endpoint, which opens the
 // tunnel to its agent as for a local viewer. Frames flow to the viewer, its input reaches the VNC server, a viewer
 // on B that stops reading holds the agent at one tunnel window, and the peer endpoint refuses every credential
 // but a peer token signed with the cluster secret. B's AgentLocator is stubbed to say "A holds every agent"
@@ -86,8 +86,12 @@ layer(S.SystemDb.postgres, S.layerOptions)("two replicas on one PostgreSQL", (it
         const { client } = yield* V.openRfb(t.b.wsUrl, t.id, { path })
         yield* Effect.promise(() => client.update(false))
       }))
-      const again = yield* Effect.flip(Effect.scoped(V.openRaw(t.b.wsUrl, t.id, { path })))
-      assert.strictEqual(again.status, 401)
+      // Used on B: refused on B and on A (its use is a row in the shared database).
+      for (const cp of [t.b, t.a]) {
+        const again = yield* Effect.flip(Effect.scoped(V.openRaw(cp.wsUrl, t.id, { path })))
+        assert.strictEqual(again.status, 401)
+        assert.include(again.body, "already used")
+      }
     }), 120_000)
 
   it.effect("a viewer on B that stops reading holds the agent at its window: bytes towards it settle, A and B buffer a bounded amount", () =>

@@ -184,6 +184,9 @@ const homes = statements(
 // Warm pods kept started per agent for a template (0: none).
 const templateWarmPool = statements(`ALTER TABLE templates ADD COLUMN warm_pool integer NOT NULL DEFAULT 0 CHECK (warm_pool >= 0)`)
 
+// VNC tickets redeemed (by ticket id) until they expire: single use across replicas.
+const vncTicketUses = statements(`CREATE TABLE vnc_ticket_uses (jti text PRIMARY KEY, expires_at timestamptz NOT NULL)`)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -194,7 +197,8 @@ const all = {
   "0007_session_history_actor": historyActor,
   "0008_template_deleted_at": templateDeletedAt,
   "0009_homes": homes,
-  "0010_template_warm_pool": templateWarmPool
+  "0010_template_warm_pool": templateWarmPool,
+  "0011_vnc_ticket_uses": vncTicketUses
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */

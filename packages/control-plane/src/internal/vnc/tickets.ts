@@ -3,8 +3,8 @@
 //
 // A ticket is signed (internal/peer/signing.ts, with a key derived from CLUSTER_SECRET), so whichever replica the
 // viewer's WebSocket lands on can check it without shared memory. It expires after VNC_TICKET_TTL and is single
-// use on each replica (a replica remembers the tickets it redeemed until they expire); across replicas a stolen
-// ticket could be replayed within its TTL, which is why the TTL is short (default 60 s).
+// use: `claim` records its id (the Store's `vnc_ticket_uses` row, shared by every replica on the database; in
+// memory where no Store is provided) and refuses an id claimed before.
 import type { SessionId, UserId } from "@streamspace/protocol"
 import { Clock, Duration, Effect, type Option, type Redacted, Schema } from "effect"
 import { randomBytes } from "node:crypto"
@@ -24,10 +24,23 @@ export interface VncTicket {
 
 const invalid = (message: string) => new VncProxyError({ reason: "InvalidTicket", message })
 
-export const makeTickets = (ttl: Duration.Duration, clusterSecret: Option.Option<Redacted.Redacted<string>>) => {
-  const key = deriveKey(clusterSecret, "vnc-ticket")
-  /** Ticket ids redeemed on this replica, with their expiry: a second use is refused. */
+/** Records the use of a ticket id valid until `expiresAtMs`; false when it was used before. */
+export type ClaimTicket = (jti: string, expiresAtMs: number) => Effect.Effect<boolean, { readonly message: string }>
+
+/** Ticket ids redeemed by this process until they expire (no Store: one replica). */
+export const memoryClaims = (): ClaimTicket => {
   const used = new Map<string, number>()
+  return (jti, expiresAtMs) =>
+    Effect.map(Clock.currentTimeMillis, (now) => {
+      for (const [id, exp] of used) if (exp <= now) used.delete(id)
+      if (used.has(jti)) return false
+      used.set(jti, expiresAtMs)
+      return true
+    })
+}
+
+export const makeTickets = (ttl: Duration.Duration, clusterSecret: Option.Option<Redacted.Redacted<string>>, claim: ClaimTicket = memoryClaims()) => {
+  const key = deriveKey(clusterSecret, "vnc-ticket")
   const ttlMs = Math.max(1, Duration.toMillis(ttl))
   return {
     /** A new ticket for a session the user may see. */
@@ -37,18 +50,17 @@ export const makeTickets = (ttl: Duration.Duration, clusterSecret: Option.Option
         const ticket = sign(key, { typ: "vnc-ticket", jti: randomBytes(16).toString("base64url"), sid: sessionId, uid: user.id, role: user.role, exp })
         return { ticket, sessionId, expiresAt: new Date(exp) }
       }),
-    /** Checks a ticket and takes it out of circulation on this replica; the user it was issued to. */
+    /** Checks a ticket and takes it out of circulation; the user it was issued to. */
     redeem: Effect.fnUntraced(function*(ticket: string, sessionId: string) {
       const now = yield* Clock.currentTimeMillis
-      for (const [jti, exp] of used) if (exp <= now) used.delete(jti)
       const claims = verify(key, ticket)
       if (claims === undefined || claims.typ !== "vnc-ticket" || typeof claims.jti !== "string" || typeof claims.exp !== "number" ||
         typeof claims.uid !== "string" || (claims.role !== "admin" && claims.role !== "user")) {
         return yield* invalid("VNC ticket is unknown or was already used")
       }
-      if (used.has(claims.jti)) return yield* invalid("VNC ticket is unknown or was already used")
-      used.set(claims.jti, claims.exp)
       if (claims.exp <= now) return yield* invalid("VNC ticket has expired")
+      const first = yield* claim(claims.jti, claims.exp).pipe(Effect.mapError((e) => invalid(`VNC ticket could not be checked: ${e.message}`)))
+      if (!first) return yield* invalid("VNC ticket is unknown or was already used")
       if (claims.sid !== sessionId) return yield* invalid("VNC ticket was issued for another session")
       return { id: claims.uid as UserId, role: claims.role } satisfies User
     })
