@@ -72,6 +72,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if and .Values.metricsToken.value .Values.metricsToken.existingSecret -}}
 {{- fail "metricsToken: set either metricsToken.value or metricsToken.existingSecret, not both" -}}
 {{- end -}}
+{{- if and .Values.clusterSecret.value .Values.clusterSecret.existingSecret -}}
+{{- fail "clusterSecret: set either clusterSecret.value or clusterSecret.existingSecret, not both" -}}
+{{- end -}}
 {{- if and .Values.bootstrapToken.value .Values.bootstrapToken.existingSecret -}}
 {{- fail "bootstrapToken: set either bootstrapToken.value or bootstrapToken.existingSecret, not both" -}}
 {{- end -}}

@@ -69,6 +69,8 @@ export const CONNECT_PATH = "/api/v1/agent/connect"
 type Ended =
   | { readonly _tag: "Lost"; readonly reason: string; readonly code?: number; readonly upFor: Duration.Duration }
   | { readonly _tag: "Reauthenticate" }
+  /** The control plane replica is stopping (`goaway`): redial at once, the balancer picks another replica. */
+  | { readonly _tag: "GoAway"; readonly reason: string }
 
 /** Everything the functions below share: fixed parts, and the state of the current link. */
 interface Ctx {
@@ -178,7 +180,7 @@ const onCredential = Effect.fnUntraced(function*(ctx: Ctx, l: LinkSocket, token:
 })
 
 /** Reads frames until the link closes, handing messages and tunnel frames to `incoming`; bad frames get an `error` reply. */
-const readFrames = (ctx: Ctx, l: LinkSocket): Effect.Effect<"closed" | "reauthenticate"> =>
+const readFrames = (ctx: Ctx, l: LinkSocket): Effect.Effect<"closed" | "reauthenticate" | { readonly goaway: string }> =>
   Effect.gen(function*() {
     while (true) {
       const next = yield* Queue.take(l.frames).pipe(Effect.option)
@@ -202,6 +204,10 @@ const readFrames = (ctx: Ctx, l: LinkSocket): Effect.Effect<"closed" | "reauthen
       const msg = decoded.success
       if (msg.type === "credential") {
         if (yield* onCredential(ctx, l, msg.payload.token)) return "reauthenticate" as const
+      } else if (msg.type === "goaway") {
+        yield* Effect.logInfo(`the control plane asked this agent to reconnect elsewhere: ${msg.payload.reason}`)
+        l.ws.close(CloseCode.normal, "goaway")
+        return { goaway: msg.payload.reason }
       } else if (msg.type === "welcome") {
         yield* replyError(ctx, l, { reason: "UnexpectedType", message: "welcome after the handshake", frameId: msg.id })
       } else {
@@ -259,7 +265,9 @@ const runLink = (ctx: Ctx): Effect.Effect<Ended, ConnectionError> =>
       yield* Effect.logInfo(`connected to the control plane (protocol ${welcome.protocol_version}${welcome.draining ? ", draining" : ""})`)
       yield* setConnected(ctx, true)
     }
-    if ((yield* readFrames(ctx, l)) === "reauthenticate") return { _tag: "Reauthenticate" } as const
+    const read = yield* readFrames(ctx, l)
+    if (read === "reauthenticate") return { _tag: "Reauthenticate" } as const
+    if (typeof read === "object") return { _tag: "GoAway", reason: read.goaway } as const
     const c = yield* Deferred.await(l.closed)
     const upFor = approvedAt === undefined ? Duration.zero : Duration.millis((yield* Clock.currentTimeMillis) - approvedAt)
     return { _tag: "Lost", reason: describeClose(c), code: c.code, upFor } as const
@@ -292,6 +300,13 @@ const supervise = (ctx: Ctx) =>
       const exit = yield* Effect.exit(runLink(ctx))
       if (ctx.closing) return
       if (Exit.isSuccess(exit) && exit.value._tag === "Reauthenticate") {
+        backoff = yield* makeStepper(schedule)
+        continue
+      }
+      // `goaway`, or a close with CloseCode.reconnect (its goaway lost or not understood): the replica is
+      // stopping and the others are fine. Redial at once, with the backoff afresh.
+      if (Exit.isSuccess(exit) && (exit.value._tag === "GoAway" || (exit.value._tag === "Lost" && exit.value.code === CloseCode.reconnect))) {
+        yield* Effect.logInfo("reconnecting now: the control-plane replica is stopping")
         backoff = yield* makeStepper(schedule)
         continue
       }

@@ -213,6 +213,35 @@ describe("Connection", () => {
       yield* again.next("hello")
     }))
 
+  it.effect("goaway (the control-plane replica is stopping): closes the link and redials at once, with no backoff, even after earlier losses", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      const { connection } = yield* setup(cp.url, { RECONNECT_DELAY: "30s", MAX_RECONNECT_DELAY: "5m" })
+      let conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      for (let i = 0; i < 3; i++) {
+        yield* conn.send("goaway", { reason: "control plane replica stopping" })
+        // The agent closes this link itself (the control plane would close it too, right after).
+        const closed = yield* Deferred.await(conn.closed)
+        assert.strictEqual(closed.code, CloseCode.normal)
+        // No TestClock adjustment: a redial that waited for any backoff would never come.
+        conn = yield* cp.nextConnection
+        yield* conn.next("hello")
+        yield* awaitStatus(connection.status, true)
+      }
+    }))
+
+  it.effect("a close with CloseCode.reconnect (4307, its goaway lost or not understood) also redials at once", () =>
+    Effect.gen(function*() {
+      const cp = yield* TestControlPlane.make()
+      const { connection } = yield* setup(cp.url, { RECONNECT_DELAY: "30s", MAX_RECONNECT_DELAY: "5m" })
+      const conn = yield* cp.nextConnection
+      yield* awaitStatus(connection.status, true)
+      yield* conn.close(CloseCode.reconnect, "this replica is stopping")
+      const again = yield* cp.nextConnection
+      yield* again.next("hello")
+    }))
+
   it.effect("refused because another connection with the same id is alive (AlreadyConnected, 4007): retries soon, again and again", () =>
     Effect.gen(function*() {
       const cp = yield* TestControlPlane.make({ autoWelcome: false })

@@ -14,6 +14,8 @@ import { Clock, Context, Effect, Layer, Option as O, Stream } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
+import { Drain, type DrainShape } from "./Drain.ts"
+import { goAwayAll } from "./internal/hub/goaway.ts"
 import * as Enrolment from "./internal/hub/enrolment.ts"
 import { detach, serveLink } from "./internal/hub/link.ts"
 import {
@@ -103,9 +105,10 @@ const loadAgents = (state: HubState) =>
   })
 
 /** GET /api/v1/agent/connect: checks the upgrade before accepting it, then serves the link. */
-const connectRoute = (state: HubState, wss: Effect.Success<ReturnType<typeof scopedWsServer>>) => (request: HttpServerRequest) =>
+const connectRoute = (state: HubState, wss: Effect.Success<ReturnType<typeof scopedWsServer>>, drain: DrainShape) => (request: HttpServerRequest) =>
   Effect.gen(function*() {
     if (!isUpgrade(request)) return errorResponse(426, "upgrade_required", `${AGENT_CONNECT_PATH} only accepts WebSocket upgrades`)
+    if (drain.draining()) return errorResponse(503, "draining", "this control-plane replica is stopping: connect again (another replica answers)")
     const token = bearerToken(request.headers["authorization"])
     if (token === undefined) return errorResponse(401, "unauthorized", "missing Authorization: Bearer <agent token>")
     let credential = Enrolment.authenticate(state, token, yield* Clock.currentTimeMillis)
@@ -169,7 +172,9 @@ export const make = Effect.gen(function*() {
   const replicas = yield* currentReplicas
   const state = yield* makeHubState(config, yield* Store, replicas)
   yield* loadAgents(state)
-  yield* router.add("GET", AGENT_CONNECT_PATH, connectRoute(state, wss))
+  const drain = yield* Drain
+  yield* router.add("GET", AGENT_CONNECT_PATH, connectRoute(state, wss, drain))
+  yield* drain.onDrain(goAwayAll(state, "control plane replica stopping"))
   yield* Effect.addFinalizer(() => closeAll(state))
   // Partitioned from PostgreSQL: another replica may take these agents once the lease expires, so let go now.
   yield* replicas.onLeaseLost(letGo(state))

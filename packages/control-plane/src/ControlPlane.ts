@@ -3,7 +3,8 @@
 // start and end-to-end tests embed the same thing. The `ControlPlane` service it outputs says where it
 // listens and carries the DEV_MODE admin token.
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Duration, Effect, Layer } from "effect"
+import type { AgentId } from "@streamspace/protocol"
+import { Context, Duration, Effect, Layer, Option } from "effect"
 import { HttpRouter, UrlParams } from "effect/http"
 import { readFileSync } from "node:fs"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
@@ -15,6 +16,7 @@ import { Audit } from "./Audit.ts"
 import * as Api from "./Api.ts"
 import { Auth } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
+import * as Drain from "./Drain.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { Homes } from "./Homes.ts"
 import * as Observability from "./Observability.ts"
@@ -23,6 +25,7 @@ import { Sharing } from "./Sharing.ts"
 import * as SharingRoutes from "./internal/sharing/routes.ts"
 import * as Database from "./Database.ts"
 import { Replicas } from "./Replicas.ts"
+import { AgentLocator } from "./internal/peer/locator.ts"
 import { Store } from "./Store.ts"
 import * as TeamsApi from "./internal/teams/routes.ts"
 import { Teams } from "./Teams.ts"
@@ -145,12 +148,18 @@ const redactTickets = Layer.succeed(UrlParams.CurrentRedactedNames, [
   "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature", "ticket"
 ])
 
+/** The VNC proxy's AgentLocator from the replica registry: another live replica holding the agent, else none (here or nobody). */
+const agentLocator = Layer.effect(AgentLocator, Effect.map(Replicas, (replicas) => ({
+  holderOf: (agentId: AgentId) => Effect.map(replicas.holderOf(agentId), Option.filter((h) => h.replicaId !== replicas.self.id))
+})))
+
 /**
  * Everything the routes need, built once and shared by them (and exposed to embedders). Built once the server
  * listens: `boundPort` is the port it got (the replica's default peer address).
  */
 const services = (boundPort: () => number) => Users.layer.pipe(
   Layer.provideMerge(Layer.merge(VncProxy.layer, Homes.layer)),
+  Layer.provideMerge(agentLocator),
   Layer.provideMerge(Sharing.layer),
   Layer.provideMerge(Recordings.layer),
   Layer.provideMerge(Sessions.layer),
@@ -160,7 +169,8 @@ const services = (boundPort: () => number) => Users.layer.pipe(
   Layer.provideMerge(Replicas.layer(boundPort)),
   Layer.provideMerge(Auth.layer),
   Layer.provideMerge(Audit.layer),
-  Layer.provideMerge(storeLayer)
+  Layer.provideMerge(storeLayer),
+  Layer.provideMerge(Drain.layer)
 )
 
 export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShape>()("control-plane/ControlPlane") {
@@ -180,6 +190,9 @@ export class ControlPlane extends Context.Service<ControlPlane, ControlPlaneShap
       const host = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host
       const url = config.publicUrl ?? `${scheme}://${host.includes(":") ? `[${host}]` : host}:${address.port}`
       release() // the routes are served now (this layer is built after them)
+      // Built last, so this finalizer runs first at shutdown: drain while everything still works.
+      const drain = yield* Drain.Drain
+      yield* Effect.addFinalizer(() => drain.start)
       yield* Effect.logInfo(`StreamSpace control plane listening on ${url}`)
       return ControlPlane.of({ url: url.replace(/\/+$/, ""), port: address.port, devToken: auth.devToken })
     }))

@@ -113,6 +113,12 @@ export interface ControlPlaneConfigShape {
   readonly homeScanInterval: Duration.Duration
   /** RECORDINGS_DIR, RECORDING_MAX_BYTES, RECORDING_RETENTION, RECORDING_KEYFRAME_INTERVAL, RECORDING_SWEEP_INTERVAL. */
   readonly recording: RecordingSettings
+  /**
+   * CLUSTER_SECRET: the replica-to-replica credential (peer tokens, VNC tickets any replica can check). Required
+   * with DATABASE_URL (a PostgreSQL-backed control plane may run as several replicas, if only during a rolling
+   * update); unset on the embedded database, which is one replica: tickets are then signed with a per-process key.
+   */
+  readonly clusterSecret: Option.Option<Redacted.Redacted<string>>
 }
 
 /** Shared secrets shorter than this are refused at start: a short HS256 key or bootstrap token can be guessed offline. */
@@ -251,7 +257,8 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
     homeScanInterval: yield* duration("HOME_SCAN_INTERVAL", "5m"),
     recording: yield* readRecordingSettings,
     peerUrl: yield* url("PEER_URL"),
-    replicaLease: yield* duration("REPLICA_LEASE", "15s")
+    replicaLease: yield* duration("REPLICA_LEASE", "15s"),
+    clusterSecret: yield* secretSetting("CLUSTER_SECRET")
   }
   for (const r of ["cpu", "memory"] as const) {
     const [lo, hi] = [config.sessionResourceBounds.min[r], config.sessionResourceBounds.max[r]]
@@ -266,8 +273,14 @@ export const readControlPlaneConfig: Effect.Effect<ControlPlaneConfigShape, Sett
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     return yield* new SettingError({ variable: "TLS_CERT_FILE", message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together" })
   }
-  for (const [name, secret] of [["JWT_SECRET", config.jwtSecret], ["AGENT_BOOTSTRAP_TOKEN", config.agentBootstrapToken], ["METRICS_TOKEN", config.metricsToken]] as const) {
+  for (const [name, secret] of [["JWT_SECRET", config.jwtSecret], ["AGENT_BOOTSTRAP_TOKEN", config.agentBootstrapToken], ["METRICS_TOKEN", config.metricsToken], ["CLUSTER_SECRET", config.clusterSecret]] as const) {
     yield* strongSecret(name, secret)
+  }
+  if (Option.isSome(config.database.databaseUrl) && Option.isNone(config.clusterSecret)) {
+    return yield* new SettingError({
+      variable: "CLUSTER_SECRET",
+      message: "CLUSTER_SECRET is required with DATABASE_URL (replicas on one PostgreSQL authenticate each other with it); generate one with: openssl rand -base64 32"
+    })
   }
   if (Duration.isGreaterThan(config.devTokenTtl, config.jwtMaxTtl)) {
     return yield* new SettingError({

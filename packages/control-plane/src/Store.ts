@@ -24,6 +24,7 @@ import { makeSessions, type SessionsTable } from "./internal/store/sessions.ts"
 import { makeShares, type SharesTable } from "./internal/store/shares.ts"
 import { makeTeams, type TeamsTable } from "./internal/store/teams.ts"
 import { makeTemplates, type TemplatesTable } from "./internal/store/templates.ts"
+import { makeTicketUses, type TicketUsesTable } from "./internal/store/ticketUses.ts"
 import { makeUsers, type UsersTable } from "./internal/store/users.ts"
 
 export type { AgentBeat, AgentRecord, AgentRegistration, EnrollmentState } from "./internal/store/agents.ts"
@@ -59,6 +60,7 @@ export interface StoreShape {
   readonly teams: TeamsTable
   readonly recordingPolicies: RecordingPoliciesTable
   readonly logins: LoginsTable
+  readonly ticketUses: TicketUsesTable
   /**
    * Runs `effect` in one database transaction: store calls inside it commit or roll back together. Nested
    * calls use savepoints. On PGlite the one connection is held for the whole transaction, so keep it short
@@ -83,6 +85,7 @@ export const make = Effect.gen(function*() {
     teams: makeTeams(db),
     recordingPolicies: makeRecordingPolicies(db),
     logins: makeLogins(db),
+    ticketUses: makeTicketUses(db),
     withTransaction: (effect) =>
       db.sql.withTransaction(effect).pipe(
         Effect.mapError((e) => (isSqlError(e) ? StoreError.database(e, "transaction failed") : e))

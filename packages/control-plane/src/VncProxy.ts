@@ -7,26 +7,38 @@
 //
 // With Sharing in context, users a session is shared with (and share-link holders) may open viewers too; each
 // viewer joins the session's presence list, and input from a viewer without control is dropped here
-// (internal/vnc/inputFilter), never left to the browser.
+// (internal/vnc/inputFilter), never left to the browser. A session being recorded (Recordings, optional) gets
+// its first viewer's relay tapped: server bytes, input that went on, keyframe requests.
 //
-// Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets, inputFilter. A session being
-// recorded (Recordings, optional) gets its first viewer's relay tapped: server bytes, input that went on,
-// keyframe requests.
+// Several replicas: a viewer whose session's agent another replica holds (AgentLocator) is authenticated here and
+// bridged to that replica's peer endpoint (internal/peer/), which serves it like a local viewer (filters,
+// presence, recording there). While the replica drains (Drain), new viewers are refused and open ones handed
+// over with CloseCode.reconnect.
+//
+// Modules (internal/vnc/): relay (one viewer, flow control both ways), tickets, inputFilter, clientFilter,
+// serverCutText; (internal/peer/): bridge, endpoint, peerToken, signing, locator.
 import type { AgentId, SessionId } from "@streamspace/protocol"
 import { MAX_BINARY_PAYLOAD_BYTES } from "@streamspace/protocol"
 import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Option } from "effect"
+import type { Scope } from "effect"
 import { HttpRouter } from "effect/http"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import type { WebSocket } from "ws"
 import { AgentHub, AgentHubError, type TunnelSink } from "./AgentHub.ts"
 import { Auth, type AuthError, type User } from "./Auth.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
-import { relay, ViewerClose } from "./internal/vnc/relay.ts"
+import { Drain } from "./Drain.ts"
+import { bridge, PEER_SUBPROTOCOL, PEER_VNC_PATH } from "./internal/peer/bridge.ts"
+import { peerRoute } from "./internal/peer/endpoint.ts"
+import { AgentLocator, type ReplicaAddress } from "./internal/peer/locator.ts"
+import { issuePeerToken } from "./internal/peer/peerToken.ts"
+import { deriveKey } from "./internal/peer/signing.ts"
+import { type End, relay, ViewerClose } from "./internal/vnc/relay.ts"
 import { clipboardFilter } from "./internal/vnc/clientFilter.ts"
 import { serverCutTextFilter } from "./internal/vnc/serverCutText.ts"
 import { isUserInput, makeRfbClientParser } from "./internal/vnc/rfbClientMessages.ts"
 import { makeInputFilter } from "./internal/vnc/inputFilter.ts"
-import { makeTickets, newViewerId, type Redeemed, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
+import { makeTickets, memoryClaims, newViewerId, type Redeemed, VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
 import { makeViewerLimits } from "./internal/vnc/viewerLimits.ts"
 import { errorResponse } from "./internal/httpError.ts"
 import { close, closeAndWait, isUpgrade, scopedWsServer, serveUpgrade } from "./internal/ws.ts"
@@ -34,6 +46,7 @@ import { recordCommand, vncViewers } from "./Observability.ts"
 import { Recordings } from "./Recordings.ts"
 import { type SessionRecord, Sessions } from "./Sessions.ts"
 import { type SessionAccess, Sharing } from "./Sharing.ts"
+import { Store } from "./Store.ts"
 
 export { ViewerClose } from "./internal/vnc/relay.ts"
 export { VncProxyError, type VncTicket } from "./internal/vnc/tickets.ts"
@@ -70,7 +83,20 @@ export const make = Effect.gen(function*() {
   const recordings = Option.getOrUndefined(yield* Effect.serviceOption(Recordings))
   const router = yield* HttpRouter.HttpRouter
   const wss = yield* scopedWsServer({ subprotocol: VIEWER_SUBPROTOCOL, maxPayload: MAX_VIEWER_MESSAGE_BYTES })
-  const tickets = makeTickets(config.vncTicketTtl)
+  // Single use across replicas through the Store's ticket ledger; in memory where no Store is provided (tests).
+  const store = yield* Effect.serviceOption(Store)
+  const tickets = makeTickets(config.vncTicketTtl, config.clusterSecret, Option.match(store, {
+    onNone: memoryClaims,
+    onSome: (s) => (jti: string, expiresAtMs: number) => s.ticketUses.claim(jti, new Date(expiresAtMs))
+  }))
+  const drain = yield* Drain
+  const locator = yield* AgentLocator
+  const peerKey = Option.map(config.clusterSecret, () => deriveKey(config.clusterSecret, "peer-vnc"))
+  const peerWss = yield* scopedWsServer({ subprotocol: PEER_SUBPROTOCOL, maxPayload: MAX_VIEWER_MESSAGE_BYTES })
+  /** Open viewer (and peer) sockets: handed over with CloseCode.reconnect when the replica drains. */
+  const live = new Set<WebSocket>()
+  const reconnect = (ws: WebSocket) => closeAndWait(ws, ViewerClose.reconnect, "this replica is stopping: reconnect")
+  yield* drain.onDrain(Effect.suspend(() => Effect.forEach([...live], reconnect, { concurrency: "unbounded", discard: true })))
   const viewerLimits = makeViewerLimits(config.userLimits)
   let viewerCount = 0
   /** Numbers viewers, so the API can say which one sent a session's last input. */
@@ -148,17 +174,21 @@ export const make = Effect.gen(function*() {
       Effect.orElseSucceed(() => ({ upload: false, download: false }))
     )
 
-  /** Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended. */
-  const serveViewer = (ws: WebSocket, user: User, session: SessionRecord, viewer: string, who: Redeemed, access: SessionAccess["access"]) =>
-    Effect.scoped(Effect.gen(function*() {
+  /**
+   * Relays a viewer to the session's tunnel through this replica's agent link: the viewer joins the presence list,
+   * its input goes through the view-only and clipboard filters, and a recorded session's recorder taps it.
+   */
+  const relayHere = (
+    ws: WebSocket,
+    user: User,
+    session: SessionRecord,
+    viewer: string,
+    who: Redeemed,
+    access: SessionAccess["access"],
+    track: (bytes: () => number) => Effect.Effect<void, never, Scope.Scope>
+  ): Effect.Effect<End, never, Scope.Scope> =>
+    Effect.gen(function*() {
       const { agentId, id: sessionId } = session
-      // The check and the slot in one synchronous step, so concurrent viewers cannot all take the last one.
-      const slot = viewerLimits.acquire(user, sessionId)
-      if ("refused" in slot) return yield* closeAndWait(ws, ViewerClose.tooManyViewers, slot.refused)
-      yield* Effect.addFinalizer(() => Effect.sync(slot.release))
-      viewerCount++
-      yield* Metric.modify(vncViewers, 1)
-      yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(() => void viewerCount--), Metric.modify(vncViewers, -1)))
       if (sharing !== undefined) {
         yield* sharing.join({
           id: who.viewerId,
@@ -173,21 +203,17 @@ export const make = Effect.gen(function*() {
           }
         })
       }
-      const revoked = yield* Deferred.make<string>()
-      const mine = revocations.get(user.id) ?? new Set()
-      revocations.set(user.id, mine.add(revoked))
-      yield* Effect.addFinalizer(() => Effect.sync(() => mine.delete(revoked) && mine.size === 0 && revocations.delete(user.id)))
       const watch = yield* inputWatcher(sessionId, viewer)
       const attached = recordings === undefined ? undefined : yield* Effect.result(recordings.attach(session, viewer))
-      if (attached?._tag === "Failure") return yield* closeAndWait(ws, ViewerClose.recordingFailed, attached.failure.message)
+      if (attached?._tag === "Failure") return { by: "agent", code: ViewerClose.recordingFailed, reason: attached.failure.message } satisfies End
       const recorded = attached?.success
       const policy = yield* clipboardPolicy(session.template)
       const filter = policy.upload && policy.download ? undefined : clipboardFilter(policy)
       const serverFilter = filter === undefined || policy.download ? undefined : serverCutTextFilter(filter)
-      const end = yield* Effect.raceFirst(relay(ws, openThroughHub(agentId, sessionId), {
+      return yield* relay(ws, openThroughHub(agentId, sessionId), {
         window: config.vncTunnelWindow,
         pingInterval: config.pingInterval,
-        track: (bytes) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes))),
+        track,
         onViewerData: recorded === undefined ? watch : (bytes) => (watch(bytes), recorded.client(bytes)),
         ...(recorded === undefined ? {} : { onAgentData: recorded.server }),
         ...(sharing === undefined ? {} : { filter: makeInputFilter(() => sharing.mayInput(who.viewerId)).push }),
@@ -204,7 +230,43 @@ export const make = Effect.gen(function*() {
             return serverFilter.lost() === undefined ? out : undefined
           }
         })
-      }), Effect.map(Deferred.await(revoked), (reason) => ({ by: "agent" as const, code: ViewerClose.accessRevoked, reason }))).pipe(
+      })
+    })
+
+  /**
+   * Serves one upgraded viewer socket to the end, then closes it with the reason when the agent side ended:
+   * relayed to the agent's tunnel here, or bridged to the replica holding the agent (`holder`), which applies
+   * the session's filters, presence and recording.
+   */
+  const serveViewer = (ws: WebSocket, user: User, session: SessionRecord, viewer: string, who: Redeemed, access: SessionAccess["access"], holder?: ReplicaAddress) =>
+    Effect.scoped(Effect.gen(function*() {
+      const { agentId, id: sessionId } = session
+      // The check and the slot in one synchronous step, so concurrent viewers cannot all take the last one.
+      const slot = viewerLimits.acquire(user, sessionId)
+      if ("refused" in slot) return yield* closeAndWait(ws, ViewerClose.tooManyViewers, slot.refused)
+      yield* Effect.addFinalizer(() => Effect.sync(slot.release))
+      viewerCount++
+      yield* Metric.modify(vncViewers, 1)
+      yield* Effect.addFinalizer(() => Effect.andThen(Effect.sync(() => void viewerCount--), Metric.modify(vncViewers, -1)))
+      live.add(ws)
+      yield* Effect.addFinalizer(() => Effect.sync(() => live.delete(ws)))
+      const track = (bytes: () => number) => Effect.acquireRelease(Effect.sync(() => held.add(bytes)), () => Effect.sync(() => held.delete(bytes)))
+      const revoked = yield* Deferred.make<string>()
+      const mine = revocations.get(user.id) ?? new Set()
+      revocations.set(user.id, mine.add(revoked))
+      yield* Effect.addFinalizer(() => Effect.sync(() => mine.delete(revoked) && mine.size === 0 && revocations.delete(user.id)))
+      const served = holder !== undefined && Option.isSome(peerKey)
+        ? bridge(ws, {
+          peerUrl: holder.peerUrl,
+          sessionId,
+          token: issuePeerToken(peerKey.value, { sessionId, user, viewerId: who.viewerId, linkId: who.linkId }, yield* Clock.currentTimeMillis),
+          highWater: config.vncTunnelWindow,
+          maxPayload: MAX_VIEWER_MESSAGE_BYTES,
+          pingInterval: config.pingInterval,
+          track
+        })
+        : relayHere(ws, user, session, viewer, who, access, track)
+      const end = yield* Effect.raceFirst(served, Effect.map(Deferred.await(revoked), (reason) => ({ by: "agent" as const, code: ViewerClose.accessRevoked, reason }))).pipe(
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
       if (end.by === "viewer") return
@@ -216,6 +278,7 @@ export const make = Effect.gen(function*() {
     Effect.gen(function*() {
       const sessionId = (yield* HttpRouter.params).id ?? ""
       if (!isUpgrade(request)) return errorResponse(426, "upgrade_required", "this endpoint only accepts WebSocket upgrades (noVNC)")
+      if (drain.draining()) return yield* serveUpgrade(wss, request, reconnect)
       const ticket = new URL(request.url, "http://localhost").searchParams.get("ticket")
       const authenticated: Effect.Effect<Redeemed, AuthError | VncProxyError> = ticket !== null
         ? Effect.tap(tickets.redeem(ticket, sessionId), (r) => auth.checkEnabled(r.user))
@@ -227,16 +290,25 @@ export const make = Effect.gen(function*() {
       }
       const who = user.success
       const found = yield* accessOf(who.user, sessionId, who.linkId).pipe(Effect.option)
+      const holder = found._tag === "None" ? Option.none() : yield* locator.holderOf(found.value.session.agentId)
       return yield* serveUpgrade(wss, request, (ws) => {
         if (found._tag === "None") return closeAndWait(ws, ViewerClose.notFound, `no session "${sessionId.slice(0, 60)}"`)
         const { access, session } = found.value
         return session.state !== "running"
           ? closeAndWait(ws, ViewerClose.notRunning, `session is ${session.state}, not running`)
-          : serveViewer(ws, who.user, session, `${who.user.id} (viewer ${++viewerSerial})`, who, access)
+          : serveViewer(ws, who.user, session, `${who.user.id} (viewer ${++viewerSerial})`, who, access, Option.getOrUndefined(holder))
       })
     }).pipe(Effect.withSpan("VncProxy.viewer"))
 
   yield* router.add("GET", VNC_PATH, route)
+  yield* router.add("GET", PEER_VNC_PATH, peerRoute({
+    key: peerKey,
+    wss: peerWss,
+    draining: drain.draining,
+    lookup: (claims) => Effect.option(accessOf(claims.user, claims.sessionId, claims.linkId)),
+    serve: (ws, claims, { access, session }) =>
+      serveViewer(ws, claims.user, session, `${claims.user.id} (peer viewer ${++viewerSerial})`, { user: claims.user, viewerId: claims.viewerId, linkId: claims.linkId }, access)
+  }))
 
   return VncProxy.of({
     issueTicket: (user, sessionId) => issueTicket(user, sessionId),

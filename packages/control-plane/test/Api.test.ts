@@ -331,7 +331,7 @@ describe("API sessions", () => {
       assert.strictEqual((yield* t.call("GET", `/api/v1/commands/${s.create_command_id}`, { token: t.tokens.admin })).status, 200)
       const ticket = yield* t.call("POST", `/api/v1/sessions/${s.id}/vnc-ticket`, { token: t.tokens.ann })
       assert.strictEqual(ticket.status, 201)
-      assert.match(ticket.json.ticket, /^[A-Za-z0-9_-]{20,}$/)
+      assert.match(ticket.json.ticket, /^[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{43}$/) // signed claims . HMAC-SHA256, URL-safe
       assert.strictEqual(ticket.json.url, `/api/v1/sessions/${s.id}/vnc?ticket=${ticket.json.ticket}`)
       const del = yield* t.call("DELETE", `/api/v1/sessions/${s.id}`, { token: t.tokens.ann })
       assert.strictEqual(del.status, 202)

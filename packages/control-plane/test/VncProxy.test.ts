@@ -368,4 +368,12 @@ describe("VncProxy", () => {
       yield* TestClock.adjust("2 seconds")
       assert.strictEqual(yield* refusedStatus(connectViewer(t.url(t.running.id, `?ticket=${stale.ticket}`))), 401)
     }))
+
+  it.live("without CLUSTER_SECRET (one replica) the replica-to-replica endpoint does not exist: 404, whatever the credential", () =>
+    Effect.gen(function*() {
+      const t = yield* setup
+      const v = connectViewer(`${t.url(t.running.id).replace("/api/v1/sessions/", "/internal/v1/peer/sessions/")}`, { ...bearer(t.annToken), "x-streamspace-peer-token": "x.y" })
+      assert.strictEqual(yield* refusedStatus(v), 404)
+      assert.strictEqual(t.hub.opens.length, 0)
+    }))
 })

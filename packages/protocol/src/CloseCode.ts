@@ -1,5 +1,6 @@
-// WebSocket close codes on the agent connection. 1000-range codes are the standard ones; the 4000 range
-// is ours, so an agent can tell "reconnect now" from "back off" from "fix your configuration".
+// WebSocket close codes on the agent connection (and `reconnect`, which viewers see too). 1000-range codes are
+// the standard ones; the 4000 range is ours, so an agent can tell "reconnect now" from "back off" from "fix
+// your configuration".
 export const CloseCode = {
   /** Graceful close. */
   normal: 1000,
@@ -30,5 +31,11 @@ export const CloseCode = {
    * Refused: another socket of this agent id is connected and answered a ping (for a pending id: the socket
    * that presented the bootstrap token first). Another process may be running with this AGENT_ID; retry soon.
    */
-  alreadyConnected: 4007
+  alreadyConnected: 4007,
+  /**
+   * Go elsewhere: this control-plane replica is stopping (draining). Reconnect at once, without backoff; the
+   * load balancer sends the new connection to another replica. Sent to agents after `goaway` and to viewers
+   * (VNC WebSockets) it hands over or refuses while draining; the web UI reconnects and resumes the session.
+   */
+  reconnect: 4307
 } as const

@@ -104,6 +104,11 @@ export const VncClosed = Schema.Struct({
 export const Ping = Schema.Struct({ nonce: Schema.String })
 export const Pong = Schema.Struct({ nonce: Schema.String })
 export const Drain = Schema.Struct({ draining: Schema.Boolean })
+/**
+ * control plane -> agent: this replica is stopping; reconnect now, without backoff (the balancer sends the new
+ * connection to another replica). The socket then closes with CloseCode.reconnect.
+ */
+export const GoAway = Schema.Struct({ reason: Schema.String })
 /** agent -> control plane, last frame before a graceful close. */
 export const Goodbye = Schema.Struct({ reason: Schema.String })
 
@@ -131,6 +136,7 @@ export const Payloads = {
   ping: Ping,
   pong: Pong,
   drain: Drain,
+  goaway: GoAway,
   goodbye: Goodbye,
   error: ErrorPayload
 } as const
@@ -151,7 +157,7 @@ export const AGENT_MESSAGE_TYPES = [
 ] as const satisfies ReadonlyArray<MessageType>
 /** Types a control plane may send. */
 export const CONTROL_PLANE_MESSAGE_TYPES = [
-  "welcome", "credential", "command", "ping", "drain", "error"
+  "welcome", "credential", "command", "ping", "drain", "goaway", "error"
 ] as const satisfies ReadonlyArray<MessageType>
 
 export type AgentMessage = AnyMessage<(typeof AGENT_MESSAGE_TYPES)[number]>

@@ -75,6 +75,13 @@ describe("direction", () => {
       if (Result.isFailure(fromAgent)) expect(fromAgent.failure.reason).toBe("UnexpectedType")
     }
   })
+
+  it("goaway goes from the control plane to the agent only, with a reason", () => {
+    const raw = encodeText(samples.goaway!)
+    expect(Result.isSuccess(decodeFromControlPlane(raw))).toBe(true)
+    expect(failure(decodeFromAgent(raw)).reason).toBe("UnexpectedType")
+    expect(failure(validatePayload("goaway", {})).message).toMatch(/payload\.reason/)
+  })
 })
 
 describe("bad input yields a typed error naming the problem", () => {

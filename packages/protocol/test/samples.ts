@@ -81,6 +81,7 @@ export const samples: Record<string, AnyMessage> = {
   ping: m("ping", { nonce: "n-1" }),
   pong: m("pong", { nonce: "n-1" }),
   drain: m("drain", { draining: true }),
+  goaway: m("goaway", { reason: "control plane replica stopping" }),
   goodbye: m("goodbye", { reason: "SIGTERM: shutting down" }),
   error: m("error", { code: "InvalidPayload", message: "invalid heartbeat: payload.capacity.cpu: must be a Kubernetes quantity", ref_id: "m-17" })
 }

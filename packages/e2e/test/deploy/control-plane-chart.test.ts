@@ -69,6 +69,7 @@ const everyValue = {
   database: { url: "postgres://streamspace:pw@postgres:5432/streamspace", existingSecret: "", key: "url" },
   jwt: { existingSecret: "", key: "jwt", secret: "0123456789abcdef0123456789abcdef", jwksUrl: "https://idp.example.com/.well-known/jwks.json", issuer: "https://idp.example.com", audience: "streamspace" },
   bootstrapToken: { existingSecret: "", key: "bootstrap", value: "bootstrap-token-0123456789abcdef0123" },
+  clusterSecret: { existingSecret: "", key: "cluster", value: "cluster-secret-0123456789abcdef0123456789" },
   metricsToken: { existingSecret: "", key: "metrics", value: "metrics-token-0123456789abcdef0123456789" },
   serviceMonitor: { enabled: false, interval: "15s", scrapeTimeout: "5s", labels: { release: "prom" } },
   persistence: { enabled: true, existingClaim: "", storageClass: "fast", size: "20Gi", accessModes: ["ReadWriteOnce"] },
@@ -84,6 +85,8 @@ const everyValue = {
   podSecurityContext: { runAsNonRoot: true, runAsUser: 20000, runAsGroup: 20000, fsGroup: 20000, seccompProfile: { type: "RuntimeDefault" } },
   securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ["ALL"] } },
   terminationGracePeriodSeconds: 60,
+  podDisruptionBudget: { enabled: true, maxUnavailable: 2 },
+  topologySpreadConstraints: [{ maxSkew: 2, topologyKey: "topology.kubernetes.io/zone", whenUnsatisfiable: "DoNotSchedule", labelSelector: { matchLabels: { component: "control-plane" } } }],
   startupProbe: { periodSeconds: 3, timeoutSeconds: 2, failureThreshold: 40 },
   livenessProbe: { periodSeconds: 15, timeoutSeconds: 2, failureThreshold: 4 },
   readinessProbe: { periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 },
@@ -176,10 +179,16 @@ describe("helm/streamspace-control-plane", () => {
     assert.deepInclude(pod.volumes, { name: "data", persistentVolumeClaim: { claimName: "streamspace-data" } })
     const c = container(objects)
     assert.deepInclude(c.volumeMounts, { name: "data", mountPath: "/data" })
-    // Health on GET /api/v1/health on PORT; restricted security context; no API token mounted.
-    for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"]) {
+    // Health on GET /api/v1/health on PORT, readiness on /readyz (503 while draining); restricted security
+    // context; no API token mounted.
+    for (const probe of ["startupProbe", "livenessProbe"]) {
       assert.deepStrictEqual(c[probe].httpGet, { path: "/api/v1/health", port: "http", scheme: "HTTP" }, probe)
     }
+    assert.deepStrictEqual(c.readinessProbe.httpGet, { path: "/readyz", port: "http", scheme: "HTTP" })
+    // One replica on the embedded database: no cluster secret, no peer address, no PodDisruptionBudget, no spread.
+    for (const v of ["CLUSTER_SECRET", "PEER_URL", "POD_IP"]) assert.isFalse(env(objects).has(v), v)
+    assert.isFalse(objects.some((o) => o.kind === "PodDisruptionBudget"))
+    assert.isUndefined(pod.topologySpreadConstraints)
     assert.deepStrictEqual(c.ports, [{ name: "http", containerPort: 8000, protocol: "TCP" }])
     assert.deepStrictEqual(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ["ALL"] } })
     assert.deepInclude(pod.securityContext, { runAsNonRoot: true, runAsUser: 10001, seccompProfile: { type: "RuntimeDefault" } })
@@ -201,6 +210,37 @@ describe("helm/streamspace-control-plane", () => {
         ? { name: "streamspace-database", key: "database-url" }
         : { name: "pg", key: "database-url" })
     }
+  })
+
+  it("values-ha.yaml: three replicas on PostgreSQL, a PodDisruptionBudget, spread over nodes and zones, CLUSTER_SECRET generated and kept, PEER_URL from the pod IP, readiness on /readyz", async () => {
+    const objects = await render(["--values", path.join(controlPlaneChart, "values-ha.yaml")])
+    assert.deepStrictEqual(await validateAll(objects), [])
+    const deployment = find(objects, "Deployment")
+    assert.strictEqual(deployment.spec.replicas, 3)
+    assert.strictEqual(deployment.spec.strategy.type, "RollingUpdate")
+    assert.isFalse(objects.some((o) => o.kind === "PersistentVolumeClaim"))
+    assert.deepStrictEqual(secretRef(objects, "DATABASE_URL"), { name: "streamspace-database", key: "database-url" })
+    // The chart's Secret holds a generated cluster secret (kept across upgrades by lookup).
+    assert.deepStrictEqual(secretRef(objects, "CLUSTER_SECRET"), { name: "streamspace-secrets", key: "cluster-secret" })
+    assert.match(Buffer.from(find(objects, "Secret", "streamspace-secrets").data["cluster-secret"], "base64").toString(), /^[A-Za-z0-9]{48}$/)
+    assert.deepStrictEqual(env(objects).get("POD_IP").valueFrom, { fieldRef: { fieldPath: "status.podIP" } })
+    assert.strictEqual(env(objects).get("PEER_URL").value, "http://$(POD_IP):8000")
+    const pdb = find(objects, "PodDisruptionBudget")
+    assert.strictEqual(pdb.spec.maxUnavailable, 1)
+    assert.deepStrictEqual(pdb.spec.selector.matchLabels, deployment.spec.selector.matchLabels)
+    const spread = deployment.spec.template.spec.topologySpreadConstraints
+    assert.deepStrictEqual(spread.map((t: any) => `${t.topologyKey}:${t.maxSkew}:${t.whenUnsatisfiable}`), [
+      "kubernetes.io/hostname:1:ScheduleAnyway",
+      "topology.kubernetes.io/zone:1:ScheduleAnyway"
+    ])
+    for (const t of spread) assert.deepStrictEqual(t.labelSelector.matchLabels, deployment.spec.selector.matchLabels)
+    assert.strictEqual(container(objects).readinessProbe.httpGet.path, "/readyz")
+    // Bring your own cluster secret: no generated one.
+    const own = await render(["--values", path.join(controlPlaneChart, "values-ha.yaml"), "--set", "clusterSecret.existingSecret=cs", "--set", "bootstrapToken.existingSecret=b", "--set", "jwt.existingSecret=j"])
+    assert.deepStrictEqual(secretRef(own, "CLUSTER_SECRET"), { name: "cs", key: "cluster-secret" })
+    assert.isFalse(own.some((o) => o.kind === "Secret"))
+    const stderr = await templateError(controlPlaneChart, ["--values", path.join(controlPlaneChart, "values-ha.yaml"), "--set", "clusterSecret.existingSecret=cs", "--set-string", `clusterSecret.value=${"c".repeat(32)}`])
+    assert.match(stderr, /clusterSecret: set either clusterSecret\.value or clusterSecret\.existingSecret, not both/)
   })
 
   it("covers every value of values.yaml in the every-value test", () => {
@@ -230,6 +270,7 @@ describe("helm/streamspace-control-plane", () => {
     assert.deepStrictEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
       "Deployment/ss",
       "Ingress/ss",
+      "PodDisruptionBudget/ss",
       "Secret/ss-database",
       "Secret/ss-secrets",
       "Service/ss",
@@ -284,8 +325,13 @@ describe("helm/streamspace-control-plane", () => {
       METRICS_ENABLED: "false",
       OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel-collector:4318",
       OTEL_SERVICE_NAME: "streamspace-control-plane",
+      PEER_URL: "https://$(POD_IP):9000",
       NODE_OPTIONS: "--max-old-space-size=1536"
     })
+    assert.deepStrictEqual(env(objects).get("POD_IP").valueFrom, { fieldRef: { fieldPath: "status.podIP" } })
+    assert.deepStrictEqual(secretRef(objects, "CLUSTER_SECRET"), { name: "ss-secrets", key: "cluster" })
+    assert.deepStrictEqual(find(objects, "PodDisruptionBudget").spec.maxUnavailable, 2)
+    assert.deepStrictEqual(find(objects, "Deployment").spec.template.spec.topologySpreadConstraints, everyValue.topologySpreadConstraints)
     assert.deepStrictEqual(secretRef(objects, "DATABASE_URL"), { name: "ss-database", key: "url" })
     assert.deepStrictEqual(secretRef(objects, "JWT_SECRET"), { name: "ss-secrets", key: "jwt" })
     assert.deepStrictEqual(secretRef(objects, "AGENT_BOOTSTRAP_TOKEN"), { name: "ss-secrets", key: "bootstrap" })
@@ -294,6 +340,7 @@ describe("helm/streamspace-control-plane", () => {
     assert.strictEqual(Buffer.from(secrets.metrics, "base64").toString(), everyValue.metricsToken.value)
     assert.strictEqual(Buffer.from(secrets.jwt, "base64").toString(), everyValue.jwt.secret)
     assert.strictEqual(Buffer.from(secrets.bootstrap, "base64").toString(), everyValue.bootstrapToken.value)
+    assert.strictEqual(Buffer.from(secrets.cluster, "base64").toString(), everyValue.clusterSecret.value)
     assert.strictEqual(Buffer.from(find(objects, "Secret", "ss-database").data.url, "base64").toString(), everyValue.database.url)
     const c = container(objects)
     for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"]) assert.strictEqual(c[probe].httpGet.scheme, "HTTPS")

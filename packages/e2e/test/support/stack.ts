@@ -7,7 +7,7 @@
 // throwaway PostgreSQL cluster started with pg_ctl). Nothing sleeps for a fixed time: waits poll a condition
 // with a real-time bound (@streamspace/testbed's waitFor).
 import { Agent, AgentConfig, type AgentConfigShape, Connection, Kubernetes, type KubernetesOptions, readAgentConfig, TunnelPool } from "@streamspace/agent"
-import { AgentHub, CommandDispatcher, ControlPlane, ControlPlaneConfig, type PresenceEvent, Sessions } from "@streamspace/control-plane"
+import { AgentHub, AgentLocator, type AgentLocatorShape, CommandDispatcher, ControlPlane, ControlPlaneConfig, Drain, type DrainShape, type PresenceEvent, Sessions } from "@streamspace/control-plane"
 import { startPostgres } from "@streamspace/control-plane/test-support"
 import { KubeTestServer, type KubeTestServerHandle, type ServerOptions } from "@streamspace/kube-testserver"
 import { waitFor } from "@streamspace/testbed"
@@ -30,6 +30,8 @@ export const NODE = `${REPO}node_modules/.bin/node`
 export const NAMESPACE = "streamspace"
 export const JWT_SECRET = "stack-jwt-secret-5d1f0c9a8b7e6d5c4b3a29180f7e6d5c"
 export const BOOTSTRAP_TOKEN = "stack-bootstrap-token-a1b2c3d4e5f60718293a4b5c"
+/** The replicas' shared CLUSTER_SECRET (required with DATABASE_URL). */
+export const CLUSTER_SECRET = "stack-cluster-secret-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 
 /** Short agent-side Kubernetes retries, so fault tests finish quickly. */
 export const fastKube: KubernetesOptions = {
@@ -139,7 +141,7 @@ export class SystemDb extends Context.Service<SystemDb, {
     let n = 0
     return SystemDb.of({
       kind: "postgres",
-      fresh: Effect.sync(() => ({ DATABASE_URL: Redacted.value(pg.createDatabase(`system_${process.pid}_${++n}`)) }))
+      fresh: Effect.sync(() => ({ DATABASE_URL: Redacted.value(pg.createDatabase(`system_${process.pid}_${++n}`)), CLUSTER_SECRET }))
     })
   }))
 }
@@ -197,6 +199,8 @@ export interface ControlPlaneHandle {
   readonly hub: AgentHub["Service"]
   readonly dispatcher: CommandDispatcher["Service"]
   readonly sessions: Sessions["Service"]
+  /** Its graceful stop's first step (what SIGTERM starts), to watch a draining replica before it exits. */
+  readonly drain: DrainShape
   /** Every presence event (connects, disconnects, status changes) since start, in order. */
   readonly events: () => ReadonlyArray<PresenceEvent>
   /** Stops it gracefully (its scope closes); also done when the test's scope closes. */
@@ -215,15 +219,17 @@ const stopOnce = (scope: Scope.Closeable) => {
 
 /**
  * The control plane in this process on its own scope. `clock` replaces its Clock (a TestClock for heartbeat
- * deadlines); the rest of the system keeps real time.
+ * deadlines); the rest of the system keeps real time. `locator` says which replica holds each agent (for tests of
+ * several replicas; by default every agent is local).
  */
-export const startControlPlane = (env: Record<string, string> = {}, options: { readonly clock?: Clock.Clock } = {}) =>
+export const startControlPlane = (env: Record<string, string> = {}, options: { readonly clock?: Clock.Clock; readonly locator?: AgentLocatorShape } = {}) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const stop = stopOnce(scope)
     yield* Effect.addFinalizer(() => stop)
     const base = ControlPlane.layerNoDeps.pipe(Layer.provideMerge(ControlPlaneConfig.layerFromRecord(controlPlaneEnv(env))))
-    const built = options.clock === undefined ? base : base.pipe(Layer.provide(Layer.succeed(Clock.Clock, options.clock)))
+    const located = options.locator === undefined ? base : base.pipe(Layer.provide(Layer.succeed(AgentLocator, options.locator)))
+    const built = options.clock === undefined ? located : located.pipe(Layer.provide(Layer.succeed(Clock.Clock, options.clock)))
     const ctx = yield* Layer.buildWithScope(built, scope).pipe(Effect.orDie)
     const cp = Context.get(ctx, ControlPlane)
     const hub = Context.get(ctx, AgentHub)
@@ -238,6 +244,7 @@ export const startControlPlane = (env: Record<string, string> = {}, options: { r
       hub,
       dispatcher: Context.get(ctx, CommandDispatcher),
       sessions: Context.get(ctx, Sessions),
+      drain: Context.get(ctx, Drain),
       events: () => events,
       stop
     } satisfies ControlPlaneHandle

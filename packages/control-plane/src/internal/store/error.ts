@@ -2,7 +2,7 @@
 // Database -> 500/503. Lives here so Database.ts and Store.ts can both raise it; Store.ts re-exports it.
 import { Predicate, Schema } from "effect"
 
-export const Entity = Schema.Literals(["user", "template", "agent", "session", "command", "audit", "home", "share", "share_link", "team", "login"])
+export const Entity = Schema.Literals(["user", "template", "agent", "session", "command", "audit", "home", "share", "share_link", "team", "login", "ticket"])
 export type Entity = typeof Entity.Type
 
 /** No row with that key (or a row it refers to, e.g. a session's template, does not exist). */

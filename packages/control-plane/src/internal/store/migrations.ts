@@ -308,6 +308,9 @@ const replicas = statements(
   `CREATE INDEX agent_presence_replica_id ON agent_presence (replica_id)`
 )
 
+// VNC tickets redeemed (by ticket id) until they expire: single use across replicas.
+const vncTicketUses = statements(`CREATE TABLE vnc_ticket_uses (jti text PRIMARY KEY, expires_at timestamptz NOT NULL)`)
+
 const all = {
   "0001_initial": initial,
   "0002_seed_demo_template": seedDemoTemplate,
@@ -324,7 +327,8 @@ const all = {
   "0013_recording_policies": recordingPolicies,
   "0014_users_and_logins": usersAndLogins,
   "0015_template_clipboard": templateClipboard,
-  "0016_replicas": replicas
+  "0016_replicas": replicas,
+  "0017_vnc_ticket_uses": vncTicketUses
 }
 
 /** The names of all migrations, in order (a migrated database has recorded each once). */

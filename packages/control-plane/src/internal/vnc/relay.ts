@@ -5,7 +5,7 @@
 // reading an idle viewer keeps its close and pongs visible). Agent -> viewer bytes are credited back to the
 // agent only once the viewer's socket has taken them, so a viewer that never reads pins at most one window.
 // Transport pings find dead viewers; one paused for flow control is not judged (its pongs cannot be read).
-import { creditThreshold, encodeDataFrames, encodeWindow, type PayloadOf } from "@streamspace/protocol"
+import { CloseCode, creditThreshold, encodeDataFrames, encodeWindow, type PayloadOf } from "@streamspace/protocol"
 import type { Duration, Scope } from "effect"
 import { Cause, Deferred, Effect, Exit, Latch, Metric, Queue } from "effect"
 import type { RawData, WebSocket } from "ws"
@@ -42,7 +42,12 @@ export const ViewerClose = {
   /** The session's template requires recording (`always`) and the recording cannot start; the reason says why. */
   recordingFailed: 4507,
   /** The viewer's user was disabled or signed out everywhere by an admin. */
-  accessRevoked: 4403
+  accessRevoked: 4403,
+  /**
+   * Reconnect now (the web UI does, without asking): this replica is draining and refuses or hands over its
+   * viewers, or the replica holding the session's agent went away. Protocol `CloseCode.reconnect`.
+   */
+  reconnect: CloseCode.reconnect
 } as const
 
 /** How a relay ended: by the viewer (nothing to tell it), or with a code and reason for the viewer. */
