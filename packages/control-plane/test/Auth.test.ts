@@ -48,7 +48,7 @@ describe("Auth with JWT_SECRET (HS256)", () => {
       assert.deepStrictEqual((yield* verify({})).groups, [])
       for (const groups of ["physics", [1], { a: 1 }, ["ok", null]]) {
         const e = yield* Effect.flip(verify({ groups }))
-        assert.deepStrictEqual([e.reason, e.message], ["InvalidToken", "token groups claim must be an array of strings"])
+        assert.deepStrictEqual([e.reason, e.message], ["InvalidToken", `token claim "groups" must be a list of group names`])
       }
       // A minted token carries the user's groups.
       const minted = yield* auth.mint({ id: "bob" as never, role: "user", groups: ["physics"] }, "1 hour")

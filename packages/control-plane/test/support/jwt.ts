@@ -3,6 +3,8 @@ import { SignJWT, type JWTPayload } from "jose"
 import { createSecretKey, generateKeyPairSync } from "node:crypto"
 
 export const TEST_JWT_SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+/** The replicas' CLUSTER_SECRET in tests (required with DATABASE_URL; at least 32 bytes). */
+export const TEST_CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef0123456789"
 
 export const sign = (
   claims: JWTPayload & { readonly role?: string },

@@ -10,7 +10,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { TEST_JWT_SECRET } from "./jwt.ts"
+import { TEST_CLUSTER_SECRET, TEST_JWT_SECRET } from "./jwt.ts"
 
 const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url))
 
@@ -129,6 +129,7 @@ export const startReplicas = async (options: ReplicaOptions): Promise<ReplicaSet
           PORT: String(port),
           DATABASE_URL: options.databaseUrl(index),
           JWT_SECRET: TEST_JWT_SECRET,
+          CLUSTER_SECRET: TEST_CLUSTER_SECRET,
           AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP_TOKEN,
           LOG_FORMAT: "text",
           LOG_LEVEL: "info",
