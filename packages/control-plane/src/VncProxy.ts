@@ -157,7 +157,8 @@ export const make = Effect.gen(function*() {
   const inputWatcher = (sessionId: SessionId, viewer: string) =>
     Effect.map(Effect.context<never>(), (context) => {
       const parser = makeRfbClientParser()
-      const note = Effect.runSyncWith(context)
+      // Forked: with several replicas the note is also announced to the others (an asynchronous NOTIFY).
+      const note = Effect.runForkWith(context)
       return (bytes: Uint8Array) => {
         const input = parser.push(bytes).filter(isUserInput)
         if (input.length === 0) return
@@ -270,7 +271,9 @@ export const make = Effect.gen(function*() {
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
       if (end.by === "viewer") return
-      yield* closeAndWait(ws, end.code, end.reason)
+      // Draining: the agent left because it was told to move (goaway), so the viewer reconnects elsewhere.
+      const moved = drain.draining() && end.code === ViewerClose.agentGone
+      yield* closeAndWait(ws, moved ? ViewerClose.reconnect : end.code, moved ? "this replica is stopping: reconnect" : end.reason)
       yield* Effect.logInfo("VncProxy: viewer closed").pipe(Effect.annotateLogs({ code: end.code, reason: end.reason }))
     }).pipe(Effect.annotateLogs({ session_id: session.id, agent_id: session.agentId })))
 
