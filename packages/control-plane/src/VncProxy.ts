@@ -157,7 +157,9 @@ export const make = Effect.gen(function*() {
   const inputWatcher = (sessionId: SessionId, viewer: string) =>
     Effect.map(Effect.context<never>(), (context) => {
       const parser = makeRfbClientParser()
-      const note = Effect.runSyncWith(context)
+      // Forked, not run synchronously: with replicas, noting input also NOTIFYs the others (asynchronous), and
+      // runSync threw AsyncFiberError out of the socket's message handler, which crashed the process.
+      const note = Effect.runForkWith(context)
       return (bytes: Uint8Array) => {
         const input = parser.push(bytes).filter(isUserInput)
         if (input.length === 0) return
