@@ -24,7 +24,7 @@ export interface ReplicaProcess {
   /** SIGKILL (abrupt) or SIGTERM (graceful: drain, then exit); resolves once the process has exited. */
   readonly kill: (signal?: NodeJS.Signals) => Effect.Effect<number | null>
   /** Starts the process again on the same port; resolves once it answers /api/v1/health. */
-  readonly restart: Effect.Effect<void, never, Scope.Scope>
+  readonly restart: Effect.Effect<void, Error, Scope.Scope>
 }
 
 /** What every replica runs with: shared database and cluster secret, short leases, no per-user limits. */
