@@ -13,7 +13,7 @@ import { startPostgres } from "./support/postgres.ts"
 const replica = (databaseUrl: string, agentId: string) =>
   Effect.gen(function*() {
     const ctx = yield* Layer.build(ControlPlane.layerNoDeps.pipe(Layer.provideMerge(ControlPlaneConfig.layerFromRecord({
-      HOST: "127.0.0.1", PORT: "0", DATABASE_URL: databaseUrl, JWT_SECRET: TEST_JWT_SECRET, AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP,
+      HOST: "127.0.0.1", PORT: "0", DATABASE_URL: databaseUrl, JWT_SECRET: TEST_JWT_SECRET, CLUSTER_SECRET: "test-cluster-secret-0123456789abcdef0123456789", AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP,
       PING_INTERVAL: "1h", LOG_LEVEL: "error", MAX_SESSIONS_PER_USER: "0", SESSION_CREATES_PER_MINUTE: "0"
     }))))
     const cp = Context.get(ctx, ControlPlane)

@@ -15,6 +15,7 @@ import { TEST_JWT_SECRET } from "./jwt.ts"
 const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url))
 
 export const BOOTSTRAP_TOKEN = "bootstrap-token-0123456789abcdef0123456789"
+export const TEST_CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef0123456789"
 
 export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -129,6 +130,8 @@ export const startReplicas = async (options: ReplicaOptions): Promise<ReplicaSet
           PORT: String(port),
           DATABASE_URL: options.databaseUrl(index),
           JWT_SECRET: TEST_JWT_SECRET,
+          // required with DATABASE_URL since the replica-to-replica relay (ha-peer)
+          CLUSTER_SECRET: TEST_CLUSTER_SECRET,
           AGENT_BOOTSTRAP_TOKEN: BOOTSTRAP_TOKEN,
           LOG_FORMAT: "text",
           LOG_LEVEL: "info",
