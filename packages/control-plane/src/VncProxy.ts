@@ -272,8 +272,11 @@ export const make = Effect.gen(function*() {
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
       if (end.by === "viewer") return
-      yield* closeAndWait(ws, end.code, end.reason)
-      yield* Effect.logInfo("VncProxy: viewer closed").pipe(Effect.annotateLogs({ code: end.code, reason: end.reason }))
+      // Draining, the agent leaves because it was told to (the agents' `goaway` hook may run before the
+      // viewers'): the viewer is handed over as the others are, to find the agent on another replica.
+      const { code, reason } = end.code === ViewerClose.agentGone && drain.draining() ? { code: ViewerClose.reconnect, reason: "this replica is stopping: reconnect" } : end
+      yield* closeAndWait(ws, code, reason)
+      yield* Effect.logInfo("VncProxy: viewer closed").pipe(Effect.annotateLogs({ code, reason }))
     }).pipe(Effect.annotateLogs({ session_id: session.id, agent_id: session.agentId })))
 
   const route = (request: HttpServerRequest) =>
