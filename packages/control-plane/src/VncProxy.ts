@@ -157,7 +157,8 @@ export const make = Effect.gen(function*() {
   const inputWatcher = (sessionId: SessionId, viewer: string) =>
     Effect.map(Effect.context<never>(), (context) => {
       const parser = makeRfbClientParser()
-      // Forked: with several replicas the note is also announced to the others (an asynchronous NOTIFY).
+      // Forked, not run synchronously: with replicas, noting input also NOTIFYs the others (asynchronous), and
+      // runSync threw AsyncFiberError out of the socket's message handler, which crashed the process.
       const note = Effect.runForkWith(context)
       return (bytes: Uint8Array) => {
         const input = parser.push(bytes).filter(isUserInput)
@@ -271,10 +272,11 @@ export const make = Effect.gen(function*() {
         Effect.onInterrupt(() => closeAndWait(ws, ViewerClose.goingAway, "the control plane is shutting down"))
       )
       if (end.by === "viewer") return
-      // Draining: the agent left because it was told to move (goaway), so the viewer reconnects elsewhere.
-      const moved = drain.draining() && end.code === ViewerClose.agentGone
-      yield* closeAndWait(ws, moved ? ViewerClose.reconnect : end.code, moved ? "this replica is stopping: reconnect" : end.reason)
-      yield* Effect.logInfo("VncProxy: viewer closed").pipe(Effect.annotateLogs({ code: end.code, reason: end.reason }))
+      // Draining, the agent leaves because it was told to (the agents' `goaway` hook may run before the
+      // viewers'): the viewer is handed over as the others are, to find the agent on another replica.
+      const { code, reason } = end.code === ViewerClose.agentGone && drain.draining() ? { code: ViewerClose.reconnect, reason: "this replica is stopping: reconnect" } : end
+      yield* closeAndWait(ws, code, reason)
+      yield* Effect.logInfo("VncProxy: viewer closed").pipe(Effect.annotateLogs({ code, reason }))
     }).pipe(Effect.annotateLogs({ session_id: session.id, agent_id: session.agentId })))
 
   const route = (request: HttpServerRequest) =>

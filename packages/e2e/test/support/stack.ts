@@ -7,7 +7,7 @@
 // throwaway PostgreSQL cluster started with pg_ctl). Nothing sleeps for a fixed time: waits poll a condition
 // with a real-time bound (@streamspace/testbed's waitFor).
 import { Agent, AgentConfig, type AgentConfigShape, Connection, Kubernetes, type KubernetesOptions, readAgentConfig, TunnelPool } from "@streamspace/agent"
-import { AgentHub, AgentLocator, type AgentLocatorShape, CommandDispatcher, ControlPlane, ControlPlaneConfig, Drain, type DrainShape, type PresenceEvent, Sessions } from "@streamspace/control-plane"
+import { AgentHub, CommandDispatcher, ControlPlane, ControlPlaneConfig, Drain, type DrainShape, type PresenceEvent, Sessions } from "@streamspace/control-plane"
 import { startPostgres } from "@streamspace/control-plane/test-support"
 import { KubeTestServer, type KubeTestServerHandle, type ServerOptions } from "@streamspace/kube-testserver"
 import { waitFor } from "@streamspace/testbed"
@@ -219,17 +219,16 @@ const stopOnce = (scope: Scope.Closeable) => {
 
 /**
  * The control plane in this process on its own scope. `clock` replaces its Clock (a TestClock for heartbeat
- * deadlines); the rest of the system keeps real time. `locator` says which replica holds each agent (for tests of
- * several replicas; by default every agent is local).
+ * deadlines); the rest of the system keeps real time. Replicas on one database (DATABASE_URL) find each other's
+ * agents through the replica registry.
  */
-export const startControlPlane = (env: Record<string, string> = {}, options: { readonly clock?: Clock.Clock; readonly locator?: AgentLocatorShape } = {}) =>
+export const startControlPlane = (env: Record<string, string> = {}, options: { readonly clock?: Clock.Clock } = {}) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const stop = stopOnce(scope)
     yield* Effect.addFinalizer(() => stop)
     const base = ControlPlane.layerNoDeps.pipe(Layer.provideMerge(ControlPlaneConfig.layerFromRecord(controlPlaneEnv(env))))
-    const located = options.locator === undefined ? base : base.pipe(Layer.provide(Layer.succeed(AgentLocator, options.locator)))
-    const built = options.clock === undefined ? located : located.pipe(Layer.provide(Layer.succeed(Clock.Clock, options.clock)))
+    const built = options.clock === undefined ? base : base.pipe(Layer.provide(Layer.succeed(Clock.Clock, options.clock)))
     const ctx = yield* Layer.buildWithScope(built, scope).pipe(Effect.orDie)
     const cp = Context.get(ctx, ControlPlane)
     const hub = Context.get(ctx, AgentHub)

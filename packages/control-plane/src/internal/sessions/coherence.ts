@@ -29,7 +29,11 @@ const reload = (book: Book, id: SessionId) =>
     if (stored === undefined) return
     const current = book.sessions.get(id)
     if (current === undefined && ended(stored.state)) return
-    if (current !== undefined && current.updatedAt.getTime() > stored.updatedAt.getTime()) return
+    // A newer record of the same state is kept (a same-state report changes only the book: reason and message
+    // are not stored). A different state is the store's word: every local state change is stored before the
+    // book takes it, so a book showing another state is behind, however recent its clock says it is (the
+    // create's outcome, applied here after the holder stored `running`, left this book at `creating`).
+    if (current !== undefined && current.state === stored.state && current.updatedAt.getTime() > stored.updatedAt.getTime()) return
     // Command ids live with the commands, not in the session row: the ones this replica knows are kept.
     put(book, {
       ...stored,
