@@ -155,6 +155,8 @@ export const relay = Effect.fnUntraced(function*(
     flow()
   })
   ws.on("close", () => finish({ by: "viewer" }))
+  // The viewer may have left while the proxy prepared (presence, recording, policy reads): no tunnel for it.
+  if (ws.readyState === ws.CLOSING || ws.readyState === ws.CLOSED) finish({ by: "viewer" })
   ws.on("error", () => finish({ by: "viewer" }))
   flow()
   // A viewer that stops answering transport pings is gone, also while its tunnel is being opened.
