@@ -172,7 +172,7 @@ export const make = (storage: RecordingStorage, policies: PolicyRepo) =>
     const p = "/api/v1"
     const user: Effect.Effect<User, AuthError, HttpServerRequest.HttpServerRequest> = Effect.flatMap(
       HttpServerRequest.HttpServerRequest,
-      (request) => auth.authenticate(request.headers["authorization"])
+      (request) => auth.authenticateRequest(request)
     )
     const params = Effect.flatMap(HttpRouter.params, (ps) => decodeStrict(Schema.Struct({ id: Schema.String }), { id: ps.id ?? "" }, "path"))
     /** The session, if the user may see it at all (shared users included, once sharing exists). */

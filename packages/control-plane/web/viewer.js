@@ -22,7 +22,7 @@ export const RETRY_MS = [1000, 2000, 4000, 8000, 15000]
 const STATS_MS = 2000
 /** Close codes after which retrying cannot help. */
 const FINAL = new Map([
-  [4403, "You are no longer allowed to view this session."],
+  [4403, "This viewer was ended: the owner or an admin closed it, or your access to the session ended."],
   [4404, "This session no longer exists."]
 ])
 const ENDED_STATES = new Set(["terminated", "failed", "terminating"])
@@ -76,7 +76,7 @@ export function openViewer(screen, sessionId, { api }) {
 
   /** After a drop: is the session still there to reconnect to? Ends the viewer when it is not. */
   async function afterDrop(close) {
-    if (FINAL.has(close.code)) return finish(FINAL.get(close.code))
+    if (FINAL.has(close.code)) return finish(close.reason ? `${FINAL.get(close.code)} (${close.reason})` : FINAL.get(close.code))
     let session
     try {
       session = await api("GET", path)

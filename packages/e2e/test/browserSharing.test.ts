@@ -141,7 +141,7 @@ describe("sharing in the browser", () => {
 
       // Ann ends Bob's viewer: his page says it is disconnected; the presence list no longer has him.
       yield* p(() => annPage.locator("[data-testid=presence] li[data-user=bob] [data-testid=end-viewer]").click())
-      yield* p(() => bobPage.locator("[data-testid=viewer-status]").filter({ hasText: "Disconnected" }).waitFor({ timeout: WAIT }))
+      yield* p(() => bobPage.locator("[data-testid=viewer-status]").filter({ hasText: "This viewer was ended" }).waitFor({ timeout: WAIT }))
       yield* p(() => annPage.locator("[data-testid=presence] li[data-user=bob]").waitFor({ state: "detached", timeout: WAIT }))
 
       // A view-only link: created in the panel, opened by a browser with no login at all.

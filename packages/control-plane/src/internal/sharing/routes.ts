@@ -103,7 +103,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const proxy = yield* VncProxy
   const user: Effect.Effect<User, AuthError, HttpServerRequest.HttpServerRequest> = Effect.flatMap(
     HttpServerRequest.HttpServerRequest,
-    (request) => auth.authenticate(request.headers["authorization"])
+    (request) => auth.authenticateRequest(request)
   )
   const path = <S extends Schema.Decoder<unknown>>(schema: S) => Effect.flatMap(HttpRouter.params, (p) => decodeStrict(schema, p, "path"))
   const body = <S extends Schema.Decoder<unknown>>(schema: S) => readBody(schema, config.maxBodyBytes)

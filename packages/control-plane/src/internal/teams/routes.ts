@@ -76,7 +76,7 @@ export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const teams = yield* Teams
   const sessions = yield* Sessions
   const homes = yield* Homes
-  const admin = Effect.flatMap(HttpServerRequest.HttpServerRequest, (r) => auth.authenticate(r.headers["authorization"])).pipe(Effect.tap(requireAdmin))
+  const admin = Effect.flatMap(HttpServerRequest.HttpServerRequest, (r) => auth.authenticateRequest(r)).pipe(Effect.tap(requireAdmin))
   const path = Effect.flatMap(HttpRouter.params, (p) => decodeStrict(NamePath, p, "path"))
   const p = "/api/v1"
 
