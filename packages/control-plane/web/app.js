@@ -533,22 +533,29 @@ async function poll() {
   if (current === page && next !== undefined && loggedIn()) refreshSoon(document.hidden ? SLOW_POLL_MS : next)
 }
 
+/**
+ * Takes the token of a `#token=` link out of the address bar: stored at once, or, while another token is stored,
+ * offered on the #/switch page. Synchronous, so a navigation right after the page loads cannot drop it.
+ */
+function takeLinkedToken() {
+  const fromLink = /[#&?]token=([^&]+)/.exec(location.hash)
+  if (!fromLink) return false
+  const offered = decodeURIComponent(fromLink[1])
+  if (token && token !== offered) {
+    offeredToken = offered
+    history.replaceState(null, "", `${location.pathname}#/switch`) // the token leaves the address bar either way
+    return true
+  }
+  token = offered
+  localStorage.setItem(TOKEN_KEY, token)
+  history.replaceState(null, "", `${location.pathname}#/sessions`)
+  return true
+}
+
 async function render() {
   clearTimeout(timer)
   const hash = location.hash || "#/sessions"
-  const fromLink = /[#&?]token=([^&]+)/.exec(hash)
-  if (fromLink) {
-    const offered = decodeURIComponent(fromLink[1])
-    if (token && token !== offered) {
-      offeredToken = offered
-      history.replaceState(null, "", `${location.pathname}#/switch`) // the token leaves the address bar either way
-      return render()
-    }
-    token = offered
-    localStorage.setItem(TOKEN_KEY, token)
-    history.replaceState(null, "", `${location.pathname}#/sessions`)
-    return render()
-  }
+  if (takeLinkedToken()) return render()
   if (hash.startsWith("#/switch")) {
     if (offeredToken && token) {
       page = switchPage
@@ -591,6 +598,7 @@ const usagePage = makeUsagePage({ api, esc, patch, $ })
 
 $("#logout").onclick = () => logout()
 const usersPage = makeUsersPage({ $, api, apiAll, patch, esc, timeAgo, showBanner, refreshSoon, pollMs: SLOW_POLL_MS })
+takeLinkedToken()
 await login.detect()
 window.addEventListener("hashchange", () => {
   if (!keepBanner) showBanner("")

@@ -100,7 +100,7 @@ describe("OpenID Connect login in Chromium", () => {
     // An admin disables bob: the viewer is closed at once and the session stops.
     const disabled = await Effect.runPromise(cp.admin.post("/users/bob/disable"))
     assert.strictEqual(disabled.status, 200)
-    await page.locator("[data-testid=viewer-status]").filter({ hasText: /lost|Disconnected/ }).waitFor({ timeout: WAIT })
+    await page.locator("[data-testid=viewer-status]").filter({ hasText: /lost|Disconnected|viewer was ended/ }).waitFor({ timeout: WAIT })
     const stopped = await Effect.runPromise(S.waitForSession(cp.admin, id, ["hibernated", "terminated"], WAIT))
     assert.include(["hibernated", "terminated"], stopped.state)
     // His next request is refused and the UI shows the login page; his bearer token is refused too.
