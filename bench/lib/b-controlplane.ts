@@ -3,7 +3,7 @@
 import { waitForPromise } from "@streamspace/testbed"
 import { spawnWorker, type Worker } from "./rpc.ts"
 import { getStack } from "./stack.ts"
-import { type ControlPlane, BOOTSTRAP_TOKEN, ensureTemplate, freePort, signJwt, startAgent, startControlPlane, tmp } from "./system.ts"
+import { type ApiTarget, type ControlPlane, BOOTSTRAP_TOKEN, ensureTemplate, freePort, signJwt, startAgent, startControlPlane, tmp } from "./system.ts"
 import type { BenchResult } from "./util.ts"
 import { measureProc, median, now, percentile, round, sampleProc, sleep } from "./util.ts"
 
@@ -25,7 +25,7 @@ const pool = async <T, R>(items: ReadonlyArray<T>, n: number, f: (t: T, i: numbe
 }
 
 /** Starts `count` simulated agents over `workers` processes, enrols them (approve via the API) and waits until all are connected. */
-export const enrolSimAgents = async (cp: ControlPlane, count: number, prefix: string, nWorkers: number) => {
+export const enrolSimAgents = async (cp: ApiTarget, count: number, prefix: string, nWorkers: number) => {
   const workers: Array<Worker> = []
   const per = Math.ceil(count / nWorkers)
   for (let w = 0; w < nWorkers; w++) {

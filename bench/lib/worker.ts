@@ -24,6 +24,7 @@ import {
   MAX_BINARY_PAYLOAD_BYTES,
   PROTOCOL_VERSIONS
 } from "../../packages/protocol/src/index.ts"
+import { followClose, followOpen, followReport } from "./follow.ts"
 import { serveRpc } from "./rpc.ts"
 
 const now = () => performance.timeOrigin + performance.now()
@@ -35,7 +36,7 @@ const msgId = () => `m-${process.pid}-${++msgCounter}`
 const text = (type: any, payload: any) => encodeText(makeMessage(type, payload, msgId(), new Date().toISOString()) as any)
 
 // ================================================================================================
-// target: first 16 bytes = mode ('B' blast | 'E' echo) + tag. Counts bytes written per tag.
+// target: first 16 bytes = mode ('B' blast | 'E' echo | 'F' paced frames) + tag. Counts bytes written per tag.
 // ================================================================================================
 let targetServer: Server | undefined
 const written = new Map<string, number>()
@@ -54,6 +55,15 @@ const serveTarget = (sock: Socket) => {
     if (mode === "E") {
       if (rest.length > 0) sock.write(rest)
       sock.on("data", (x) => sock.write(x))
+    } else if (mode === "F") {
+      // Paced "frames" (8 KiB every 20 ms, 50 per second) for viewers that time pauses, not throughput.
+      sock.on("data", () => {})
+      const frame = BLAST.subarray(0, 8192)
+      const timer = setInterval(() => {
+        if (sock.destroyed) return clearInterval(timer)
+        if (sock.writableLength < 1024 * 1024) sock.write(frame)
+      }, 20)
+      sock.once("close", () => clearInterval(timer))
     } else {
       sock.on("data", () => {})
       const pump = () => {
@@ -724,6 +734,9 @@ serveRpc({
   "viewer.close": closeStreams,
   "viewer.pause": pauseStream,
   "viewer.echo": echoLatency,
+  "follow.open": followOpen,
+  "follow.report": followReport,
+  "follow.close": followClose,
   "fakecp.start": fakeStart,
   "fakecp.connected": () => ({ connected: fake.ws !== undefined && fake.ws.readyState === WebSocket.OPEN && fake.connects > 0, connects: fake.connects }),
   "fakecp.createSessions": fakeCreateSessions,
