@@ -88,7 +88,7 @@ export const haRelay = (o: O): Promise<BenchResult> =>
         name: "ha-relay",
         title: "9. Cross-replica VNC relay against same-replica (2 replicas on PostgreSQL)",
         command: o.command,
-        scale: `${o.reps} interleaved repetitions: one stream for ${seconds} s per path (after 1 s warm-up), then ${count} 32-byte echo round trips per path`,
+        scale: `${o.reps} interleaved repetitions: one stream for ${seconds} s per path (after 1 s warm-up), then ${count} echo round trips of 30 bytes (3 RFB FramebufferUpdateRequests) per path`,
         table: [
           row("same replica: viewer on A, agent on A", "same"),
           row("cross replica: viewer on B -> peer relay -> A -> agent", "cross"),

@@ -1,10 +1,10 @@
 // Following viewers for the rolling-restart benchmark (worker.ts serves these): each one keeps a WebSocket to the
-// control plane open as a viewer would, asking the target for paced frames ('F': 8 KiB every 20 ms), and when the
+// control plane open as a viewer would, asking the target for paced frames ('F': 8 KiB every 20 ms) once it has greeted, and when the
 // socket closes it reconnects (at once, then every 250 ms while refused). Every pause in the frames longer than
 // GAP_MS is recorded with its wall-clock start and end, and why the socket closed, if it did.
 import { WebSocket } from "ws"
+import { rfbHeader } from "./rfbHeader.ts"
 
-const HEADER = 16
 const GAP_MS = 100
 const now = () => performance.timeOrigin + performance.now()
 
@@ -44,9 +44,14 @@ const connect = (f: Follower) => {
   ws.on("open", () => {
     opened = true
     f.connects++
-    ws.send(Buffer.from(("F" + f.tag).padEnd(HEADER, " ").slice(0, HEADER)))
   })
+  let greeted = false
   ws.on("message", (d: Buffer) => {
+    if (!greeted) {
+      // The target's RFB greeting: now the tunnel is open, ask for frames.
+      greeted = true
+      ws.send(rfbHeader("F", f.tag))
+    }
     const t = now()
     if (t - f.lastAt > GAP_MS) f.gaps.push({ start: f.lastAt, end: t })
     f.lastAt = t
@@ -63,7 +68,7 @@ const connect = (f: Follower) => {
 export const followOpen = (args: { urls: Array<string>; headers: Record<string, string>; tagPrefix: string }) => {
   const group = `f${++nextGroup}`
   const list = args.urls.map((url, i): Follower => ({
-    tag: `${args.tagPrefix}${i}`.slice(0, HEADER - 1),
+    tag: `${args.tagPrefix}${i}`.slice(0, 15),
     url,
     headers: args.headers,
     ws: undefined,

@@ -8,7 +8,7 @@ import { existsSync, readdirSync } from "node:fs"
 import { join } from "node:path"
 import { startPostgres } from "../../packages/control-plane/test/support/postgres.ts"
 import { type ReplicaSet, startReplicas } from "../../packages/control-plane/test/support/replicas.ts"
-import { type ApiTarget, apiTarget, BOOTSTRAP_TOKEN, JWT_SECRET } from "./system.ts"
+import { type ApiTarget, apiTarget, BOOTSTRAP_TOKEN, JWT_SECRET, tmp } from "./system.ts"
 
 export const CLUSTER_SECRET = "bench-cluster-secret-0123456789abcdef0123"
 
@@ -53,7 +53,7 @@ export const withCluster = <T>(count: number, body: (c: Cluster) => Promise<T>, 
     const url = Redacted.value(pg.createDatabase(db))
     step(`starting ${count} control-plane replicas on it`)
     const set = yield* Effect.acquireRelease(
-      Effect.tryPromise({ try: () => startReplicas({ count, databaseUrl: () => url, env: { ...HA_ENV, ...env } }), catch: (e) => e as Error }),
+      Effect.tryPromise({ try: () => startReplicas({ count, databaseUrl: () => url, env: { ...HA_ENV, DATA_DIR: tmp("ha"), ...env } }), catch: (e) => e as Error }),
       (s) => Effect.promise(() => s.close())
     )
     const bin = psqlBin()
@@ -73,5 +73,9 @@ export const withCluster = <T>(count: number, body: (c: Cluster) => Promise<T>, 
       holders
     }
     step(`replicas up on ports ${set.replicas.map((r) => r.port).join(", ")}, balancer on ${set.balancer.port}`)
-    return yield* Effect.tryPromise({ try: () => body(cluster), catch: (e) => e as Error })
+    return yield* Effect.tryPromise({
+      try: () => body(cluster),
+      // A replica that died says why in its output: put the start of each one's last run in the error.
+      catch: (e) => new Error(`${(e as Error).message}\n${set.replicas.map((r) => `replica ${r.index}${r.running() ? "" : " (exited)"}: ${r.thisRun().slice(0, 800)}`).join("\n")}`)
+    })
   })))
