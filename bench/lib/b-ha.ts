@@ -110,6 +110,23 @@ export const haRelay = (o: O): Promise<BenchResult> =>
     }
   })
 
+/**
+ * An API client for enrolment among replicas: a replica lists as connected only the pending agents whose socket
+ * it holds, so GET /api/v1/agents is the union of every replica's list; the rest goes to the balancer.
+ */
+const everyReplica = (c: Cluster): Cluster["lb"]["api"] => async (method, path, body, token, timeoutMs) => {
+  if (method !== "GET" || path !== "/api/v1/agents") return c.lb.api(method, path, body, token, timeoutMs)
+  const lists = await Promise.all(c.replicas.map((r) => r.api("GET", path, undefined, token, timeoutMs)))
+  const byId = new Map<string, any>()
+  for (const l of lists) {
+    for (const a of (l.json?.agents ?? []) as Array<any>) {
+      const seen = byId.get(a.id)
+      if (seen === undefined || (a.connected && !seen.connected)) byId.set(a.id, a)
+    }
+  }
+  return { status: lists[0]!.status, json: { agents: [...byId.values()] } }
+}
+
 // ================================================================================================
 // 10. control-plane scale with 3 replicas
 // ================================================================================================
@@ -121,7 +138,7 @@ export const haScale = (o: O): Promise<BenchResult> =>
     try {
       await ensureTemplate(c.lb)
       step(`enrolling ${agentsN} simulated agents through the balancer`)
-      const enrol = await enrolSimAgents({ ...c.lb, api: c.replicas[0]!.api }, agentsN, "ha", 2)
+      const enrol = await enrolSimAgents({ ...c.lb, api: everyReplica(c) }, agentsN, "ha", 2)
       workers.push(...enrol.workers)
       step(`${enrol.connected} agents connected in ${round(enrol.enrolMs / 1000, 1)} s`)
       await sleep(3000)
