@@ -262,7 +262,7 @@ export const haRestart = (o: O): Promise<BenchResult> =>
       await sleep(2000)
       const placement = (await Promise.all(sessions.map((s) => c.lb.api("GET", `/api/v1/sessions/${s}`, undefined, token)))).map((r) => r.json.agent_id as string)
       const rows: Array<Record<string, string | number>> = []
-      const windows: Array<{ replica: number; start: number; end: number; stopMs: number; startMs: number; agentsBefore: string; agentsAfter: string }> = []
+      const windows: Array<{ replica: number; start: number; end: number; stopMs: number; startMs: number; agentsBefore: string; agentsAfter: string; notBack: Array<string> }> = []
       const all = c.set.replicas.map((r) => ({ host: "127.0.0.1", port: r.port }))
       for (const r of c.set.replicas) {
         const h0 = c.holders()
@@ -276,10 +276,14 @@ export const haRestart = (o: O): Promise<BenchResult> =>
         await r.start()
         const started = now()
         c.set.balancer.setBackends(all)
-        await waitForPromise("every viewer receiving frames again", allFlowing, { timeout: 60_000, interval: 50 })
+        // Up to 30 s for every viewer to have frames again; one that has not is recorded as not back (and why).
+        const backBy = Date.now() + 30_000
+        while (!(await allFlowing()) && Date.now() < backBy) await sleep(50)
         await sleep(3000)
+        const notBack = (await report()).filter((v) => v.sinceLastMs >= 100).map((v) => `${v.tag} (last close: ${v.closes.at(-1) ?? "none"})`)
+        if (notBack.length > 0) step(`not back 33 s after the restart: ${notBack.join(", ")}`)
         const h1 = c.holders()
-        windows.push({ replica: r.index, start, end: now(), stopMs: stopped - start, startMs: started - stopped, agentsBefore, agentsAfter: agents.map((a) => h1.get(a.id) ?? "-").join("/") })
+        windows.push({ replica: r.index, start, end: now(), stopMs: stopped - start, startMs: started - stopped, agentsBefore, agentsAfter: agents.map((a) => h1.get(a.id) ?? "-").join("/"), notBack })
       }
       const final = await report()
       const perRestart = windows.map((w) => {
@@ -295,10 +299,13 @@ export const haRestart = (o: O): Promise<BenchResult> =>
           "start -> healthy s": round(w.startMs / 1000, 2),
           "ms without frames, per viewer": without.map((x) => round(x, 0)).join(" / "),
           "viewers interrupted": without.filter((x) => x > 0).length,
-          "max ms": round(Math.max(...without), 0)
+          "max ms": round(Math.max(...without), 0),
+          "not back after 33 s": w.notBack.length
         })
       }
       const worst = Math.max(...perRestart.flatMap((p) => p.without))
+      const errorLines = c.set.replicas.flatMap((r) => r.output().split("\n").filter((l) => /level=error/.test(l)).map((l) => `replica ${r.index}: ${(/msg="([^"]*)"/.exec(l)?.[1] ?? l).slice(0, 200)}`))
+      const stuck = windows.flatMap((w) => w.notBack.map((v) => `restart of replica ${w.replica}: ${v}`))
       const closes = final.flatMap((v) => v.closes)
       const closeKinds = new Map<string, number>()
       for (const k of closes) closeKinds.set(k.split(" ")[0]!, (closeKinds.get(k.split(" ")[0]!) ?? 0) + 1)
@@ -309,14 +316,21 @@ export const haRestart = (o: O): Promise<BenchResult> =>
         scale: `3 replicas on PostgreSQL, 3 real agents and ${nSessions} viewers (one per session) through the balancer; frames of 8 KiB every 20 ms; each replica in turn: out of the balancer, SIGTERM (drain), start, back in, then 3 s steady`,
         table: rows,
         targets: [
-          { name: "rolling restart: longest time a viewer is without frames", target: "<= 3 s per restart", figure: `${round(worst / 1000, 2)} s`, met: Number.isFinite(worst) && worst <= 3000 }
+          {
+            name: "rolling restart: longest time a viewer is without frames",
+            target: "<= 3 s per restart, every viewer back",
+            figure: `${round(worst / 1000, 2)} s${stuck.length > 0 ? `; ${stuck.length} viewer(s) not back` : ""}`,
+            met: Number.isFinite(worst) && worst <= 3000 && stuck.length === 0
+          }
         ],
         figures: { windows, viewers: final, placement },
         notes: [
           `Sessions on agents ${placement.join(", ")}; agents columns list the replica holding ha-restart-0/1/2 (agent_presence).`,
           "A viewer reconnects as soon as its socket closes (then every 250 ms while refused), so these are the system's pauses; the web UI waits 0.8-1.2 s before its first retry, which a user sees on top.",
           `Viewer socket closes over the run, by code: ${[...closeKinds].map(([k, n]) => `${k} x${n}`).join(", ") || "none"} (4307 = reconnect: the replica is draining).`,
-          "A pause is any interval over 100 ms between frames; the figure per viewer is the sum of its pauses inside the restart's window."
+          "A pause is any interval over 100 ms between frames; the figure per viewer is the sum of its pauses inside the restart's window (a viewer not back is counted until the window ends, 33 s after the replica is healthy).",
+          ...stuck.map((x) => `Not back: ${x}.`),
+          ...[...new Set(errorLines)].slice(0, 5).map((x) => `Error logged by ${x}`)
         ]
       }
     } finally {
