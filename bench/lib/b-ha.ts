@@ -250,7 +250,19 @@ export const haRestart = (o: O): Promise<BenchResult> =>
       const token = signJwt("bench-ha-viewer", "user")
       const nSessions = 6
       const sessions: Array<string> = []
-      for (let i = 0; i < nSessions; i++) sessions.push(await runningSession(c.lb, token))
+      // Through the balancer; a create refused or failed is retried (up to 5 times) and counted.
+      const createFailures: Array<string> = []
+      for (let i = 0; i < nSessions; i++) {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            sessions.push(await runningSession(c.lb, token, "bench", 30_000))
+            break
+          } catch (e) {
+            createFailures.push((e as Error).message.slice(0, 200))
+            if (attempt >= 4) throw e
+          }
+        }
+      }
       const { group } = await viewers.call("follow.open", {
         urls: sessions.map((s) => `${c.lb.wsBase}/api/v1/sessions/${s}/vnc`),
         headers: { authorization: `Bearer ${token}` },
@@ -330,6 +342,7 @@ export const haRestart = (o: O): Promise<BenchResult> =>
           `Viewer socket closes over the run, by code: ${[...closeKinds].map(([k, n]) => `${k} x${n}`).join(", ") || "none"} (4307 = reconnect: the replica is draining).`,
           "A pause is any interval over 100 ms between frames; the figure per viewer is the sum of its pauses inside the restart's window (a viewer not back is counted until the window ends, 33 s after the replica is healthy).",
           ...stuck.map((x) => `Not back: ${x}.`),
+          ...(createFailures.length > 0 ? [`Session creates through the balancer that failed and were retried: ${createFailures.length} (first: ${createFailures[0]})`] : []),
           ...[...new Set(errorLines)].slice(0, 5).map((x) => `Error logged by ${x}`)
         ]
       }
