@@ -274,9 +274,9 @@ export const haRestart = (o: O): Promise<BenchResult> =>
       await sleep(2000)
       const placement = (await Promise.all(sessions.map((s) => c.lb.api("GET", `/api/v1/sessions/${s}`, undefined, token)))).map((r) => r.json.agent_id as string)
       const rows: Array<Record<string, string | number>> = []
-      const windows: Array<{ replica: number; start: number; end: number; stopMs: number; startMs: number; agentsBefore: string; agentsAfter: string; notBack: Array<string> }> = []
+      const windows: Array<{ pass: number; replica: number; start: number; end: number; stopMs: number; startMs: number; agentsBefore: string; agentsAfter: string; notBack: Array<string> }> = []
       const all = c.set.replicas.map((r) => ({ host: "127.0.0.1", port: r.port }))
-      for (const r of c.set.replicas) {
+      for (let pass = 1; pass <= o.reps; pass++) for (const r of c.set.replicas) {
         const h0 = c.holders()
         const agentsBefore = agents.map((a) => h0.get(a.id) ?? "-").join("/")
         step(`restarting replica ${r.index} (holds agents ${agents.filter((a) => h0.get(a.id) === r.index).map((a) => a.id).join(", ") || "none"})`)
@@ -295,7 +295,7 @@ export const haRestart = (o: O): Promise<BenchResult> =>
         const notBack = (await report()).filter((v) => v.sinceLastMs >= 100).map((v) => `${v.tag} (last close: ${v.closes.at(-1) ?? "none"})`)
         if (notBack.length > 0) step(`not back 33 s after the restart: ${notBack.join(", ")}`)
         const h1 = c.holders()
-        windows.push({ replica: r.index, start, end: now(), stopMs: stopped - start, startMs: started - stopped, agentsBefore, agentsAfter: agents.map((a) => h1.get(a.id) ?? "-").join("/"), notBack })
+        windows.push({ pass, replica: r.index, start, end: now(), stopMs: stopped - start, startMs: started - stopped, agentsBefore, agentsAfter: agents.map((a) => h1.get(a.id) ?? "-").join("/"), notBack })
       }
       const final = await report()
       const perRestart = windows.map((w) => {
@@ -305,8 +305,9 @@ export const haRestart = (o: O): Promise<BenchResult> =>
       })
       for (const { w, without } of perRestart) {
         rows.push({
+          pass: w.pass,
           "replica restarted": w.replica,
-          "agents on replica (before -> after)": `${w.agentsBefore} -> ${w.agentsAfter}`,
+          "replica holding agent 0/1/2 (before -> after)": `${w.agentsBefore} -> ${w.agentsAfter}`,
           "SIGTERM -> exit s": round(w.stopMs / 1000, 2),
           "start -> healthy s": round(w.startMs / 1000, 2),
           "ms without frames, per viewer": without.map((x) => round(x, 0)).join(" / "),
@@ -317,7 +318,7 @@ export const haRestart = (o: O): Promise<BenchResult> =>
       }
       const worst = Math.max(...perRestart.flatMap((p) => p.without))
       const errorLines = c.set.replicas.flatMap((r) => r.output().split("\n").filter((l) => /level=error/.test(l)).map((l) => `replica ${r.index}: ${(/msg="([^"]*)"/.exec(l)?.[1] ?? l).slice(0, 200)}`))
-      const stuck = windows.flatMap((w) => w.notBack.map((v) => `restart of replica ${w.replica}: ${v}`))
+      const stuck = windows.flatMap((w) => w.notBack.map((v) => `pass ${w.pass}, restart of replica ${w.replica}: ${v}`))
       const closes = final.flatMap((v) => v.closes)
       const closeKinds = new Map<string, number>()
       for (const k of closes) closeKinds.set(k.split(" ")[0]!, (closeKinds.get(k.split(" ")[0]!) ?? 0) + 1)
@@ -325,7 +326,7 @@ export const haRestart = (o: O): Promise<BenchResult> =>
         name: "ha-restart",
         title: "11. Rolling restart of 3 replicas: time each viewer is without frames",
         command: o.command,
-        scale: `3 replicas on PostgreSQL, 3 real agents and ${nSessions} viewers (one per session) through the balancer; frames of 8 KiB every 20 ms; each replica in turn: out of the balancer, SIGTERM (drain), start, back in, then 3 s steady`,
+        scale: `3 replicas on PostgreSQL, 3 real agents and ${nSessions} viewers (one per session) through the balancer; frames of 8 KiB every 20 ms; ${o.reps} rolling restarts in a row; each replica in turn: out of the balancer, SIGTERM (drain), start, back in, then 3 s steady`,
         table: rows,
         targets: [
           {
@@ -337,7 +338,7 @@ export const haRestart = (o: O): Promise<BenchResult> =>
         ],
         figures: { windows, viewers: final, placement },
         notes: [
-          `Sessions on agents ${placement.join(", ")}; agents columns list the replica holding ha-restart-0/1/2 (agent_presence).`,
+          `Sessions on agents ${placement.join(", ")}; the 'replica holding' column is from agent_presence.`,
           "A viewer reconnects as soon as its socket closes (then every 250 ms while refused), so these are the system's pauses; the web UI waits 0.8-1.2 s before its first retry, which a user sees on top.",
           `Viewer socket closes over the run, by code: ${[...closeKinds].map(([k, n]) => `${k} x${n}`).join(", ") || "none"} (4307 = reconnect: the replica is draining).`,
           "A pause is any interval over 100 ms between frames; the figure per viewer is the sum of its pauses inside the restart's window (a viewer not back is counted until the window ends, 33 s after the replica is healthy).",
