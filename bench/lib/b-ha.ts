@@ -7,7 +7,7 @@ import { waitForPromise } from "@streamspace/testbed"
 import { enrolSimAgents } from "./b-controlplane.ts"
 import { type Cluster, withCluster } from "./ha.ts"
 import { spawnWorker, type Worker } from "./rpc.ts"
-import { type AgentProc, ensureTemplate, enrollAgent, runningSession, signJwt, startAgent } from "./system.ts"
+import { type AgentProc, BOOTSTRAP_TOKEN, ensureTemplate, enrollAgent, runningSession, signJwt, startAgent } from "./system.ts"
 import type { BenchResult } from "./util.ts"
 import { median, now, percentile, round, sleep } from "./util.ts"
 
@@ -96,7 +96,7 @@ export const haRelay = (o: O): Promise<BenchResult> =>
         ],
         targets: [
           { name: "cross-replica throughput >= half of same-replica", target: ">= 0.5 x same replica", figure: `${round(ratio, 2)} x (${round(median(mbps.cross!) / MB, 1)} vs ${round(median(mbps.same!) / MB, 1)} MB/s)`, met: ratio >= 0.5 },
-          { name: "latency added by the peer hop, p50 idle", target: "<= 1 ms", figure: `${round(added50, 3)} ms (p99 +${round(added99, 3)} ms)`, met: added50 <= 1 }
+          { name: "latency added by the peer hop, p50 idle", target: "<= 1 ms", figure: `${round(added50, 3)} ms (p99 ${added99 >= 0 ? "+" : ""}${round(added99, 3)} ms)`, met: added50 <= 1 }
         ],
         figures: { bytes_per_sec: mbps, echo_ms: echo },
         notes: [
@@ -110,23 +110,6 @@ export const haRelay = (o: O): Promise<BenchResult> =>
     }
   })
 
-/**
- * An API client for enrolment among replicas: a replica lists as connected only the pending agents whose socket
- * it holds, so GET /api/v1/agents is the union of every replica's list; the rest goes to the balancer.
- */
-const everyReplica = (c: Cluster): Cluster["lb"]["api"] => async (method, path, body, token, timeoutMs) => {
-  if (method !== "GET" || path !== "/api/v1/agents") return c.lb.api(method, path, body, token, timeoutMs)
-  const lists = await Promise.all(c.replicas.map((r) => r.api("GET", path, undefined, token, timeoutMs)))
-  const byId = new Map<string, any>()
-  for (const l of lists) {
-    for (const a of (l.json?.agents ?? []) as Array<any>) {
-      const seen = byId.get(a.id)
-      if (seen === undefined || (a.connected && !seen.connected)) byId.set(a.id, a)
-    }
-  }
-  return { status: lists[0]!.status, json: { agents: [...byId.values()] } }
-}
-
 // ================================================================================================
 // 10. control-plane scale with 3 replicas
 // ================================================================================================
@@ -137,10 +120,24 @@ export const haScale = (o: O): Promise<BenchResult> =>
     const workers: Array<Worker> = []
     try {
       await ensureTemplate(c.lb)
-      step(`enrolling ${agentsN} simulated agents through the balancer`)
-      const enrol = await enrolSimAgents({ ...c.lb, api: everyReplica(c) }, agentsN, "ha", 2)
+      // Enrolment on replica 0 (an agent pending on another replica was not listed by any replica in a trial
+      // run: see bench/FINDINGS.md), then every agent dials the balancer with its credential, as deployed.
+      step(`enrolling ${agentsN} simulated agents on replica 0`)
+      const enrol = await enrolSimAgents(c.replicas[0]!, agentsN, "ha", 2)
       workers.push(...enrol.workers)
-      step(`${enrol.connected} agents connected in ${round(enrol.enrolMs / 1000, 1)} s`)
+      step(`${enrol.connected} agents enrolled in ${round(enrol.enrolMs / 1000, 1)} s; redialling them through the balancer`)
+      const t0 = now()
+      for (const w of workers) {
+        const credentials = await w.call<Record<string, string>>("agents.credentials")
+        await w.call("agents.stop")
+        await w.call("agents.start", { url: c.lb.wsBase, ids: Object.keys(credentials), token: BOOTSTRAP_TOKEN, credentials, heartbeatMs: 5000, reconnectBaseMs: 1000, rampMs: 3000 })
+      }
+      const connected = async () => (await Promise.all(workers.map((w) => w.call("agents.status")))).reduce((n, st) => n + st.connected, 0)
+      const connectBy = Date.now() + 120_000
+      while ((await connected()) < enrol.connected && Date.now() < connectBy) await sleep(250)
+      const redialMs = now() - t0
+      const back = await connected()
+      step(`${back} agents connected through the balancer in ${round(redialMs / 1000, 1)} s`)
       await sleep(3000)
       const agentsBy = [0, 0, 0]
       for (const r of c.holders().values()) if (r >= 0) agentsBy[r]!++
@@ -197,7 +194,7 @@ export const haScale = (o: O): Promise<BenchResult> =>
           { what: "agents held (replica 0 / 1 / 2, agent_presence)", figure: agentsBy.join(" / ") },
           { what: "burst sessions placed on agents held by replica 0 / 1 / 2", figure: sessionsBy.join(" / ") },
           { what: "burst API connections answered by replica 0 / 1 / 2 (balancer)", figure: conns.join(" / ") },
-          { what: "enrolment of all agents", figure: `${enrol.connected}/${agentsN} in ${round(enrol.enrolMs / 1000, 1)} s` },
+          { what: "enrolment on replica 0, then connected through the balancer", figure: `${enrol.connected}/${agentsN} in ${round(enrol.enrolMs / 1000, 1)} s, then ${back} in ${round(redialMs / 1000, 1)} s` },
           { what: "burst: created / errors", figure: `${created} / ${burstN - created}${errors.size > 0 ? ` (${[...errors].map(([k, n]) => `${k} x${n}`).join(", ")})` : ""}` },
           { what: "burst dispatch (POST sent -> create_session at the agent) p50 / p99 / max ms", figure: `${round(percentile(dispatch, 50), 1)} / ${round(p99, 1)} / ${round(Math.max(...dispatch), 1)}` },
           { what: "burst API response p50 / p99 ms", figure: `${round(percentile(apiLat, 50), 1)} / ${round(percentile(apiLat, 99), 1)}` },
