@@ -1,5 +1,5 @@
 // npm run bench [-- <names...>] [--long] [--reps N]   (--readme-only: regenerate bench/README.md from results)
-// Runs the benchmarks of issue 8 in sequence; each prints a table, writes bench/results/<name>.json, and
+// Runs the benchmarks of issue 8 (then warmpool, issue 16, and the HA ones, issue 15: `ha` picks those three) in sequence; each prints a table, writes bench/results/<name>.json, and
 // bench/README.md is regenerated from every results file. Only 127.0.0.1; everything stops by itself.
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
@@ -8,10 +8,11 @@ import { agentFootprint } from "./lib/b-agent.ts"
 import { controlPlaneScale, reconnectStorm, sessionStart } from "./lib/b-controlplane.ts"
 import { renderReadme } from "./lib/readme.ts"
 import { warmPoolStart } from "./lib/b-warmpool.ts"
+import { haRelay, haRestart, haScale } from "./lib/b-ha.ts"
 import { stopStack } from "./lib/stack.ts"
 import { BENCH_DIR, type BenchResult, record } from "./lib/util.ts"
 
-const ALL = ["throughput", "latency", "isolation", "agent", "controlplane", "sessionstart", "reconnect", "warmpool"] as const
+const ALL = ["throughput", "latency", "isolation", "agent", "controlplane", "sessionstart", "reconnect", "warmpool", "ha-relay", "ha-scale", "ha-restart"] as const
 type Name = (typeof ALL)[number]
 
 const argv = process.argv.slice(2)
@@ -28,15 +29,17 @@ if (argv.includes("--readme-only")) {
 const long = argv.includes("--long")
 const repsArg = argv.indexOf("--reps")
 const reps = repsArg >= 0 ? Number(argv[repsArg + 1]) : long ? 5 : 3
-const named = argv.filter((a, i) => !a.startsWith("--") && !(repsArg >= 0 && i === repsArg + 1))
+const HA: ReadonlyArray<Name> = ["ha-relay", "ha-scale", "ha-restart"]
+const named = argv.filter((a, i) => !a.startsWith("--") && !(repsArg >= 0 && i === repsArg + 1)).flatMap((a): ReadonlyArray<string> => (a === "ha" ? HA : [a]))
 const unknown = named.filter((n) => !(ALL as ReadonlyArray<string>).includes(n))
 if (unknown.length > 0 || argv.includes("--help")) {
-  console.log(`usage: npm run bench -- [${ALL.join("|")} ...] [--long] [--reps N]
+  console.log(`usage: npm run bench -- [${ALL.join("|")}|ha ...] [--long] [--reps N]
+  ha       the three HA benchmarks (ha-relay ha-scale ha-restart)
   --long   full scale and durations (10-minute soak, 1,000 agents / 10,000 sessions, longer streams)`)
   process.exit(unknown.length > 0 ? 2 : 0)
 }
 // Run order: the benchmarks that share the tunnel test bed first, so it is built once.
-const RUN_ORDER: ReadonlyArray<Name> = ["throughput", "latency", "isolation", "agent", "sessionstart", "controlplane", "reconnect", "warmpool"]
+const RUN_ORDER: ReadonlyArray<Name> = ["throughput", "latency", "isolation", "agent", "sessionstart", "controlplane", "reconnect", "warmpool", "ha-relay", "ha-scale", "ha-restart"]
 const selected: ReadonlyArray<Name> = RUN_ORDER.filter((n) => named.length === 0 || named.includes(n))
 const command = `npm run bench${argv.length > 0 ? ` -- ${argv.join(" ")}` : ""}`
 const opts = { long, reps, command }
@@ -49,7 +52,10 @@ const runners: Record<Name, () => Promise<BenchResult>> = {
   controlplane: () => controlPlaneScale(opts),
   sessionstart: () => sessionStart(opts),
   reconnect: () => reconnectStorm(opts),
-  warmpool: () => warmPoolStart(opts)
+  warmpool: () => warmPoolStart(opts),
+  "ha-relay": () => haRelay(opts),
+  "ha-scale": () => haScale(opts),
+  "ha-restart": () => haRestart(opts)
 }
 // The shared tunnel test bed is only needed by these.
 const usesStack = new Set<Name>(["throughput", "latency", "isolation", "agent", "sessionstart"])

@@ -3,7 +3,7 @@
 import { waitForPromise } from "@streamspace/testbed"
 import { spawnWorker, type Worker } from "./rpc.ts"
 import { getStack } from "./stack.ts"
-import { type ControlPlane, BOOTSTRAP_TOKEN, ensureTemplate, freePort, signJwt, startAgent, startControlPlane, tmp } from "./system.ts"
+import { type ApiTarget, type ControlPlane, BOOTSTRAP_TOKEN, ensureTemplate, freePort, signJwt, startAgent, startControlPlane, tmp } from "./system.ts"
 import type { BenchResult } from "./util.ts"
 import { measureProc, median, now, percentile, round, sampleProc, sleep } from "./util.ts"
 
@@ -25,7 +25,7 @@ const pool = async <T, R>(items: ReadonlyArray<T>, n: number, f: (t: T, i: numbe
 }
 
 /** Starts `count` simulated agents over `workers` processes, enrols them (approve via the API) and waits until all are connected. */
-export const enrolSimAgents = async (cp: ControlPlane, count: number, prefix: string, nWorkers: number) => {
+export const enrolSimAgents = async (cp: ApiTarget, count: number, prefix: string, nWorkers: number, budgetMs = 300_000) => {
   const workers: Array<Worker> = []
   const per = Math.ceil(count / nWorkers)
   for (let w = 0; w < nWorkers; w++) {
@@ -41,7 +41,7 @@ export const enrolSimAgents = async (cp: ControlPlane, count: number, prefix: st
   const t0 = now()
   // Approve each agent as it shows up as pending.
   const approved = new Set<string>()
-  const deadline = Date.now() + 300_000
+  const deadline = Date.now() + budgetMs
   while (Date.now() < deadline) {
     const list = await cp.api("GET", "/api/v1/agents")
     const pending = (list.json.agents as Array<any>).filter((a) => a.enrollment === "pending" && a.connected && !approved.has(a.id)).map((a) => a.id as string)

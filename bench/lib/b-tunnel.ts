@@ -180,7 +180,7 @@ export const latency = async (o: Opts): Promise<BenchResult> => {
   }
   return {
     name: "latency",
-    title: "2. Added latency (32-byte echo round trips)",
+    title: "2. Added latency (30-byte echo round trips: 3 RFB FramebufferUpdateRequests)",
     command: o.command,
     scale: `${o.reps} repetitions x ${count} round trips per idle case, ${o.long ? 200 : 50} under load (warm-up round trips dropped); median of per-repetition percentiles`,
     table,

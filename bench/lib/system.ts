@@ -49,6 +49,34 @@ export interface ControlPlane {
   readonly stop: () => Promise<void>
 }
 
+/** What the benchmarks need of a control plane's API: its addresses and an admin-token client (any replica or a balancer). */
+export type ApiTarget = Pick<ControlPlane, "base" | "wsBase" | "api">
+
+/** A JSON client for `base` that sends an admin token unless given another. */
+export const apiClient = (base: string): ControlPlane["api"] => {
+  const token = ADMIN()
+  const api = async (method: string, path: string, body?: unknown, tok = token, timeoutMs = 120_000) => {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${tok}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(timeoutMs)
+    })
+    const text = await res.text()
+    let json: any
+    try {
+      json = JSON.parse(text)
+    } catch {
+      json = text
+    }
+    return { status: res.status, json }
+  }
+  return api
+}
+
+/** The ApiTarget of a control plane reached at `base` (http://host:port). */
+export const apiTarget = (base: string): ApiTarget => ({ base, wsBase: base.replace(/^http/, "ws"), api: apiClient(base) })
+
 export const startControlPlane = async (options: { port?: number; dataDir?: string; env?: Record<string, string>; args?: Array<string> } = {}): Promise<ControlPlane> => {
   const port = options.port ?? (await freePort())
   const dataDir = options.dataDir ?? tmp("cp")
@@ -69,23 +97,7 @@ export const startControlPlane = async (options: { port?: number; dataDir?: stri
     ...options.env
   })
   const base = `http://127.0.0.1:${port}`
-  const token = ADMIN()
-  const api = async (method: string, path: string, body?: unknown, tok = token, timeoutMs = 120_000) => {
-    const res = await fetch(`${base}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${tok}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(timeoutMs)
-    })
-    const text = await res.text()
-    let json: any
-    try {
-      json = JSON.parse(text)
-    } catch {
-      json = text
-    }
-    return { status: res.status, json }
-  }
+  const api = apiClient(base)
   await waitForPromise("control plane health", async () => {
     if (proc.child.exitCode !== null) throw new Error(`control plane exited ${proc.child.exitCode}:\n${proc.output().slice(-3000)}`)
     try {
@@ -133,7 +145,7 @@ export const startAgent = async (options: { id: string; controlPlaneUrl: string;
 }
 
 /** Connects a real agent to a real control plane and approves it (bootstrap token -> pending -> approved). */
-export const enrollAgent = async (cp: ControlPlane, agentId: string) => {
+export const enrollAgent = async (cp: ApiTarget, agentId: string) => {
   await waitForPromise(`agent ${agentId} pending`, async () => {
     const r = await cp.api("GET", `/api/v1/agents/${agentId}`)
     return r.status === 200 && (r.json.enrollment === "pending" || r.json.enrollment === "approved")
@@ -149,13 +161,13 @@ export const enrollAgent = async (cp: ControlPlane, agentId: string) => {
   }, { timeout: 60_000, interval: 50 })
 }
 
-export const ensureTemplate = async (cp: ControlPlane, name = "bench") => {
+export const ensureTemplate = async (cp: ApiTarget, name = "bench") => {
   const r = await cp.api("POST", "/api/v1/templates", { name, image: "bench/desktop:1", vnc_port: 5900, persistent_home: false })
   if (r.status !== 201 && r.status !== 409) throw new Error(`template: ${r.status} ${JSON.stringify(r.json)}`)
 }
 
 /** Creates a session through the API and waits until it is running. */
-export const runningSession = async (cp: ControlPlane, token: string, template = "bench", ms = 60_000): Promise<string> => {
+export const runningSession = async (cp: ApiTarget, token: string, template = "bench", ms = 60_000): Promise<string> => {
   const r = await cp.api("POST", "/api/v1/sessions", { template }, token)
   if (r.status !== 201) throw new Error(`create session: ${r.status} ${JSON.stringify(r.json)}`)
   const id = r.json.id as string

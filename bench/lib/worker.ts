@@ -24,18 +24,19 @@ import {
   MAX_BINARY_PAYLOAD_BYTES,
   PROTOCOL_VERSIONS
 } from "../../packages/protocol/src/index.ts"
+import { followClose, followOpen, followReport } from "./follow.ts"
+import { GREETING, HEADER, RFB_START, rfbHeader, updateRequests } from "./rfbHeader.ts"
 import { serveRpc } from "./rpc.ts"
 
 const now = () => performance.timeOrigin + performance.now()
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
-const HEADER = 16
 const header = (mode: "B" | "E", tag: string) => Buffer.from((mode + tag).padEnd(HEADER, " ").slice(0, HEADER))
 let msgCounter = 0
 const msgId = () => `m-${process.pid}-${++msgCounter}`
 const text = (type: any, payload: any) => encodeText(makeMessage(type, payload, msgId(), new Date().toISOString()) as any)
 
 // ================================================================================================
-// target: first 16 bytes = mode ('B' blast | 'E' echo) + tag. Counts bytes written per tag.
+// target: first 16 bytes = mode ('B' blast | 'E' echo | 'F' paced frames) + tag. Counts bytes written per tag.
 // ================================================================================================
 let targetServer: Server | undefined
 const written = new Map<string, number>()
@@ -43,17 +44,29 @@ const BLAST = randomBytes(256 * 1024)
 
 const serveTarget = (sock: Socket) => {
   sock.setNoDelay(true)
+  sock.write(GREETING)
   let head = Buffer.alloc(0)
   const onData = (d: Buffer) => {
     head = Buffer.concat([head, d])
-    if (head.length < HEADER) return
+    // A viewer's header comes after an RFB client start (rfbHeader); fakecp's is bare.
+    const skip = head[0] === 0x52 ? RFB_START.length : 0
+    if (head.length < skip + HEADER) return
     sock.off("data", onData)
-    const mode = String.fromCharCode(head[0]!)
-    const tag = head.subarray(1, HEADER).toString().trim()
-    const rest = head.subarray(HEADER)
+    const mode = String.fromCharCode(head[skip]!)
+    const tag = head.subarray(skip + 1, skip + HEADER).toString().trim()
+    const rest = head.subarray(skip + HEADER)
     if (mode === "E") {
       if (rest.length > 0) sock.write(rest)
       sock.on("data", (x) => sock.write(x))
+    } else if (mode === "F") {
+      // Paced "frames" (8 KiB every 20 ms, 50 per second) for viewers that time pauses, not throughput.
+      sock.on("data", () => {})
+      const frame = BLAST.subarray(0, 8192)
+      const timer = setInterval(() => {
+        if (sock.destroyed) return clearInterval(timer)
+        if (sock.writableLength < 1024 * 1024) sock.write(frame)
+      }, 20)
+      sock.once("close", () => clearInterval(timer))
     } else {
       sock.on("data", () => {})
       const pump = () => {
@@ -159,10 +172,14 @@ const openStreams = async (args: { spec: ViewerSpec; n: number; tagPrefix?: stri
     const conn = await openConn(args.spec)
     // Tags must be unique across viewer processes: the target counts bytes written per tag (15 chars max).
     const s: Stream = { conn, bytes: 0, tag: `${args.tagPrefix ?? `${process.pid}${group}`}-${i}` }
+    let greeted = false
     conn.onData((b) => {
       s.bytes += b.length
+      if (!greeted) {
+        greeted = true
+        conn.send(rfbHeader("B", s.tag))
+      }
     })
-    conn.send(header("B", s.tag))
     list.push(s)
   }))
   streams.set(group, list)
@@ -196,11 +213,21 @@ const pauseStream = (args: { group: string; index: number; paused: boolean }) =>
 /** Round trips of `size`-byte messages through an echo connection, one at a time. */
 const echoLatency = async (args: { spec: ViewerSpec; count: number; size?: number; gapMs?: number; warmup?: number }) => {
   const conn = await openConn(args.spec)
-  conn.send(header("E", `echo-${process.pid}`))
-  const size = args.size ?? 32
+  let greeting = 0
+  let greeted: () => void = () => {}
+  const hello = new Promise<void>((r) => (greeted = r))
+  // RFB FramebufferUpdateRequests of 10 bytes (rfbHeader.ts): the default 32 bytes -> 3 messages, 30 bytes.
+  const size = 10 * Math.max(1, Math.round((args.size ?? 32) / 10))
   let got = 0
   let wake: (() => void) | undefined
-  conn.onData((b) => {
+  conn.onData((d) => {
+    let b = d
+    if (greeting < GREETING.length) {
+      const take = Math.min(GREETING.length - greeting, b.length)
+      greeting += take
+      b = b.subarray(take)
+      if (greeting === GREETING.length) greeted()
+    }
     got += b.length
     if (got >= size && wake !== undefined) {
       const w = wake
@@ -208,13 +235,18 @@ const echoLatency = async (args: { spec: ViewerSpec; count: number; size?: numbe
       w()
     }
   })
+  const helloTimeout = setTimeout(() => conn.close(), 30_000)
+  await Promise.race([hello, conn.closed])
+  clearTimeout(helloTimeout)
+  if (greeting < GREETING.length) throw new Error(`echo over ${args.spec.kind}: no greeting from the target within 30 s`)
+  conn.send(rfbHeader("E", `echo-${process.pid}`))
   const rtts: Array<number> = []
   const total = args.count + (args.warmup ?? 20)
   for (let i = 0; i < total; i++) {
     got = 0
     const done = new Promise<void>((r) => (wake = r))
     const t0 = now()
-    conn.send(randomBytes(size))
+    conn.send(updateRequests(size / 10))
     const timeout = sleep(30_000).then(() => "timeout")
     const r = await Promise.race([done.then(() => "ok"), timeout])
     if (r !== "ok") {
@@ -724,6 +756,9 @@ serveRpc({
   "viewer.close": closeStreams,
   "viewer.pause": pauseStream,
   "viewer.echo": echoLatency,
+  "follow.open": followOpen,
+  "follow.report": followReport,
+  "follow.close": followClose,
   "fakecp.start": fakeStart,
   "fakecp.connected": () => ({ connected: fake.ws !== undefined && fake.ws.readyState === WebSocket.OPEN && fake.connects > 0, connects: fake.connects }),
   "fakecp.createSessions": fakeCreateSessions,
