@@ -242,6 +242,8 @@ export const make = Effect.gen(function*() {
    */
   const serveViewer = (ws: WebSocket, user: User, session: SessionRecord, viewer: string, who: Redeemed, access: SessionAccess["access"], holder?: ReplicaAddress) =>
     Effect.scoped(Effect.gen(function*() {
+      // What the viewer sends before the relay listens (presence, recording and policy come first) waits in the socket.
+      ws.pause()
       const { agentId, id: sessionId } = session
       // The check and the slot in one synchronous step, so concurrent viewers cannot all take the last one.
       const slot = viewerLimits.acquire(user, sessionId)

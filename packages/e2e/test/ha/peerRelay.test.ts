@@ -102,8 +102,8 @@ layer(S.SystemDb.postgres, S.layerOptions)("two replicas on one PostgreSQL", (it
           await client.update(false)
           const frameBytes = client.width * client.height * 4
           ;(ws as unknown as { _socket: { pause(): void } })._socket.pause()
-          for (let i = 0; i < 3000; i++) client.requestUpdate(false)
-          return { ws, asked: 3000 * frameBytes }
+          for (let i = 0; i < 12000; i++) client.requestUpdate(false)
+          return { ws, asked: 12000 * frameBytes }
         }),
         (v) => Effect.sync(() => v.ws.terminate())
       )
@@ -115,6 +115,8 @@ layer(S.SystemDb.postgres, S.layerOptions)("two replicas on one PostgreSQL", (it
         return done ? now : undefined
       }), { timeout: 30_000, interval: 400 })
       assert.isAbove(settled, 0)
+      // Far below what it asked for: what is relayed sits in the hops' kernel socket buffers (several MB each, tuned
+      // by the kernel), a bounded amount whatever the viewer asks.
       assert.isBelow(settled, stalled.asked / 4, `A relayed ${settled} of ${stalled.asked} requested bytes`)
       // What each replica holds for the viewer: A within the tunnel window, B within its high-water mark (one
       // window) plus one message; the rest waits in kernel buffers and, mostly, unread at the VNC server.

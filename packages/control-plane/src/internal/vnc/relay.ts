@@ -157,6 +157,8 @@ export const relay = Effect.fnUntraced(function*(
   ws.on("close", () => finish({ by: "viewer" }))
   // The viewer may have left while the proxy prepared (presence, recording, policy reads): no tunnel for it.
   if (ws.readyState === ws.CLOSING || ws.readyState === ws.CLOSED) finish({ by: "viewer" })
+  // The proxy holds the viewer's first bytes in the socket until these listeners exist.
+  if (ws.isPaused) ws.resume()
   ws.on("error", () => finish({ by: "viewer" }))
   flow()
   // A viewer that stops answering transport pings is gone, also while its tunnel is being opened.
