@@ -4,31 +4,15 @@
 // which brings the desktop back. The control plane, an agent and kube-testserver run in this process.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { mkdirSync, writeFileSync } from "node:fs"
-import * as path from "node:path"
-import { chromium, type Page } from "playwright-core"
+
+import { launchChromium, p, screenshots } from "./support/chromium.ts"
 import * as S from "./support/stack.ts"
 
-const OUTPUT = path.join(S.REPO, "packages/e2e/test-output/browser-lifecycle")
 const WAIT = 20_000
 
-const browser = Effect.acquireRelease(
-  Effect.promise(() =>
-    chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      headless: true,
-      args: ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update", "--disable-sync", "--no-first-run"]
-    })
-  ),
-  (b) => Effect.promise(() => b.close())
-)
+const browser = launchChromium
 
-const p = <A>(f: () => Promise<A>) => Effect.promise(f)
-const shot = (page: Page, name: string) =>
-  p(async () => {
-    mkdirSync(OUTPUT, { recursive: true })
-    writeFileSync(path.join(OUTPUT, `${name}.png`), await page.screenshot({ fullPage: true }))
-  })
+const shot = screenshots("browser-lifecycle")
 
 describe("lifecycle policy in the browser", () => {
   it.live("every open viewer shows the expiry banner; Keep working keeps the session; a hibernated session's viewer resumes it", () =>

@@ -9,33 +9,17 @@
 import { assert, describe, it } from "@effect/vitest"
 import { decodeRecording, Track } from "@streamspace/control-plane"
 import { Effect } from "effect"
-import { mkdirSync, writeFileSync } from "node:fs"
-import * as path from "node:path"
-import { chromium, type Page } from "playwright-core"
+import type { Page } from "playwright-core"
+import { launchChromium, p, screenshots } from "./support/chromium.ts"
 import * as S from "./support/stack.ts"
 
-const OUTPUT = path.join(S.REPO, "packages/e2e/test-output/browser-recording")
 const WAIT = 20_000
 const MARK = [0xff, 0x40, 0x40] // vnc-testserver's click cross
 const BACKGROUND = [0x20, 0x40, 0x60]
 
-const browser = Effect.acquireRelease(
-  Effect.promise(() =>
-    chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      headless: true,
-      args: ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update", "--disable-sync", "--no-first-run"]
-    })
-  ),
-  (b) => Effect.promise(() => b.close())
-)
+const browser = launchChromium
 
-const p = <A>(f: () => Promise<A>) => Effect.promise(f)
-const shot = (page: Page, name: string) =>
-  p(async () => {
-    mkdirSync(OUTPUT, { recursive: true })
-    writeFileSync(path.join(OUTPUT, `${name}.png`), await page.screenshot({ fullPage: true }))
-  })
+const shot = screenshots("browser-recording")
 
 /** The colour of one framebuffer pixel of the noVNC canvas under `selector` (its backing store is the framebuffer's size). */
 const pixel = (page: Page, selector: string, x: number, y: number) =>

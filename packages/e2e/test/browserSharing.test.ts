@@ -9,31 +9,15 @@
 // once a key typed later in the same viewer has arrived, everything it sent before has been dealt with.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { mkdirSync, writeFileSync } from "node:fs"
-import * as path from "node:path"
-import { type Browser, chromium, type Page } from "playwright-core"
+import type { Browser, Page } from "playwright-core"
+import { launchChromium, p, screenshots } from "./support/chromium.ts"
 import * as S from "./support/stack.ts"
 
-const OUTPUT = path.join(S.REPO, "packages/e2e/test-output/browser-sharing")
 const WAIT = 20_000
 
-const launch = Effect.acquireRelease(
-  Effect.promise(() =>
-    chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      headless: true,
-      args: ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update", "--disable-sync", "--no-first-run"]
-    })
-  ),
-  (b) => Effect.promise(() => b.close())
-)
+const launch = launchChromium
 
-const p = <A>(f: () => Promise<A>) => Effect.promise(f)
-const shot = (page: Page, name: string) =>
-  p(async () => {
-    mkdirSync(OUTPUT, { recursive: true })
-    writeFileSync(path.join(OUTPUT, `${name}.png`), await page.screenshot({ fullPage: true }))
-  })
+const shot = screenshots("browser-sharing")
 
 /** A browser context of its own (its own localStorage: its own login) with the user's viewer of the session open. */
 const openViewer = (b: Browser, url: string, token: string, sessionId: string, errors: Array<string>, name: string) =>

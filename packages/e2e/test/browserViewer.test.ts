@@ -7,34 +7,18 @@
 // ended" when the session is deleted.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { mkdirSync, writeFileSync } from "node:fs"
-import * as path from "node:path"
 import { join } from "node:path"
-import { chromium, type Page } from "playwright-core"
+import type { Page } from "playwright-core"
 import { waitFor } from "@streamspace/testbed"
+import { launchChromium, p, screenshots } from "./support/chromium.ts"
 import * as S from "./support/stack.ts"
 
-const OUTPUT = path.join(S.REPO, "packages/e2e/test-output/browser-viewer")
 /** Bound for each wait in the browser; generous because the machine may be busy. */
 const WAIT = 30_000
 
-const browser = Effect.acquireRelease(
-  Effect.promise(() =>
-    chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      headless: true,
-      args: ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update", "--disable-sync", "--no-first-run"]
-    })
-  ),
-  (b) => Effect.promise(() => b.close())
-)
+const browser = launchChromium
 
-const p = <A>(f: () => Promise<A>) => Effect.promise(f)
-const shot = (page: Page, name: string) =>
-  p(async () => {
-    mkdirSync(OUTPUT, { recursive: true })
-    writeFileSync(path.join(OUTPUT, `${name}.png`), await page.screenshot({ fullPage: true }))
-  })
+const shot = screenshots("browser-viewer")
 const status = (page: Page) => page.locator("[data-testid=viewer-status]")
 const waitState = (page: Page, state: string, text?: RegExp) =>
   p(() => status(page).and(page.locator(`[data-state=${state}]`)).filter(text === undefined ? {} : { hasText: text }).waitFor({ timeout: WAIT }))
