@@ -6,7 +6,7 @@
 // the audit log (Audit) with the acting user's sub; GET /api/v1/audit reads it (admins). Browsers authenticate
 // with their login cookie instead of a JWT (Auth.authenticateRequest, with its CSRF check).
 import { AgentId, CommandId, TemplateName } from "@streamspace/protocol"
-import { Cause, Duration, Effect, Metric, Option, Schema } from "effect"
+import { Duration, Effect, Metric, Option, Schema } from "effect"
 import { HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { AgentHub, type AgentHubError, type AgentView } from "./AgentHub.ts"
 import { Audit, type AuditError } from "./Audit.ts"
@@ -15,6 +15,7 @@ import { CommandDispatcher, type CommandDispatcherError } from "./CommandDispatc
 import { Homes, type HomesError } from "./Homes.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { agentJson, ApiError, commandJson, decodeStrict, errorResponse, homeJson, json, jsonRouterErrors, limitResponse, readBody, sessionEventJson, sessionJson, templateJson } from "./internal/api.ts"
+import { answering } from "./internal/httpError.ts"
 import { AuditQuery, auditJson, hardeningHeaders, metricsAuthorized, noStore } from "./internal/hardening.ts"
 import { encodeCursor, pageOf, pageRequest } from "./internal/pagination.ts"
 import { agentsGauge, metricsHandler, registerMetrics, sessionsGauge, setGaugeFamily, vncBufferedBytes, vncBufferedBytesMax } from "./Observability.ts"
@@ -115,16 +116,7 @@ const usersErrorResponse = (e: UsersError) =>
     : errorResponse(503, "unavailable", e.message)
 
 /** Answers errors as JSON; a defect is logged and answered 500 without details. */
-export const answer = <R>(name: string, effect: Effect.Effect<HttpServerResponse.HttpServerResponse, Failure, R>) =>
-  effect.pipe(
-    Effect.catch((e: Failure) => Effect.succeed(toResponse(e))),
-    Effect.catchCause((cause) =>
-      Cause.hasInterruptsOnly(cause)
-        ? Effect.failCause(cause)
-        : Effect.logError(`${name} failed`, cause).pipe(Effect.as(errorResponse(500, "internal", "internal error; see the control plane log")))
-    ),
-    Effect.withSpan(name)
-  )
+export const answer = answering(toResponse)
 
 export const routes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const config = yield* ControlPlaneConfig

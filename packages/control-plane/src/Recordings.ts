@@ -18,6 +18,7 @@ import { Audit } from "./Audit.ts"
 import { Auth, type AuthError, requireAdmin, type User } from "./Auth.ts"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { ApiError, decodeStrict, errorResponse, json, readBody } from "./internal/api.ts"
+import { answering } from "./internal/httpError.ts"
 import type { RecordingMeta } from "./internal/recording/format.ts"
 import { recordingJson } from "./internal/recording/json.ts"
 import { effective, memoryPolicyRepo, type PolicyRepo, RECORDING_POLICIES, type RecordingPolicy } from "./internal/recording/policy.ts"
@@ -58,20 +59,13 @@ const SessionChoiceBody = Schema.Struct({ enabled: Schema.Boolean })
 
 type Failure = ApiError | AuthError
 
-const answer = <R>(name: string, effect: Effect.Effect<HttpServerResponse.HttpServerResponse, Failure, R>) =>
-  effect.pipe(
-    Effect.catch((e: Failure) =>
-      Effect.succeed(
-        e._tag === "ApiError"
-          ? errorResponse(e.status, e.code, e.message)
-          : e.reason === "Forbidden"
-          ? errorResponse(403, "forbidden", e.message)
-          : errorResponse(401, "unauthorized", e.message)
-      )
-    ),
-    Effect.catchCause((cause) => Effect.logError(`${name} failed`, cause).pipe(Effect.as(errorResponse(500, "internal", "internal error; see the control plane log")))),
-    Effect.withSpan(name)
-  )
+const answer = answering((e: Failure) =>
+  e._tag === "ApiError"
+    ? errorResponse(e.status, e.code, e.message)
+    : e.reason === "Forbidden"
+    ? errorResponse(403, "forbidden", e.message)
+    : errorResponse(401, "unauthorized", e.message)
+)
 
 const unavailable = (message: string) => new ApiError({ status: 503, code: "unavailable", message })
 const notFound = (message: string) => new ApiError({ status: 404, code: "not_found", message })

@@ -27,7 +27,7 @@ const replica = (databaseUrl: string, agentId: string) =>
 const post = (base: string, path: string, token: string, body: unknown) =>
   Effect.promise(async () => {
     const r = await fetch(`${base}${path}`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body) })
-    return { status: r.status, json: await r.json() as any }
+    return { status: r.status, json: await r.json() as { readonly agent_id?: string; readonly error?: { readonly code: string; readonly quota?: string } } }
   })
 
 describe("team quotas across replicas", () => {
@@ -48,7 +48,7 @@ describe("team quotas across replicas", () => {
         const results = yield* Effect.all(tokens.map((tok, i) => post(i % 2 === 0 ? a : b, "/api/v1/sessions", tok, body)), { concurrency: "unbounded" })
         const ok = results.filter((r) => r.status === 201)
         assert.strictEqual(ok.length, want, JSON.stringify(results.map((r) => r.status)))
-        for (const r of results.filter((r) => r.status !== 201)) assert.deepStrictEqual([r.status, r.json.error.code, r.json.error.quota], [429, "quota_exceeded", quota])
+        for (const r of results.filter((r) => r.status !== 201)) assert.deepStrictEqual([r.status, r.json.error?.code, r.json.error?.quota], [429, "quota_exceeded", quota])
         // Both replicas placed some (each on its own agent): the guard, not one replica alone, kept the count.
         assert.sameMembers([...new Set(ok.map((r) => r.json.agent_id))], ["agent-a", "agent-b"])
       }

@@ -2,7 +2,7 @@
 // exchange of a share link's token for a viewer ticket. Errors have the API's JSON shape; bad input names the
 // field. Strangers get 404 for everything about a session, as elsewhere.
 import { UserId } from "@streamspace/protocol"
-import { Cause, Duration, Effect, Schema } from "effect"
+import { Duration, Effect, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { Auth, type AuthError, type User } from "../../Auth.ts"
 import { ControlPlaneConfig } from "../../ControlPlaneConfig.ts"
@@ -10,6 +10,7 @@ import { type ControlAction, MAX_LINK_TTL_SECONDS, Sharing, type SharingError } 
 import type { ShareLinkRecord, ShareRecord } from "../../Store.ts"
 import { VncProxy, type VncProxyError } from "../../VncProxy.ts"
 import { ApiError, decodeStrict, errorResponse, json, limitResponse, readBody } from "../api.ts"
+import { answering } from "../httpError.ts"
 import { noStore } from "../hardening.ts"
 
 const Text = (what: string, max: number) =>
@@ -69,16 +70,7 @@ const toResponse = (e: Failure): HttpServerResponse.HttpServerResponse => {
   return errorResponse(500, "internal", "unexpected error")
 }
 
-const answer = <R>(name: string, effect: Effect.Effect<HttpServerResponse.HttpServerResponse, Failure, R>) =>
-  effect.pipe(
-    Effect.catch((e: Failure) => Effect.succeed(toResponse(e))),
-    Effect.catchCause((cause) =>
-      Cause.hasInterruptsOnly(cause)
-        ? Effect.failCause(cause)
-        : Effect.logError(`${name} failed`, cause).pipe(Effect.as(errorResponse(500, "internal", "internal error; see the control plane log")))
-    ),
-    Effect.withSpan(name)
-  )
+const answer = answering(toResponse)
 
 export const shareJson = (s: ShareRecord) => ({ user: s.userId, access: s.access, created_by: s.createdBy, created_at: s.createdAt.toISOString() })
 

@@ -1,6 +1,6 @@
 // The admin endpoints of teams and usage (issue 18): `/api/v1/teams` (create, list with pages, get, patch, delete)
 // and `GET /api/v1/usage?by=team|user`. Admins only; every change is in the audit log.
-import { Cause, Effect, Schema } from "effect"
+import { Effect, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { Audit } from "../../Audit.ts"
 import { Auth, type AuthError, requireAdmin } from "../../Auth.ts"
@@ -10,6 +10,7 @@ import { Sessions } from "../../Sessions.ts"
 import type { TeamRecord } from "../../Store.ts"
 import { Teams, type TeamsError } from "../../Teams.ts"
 import { ApiError, decodeStrict, errorResponse, json, readBody } from "../api.ts"
+import { answering } from "../httpError.ts"
 import { pageOf, pageRequest } from "../pagination.ts"
 import { CreateTeamRequest, PatchTeamRequest, TeamName } from "./requests.ts"
 import { usageByTeam, usageByUser, usageJson } from "./usage.ts"
@@ -56,16 +57,7 @@ const toResponse = (e: Failure) => {
   }
 }
 
-const answer = <R>(name: string, effect: Effect.Effect<HttpServerResponse.HttpServerResponse, Failure, R>) =>
-  effect.pipe(
-    Effect.catch((e: Failure) => Effect.succeed(toResponse(e))),
-    Effect.catchCause((cause) =>
-      Cause.hasInterruptsOnly(cause)
-        ? Effect.failCause(cause)
-        : Effect.logError(`${name} failed`, cause).pipe(Effect.as(errorResponse(500, "internal", "internal error; see the control plane log")))
-    ),
-    Effect.withSpan(name)
-  )
+const answer = answering(toResponse)
 
 const NamePath = Schema.Struct({ name: TeamName })
 
