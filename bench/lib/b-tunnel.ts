@@ -1,7 +1,7 @@
 // Benchmarks 1-3: the VNC path. Throughput per path, added latency, isolation of a stalled viewer.
 import { getStack, paths, type Stack } from "./stack.ts"
 import type { BenchResult, Target } from "./util.ts"
-import { median, MiB, percentile, round, sampleProc, sleep } from "./util.ts"
+import { median, MiB, percentile, round, sampleProc, sleep, treeCpuSeconds } from "./util.ts"
 
 export interface Opts {
   readonly long: boolean
@@ -22,12 +22,34 @@ const gauge = async (url: string, name: string): Promise<number> => {
   }
 }
 
-/** Runs one stream over `spec` and returns its bytes/s. */
-const streamOnce = async (s: Stack, spec: unknown, seconds: number) => {
+/** One stream's rate and, for each relaying process of its path, the CPU it spent per MB moved (ms/MB). */
+interface StreamRun {
+  readonly bytesPerSec: number
+  readonly cpuMsPerMB: Record<string, number>
+}
+
+const WARMUP_MS = 1000
+
+/**
+ * Runs `measure` (which waits WARMUP_MS, then counts bytes for `seconds`) and samples the CPU time of the
+ * `relays` processes over the same window: CPU per MB is what a hop costs, whatever the machine's load does to
+ * the rate.
+ */
+const withCpu = async (relays: Record<string, number>, seconds: number, measure: () => Promise<number>): Promise<StreamRun> => {
+  const sampleAll = () => Object.fromEntries(Object.entries(relays).map(([name, pid]) => [name, treeCpuSeconds(pid)]))
+  const before = sleep(WARMUP_MS).then(sampleAll)
+  const bytesPerSec = await measure()
+  const after = sampleAll()
+  const start = await before
+  const mb = (bytesPerSec * seconds) / MB
+  return { bytesPerSec, cpuMsPerMB: Object.fromEntries(Object.keys(relays).map((n) => [n, (1000 * (after[n]! - start[n]!)) / mb])) }
+}
+
+/** Runs one stream over `spec`. */
+const streamOnce = async (s: Stack, spec: unknown, seconds: number, relays: Record<string, number>) => {
   const { group } = await s.viewer.call("viewer.open", { spec, n: 1 })
   try {
-    const r = await s.viewer.call("viewer.measure", { group, seconds, warmupMs: 1000 })
-    return r[0].bytesPerSec as number
+    return await withCpu(relays, seconds, async () => (await s.viewer.call("viewer.measure", { group, seconds, warmupMs: WARMUP_MS }))[0].bytesPerSec as number)
   } finally {
     await s.viewer.call("viewer.close", { group })
   }
@@ -37,28 +59,41 @@ const streamOnce = async (s: Stack, spec: unknown, seconds: number) => {
 const agentHopOnce = async (s: Stack, seconds: number) => {
   const ids = await s.fakecp.call("fakecp.openTunnels", { sessionIds: [s.fakeSessions[0]], blast: true })
   try {
-    const r = await s.fakecp.call("fakecp.measure", { ids, seconds, warmupMs: 1000 })
-    return r[0].bytesPerSec as number
+    return await withCpu({ agent: s.agentA.proc.pid }, seconds, async () => (await s.fakecp.call("fakecp.measure", { ids, seconds, warmupMs: WARMUP_MS }))[0].bytesPerSec as number)
   } finally {
     await s.fakecp.call("fakecp.closeTunnels", { ids })
   }
 }
+
+/** The processes of ours (or the baseline's) that relay each path's bytes. */
+const relaysOf = (s: Stack): Record<string, Record<string, number>> => ({
+  websockify: s.websockify !== undefined ? { websockify: s.websockify.pid } : {},
+  port_forward: { "kube-testserver": s.kube.pid },
+  control_plane: s.cp2 !== undefined ? { "control plane": s.cp2.proc.pid } : {},
+  full_path: s.agentB !== undefined && s.cp !== undefined ? { agent: s.agentB.proc.pid, "control plane": s.cp.proc.pid } : {},
+  real_full_path: s.real !== undefined ? { agent: s.real.agent.proc.pid, "control plane": s.real.cp.proc.pid } : {}
+})
 
 export const throughput = async (o: Opts): Promise<BenchResult> => {
   const s = await getStack()
   const seconds = o.long ? 10 : 3
   const specs = paths(s)
   const order = ["raw_tcp", "websockify", "port_forward", "agent_hop", "control_plane", "full_path", "real_port_forward", "kubectl_port_forward", "real_full_path"]
-  const runs = new Map<string, Array<number>>()
+  const relays = relaysOf(s)
+  const all = new Map<string, Array<StreamRun>>()
   for (let rep = 0; rep < o.reps; rep++) {
     for (const name of order) {
-      let v: number | undefined
+      let v: StreamRun | undefined
       if (name === "agent_hop") v = await agentHopOnce(s, seconds)
-      else if (specs[name] !== undefined) v = await streamOnce(s, specs[name], seconds)
-      if (v !== undefined) runs.set(name, [...(runs.get(name) ?? []), v])
+      else if (specs[name] !== undefined) v = await streamOnce(s, specs[name], seconds, relays[name] ?? {})
+      if (v !== undefined) all.set(name, [...(all.get(name) ?? []), v])
     }
   }
+  const runs = new Map([...all].map(([k, v]) => [k, v.map((r) => r.bytesPerSec)]))
   const med = (n: string) => (runs.has(n) ? median(runs.get(n)!) : NaN)
+  /** Median CPU ms per MB of one process over a path's repetitions. */
+  const cpu = (n: string, proc: string) => median((all.get(n) ?? []).map((r) => r.cpuMsPerMB[proc] ?? NaN).filter((x) => !Number.isNaN(x)))
+  const cpuCell = (n: string) => Object.keys(all.get(n)?.[0]?.cpuMsPerMB ?? {}).map((p) => `${p} ${round(cpu(n, p), 2)}`).join(", ")
   const raw = med("raw_tcp")
   const wsf = med("websockify")
   const labels: Record<string, string> = {
@@ -77,12 +112,25 @@ export const throughput = async (o: Opts): Promise<BenchResult> => {
     "MB/s (median)": round(med(n) / MB, 1),
     runs: runs.get(n)!.map((x) => round(x / MB, 0)).join(" / "),
     "x raw TCP": round(med(n) / raw, 3),
-    "x websockify": round(med(n) / wsf, 2)
+    "x websockify": round(med(n) / wsf, 2),
+    "CPU ms per MB (median)": cpuCell(n)
   }))
+  const wsfCpu = cpu("websockify", "websockify")
+  const hopCpu = (name: string, n: string, proc: string): Target => {
+    const c = cpu(n, proc)
+    return {
+      name: `CPU per MB: ${name} <= websockify's single hop`,
+      target: "<= 1.0 x websockify's CPU per MB",
+      figure: Number.isNaN(c) || Number.isNaN(wsfCpu) ? "not measured" : `${round(c / wsfCpu, 2)} x (${round(c, 2)} vs ${round(wsfCpu, 2)} ms/MB)`,
+      met: Number.isNaN(c) || Number.isNaN(wsfCpu) ? undefined : c <= wsfCpu
+    }
+  }
   const full = med("full_path")
   const realFull = med("real_full_path")
   const kubectl = med("kubectl_port_forward")
   const targets: Array<Target> = [
+    hopCpu("the agent hop", "agent_hop", "agent"),
+    hopCpu("the control-plane hop", "control_plane", "control plane"),
     {
       name: "full path through the real API server >= kubectl port-forward alone",
       target: ">= 1.0 x kubectl port-forward",
@@ -109,8 +157,9 @@ export const throughput = async (o: Opts): Promise<BenchResult> => {
     scale: `${o.reps} repetitions x ${seconds} s per path (after 1 s warm-up), interleaved`,
     table,
     targets,
-    figures: Object.fromEntries([...runs].map(([k, v]) => [k, { median_bytes_per_sec: median(v), runs_bytes_per_sec: v }])),
+    figures: Object.fromEntries([...all].map(([k, v]) => [k, { median_bytes_per_sec: median(v.map((r) => r.bytesPerSec)), runs_bytes_per_sec: v.map((r) => r.bytesPerSec), runs_cpu_ms_per_mb: v.map((r) => r.cpuMsPerMB) }])),
     notes: [
+      "CPU ms per MB: CPU time (user + system, /proc/<pid>/stat) each relaying process spent while the stream was counted, divided by the MB moved. It is the per-hop cost whatever the machine's load does to the rate. The agent hop's agent and the control-plane hop's control plane are the two hops of the target.",
       "Source: a plain TCP blaster (256 KiB writes, back-pressured) in its own process; the viewer counts raw bytes (no RFB decoding) in another.",
       "Each path runs one stream at a time; repetitions are interleaved so load from other users of the machine hits every path alike.",
       ...s.errors

@@ -13,6 +13,9 @@ export const summarize = (path: string, top = 25) => {
   const byId = new Map(p.nodes.map((n) => [n.id, n]))
   const self = new Map<number, number>()
   for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0))
+  // Percentages are of the busy time: an idle relay waiting for its peers says nothing about its cost.
+  const idle = new Set(p.nodes.filter((n) => n.callFrame.functionName === "(idle)").map((n) => n.id))
+  for (const id of idle) self.delete(id)
   const total = [...self.values()].reduce((a, b) => a + b, 0)
   const fn = new Map<string, number>()
   const file = new Map<string, number>()
@@ -26,7 +29,7 @@ export const summarize = (path: string, top = 25) => {
   }
   const fmt = (m: Map<string, number>) =>
     [...m].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, t]) => `${((100 * t) / total).toFixed(1).padStart(5)} %  ${k}`).join("\n")
-  return `total ${(total / 1e6).toFixed(2)} s sampled\n-- self time by function --\n${fmt(fn)}\n-- self time by file --\n${fmt(file)}`
+  return `busy ${(total / 1e6).toFixed(2)} s sampled (idle left out)\n-- self time by function --\n${fmt(fn)}\n-- self time by file --\n${fmt(file)}`
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

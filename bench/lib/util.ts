@@ -1,6 +1,6 @@
 // Shared helpers for the benchmarks: statistics, environment, results files, process sampling.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process"
-import { readFileSync, writeFileSync, mkdirSync } from "node:fs"
+import { readdirSync, readFileSync, writeFileSync, mkdirSync } from "node:fs"
 import { cpus, freemem, loadavg, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -118,6 +118,29 @@ export const sampleProc = (pid: number): ProcSample | undefined => {
     return undefined
   }
 }
+/** The process's children, from /proc/<pid>/task/<tid>/children (empty once it is gone). */
+const childrenOf = (pid: number): Array<number> => {
+  try {
+    return readdirSync(`/proc/${pid}/task`).flatMap((tid) =>
+      readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").split(" ").filter((x) => x !== "").map(Number)
+    )
+  } catch {
+    return []
+  }
+}
+
+/** CPU seconds used so far by a process and its live descendants (websockify serves each client in a forked child). */
+export const treeCpuSeconds = (pid: number): number => {
+  const own = sampleProc(pid)
+  if (own === undefined) return NaN
+  let sum = own.cpuSeconds
+  for (const child of childrenOf(pid)) {
+    const c = treeCpuSeconds(child)
+    if (!Number.isNaN(c)) sum += c
+  }
+  return sum
+}
+
 /** CPU use in % of one core between two samples. */
 export const cpuPercent = (a: ProcSample, b: ProcSample) => (100 * (b.cpuSeconds - a.cpuSeconds)) / ((b.at - a.at) / 1000)
 

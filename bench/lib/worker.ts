@@ -500,6 +500,11 @@ const simHandleCommand = (a: SimAgent, cmd: any) => {
       const window = cmd.args.window ?? 1024 * 1024
       a.tunnels.set(cmd.args.tunnel_id, { credit: window, window, blasting: false, closed: false })
       simSend(a, "command_completed", { command_id: cmd.command_id, result: { action: "vnc_connect", tunnel_id: cmd.args.tunnel_id, window: 1024 * 1024 } })
+      // Like the TCP target, the "server" speaks first; the viewer sends its header once it has the greeting.
+      if (a.ws !== undefined && a.ws.readyState === WebSocket.OPEN) {
+        a.ws.send(encodeData(cmd.args.tunnel_id, GREETING))
+        a.tunnels.get(cmd.args.tunnel_id)!.credit -= GREETING.length
+      }
       break
     }
     // What every agent is asked on connect (issue 16): no homes, no warm pods here.
@@ -575,7 +580,9 @@ const simDial = (a: SimAgent) => {
         ws.send(encodeWindow(f.success.tunnelId, f.success.payload.length))
         // The first bytes of a tunnel ask for a blast (same header as the TCP target).
         const t = a.tunnels.get(f.success.tunnelId)
-        if (t !== undefined && f.success.payload[0] === 66 /* B */) simBlast(a, f.success.tunnelId)
+        const p = f.success.payload
+        const mode = p[0] === 0x52 /* R: after the RFB start (rfbHeader.ts) */ ? p[RFB_START.length] : p[0]
+        if (t !== undefined && mode === 66 /* B */) simBlast(a, f.success.tunnelId)
       }
       return
     }
