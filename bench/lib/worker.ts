@@ -272,6 +272,8 @@ interface FakeTunnel {
   stalled: boolean
   /** Credit the agent granted us towards the session. */
   agentWindow: number
+  /** Data frames received: bytes / frames is the agent's frame size. */
+  frames: number
 }
 const fake = {
   wss: undefined as WebSocketServer | undefined,
@@ -303,6 +305,7 @@ const fakeStart = async (args: { window?: number }) => {
           return
         }
         t.bytes += f.success.payload.length
+        t.frames++
         t.unreturned += f.success.payload.length
         if (!t.stalled && t.unreturned >= t.threshold) {
           ws.send(encodeWindow(t.id as any, t.unreturned))
@@ -373,7 +376,7 @@ const fakeOpenTunnels = async (args: { sessionIds: Array<string>; blast: boolean
   const ids: Array<number> = []
   await Promise.all(args.sessionIds.map(async (sessionId) => {
     const id = fake.nextTunnel++
-    const t: FakeTunnel = { id, sessionId, bytes: 0, unreturned: 0, threshold: creditThreshold(fake.window), stalled: false, agentWindow: 0 }
+    const t: FakeTunnel = { id, sessionId, bytes: 0, unreturned: 0, threshold: creditThreshold(fake.window), stalled: false, agentWindow: 0, frames: 0 }
     fake.tunnels.set(id, t)
     const r = await fakeCommand("vnc_connect", { session_id: sessionId, tunnel_id: id, window: fake.window })
     if (r.type !== "command_completed") throw new Error(`vnc_connect failed: ${JSON.stringify(r.payload.error)}`)
@@ -386,11 +389,14 @@ const fakeOpenTunnels = async (args: { sessionIds: Array<string>; blast: boolean
 
 const fakeMeasure = async (args: { ids: Array<number>; seconds: number; warmupMs?: number }) => {
   await sleep(args.warmupMs ?? 0)
-  const start = args.ids.map((id) => fake.tunnels.get(id)?.bytes ?? 0)
+  const start = args.ids.map((id) => ({ bytes: fake.tunnels.get(id)?.bytes ?? 0, frames: fake.tunnels.get(id)?.frames ?? 0 }))
   const t0 = now()
   await sleep(args.seconds * 1000)
   const dt = (now() - t0) / 1000
-  return args.ids.map((id, i) => ({ id, bytesPerSec: ((fake.tunnels.get(id)?.bytes ?? 0) - start[i]!) / dt }))
+  return args.ids.map((id, i) => {
+    const bytes = (fake.tunnels.get(id)?.bytes ?? 0) - start[i]!.bytes
+    return { id, bytesPerSec: bytes / dt, bytesPerFrame: bytes / ((fake.tunnels.get(id)?.frames ?? 0) - start[i]!.frames) }
+  })
 }
 
 const fakeCloseTunnels = async (args: { ids: Array<number> }) => {
@@ -535,6 +541,8 @@ const simDial = (a: SimAgent) => {
     headers: { authorization: `Bearer ${a.token}` },
     perMessageDeflate: false,
     maxPayload: 2 * 1024 * 1024,
+    // As the agent (internal/linkSocket.ts): an all-zero masking key, so neither side masks tunnel bytes in JavaScript.
+    generateMask: (mask: Buffer) => void mask.fill(0),
     // As the agent: the dial gives up after PING_INTERVAL + PING_TIMEOUT (30 s), the welcome PING_TIMEOUT (10 s) later.
     handshakeTimeout: 30_000
   })
