@@ -8,7 +8,8 @@ import { median, round, sleep, treeCpuSeconds } from "./util.ts"
 
 const seconds = Number(process.argv[2] ?? 5)
 const reps = Number(process.argv[3] ?? 3)
-const cp = await startControlPlane()
+// PROBE_CP_ARGS: extra node flags for the control plane (e.g. --trace-gc; its output is printed at the end).
+const cp = await startControlPlane({ args: (process.env.PROBE_CP_ARGS ?? "").split(" ").filter((a) => a !== "") })
 const sim = spawnWorker("sim-agent")
 const viewer = spawnWorker("viewer")
 try {
@@ -31,6 +32,7 @@ try {
     rates.push(r[0]!.bytesPerSec / 1e6)
     cpu.push((1000 * used) / (r[0]!.bytesPerSec * seconds / 1e6))
   }
+  if (process.env.PROBE_CP_ARGS !== undefined) console.log(cp.proc.output())
   console.log(JSON.stringify({ seconds, mbPerSec: rates.map((x) => round(x, 1)), cpuMsPerMB: cpu.map((x) => round(x, 2)), median: { mbPerSec: round(median(rates), 1), cpuMsPerMB: round(median(cpu), 2) } }))
 } finally {
   await viewer.stop()

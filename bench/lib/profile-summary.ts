@@ -1,5 +1,6 @@
 // Summarises a V8 .cpuprofile (from node --cpu-prof): self time by function and by file, top N.
-//   node bench/lib/profile-summary.ts <file.cpuprofile> [N]
+//   node bench/lib/profile-summary.ts <file.cpuprofile> [N] [from-seconds to-seconds]
+// The window (seconds since the profile started) leaves out start-up, so a relay's profile shows its streaming.
 import { readFileSync } from "node:fs"
 
 interface Node {
@@ -8,11 +9,16 @@ interface Node {
   children?: Array<number>
 }
 
-export const summarize = (path: string, top = 25) => {
+export const summarize = (path: string, top = 25, window: readonly [number, number] = [0, Infinity]) => {
   const p = JSON.parse(readFileSync(path, "utf8")) as { nodes: Array<Node>; samples: Array<number>; timeDeltas: Array<number> }
   const byId = new Map(p.nodes.map((n) => [n.id, n]))
   const self = new Map<number, number>()
-  for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0))
+  let at = 0
+  for (let i = 0; i < p.samples.length; i++) {
+    at += p.timeDeltas[i] ?? 0
+    if (at < window[0] * 1e6 || at > window[1] * 1e6) continue
+    self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0))
+  }
   // Percentages are of the busy time: an idle relay waiting for its peers says nothing about its cost.
   const idle = new Set(p.nodes.filter((n) => n.callFrame.functionName === "(idle)").map((n) => n.id))
   for (const id of idle) self.delete(id)
@@ -33,5 +39,5 @@ export const summarize = (path: string, top = 25) => {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  console.log(summarize(process.argv[2]!, Number(process.argv[3] ?? 25)))
+  console.log(summarize(process.argv[2]!, Number(process.argv[3] ?? 25), [Number(process.argv[4] ?? 0), Number(process.argv[5] ?? Infinity)]))
 }

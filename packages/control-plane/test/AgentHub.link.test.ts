@@ -77,7 +77,7 @@ layer(Store.layerMemory, { excludeTestServices: true, timeout: "180 seconds" })(
       const { agent } = yield* connectApproved(cp, "hb-slow")
       const frames: Array<number> = []
       const tunnel = yield* openTunnel(cp.hub, agent, "hb-slow", {
-        onFrame: (f) => Effect.sync(() => void frames.push(f.kind === "data" ? f.payload.length : 0)),
+        onFrame: (f) => void frames.push(f.kind === "data" ? f.payload.length : 0),
         onClosed: () => Effect.void,
         onAgentGone: Effect.void
       })

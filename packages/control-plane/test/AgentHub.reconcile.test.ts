@@ -14,7 +14,7 @@ const recordingSink = () => {
   const frames: Array<BinaryFrame> = []
   const closed: Array<PayloadOf<"vnc_closed">> = []
   const sink: TunnelSink = {
-    onFrame: (f) => Effect.sync(() => void frames.push(f)),
+    onFrame: (f) => void frames.push(f),
     onClosed: (c) => Effect.sync(() => void closed.push(c)),
     onAgentGone: Effect.void
   }

@@ -19,7 +19,7 @@ const recordingSink = () => {
   const closed: Array<PayloadOf<"vnc_closed">> = []
   let gone = 0
   const sink: TunnelSink = {
-    onFrame: (f) => Effect.sync(() => void frames.push(f.kind === "data" ? { ...f, payload: f.payload.slice() } : f)),
+    onFrame: (f) => void frames.push(f.kind === "data" ? { ...f, payload: f.payload.slice() } : f),
     onClosed: (c) => Effect.sync(() => void closed.push(c)),
     onAgentGone: Effect.sync(() => void gone++)
   }

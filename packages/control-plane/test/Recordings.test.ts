@@ -110,7 +110,7 @@ describe("Recordings", () => {
         const tunnelId = t.hub.opens[0]!.tunnelId
         yield* until("sink", () => t.hub.tunnels.has(`a/${tunnelId}`))
         const sink = t.hub.tunnels.get(`a/${tunnelId}`)!
-        const agentSends = (payload: Uint8Array) => sink.onFrame({ kind: "data", tunnelId: tunnelId as TunnelId, payload })
+        const agentSends = (payload: Uint8Array) => Effect.sync(() => sink.onFrame({ kind: "data", tunnelId: tunnelId as TunnelId, payload }))
         const status = yield* t.call("GET", `${sp}/recording`, t.tokens.ann)
         assert.isTrue(status.json.recording, "the viewer's mark: this session is being recorded")
         yield* agentSends(Rfb.serverHandshake)

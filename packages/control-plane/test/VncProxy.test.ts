@@ -105,7 +105,7 @@ describe("VncProxy", () => {
       assert.deepStrictEqual(t.hub.opens[0], { agentId: "a" as AgentId, tunnelId, request: { sessionId: t.running.id, window: WINDOW } })
       yield* until("sink registered", () => t.hub.tunnels.has(`a/${tunnelId}`))
       // agent -> viewer
-      yield* t.hub.tunnels.get(`a/${tunnelId}`)!.onFrame({ kind: "data", tunnelId: tunnelId as TunnelId, payload: new TextEncoder().encode("RFB 003.008\n") })
+      t.hub.tunnels.get(`a/${tunnelId}`)!.onFrame({ kind: "data", tunnelId: tunnelId as TunnelId, payload: new TextEncoder().encode("RFB 003.008\n") })
       yield* until("viewer got the greeting", () => v.receivedBytes() === 12)
       assert.strictEqual(new TextDecoder().decode(v.received[0]), "RFB 003.008\n")
       // viewer -> agent
@@ -132,9 +132,9 @@ describe("VncProxy", () => {
       yield* Effect.promise(() => new Promise((r) => setImmediate(r)))
       assert.strictEqual(dataBytesTo(t.hub, tunnelId), WINDOW)
       assert.isTrue(t.hub.binary.every((b) => b.frame.length <= 5 + MAX_BINARY_PAYLOAD_BYTES))
-      yield* sink.onFrame({ kind: "window", tunnelId, credit: 1000 })
+      sink.onFrame({ kind: "window", tunnelId, credit: 1000 })
       yield* until("1000 more", () => dataBytesTo(t.hub, tunnelId) === WINDOW + 1000)
-      yield* sink.onFrame({ kind: "window", tunnelId, credit: total })
+      sink.onFrame({ kind: "window", tunnelId, credit: total })
       yield* until("the rest", () => dataBytesTo(t.hub, tunnelId) === total)
       v.ws.close()
     }))
@@ -144,15 +144,15 @@ describe("VncProxy", () => {
       const t = yield* setup
       const { v, tunnelId, sink } = yield* relayed(t)
       // Below the threshold (a quarter window): no credit yet.
-      yield* sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(10_000) })
+      sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(10_000) })
       yield* until("viewer got 10000", () => v.receivedBytes() === 10_000)
       assert.deepStrictEqual(windowFrames(t.hub, tunnelId), [])
-      yield* sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(10_000) })
+      sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(10_000) })
       yield* until("credit returned", () => windowFrames(t.hub, tunnelId).length === 1)
       assert.deepStrictEqual(windowFrames(t.hub, tunnelId), [20_000])
       // More than a window in flight is a broken agent: the viewer is closed with 4502.
       v.ws.pause() // the viewer stops reading
-      for (let i = 0; i < 40; i++) yield* sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(MAX_BINARY_PAYLOAD_BYTES) })
+      for (let i = 0; i < 40; i++) sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(MAX_BINARY_PAYLOAD_BYTES) })
       v.ws.resume()
       const c = yield* closed(v)
       assert.strictEqual(c.code, 4502)
@@ -166,7 +166,7 @@ describe("VncProxy", () => {
       v.ws.pause()
       let most = 0
       for (let sent = 0; sent + MAX_BINARY_PAYLOAD_BYTES <= WINDOW; sent += MAX_BINARY_PAYLOAD_BYTES) {
-        yield* sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(MAX_BINARY_PAYLOAD_BYTES) })
+        sink.onFrame({ kind: "data", tunnelId, payload: new Uint8Array(MAX_BINARY_PAYLOAD_BYTES) })
         most = Math.max(most, (yield* t.proxy.buffered).max)
       }
       assert.isAbove(most, 0)

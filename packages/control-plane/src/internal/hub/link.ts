@@ -8,14 +8,15 @@
 import type { AgentId, PayloadOf } from "@streamspace/protocol"
 import { CloseCode, creditThreshold, decodeBinary, decodeFromAgent, encodeLinkWindow, helloFingerprint, negotiateVersion } from "@streamspace/protocol"
 import type { Cause } from "effect"
-import { Clock, Duration, Effect, FiberSet, Option, Queue, Result } from "effect"
-import { Socket } from "effect/socket"
+import { Clock, Duration, Effect, FiberSet, Metric, Option, Queue, Result } from "effect"
 import type { WebSocket } from "ws"
+import { droppedTunnelFrames } from "../../Observability.ts"
 import { close, keepAlive, makeSendQueue, type SendQueue } from "../ws.ts"
 import { onHeartbeat } from "./heartbeats.ts"
 import { reconcileTunnels } from "./reconcile.ts"
 import type { AgentReports } from "./model.ts"
-import type { Entry, HubState, Live, Report } from "./state.ts"
+import { type LinkReader, makeLinkReader } from "./linkReader.ts"
+import { type Entry, type HubState, type Live, type Report, tunnelKey } from "./state.ts"
 import { deliverFrame, onTunnelClosed, onTunnelReply, tunnelsGone } from "./tunnels.ts"
 
 /** How long a new socket has to send `hello`. */
@@ -298,6 +299,30 @@ const handleText = Effect.fnUntraced(function*(state: HubState, entry: Entry, li
   }
 })
 
+/** Tunnel data bytes are off the socket (handed to the viewer's socket, or dropped): the link has room again. */
+const creditLink = (state: HubState, live: Live, bytes: number) => {
+  live.linkUnreturned += bytes
+  if (live.linkUnreturned >= creditThreshold(state.config.agentLinkWindow)) {
+    live.out.sendNow(encodeLinkWindow(live.linkUnreturned))
+    live.linkUnreturned = 0
+  }
+}
+
+/**
+ * The reader's fast path, on the socket's callback: data and credit for an open tunnel of an admitted agent go
+ * straight to the tunnel's sink. False leaves the frame to `handleBinary` (errors, unknown tunnels).
+ */
+const fastBinary = (state: HubState, entry: Entry, live: Live, frame: Uint8Array): boolean => {
+  if (live.ended || !live.approved) return false
+  const decoded = decodeBinary(frame)
+  if (Result.isFailure(decoded) || decoded.success.kind === "link_window") return false
+  const f = decoded.success
+  if (!state.tunnels.has(tunnelKey(entry.record.id, f.tunnelId))) return false
+  if (f.kind === "data") creditLink(state, live, f.payload.length)
+  deliverFrame(state, entry.record.id, live, f)
+  return true
+}
+
 const handleBinary = Effect.fnUntraced(function*(state: HubState, entry: Entry, live: Live, frame: Uint8Array) {
   const decoded = decodeBinary(frame)
   if (Result.isFailure(decoded)) {
@@ -309,21 +334,15 @@ const handleBinary = Effect.fnUntraced(function*(state: HubState, entry: Entry, 
     yield* state.sendText(live.out, "error", { code: "UnexpectedType", message: "link_window frames flow from the control plane to the agent only" })
     return
   }
-  if (f.kind === "data") {
-    // The bytes are off the socket (handed to the viewer's socket, or dropped): the link has room again.
-    live.linkUnreturned += f.payload.length
-    if (live.linkUnreturned >= creditThreshold(state.config.agentLinkWindow)) {
-      live.out.sendNow(encodeLinkWindow(live.linkUnreturned))
-      live.linkUnreturned = 0
-    }
+  if (f.kind === "data") creditLink(state, live, f.payload.length)
+  if (!deliverFrame(state, entry.record.id, live, f)) {
+    state.dropped++
+    yield* Metric.update(droppedTunnelFrames, 1)
   }
-  yield* deliverFrame(state, entry.record.id, live, f)
 })
 
-type Reader = Socket.Reader<string | Uint8Array>
-
 /** Waits for a valid `hello`; anything else before it gets an `error` reply. */
-const awaitHello = (state: HubState, reader: Reader, out: SendQueue) =>
+const awaitHello = (state: HubState, reader: LinkReader, out: SendQueue) =>
   Effect.gen(function*() {
     while (true) {
       for (const frame of yield* reader.pull) {
@@ -370,7 +389,7 @@ export const serveLink = (state: HubState, ws: WebSocket, credential: Credential
   Effect.scoped(Effect.gen(function*() {
     const out = makeSendQueue(ws, SEND_HIGH_WATER_BYTES)
     yield* Effect.addFinalizer(() => Effect.sync(() => close(ws, CloseCode.goingAway, "control plane shutting down")))
-    const reader = (yield* (yield* Socket.fromWebSocket(Effect.succeed(ws as unknown as Socket.WebSocketLike))).reader) as Reader
+    const reader = yield* makeLinkReader(ws)
     let current: readonly [Entry, Live] | undefined
     yield* Effect.forkScoped(keepAlive(ws, state.config.pingInterval).pipe(
       Effect.flatMap((dead) =>
@@ -395,6 +414,7 @@ export const serveLink = (state: HubState, ws: WebSocket, credential: Credential
     current = admitted.value
     if (options.afterAdmit !== undefined) yield* options.afterAdmit(entry.record.id)
     yield* Effect.addFinalizer(() => state.locked(detach(state, entry, live, true)))
+    reader.fastPath((frame) => fastBinary(state, entry, live, frame))
     yield* Effect.gen(function*() {
       yield* Effect.forkScoped(watchdog(state, entry, live))
       while (!live.ended) {
@@ -406,6 +426,6 @@ export const serveLink = (state: HubState, ws: WebSocket, credential: Credential
       }
     }).pipe(Effect.annotateLogs({ agent_id: entry.record.id }))
   }).pipe(
-    Effect.catchTag("SocketError", () => Effect.void),
+    Effect.catchTag("LinkClosed", () => Effect.void),
     Effect.annotateLogs({ component: "AgentHub" })
   ))

@@ -51,8 +51,11 @@ export interface AgentReports {
 
 /** Where the hub delivers what happens to one tunnel. */
 export interface TunnelSink {
-  /** Binary frames of the tunnel, called on the agent's read loop: it must not wait long (flow control bounds what it buffers). */
-  readonly onFrame: (frame: BinaryFrame) => Effect.Effect<void>
+  /**
+   * Binary frames of the tunnel, called as they are read off the agent's socket (usually on its callback): it must
+   * not block (flow control bounds what it buffers).
+   */
+  readonly onFrame: (frame: BinaryFrame) => void
   /** The agent closed the tunnel (`vnc_closed`): nothing more comes, and nothing is left to close on the agent. */
   readonly onClosed: (closed: PayloadOf<"vnc_closed">) => Effect.Effect<void>
   /** The agent's link went away. */

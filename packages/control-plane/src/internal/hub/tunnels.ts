@@ -7,9 +7,8 @@
 import type { AgentId, BinaryFrame, Command, CommandError, CommandId, CommandResult, PayloadOf, TunnelId } from "@streamspace/protocol"
 import { MAX_TUNNEL_ID } from "@streamspace/protocol"
 import type { Scope } from "effect"
-import { Clock, Deferred, Duration, Effect, FiberSet, Metric, Result } from "effect"
+import { Clock, Deferred, Duration, Effect, FiberSet, Result } from "effect"
 import { randomUUID } from "node:crypto"
-import { droppedTunnelFrames } from "../../Observability.ts"
 import { type AgentHubError, type CommandReport, notApproved, notConnected, notFound, type Tunnel, tunnelRefused, type TunnelRequest, type TunnelSink } from "./model.ts"
 import { type HubState, type Live, tunnelKey, type TunnelEntry } from "./state.ts"
 
@@ -118,14 +117,12 @@ export const openTunnel = (state: HubState, agentId: AgentId, request: TunnelReq
     }
   })
 
-/** A binary frame of a tunnel from the agent: to its sink, or dropped and counted. */
-export const deliverFrame = (state: HubState, agentId: AgentId, live: Live, frame: BinaryFrame) => {
+/** A binary frame of a tunnel from the agent, to its sink; false when no such tunnel is open (the frame is dropped). */
+export const deliverFrame = (state: HubState, agentId: AgentId, live: Live, frame: BinaryFrame): boolean => {
   const t = live.approved ? state.tunnels.get(tunnelKey(agentId, frame.tunnelId)) : undefined
-  if (t === undefined) {
-    state.dropped++
-    return Metric.update(droppedTunnelFrames, 1)
-  }
-  return t.sink.onFrame(frame)
+  if (t === undefined) return false
+  t.sink.onFrame(frame)
+  return true
 }
 
 /** The agent's answer to a tunnel command; false when the report is about some other command. */

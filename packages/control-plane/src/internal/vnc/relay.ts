@@ -80,6 +80,9 @@ export interface RelayOptions {
   readonly onAgentData?: (bytes: Uint8Array) => void
 }
 
+const toViewerBytes = Metric.withAttributes(vncBytesTotal, { direction: "to_viewer" })
+const toAgentBytes = Metric.withAttributes(vncBytesTotal, { direction: "to_agent" })
+
 const toBytes = (data: RawData): Uint8Array =>
   Array.isArray(data) ? Buffer.concat(data) : data instanceof ArrayBuffer ? new Uint8Array(data) : data
 
@@ -180,35 +183,34 @@ export const relay = Effect.fnUntraced(function*(
   let toReturn = 0
   yield* options.track(() => inFlight + queuedBytes)
   const returns = yield* Queue.unbounded<number>()
+  // Frames arrive on the agent socket's callback, outside any fiber: metrics are updated with this context.
+  const context = yield* Effect.context<never>()
   const sink: TunnelSink = {
-    onFrame: (frame) =>
-      Effect.suspend(() => {
-        if (frame.kind === "window") return Effect.sync(() => grant(frame.credit))
-        const n = frame.payload.length
-        if (inFlight + n > window) {
-          finish({ by: "agent", code: ViewerClose.tunnelFailed, reason: "the agent sent more than the credit window allows" })
-          return Effect.void
+    onFrame: (frame) => {
+      if (frame.kind === "window") return grant(frame.credit)
+      const n = frame.payload.length
+      if (inFlight + n > window) {
+        return finish({ by: "agent", code: ViewerClose.tunnelFailed, reason: "the agent sent more than the credit window allows" })
+      }
+      const out = options.filterAgentData === undefined ? frame.payload : options.filterAgentData(frame.payload)
+      if (out === undefined) {
+        return finish({ by: "agent", code: ViewerClose.policyViolation, reason: options.filterRefusal ?? "refused by the session's policy" })
+      }
+      inFlight += n
+      toViewerBytes.updateUnsafe(n, context)
+      options.onAgentData?.(out)
+      const taken = (err?: Error | null) => {
+        inFlight -= n
+        if (err !== undefined && err !== null) return
+        toReturn += n
+        if (toReturn >= threshold) {
+          Queue.offerUnsafe(returns, toReturn)
+          toReturn = 0
         }
-        const out = options.filterAgentData === undefined ? frame.payload : options.filterAgentData(frame.payload)
-        if (out === undefined) {
-          finish({ by: "agent", code: ViewerClose.policyViolation, reason: options.filterRefusal ?? "refused by the session's policy" })
-          return Effect.void
-        }
-        inFlight += n
-        options.onAgentData?.(out)
-        const taken = (err?: Error | null) => {
-          inFlight -= n
-          if (err !== undefined && err !== null) return
-          toReturn += n
-          if (toReturn >= threshold) {
-            Queue.offerUnsafe(returns, toReturn)
-            toReturn = 0
-          }
-        }
-        if (out.length === 0) taken()
-        else ws.send(out, { binary: true }, taken)
-        return Metric.update(Metric.withAttributes(vncBytesTotal, { direction: "to_viewer" }), n)
-      }),
+      }
+      if (out.length === 0) taken()
+      else ws.send(out, { binary: true }, taken)
+    },
     onClosed: (closed) => Effect.sync(() => finish(closedByAgent(closed))),
     onAgentGone: Effect.sync(() => finish({ by: "agent", code: ViewerClose.agentGone, reason: "the agent running this session disconnected" }))
   }
@@ -241,7 +243,7 @@ export const relay = Effect.fnUntraced(function*(
         credit -= n
         for (const frame of encodeDataFrames(tunnel.id, chunk.subarray(off, off + n))) yield* tunnel.send(frame)
         off += n
-        yield* Metric.update(Metric.withAttributes(vncBytesTotal, { direction: "to_agent" }), n)
+        yield* Metric.update(toAgentBytes, n)
       }
       queuedBytes -= chunk.length
       flow()
