@@ -48,8 +48,13 @@ export interface ConnectionShape {
    * tunnel has one frame waiting at a time, so a lane takes the tunnels in turn.
    */
   readonly sendBinary: (frame: Uint8Array) => Effect.Effect<void, ConnectionError>
-  /** Every frame received after `welcome`, in order, across reconnects. */
+  /** Every frame received after `welcome`, in order, across reconnects (tunnel frames only until they are routed). */
   readonly incoming: StreamT.Stream<Incoming>
+  /**
+   * From now on tunnel frames (data and credit) go to `handler` on the read loop as they are read, instead of
+   * through `incoming`: the byte path takes no queue or stream stage. The handler must not block.
+   */
+  readonly routeTunnelFrames: (handler: (frame: BinaryFrame) => Effect.Effect<void>) => Effect.Effect<void>
   /** Emits true on each successful handshake and false on each loss of the link. */
   readonly status: StreamT.Stream<boolean>
   readonly isConnected: Effect.Effect<boolean>
@@ -79,6 +84,7 @@ interface Ctx {
   readonly enrolment: Enrolment
   readonly hello: Effect.Effect<HelloInventory>
   readonly incoming: Queue.Queue<Incoming>
+  tunnelFrames: ((frame: BinaryFrame) => Effect.Effect<void>) | undefined
   readonly status: SubscriptionRef.SubscriptionRef<boolean>
   readonly nextId: () => string
   /** The handshaken link (approved or pending); undefined while down. */
@@ -192,6 +198,7 @@ const readFrames = (ctx: Ctx, l: LinkSocket): Effect.Effect<"closed" | "reauthen
           yield* Effect.logWarning(`malformed binary frame from the control plane: ${decoded.failure.message}`)
           yield* replyError(ctx, l, { reason: decoded.failure.reason, message: decoded.failure.message })
         } else if (decoded.success.kind === "link_window") l.lanes.addCredit(decoded.success.credit)
+        else if (ctx.tunnelFrames !== undefined) yield* ctx.tunnelFrames(decoded.success)
         else Queue.offerUnsafe(ctx.incoming, decoded.success)
         continue
       }
@@ -359,6 +366,7 @@ export const make = <R>(hello: Effect.Effect<HelloInventory, never, R>) =>
       enrolment: makeEnrolment(config.agentToken, credentials),
       hello: Effect.provideContext(hello, helloContext),
       incoming: yield* Queue.unbounded<Incoming>(),
+      tunnelFrames: undefined,
       status: yield* SubscriptionRef.make(false),
       nextId: () => `${config.agentId}-${idPrefix}-${(++messageCounter).toString(36)}`,
       link: undefined,
@@ -389,6 +397,7 @@ export const make = <R>(hello: Effect.Effect<HelloInventory, never, R>) =>
             : notConnected
         ),
       incoming: Stream.fromQueue(ctx.incoming),
+      routeTunnelFrames: (handler) => Effect.sync(() => void (ctx.tunnelFrames = handler)),
       status: SubscriptionRef.changes(ctx.status),
       isConnected: Effect.sync(() => ctx.approved && ctx.link !== undefined),
       announcedHeartbeatInterval: Effect.sync(() => ctx.announcedHeartbeat),

@@ -256,6 +256,8 @@ export const make = Effect.gen(function*() {
     ),
     { startImmediately: true }
   )
+  // Tunnel frames come straight from the link's read loop, not through the Router's stream.
+  yield* s.connection.routeTunnelFrames(receive(s))
   // Runs before the FiberMap is torn down: every open tunnel says goodbye.
   yield* Effect.addFinalizer(() => closeAll(s)("shutdown"))
 

@@ -189,6 +189,8 @@ export const makeFakeConnection = Effect.gen(function*() {
         return Effect.void
       }),
     incoming: Stream.fromQueue(incoming),
+    // Frames a test pushes reach the tunnels through `incoming` and the Router (the fallback the real one keeps).
+    routeTunnelFrames: () => Effect.void,
     status: SubscriptionRef.changes(statusRef),
     isConnected: Effect.sync(() => connected),
     close: (reason) =>

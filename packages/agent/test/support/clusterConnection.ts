@@ -79,6 +79,8 @@ export const makeFakeLink = (): { readonly link: FakeLink; readonly layer: Layer
         return Effect.void
       }),
     incoming: Stream.never,
+    // The test hands frames to TunnelPool.receive itself.
+    routeTunnelFrames: () => Effect.void,
     status: Stream.make(true),
     isConnected: Effect.sync(() => link.connected),
     announcedHeartbeatInterval: Effect.succeed(Option.none()),
