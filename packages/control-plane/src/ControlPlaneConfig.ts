@@ -10,7 +10,6 @@ import {
   MAX_LINK_WINDOW_BYTES,
   MIN_LINK_WINDOW_BYTES,
   parseQuantity,
-  PortString,
   Quantity,
   readTelemetrySettings,
   secretSetting,

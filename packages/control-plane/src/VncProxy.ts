@@ -244,7 +244,7 @@ export const make = Effect.gen(function*() {
     Effect.scoped(Effect.gen(function*() {
       // What the viewer sends before the relay listens (presence, recording and policy come first) waits in the socket.
       ws.pause()
-      const { agentId, id: sessionId } = session
+      const { id: sessionId } = session
       // The check and the slot in one synchronous step, so concurrent viewers cannot all take the last one.
       const slot = viewerLimits.acquire(user, sessionId)
       if ("refused" in slot) return yield* closeAndWait(ws, ViewerClose.tooManyViewers, slot.refused)
