@@ -3,9 +3,15 @@
 // A fresh PGlite cluster runs initdb inside WebAssembly: 7-10 s of CPU, and over 30 s on a busy
 // machine. A fresh cluster is the same bytes every time, so the first one is dumped to a tarball
 // and every later fresh database (in memory or in an empty DATA_DIR) is unpacked from it in
-// about 1 s. The tarball is kept in memory for the process and on disk in a private per-user
-// directory under the OS temp dir, keyed by the PGlite version. A bad or foreign cache file is
-// ignored and rebuilt, never trusted blindly.
+// about 1 s. The tarball (~40 MB) is kept on disk in a private per-user directory under the OS
+// temp dir, keyed by the PGlite version, and read for each fresh database, not kept in memory
+// (each database opens in its own worker thread, which would hold it for as long as it runs).
+// A bad or foreign cache file is ignored and rebuilt, never trusted blindly.
+//
+// PostgreSQL's shared buffers are WebAssembly memory that PGlite's PostgreSQL fills at start:
+// its default 128MB was most of the control plane's idle RSS. The control plane's embedded
+// database is small (one replica; a large install uses DATABASE_URL) and its files stay in the
+// OS page cache, so PGlite runs with SHARED_BUFFERS.
 import { PGlite } from "@electric-sql/pglite"
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
@@ -78,8 +84,12 @@ const dropCache = (file: string | undefined): void => {
   if (file !== undefined) fs.rmSync(file, { force: true })
 }
 
+/** PostgreSQL's buffer cache in the embedded database (see the header). */
+export const SHARED_BUFFERS = "16MB"
+const options = { startParams: [...PGlite.defaultStartParams, "-c", `shared_buffers=${SHARED_BUFFERS}`] }
+
 const buildTemplate = async (): Promise<Blob> => {
-  const db = await PGlite.create()
+  const db = await PGlite.create(options)
   try {
     return await db.dumpDataDir("none")
   } finally {
@@ -87,25 +97,14 @@ const buildTemplate = async (): Promise<Blob> => {
   }
 }
 
-let template: Promise<Blob> | undefined
-
-/** The fresh-cluster tarball: from memory, else from the disk cache, else built (and cached). */
-const getTemplate = (fresh: boolean): Promise<Blob> => {
-  if (template === undefined || fresh) {
-    const file = cacheFile()
-    const cached = fresh ? undefined : readCache(file)
-    template = cached !== undefined
-      ? Promise.resolve(cached)
-      : buildTemplate().then(async (blob) => {
-        await writeCache(file, blob)
-        return blob
-      })
-    // a failed build must not poison later attempts
-    template.catch(() => {
-      template = undefined
-    })
-  }
-  return template
+/** The fresh-cluster tarball: from the disk cache unless `fresh`, else built (and cached). */
+const getTemplate = async (fresh: boolean): Promise<Blob> => {
+  const file = cacheFile()
+  const cached = fresh ? undefined : readCache(file)
+  if (cached !== undefined) return cached
+  const blob = await buildTemplate()
+  await writeCache(file, blob)
+  return blob
 }
 
 const isFreshDir = (dir: string): boolean => !fs.existsSync(dir) || fs.readdirSync(dir).length === 0
@@ -115,9 +114,9 @@ const isFreshDir = (dir: string): boolean => !fs.existsSync(dir) || fs.readdirSy
  * An existing cluster in `dataDir` is opened as it is; a missing or empty one is created.
  */
 export const openPglite = async (dataDir: string | undefined): Promise<PGlite> => {
-  if (dataDir !== undefined && !isFreshDir(dataDir)) return PGlite.create(dataDir)
+  if (dataDir !== undefined && !isFreshDir(dataDir)) return PGlite.create(dataDir, options)
   const open = (blob: Blob) =>
-    dataDir === undefined ? PGlite.create({ loadDataDir: blob }) : PGlite.create(dataDir, { loadDataDir: blob })
+    dataDir === undefined ? PGlite.create({ ...options, loadDataDir: blob }) : PGlite.create(dataDir, { ...options, loadDataDir: blob })
   try {
     return await open(await getTemplate(false))
   } catch {
