@@ -6,7 +6,7 @@ import { relaunchWithRuntimeFlags } from "./relaunch.ts"
 // Node flags and the allocator setting (relaunch.ts): the process replaces itself before anything else loads.
 relaunchWithRuntimeFlags()
 
-const { NodeRuntime } = await import("@effect/platform-node")
+const NodeRuntime = await import("@effect/platform-node/NodeRuntime")
 const { Cause, Effect, Exit, Layer, Runtime } = await import("effect")
 const { ControlPlane } = await import("./ControlPlane.ts")
 

@@ -78,7 +78,7 @@ const banner = (q: LocalStackService["Service"]) => {
   return lines.join("\n") + "\n"
 }
 
-const { NodeRuntime } = await import("@effect/platform-node")
+const NodeRuntime = await import("@effect/platform-node/NodeRuntime")
 const { Cause, Effect, Exit, Layer, Option, Runtime } = await import("effect")
 const { LocalStack } = await import("./LocalStack.ts")
 

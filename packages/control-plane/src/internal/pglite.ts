@@ -17,7 +17,6 @@ import * as fs from "node:fs"
 import { createRequire } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Worker } from "node:worker_threads"
 
 const pgliteVersion = (): string => {
   try {
@@ -115,8 +114,13 @@ const isFreshDir = (dir: string): boolean => !fs.existsSync(dir) || fs.readdirSy
  */
 export const openPglite = async (dataDir: string | undefined): Promise<PGlite> => {
   if (dataDir !== undefined && !isFreshDir(dataDir)) return PGlite.create(dataDir, options)
-  const open = (blob: Blob) =>
-    dataDir === undefined ? PGlite.create({ ...options, loadDataDir: blob }) : PGlite.create(dataDir, { ...options, loadDataDir: blob })
+  // Unpacked into DATA_DIR, the cluster is closed and opened again as an existing one: the instance that
+  // unpacked it keeps the whole tarball (~40 MB) reachable for as long as it is open.
+  const open = async (blob: Blob) => {
+    if (dataDir === undefined) return PGlite.create({ ...options, loadDataDir: blob })
+    await (await PGlite.create(dataDir, { ...options, loadDataDir: blob })).close()
+    return PGlite.create(dataDir, options)
+  }
   try {
     return await open(await getTemplate(false))
   } catch {
@@ -129,48 +133,3 @@ export const openPglite = async (dataDir: string | undefined): Promise<PGlite> =
     return open(await getTemplate(true))
   }
 }
-
-/** An embedded PGlite served by pglite-socket on `socketPath`, in its own worker thread. */
-export interface PgliteThread {
-  readonly socketPath: string
-  /** Stops the server and closes PGlite (flushing DATA_DIR), then ends the thread. */
-  readonly close: () => Promise<void>
-}
-
-/**
- * Opens PGlite (as `openPglite` does) in a worker thread (internal/pgliteWorker.ts) and serves it on the unix
- * socket `socketPath`. Resolves once the socket accepts connections.
- */
-export const startPgliteThread = (dataDir: string | undefined, socketPath: string): Promise<PgliteThread> =>
-  new Promise((resolve, reject) => {
-    const worker = new Worker(new URL(import.meta.url.endsWith(".ts") ? "./pgliteWorker.ts" : "./pgliteWorker.js", import.meta.url), { workerData: { dataDir, socketPath } })
-    let started = false
-    let onClosed: ((errors: ReadonlyArray<string>) => void) | undefined
-    const fail = (e: Error) => {
-      if (started) return
-      started = true
-      reject(e)
-      void worker.terminate()
-    }
-    worker.on("message", (m: { readonly type: string; readonly message?: string; readonly errors?: ReadonlyArray<string> }) => {
-      if (m.type === "ready" && !started) {
-        started = true
-        resolve({ socketPath, close })
-      } else if (m.type === "error") fail(new Error(m.message))
-      else if (m.type === "closed") onClosed?.(m.errors ?? [])
-    })
-    worker.on("error", (e: unknown) => fail(e instanceof Error ? e : new Error(String(e))))
-    worker.on("exit", (code) => {
-      fail(new Error(`the PGlite thread exited with code ${code} before it was ready`))
-      onClosed?.([`the PGlite thread exited with code ${code} while closing`])
-    })
-    let closing: Promise<void> | undefined
-    const close = () =>
-      closing ??= new Promise<void>((done, failed) => {
-        onClosed = (errors) => {
-          onClosed = undefined
-          void worker.terminate().finally(() => (errors.length === 0 ? done() : failed(new Error(errors.join("; ")))))
-        }
-        worker.postMessage({ type: "close" })
-      })
-  })
