@@ -57,14 +57,64 @@ const cacheFile = (): string | undefined => {
   return dir === undefined ? undefined : path.join(dir, `template-${version}.tar`)
 }
 
-const readCache = (file: string | undefined): Blob | undefined => {
-  if (file === undefined) return undefined
+/** Whether `file` is a cache file this user wrote (a regular file it owns). */
+const isCached = (file: string | undefined): file is string => {
+  if (file === undefined) return false
   try {
     const st = fs.lstatSync(file)
-    if (!st.isFile() || st.uid !== process.getuid?.()) return undefined
+    return st.isFile() && st.uid === process.getuid?.()
+  } catch {
+    return false
+  }
+}
+
+const readCache = (file: string | undefined): Blob | undefined => {
+  if (!isCached(file)) return undefined
+  try {
     return new Blob([fs.readFileSync(file)])
   } catch {
     return undefined
+  }
+}
+
+/**
+ * Unpacks the template tarball into `dir` a block at a time: only directories and regular files, as PGlite's
+ * dumpDataDir("none") writes them, files 0600 and directories 0700. (PGlite's own `loadDataDir` reads the whole
+ * tarball into memory, and the instance keeps it reachable for as long as it is open.)
+ */
+const unpackTemplate = (file: string, dir: string): void => {
+  const fd = fs.openSync(file, "r")
+  try {
+    const header = Buffer.alloc(512)
+    const chunk = Buffer.alloc(1 << 20)
+    for (let at = 0;;) {
+      if (fs.readSync(fd, header, 0, 512, at) < 512 || header.every((b) => b === 0)) return
+      const field = (from: number, length: number) => header.toString("latin1", from, from + length).replace(/\0.*$/s, "")
+      const prefix = field(257, 6) === "ustar" ? field(345, 155) : ""
+      const name = path.posix.normalize(`/${prefix === "" ? "" : `${prefix}/`}${field(0, 100)}`)
+      const target = path.join(dir, name) // normalized from "/": it stays under dir
+      const size = parseInt(field(124, 12).trim() || "0", 8)
+      const type = field(156, 1)
+      at += 512
+      if (type === "5") fs.mkdirSync(target, { recursive: true, mode: 0o700 })
+      else if (type === "0" || type === "") {
+        fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o700 })
+        const out = fs.openSync(target, "w", 0o600)
+        try {
+          for (let done = 0; done < size;) {
+            const n = fs.readSync(fd, chunk, 0, Math.min(chunk.length, size - done), at + done)
+            if (n === 0) throw new Error(`${file}: truncated at ${name}`)
+            fs.writeSync(out, chunk, 0, n)
+            done += n
+          }
+        } finally {
+          fs.closeSync(out)
+        }
+      } else throw new Error(`${file}: unexpected entry type ${JSON.stringify(type)} (${name})`)
+      at += Math.ceil(size / 512) * 512
+    }
+  } finally {
+    fs.closeSync(fd)
   }
 }
 
@@ -106,30 +156,46 @@ const getTemplate = async (fresh: boolean): Promise<Blob> => {
   return blob
 }
 
-const isFreshDir = (dir: string): boolean => !fs.existsSync(dir) || fs.readdirSync(dir).length === 0
+/** What is in `dir` (nothing when it is missing). */
+const entries = (dir: string): ReadonlyArray<string> => (fs.existsSync(dir) ? fs.readdirSync(dir) : [])
+/**
+ * A directory holds a cluster once it has PG_VERSION. Other entries are not one: the quick start keeps its own
+ * files in DATA_DIR before the database opens, and a fresh volume may hold `lost+found`.
+ */
+const hasCluster = (dir: string): boolean => fs.existsSync(path.join(dir, "PG_VERSION"))
 
 /**
  * Opens PGlite persisted in `dataDir`, or in memory when `dataDir` is undefined.
- * An existing cluster in `dataDir` is opened as it is; a missing or empty one is created.
+ * An existing cluster in `dataDir` is opened as it is; otherwise one is created there (from the template).
  */
 export const openPglite = async (dataDir: string | undefined): Promise<PGlite> => {
-  if (dataDir !== undefined && !isFreshDir(dataDir)) return PGlite.create(dataDir, options)
-  // Unpacked into DATA_DIR, the cluster is closed and opened again as an existing one: the instance that
-  // unpacked it keeps the whole tarball (~40 MB) reachable for as long as it is open.
-  const open = async (blob: Blob) => {
+  if (dataDir !== undefined && hasCluster(dataDir)) return PGlite.create(dataDir, options)
+  const before = new Set(dataDir === undefined ? [] : entries(dataDir))
+  const open = async (fresh: boolean) => {
+    const file = cacheFile()
+    if (dataDir !== undefined && file !== undefined) {
+      if (fresh || !isCached(file)) await writeCache(file, await buildTemplate())
+      if (isCached(file)) {
+        unpackTemplate(file, dataDir)
+        return PGlite.create(dataDir, options)
+      }
+    }
+    const blob = await getTemplate(fresh)
     if (dataDir === undefined) return PGlite.create({ ...options, loadDataDir: blob })
+    // Without a cache file: unpacked by PGlite, then closed and opened again as an existing cluster, as the
+    // unpacking instance keeps the whole tarball reachable for as long as it is open.
     await (await PGlite.create(dataDir, { ...options, loadDataDir: blob })).close()
     return PGlite.create(dataDir, options)
   }
   try {
-    return await open(await getTemplate(false))
+    return await open(false)
   } catch {
     // A stale or damaged template (e.g. from another PGlite build): rebuild it once, from scratch.
     dropCache(cacheFile())
-    if (dataDir !== undefined && fs.existsSync(dataDir)) {
-      // it was empty before: clear what the failed unpack left, keep the directory (it may be a mount point)
-      for (const entry of fs.readdirSync(dataDir)) fs.rmSync(path.join(dataDir, entry), { recursive: true, force: true })
+    if (dataDir !== undefined) {
+      // clear what the failed unpack left, keep the directory (it may be a mount point) and what was there before
+      for (const entry of entries(dataDir)) if (!before.has(entry)) fs.rmSync(path.join(dataDir, entry), { recursive: true, force: true })
     }
-    return open(await getTemplate(true))
+    return open(true)
   }
 }
