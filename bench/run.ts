@@ -1,5 +1,5 @@
 // npm run bench [-- <names...>] [--long] [--reps N]   (--readme-only: regenerate bench/README.md from results)
-// Runs the benchmarks of issue 8 (then warmpool, issue 16, and the HA ones, issue 15: `ha` picks those three) in sequence; each prints a table, writes bench/results/<name>.json, and
+// Runs the benchmarks of issue 8 (then warmpool, issue 16, the HA ones, issue 15: `ha` picks those three, and footprint, issue 20) in sequence; each prints a table, writes bench/results/<name>.json, and
 // bench/README.md is regenerated from every results file. Only 127.0.0.1; everything stops by itself.
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
@@ -8,11 +8,12 @@ import { agentFootprint } from "./lib/b-agent.ts"
 import { controlPlaneScale, reconnectStorm, sessionStart } from "./lib/b-controlplane.ts"
 import { renderReadme } from "./lib/readme.ts"
 import { warmPoolStart } from "./lib/b-warmpool.ts"
+import { footprint } from "./lib/b-footprint.ts"
 import { haRelay, haRestart, haScale } from "./lib/b-ha.ts"
 import { stopStack } from "./lib/stack.ts"
 import { BENCH_DIR, type BenchResult, record } from "./lib/util.ts"
 
-const ALL = ["throughput", "latency", "isolation", "agent", "controlplane", "sessionstart", "reconnect", "warmpool", "ha-relay", "ha-scale", "ha-restart"] as const
+const ALL = ["throughput", "latency", "isolation", "agent", "controlplane", "sessionstart", "reconnect", "warmpool", "ha-relay", "ha-scale", "ha-restart", "footprint"] as const
 type Name = (typeof ALL)[number]
 
 const argv = process.argv.slice(2)
@@ -39,7 +40,7 @@ if (unknown.length > 0 || argv.includes("--help")) {
   process.exit(unknown.length > 0 ? 2 : 0)
 }
 // Run order: the benchmarks that share the tunnel test bed first, so it is built once.
-const RUN_ORDER: ReadonlyArray<Name> = ["throughput", "latency", "isolation", "agent", "sessionstart", "controlplane", "reconnect", "warmpool", "ha-relay", "ha-scale", "ha-restart"]
+const RUN_ORDER: ReadonlyArray<Name> = ["throughput", "latency", "isolation", "agent", "sessionstart", "controlplane", "reconnect", "warmpool", "ha-relay", "ha-scale", "ha-restart", "footprint"]
 const selected: ReadonlyArray<Name> = RUN_ORDER.filter((n) => named.length === 0 || named.includes(n))
 const command = `npm run bench${argv.length > 0 ? ` -- ${argv.join(" ")}` : ""}`
 const opts = { long, reps, command }
@@ -55,7 +56,8 @@ const runners: Record<Name, () => Promise<BenchResult>> = {
   warmpool: () => warmPoolStart(opts),
   "ha-relay": () => haRelay(opts),
   "ha-scale": () => haScale(opts),
-  "ha-restart": () => haRestart(opts)
+  "ha-restart": () => haRestart(opts),
+  footprint: () => footprint(opts)
 }
 // The shared tunnel test bed is only needed by these.
 const usesStack = new Set<Name>(["throughput", "latency", "isolation", "agent", "sessionstart"])

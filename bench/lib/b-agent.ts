@@ -3,27 +3,15 @@
 // then a soak of tunnel open/close churn comparing RSS at its start and end. The agent runs as it ships
 // (agent-launch.ts: the bundle with docker/agent/Dockerfile's node flags and ENV); RSS is split into what is
 // private to the process (anonymous memory) and what is the node binary's pages (file-backed, shared).
-import { readFileSync } from "node:fs"
 import { waitForPromise } from "@streamspace/testbed"
 import { agentLaunch } from "./agent-launch.ts"
 import { spawnWorker } from "./rpc.ts"
 import { getStack } from "./stack.ts"
 import { startAgent } from "./system.ts"
 import type { BenchResult } from "./util.ts"
-import { measureProc, median, round, sampleProc, sleep } from "./util.ts"
+import { measureProc, median, memorySplit, round, sampleProc, sleep } from "./util.ts"
 
 const MB = 1e6
-
-/** VmRSS split into anonymous and file-backed pages (RssAnon / RssFile in /proc/<pid>/status). */
-const memorySplit = (pid: number): { anonMiB: number; fileMiB: number } | undefined => {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, "utf8")
-    const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN)
-    return { anonMiB: round(kb("RssAnon") / 1024, 1), fileMiB: round(kb("RssFile") / 1024, 1) }
-  } catch {
-    return undefined
-  }
-}
 
 export const agentFootprint = async (o: { long: boolean; reps: number; command: string }): Promise<BenchResult> => {
   const s = await getStack()

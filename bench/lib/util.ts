@@ -118,6 +118,16 @@ export const sampleProc = (pid: number): ProcSample | undefined => {
     return undefined
   }
 }
+/** VmRSS split into anonymous and file-backed pages (RssAnon / RssFile in /proc/<pid>/status), and the peak (VmHWM). */
+export const memorySplit = (pid: number): { rssMiB: number; anonMiB: number; fileMiB: number; peakMiB: number } | undefined => {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8")
+    const mib = (key: string) => round(Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN) / 1024, 1)
+    return { rssMiB: mib("VmRSS"), anonMiB: mib("RssAnon"), fileMiB: mib("RssFile"), peakMiB: mib("VmHWM") }
+  } catch {
+    return undefined
+  }
+}
 /** The process's children, from /proc/<pid>/task/<tid>/children (empty once it is gone). */
 const childrenOf = (pid: number): Array<number> => {
   try {

@@ -1,7 +1,7 @@
 // Health: the liveness and readiness endpoints (`/health`, `/ready` on HEALTH_PORT, JSON shapes of the agent
 // guide) and Prometheus `/metrics` on METRICS_PORT when METRICS_ENABLED, every series present from the
 // start. Exposes the bound ports, so a test can ask for port 0.
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { formatDuration } from "@streamspace/protocol"
 import { Clock, Context, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"

@@ -1,6 +1,6 @@
 // The agent process: reads its configuration from the environment, runs Agent.layer until SIGTERM/SIGINT,
 // then shuts down gracefully. Only this file chooses the platform runtime.
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Exit, Layer, Option, Runtime } from "effect"
 import { Agent } from "./Agent.ts"
 

@@ -2,7 +2,7 @@
 // CommandDispatcher, Sessions, VncProxy, Auth, the HTTP API and the HTTP(S) server — so `main.ts`, the quick
 // start and end-to-end tests embed the same thing. The `ControlPlane` service it outputs says where it
 // listens and carries the DEV_MODE admin token.
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import type { AgentId } from "@streamspace/protocol"
 import { Context, Duration, Effect, Layer, Option } from "effect"
 import { HttpRouter, UrlParams } from "effect/http"

@@ -19,7 +19,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { secureDataDir, tightenFiles } from "./internal/dataDir.ts"
-import { startPgliteThread } from "./internal/pglite.ts"
+import { startPgliteThread } from "./internal/pgliteThread.ts"
 import { StoreError } from "./internal/store/error.ts"
 
 /** Where the store keeps its data. */

@@ -1,18 +1,12 @@
 // The control plane process: the whole ControlPlane layer on Node, settings from the environment. A bad
 // setting stops it at once with a message naming the variable; in DEV_MODE it prints a local admin token.
 import process from "node:process"
+import { relaunchWithRuntimeFlags } from "./relaunch.ts"
 
-// The embedded database (PGlite) is a large WebAssembly module. V8 keeps re-compiling its hot functions with
-// the optimising compiler on a background thread for many seconds after start, and a Node process cannot
-// exit while such a job runs: on SIGTERM everything was closed and flushed within ~0.3 s, yet the process
-// lived on 3-15 s more (a V8Worker thread busy, the main thread waiting). Baseline (Liftoff) code is fast
-// enough for the control plane's few queries, and the flag only works on the command line, so the process
-// replaces itself (same pid, same stdio) with one that has it — before anything else is loaded.
-if (!process.execArgv.includes("--liftoff-only") && typeof process.execve === "function") {
-  process.execve(process.execPath, [process.execPath, "--liftoff-only", ...process.execArgv, ...process.argv.slice(1)], process.env)
-}
+// Node flags and the allocator setting (relaunch.ts): the process replaces itself before anything else loads.
+relaunchWithRuntimeFlags()
 
-const { NodeRuntime } = await import("@effect/platform-node")
+const NodeRuntime = await import("@effect/platform-node/NodeRuntime")
 const { Cause, Effect, Exit, Layer, Runtime } = await import("effect")
 const { ControlPlane } = await import("./ControlPlane.ts")
 

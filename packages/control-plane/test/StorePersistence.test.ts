@@ -125,6 +125,22 @@ describe("Store persistence (PGlite in DATA_DIR)", () => {
       }).pipe(Effect.provide(withEnvAndSql({ DATA_DIR: dataDir })))
     }), 180_000)
 
+  it.live("a DATA_DIR with other files but no cluster (the quick start's own, a volume's lost+found) gets a new cluster beside them; 16MB shared buffers", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "streamspace-store-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      fs.mkdirSync(path.join(dir, "quickstart"), { mode: 0o700 })
+      fs.writeFileSync(path.join(dir, "quickstart", "jwt-secret"), "kept", { mode: 0o600 })
+      yield* Effect.gen(function*() {
+        yield* (yield* Store).users.insert({ id: "ada" as UserId, name: "Ada", role: "admin" })
+        const sql = yield* SqlClient
+        assert.strictEqual((yield* sql<{ shared_buffers: string }>`SHOW shared_buffers`)[0]!.shared_buffers, "16MB")
+      }).pipe(Effect.provide(withEnvAndSql({ DATA_DIR: dir })))
+      assert.isTrue(fs.existsSync(path.join(dir, "PG_VERSION")))
+      assert.strictEqual(fs.readFileSync(path.join(dir, "quickstart", "jwt-secret"), "utf8"), "kept")
+      assert.strictEqual((yield* Store.use((s) => s.users.get("ada")).pipe(Effect.provide(withEnv({ DATA_DIR: dir })))).name, "Ada")
+    }), 120_000)
+
   it.live("DATABASE_IN_MEMORY=true keeps nothing on disk and nothing across restarts", () =>
     Effect.gen(function*() {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "streamspace-store-"))

@@ -1,11 +1,13 @@
 // The quick start (`npm start`): the control plane, an agent and, without a kubeconfig, a simulated
 // demo cluster, in one process. Prints where the web UI is and how to log in; Ctrl-C stops the agent
 // gracefully, then the control plane, then the demo cluster (whose objects are kept in DATA_DIR).
-import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Effect, Exit, Layer, Option, Runtime } from "effect"
+import { relaunchWithRuntimeFlags } from "@streamspace/control-plane/relaunch"
 import { existsSync } from "node:fs"
 import { parseArgs } from "node:util"
-import { LocalStack } from "./LocalStack.ts"
+import type { LocalStack as LocalStackService } from "./LocalStack.ts"
+
+// The control plane's node flags and allocator setting, as its image runs it: the process replaces itself first.
+relaunchWithRuntimeFlags()
 
 const usage = `usage: npm start [-- options]
 
@@ -48,7 +50,7 @@ const port = /^\d+$/.test(portText) && Number(portText) <= 65535 ? Number(portTe
 const kubeconfig = values.kubeconfig ?? (process.env["KUBECONFIG"] || undefined)
 const dataDir = values["data-dir"] ?? process.env["DATA_DIR"] ?? "./data"
 
-const banner = (q: LocalStack["Service"]) => {
+const banner = (q: LocalStackService["Service"]) => {
   const lines = [
     "",
     "  StreamSpace is running (quick start).",
@@ -75,6 +77,10 @@ const banner = (q: LocalStack["Service"]) => {
   ]
   return lines.join("\n") + "\n"
 }
+
+const NodeRuntime = await import("@effect/platform-node/NodeRuntime")
+const { Cause, Effect, Exit, Layer, Option, Runtime } = await import("effect")
+const { LocalStack } = await import("./LocalStack.ts")
 
 const program = Effect.gen(function*() {
   const q = yield* LocalStack

@@ -3,15 +3,20 @@
 // A fresh PGlite cluster runs initdb inside WebAssembly: 7-10 s of CPU, and over 30 s on a busy
 // machine. A fresh cluster is the same bytes every time, so the first one is dumped to a tarball
 // and every later fresh database (in memory or in an empty DATA_DIR) is unpacked from it in
-// about 1 s. The tarball is kept in memory for the process and on disk in a private per-user
-// directory under the OS temp dir, keyed by the PGlite version. A bad or foreign cache file is
-// ignored and rebuilt, never trusted blindly.
+// about 1 s. The tarball (~40 MB) is kept on disk in a private per-user directory under the OS
+// temp dir, keyed by the PGlite version, and read for each fresh database, not kept in memory
+// (each database opens in its own worker thread, which would hold it for as long as it runs).
+// A bad or foreign cache file is ignored and rebuilt, never trusted blindly.
+//
+// PostgreSQL's shared buffers are WebAssembly memory that PGlite's PostgreSQL fills at start:
+// its default 128MB was most of the control plane's idle RSS. The control plane's embedded
+// database is small (one replica; a large install uses DATABASE_URL) and its files stay in the
+// OS page cache, so PGlite runs with SHARED_BUFFERS.
 import { PGlite } from "@electric-sql/pglite"
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Worker } from "node:worker_threads"
 
 const pgliteVersion = (): string => {
   try {
@@ -52,14 +57,64 @@ const cacheFile = (): string | undefined => {
   return dir === undefined ? undefined : path.join(dir, `template-${version}.tar`)
 }
 
-const readCache = (file: string | undefined): Blob | undefined => {
-  if (file === undefined) return undefined
+/** Whether `file` is a cache file this user wrote (a regular file it owns). */
+const isCached = (file: string | undefined): file is string => {
+  if (file === undefined) return false
   try {
     const st = fs.lstatSync(file)
-    if (!st.isFile() || st.uid !== process.getuid?.()) return undefined
+    return st.isFile() && st.uid === process.getuid?.()
+  } catch {
+    return false
+  }
+}
+
+const readCache = (file: string | undefined): Blob | undefined => {
+  if (!isCached(file)) return undefined
+  try {
     return new Blob([fs.readFileSync(file)])
   } catch {
     return undefined
+  }
+}
+
+/**
+ * Unpacks the template tarball into `dir` a block at a time: only directories and regular files, as PGlite's
+ * dumpDataDir("none") writes them, files 0600 and directories 0700. (PGlite's own `loadDataDir` reads the whole
+ * tarball into memory, and the instance keeps it reachable for as long as it is open.)
+ */
+const unpackTemplate = (file: string, dir: string): void => {
+  const fd = fs.openSync(file, "r")
+  try {
+    const header = Buffer.alloc(512)
+    const chunk = Buffer.alloc(1 << 20)
+    for (let at = 0;;) {
+      if (fs.readSync(fd, header, 0, 512, at) < 512 || header.every((b) => b === 0)) return
+      const field = (from: number, length: number) => header.toString("latin1", from, from + length).replace(/\0.*$/s, "")
+      const prefix = field(257, 6) === "ustar" ? field(345, 155) : ""
+      const name = path.posix.normalize(`/${prefix === "" ? "" : `${prefix}/`}${field(0, 100)}`)
+      const target = path.join(dir, name) // normalized from "/": it stays under dir
+      const size = parseInt(field(124, 12).trim() || "0", 8)
+      const type = field(156, 1)
+      at += 512
+      if (type === "5") fs.mkdirSync(target, { recursive: true, mode: 0o700 })
+      else if (type === "0" || type === "") {
+        fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o700 })
+        const out = fs.openSync(target, "w", 0o600)
+        try {
+          for (let done = 0; done < size;) {
+            const n = fs.readSync(fd, chunk, 0, Math.min(chunk.length, size - done), at + done)
+            if (n === 0) throw new Error(`${file}: truncated at ${name}`)
+            fs.writeSync(out, chunk, 0, n)
+            done += n
+          }
+        } finally {
+          fs.closeSync(out)
+        }
+      } else throw new Error(`${file}: unexpected entry type ${JSON.stringify(type)} (${name})`)
+      at += Math.ceil(size / 512) * 512
+    }
+  } finally {
+    fs.closeSync(fd)
   }
 }
 
@@ -78,8 +133,12 @@ const dropCache = (file: string | undefined): void => {
   if (file !== undefined) fs.rmSync(file, { force: true })
 }
 
+/** PostgreSQL's buffer cache in the embedded database (see the header). */
+export const SHARED_BUFFERS = "16MB"
+const options = { startParams: [...PGlite.defaultStartParams, "-c", `shared_buffers=${SHARED_BUFFERS}`] }
+
 const buildTemplate = async (): Promise<Blob> => {
-  const db = await PGlite.create()
+  const db = await PGlite.create(options)
   try {
     return await db.dumpDataDir("none")
   } finally {
@@ -87,91 +146,56 @@ const buildTemplate = async (): Promise<Blob> => {
   }
 }
 
-let template: Promise<Blob> | undefined
-
-/** The fresh-cluster tarball: from memory, else from the disk cache, else built (and cached). */
-const getTemplate = (fresh: boolean): Promise<Blob> => {
-  if (template === undefined || fresh) {
-    const file = cacheFile()
-    const cached = fresh ? undefined : readCache(file)
-    template = cached !== undefined
-      ? Promise.resolve(cached)
-      : buildTemplate().then(async (blob) => {
-        await writeCache(file, blob)
-        return blob
-      })
-    // a failed build must not poison later attempts
-    template.catch(() => {
-      template = undefined
-    })
-  }
-  return template
+/** The fresh-cluster tarball: from the disk cache unless `fresh`, else built (and cached). */
+const getTemplate = async (fresh: boolean): Promise<Blob> => {
+  const file = cacheFile()
+  const cached = fresh ? undefined : readCache(file)
+  if (cached !== undefined) return cached
+  const blob = await buildTemplate()
+  await writeCache(file, blob)
+  return blob
 }
 
-const isFreshDir = (dir: string): boolean => !fs.existsSync(dir) || fs.readdirSync(dir).length === 0
+/** What is in `dir` (nothing when it is missing). */
+const entries = (dir: string): ReadonlyArray<string> => (fs.existsSync(dir) ? fs.readdirSync(dir) : [])
+/**
+ * A directory holds a cluster once it has PG_VERSION. Other entries are not one: the quick start keeps its own
+ * files in DATA_DIR before the database opens, and a fresh volume may hold `lost+found`.
+ */
+const hasCluster = (dir: string): boolean => fs.existsSync(path.join(dir, "PG_VERSION"))
 
 /**
  * Opens PGlite persisted in `dataDir`, or in memory when `dataDir` is undefined.
- * An existing cluster in `dataDir` is opened as it is; a missing or empty one is created.
+ * An existing cluster in `dataDir` is opened as it is; otherwise one is created there (from the template).
  */
 export const openPglite = async (dataDir: string | undefined): Promise<PGlite> => {
-  if (dataDir !== undefined && !isFreshDir(dataDir)) return PGlite.create(dataDir)
-  const open = (blob: Blob) =>
-    dataDir === undefined ? PGlite.create({ loadDataDir: blob }) : PGlite.create(dataDir, { loadDataDir: blob })
+  if (dataDir !== undefined && hasCluster(dataDir)) return PGlite.create(dataDir, options)
+  const before = new Set(dataDir === undefined ? [] : entries(dataDir))
+  const open = async (fresh: boolean) => {
+    const file = cacheFile()
+    if (dataDir !== undefined && file !== undefined) {
+      if (fresh || !isCached(file)) await writeCache(file, await buildTemplate())
+      if (isCached(file)) {
+        unpackTemplate(file, dataDir)
+        return PGlite.create(dataDir, options)
+      }
+    }
+    const blob = await getTemplate(fresh)
+    if (dataDir === undefined) return PGlite.create({ ...options, loadDataDir: blob })
+    // Without a cache file: unpacked by PGlite, then closed and opened again as an existing cluster, as the
+    // unpacking instance keeps the whole tarball reachable for as long as it is open.
+    await (await PGlite.create(dataDir, { ...options, loadDataDir: blob })).close()
+    return PGlite.create(dataDir, options)
+  }
   try {
-    return await open(await getTemplate(false))
+    return await open(false)
   } catch {
     // A stale or damaged template (e.g. from another PGlite build): rebuild it once, from scratch.
     dropCache(cacheFile())
-    if (dataDir !== undefined && fs.existsSync(dataDir)) {
-      // it was empty before: clear what the failed unpack left, keep the directory (it may be a mount point)
-      for (const entry of fs.readdirSync(dataDir)) fs.rmSync(path.join(dataDir, entry), { recursive: true, force: true })
+    if (dataDir !== undefined) {
+      // clear what the failed unpack left, keep the directory (it may be a mount point) and what was there before
+      for (const entry of entries(dataDir)) if (!before.has(entry)) fs.rmSync(path.join(dataDir, entry), { recursive: true, force: true })
     }
-    return open(await getTemplate(true))
+    return open(true)
   }
 }
-
-/** An embedded PGlite served by pglite-socket on `socketPath`, in its own worker thread. */
-export interface PgliteThread {
-  readonly socketPath: string
-  /** Stops the server and closes PGlite (flushing DATA_DIR), then ends the thread. */
-  readonly close: () => Promise<void>
-}
-
-/**
- * Opens PGlite (as `openPglite` does) in a worker thread (internal/pgliteWorker.ts) and serves it on the unix
- * socket `socketPath`. Resolves once the socket accepts connections.
- */
-export const startPgliteThread = (dataDir: string | undefined, socketPath: string): Promise<PgliteThread> =>
-  new Promise((resolve, reject) => {
-    const worker = new Worker(new URL(import.meta.url.endsWith(".ts") ? "./pgliteWorker.ts" : "./pgliteWorker.js", import.meta.url), { workerData: { dataDir, socketPath } })
-    let started = false
-    let onClosed: ((errors: ReadonlyArray<string>) => void) | undefined
-    const fail = (e: Error) => {
-      if (started) return
-      started = true
-      reject(e)
-      void worker.terminate()
-    }
-    worker.on("message", (m: { readonly type: string; readonly message?: string; readonly errors?: ReadonlyArray<string> }) => {
-      if (m.type === "ready" && !started) {
-        started = true
-        resolve({ socketPath, close })
-      } else if (m.type === "error") fail(new Error(m.message))
-      else if (m.type === "closed") onClosed?.(m.errors ?? [])
-    })
-    worker.on("error", (e: unknown) => fail(e instanceof Error ? e : new Error(String(e))))
-    worker.on("exit", (code) => {
-      fail(new Error(`the PGlite thread exited with code ${code} before it was ready`))
-      onClosed?.([`the PGlite thread exited with code ${code} while closing`])
-    })
-    let closing: Promise<void> | undefined
-    const close = () =>
-      closing ??= new Promise<void>((done, failed) => {
-        onClosed = (errors) => {
-          onClosed = undefined
-          void worker.terminate().finally(() => (errors.length === 0 ? done() : failed(new Error(errors.join("; ")))))
-        }
-        worker.postMessage({ type: "close" })
-      })
-  })

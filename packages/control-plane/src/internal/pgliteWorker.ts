@@ -1,5 +1,5 @@
 // The embedded PGlite and its pglite-socket server, run in a worker thread (started by `startPgliteThread` in
-// pglite.ts). PGlite is PostgreSQL compiled to WebAssembly: every query runs synchronously on the thread that
+// pgliteThread.ts). PGlite is PostgreSQL compiled to WebAssembly: every query runs synchronously on the thread that
 // owns it. In a worker, that CPU time (and the database's file writes) no longer stops the control plane's
 // event loop, which relays VNC bytes, answers the API and reads heartbeats; the two run on two cores.
 //
