@@ -24,6 +24,19 @@ const pool = async <T, R>(items: ReadonlyArray<T>, n: number, f: (t: T, i: numbe
   return out
 }
 
+/** Every agent the control plane lists, page after page (the list is paginated: 100 a page unless asked for more). */
+export const listAgents = async (cp: ApiTarget): Promise<Array<any>> => {
+  const all: Array<any> = []
+  let cursor: string | null = null
+  do {
+    const r = await cp.api("GET", `/api/v1/agents?limit=500${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`)
+    if (r.status !== 200) throw new Error(`GET /api/v1/agents: ${r.status} ${JSON.stringify(r.json)}`)
+    all.push(...(r.json.agents as Array<any>))
+    cursor = r.json.next_cursor ?? null
+  } while (cursor !== null)
+  return all
+}
+
 /** Starts `count` simulated agents over `workers` processes, enrols them (approve via the API) and waits until all are connected. */
 export const enrolSimAgents = async (cp: ApiTarget, count: number, prefix: string, nWorkers: number, budgetMs = 300_000) => {
   const workers: Array<Worker> = []
@@ -43,8 +56,7 @@ export const enrolSimAgents = async (cp: ApiTarget, count: number, prefix: strin
   const approved = new Set<string>()
   const deadline = Date.now() + budgetMs
   while (Date.now() < deadline) {
-    const list = await cp.api("GET", "/api/v1/agents")
-    const pending = (list.json.agents as Array<any>).filter((a) => a.enrollment === "pending" && a.connected && !approved.has(a.id)).map((a) => a.id as string)
+    const pending = (await listAgents(cp)).filter((a) => a.enrollment === "pending" && a.connected && !approved.has(a.id)).map((a) => a.id as string)
     await pool(pending, 32, async (id) => {
       const r = await cp.api("POST", `/api/v1/agents/${id}/approve`)
       if (r.status === 200) approved.add(id)
@@ -62,7 +74,8 @@ export const enrolSimAgents = async (cp: ApiTarget, count: number, prefix: strin
 // ================================================================================================
 export const controlPlaneScale = async (o: O): Promise<BenchResult> => {
   const agentsN = 1000
-  const sessionsN = 10_000
+  // BENCH_CP_SESSIONS: fewer sessions (the burst's 1,000 included) for quicker runs while iterating; recorded runs use 10,000.
+  const sessionsN = Number(process.env.BENCH_CP_SESSIONS ?? 10_000)
   const burstN = 1000
   // The default run bounds the time spent creating sessions; --long waits for all 10,000.
   const fillBudgetMs = o.long ? 1_800_000 : 120_000
