@@ -18,7 +18,7 @@ import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig, type ControlPlaneConfigShape, DEFAULT_SESSION_RESOURCE_BOUNDS, DEFAULT_USER_LIMITS } from "./ControlPlaneConfig.ts"
 import { announcing, followOtherReplicas, makeActivitySharing, policyLeadership } from "./internal/sessions/coherence.ts"
-import { applyStatus, type Book, ended, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve, userActor } from "./internal/sessions/book.ts"
+import { applyStatus, type Book, ended, fromRepo, liveCount, makeBook, put, reserve, SessionsError, transition, unreserve, userActor } from "./internal/sessions/book.ts"
 import { hibernate, resume } from "./internal/sessions/hibernation.ts"
 import {
   DEFAULT_POLICY,
@@ -185,14 +185,6 @@ const rulesFromConfig = Effect.map(Effect.serviceOption(ControlPlaneConfig), Opt
 
 const refused = (r: LimitRefusal) =>
   new SessionsError({ reason: "LimitExceeded", message: r.message, limit: r.limit, ...(r.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: r.retryAfterSeconds }) })
-
-/** Live sessions of one user, placed or written. */
-const liveCount = (book: Book, userId: string) => {
-  let n = 0
-  for (const s of book.sessions.values()) if (s.userId === userId && !ended(s.state)) n++
-  for (const s of book.reserved.values()) if (s.userId === userId) n++
-  return n
-}
 
 /** How often the lifecycle policy looks at the running sessions, unless SESSION_POLICY_INTERVAL says otherwise. */
 export const POLICY_TICK = Duration.seconds(1)
