@@ -11,7 +11,7 @@
 // warm pools, sent to the agents).
 import type { AgentId, SessionId, SessionSpec, SessionStatus, TemplateName } from "@streamspace/protocol"
 import { MAX_WARM_POOL, parseDuration, parseQuantity, Port, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
-import { Clock, Context, Duration, Effect, FiberSet, Layer, Option, Result, Schedule, Schema, Stream } from "effect"
+import { Array as Arr, Clock, Context, Duration, Effect, FiberSet, Layer, Option, Result, Schedule, Schema, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
@@ -32,6 +32,7 @@ import {
   type PolicyDefaults,
   resolvePolicy
 } from "./internal/sessions/policy.ts"
+import { GROUP_COMMIT_MAX, makeGroupCommit } from "./internal/groupCommit.ts"
 import { follow, followOpenCommands, reconcile } from "./internal/sessions/lifecycle.ts"
 import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./internal/sessions/repo.ts"
 import { pushWarmPools } from "./internal/sessions/warmPools.ts"
@@ -204,6 +205,13 @@ export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules:
     onSome: (c) => ({ idleTimeout: c.sessionIdleTimeout, maxLifetime: c.sessionMaxLifetime, idleAction: c.sessionIdleAction, warnBefore: c.sessionWarnBefore })
   })
   const createRate = makeCreateRate(rules.userLimits.createsPerMinute)
+  // Creates written while others are being written go together, in one statement (group commit). A session
+  // charged to a team is written alone, in the transaction that checks the team's quota in the database.
+  const insertUncharged = yield* makeGroupCommit({
+    one: ({ actor, record }: { readonly record: SessionRecord; readonly actor: Actor }) => repo.insertSession(record, actor),
+    many: (records) => Effect.as(repo.insertSessions(records), Arr.map(records, () => undefined)),
+    max: GROUP_COMMIT_MAX
+  })
   const teams = yield* Effect.serviceOption(Teams)
 
   const create = Effect.fn("Sessions.create")(function*(user: User, request: CreateSessionRequest) {
@@ -256,7 +264,7 @@ export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules:
       reserve(book, record)
       return record
     }))
-    yield* repo.insertSession(record, userActor(user.id)).pipe(
+    yield* (record.team === undefined ? insertUncharged({ record, actor: userActor(user.id) }) : repo.insertSession(record, userActor(user.id))).pipe(
       Effect.mapError(fromRepo),
       Effect.onExit((exit) => Effect.sync(() => (exit._tag === "Success" ? put(book, record) : unreserve(book, record))))
     )

@@ -360,6 +360,35 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.strictEqual(yield* reasonOf(store.sessions.history("missing")), "NotFound")
     }))
 
+  it.effect("sessions and commands: insertMany writes several in one statement, each as insert does, or none of them", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const [a, b] = [newSession(f), { ...newSession(f), region: undefined }]
+      const written = yield* store.sessions.insertMany([{ session: a, actor: `user:${f.user.id}` }, { session: b }])
+      assert.deepStrictEqual(written.map((s) => [s.id, s.state, s.region]), [[a.id, "pending", "eu"], [b.id, "pending", undefined]])
+      for (const s of written) assert.deepStrictEqual(yield* store.sessions.get(s.id), s)
+      assert.deepStrictEqual((yield* store.sessions.history(a.id)).map((h) => [h.state, h.actor]), [["pending", `user:${f.user.id}`]])
+      assert.deepStrictEqual((yield* store.sessions.history(b.id)).map((h) => [h.state, h.actor]), [["pending", undefined]])
+      // One bad row (an unknown agent) fails the statement: nothing of it is stored.
+      const [c, bad] = [newSession(f), { ...newSession(f), agentId: "no-such-agent" as AgentId }]
+      yield* Effect.flip(store.sessions.insertMany([{ session: c }, { session: bad }]))
+      assert.strictEqual(yield* reasonOf(store.sessions.get(c.id)), "NotFound")
+
+      const deadline = new Date(Date.now() + 60_000)
+      const cs = [
+        { agentId: f.agent.id, sessionId: a.id, command: command("create_session", deadline, { sessionId: a.id }) },
+        { agentId: f.agent.id, command: command("list_sessions", deadline) }
+      ] as const
+      const commands = yield* store.commands.insertMany(cs)
+      assert.deepStrictEqual(commands.map((c) => [c.id, c.state, c.attempts, c.sessionId]), [[cs[0].command.command_id, "pending", 0, a.id], [cs[1].command.command_id, "pending", 0, undefined]])
+      for (const c of commands) assert.deepStrictEqual(yield* store.commands.get(c.id), c)
+      assert.strictEqual((yield* store.sessions.get(a.id)).createCommandId, cs[0].command.command_id)
+      const lone = { agentId: f.agent.id, command: command("list_sessions", deadline) }
+      yield* Effect.flip(store.commands.insertMany([lone, { agentId: "ghost" as AgentId, command: command("list_sessions", deadline) }]))
+      assert.strictEqual(yield* reasonOf(store.commands.get(lone.command.command_id)), "NotFound")
+    }))
+
   it.effect("sessions: transitions only move forward and append history in order", () =>
     Effect.gen(function*() {
       const f = yield* fixture

@@ -3,7 +3,8 @@
 // pending -> sent -> ack -> completed | failed (steps may be skipped; completed and failed are final), guarded
 // in the UPDATE, so a late or duplicate report never moves a command backwards and two writers cannot both win.
 import type { AgentId, Command, CommandError, CommandId, CommandResult, CommandState, SessionId } from "@streamspace/protocol"
-import { Effect } from "effect"
+import { Array as Arr, Effect } from "effect"
+import type { NonEmptyReadonlyArray } from "effect/Array"
 import { date, dateOrUndefined, type Db, type Row, type Transition } from "./db.ts"
 import type { StoreError } from "./error.ts"
 
@@ -38,6 +39,8 @@ export interface NewCommand {
 export interface CommandsTable {
   /** Inserts in state `pending`, attempts 0. NotFound if the agent or session does not exist; Conflict if the id exists. */
   readonly insert: (command: NewCommand) => Effect.Effect<CommandRecord, StoreError>
+  /** Inserts several, each as `insert` does, in one statement (group commit): all or none. */
+  readonly insertMany: (commands: NonEmptyReadonlyArray<NewCommand>) => Effect.Effect<ReadonlyArray<CommandRecord>, StoreError>
   readonly get: (id: string) => Effect.Effect<CommandRecord, StoreError>
   /** pending, sent and ack commands (of one agent, or all), oldest first: what to redeliver or time out after a restart. */
   readonly listUnfinished: (agentId?: string) => Effect.Effect<ReadonlyArray<CommandRecord>, StoreError>
@@ -95,6 +98,21 @@ export const makeCommands = ({ json, jsonOrNull, mustExist, now, one, q, refsChe
   const moved = (id: string, rows: ReadonlyArray<Row>) =>
     rows.length === 0 ? Effect.map(get(id), (row) => ({ changed: false, row })) : Effect.succeed({ changed: true, row: toCommand(rows[0]!) })
 
+  const commandRow = (c: NewCommand, at: Date) => ({
+    id: c.command.command_id,
+    agent_id: c.agentId,
+    session_id: c.sessionId ?? null,
+    action: c.command.action,
+    payload: json(c.command.args),
+    traceparent: c.command.traceparent ?? null,
+    state: "pending",
+    result: null,
+    error: null,
+    attempts: 0,
+    deadline_at: new Date(c.command.deadline),
+    created_at: at
+  })
+
   return {
     insert: Effect.fn("Store.commands.insert")(function*(c: NewCommand) {
       const at = yield* now
@@ -103,28 +121,19 @@ export const makeCommands = ({ json, jsonOrNull, mustExist, now, one, q, refsChe
       const rows = yield* refsChecked(
         "command",
         id,
-        sql<Row>`INSERT INTO commands ${
-          sql.insert({
-            id,
-            agent_id: c.agentId,
-            session_id: sessionId,
-            action: c.command.action,
-            payload: json(c.command.args),
-            traceparent: c.command.traceparent ?? null,
-            state: "pending",
-            result: null,
-            error: null,
-            attempts: 0,
-            deadline_at: new Date(c.command.deadline),
-            created_at: at
-          })
-        } RETURNING *`,
+        sql<Row>`INSERT INTO commands ${sql.insert(commandRow(c, at))} RETURNING *`,
         Effect.gen(function*() {
           yield* mustExist("agent", c.agentId, "agents", "id")
           if (sessionId !== null) yield* mustExist("session", sessionId, "sessions", "id")
         })
       )
       return toCommand(rows[0]!)
+    }),
+    insertMany: Effect.fn("Store.commands.insertMany")(function*(cs: NonEmptyReadonlyArray<NewCommand>) {
+      const at = yield* now
+      const rows = yield* q("command", cs[0].command.command_id, sql<Row>`INSERT INTO commands ${sql.insert(Arr.map(cs, (c) => commandRow(c, at)))} RETURNING *`)
+      const byId = new Map(rows.map((r) => [r.id as string, toCommand(r)]))
+      return cs.map((c) => byId.get(c.command.command_id)!)
     }),
     get: Effect.fn("Store.commands.get")(function*(id: string) {
       return yield* get(id)
