@@ -17,6 +17,7 @@ import { randomBytes } from "node:crypto"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { AuthError } from "./internal/auth/error.ts"
 import { makeVerifiedTokens } from "./internal/auth/verifiedTokens.ts"
+import { GROUP_COMMIT_MAX, makeGroupCommit } from "./internal/groupCommit.ts"
 import { LOGIN_COOKIE, makeLoginSessions, type RequestInfo } from "./internal/auth/loginSessions.ts"
 import { Store } from "./Store.ts"
 
@@ -144,9 +145,15 @@ export const make = Effect.gen(function*() {
   // The Store is absent only where a test builds Auth alone; the control plane always has it.
   const store = Option.getOrUndefined(yield* Effect.serviceOption(Store))
   const disabled = new AuthError({ reason: "Forbidden", message: "this user is disabled; ask an administrator" })
+  // Checked on every request: requests checked while a check is in flight are checked together, in one lookup.
+  const isDisabled = store === undefined ? undefined : yield* makeGroupCommit({
+    one: store.users.isDisabled,
+    many: (ids) => Effect.map(store.users.disabledAmong(ids), (off) => ids.map((id) => off.has(id))),
+    max: GROUP_COMMIT_MAX
+  })
   const checkEnabled = Effect.fn("Auth.checkEnabled")(function*(user: User) {
-    if (store === undefined) return
-    const off = yield* store.users.isDisabled(user.id).pipe(
+    if (isDisabled === undefined) return
+    const off = yield* isDisabled(user.id).pipe(
       Effect.mapError(() => new AuthError({ reason: "Misconfigured", message: "the user directory is unavailable" }))
     )
     if (off) return yield* disabled

@@ -152,6 +152,22 @@ const visible = (user: User, s: SessionRecord | undefined): s is SessionRecord =
 /** A template as stored now (read each time: an admin may change it, on any replica). */
 const findTemplate = (book: Book, name: TemplateName) => book.repo.getTemplate(name).pipe(Effect.mapError(fromRepo))
 
+/**
+ * `findTemplate` for creates: those made while a read is in flight share the next read of each name (a burst of
+ * creates from one template reads it once per batch, never a version older than the create).
+ */
+const groupedTemplateReads = (book: Book) =>
+  makeGroupCommit({
+    one: (name: TemplateName) => findTemplate(book, name),
+    many: (names) =>
+      Effect.gen(function*() {
+        const read = new Map<TemplateName, TemplateRecord | undefined>()
+        for (const name of names) if (!read.has(name)) read.set(name, yield* findTemplate(book, name))
+        return names.map((name) => read.get(name))
+      }),
+    max: GROUP_COMMIT_MAX
+  })
+
 /** Writes the user row when it is new or its role changed (sessions refer to it). */
 const ensureUser = (book: Book, user: User) =>
   book.usersWritten.get(user.id) === user.role
@@ -205,6 +221,7 @@ export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules:
     onSome: (c) => ({ idleTimeout: c.sessionIdleTimeout, maxLifetime: c.sessionMaxLifetime, idleAction: c.sessionIdleAction, warnBefore: c.sessionWarnBefore })
   })
   const createRate = makeCreateRate(rules.userLimits.createsPerMinute)
+  const templateForCreate = yield* groupedTemplateReads(book)
   // Creates written while others are being written go together, in one statement (group commit). A session
   // charged to a team is written alone, in the transaction that checks the team's quota in the database.
   const insertUncharged = yield* makeGroupCommit({
@@ -221,7 +238,7 @@ export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules:
       if (rate !== undefined) return yield* refused(rate)
     }
     yield* ensureUser(book, user)
-    const template = yield* findTemplate(book, request.template)
+    const template = yield* templateForCreate(request.template)
     if (template === undefined) {
       return yield* new SessionsError({ reason: "TemplateNotFound", field: "template", message: `template: no template named "${request.template}"` })
     }
