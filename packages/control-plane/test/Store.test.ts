@@ -384,6 +384,15 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.deepStrictEqual(commands.map((c) => [c.id, c.state, c.attempts, c.sessionId]), [[cs[0].command.command_id, "pending", 0, a.id], [cs[1].command.command_id, "pending", 0, undefined]])
       for (const c of commands) assert.deepStrictEqual(yield* store.commands.get(c.id), c)
       assert.strictEqual((yield* store.sessions.get(a.id)).createCommandId, cs[0].command.command_id)
+      // Moved together, each guarded as transition is: the second time nothing moves.
+      const ids = [commands[0]!.id, commands[1]!.id] as const
+      const sent = yield* store.commands.transitionMany(ids, "sent")
+      assert.deepStrictEqual(sent.map((t) => [t.changed, t.row.state, t.row.attempts, t.row.sentAt !== undefined]), [[true, "sent", 1, true], [true, "sent", 1, true]])
+      assert.deepStrictEqual(yield* store.commands.get(ids[0]), sent[0]!.row)
+      yield* store.commands.transition(ids[1], "completed", { result: { action: "list_sessions", sessions: [] } })
+      const again = yield* store.commands.transitionMany(ids, "ack")
+      assert.deepStrictEqual(again.map((t) => [t.changed, t.row.state]), [[true, "ack"], [false, "completed"]])
+      assert.deepStrictEqual((yield* store.commands.transitionMany(ids, "sent")).map((t) => [t.changed, t.row.state, t.row.attempts]), [[false, "ack", 1], [false, "completed", 1]])
       const lone = { agentId: f.agent.id, command: command("list_sessions", deadline) }
       yield* Effect.flip(store.commands.insertMany([lone, { agentId: "ghost" as AgentId, command: command("list_sessions", deadline) }]))
       assert.strictEqual(yield* reasonOf(store.commands.get(lone.command.command_id)), "NotFound")

@@ -56,6 +56,8 @@ export interface CommandsTable {
     to: Exclude<CommandState, "pending">,
     outcome?: { readonly result?: CommandResult | undefined; readonly error?: CommandError | undefined }
   ) => Effect.Effect<Transition<CommandRecord>, StoreError>
+  /** `transition` of several commands to `sent` or `ack` in one statement (group commit), in the order of `ids`. */
+  readonly transitionMany: (ids: NonEmptyReadonlyArray<string>, to: "sent" | "ack") => Effect.Effect<ReadonlyArray<Transition<CommandRecord>>, StoreError>
   /** Records a redelivery of a `sent` or `ack` command: attempts + 1 and `sentAt` = now, state unchanged. */
   readonly resend: (id: string) => Effect.Effect<Transition<CommandRecord>, StoreError>
 }
@@ -164,6 +166,16 @@ export const makeCommands = ({ json, jsonOrNull, mustExist, now, one, q, refsChe
         : sql`failed_at = ${at}, error = ${jsonOrNull(outcome?.error)}`
       const rows = yield* q("command", id, sql<Row>`UPDATE commands SET state = ${to}, ${set} WHERE id = ${id} AND state IN ${sql.in(commandFrom[to])} RETURNING *`)
       return yield* moved(id, rows)
+    }),
+    transitionMany: Effect.fn("Store.commands.transitionMany")(function*(ids: NonEmptyReadonlyArray<string>, to: "sent" | "ack") {
+      const at = yield* now
+      const set = to === "sent" ? sql`sent_at = ${at}, attempts = attempts + 1` : sql`acked_at = ${at}`
+      const rows = yield* q("command", ids[0], sql<Row>`UPDATE commands SET state = ${to}, ${set} WHERE id IN ${sql.in(ids)} AND state IN ${sql.in(commandFrom[to])} RETURNING *`)
+      const movedRows = new Map(rows.map((r) => [r.id as string, toCommand(r)]))
+      return yield* Effect.forEach(ids, (id) => {
+        const row = movedRows.get(id)
+        return row === undefined ? moved(id, []) : Effect.succeed({ changed: true, row })
+      })
     }),
     resend: Effect.fn("Store.commands.resend")(function*(id: string) {
       const at = yield* now
