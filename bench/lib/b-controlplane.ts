@@ -3,7 +3,7 @@
 import { waitForPromise } from "@streamspace/testbed"
 import { spawnWorker, type Worker } from "./rpc.ts"
 import { getStack } from "./stack.ts"
-import { type ApiTarget, type ControlPlane, BOOTSTRAP_TOKEN, ensureTemplate, freePort, signJwt, startAgent, startControlPlane, tmp } from "./system.ts"
+import { type ApiTarget, BOOTSTRAP_TOKEN, ensureTemplate, freePort, signJwt, startAgent, startControlPlane, tmp } from "./system.ts"
 import type { BenchResult } from "./util.ts"
 import { measureProc, median, now, percentile, round, sampleProc, sleep } from "./util.ts"
 
