@@ -82,9 +82,10 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
   it.effect("audit_log: appends events with their actor and pages them newest first by cursor", () =>
     Effect.gen(function*() {
       const store = yield* Store
-      for (const id of ["a", "b", "c"]) {
-        yield* store.audit.insert({ actor: "root", actorRole: "admin", action: "agent.approve", targetType: "agent", targetId: id, details: { n: id } })
-      }
+      const event = (id: string) => ({ actor: "root", actorRole: "admin", action: "agent.approve", targetType: "agent", targetId: id, details: { n: id } })
+      yield* store.audit.insert(event("a"))
+      // Several at once (group commit) are appended in their order.
+      assert.deepStrictEqual((yield* store.audit.insertMany([event("b"), event("c")])).map((e) => e.targetId), ["b", "c"])
       const first = yield* store.audit.page({ limit: 2 })
       assert.deepStrictEqual(first.events.map((e) => [e.targetId, e.actor, e.details]), [["c", "root", { n: "c" }], ["b", "root", { n: "b" }]])
       assert.isDefined(first.nextCursor)
