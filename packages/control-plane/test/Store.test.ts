@@ -391,6 +391,18 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.deepStrictEqual(sent.map((t) => [t.changed, t.row.state, t.row.attempts, t.row.sentAt !== undefined]), [[true, "sent", 1, true], [true, "sent", 1, true]])
       assert.deepStrictEqual(yield* store.commands.get(ids[0]), sent[0]!.row)
       yield* store.commands.transition(ids[1], "completed", { result: { action: "list_sessions", sessions: [] } })
+      // Completions together, each with its own result, guarded the same way.
+      const [x, y] = yield* store.commands.insertMany([
+        { agentId: f.agent.id, command: command("list_sessions", deadline) },
+        { agentId: f.agent.id, command: command("list_sessions", deadline) }
+      ])
+      yield* store.commands.transition(y!.id, "failed", { error: { code: "timeout", message: "late", retryable: true } })
+      const done = yield* store.commands.completeMany([
+        { id: x!.id, result: { action: "list_sessions", sessions: [] } },
+        { id: y!.id, result: { action: "list_sessions", sessions: [] } }
+      ])
+      assert.deepStrictEqual(done.map((t) => [t.changed, t.row.state, t.row.result]), [[true, "completed", { action: "list_sessions", sessions: [] }], [false, "failed", undefined]])
+      assert.deepStrictEqual(yield* store.commands.get(x!.id), done[0]!.row)
       const again = yield* store.commands.transitionMany(ids, "ack")
       assert.deepStrictEqual(again.map((t) => [t.changed, t.row.state]), [[true, "ack"], [false, "completed"]])
       assert.deepStrictEqual((yield* store.commands.transitionMany(ids, "sent")).map((t) => [t.changed, t.row.state, t.row.attempts]), [[false, "ack", 1], [false, "completed", 1]])

@@ -58,6 +58,10 @@ export interface CommandsTable {
   ) => Effect.Effect<Transition<CommandRecord>, StoreError>
   /** `transition` of several commands to `sent` or `ack` in one statement (group commit), in the order of `ids`. */
   readonly transitionMany: (ids: NonEmptyReadonlyArray<string>, to: "sent" | "ack") => Effect.Effect<ReadonlyArray<Transition<CommandRecord>>, StoreError>
+  /** `transition` of several commands to `completed`, each with its result, in one statement (group commit). */
+  readonly completeMany: (
+    outcomes: NonEmptyReadonlyArray<{ readonly id: string; readonly result: CommandResult }>
+  ) => Effect.Effect<ReadonlyArray<Transition<CommandRecord>>, StoreError>
   /** Records a redelivery of a `sent` or `ack` command: attempts + 1 and `sentAt` = now, state unchanged. */
   readonly resend: (id: string) => Effect.Effect<Transition<CommandRecord>, StoreError>
 }
@@ -99,6 +103,15 @@ export const makeCommands = ({ json, jsonOrNull, mustExist, now, one, q, refsChe
   /** The result of a guarded UPDATE: the new row, or the unchanged one. */
   const moved = (id: string, rows: ReadonlyArray<Row>) =>
     rows.length === 0 ? Effect.map(get(id), (row) => ({ changed: false, row })) : Effect.succeed({ changed: true, row: toCommand(rows[0]!) })
+
+  /** `moved` for each of `ids`, from the rows a guarded multi-row UPDATE returned. */
+  const movedEach = (ids: ReadonlyArray<string>, rows: ReadonlyArray<Row>) => {
+    const byId = new Map(rows.map((r) => [r.id as string, r]))
+    return Effect.forEach(ids, (id) => {
+      const row = byId.get(id)
+      return moved(id, row === undefined ? [] : [row])
+    })
+  }
 
   const commandRow = (c: NewCommand, at: Date) => ({
     id: c.command.command_id,
@@ -171,11 +184,19 @@ export const makeCommands = ({ json, jsonOrNull, mustExist, now, one, q, refsChe
       const at = yield* now
       const set = to === "sent" ? sql`sent_at = ${at}, attempts = attempts + 1` : sql`acked_at = ${at}`
       const rows = yield* q("command", ids[0], sql<Row>`UPDATE commands SET state = ${to}, ${set} WHERE id IN ${sql.in(ids)} AND state IN ${sql.in(commandFrom[to])} RETURNING *`)
-      const movedRows = new Map(rows.map((r) => [r.id as string, toCommand(r)]))
-      return yield* Effect.forEach(ids, (id) => {
-        const row = movedRows.get(id)
-        return row === undefined ? moved(id, []) : Effect.succeed({ changed: true, row })
-      })
+      return yield* movedEach(ids, rows)
+    }),
+    completeMany: Effect.fn("Store.commands.completeMany")(function*(outcomes: NonEmptyReadonlyArray<{ readonly id: string; readonly result: CommandResult }>) {
+      const at = yield* now
+      const values = sql.csv(outcomes.map((o) => sql`(${o.id}, ${json(o.result)})`))
+      const rows = yield* q(
+        "command",
+        outcomes[0].id,
+        sql<Row>`UPDATE commands AS c SET state = 'completed', completed_at = ${at}, result = v.result
+          FROM (VALUES ${values}) AS v(id, result)
+          WHERE c.id = v.id AND c.state IN ${sql.in(commandFrom.completed)} RETURNING c.*`
+      )
+      return yield* movedEach(outcomes.map((o) => o.id), rows)
     }),
     resend: Effect.fn("Store.commands.resend")(function*(id: string) {
       const at = yield* now
