@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber } from "effect"
+import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
 import { makeGroupCommit } from "../src/internal/groupCommit.ts"
 
 describe("group commit (internal/groupCommit.ts)", () => {
@@ -31,5 +31,16 @@ describe("group commit (internal/groupCommit.ts)", () => {
       assert.deepStrictEqual(outcomes.map((r) => r._tag === "Success" ? r.success : `failed: ${r.failure}`), ["row 11", "row 12", "failed: unlucky", "row 14"])
       // All four queued before the writer woke: 11-13 together (at most 3), which failed, so each again on its own.
       assert.deepStrictEqual(writes, [[11, 12, 13], [11], [12], [13], [14]])
+    }))
+
+  it.effect("when its scope closes, the calls not written are interrupted, and so are later ones", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const write = yield* makeGroupCommit<number, number, never>({ one: () => Effect.never, many: () => Effect.never, max: 10 }).pipe(Scope.provide(scope))
+      const pending = yield* Effect.forkChild(Effect.exit(Effect.all([write(1), write(2)], { concurrency: "unbounded" })))
+      yield* Effect.yieldNow
+      yield* Scope.close(scope, Exit.void)
+      assert.isTrue(Exit.hasInterrupts(yield* Fiber.join(pending)))
+      assert.isTrue(Exit.hasInterrupts(yield* Effect.exit(write(3))))
     }))
 })

@@ -32,17 +32,28 @@ export const makeGroupCommit = <I, O, E>(options: GroupCommitOptions<I, O, E>): 
     const settle = (call: Call<I, O, E>, exit: Exit.Exit<O, E>) => Deferred.done(call.done, exit)
     const writeEach = (batch: ReadonlyArray<Call<I, O, E>>) =>
       Effect.forEach(batch, (call) => Effect.flatMap(Effect.exit(options.one(call.item)), (exit) => settle(call, exit)), { discard: true })
+    let inFlight: ReadonlyArray<Call<I, O, E>> = []
     const write = (batch: NonEmptyReadonlyArray<Call<I, O, E>>) =>
+      Effect.sync(() => (inFlight = batch)).pipe(Effect.andThen(writeBatch(batch)), Effect.ensuring(Effect.sync(() => (inFlight = []))))
+    const writeBatch = (batch: NonEmptyReadonlyArray<Call<I, O, E>>) =>
       batch.length === 1
         ? writeEach(batch)
         : Effect.flatMap(Effect.exit(options.many(Arr.map(batch, (c) => c.item))), (exit) =>
           Exit.isSuccess(exit)
             ? Effect.forEach(batch, (call, i) => settle(call, Exit.succeed(exit.value[i]!)), { discard: true })
             : writeEach(batch))
-    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.takeBetween(calls, 1, options.max), (batch) => Arr.isReadonlyArrayNonEmpty(batch) ? write(batch) : Effect.void)))
+    // When the scope closes, the calls not written (in flight or queued) are interrupted, and so are later ones:
+    // none waits for a writer that is gone.
+    const stop = Effect.gen(function*() {
+      const left = [...inFlight, ...(yield* Queue.clear(calls))]
+      yield* Queue.shutdown(calls)
+      yield* Effect.forEach(left, (call) => Deferred.interrupt(call.done), { discard: true })
+    })
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.flatMap(Queue.takeBetween(calls, 1, options.max), (batch) => Arr.isReadonlyArrayNonEmpty(batch) ? write(batch) : Effect.void)).pipe(
+        Effect.ensuring(stop)
+      )
+    )
     return (item: I) =>
-      Effect.flatMap(Deferred.make<O, E>(), (done) => {
-        Queue.offerUnsafe(calls, { item, done })
-        return Deferred.await(done)
-      })
+      Effect.flatMap(Deferred.make<O, E>(), (done) => Queue.offerUnsafe(calls, { item, done }) ? Deferred.await(done) : Effect.interrupt)
   })
