@@ -170,7 +170,9 @@ export const measureProc = async <A>(pid: number, during: () => Promise<A>, ever
       value,
       rssPeakMiB: Math.max(...rss, first?.rssMiB ?? 0),
       rssEndMiB: last?.rssMiB ?? NaN,
-      cpuPercent: first !== undefined && last !== undefined ? cpuPercent(first, last) : NaN
+      cpuPercent: first !== undefined && last !== undefined ? cpuPercent(first, last) : NaN,
+      /** CPU time the process used meanwhile (all its threads). */
+      cpuSeconds: first !== undefined && last !== undefined ? last.cpuSeconds - first.cpuSeconds : NaN
     }
   } finally {
     clearInterval(timer)

@@ -6,6 +6,7 @@
 // (sharing, lifecycle) record their events through `record` too.
 import { Context, Effect, Layer, Schema } from "effect"
 import type { User } from "./Auth.ts"
+import { GROUP_COMMIT_MAX, makeGroupCommit } from "./internal/groupCommit.ts"
 import { type AuditEvent, type AuditPage, type AuditTable, auditPage, type NewAuditEvent, Store } from "./Store.ts"
 
 export class AuditError extends Schema.TaggedError<AuditError>()("AuditError", {
@@ -28,7 +29,10 @@ export interface AuditShape {
   readonly list: (options: { readonly limit: number; readonly before?: number | undefined }) => Effect.Effect<AuditPage, AuditError>
 }
 
-export const make = (table: AuditTable): AuditShape => {
+export const make = Effect.fnUntraced(function*(table: AuditTable) {
+  // Events recorded while others are being written go together, in one statement (group commit): a burst of
+  // creates records one event each.
+  const insert = yield* makeGroupCommit({ one: table.insert, many: table.insertMany, max: GROUP_COMMIT_MAX })
   const record = Effect.fn("Audit.record")(function*(actor: Actor, action: string, target: AuditTarget, details: Readonly<Record<string, unknown>> = {}) {
     const event: NewAuditEvent = {
       actor: actor === "system" ? "system" : actor.id,
@@ -42,7 +46,7 @@ export const make = (table: AuditTable): AuditShape => {
       Effect.annotateLogs({ actor: event.actor, actor_role: event.actorRole, audit_action: action, target_type: target.type, target_id: target.id })
     )
     // Uninterruptible: a client hanging up right after the action must not lose its record.
-    yield* table.insert(event).pipe(
+    yield* insert(event).pipe(
       Effect.catch((e) => Effect.logError(`audit: could not record ${action} by ${event.actor}: ${e.message}`)),
       Effect.asVoid,
       Effect.uninterruptible
@@ -51,26 +55,28 @@ export const make = (table: AuditTable): AuditShape => {
   const list = Effect.fn("Audit.list")(function*(options: { readonly limit: number; readonly before?: number | undefined }) {
     return yield* table.page(options).pipe(Effect.mapError((e) => new AuditError({ reason: "Unavailable", message: `the audit log cannot be read: ${e.message}` })))
   })
-  return { record, list }
-}
+  return Audit.of({ record, list })
+})
 
 /** An AuditTable in memory (for tests of the services above the store). */
 export const memoryTable = (): AuditTable => {
   const rows: Array<AuditEvent> = []
+  const insert = (e: NewAuditEvent) =>
+    Effect.map(Effect.clockWith((c) => c.currentTimeMillis), (ms) => {
+      const row: AuditEvent = { ...e, seq: rows.length + 1, at: new Date(ms) }
+      rows.push(row)
+      return row
+    })
   return {
-    insert: (e) =>
-      Effect.map(Effect.clockWith((c) => c.currentTimeMillis), (ms) => {
-        const row: AuditEvent = { ...e, seq: rows.length + 1, at: new Date(ms) }
-        rows.push(row)
-        return row
-      }),
+    insert,
+    insertMany: (events) => Effect.forEach(events, insert),
     page: ({ before, limit }) => Effect.sync(() => auditPage(rows.filter((r) => before === undefined || r.seq < before).reverse().slice(0, limit + 1), limit))
   }
 }
 
 export class Audit extends Context.Service<Audit, AuditShape>()("control-plane/Audit") {
   /** On the Store's audit_log table. */
-  static readonly layer = Layer.effect(Audit, Effect.map(Store, (store) => Audit.of(make(store.audit))))
+  static readonly layer = Layer.effect(Audit, Effect.flatMap(Store, (store) => make(store.audit)))
   /** In memory: for tests. */
-  static readonly layerMemory = Layer.sync(Audit, () => Audit.of(make(memoryTable())))
+  static readonly layerMemory = Layer.effect(Audit, Effect.suspend(() => make(memoryTable())))
 }

@@ -7,7 +7,8 @@
 // stops working within that bound, whoever minted it. The OIDC_GROUPS_CLAIM claim (default `groups`) lists the
 // user's groups; a member of one of OIDC_ADMIN_GROUPS is an admin. Browsers authenticate with a login cookie
 // instead (internal/auth/loginSessions.ts, with its CSRF check). With the Store in context, a disabled user's
-// tokens and cookies are refused on every request.
+// tokens and cookies are refused on every request. A verified token is remembered (by hash) until its `exp`, so
+// the signature of a token sent again is not checked again (internal/auth/verifiedTokens.ts).
 import type { UserId } from "@streamspace/protocol"
 import { UserId as UserIdSchema } from "@streamspace/protocol"
 import { Clock, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
@@ -15,6 +16,8 @@ import { createRemoteJWKSet, errors as JoseErrors, type JWTPayload, jwtVerify, S
 import { randomBytes } from "node:crypto"
 import { ControlPlaneConfig } from "./ControlPlaneConfig.ts"
 import { AuthError } from "./internal/auth/error.ts"
+import { makeVerifiedTokens } from "./internal/auth/verifiedTokens.ts"
+import { GROUP_COMMIT_MAX, makeGroupCommit } from "./internal/groupCommit.ts"
 import { LOGIN_COOKIE, makeLoginSessions, type RequestInfo } from "./internal/auth/loginSessions.ts"
 import { Store } from "./Store.ts"
 
@@ -109,8 +112,11 @@ export const make = Effect.gen(function*() {
     ...(config.jwtAudience === undefined ? {} : { audience: config.jwtAudience })
   }
 
+  const verified = makeVerifiedTokens<User>()
   const verify = Effect.fn("Auth.verify")(function*(token: string) {
     const now = new Date(yield* Clock.currentTimeMillis)
+    const known = verified.get(token, now.getTime() / 1000)
+    if (known !== undefined) return known
     const header = yield* Effect.try({
       try: () => JSON.parse(Buffer.from(token.split(".")[0] ?? "", "base64url").toString("utf8")) as { alg?: unknown },
       catch: () => new AuthError({ reason: "InvalidToken", message: "token is not a JWT" })
@@ -131,15 +137,23 @@ export const make = Effect.gen(function*() {
       catch: fromJoseError
     })
     yield* checkLifetime(result.payload, now.getTime() / 1000)
-    return yield* userFromClaims(result.payload, config.login.groupsClaim, config.login.adminGroups)
+    const user = yield* userFromClaims(result.payload, config.login.groupsClaim, config.login.adminGroups)
+    verified.set(token, result.payload.exp!, user)
+    return user
   })
 
   // The Store is absent only where a test builds Auth alone; the control plane always has it.
   const store = Option.getOrUndefined(yield* Effect.serviceOption(Store))
   const disabled = new AuthError({ reason: "Forbidden", message: "this user is disabled; ask an administrator" })
+  // Checked on every request: requests checked while a check is in flight are checked together, in one lookup.
+  const isDisabled = store === undefined ? undefined : yield* makeGroupCommit({
+    one: store.users.isDisabled,
+    many: (ids) => Effect.map(store.users.disabledAmong(ids), (off) => ids.map((id) => off.has(id))),
+    max: GROUP_COMMIT_MAX
+  })
   const checkEnabled = Effect.fn("Auth.checkEnabled")(function*(user: User) {
-    if (store === undefined) return
-    const off = yield* store.users.isDisabled(user.id).pipe(
+    if (isDisabled === undefined) return
+    const off = yield* isDisabled(user.id).pipe(
       Effect.mapError(() => new AuthError({ reason: "Misconfigured", message: "the user directory is unavailable" }))
     )
     if (off) return yield* disabled

@@ -28,6 +28,7 @@ import {
   transition
 } from "./internal/commandLog.ts"
 import { joinCluster, redeliverFromStore, wakeHolder } from "./internal/commandRouting.ts"
+import { GROUP_COMMIT_MAX, makeGroupCommit } from "./internal/groupCommit.ts"
 import { currentReplicas } from "./Replicas.ts"
 import { type CommandRecord, Store } from "./Store.ts"
 
@@ -72,6 +73,9 @@ export const make = Effect.gen(function*() {
     onCommandReport: (agentId, report) => onReport(log, agentId, report)
   })
   yield* recover(log)
+  // Commands dispatched while others are being written go together, in one statement (group commit); each is
+  // still sent only once its row is committed.
+  const insert = yield* makeGroupCommit({ one: store.commands.insert, many: store.commands.insertMany, max: GROUP_COMMIT_MAX })
 
   const dispatch = Effect.fn("CommandDispatcher.dispatch")(function*(
     agentId: AgentId,
@@ -93,7 +97,7 @@ export const make = Effect.gen(function*() {
       ...(Option.isSome(traceparent) ? { traceparent: traceparent.value } : {}),
       ...request
     } as Command
-    const record = yield* store.commands.insert({ agentId, sessionId: options?.sessionId, command }).pipe(
+    const record = yield* insert({ agentId, sessionId: options?.sessionId, command }).pipe(
       Effect.mapError(storeError(`could not record command ${command.command_id}`))
     )
     track(log, record.id, agentId)

@@ -74,41 +74,36 @@ export const exclusionReason = (agent: AgentView, used: AgentUsage, request: Pla
 /**
  * Chooses an agent: the requested region first (other regions only when none there is eligible), then online
  * over warning, then the lowest session load, then the most free CPU, then the agent id (so equal agents give
- * a stable answer).
+ * a stable answer). One pass over the agents that allocates nothing per agent (it runs for every create, over
+ * every agent); why each agent was passed over is worked out only when none is eligible.
  */
 export const place = (agents: ReadonlyArray<AgentView>, usage: Usage, request: PlacementRequest): Result.Result<Placed, PlacementError> => {
-  const excluded: Array<{ agent_id: string; reason: string }> = []
-  const eligible: Array<Placed & { readonly usedCpu: number }> = []
+  let best: AgentView | undefined
+  let bestLoad = 0
+  let bestRegion = false
+  let bestFreeCpu = 0
   for (const agent of agents) {
     const used = usage(agent.id)
-    const why = exclusionReason(agent, used, request)
-    if (why !== undefined) {
-      excluded.push({ agent_id: agent.id, reason: why })
-      continue
-    }
+    if (exclusionReason(agent, used, request) !== undefined) continue
     const max = agent.capacity.max_sessions
-    eligible.push({
-      agent,
-      load: max === 0 ? 1 : sessionsOn(agent, used) / max,
-      regionMatch: request.region !== undefined && agent.region === request.region,
-      usedCpu: used.cpu
-    })
+    const load = max === 0 ? 1 : sessionsOn(agent, used) / max
+    const region = request.region !== undefined && agent.region === request.region
+    const freeCpu = quantity(agent.capacity.cpu) - used.cpu
+    const before = best === undefined ||
+      (Number(bestRegion) - Number(region) ||
+          Number(agent.status === "warning") - Number(best.status === "warning") ||
+          load - bestLoad ||
+          bestFreeCpu - freeCpu ||
+          (agent.id < best.id ? -1 : agent.id > best.id ? 1 : 0)) < 0
+    if (before) {
+      best = agent
+      bestLoad = load
+      bestRegion = region
+      bestFreeCpu = freeCpu
+    }
   }
-  if (eligible.length === 0) {
-    const detail = excluded.length === 0
-      ? "no agents are registered"
-      : excluded.map((e) => `${e.agent_id}: ${e.reason}`).join("; ")
-    return Result.fail(new PlacementError({ reason: "NoEligibleAgent", message: `no eligible agent for this session (${detail})`, excluded }))
-  }
-  const freeCpu = (p: (typeof eligible)[number]) => quantity(p.agent.capacity.cpu) - p.usedCpu
-  const before = (a: (typeof eligible)[number], b: (typeof eligible)[number]) =>
-    (Number(b.regionMatch) - Number(a.regionMatch) ||
-      Number(a.agent.status === "warning") - Number(b.agent.status === "warning") ||
-      a.load - b.load ||
-      freeCpu(b) - freeCpu(a) ||
-      (a.agent.id < b.agent.id ? -1 : a.agent.id > b.agent.id ? 1 : 0)) < 0
-  // The first in that order: one pass (O(agents)), not a sort, since only the best one is used.
-  let best = eligible[0]!
-  for (let i = 1; i < eligible.length; i++) if (before(eligible[i]!, best)) best = eligible[i]!
-  return Result.succeed({ agent: best.agent, load: best.load, regionMatch: best.regionMatch })
+  if (best !== undefined) return Result.succeed({ agent: best, load: bestLoad, regionMatch: bestRegion })
+  const excluded = agents.map((agent) => ({ agent_id: agent.id, reason: exclusionReason(agent, usage(agent.id), request)! }))
+  const detail = excluded.length === 0 ? "no agents are registered" : excluded.map((e) => `${e.agent_id}: ${e.reason}`).join("; ")
+  return Result.fail(new PlacementError({ reason: "NoEligibleAgent", message: `no eligible agent for this session (${detail})`, excluded }))
 }

@@ -7,18 +7,19 @@
 //
 // Modules (internal/sessions/): book (the records in memory and the state machine), lifecycle (command
 // outcomes, reconcile on connect), repo (the Store or memory), usage (per-agent usage for placement),
-// templates (what a template change means for existing sessions: `resumeSpec`), warmPools (the templates'
-// warm pools, sent to the agents).
-import type { AgentId, SessionId, SessionSpec, SessionStatus, TemplateName } from "@streamspace/protocol"
-import { MAX_WARM_POOL, parseDuration, parseQuantity, Port, TemplateName as TemplateNameSchema } from "@streamspace/protocol"
-import { Clock, Context, Duration, Effect, FiberSet, Layer, Option, Result, Schedule, Schema, Stream } from "effect"
+// templates (what a template change means for existing sessions: `resumeSpec`), templateOps (reading templates
+// for creates, the admin's template operations), requests (the API's request schemas), warmPools (the
+// templates' warm pools, sent to the agents). Creates are written with group commit (internal/groupCommit.ts).
+import type { AgentId, SessionId, SessionSpec, SessionStatus } from "@streamspace/protocol"
+import { parseDuration, parseQuantity } from "@streamspace/protocol"
+import { Array as Arr, Clock, Context, Duration, Effect, FiberSet, Layer, Option, Result, Schedule, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import { AgentHub } from "./AgentHub.ts"
 import type { User } from "./Auth.ts"
 import { CommandDispatcher } from "./CommandDispatcher.ts"
 import { ControlPlaneConfig, type ControlPlaneConfigShape, DEFAULT_SESSION_RESOURCE_BOUNDS, DEFAULT_USER_LIMITS } from "./ControlPlaneConfig.ts"
 import { announcing, followOtherReplicas, makeActivitySharing, policyLeadership } from "./internal/sessions/coherence.ts"
-import { applyStatus, type Book, ended, fromRepo, makeBook, put, reserve, SessionsError, transition, unreserve, userActor } from "./internal/sessions/book.ts"
+import { applyStatus, type Book, ended, fromRepo, liveCount, makeBook, put, reserve, SessionsError, transition, unreserve, userActor } from "./internal/sessions/book.ts"
 import { hibernate, resume } from "./internal/sessions/hibernation.ts"
 import {
   DEFAULT_POLICY,
@@ -32,81 +33,23 @@ import {
   type PolicyDefaults,
   resolvePolicy
 } from "./internal/sessions/policy.ts"
+import { GROUP_COMMIT_MAX, makeGroupCommit } from "./internal/groupCommit.ts"
 import { follow, followOpenCommands, reconcile } from "./internal/sessions/lifecycle.ts"
 import { makeMemoryRepo, type MemoryRepo, onStore, type SessionRepo } from "./internal/sessions/repo.ts"
 import { pushWarmPools } from "./internal/sessions/warmPools.ts"
-import { RequestResources, ResourceBounds, TemplateEnv, UserEnv } from "./internal/sessions/requestRules.ts"
 import { type LimitRefusal, makeCreateRate, resourcesIssue, sessionsRefusal } from "./internal/sessions/userLimits.ts"
 import { chargedTeam, liveRecords, quotaRefusal, storageRefusal, teamAgents, teamOf } from "./internal/sessions/teamCharge.ts"
-import { TeamName } from "./internal/teams/requests.ts"
 import { place } from "./Placement.ts"
 import { Teams } from "./Teams.ts"
 import { currentReplicas } from "./Replicas.ts"
-import { type Actor, DEFAULT_RESOURCES, type SessionEvent, type SessionKey, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
+import { type Actor, type SessionEvent, type SessionKey, type SessionRecord, Store, type TemplateRecord } from "./Store.ts"
 
 export { SESSION_STATES, SessionsError } from "./internal/sessions/book.ts"
+export { CreateSessionRequest, CreateTemplateRequest, PatchTemplateRequest } from "./internal/sessions/requests.ts"
+import type { CreateSessionRequest, CreateTemplateRequest, PatchTemplateRequest } from "./internal/sessions/requests.ts"
+import { groupedTemplateReads, makeTemplateOps } from "./internal/sessions/templateOps.ts"
 export { makeMemoryRepo, type MemoryRepo, RepoError, type SessionRepo } from "./internal/sessions/repo.ts"
 export type { Actor, SessionEvent, SessionRecord, TemplateRecord } from "./Store.ts"
-
-const Name = (what: string, max: number) =>
-  Schema.String.pipe(Schema.check(Schema.isMinLength(1, { message: `${what} must not be empty` }), Schema.isMaxLength(max, { message: `${what} must be at most ${max} characters` })))
-
-/** Warm pods per agent for a template. */
-const WarmPoolSize = Schema.Number.pipe(Schema.check(
-  Schema.isInt({ message: "warm_pool must be a whole number" }),
-  Schema.isBetween({ minimum: 0, maximum: MAX_WARM_POOL }, { message: `warm_pool must be between 0 and ${MAX_WARM_POOL}` })
-))
-
-/** What a user asks for (POST /api/v1/sessions); what is left out comes from the template. */
-export const CreateSessionRequest = Schema.Struct({
-  template: TemplateNameSchema,
-  region: Schema.optionalKey(Name("region", 63)),
-  resources: Schema.optionalKey(RequestResources),
-  env: Schema.optionalKey(UserEnv),
-  persistent_home: Schema.optionalKey(Schema.Boolean),
-  /** The team that pays (issue 18); absent: the first of the user's teams that allows the template and region. */
-  team: Schema.optionalKey(TeamName)
-})
-export type CreateSessionRequest = typeof CreateSessionRequest.Type
-
-/** A duration as written everywhere in the project (`30s`, `5m`, `1h30m`), kept as written. */
-const DurationText = (what: string) =>
-  Schema.String.pipe(Schema.check(Schema.makeFilter((s: string) =>
-    parseDuration(s) !== undefined ? undefined : `${what}: invalid duration "${s.slice(0, 40)}": use forms like 30s, 5m, 1h or 1h30m (0s: no limit)`
-  )))
-
-/** A new template (POST /api/v1/templates). */
-export const CreateTemplateRequest = Schema.Struct({
-  name: TemplateNameSchema,
-  display_name: Schema.optionalKey(Name("display_name", 200)),
-  image: Name("image", 512),
-  resources: Schema.optionalKey(RequestResources),
-  /** Bounds on what a session made from this template may request; left out: SESSION_MIN_/MAX_ settings. */
-  resource_bounds: Schema.optionalKey(ResourceBounds),
-  env: Schema.optionalKey(TemplateEnv),
-  vnc_port: Schema.optionalKey(Port),
-  persistent_home: Schema.optionalKey(Schema.Boolean),
-  /** No user input for this long -> idle_action (absent: the control plane's SESSION_IDLE_TIMEOUT; `0s`: none). */
-  idle_timeout: Schema.optionalKey(DurationText("idle_timeout")),
-  /** Hard limit from creation -> delete (absent: SESSION_MAX_LIFETIME; `0s`: none). */
-  max_lifetime: Schema.optionalKey(DurationText("max_lifetime")),
-  /** `hibernate` (only with a persistent home) or `delete` (absent: SESSION_IDLE_ACTION). */
-  idle_action: Schema.optionalKey(Schema.Literals(["hibernate", "delete"])),
-  /** Warning time before an automatic action (absent: SESSION_WARN_BEFORE). */
-  warn_before: Schema.optionalKey(DurationText("warn_before")),
-  warm_pool: Schema.optionalKey(WarmPoolSize),
-  /** Clipboard directions the VNC proxy lets through (absent: both allowed; on PATCH, a direction left out is kept). */
-  clipboard: Schema.optionalKey(Schema.Struct({ upload: Schema.optionalKey(Schema.Boolean), download: Schema.optionalKey(Schema.Boolean) }))
-})
-export type CreateTemplateRequest = typeof CreateTemplateRequest.Type
-
-/**
- * A change to a template (PATCH /api/v1/templates/:name): the fields of a create but the name, each optional and
- * validated as on create; a field given replaces the stored one. Sessions created before keep their spec.
- */
-const { name: _name, ...templateFields } = CreateTemplateRequest.fields
-export const PatchTemplateRequest = Schema.Struct({ ...templateFields, image: Schema.optionalKey(Name("image", 512)) })
-export type PatchTemplateRequest = typeof PatchTemplateRequest.Type
 
 export interface SessionsShape {
   readonly create: (user: User, request: CreateSessionRequest) => Effect.Effect<SessionRecord, SessionsError>
@@ -148,9 +91,6 @@ const newSessionId = (): SessionId => `s-${randomBytes(6).toString("hex")}` as S
 
 const visible = (user: User, s: SessionRecord | undefined): s is SessionRecord => s !== undefined && (user.role === "admin" || s.userId === user.id)
 
-/** A template as stored now (read each time: an admin may change it, on any replica). */
-const findTemplate = (book: Book, name: TemplateName) => book.repo.getTemplate(name).pipe(Effect.mapError(fromRepo))
-
 /** Writes the user row when it is new or its role changed (sessions refer to it). */
 const ensureUser = (book: Book, user: User) =>
   book.usersWritten.get(user.id) === user.role
@@ -186,14 +126,6 @@ const rulesFromConfig = Effect.map(Effect.serviceOption(ControlPlaneConfig), Opt
 const refused = (r: LimitRefusal) =>
   new SessionsError({ reason: "LimitExceeded", message: r.message, limit: r.limit, ...(r.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: r.retryAfterSeconds }) })
 
-/** Live sessions of one user, placed or written. */
-const liveCount = (book: Book, userId: string) => {
-  let n = 0
-  for (const s of book.sessions.values()) if (s.userId === userId && !ended(s.state)) n++
-  for (const s of book.reserved.values()) if (s.userId === userId) n++
-  return n
-}
-
 /** How often the lifecycle policy looks at the running sessions, unless SESSION_POLICY_INTERVAL says otherwise. */
 export const POLICY_TICK = Duration.seconds(1)
 
@@ -212,6 +144,15 @@ export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules:
     onSome: (c) => ({ idleTimeout: c.sessionIdleTimeout, maxLifetime: c.sessionMaxLifetime, idleAction: c.sessionIdleAction, warnBefore: c.sessionWarnBefore })
   })
   const createRate = makeCreateRate(rules.userLimits.createsPerMinute)
+  const templateForCreate = yield* groupedTemplateReads(book)
+  const templates = makeTemplateOps(book, hub, rules)
+  // Creates written while others are being written go together, in one statement (group commit). A session
+  // charged to a team is written alone, in the transaction that checks the team's quota in the database.
+  const insertUncharged = yield* makeGroupCommit({
+    one: ({ actor, record }: { readonly record: SessionRecord; readonly actor: Actor }) => repo.insertSession(record, actor),
+    many: (records) => Effect.as(repo.insertSessions(records), Arr.map(records, () => undefined)),
+    max: GROUP_COMMIT_MAX
+  })
   const teams = yield* Effect.serviceOption(Teams)
 
   const create = Effect.fn("Sessions.create")(function*(user: User, request: CreateSessionRequest) {
@@ -221,7 +162,7 @@ export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules:
       if (rate !== undefined) return yield* refused(rate)
     }
     yield* ensureUser(book, user)
-    const template = yield* findTemplate(book, request.template)
+    const template = yield* templateForCreate(request.template)
     if (template === undefined) {
       return yield* new SessionsError({ reason: "TemplateNotFound", field: "template", message: `template: no template named "${request.template}"` })
     }
@@ -264,7 +205,7 @@ export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules:
       reserve(book, record)
       return record
     }))
-    yield* repo.insertSession(record, userActor(user.id)).pipe(
+    yield* (record.team === undefined ? insertUncharged({ record, actor: userActor(user.id) }) : repo.insertSession(record, userActor(user.id))).pipe(
       Effect.mapError(fromRepo),
       Effect.onExit((exit) => Effect.sync(() => (exit._tag === "Success" ? put(book, record) : unreserve(book, record))))
     )
@@ -327,70 +268,6 @@ export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules:
     return yield* repo.pageSessions(user.role === "admin" ? undefined : user.id, limit, after).pipe(Effect.mapError(fromRepo))
   })
 
-  const getTemplate = Effect.fn("Sessions.getTemplate")(function*(name: string) {
-    const t = yield* findTemplate(book, name as TemplateName)
-    if (t === undefined) return yield* new SessionsError({ reason: "NotFound", message: `no template named "${name}"` })
-    return t
-  })
-
-  /** What a template must satisfy, on create and after every change (the fields as they will be stored). */
-  const checkTemplate = (t: Pick<TemplateRecord, "name" | "persistentHome" | "warmPool" | "idleAction" | "resourceBounds"> & { readonly resources?: TemplateRecord["resources"] | undefined }) =>
-    Effect.gen(function*() {
-      // A warm pod never has a user's home mounted, so a template with a persistent home has no pool.
-      if (t.warmPool > 0 && t.persistentHome) {
-        return yield* new SessionsError({
-          reason: "InvalidRequest",
-          field: "warm_pool",
-          message: "warm_pool: a template with persistent_home cannot have a warm pool (a warm pod is started before its user is known, so it never has a home mounted)"
-        })
-      }
-      if (t.idleAction === "hibernate" && !t.persistentHome) {
-        return yield* new SessionsError({
-          reason: "InvalidRequest",
-          field: "idle_action",
-          message: "idle_action: hibernate needs persistent_home (a session without a home cannot be resumed)"
-        })
-      }
-      // The template's own defaults must be requests its sessions may make.
-      const bad = resourcesIssue({ ...DEFAULT_RESOURCES, ...t.resources }, { name: t.name, resourceBounds: t.resourceBounds }, rules.sessionResourceBounds)
-      if (bad !== undefined) return yield* new SessionsError({ reason: "InvalidRequest", field: bad.field, message: `${bad.message}: the template's own default is out of bounds` })
-    })
-
-  const createTemplate = Effect.fn("Sessions.createTemplate")(function*(request: CreateTemplateRequest) {
-    yield* checkTemplate({
-      name: request.name,
-      persistentHome: request.persistent_home ?? false,
-      warmPool: request.warm_pool ?? 0,
-      idleAction: request.idle_action,
-      resourceBounds: request.resource_bounds,
-      resources: request.resources
-    })
-    const created = yield* repo.insertTemplate({
-      ...(request.idle_timeout !== undefined ? { idleTimeout: request.idle_timeout } : {}),
-      ...(request.max_lifetime !== undefined ? { maxLifetime: request.max_lifetime } : {}),
-      ...(request.idle_action !== undefined ? { idleAction: request.idle_action } : {}),
-      ...(request.warn_before !== undefined ? { warnBefore: request.warn_before } : {}),
-      name: request.name,
-      displayName: request.display_name ?? request.name,
-      image: request.image,
-      resources: request.resources,
-      env: request.env,
-      vncPort: request.vnc_port ?? 5900,
-      persistentHome: request.persistent_home ?? false,
-      resourceBounds: request.resource_bounds,
-      warmPool: request.warm_pool ?? 0,
-      ...(request.clipboard === undefined ? {} : { clipboard: request.clipboard })
-    }).pipe(
-      Effect.mapError((e) =>
-        e.reason === "Conflict"
-          ? new SessionsError({ reason: "TemplateExists", field: "name", message: `name: a template named "${request.name}" already exists` })
-          : fromRepo(e)
-      )
-    )
-    if (created.warmPool > 0) yield* pushWarmPools(book, hub)
-    return created
-  })
-
   const keepalive = Effect.fn("Sessions.keepalive")(function*(user: User, id: string) {
     const s = yield* get(user, id)
     if (s.state !== "running") {
@@ -437,47 +314,6 @@ export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules:
     Effect.repeat(Schedule.spaced(Option.match(config, { onNone: () => POLICY_TICK, onSome: (c) => c.sessionPolicyInterval ?? POLICY_TICK })))
   ))
 
-  const notFound = (name: string) => new SessionsError({ reason: "NotFound", message: `no template named "${name.slice(0, 80)}"` })
-
-  const updateTemplate = Effect.fn("Sessions.updateTemplate")(function*(name: string, request: PatchTemplateRequest) {
-    const before = yield* findTemplate(book, name as TemplateName)
-    if (before === undefined) return yield* notFound(name)
-    yield* checkTemplate({
-      name: before.name,
-      persistentHome: request.persistent_home ?? before.persistentHome,
-      warmPool: request.warm_pool ?? before.warmPool,
-      idleAction: request.idle_action ?? before.idleAction,
-      resourceBounds: request.resource_bounds ?? before.resourceBounds,
-      resources: request.resources ?? before.resources
-    })
-    const t = yield* repo.updateTemplate(name as TemplateName, {
-      ...(request.display_name === undefined ? {} : { displayName: request.display_name }),
-      ...(request.image === undefined ? {} : { image: request.image }),
-      ...(request.resources === undefined ? {} : { resources: request.resources }),
-      ...(request.env === undefined ? {} : { env: request.env }),
-      ...(request.vnc_port === undefined ? {} : { vncPort: request.vnc_port }),
-      ...(request.persistent_home === undefined ? {} : { persistentHome: request.persistent_home }),
-      ...(request.warm_pool === undefined ? {} : { warmPool: request.warm_pool }),
-      ...(request.resource_bounds === undefined ? {} : { resourceBounds: request.resource_bounds }),
-      ...(request.idle_timeout === undefined ? {} : { idleTimeout: request.idle_timeout }),
-      ...(request.max_lifetime === undefined ? {} : { maxLifetime: request.max_lifetime }),
-      ...(request.idle_action === undefined ? {} : { idleAction: request.idle_action }),
-      ...(request.warn_before === undefined ? {} : { warnBefore: request.warn_before }),
-      ...(request.clipboard === undefined ? {} : { clipboard: request.clipboard })
-    }).pipe(Effect.mapError(fromRepo))
-    if (t === undefined) return yield* notFound(name)
-    if (t.warmPool > 0 || before.warmPool > 0) yield* pushWarmPools(book, hub)
-    yield* Effect.logInfo("template changed").pipe(Effect.annotateLogs({ template: name, image: t.image }))
-    return t
-  })
-
-  const deleteTemplate = Effect.fn("Sessions.deleteTemplate")(function*(name: string) {
-    const before = yield* findTemplate(book, name as TemplateName)
-    if (!(yield* repo.deleteTemplate(name as TemplateName).pipe(Effect.mapError(fromRepo)))) return yield* notFound(name)
-    if (before !== undefined && before.warmPool > 0) yield* pushWarmPools(book, hub)
-    yield* Effect.logInfo("template deleted").pipe(Effect.annotateLogs({ template: name }))
-  })
-
   // A drained agent frees its warm pods; undrained, it gets the pools again.
   const draining = new Map<AgentId, boolean>()
   yield* Effect.forkScoped(Stream.runForEach(hub.presence, (e) => {
@@ -521,10 +357,7 @@ export const makeWith = Effect.fnUntraced(function*(ownRepo: SessionRepo, rules:
     lifecycle: (s) => lifecycleJson(s, policyBook.activity.get(s.id)),
     history,
     listTemplates: repo.listTemplates.pipe(Effect.mapError(fromRepo), Effect.withSpan("Sessions.listTemplates")),
-    getTemplate,
-    createTemplate,
-    updateTemplate,
-    deleteTemplate,
+    ...templates,
     live: Effect.sync(() => liveRecords(book)),
     unknownSessions: (agentId) => book.unknownByAgent.get(agentId) ?? [],
     stateCounts: Effect.sync(() => {

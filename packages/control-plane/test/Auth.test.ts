@@ -5,6 +5,7 @@ import { exportJWK, generateKeyPair, SignJWT } from "jose"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { Auth } from "../src/Auth.ts"
+import { makeVerifiedTokens } from "../src/internal/auth/verifiedTokens.ts"
 import { ControlPlaneConfig } from "../src/ControlPlaneConfig.ts"
 import { sign, TEST_JWT_SECRET, unsecured } from "./support/jwt.ts"
 
@@ -179,5 +180,33 @@ describe("secrets and token lifetime (issue 14)", () => {
       assert.strictEqual(yield* reasonOf(auth.verify(auth.devToken!)), "Expired")
       const e = yield* readConfig({ DEV_MODE: "true", DEV_TOKEN_TTL: "48h" })
       assert.strictEqual((e as { variable: string }).variable, "DEV_TOKEN_TTL")
+    }))
+})
+
+describe("verified tokens (internal/auth/verifiedTokens.ts)", () => {
+  it("remembers a token until its exp, by hash, and drops the oldest when full", () => {
+    const tokens = makeVerifiedTokens<string>(2)
+    tokens.set("a.b.c", 100, "ann")
+    assert.strictEqual(tokens.get("a.b.c", 99.9), "ann")
+    assert.strictEqual(tokens.get("a.b.C", 50), undefined) // another token (one character differs)
+    assert.strictEqual(tokens.get("a.b.c", 100), undefined) // at exp: verified again
+    assert.strictEqual(tokens.get("a.b.c", 50), undefined) // and forgotten
+    tokens.set("t1", 100, "1")
+    tokens.set("t2", 100, "2")
+    tokens.set("t3", 100, "3")
+    assert.deepStrictEqual(["t1", "t2", "t3"].map((t) => tokens.get(t, 0)), [undefined, "2", "3"])
+  })
+
+  it.effect("a remembered token is refused once it expires; a tampered copy is checked on its own", () =>
+    Effect.gen(function*() {
+      const auth = yield* authWith({ JWT_SECRET: TEST_JWT_SECRET, JWT_CLOCK_TOLERANCE: "0s" })
+      yield* TestClock.setTime(1_000_000_000)
+      const token = yield* Effect.promise(() => sign({ sub: "ann" }, { nowSec: 1_000_000, expiresIn: 60 }))
+      assert.strictEqual((yield* auth.verify(token)).id, "ann")
+      assert.strictEqual((yield* auth.verify(token)).id, "ann") // from memory
+      const tampered = `${token.slice(0, -2)}${token.endsWith("AA") ? "BB" : "AA"}`
+      assert.strictEqual(yield* reasonOf(auth.verify(tampered)), "InvalidToken")
+      yield* TestClock.adjust("60 seconds")
+      assert.strictEqual(yield* reasonOf(auth.verify(token)), "Expired")
     }))
 })

@@ -82,9 +82,10 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
   it.effect("audit_log: appends events with their actor and pages them newest first by cursor", () =>
     Effect.gen(function*() {
       const store = yield* Store
-      for (const id of ["a", "b", "c"]) {
-        yield* store.audit.insert({ actor: "root", actorRole: "admin", action: "agent.approve", targetType: "agent", targetId: id, details: { n: id } })
-      }
+      const event = (id: string) => ({ actor: "root", actorRole: "admin", action: "agent.approve", targetType: "agent", targetId: id, details: { n: id } })
+      yield* store.audit.insert(event("a"))
+      // Several at once (group commit) are appended in their order.
+      assert.deepStrictEqual((yield* store.audit.insertMany([event("b"), event("c")])).map((e) => e.targetId), ["b", "c"])
       const first = yield* store.audit.page({ limit: 2 })
       assert.deepStrictEqual(first.events.map((e) => [e.targetId, e.actor, e.details]), [["c", "root", { n: "c" }], ["b", "root", { n: "b" }]])
       assert.isDefined(first.nextCursor)
@@ -358,6 +359,56 @@ const suite = (it: Vitest.MethodsNonLive<Store | Database.Sql>) => {
       assert.deepStrictEqual([anywhere.agentId, anywhere.region, anywhere.createCommandId, anywhere.deleteCommandId], [f.agent.id, undefined, undefined, undefined])
       assert.strictEqual(yield* reasonOf(store.sessions.get("missing")), "NotFound")
       assert.strictEqual(yield* reasonOf(store.sessions.history("missing")), "NotFound")
+    }))
+
+  it.effect("sessions and commands: insertMany writes several in one statement, each as insert does, or none of them", () =>
+    Effect.gen(function*() {
+      const f = yield* fixture
+      const { store } = f
+      const [a, b] = [newSession(f), { ...newSession(f), region: undefined }]
+      const written = yield* store.sessions.insertMany([{ session: a, actor: `user:${f.user.id}` }, { session: b }])
+      assert.deepStrictEqual(written.map((s) => [s.id, s.state, s.region]), [[a.id, "pending", "eu"], [b.id, "pending", undefined]])
+      for (const s of written) assert.deepStrictEqual(yield* store.sessions.get(s.id), s)
+      assert.deepStrictEqual((yield* store.sessions.history(a.id)).map((h) => [h.state, h.actor]), [["pending", `user:${f.user.id}`]])
+      assert.deepStrictEqual((yield* store.sessions.history(b.id)).map((h) => [h.state, h.actor]), [["pending", undefined]])
+      // One bad row (an unknown agent) fails the statement: nothing of it is stored.
+      const [c, bad] = [newSession(f), { ...newSession(f), agentId: "no-such-agent" as AgentId }]
+      yield* Effect.flip(store.sessions.insertMany([{ session: c }, { session: bad }]))
+      assert.strictEqual(yield* reasonOf(store.sessions.get(c.id)), "NotFound")
+
+      const deadline = new Date(Date.now() + 60_000)
+      const cs = [
+        { agentId: f.agent.id, sessionId: a.id, command: command("create_session", deadline, { sessionId: a.id }) },
+        { agentId: f.agent.id, command: command("list_sessions", deadline) }
+      ] as const
+      const commands = yield* store.commands.insertMany(cs)
+      assert.deepStrictEqual(commands.map((c) => [c.id, c.state, c.attempts, c.sessionId]), [[cs[0].command.command_id, "pending", 0, a.id], [cs[1].command.command_id, "pending", 0, undefined]])
+      for (const c of commands) assert.deepStrictEqual(yield* store.commands.get(c.id), c)
+      assert.strictEqual((yield* store.sessions.get(a.id)).createCommandId, cs[0].command.command_id)
+      // Moved together, each guarded as transition is: the second time nothing moves.
+      const ids = [commands[0]!.id, commands[1]!.id] as const
+      const sent = yield* store.commands.transitionMany(ids, "sent")
+      assert.deepStrictEqual(sent.map((t) => [t.changed, t.row.state, t.row.attempts, t.row.sentAt !== undefined]), [[true, "sent", 1, true], [true, "sent", 1, true]])
+      assert.deepStrictEqual(yield* store.commands.get(ids[0]), sent[0]!.row)
+      yield* store.commands.transition(ids[1], "completed", { result: { action: "list_sessions", sessions: [] } })
+      // Completions together, each with its own result, guarded the same way.
+      const [x, y] = yield* store.commands.insertMany([
+        { agentId: f.agent.id, command: command("list_sessions", deadline) },
+        { agentId: f.agent.id, command: command("list_sessions", deadline) }
+      ])
+      yield* store.commands.transition(y!.id, "failed", { error: { code: "timeout", message: "late", retryable: true } })
+      const done = yield* store.commands.completeMany([
+        { id: x!.id, result: { action: "list_sessions", sessions: [] } },
+        { id: y!.id, result: { action: "list_sessions", sessions: [] } }
+      ])
+      assert.deepStrictEqual(done.map((t) => [t.changed, t.row.state, t.row.result]), [[true, "completed", { action: "list_sessions", sessions: [] }], [false, "failed", undefined]])
+      assert.deepStrictEqual(yield* store.commands.get(x!.id), done[0]!.row)
+      const again = yield* store.commands.transitionMany(ids, "ack")
+      assert.deepStrictEqual(again.map((t) => [t.changed, t.row.state]), [[true, "ack"], [false, "completed"]])
+      assert.deepStrictEqual((yield* store.commands.transitionMany(ids, "sent")).map((t) => [t.changed, t.row.state, t.row.attempts]), [[false, "ack", 1], [false, "completed", 1]])
+      const lone = { agentId: f.agent.id, command: command("list_sessions", deadline) }
+      yield* Effect.flip(store.commands.insertMany([lone, { agentId: "ghost" as AgentId, command: command("list_sessions", deadline) }]))
+      assert.strictEqual(yield* reasonOf(store.commands.get(lone.command.command_id)), "NotFound")
     }))
 
   it.effect("sessions: transitions only move forward and append history in order", () =>

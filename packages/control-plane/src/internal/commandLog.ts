@@ -7,6 +7,7 @@ import type { AgentId, CommandError, CommandId, CommandResult, CommandState } fr
 import { Clock, Deferred, Duration, Effect, FiberMap, Option, Schema } from "effect"
 import type { AgentHubShape, CommandReport } from "../AgentHub.ts"
 import type { CommandRecord, StoreError, StoreShape } from "../Store.ts"
+import { GROUP_COMMIT_MAX, makeGroupCommit } from "./groupCommit.ts"
 
 export class CommandDispatcherError extends Schema.TaggedError<CommandDispatcherError>()("CommandDispatcherError", {
   reason: Schema.Literals(["NotFound", "AgentUnavailable", "Store"]),
@@ -27,10 +28,20 @@ export const outcomeOf = (c: CommandRecord): Option.Option<CommandOutcome> => {
 
 export const storeError = (what: string) => (cause: StoreError) => new CommandDispatcherError({ reason: "Store", message: `${what}: ${cause.message}` })
 
+/** Moves to `sent` or `ack` (and completions, below) written together when they come while others are being written (group commit). */
+const groupedMoves = (store: StoreShape, to: "sent" | "ack") =>
+  makeGroupCommit({ one: (id: string) => store.commands.transition(id, to), many: (ids) => store.commands.transitionMany(ids, to), max: GROUP_COMMIT_MAX })
+
 export const makeCommandLog = Effect.fnUntraced(function*(hub: AgentHubShape, store: StoreShape) {
   return {
     hub,
     store,
+    moves: { sent: yield* groupedMoves(store, "sent"), ack: yield* groupedMoves(store, "ack") },
+    completions: yield* makeGroupCommit({
+      one: ({ id, result }: { readonly id: string; readonly result: CommandResult }) => store.commands.transition(id, "completed", { result }),
+      many: store.commands.completeMany,
+      max: GROUP_COMMIT_MAX
+    }),
     deadlines: yield* FiberMap.make<CommandId>(),
     waiters: new Map<CommandId, Deferred.Deferred<CommandOutcome>>(),
     /** The commands not yet completed or failed, by agent, in the order they were created. */
@@ -98,7 +109,11 @@ export const transition = (
   outcome: { readonly result?: CommandResult; readonly error?: CommandError } = {},
   fromDeadline = false
 ) =>
-  log.store.commands.transition(id, to, outcome).pipe(
+  (to === "sent" || to === "ack"
+    ? log.moves[to](id)
+    : to === "completed" && outcome.result !== undefined
+    ? log.completions({ id, result: outcome.result })
+    : log.store.commands.transition(id, to, outcome)).pipe(
     Effect.mapError(storeError(`could not move command ${id} to ${to}`)),
     Effect.flatMap((t) => (t.changed ? Effect.as(settle(log, t.row, fromDeadline), Option.some(t.row)) : Effect.succeed(Option.none<CommandRecord>())))
   )

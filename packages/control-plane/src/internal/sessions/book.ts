@@ -108,6 +108,8 @@ export const makeBook = Effect.fnUntraced(function*(repo: SessionRepo, dispatche
     sessions: new Map<string, SessionRecord>(),
     reserved: new Map<string, SessionRecord>(),
     usage: makeUsageCounters(),
+    /** Live records (not ended, reservations included) per user: the per-user limit reads it, not every session. */
+    liveByUser: new Map<UserId, number>(),
     /** When the newest applied agent report about each session was observed (reports can arrive out of order). */
     observed: new Map<SessionId, string>(),
     /** Sessions whose delete is being dispatched (before `terminating` is recorded). */
@@ -132,7 +134,9 @@ export type Book = Effect.Success<ReturnType<typeof makeBook>>
  * control plane without bound under create/delete churn.
  */
 export const put = (book: Book, next: SessionRecord) => {
-  book.usage.replace(book.sessions.get(next.id) ?? book.reserved.get(next.id), next)
+  const prev = book.sessions.get(next.id) ?? book.reserved.get(next.id)
+  book.usage.replace(prev, next)
+  countUser(book, next.userId, Number(!ended(next.state)) - Number(prev !== undefined && !ended(prev.state)))
   book.reserved.delete(next.id)
   if (ended(next.state)) {
     if (book.sessions.delete(next.id)) book.endedCounts.set(next.state, (book.endedCounts.get(next.state) ?? 0) + 1)
@@ -140,15 +144,28 @@ export const put = (book: Book, next: SessionRecord) => {
   } else book.sessions.set(next.id, next)
 }
 
-/** Counts a placed session against its agent before its record is written. */
+const countUser = (book: Book, userId: UserId, delta: number) => {
+  if (delta === 0) return
+  const n = (book.liveByUser.get(userId) ?? 0) + delta
+  if (n > 0) book.liveByUser.set(userId, n)
+  else book.liveByUser.delete(userId)
+}
+
+/** The user's live sessions, placed or written. */
+export const liveCount = (book: Book, userId: UserId) => book.liveByUser.get(userId) ?? 0
+
+/** Counts a placed session against its agent (and its user) before its record is written. */
 export const reserve = (book: Book, record: SessionRecord) => {
   book.usage.replace(undefined, record)
   book.reserved.set(record.id, record)
+  countUser(book, record.userId, 1)
 }
 
 /** Gives back the reservation of a create whose record could not be written. */
 export const unreserve = (book: Book, record: SessionRecord) => {
-  if (book.reserved.delete(record.id)) book.usage.replace(record, { ...record, state: "failed" })
+  if (!book.reserved.delete(record.id)) return
+  book.usage.replace(record, { ...record, state: "failed" })
+  countUser(book, record.userId, -1)
 }
 
 /** Moves a session to `to` if the machine allows it; returns the record as it is afterwards (undefined for an unknown id). */

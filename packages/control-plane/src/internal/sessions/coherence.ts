@@ -18,6 +18,7 @@ export const announcing = (repo: SessionRepo, replicas: ReplicasShape): SessionR
   return {
     ...repo,
     insertSession: (r, actor) => Effect.tap(repo.insertSession(r, actor), () => announce(r.id)),
+    insertSessions: (records) => Effect.tap(repo.insertSessions(records), () => Effect.forEach(records, ({ record }) => announce(record.id), { discard: true })),
     updateSession: (r, from, actor) => Effect.tap(repo.updateSession(r, from, actor), () => announce(r.id))
   }
 }

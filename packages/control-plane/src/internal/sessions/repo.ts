@@ -2,7 +2,8 @@
 // demos). Records are the Store's own types; Sessions owns every rule about them and keeps them in memory, so
 // the repository only writes through and loads them at start.
 import type { SessionId, SessionPhase, TemplateName, UserId } from "@streamspace/protocol"
-import { Clock, Effect, Schema } from "effect"
+import { Array as Arr, Clock, Effect, Schema } from "effect"
+import type { NonEmptyReadonlyArray } from "effect/Array"
 import type { Role } from "../../Auth.ts"
 import { quotaIssue } from "../teams/quota.ts"
 import {
@@ -40,6 +41,8 @@ export interface SessionRepo {
   readonly pageSessions: (userId: UserId | undefined, limit: number | undefined, after: SessionKey | undefined) => Effect.Effect<ReadonlyArray<SessionRecord>, RepoError>
   /** Writes a new record (state `pending`) and its first history row, made by `actor`. */
   readonly insertSession: (record: SessionRecord, actor: Actor) => Effect.Effect<void, RepoError>
+  /** Writes several new records not charged to a team, as `insertSession` does, in one statement: all or none. */
+  readonly insertSessions: (records: NonEmptyReadonlyArray<{ readonly record: SessionRecord; readonly actor: Actor }>) => Effect.Effect<void, RepoError>
   /** Writes a state change; `from` is the state it had, for the state history, which records `actor`. */
   readonly updateSession: (record: SessionRecord, from: SessionPhase, actor: Actor) => Effect.Effect<void, RepoError>
   /** The state history of a session, oldest first (empty for an unknown id). */
@@ -63,6 +66,8 @@ const isAfter = (s: SessionRecord, key: SessionKey) => s.createdAt.getTime() < k
 
 const fromStore = (e: StoreError) => new RepoError({ reason: e.reason._tag === "Conflict" ? "Conflict" : "Unavailable", message: e.message })
 
+const newSession = (r: SessionRecord) => ({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region, policy: r.policy, team: r.team })
+
 /**
  * The repository on the Store. The Store's state machine (forward only, terminated/failed final) is the one
  * Sessions enforces, so a transition Sessions makes is one the Store accepts; command ids are the Store's own
@@ -83,7 +88,7 @@ export const onStore = (store: StoreShape): SessionRepo => ({
     ),
   pageSessions: (userId, limit, after) => store.sessions.page({ userId }, limit, after).pipe(Effect.mapError(fromStore)),
   insertSession: (r, actor) => {
-    const insert = store.sessions.insert({ id: r.id, userId: r.userId, template: r.template, agentId: r.agentId, spec: r.spec, region: r.region, policy: r.policy, team: r.team }, actor)
+    const insert = store.sessions.insert(newSession(r), actor)
     // A charged session is written under its team's row lock, after the database's own count of what the team
     // holds: replicas that each checked the quota in memory cannot overshoot it together.
     const guarded = r.team === undefined ? insert : store.withTransaction(Effect.gen(function*() {
@@ -97,6 +102,7 @@ export const onStore = (store: StoreShape): SessionRepo => ({
       Effect.mapError((e) => (e._tag === "RepoError" ? e : fromStore(e)))
     )
   },
+  insertSessions: (records) => store.sessions.insertMany(Arr.map(records, ({ actor, record }) => ({ session: newSession(record), actor }))).pipe(Effect.asVoid, Effect.mapError(fromStore)),
   updateSession: (r, from, actor) =>
     r.state === from && (r.state === "terminated" || r.state === "failed")
       ? store.sessions.annotateEnded(r.id, { reason: r.reason, message: r.message, actor }).pipe(Effect.asVoid, Effect.mapError(fromStore))
@@ -155,6 +161,14 @@ export const makeMemoryRepo = (seed: ReadonlyArray<TemplateRecord> = [demoTempla
   const history = new Map<string, Array<readonly [SessionPhase, SessionPhase]>>()
   const events = new Map<string, Array<SessionEvent>>()
   const event = (r: SessionRecord, actor: Actor): SessionEvent => ({ sessionId: r.id, state: r.state, reason: r.reason, message: r.message, actor, at: r.updatedAt })
+  const insertSession = (r: SessionRecord, actor: Actor) =>
+    Effect.suspend(() => {
+      if (sessions.has(r.id)) return Effect.fail(new RepoError({ reason: "Conflict", message: `session ${r.id} exists` }))
+      sessions.set(r.id, r)
+      history.set(r.id, [])
+      events.set(r.id, [event(r, actor)])
+      return Effect.void
+    })
   return {
     sessions,
     history,
@@ -172,14 +186,13 @@ export const makeMemoryRepo = (seed: ReadonlyArray<TemplateRecord> = [demoTempla
         const all = [...sessions.values()].filter((s) => (userId === undefined || s.userId === userId) && (after === undefined || isAfter(s, after))).sort(newestFirst)
         return limit === undefined ? all : all.slice(0, limit)
       }),
-    insertSession: (r, actor) =>
-      Effect.suspend(() => {
-        if (sessions.has(r.id)) return Effect.fail(new RepoError({ reason: "Conflict", message: `session ${r.id} exists` }))
-        sessions.set(r.id, r)
-        history.set(r.id, [])
-        events.set(r.id, [event(r, actor)])
-        return Effect.void
-      }),
+    insertSession,
+    insertSessions: (records) =>
+      Effect.suspend(() =>
+        records.some(({ record }) => sessions.has(record.id))
+          ? Effect.fail(new RepoError({ reason: "Conflict", message: "a session exists" }))
+          : Effect.forEach(records, ({ actor, record }) => insertSession(record, actor), { discard: true })
+      ),
     updateSession: (r, from, actor) =>
       Effect.sync(() => {
         sessions.set(r.id, r)

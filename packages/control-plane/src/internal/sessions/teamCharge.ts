@@ -26,8 +26,9 @@ export const chargedTeam = (
       request.team === undefined
         ? Effect.succeed(undefined)
         : Effect.fail(new SessionsError({ reason: "InvalidRequest", field: "team", message: `team: no team named "${request.team}"` })),
+    // A user in no group, asking for no team, is charged to none: no need to read the teams.
     onSome: (t) =>
-      t.list.pipe(
+      user.groups.length === 0 && request.team === undefined ? Effect.succeed(undefined) : t.list.pipe(
         Effect.mapError(unavailable),
         Effect.flatMap((all) => {
           const chosen = chooseTeam(all, user.groups, request)

@@ -35,6 +35,8 @@ interface Counter {
   sessions: number
   millicores: number
   bytes: number
+  /** `get`'s answer, made once per change (placement reads every agent's usage for every create). */
+  view: AgentUsage | undefined
 }
 
 export interface UsageCounters {
@@ -53,7 +55,7 @@ export const makeUsageCounters = (): UsageCounters => {
     if (!isLive(s.state)) return
     let c = byAgent.get(s.agentId)
     if (c === undefined) {
-      c = { ids: new Set(), sessions: 0, millicores: 0, bytes: 0 }
+      c = { ids: new Set(), sessions: 0, millicores: 0, bytes: 0, view: undefined }
       byAgent.set(s.agentId, c)
     }
     if (sign === 1) c.ids.add(s.id)
@@ -61,10 +63,11 @@ export const makeUsageCounters = (): UsageCounters => {
     c.sessions += sign
     c.millicores += sign * millicores(s.spec.resources?.cpu)
     c.bytes += sign * bytes(s.spec.resources?.memory)
+    c.view = undefined
     if (c.sessions <= 0) byAgent.delete(s.agentId)
   }
   const view = (c: Counter | undefined): AgentUsage =>
-    c === undefined ? ZERO : { sessions: c.sessions, cpu: c.millicores / 1000, memory: c.bytes }
+    c === undefined ? ZERO : (c.view ??= { sessions: c.sessions, cpu: c.millicores / 1000, memory: c.bytes })
   return {
     replace: (prev, next) => {
       if (prev !== undefined && prev.agentId === next.agentId && isLive(prev.state) === isLive(next.state) && prev.spec === next.spec) return

@@ -1,7 +1,8 @@
 // The `audit_log` table: who did what to which object, append-only. Rows are numbered by `seq` (a bigserial),
 // which is also the pagination cursor: pages run newest first, and the next page holds the rows below the last
 // seq of this one, so rows written meanwhile never shift a page.
-import { Effect } from "effect"
+import { Array as Arr, Effect } from "effect"
+import type { NonEmptyReadonlyArray } from "effect/Array"
 import { date, type Db, type Row } from "./db.ts"
 import type { StoreError } from "./error.ts"
 
@@ -29,6 +30,8 @@ export interface AuditPage {
 
 export interface AuditTable {
   readonly insert: (event: NewAuditEvent) => Effect.Effect<AuditEvent, StoreError>
+  /** Inserts several, in order, in one statement (group commit): all or none. */
+  readonly insertMany: (events: NonEmptyReadonlyArray<NewAuditEvent>) => Effect.Effect<ReadonlyArray<AuditEvent>, StoreError>
   /** Newest first, at most `limit`, older than `before` when given. */
   readonly page: (options: { readonly limit: number; readonly before?: number | undefined }) => Effect.Effect<AuditPage, StoreError>
 }
@@ -50,22 +53,25 @@ export const auditPage = (rows: ReadonlyArray<AuditEvent>, limit: number): Audit
   return { events, nextCursor: rows.length > limit ? events[events.length - 1]!.seq : undefined }
 }
 
-export const makeAudit = ({ json, now, q, sql }: Db): AuditTable => ({
-  insert: Effect.fn("Store.audit.insert")(function*(e: NewAuditEvent) {
-    const at = yield* now
-    const rows = yield* q(
-      "audit",
-      e.action,
-      sql<Row>`INSERT INTO audit_log ${
-        sql.insert({ at, actor: e.actor, actor_role: e.actorRole, action: e.action, target_type: e.targetType, target_id: e.targetId, details: json(e.details) })
-      } RETURNING *`
-    )
-    return toAuditEvent(rows[0]!)
-  }),
-  page: Effect.fn("Store.audit.page")(function*(options: { readonly limit: number; readonly before?: number | undefined }) {
-    const rows = options.before === undefined
-      ? yield* q("audit", "*", sql<Row>`SELECT * FROM audit_log ORDER BY seq DESC LIMIT ${options.limit + 1}`)
-      : yield* q("audit", "*", sql<Row>`SELECT * FROM audit_log WHERE seq < ${options.before} ORDER BY seq DESC LIMIT ${options.limit + 1}`)
-    return auditPage(rows.map(toAuditEvent), options.limit)
-  })
-})
+export const makeAudit = ({ json, now, q, sql }: Db): AuditTable => {
+  const row = (e: NewAuditEvent, at: Date) => ({ at, actor: e.actor, actor_role: e.actorRole, action: e.action, target_type: e.targetType, target_id: e.targetId, details: json(e.details) })
+  return {
+    insert: Effect.fn("Store.audit.insert")(function*(e: NewAuditEvent) {
+      const at = yield* now
+      const rows = yield* q("audit", e.action, sql<Row>`INSERT INTO audit_log ${sql.insert(row(e, at))} RETURNING *`)
+      return toAuditEvent(rows[0]!)
+    }),
+    insertMany: Effect.fn("Store.audit.insertMany")(function*(events: NonEmptyReadonlyArray<NewAuditEvent>) {
+      const at = yield* now
+      // seq follows the order of the rows in the statement.
+      const rows = yield* q("audit", events[0].action, sql<Row>`INSERT INTO audit_log ${sql.insert(Arr.map(events, (e) => row(e, at)))} RETURNING *`)
+      return rows.map(toAuditEvent).sort((a, b) => a.seq - b.seq)
+    }),
+    page: Effect.fn("Store.audit.page")(function*(options: { readonly limit: number; readonly before?: number | undefined }) {
+      const rows = options.before === undefined
+        ? yield* q("audit", "*", sql<Row>`SELECT * FROM audit_log ORDER BY seq DESC LIMIT ${options.limit + 1}`)
+        : yield* q("audit", "*", sql<Row>`SELECT * FROM audit_log WHERE seq < ${options.before} ORDER BY seq DESC LIMIT ${options.limit + 1}`)
+      return auditPage(rows.map(toAuditEvent), options.limit)
+    })
+  }
+}

@@ -3,7 +3,8 @@
 // non-final state, and the hibernation loop running -> hibernating -> hibernated -> creating; a change and its history row land in one statement. A session's create and delete command
 // ids are not columns: they are the latest such commands of the session in the `commands` table.
 import type { AgentId, CommandId, SessionId, SessionPhase, SessionSpec, TemplateName, UserId } from "@streamspace/protocol"
-import { Effect } from "effect"
+import { Array as Arr, Effect } from "effect"
+import type { NonEmptyReadonlyArray } from "effect/Array"
 import type { Fragment } from "effect/sql/Statement"
 import { date, type Db, type Row, strOrUndefined, type Transition } from "./db.ts"
 import { bytes, millicores } from "../teams/quota.ts"
@@ -89,6 +90,11 @@ export interface SessionsTable {
    * or agent does not exist; Conflict if the id exists.
    */
   readonly insert: (session: NewSession, actor?: Actor) => Effect.Effect<SessionRecord, StoreError>
+  /**
+   * Inserts several, each as `insert` does, in one statement (group commit): all or none. A failure names the
+   * first session only; callers that need each one's own error insert them one at a time after it.
+   */
+  readonly insertMany: (sessions: NonEmptyReadonlyArray<{ readonly session: NewSession; readonly actor?: Actor | undefined }>) => Effect.Effect<ReadonlyArray<SessionRecord>, StoreError>
   readonly get: (id: string) => Effect.Effect<SessionRecord, StoreError>
   /** Oldest first. */
   readonly list: (filter?: SessionFilter) => Effect.Effect<ReadonlyArray<SessionRecord>, StoreError>
@@ -183,6 +189,24 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
     return clauses.length === 0 ? sql`` : sql`WHERE ${sql.and(clauses)}`
   }
 
+  const sessionRow = (s: NewSession, at: Date) => ({
+    id: s.id,
+    user_id: s.userId,
+    template: s.template,
+    agent_id: s.agentId,
+    state: "pending",
+    reason: null,
+    message: null,
+    spec: json(s.spec),
+    region: s.region ?? null,
+    policy: s.policy === undefined ? null : json(s.policy),
+    team: s.team ?? null,
+    cpu_millicores: millicores(s.spec.resources?.cpu),
+    memory_bytes: bytes(s.spec.resources?.memory),
+    created_at: at,
+    updated_at: at
+  })
+
   return {
     insert: Effect.fn("Store.sessions.insert")(function*(s: NewSession, actor?: Actor) {
       const at = yield* now
@@ -192,25 +216,7 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
         "session",
         s.id,
         sql<Row>`WITH s AS (
-            INSERT INTO sessions ${
-          sql.insert({
-            id: s.id,
-            user_id: s.userId,
-            template: s.template,
-            agent_id: s.agentId,
-            state: "pending",
-            reason: null,
-            message: null,
-            spec: json(s.spec),
-            region: s.region ?? null,
-            policy: s.policy === undefined ? null : json(s.policy),
-            team: s.team ?? null,
-            cpu_millicores: millicores(s.spec.resources?.cpu),
-            memory_bytes: bytes(s.spec.resources?.memory),
-            created_at: at,
-            updated_at: at
-          })
-        } RETURNING *
+            INSERT INTO sessions ${sql.insert(sessionRow(s, at))} RETURNING *
           ), h AS (
             INSERT INTO session_history (session_id, state, reason, message, actor, at) SELECT id, state, reason, message, ${actor ?? null}, created_at FROM s
           )
@@ -222,6 +228,23 @@ export const makeSessions = ({ json, mustExist, now, one, q, refsChecked, sql }:
         })
       )
       return toSession(rows[0]!)
+    }),
+    insertMany: Effect.fn("Store.sessions.insertMany")(function*(items: NonEmptyReadonlyArray<{ readonly session: NewSession; readonly actor?: Actor | undefined }>) {
+      const at = yield* now
+      // The history rows are written in the same statement: their foreign key is checked at its end.
+      const history = Arr.map(items, ({ actor, session }) => ({ session_id: session.id, state: "pending", reason: null, message: null, actor: actor ?? null, at }))
+      const rows = yield* q(
+        "session",
+        items[0].session.id,
+        sql<Row>`WITH s AS (
+            INSERT INTO sessions ${sql.insert(Arr.map(items, ({ session }) => sessionRow(session, at)))} RETURNING *
+          ), h AS (
+            INSERT INTO session_history ${sql.insert(history)}
+          )
+          SELECT * FROM s`
+      )
+      const byId = new Map(rows.map((r) => [r.id as string, toSession(r)]))
+      return items.map(({ session }) => byId.get(session.id)!)
     }),
     get: Effect.fn("Store.sessions.get")(function*(id: string) {
       return yield* get(id)

@@ -44,6 +44,8 @@ export interface UsersTable {
   readonly setDisabled: (id: string, disabled: boolean) => Effect.Effect<UserRecord, StoreError>
   /** Whether the user exists and is disabled (one primary-key lookup: it runs on every request). */
   readonly isDisabled: (id: string) => Effect.Effect<boolean, StoreError>
+  /** Which of `ids` are disabled users, in one lookup (requests checked together). */
+  readonly disabledAmong: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlySet<string>, StoreError>
   readonly touch: (id: string) => Effect.Effect<void, StoreError>
 }
 
@@ -137,6 +139,11 @@ export const makeUsers = ({ json, now, one, q, sql }: Db): UsersTable => ({
   isDisabled: Effect.fn("Store.users.isDisabled")(function*(id: string) {
     const rows = yield* q("user", id, sql<Row>`SELECT disabled_at FROM users WHERE id = ${id}`)
     return rows.length > 0 && rows[0]!.disabled_at !== null
+  }),
+  disabledAmong: Effect.fn("Store.users.disabledAmong")(function*(ids: ReadonlyArray<string>) {
+    if (ids.length === 0) return new Set<string>()
+    const rows = yield* q("user", ids[0]!, sql<Row>`SELECT id FROM users WHERE id IN ${sql.in(ids)} AND disabled_at IS NOT NULL`)
+    return new Set(rows.map((r) => r.id as string))
   }),
   touch: Effect.fn("Store.users.touch")(function*(id: string) {
     yield* q("user", id, sql`UPDATE users SET last_seen_at = ${yield* now} WHERE id = ${id}`)
