@@ -131,6 +131,13 @@ const openConn = (spec: ViewerSpec): Promise<Conn> =>
     ws.once("error", reject)
     ws.once("open", () => {
       const listeners: Array<(b: Buffer) => void> = []
+      // What arrives before the caller's first listener (the server may speak first, in the same read as the
+      // upgrade's answer, before the promise's continuation runs) is held for it, not lost.
+      let early: Array<Buffer> | undefined = []
+      const deliver = (b: Buffer) => {
+        if (early !== undefined) early.push(b)
+        else for (const l of listeners) l(b)
+      }
       // port-forward v4: byte 0 is the channel; the first frame of each channel is a 2-byte port preamble.
       const seen = new Set<number>()
       ws.on("message", (d: Buffer) => {
@@ -142,12 +149,17 @@ const openConn = (spec: ViewerSpec): Promise<Conn> =>
             body = body.subarray(2)
           }
           if (ch !== 0 || body.length === 0) return
-          for (const l of listeners) l(body)
-        } else for (const l of listeners) l(d)
+          deliver(body)
+        } else deliver(d)
       })
       resolve({
         send: (b) => ws.send(pf ? Buffer.concat([Buffer.from([0]), b]) : b),
-        onData: (f) => void listeners.push(f),
+        onData: (f) => {
+          listeners.push(f)
+          const held = early
+          early = undefined
+          for (const b of held ?? []) f(b)
+        },
         pause: () => ws.pause(),
         resume: () => ws.resume(),
         close: () => ws.terminate(),
