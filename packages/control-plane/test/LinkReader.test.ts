@@ -74,4 +74,19 @@ describe("LinkReader", () => {
       assert.isAbove(frames.length, 4)
       assert.isFalse(server.isPaused)
     })))
+
+  it.live("a defect on the fast path ends the loop with it and drops the socket, as a failing fiber would", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const { server, client } = yield* pair
+      const reader = yield* makeLinkReader(server)
+      reader.fastPath(() => {
+        throw new Error("sink bug")
+      })
+      const loop = yield* Effect.forkChild(Effect.forever(reader.pull))
+      yield* Effect.yieldNow
+      client.send(Buffer.from("boom"))
+      const exit = yield* Fiber.await(loop)
+      assert.isTrue(exit._tag === "Failure" && String(exit.cause).includes("sink bug"))
+      yield* waitFor("the socket dropped", Effect.sync(() => server.readyState === server.CLOSED))
+    })))
 })

@@ -51,9 +51,20 @@ export const makeLinkReader = (ws: WebSocket): Effect.Effect<LinkReader, never, 
       }
       return out
     }
+    /** A defect the fast path threw: the loop dies with it (as it would have in a fiber) and the socket is dropped. */
+    let defect: { readonly cause: unknown } | undefined
     const onMessage = (data: RawData, isBinary: boolean) => {
+      if (defect !== undefined) return
       const bytes = bytesOf(data)
-      if (isBinary && fast !== undefined && waiter !== undefined && fast(bytes)) return
+      if (isBinary && fast !== undefined && waiter !== undefined) {
+        try {
+          if (fast(bytes)) return
+        } catch (cause) {
+          defect = { cause }
+          ws.terminate()
+          return wake()
+        }
+      }
       queued.push(isBinary ? bytes : bytes.toString("utf8"))
       queuedBytes += bytes.length
       if (queuedBytes > HIGH_WATER_BYTES && !paused) {
@@ -81,11 +92,13 @@ export const makeLinkReader = (ws: WebSocket): Effect.Effect<LinkReader, never, 
     )
 
     const pull: Effect.Effect<ReadonlyArray<Frame>, LinkClosed> = Effect.suspend(() => {
+      if (defect !== undefined) return Effect.die(defect.cause)
       const now = take()
       if (now === undefined) return Effect.fail(new LinkClosed())
       if (now.length > 0) return Effect.succeed(now)
       return Effect.callback<ReadonlyArray<Frame>, LinkClosed>((resume) => {
-        waiter = (frames) => resume(frames === undefined ? Effect.fail(new LinkClosed()) : Effect.succeed(frames))
+        waiter = (frames) =>
+          resume(defect !== undefined ? Effect.die(defect.cause) : frames === undefined ? Effect.fail(new LinkClosed()) : Effect.succeed(frames))
         return Effect.sync(() => {
           waiter = undefined
         })
